@@ -1,0 +1,1 @@
+"""Edge producers: device adapters and the producer runtime that runs on each Raspberry Pi."""

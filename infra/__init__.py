@@ -1,0 +1,1 @@
+"""Starting, checking and stopping the embedded stack; the Spark session factory; deployment notes."""

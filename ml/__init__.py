@@ -1,0 +1,1 @@
+"""Model pipelines, session-grouped evaluation, MLflow tracking and registry, promotion gate."""

@@ -1,0 +1,140 @@
+"""The ``neurolake`` command. Subcommands import their modules lazily: an edge Pi has no Spark."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from neurolake import __version__
+from neurolake.errors import NeurolakeError
+from neurolake.logs import setup_logging
+from neurolake.settings import Settings, load_settings
+
+log = logging.getLogger("neurolake")
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _cmd_up(args: argparse.Namespace, settings: Settings) -> int:
+    from infra import stack
+
+    result = stack.up(settings, with_airflow=args.with_airflow)
+    _print_status(result.as_dict(), as_json=False)
+    return 0 if result.healthy else 1
+
+
+def _cmd_down(args: argparse.Namespace, settings: Settings) -> int:
+    from infra import stack
+
+    stopped = stack.down(settings)
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from infra import stack
+
+    result = stack.status(settings)
+    _print_status(result.as_dict(), as_json=args.json)
+    return 0 if result.healthy else 1
+
+
+def _print_status(status: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(status, indent=2))
+        return
+    print(f"{'service':<10} {'state':<10} {'pid':>8}  log / detail")
+    for name, info in status["services"].items():
+        state = "healthy" if info["healthy"] else ("UNHEALTHY" if info["running"] else "stopped")
+        pid = str(info["pid"] or "-")
+        print(f"{name:<10} {state:<10} {pid:>8}  {info['detail'] or info['log']}")
+    for name, detail in status["external"].items():
+        print(f"{name:<10} {'external':<10} {'-':>8}  {detail}")
+
+
+def _cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.kafka import describe_topics
+
+    infos = describe_topics(settings)
+    if args.json:
+        print(json.dumps([info.__dict__ for info in infos], indent=2))
+        return 0
+    print(f"{'topic':<17} {'partitions':>10}  {'policy':<8} {'record type':<15} description")
+    for info in infos:
+        parts = str(info.partitions) if info.exists else "MISSING"
+        print(
+            f"{info.name:<17} {parts:>10}  {info.cleanup_policy:<8} {info.record_type:<15} "
+            f"{info.description}"
+        )
+    return 0 if all(info.exists for info in infos) else 1
+
+
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from neurolake.demo import run_demo
+
+    return run_demo(settings, duration_s=args.duration, with_airflow=args.with_airflow)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neurolake",
+        description="neurolake: EEG lab data platform (edge -> Kafka -> Spark -> Delta -> MLflow).",
+    )
+    parser.add_argument("--version", action="version", version=f"neurolake {__version__}")
+    parser.add_argument(
+        "--config", type=Path, default=None,
+        help="TOML settings file (default: $NEUROLAKE_CONFIG, else ./neurolake.toml if present)",
+    )
+    parser.add_argument(
+        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None,
+        help="overrides the log_level setting",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    up = commands.add_parser("up", help="start the embedded stack (broker, MLflow[, Airflow])")
+    up.add_argument("--with-airflow", action="store_true", help="also start Airflow standalone")
+    up.set_defaults(handler=_cmd_up)
+
+    down = commands.add_parser("down", help="stop every service neurolake started")
+    down.set_defaults(handler=_cmd_down)
+
+    status = commands.add_parser("status", help="health of each service; exit 1 if one is unhealthy")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(handler=_cmd_status)
+
+    topics = commands.add_parser("topics", help="list the Kafka topics and their partitions")
+    topics.add_argument("--json", action="store_true", help="machine-readable output")
+    topics.set_defaults(handler=_cmd_topics)
+
+    demo = commands.add_parser("demo", help="run the lab end to end, then stop what it started")
+    demo.add_argument(
+        "--duration", type=float, default=0.0,
+        help="seconds to run before stopping cleanly (0: until Ctrl-C)",
+    )
+    demo.add_argument("--with-airflow", action="store_true", help="also start Airflow")
+    demo.set_defaults(handler=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        setup_logging(args.log_level or settings.log_level)
+        handler: Handler = args.handler
+        return handler(args, settings)
+    except NeurolakeError as exc:
+        print(f"neurolake: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("neurolake: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

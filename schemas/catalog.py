@@ -1,0 +1,53 @@
+"""Every Kafka topic neurolake uses, with the record type it carries and how it is keyed.
+
+Producers, Spark jobs, the dashboard and tests take topic names from here and nowhere else.
+Schema compatibility rule (checked by tests/schemas/test_contracts.py): a schema may change only
+BACKWARD-compatibly, i.e. new fields carry defaults, so a consumer on the new schema still reads every
+record already in the topics, the spool and bronze.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    record_type: str
+    key: str
+    default_partitions: int
+    compacted: bool = False
+    description: str = ""
+
+
+TOPICS: dict[str, TopicSpec] = {
+    spec.name: spec
+    for spec in (
+        TopicSpec("eeg.raw", "eeg_block", "device_id", 4, description="EEG sample blocks"),
+        TopicSpec("camera.frames", "camera_frame", "device_id", 2, description="JPEG camera frames"),
+        TopicSpec("sensors.env", "sensor_reading", "device_id", 2, description="Sense HAT / room sensors"),
+        TopicSpec("markers", "marker", "session_id", 1, description="stimulus and task events"),
+        TopicSpec(
+            "sessions", "session", "session_id", 1, compacted=True,
+            description="one record per session: montage, channels, rate",
+        ),
+        TopicSpec("devices.status", "device_status", "device_id", 1, description="edge heartbeats"),
+        TopicSpec("devices.logs", "device_log", "device_id", 1, description="edge log lines"),
+        TopicSpec(
+            "devices.control", "control", "device_id", 1,
+            description="commands, command acks, lake spool acks",
+        ),
+        TopicSpec("eeg.predictions", "prediction", "device_id", 2, description="live model output"),
+        TopicSpec("deadletter", "dead_letter", "source_topic", 1, description="undecodable records"),
+    )
+}
+
+RECORD_TYPES: tuple[str, ...] = tuple(spec.record_type for spec in TOPICS.values())
+
+
+def topic_for(record_type: str) -> TopicSpec:
+    for spec in TOPICS.values():
+        if spec.record_type == record_type:
+            return spec
+    raise KeyError(f"no topic carries record type {record_type!r}; known: {', '.join(RECORD_TYPES)}")

@@ -1,0 +1,1 @@
+"""Spark Structured Streaming jobs: Kafka source, bronze/silver/gold, scoring."""

@@ -1,0 +1,99 @@
+from pathlib import Path
+
+import pytest
+
+from neurolake.errors import SettingsError
+from neurolake.settings import load_settings
+
+
+def test_defaults_are_a_single_local_machine(tmp_path: Path) -> None:
+    settings = load_settings(environ={}, cwd=tmp_path)
+    assert settings.kafka.bootstrap_servers == "127.0.0.1:19092"
+    assert settings.broker.embedded
+    assert settings.paths.home == tmp_path / ".neurolake"
+    assert settings.paths.lake_root == tmp_path / "lake"
+    assert settings.topics.partitions_for("eeg.raw") == 4
+    assert settings.mlflow.effective_tracking_uri == "http://127.0.0.1:15000"
+
+
+def test_env_overrides_toml_which_overrides_defaults(tmp_path: Path) -> None:
+    (tmp_path / "neurolake.toml").write_text(
+        '[kafka]\nbootstrap_servers = "toml:9092"\nlinger_ms = 20\n'
+        '[topics.partitions]\n"eeg.raw" = 8\n'
+    )
+    env = {"NEUROLAKE_KAFKA__BOOTSTRAP_SERVERS": "env:9092"}
+    settings = load_settings(environ=env, cwd=tmp_path)
+    assert settings.kafka.bootstrap_servers == "env:9092"
+    assert settings.kafka.linger_ms == 20
+    assert settings.topics.partitions_for("eeg.raw") == 8
+
+
+def test_partitions_from_env(tmp_path: Path) -> None:
+    env = {"NEUROLAKE_TOPICS__PARTITIONS": "eeg.raw=6, markers=2"}
+    settings = load_settings(environ=env, cwd=tmp_path)
+    assert settings.topics.partitions_for("eeg.raw") == 6
+    assert settings.topics.partitions_for("markers") == 2
+
+
+def test_real_cluster_by_configuration_alone(tmp_path: Path) -> None:
+    env = {
+        "NEUROLAKE_BROKER__EMBEDDED": "false",
+        "NEUROLAKE_KAFKA__BOOTSTRAP_SERVERS": "k1:9093,k2:9093",
+        "NEUROLAKE_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
+        "NEUROLAKE_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
+        "NEUROLAKE_KAFKA__SASL_USERNAME": "lab",
+        "NEUROLAKE_KAFKA__SASL_PASSWORD": "secret",
+        "NEUROLAKE_KAFKA__SSL_CA_LOCATION": "/etc/ssl/ca.pem",
+        "NEUROLAKE_KAFKA__ENABLE_IDEMPOTENCE": "true",
+    }
+    settings = load_settings(environ=env, cwd=tmp_path)
+    config = settings.kafka.producer_config()
+    assert config["bootstrap.servers"] == "k1:9093,k2:9093"
+    assert config["security.protocol"] == "SASL_SSL"
+    assert config["sasl.password"] == "secret"
+    assert config["ssl.ca.location"] == "/etc/ssl/ca.pem"
+    assert config["enable.idempotence"] is True
+    assert "secret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"NEUROLAKE_KAFKA__BOOTSTRAP_SERVER": "x"}, "did you mean kafka.bootstrap_servers"),
+        ({"NEUROLAKE_NOPE": "x"}, "unknown setting nope"),
+        ({"NEUROLAKE_BROKER__PORT": "99999"}, "broker.port / NEUROLAKE_BROKER__PORT"),
+        ({"NEUROLAKE_BROKER__PORT": "abc"}, "NEUROLAKE_BROKER__PORT"),
+        ({"NEUROLAKE_KAFKA__SECURITY_PROTOCOL": "SASL_SSL"}, "needs kafka.sasl_mechanism"),
+        ({"NEUROLAKE_TOPICS__PARTITIONS": "eeg.rawx=2"}, "unknown topic 'eeg.rawx'"),
+        ({"NEUROLAKE_TOPICS__PARTITIONS": "eeg.raw"}, "is not NAME=COUNT"),
+        ({"NEUROLAKE_MLFLOW__PORT": "19092"}, "are both 19092"),
+    ],
+)
+def test_bad_settings_name_the_field_and_fix(tmp_path: Path, env: dict, expected: str) -> None:
+    with pytest.raises(SettingsError, match=expected.replace(".", r"\.").replace("(", r"\(")):
+        load_settings(environ=env, cwd=tmp_path)
+
+
+def test_malformed_toml_is_one_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[kafka\nbootstrap_servers = ")
+    with pytest.raises(SettingsError, match="is not valid TOML"):
+        load_settings(config_file=bad, environ={}, cwd=tmp_path)
+
+
+def test_unknown_key_in_toml(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[spark]\nmastr = 'local[1]'\n")
+    with pytest.raises(SettingsError, match=r"unknown setting spark\.mastr .*did you mean spark\.master"):
+        load_settings(config_file=path, environ={}, cwd=tmp_path)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings(environ={"NEUROLAKE_CONFIG": str(tmp_path / "none.toml")}, cwd=tmp_path)
+
+
+def test_settings_are_frozen(tmp_path: Path) -> None:
+    settings = load_settings(environ={}, cwd=tmp_path)
+    with pytest.raises(Exception):
+        settings.kafka.linger_ms = 1  # type: ignore[misc]
