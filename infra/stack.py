@@ -37,7 +37,12 @@ class StackStatus:
 
     @property
     def healthy(self) -> bool:
-        return all(state.healthy for state in self.services if state.running)
+        """Broker and MLflow (when managed here) healthy; Airflow healthy if it runs at all."""
+        return all(
+            state.healthy
+            for state in self.services
+            if state.running or state.name in (BROKER, MLFLOW)
+        ) and all("UNREACHABLE" not in detail for detail in self.external.values())
 
     def as_dict(self) -> dict[str, object]:
         return {
