@@ -32,8 +32,9 @@ HealthCheck = Callable[[], bool]
 class ServiceSpec:
     name: str
     argv: Sequence[str]
-    ports: Mapping[str, int]  # setting name -> port, for the "port in use" message
+    ports: Mapping[str, int]  # setting name -> TCP port, for the "port in use" message
     health: HealthCheck
+    udp_ports: Mapping[str, int] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: Path | None = None
     startup_timeout_s: float = 30.0
@@ -81,8 +82,10 @@ class ProcessSupervisor:
             return None
 
     def check_ports_free(self, spec: ServiceSpec) -> None:
-        for setting, port in spec.ports.items():
-            if not port_is_free(port):
+        checks = [(s, p, socket.SOCK_STREAM) for s, p in spec.ports.items()]
+        checks += [(s, p, socket.SOCK_DGRAM) for s, p in spec.udp_ports.items()]
+        for setting, port, kind in checks:
+            if not port_is_free(port, kind=kind):
                 raise ServiceError(
                     f"port {port} ({setting}) is already in use by another program; stop it or set "
                     f"NEUROLAKE_{setting.replace('.', '__').upper()} to a free port"
@@ -207,8 +210,8 @@ def _safe_health(check: HealthCheck) -> bool:
         return False
 
 
-def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+def port_is_free(port: int, host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> bool:
+    with socket.socket(socket.AF_INET, kind) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))

@@ -15,6 +15,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.clock_server import udp_clock_alive
 from infra.kafka import broker_reachable, ensure_topics
 from infra.preflight import broker_binary, check_java
 from infra.processes import ProcessSupervisor, ServiceSpec, ServiceState, http_ok
@@ -25,9 +26,7 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DAGS_FOLDER = REPO_ROOT / "airflow" / "dags"
-BROKER, MLFLOW, AIRFLOW = "broker", "mlflow", "airflow"
-# Stop order: consumers of the broker first.
-SERVICE_ORDER = (BROKER, MLFLOW, AIRFLOW)
+BROKER, CLOCK, MLFLOW, AIRFLOW = "broker", "clock", "mlflow", "airflow"
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class StackStatus:
         return all(
             state.healthy
             for state in self.services
-            if state.running or state.name in (BROKER, MLFLOW)
+            if state.running or state.name in (BROKER, CLOCK, MLFLOW)
         ) and all("UNREACHABLE" not in detail for detail in self.external.values())
 
     def as_dict(self) -> dict[str, object]:
@@ -79,6 +78,19 @@ def broker_spec(settings: Settings, binary: Path | None = None) -> ServiceSpec:
         ports={"broker.port": settings.broker.port},
         health=lambda: broker_reachable(settings),
         startup_timeout_s=settings.broker.startup_timeout_s,
+    )
+
+
+def clock_spec(settings: Settings) -> ServiceSpec:
+    return ServiceSpec(
+        name=CLOCK,
+        argv=[sys.executable, "-m", "neurolake.cli", "clock-server"],
+        ports={},
+        udp_ports={"clock.port": settings.clock.port},
+        health=lambda: udp_clock_alive(settings.clock.host, settings.clock.port),
+        env={f"NEUROLAKE_CLOCK__{k.upper()}": str(v) for k, v in
+             (("host", settings.clock.host), ("port", settings.clock.port))},
+        startup_timeout_s=15,
     )
 
 
@@ -156,6 +168,7 @@ def managed_specs(settings: Settings, with_airflow: bool, binary: Path | None = 
     specs = []
     if settings.broker.embedded:
         specs.append(broker_spec(settings, binary))
+    specs.append(clock_spec(settings))
     if settings.mlflow.tracking_uri is None:
         specs.append(mlflow_spec(settings))
     if with_airflow:

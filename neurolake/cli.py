@@ -73,6 +73,13 @@ def _cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if all(info.exists for info in infos) else 1
 
 
+def _cmd_clock_server(args: argparse.Namespace, settings: Settings) -> int:
+    from infra.clock_server import serve_clock
+
+    serve_clock(settings.clock.host, settings.clock.port)
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from neurolake.demo import run_demo
 
@@ -117,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--with-airflow", action="store_true", help="also start Airflow")
     demo.set_defaults(handler=_cmd_demo)
+
+    clock = commands.add_parser("clock-server", help="the hub's UDP time service (started by `up`)")
+    clock.set_defaults(handler=_cmd_clock_server)
+
+    from edge_producers.cli import add_edge_commands
+
+    add_edge_commands(commands)
     return parser
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -156,6 +157,129 @@ class SparkSettings(_Section):
     min_java_version: int = 17
 
 
+class ClockSettings(_Section):
+    """The hub's UDP time service and how edge devices probe it (NTP-style, lowest round trip wins)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=19123, ge=1, le=65535)
+    probe_interval_s: float = Field(default=5.0, gt=0)
+    probes_per_round: int = Field(default=8, ge=1, le=64)
+    probe_timeout_s: float = Field(default=0.2, gt=0)
+
+
+class SpoolSettings(_Section):
+    # Relative to paths.home unless absolute.
+    directory: Path = Path("spool")
+    max_bytes: int = Field(default=512 * 1024 * 1024, ge=1024)
+    # drop_oldest: evict records already delivered to Kafka (but not yet acknowledged by the lake)
+    # first, then the oldest undelivered ones, counting those as losses. refuse_new: keep the
+    # backlog and drop (and count) new records instead.
+    when_full: Literal["drop_oldest", "refuse_new"] = "drop_oldest"
+
+
+class CameraSettings(_Section):
+    source: Literal["none", "picamera2", "test_pattern"] = "none"
+    fps: float = Field(default=2.0, gt=0, le=60)
+    width: int = Field(default=320, ge=16, le=4056)
+    height: int = Field(default=240, ge=16, le=3040)
+    jpeg_quality: int = Field(default=75, ge=1, le=100)
+    # Kafka's default message limit is 1 MiB; frames stay well below it.
+    max_frame_bytes: int = Field(default=512 * 1024, ge=1024, le=900 * 1024)
+
+
+class SensorSettings(_Section):
+    source: Literal["none", "sense_hat", "simulated"] = "none"
+    rate_hz: float = Field(default=2.0, gt=0, le=100)
+
+
+class StimulusSettings(_Section):
+    """A visual-stimulus protocol: flicker classes shown in shuffled order with rests between."""
+
+    enabled: bool = False
+    classes: dict[str, float] = Field(
+        default_factory=lambda: {
+            "flicker_8hz": 8.0, "flicker_10hz": 10.0, "flicker_12hz": 12.0, "flicker_15hz": 15.0
+        }
+    )
+    stimulus_s: float = Field(default=4.0, gt=0)
+    rest_s: float = Field(default=2.0, ge=0)
+    lead_in_s: float = Field(default=2.0, ge=0)
+    repetitions: int = Field(default=10, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _frequencies_positive(self) -> StimulusSettings:
+        if not self.classes:
+            raise ValueError("edge.stimulus.classes needs at least one label = frequency_hz")
+        for label, hz in self.classes.items():
+            if hz <= 0:
+                raise ValueError(f"edge.stimulus.classes[{label!r}] must be > 0 Hz, got {hz}")
+        return self
+
+
+class SimulationSettings(_Section):
+    """The simulated lab headset: 1/f background, alpha, mains, blinks, SSVEP."""
+
+    seed: int = 0
+    sample_rate_hz: float = Field(default=250.0, gt=0)
+    n_eeg_channels: Literal[8, 16] = 16
+    with_pulse: bool = True
+    background_uv: float = Field(default=10.0, ge=0)
+    alpha_uv: float = Field(default=6.0, ge=0)
+    mains_uv: float = Field(default=5.0, ge=0)
+    blink_uv: float = Field(default=80.0, ge=0)
+    blinks_per_minute: float = Field(default=12.0, ge=0)
+    # SSVEP amplitude relative to the background RMS on occipital channels, in dB (20*log10).
+    ssvep_snr_db: float = -6.0
+    timestamp_jitter_us: float = Field(default=500.0, ge=0)
+
+
+class EdgeSettings(_Section):
+    """One Pi's devices. `neurolake edge setup` writes these into the Pi's neurolake.toml."""
+
+    device_id: str = "pi-1"
+    board: Literal["simulated", "synthetic", "playback", "cyton", "cyton_daisy", "ganglion"] = (
+        "simulated"
+    )
+    serial_port: str | None = None
+    playback_file: Path | None = None
+    # The board the playback recording was made with (its description: rate, rows, names).
+    playback_board: Literal["synthetic", "cyton", "cyton_daisy", "ganglion"] = "synthetic"
+    # Cyton analog mode ("/2"): the pulse sensor streams on the AUX (analog) rows.
+    analog_mode: bool = False
+    montage: str = "standard_1020"
+    subject_id: str | None = None
+    task: str | None = None
+    block_size: int = Field(default=25, ge=1, le=1000)
+    heartbeat_s: float = Field(default=2.0, gt=0)
+    # A producer with records in flight and no delivery report for this long is rebuilt.
+    stall_timeout_s: float = Field(default=10.0, gt=0)
+    reconnect_backoff_max_s: float = Field(default=5.0, gt=0, le=60)
+    # After a broker outage, resend everything the lake has not acknowledged: the embedded broker
+    # keeps topics in memory. On a replicated Kafka cluster this can be false.
+    resend_unacked_after_outage: bool = True
+    camera: CameraSettings = CameraSettings()
+    sensors: SensorSettings = SensorSettings()
+    stimulus: StimulusSettings = StimulusSettings()
+    simulation: SimulationSettings = SimulationSettings()
+    spool: SpoolSettings = SpoolSettings()
+
+    @model_validator(mode="after")
+    def _board_inputs(self) -> EdgeSettings:
+        if self.board in ("cyton", "cyton_daisy", "ganglion") and not self.serial_port:
+            raise ValueError(
+                f"edge.board={self.board} needs edge.serial_port (e.g. /dev/ttyUSB0; "
+                "NEUROLAKE_EDGE__SERIAL_PORT)"
+            )
+        if self.board == "playback" and self.playback_file is None:
+            raise ValueError("edge.board=playback needs edge.playback_file (a BrainFlow recording)")
+        if not self.device_id or not all(c.isalnum() or c in "-_." for c in self.device_id):
+            raise ValueError(
+                f"edge.device_id {self.device_id!r} must be non-empty letters, digits, '-', '_' or '.'"
+            )
+        return self
+
+
 class PathSettings(_Section):
     # Relative paths are resolved against the working directory once, at load time.
     home: Path = Path(".neurolake")
@@ -177,6 +301,8 @@ class Settings(_Section):
     mlflow: MlflowSettings = MlflowSettings()
     airflow: AirflowSettings = AirflowSettings()
     spark: SparkSettings = SparkSettings()
+    clock: ClockSettings = ClockSettings()
+    edge: EdgeSettings = EdgeSettings()
     paths: PathSettings = PathSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -187,6 +313,7 @@ class Settings(_Section):
             "mlflow.port": self.mlflow.port,
             "airflow.port": self.airflow.port,
             "airflow.log_server_port": self.airflow.log_server_port,
+            "clock.port": self.clock.port,
         }
         seen: dict[int, str] = {}
         for name, port in ports.items():
@@ -219,8 +346,11 @@ def load_settings(
         if not key.startswith(ENV_PREFIX) or key == ENV_CONFIG_FILE:
             continue
         dotted = key[len(ENV_PREFIX) :].lower().split("__")
-        _check_known(dotted, source=key)
-        _set_nested(raw, dotted, value)
+        annotation = _check_known(dotted, source=key)
+        parsed: Any = value
+        if typing.get_origin(annotation) is dict:
+            parsed = _parse_mapping(value, ".".join(dotted))
+        _set_nested(raw, dotted, parsed)
 
     _check_known_tree(raw, prefix=[], source=str(path))
     try:
@@ -248,21 +378,19 @@ def _set_nested(tree: dict[str, Any], dotted: list[str], value: Any) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise SettingsError(f"setting {'.'.join(dotted)} conflicts with a scalar value")
-    if dotted[-1] == "partitions" and isinstance(value, str):
-        value = _parse_partitions(value)
     node[dotted[-1]] = value
 
 
-def _parse_partitions(text: str) -> dict[str, int]:
-    """``eeg.raw=8,markers=1`` from an environment variable."""
-    result: dict[str, int] = {}
+def _parse_mapping(text: str, name: str) -> dict[str, str]:
+    """``eeg.raw=8,markers=1`` from an environment variable; pydantic converts the values."""
+    result: dict[str, str] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
-        name, sep, count = item.partition("=")
-        if not sep or not count.strip().isdigit():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
             raise SettingsError(
-                f"topics.partitions item {item!r} is not NAME=COUNT; write e.g. eeg.raw=8,markers=1"
+                f"{name} item {item!r} is not NAME=VALUE; write e.g. a=1,b=2"
             )
-        result[name.strip()] = int(count)
+        result[key.strip()] = value.strip()
     return result
 
 
@@ -270,8 +398,10 @@ def _fields_of(model: type[BaseModel]) -> dict[str, Any]:
     return dict(model.model_fields)
 
 
-def _check_known(dotted: list[str], source: str) -> None:
+def _check_known(dotted: list[str], source: str) -> Any:
+    """Raise for an unknown dotted setting; return the leaf field's type annotation."""
     model: type[BaseModel] = Settings
+    annotation: Any = None
     for depth, part in enumerate(dotted):
         fields = _fields_of(model)
         if part not in fields:
@@ -281,6 +411,7 @@ def _check_known(dotted: list[str], source: str) -> None:
             model = annotation
         elif depth + 1 < len(dotted):
             _unknown(dotted[: depth + 2], [], source)
+    return annotation
 
 
 def _check_known_tree(tree: Mapping[str, Any], prefix: list[str], source: str) -> None:
@@ -324,7 +455,16 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
     def absolute(path: Path) -> Path:
         return path if path.is_absolute() else (base / path).resolve()
 
+    home = absolute(settings.paths.home)
     paths = settings.paths.model_copy(
-        update={"home": absolute(settings.paths.home), "lake_root": absolute(settings.paths.lake_root)}
+        update={"home": home, "lake_root": absolute(settings.paths.lake_root)}
     )
-    return settings.model_copy(update={"paths": paths})
+    spool_dir = settings.edge.spool.directory
+    spool = settings.edge.spool.model_copy(
+        update={"directory": spool_dir if spool_dir.is_absolute() else home / spool_dir}
+    )
+    edge_update: dict[str, Any] = {"spool": spool}
+    if settings.edge.playback_file is not None:
+        edge_update["playback_file"] = absolute(settings.edge.playback_file)
+    edge = settings.edge.model_copy(update=edge_update)
+    return settings.model_copy(update={"paths": paths, "edge": edge})

@@ -35,6 +35,21 @@ def test_partitions_from_env(tmp_path: Path) -> None:
     assert settings.topics.partitions_for("markers") == 2
 
 
+def test_mapping_settings_from_env(tmp_path: Path) -> None:
+    env = {"NEUROLAKE_EDGE__STIMULUS__CLASSES": "left=7.5, right=11"}
+    settings = load_settings(environ=env, cwd=tmp_path)
+    assert settings.edge.stimulus.classes == {"left": 7.5, "right": 11.0}
+
+
+def test_edge_board_needs_its_inputs(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="edge.board=cyton needs edge.serial_port"):
+        load_settings(environ={"NEUROLAKE_EDGE__BOARD": "cyton"}, cwd=tmp_path)
+    with pytest.raises(SettingsError, match="Input should be 'simulated'"):
+        load_settings(environ={"NEUROLAKE_EDGE__BOARD": "muse"}, cwd=tmp_path)
+    settings = load_settings(environ={"NEUROLAKE_EDGE__SPOOL__DIRECTORY": "sp"}, cwd=tmp_path)
+    assert settings.edge.spool.directory == tmp_path / ".neurolake" / "sp"
+
+
 def test_real_cluster_by_configuration_alone(tmp_path: Path) -> None:
     env = {
         "NEUROLAKE_BROKER__EMBEDDED": "false",
@@ -65,7 +80,7 @@ def test_real_cluster_by_configuration_alone(tmp_path: Path) -> None:
         ({"NEUROLAKE_BROKER__PORT": "abc"}, "NEUROLAKE_BROKER__PORT"),
         ({"NEUROLAKE_KAFKA__SECURITY_PROTOCOL": "SASL_SSL"}, "needs kafka.sasl_mechanism"),
         ({"NEUROLAKE_TOPICS__PARTITIONS": "eeg.rawx=2"}, "unknown topic 'eeg.rawx'"),
-        ({"NEUROLAKE_TOPICS__PARTITIONS": "eeg.raw"}, "is not NAME=COUNT"),
+        ({"NEUROLAKE_TOPICS__PARTITIONS": "eeg.raw"}, "is not NAME=VALUE"),
         ({"NEUROLAKE_MLFLOW__PORT": "19092"}, "are both 19092"),
     ],
 )

@@ -58,7 +58,7 @@ def sample_records() -> dict[str, dict[str, Any]]:
         "control": {
             "device_id": "pi-1", "session_id": "s1", "seq": 1, "issued_us": T0,
             "kind": "SPOOL_ACK", "command_id": "c-1", "sender": "bronze", "config": {},
-            "acked_seq": 41, "in_reply_to": None, "ok": None, "message": None,
+            "acked_topic": "eeg.raw", "acked_seq": 41, "in_reply_to": None, "ok": None, "message": None,
         },
         "prediction": {
             "device_id": "pi-1", "session_id": "s1", "seq": 5, "window_start_index": 0,

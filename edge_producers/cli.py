@@ -1,0 +1,160 @@
+"""`neurolake edge ...`: run a Pi's producers, simulate many Pis, or write a Pi's config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from neurolake.errors import NeurolakeError
+from neurolake.settings import EdgeSettings, Settings
+
+log = logging.getLogger(__name__)
+
+
+def add_edge_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    edge = commands.add_parser("edge", help="edge producers (run on each Raspberry Pi)")
+    sub = edge.add_subparsers(dest="edge_command", metavar="EDGE_COMMAND", required=True)
+
+    run = sub.add_parser("run", help="run this Pi's devices from its settings ([edge] section)")
+    run.add_argument("--duration", type=float, default=None, help="seconds (default: until stopped)")
+    run.set_defaults(handler=cmd_run)
+
+    sim = sub.add_parser("simulate", help="N simulated lab headsets (Pis) publishing to Kafka")
+    sim.add_argument("--headsets", type=int, default=1)
+    sim.add_argument("--duration", type=float, required=True, help="seconds to run")
+    sim.add_argument("--stimulus", action="store_true", help="run the SSVEP stimulus protocol")
+    sim.add_argument("--camera", action="store_true", help="also send test-pattern camera frames")
+    sim.add_argument("--sensors", action="store_true", help="also send simulated room sensors")
+    sim.add_argument("--processes", type=int, default=1, help="spread headsets over processes")
+    sim.add_argument("--prefix", default="sim", help="device id prefix (ids: PREFIX-000, ...)")
+    sim.add_argument("--first-index", type=int, default=0, help=argparse.SUPPRESS)
+    sim.add_argument("--summary", type=Path, default=None, help="also write the JSON summary here")
+    sim.set_defaults(handler=cmd_simulate)
+
+    setup = sub.add_parser("setup", help="write this Pi's neurolake.toml (wizard, or flags + --yes)")
+    setup.add_argument("--out", type=Path, default=Path("neurolake.toml"))
+    setup.add_argument("--device-id")
+    setup.add_argument("--board", choices=["simulated", "synthetic", "playback", "cyton",
+                                           "cyton_daisy", "ganglion"])
+    setup.add_argument("--serial-port")
+    setup.add_argument("--bootstrap-servers")
+    setup.add_argument("--clock-host")
+    setup.add_argument("--camera", choices=["none", "picamera2", "test_pattern"])
+    setup.add_argument("--sensors", choices=["none", "sense_hat", "simulated"])
+    setup.add_argument("--analog-mode", action="store_true", help="Cyton pulse sensor on AUX rows")
+    setup.add_argument("--yes", action="store_true", help="no questions: flags and defaults only")
+    setup.add_argument("--force", action="store_true", help="overwrite an existing file")
+    setup.set_defaults(handler=cmd_setup)
+
+
+def _run_runtime(settings: Settings, devices: list[EdgeSettings], duration: float | None) -> dict[str, Any]:
+    from edge_producers.runtime import EdgeRuntime
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        runtime = EdgeRuntime(settings, devices)
+        with runtime:
+            runtime.run(duration_s=duration, stop=stop)
+        return runtime.summary()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    summary = _run_runtime(settings, [settings.edge], args.duration)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def simulated_devices(settings: Settings, count: int, first_index: int, prefix: str,
+                      stimulus: bool, camera: bool, sensors: bool) -> list[EdgeSettings]:
+    base = settings.edge
+    devices = []
+    for index in range(first_index, first_index + count):
+        devices.append(base.model_copy(update={
+            "device_id": f"{prefix}-{index:03d}",
+            "board": "simulated",
+            "simulation": base.simulation.model_copy(update={"seed": base.simulation.seed + index}),
+            "stimulus": base.stimulus.model_copy(
+                update={"enabled": stimulus or base.stimulus.enabled,
+                        "seed": base.stimulus.seed + index}
+            ),
+            "camera": base.camera.model_copy(
+                update={"source": "test_pattern" if camera else base.camera.source}
+            ),
+            "sensors": base.sensors.model_copy(
+                update={"source": "simulated" if sensors else base.sensors.source}
+            ),
+        }))
+    return devices
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    if args.headsets < 1 or args.processes < 1:
+        raise NeurolakeError("--headsets and --processes must be at least 1")
+    if args.duration <= 0:
+        raise NeurolakeError("--duration must be > 0 seconds")
+    if args.processes == 1:
+        devices = simulated_devices(settings, args.headsets, args.first_index, args.prefix,
+                                    args.stimulus, args.camera, args.sensors)
+        summary = _run_runtime(settings, devices, args.duration)
+    else:
+        summary = _simulate_in_processes(args)
+    text = json.dumps(summary, indent=2)
+    if args.summary:
+        args.summary.write_text(text)
+    print(text)
+    return 0
+
+
+def _simulate_in_processes(args: argparse.Namespace) -> dict[str, Any]:
+    per, extra = divmod(args.headsets, args.processes)
+    children, first = [], args.first_index
+    for index in range(args.processes):
+        count = per + (1 if index < extra else 0)
+        if count == 0:
+            continue
+        argv = [sys.executable, "-m", "neurolake.cli"]
+        if args.config:
+            argv += ["--config", str(args.config)]
+        argv += ["edge", "simulate", "--headsets", str(count), "--duration", str(args.duration),
+                 "--prefix", args.prefix, "--first-index", str(first)]
+        argv += [flag for flag, on in (("--stimulus", args.stimulus), ("--camera", args.camera),
+                                       ("--sensors", args.sensors)) if on]
+        children.append(subprocess.Popen(argv, stdout=subprocess.PIPE, text=True))
+        first += count
+    merged: dict[str, Any] = {"devices": [], "processes": []}
+    failed = 0
+    for child in children:
+        out, _ = child.communicate()
+        if child.returncode != 0:
+            failed += 1
+            continue
+        part = json.loads(out)
+        merged["devices"] += part.pop("devices")
+        merged["processes"].append(part)
+    if failed:
+        raise NeurolakeError(f"{failed} of {len(children)} simulator processes failed; see their logs")
+    return merged
+
+
+def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
+    from edge_producers.setup_wizard import run_wizard
+
+    path = run_wizard(args, settings)
+    print(f"wrote {path}; start the producers with: neurolake --config {path} edge run")
+    return 0

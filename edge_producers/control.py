@@ -1,0 +1,141 @@
+"""Commands from the hub on ``devices.control`` and the lake's spool acknowledgments.
+
+The listener uses ``assign()`` from the end of the topic (consumer groups form slowly on the
+embedded broker). Because that broker reports the end as the start of its last batch, a few old
+messages may be re-read at start: commands issued before the listener started, or already seen, are
+ignored; spool acknowledgments are idempotent anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
+from pydantic import ValidationError
+
+from neurolake.settings import EdgeSettings
+from schemas.codec import AvroCodec, CodecError
+
+log = logging.getLogger(__name__)
+
+COMMANDS = {"START", "STOP", "RESTART", "SET_CONFIG", "SHUTDOWN"}
+# Settings a running device can change without a restart of the process.
+LIVE_CONFIG_KEYS = {
+    "block_size", "heartbeat_s", "camera.fps", "camera.jpeg_quality", "sensors.rate_hz",
+    "stimulus.enabled", "stimulus.stimulus_s", "stimulus.rest_s", "simulation.ssvep_snr_db",
+}
+
+
+class CommandRefused(ValueError):
+    """A command that cannot be carried out; the message goes back in the COMMAND_ACK."""
+
+
+def apply_config(edge: EdgeSettings, updates: Mapping[str, str]) -> EdgeSettings:
+    """A copy of ``edge`` with ``updates`` (dotted keys, string values) applied and validated."""
+    if not updates:
+        raise CommandRefused("SET_CONFIG carries no settings")
+    unknown = sorted(set(updates) - LIVE_CONFIG_KEYS)
+    if unknown:
+        raise CommandRefused(
+            f"cannot change {', '.join(unknown)} live; allowed: {', '.join(sorted(LIVE_CONFIG_KEYS))}"
+        )
+    tree = edge.model_dump()
+    for dotted, value in updates.items():
+        node = tree
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    try:
+        return EdgeSettings.model_validate(tree)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise CommandRefused(f"invalid config: {problems}") from None
+
+
+Handler = Callable[[dict[str, Any]], None]
+
+
+class ControlListener:
+    """Reads ``devices.control`` on a thread and hands valid messages to ``handler``."""
+
+    def __init__(
+        self,
+        consumer_config: dict[str, Any],
+        topic: str,
+        codec: AvroCodec,
+        handler: Handler,
+        not_before_us: int,
+    ) -> None:
+        self._config = {
+            **consumer_config,
+            "group.id": "neurolake-edge-control",  # required by librdkafka; never joined
+            "enable.auto.commit": False,
+            # After a broker restart our position is past the (new, empty) end: start over.
+            "auto.offset.reset": "earliest",
+        }
+        self._topic = topic
+        self._codec = codec
+        self._handler = handler
+        self._not_before_us = not_before_us
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.refused = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="control-listener", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _assign(self, consumer: Consumer) -> bool:
+        try:
+            metadata = consumer.list_topics(self._topic, timeout=2)
+        except KafkaException:
+            return False
+        topic = metadata.topics.get(self._topic)
+        if topic is None or topic.error is not None or not topic.partitions:
+            return False
+        consumer.assign([TopicPartition(self._topic, p, OFFSET_END) for p in topic.partitions])
+        return True
+
+    def _run(self) -> None:
+        consumer = Consumer(self._config)
+        try:
+            while not self._stop.is_set() and not self._assign(consumer):
+                self._stop.wait(1.0)
+            while not self._stop.is_set():
+                message = consumer.poll(0.2)
+                if message is None or message.error() is not None:
+                    continue
+                self.accept(message.value())
+        finally:
+            consumer.close()
+
+    def accept(self, payload: bytes | None) -> None:
+        """Validate one raw control message and pass it on; refusals are counted and logged."""
+        try:
+            if payload is None:
+                raise CodecError("empty control message")
+            _, record = self._codec.decode(payload, expected_type="control")
+        except CodecError as exc:
+            self.refused += 1
+            log.warning("refused malformed control message (%s); %d refused so far", exc, self.refused)
+            return
+        if record["kind"] in COMMANDS:
+            if record["issued_us"] < self._not_before_us or record["command_id"] in self._seen:
+                return
+            self._seen[record["command_id"]] = None
+            while len(self._seen) > 10_000:
+                self._seen.popitem(last=False)
+        self._handler(record)

@@ -1,0 +1,262 @@
+"""EEG sources behind one interface: BrainFlow boards (real, synthetic, playback) and the simulated
+lab headset. The runtime only sees :class:`EegSource`."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+import numpy as np
+
+from edge_producers.devices.simulated import SimulatedEeg, StimulusAt
+from neurolake.settings import EdgeSettings
+
+log = logging.getLogger(__name__)
+
+
+class DeviceError(RuntimeError):
+    """A device cannot be opened or read; the message says what to check."""
+
+
+@dataclass(frozen=True)
+class BoardInfo:
+    board: str
+    sample_rate_hz: float
+    channel_names: tuple[str, ...]
+    channel_types: tuple[str, ...]
+    units: str = "uV"
+    gain: float = 24.0
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channel_names)
+
+
+@dataclass(frozen=True)
+class EegChunk:
+    samples: np.ndarray  # (n_samples, n_channels) float32, microvolts
+    device_times_us: np.ndarray  # (n_samples,) int64, device clock
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.samples.shape[0])
+
+
+class EegSource(Protocol):
+    info: BoardInfo
+
+    def start(self) -> None: ...
+
+    def read(self) -> EegChunk:
+        """Every sample acquired since the last call (possibly none); never blocks for long."""
+        ...
+
+    def stop(self) -> None: ...
+
+
+class _ContextSource:
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        self.start()  # type: ignore[attr-defined]
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()  # type: ignore[attr-defined]
+
+
+def empty_chunk(n_channels: int) -> EegChunk:
+    return EegChunk(np.empty((0, n_channels), np.float32), np.empty(0, np.int64))
+
+
+class SimulatedHeadset(_ContextSource):
+    """The simulated lab headset, paced by the wall clock like a real board."""
+
+    def __init__(
+        self,
+        settings: EdgeSettings,
+        stimulus_at: StimulusAt | None = None,
+        clock_us: Callable[[], int] = lambda: time.time_ns() // 1000,
+        to_lab_us: Callable[[np.ndarray], np.ndarray] = lambda t: t,
+    ) -> None:
+        self._sim = settings.simulation
+        self._stimulus_at = stimulus_at
+        self._to_lab_us = to_lab_us
+        # The stimulus schedule is in lab time; the generator sees device times.
+        lookup = (lambda t: stimulus_at(to_lab_us(t))) if stimulus_at is not None else None
+        self._generator = SimulatedEeg(self._sim, lookup)
+        self._clock_us = clock_us
+        self._jitter = np.random.default_rng(self._sim.seed + 7919)
+        self._start_us: int | None = None
+        layout = self._generator.layout
+        self.info = BoardInfo(
+            board="simulated",
+            sample_rate_hz=self._sim.sample_rate_hz,
+            channel_names=layout.channel_names,
+            channel_types=layout.channel_types,
+        )
+
+    def start(self) -> None:
+        self._start_us = self._clock_us()
+
+    def read(self) -> EegChunk:
+        if self._start_us is None:
+            raise DeviceError("simulated headset read before start()")
+        due = int((self._clock_us() - self._start_us) * self._sim.sample_rate_hz / 1e6)
+        n = due - self._generator.sample_index
+        if n <= 0:
+            return empty_chunk(self.info.n_channels)
+        index = self._generator.sample_index + np.arange(n)
+        ideal = self._start_us + index * (1e6 / self._sim.sample_rate_hz)
+        jitter = self._jitter.normal(0.0, self._sim.timestamp_jitter_us, n)
+        times = (ideal + jitter).astype(np.int64)
+        samples = self._generator.generate(n, times)
+        return EegChunk(samples, times)
+
+    def stop(self) -> None:
+        self._start_us = None
+
+
+_BOARD_IDS = {
+    "synthetic": "SYNTHETIC_BOARD",
+    "playback": "PLAYBACK_FILE_BOARD",
+    "cyton": "CYTON_BOARD",
+    "cyton_daisy": "CYTON_DAISY_BOARD",
+    "ganglion": "GANGLION_BOARD",
+}
+
+
+def _brainflow():  # type: ignore[no-untyped-def]
+    with warnings.catch_warnings():
+        # BrainFlow 5.23 locates its native library through the deprecated pkg_resources.
+        warnings.simplefilter("ignore", UserWarning)
+        from brainflow import board_shim
+
+        board_shim.BoardShim.get_board_descr(board_shim.BoardIds.SYNTHETIC_BOARD)
+    return board_shim
+
+
+class BrainFlowSource(_ContextSource):
+    """An OpenBCI (or synthetic, or playback) board through BrainFlow.
+
+    Rate, channel rows and names come from BrainFlow's board description. With ``analog_mode`` on a
+    Cyton, the board is switched to analog mode (``/2``) and its analog rows (where the pulse sensor
+    is wired) travel as extra channels: the first as ``pulse``, the others as ``aux``.
+    """
+
+    def __init__(
+        self,
+        board: str,
+        serial_port: str | None = None,
+        playback_file: Path | None = None,
+        playback_board: str = "synthetic",
+        analog_mode: bool = False,
+    ) -> None:
+        if board not in _BOARD_IDS:
+            raise DeviceError(f"unknown board {board!r}; choose one of {', '.join(_BOARD_IDS)}")
+        if board in ("cyton", "cyton_daisy", "ganglion") and not serial_port:
+            raise DeviceError(f"board {board} needs edge.serial_port (e.g. /dev/ttyUSB0)")
+        if board == "playback" and (playback_file is None or not Path(playback_file).is_file()):
+            raise DeviceError(
+                f"playback board needs edge.playback_file to be a BrainFlow recording; "
+                f"{playback_file} does not exist"
+            )
+        shim = _brainflow()
+        self._shim = shim
+        self._board_name = board
+        self._board_id = getattr(shim.BoardIds, _BOARD_IDS[board]).value
+        params = shim.BrainFlowInputParams()
+        if serial_port:
+            params.serial_port = serial_port
+        description_id = self._board_id
+        if board == "playback":
+            params.file = str(playback_file)
+            description_id = getattr(shim.BoardIds, _BOARD_IDS[playback_board]).value
+            params.master_board = description_id
+        self._params = params
+        self._analog_mode = analog_mode and board in ("cyton", "cyton_daisy")
+        descr = shim.BoardShim.get_board_descr(description_id)
+        eeg_rows = list(descr["eeg_channels"])
+        names = descr.get("eeg_names", "").split(",") if descr.get("eeg_names") else []
+        if len(names) != len(eeg_rows):
+            names = [f"EEG{i + 1}" for i in range(len(eeg_rows))]
+        types = ["eeg"] * len(eeg_rows)
+        rows = list(eeg_rows)
+        if self._analog_mode:
+            analog = list(descr.get("analog_channels", []))
+            rows += analog
+            names += [f"AUX{i + 1}" for i in range(len(analog))]
+            types += ["pulse"] + ["aux"] * (len(analog) - 1)
+        self._rows = np.array(rows)
+        self._timestamp_row = int(descr["timestamp_channel"])
+        self.info = BoardInfo(
+            board=descr.get("name", board),
+            sample_rate_hz=float(descr["sampling_rate"]),
+            channel_names=tuple(names),
+            channel_types=tuple(types),
+        )
+        self._board = None
+
+    def start(self) -> None:
+        shim = self._shim
+        board = shim.BoardShim(self._board_id, self._params)
+        try:
+            board.prepare_session()
+            if self._analog_mode:
+                board.config_board("/2")
+            board.start_stream(45000 * 4)
+        except shim.BrainFlowError as exc:
+            try:
+                board.release_session()
+            except shim.BrainFlowError:
+                pass
+            where = self._params.serial_port or self._params.file or "the board"
+            raise DeviceError(
+                f"cannot start {self._board_name} on {where}: {exc}; check the dongle/port "
+                "(edge.serial_port) and that no other program holds it"
+            ) from None
+        self._board = board
+        log.info("%s streaming at %.0f Hz", self.info.board, self.info.sample_rate_hz)
+
+    def read(self) -> EegChunk:
+        if self._board is None:
+            raise DeviceError(f"{self._board_name} read before start()")
+        data = self._board.get_board_data()
+        if data.shape[1] == 0:
+            return empty_chunk(self.info.n_channels)
+        samples = np.ascontiguousarray(data[self._rows].T, dtype=np.float32)
+        times = (data[self._timestamp_row] * 1e6).astype(np.int64)
+        return EegChunk(samples, times)
+
+    def stop(self) -> None:
+        if self._board is None:
+            return
+        shim = self._shim
+        try:
+            self._board.stop_stream()
+        except shim.BrainFlowError:
+            pass
+        try:
+            self._board.release_session()
+        except shim.BrainFlowError as exc:
+            log.warning("releasing %s failed: %s", self._board_name, exc)
+        self._board = None
+
+
+def make_eeg_source(settings: EdgeSettings, stimulus_at: StimulusAt | None = None,
+                    to_lab_us: Callable[[np.ndarray], np.ndarray] = lambda t: t) -> EegSource:
+    if settings.board == "simulated":
+        return SimulatedHeadset(settings, stimulus_at, to_lab_us=to_lab_us)
+    return BrainFlowSource(
+        settings.board,
+        serial_port=settings.serial_port,
+        playback_file=settings.playback_file,
+        playback_board=settings.playback_board,
+        analog_mode=settings.analog_mode,
+    )

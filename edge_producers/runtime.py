@@ -1,0 +1,573 @@
+"""The producer runtime: devices -> Avro records -> disk spool -> Kafka, nothing lost.
+
+One process hosts one Pi's devices (``neurolake edge run``) or many simulated Pis
+(``neurolake edge simulate``). Threads: the acquisition loop (this module; every device's logic
+runs here, so devices need no locks), the Kafka sender, the control listener and the clock probe.
+Commands from the control thread are queued and carried out by the acquisition loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge_producers.clock import ClockProbe, now_us
+from edge_producers.control import CommandRefused, ControlListener, apply_config
+from edge_producers.devices.camera import Camera, make_camera
+from edge_producers.devices.eeg import DeviceError, EegChunk, EegSource, make_eeg_source
+from edge_producers.devices.sensors import RoomSensors, make_sensors
+from edge_producers.spool import Spool
+from edge_producers.stimulus import StimulusEvent, StimulusSchedule
+from edge_producers.transport import KafkaSender
+from neurolake import __version__
+from neurolake.settings import EdgeSettings, Settings
+from schemas.codec import AvroCodec, default_codec, samples_to_bytes, times_to_bytes
+
+log = logging.getLogger(__name__)
+
+EEG_TOPIC, SESSIONS_TOPIC, MARKERS_TOPIC = "eeg.raw", "sessions", "markers"
+CAMERA_TOPIC, SENSORS_TOPIC = "camera.frames", "sensors.env"
+STATUS_TOPIC, LOGS_TOPIC, CONTROL_TOPIC = "devices.status", "devices.logs", "devices.control"
+DEVICE_RETRY_S = 5.0
+
+SourceFactory = Callable[..., EegSource]
+
+
+def new_session_id(device_id: str, at_us: int) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(at_us / 1e6))
+    return f"{device_id}-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class DeviceCounters:
+    samples: int = 0
+    blocks: int = 0
+    markers: int = 0
+    frames: int = 0
+    frames_refused: int = 0
+    sensor_readings: int = 0
+    commands: int = 0
+    device_errors: int = 0
+    sessions: list[str] = field(default_factory=list)
+
+
+class DeviceRunner:
+    """One Pi's devices: EEG board, stimulus task, camera, room sensors. Not thread-safe by design:
+    only the acquisition loop calls it."""
+
+    def __init__(
+        self,
+        edge: EdgeSettings,
+        spool: Spool,
+        clock: ClockProbe,
+        codec: AvroCodec | None = None,
+        source_factory: SourceFactory = make_eeg_source,
+        sender_stats: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.edge = edge
+        self.spool = spool
+        self.clock = clock
+        self.codec = codec or default_codec()
+        self._source_factory = source_factory
+        self._sender_stats = sender_stats
+        self.key = edge.device_id.encode()
+        self.state = "STOPPED"
+        self.session_id: str | None = None
+        self.counters = DeviceCounters()
+        self._source: EegSource | None = None
+        self._camera: Camera | None = None
+        self._sensors: RoomSensors | None = None
+        self._schedule: StimulusSchedule | None = None
+        self._pending = EegChunk(np.empty((0, 0), np.float32), np.empty(0, np.int64))
+        self._sample_index = 0
+        self._last_marker_check_us = 0
+        self._next_frame_us = 0
+        self._next_sensor_us = 0
+        self._next_heartbeat_us = 0
+        self._retry_at_us = 0
+        self._message: str | None = None
+        self._rate_window: tuple[int, int] = (0, 0)  # (time_us, samples) at the last heartbeat
+        self._rate_hz = 0.0
+        self.shutdown_requested = False
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    def start_session(self) -> None:
+        if self.streaming or self.state == "STARTING":
+            return
+        self.state = "STARTING"
+        started = self.clock.estimate.to_lab(now_us())
+        schedule = (
+            StimulusSchedule(self.edge.stimulus, started) if self.edge.stimulus.enabled else None
+        )
+        offset = self.clock.estimate.offset_us
+        try:
+            source = self._source_factory(
+                self.edge,
+                stimulus_at=schedule.frequency_at if schedule else None,
+                to_lab_us=lambda t: t + offset,
+            )
+            source.start()
+        except DeviceError as exc:
+            self._device_failed(str(exc))
+            return
+        # A missing camera or Sense HAT degrades the device; EEG goes on.
+        problems = []
+        camera = self._start_optional(make_camera(self.edge.camera), "camera", problems)
+        sensors = self._start_optional(
+            make_sensors(self.edge.sensors.source, seed=self.edge.simulation.seed), "sensors", problems
+        )
+        self._source, self._camera, self._sensors, self._schedule = source, camera, sensors, schedule
+        self.session_id = new_session_id(self.edge.device_id, started)
+        self.counters.sessions.append(self.session_id)
+        self._sample_index = 0
+        self._pending = EegChunk(np.empty((0, source.info.n_channels), np.float32), np.empty(0, np.int64))
+        self._last_marker_check_us = started
+        self._next_frame_us = self._next_sensor_us = started
+        self._rate_window = (now_us(), 0)
+        self._publish_session(started)
+        self.state = "DEGRADED" if problems else "STREAMING"
+        self._message = "; ".join(problems) or None
+        log.info("%s: session %s started (%s, %.0f Hz, %d channels)", self.edge.device_id,
+                 self.session_id, source.info.board, source.info.sample_rate_hz,
+                 source.info.n_channels)
+
+    def _start_optional(self, device, name: str, problems: list[str]):  # type: ignore[no-untyped-def]
+        if device is None:
+            return None
+        try:
+            device.start()
+        except DeviceError as exc:
+            self.counters.device_errors += 1
+            problems.append(f"{name}: {exc}")
+            log.error("%s: %s unavailable, continuing without it: %s", self.edge.device_id, name, exc)
+            return None
+        return device
+
+    @property
+    def streaming(self) -> bool:
+        return self.state in ("STREAMING", "DEGRADED")
+
+    def stop_session(self, state: str = "STOPPED") -> None:
+        if self._source is not None:
+            try:
+                self._drain_eeg(final=True)
+            except DeviceError as exc:
+                log.warning("%s: last read failed: %s", self.edge.device_id, exc)
+            self._source.stop()
+        for device in (self._camera, self._sensors):
+            if device is not None:
+                device.stop()
+        if self._schedule is not None and self.session_id is not None:
+            self._publish_markers(self.clock.estimate.to_lab(now_us()), closing=True)
+        self._source = self._camera = self._sensors = self._schedule = None
+        if self.session_id is not None:
+            log.info("%s: session %s stopped", self.edge.device_id, self.session_id)
+        self.state = state
+
+    def _device_failed(self, reason: str) -> None:
+        self.counters.device_errors += 1
+        self.state = "ERROR"
+        self._message = reason
+        self._retry_at_us = now_us() + int(DEVICE_RETRY_S * 1e6)
+        log.error("%s: %s (retrying in %.0f s)", self.edge.device_id, reason, DEVICE_RETRY_S)
+
+    # -- the acquisition tick ----------------------------------------------------------------
+
+    def tick(self) -> None:
+        now = now_us()
+        if self.state == "ERROR" and now >= self._retry_at_us:
+            self.stop_session("ERROR")
+            self.start_session()
+        if self.streaming:
+            try:
+                self._drain_eeg(final=False)
+            except DeviceError as exc:
+                self.stop_session("ERROR")
+                self._device_failed(str(exc))
+            lab_now = self.clock.estimate.to_lab(now)
+            if self._schedule is not None:
+                self._publish_markers(lab_now)
+            if self._camera is not None and now >= self._next_frame_us:
+                self._next_frame_us = now + int(1e6 / self.edge.camera.fps)
+                self._publish_frame()
+            if self._sensors is not None and now >= self._next_sensor_us:
+                self._next_sensor_us = now + int(1e6 / self.edge.sensors.rate_hz)
+                self._publish_sensors()
+        if now >= self._next_heartbeat_us:
+            self._next_heartbeat_us = now + int(self.edge.heartbeat_s * 1e6)
+            self.publish_status()
+
+    def _drain_eeg(self, final: bool) -> None:
+        assert self._source is not None
+        chunk = self._source.read()
+        if chunk.n_samples:
+            self._pending = EegChunk(
+                np.concatenate([self._pending.samples, chunk.samples]),
+                np.concatenate([self._pending.device_times_us, chunk.device_times_us]),
+            )
+        size = self.edge.block_size
+        n_full = self._pending.n_samples // size
+        cut = n_full * size
+        if final:
+            cut = self._pending.n_samples
+        if cut == 0:
+            return
+        samples, times = self._pending.samples, self._pending.device_times_us
+        bounds = list(range(0, cut, size))
+        encoders = [self._block_encoder(samples[i : i + size], times[i : i + size]) for i in bounds]
+        self.spool.append_many(EEG_TOPIC, self.key, encoders)
+        self._pending = EegChunk(samples[cut:], times[cut:])
+        self.counters.blocks += len(encoders)
+
+    def _block_encoder(self, samples: np.ndarray, times: np.ndarray) -> Callable[[int], bytes]:
+        first = self._sample_index
+        self._sample_index += len(samples)
+        self.counters.samples += len(samples)
+        estimate = self.clock.estimate
+        record = {
+            "device_id": self.edge.device_id,
+            "session_id": self.session_id,
+            "seq": 0,
+            "first_sample_index": first,
+            "n_samples": int(samples.shape[0]),
+            "n_channels": int(samples.shape[1]),
+            "sample_rate_hz": self._source.info.sample_rate_hz if self._source else 0.0,
+            "data": samples_to_bytes(samples),
+            "device_times_us": times_to_bytes(times),
+            "produced_us": now_us(),
+            "clock_offset_us": estimate.offset_us,
+            "clock_rtt_us": estimate.rtt_us,
+        }
+
+        def encode(seq: int) -> bytes:
+            record["seq"] = seq
+            return self.codec.encode("eeg_block", record)
+
+        return encode
+
+    def _spool_record(self, topic: str, record_type: str, record: dict[str, Any],
+                      key: bytes | None = None) -> int | None:
+        def encode(seq: int) -> bytes:
+            record["seq"] = seq
+            return self.codec.encode(record_type, record)
+
+        return self.spool.append(topic, key if key is not None else self.key, encode)
+
+    def _publish_session(self, started_us: int) -> None:
+        assert self._source is not None and self.session_id is not None
+        info = self._source.info
+        self._spool_record(SESSIONS_TOPIC, "session", {
+            "device_id": self.edge.device_id, "session_id": self.session_id, "seq": 0,
+            "started_us": started_us, "board": info.board, "sample_rate_hz": info.sample_rate_hz,
+            "channel_names": list(info.channel_names), "channel_types": list(info.channel_types),
+            "units": info.units, "gain": info.gain, "montage": self.edge.montage,
+            "block_size": self.edge.block_size, "subject_id": self.edge.subject_id,
+            "task": self.edge.task or ("ssvep" if self.edge.stimulus.enabled else None),
+            "software_version": __version__,
+            "metadata": {
+                f"stimulus.{label}": str(hz) for label, hz in self.edge.stimulus.classes.items()
+            } if self.edge.stimulus.enabled else {},
+        }, key=self.session_id.encode())
+
+    def _publish_markers(self, lab_now_us: int, closing: bool = False) -> None:
+        assert self._schedule is not None
+        events = self._schedule.events_between(self._last_marker_check_us, lab_now_us)
+        self._last_marker_check_us = lab_now_us
+        if closing:
+            # A trial cut short by the end of the session still gets its END marker.
+            open_trials = [t for t in self._schedule.trials if t.start_us <= lab_now_us < t.end_us]
+            events = [*events, *(StimulusEvent(lab_now_us, "END", t) for t in open_trials)]
+        for event in events:
+            trial = event.trial
+            self._spool_record(MARKERS_TOPIC, "marker", {
+                "device_id": self.edge.device_id, "session_id": self.session_id, "seq": 0,
+                "timestamp_us": event.time_us, "event": event.event, "label": trial.label,
+                "trial": trial.trial, "stimulus_hz": trial.hz,
+                "duration_s": (trial.end_us - trial.start_us) / 1e6,
+            }, key=(self.session_id or "").encode())
+            self.counters.markers += 1
+
+    def _publish_frame(self) -> None:
+        assert self._camera is not None
+        try:
+            frame = self._camera.capture()
+        except DeviceError as exc:
+            self.counters.frames_refused += 1
+            log.warning("%s: camera capture failed: %s", self.edge.device_id, exc)
+            return
+        if len(frame.jpeg) > self.edge.camera.max_frame_bytes:
+            self.counters.frames_refused += 1
+            log.warning(
+                "%s: refused a %d-byte frame (edge.camera.max_frame_bytes=%d); lower "
+                "edge.camera.width/height or jpeg_quality; %d refused so far", self.edge.device_id,
+                len(frame.jpeg), self.edge.camera.max_frame_bytes, self.counters.frames_refused,
+            )
+            return
+        self._spool_record(CAMERA_TOPIC, "camera_frame", {
+            "device_id": self.edge.device_id, "session_id": self.session_id, "seq": 0,
+            "frame_index": self.counters.frames, "captured_us": frame.captured_us,
+            "clock_offset_us": self.clock.estimate.offset_us, "width": frame.width,
+            "height": frame.height, "encoding": "JPEG", "data": frame.jpeg,
+        })
+        self.counters.frames += 1
+
+    def _publish_sensors(self) -> None:
+        assert self._sensors is not None
+        try:
+            values = self._sensors.read()
+        except (DeviceError, OSError) as exc:
+            log.warning("%s: sensor read failed: %s", self.edge.device_id, exc)
+            return
+        self._spool_record(SENSORS_TOPIC, "sensor_reading", {
+            "device_id": self.edge.device_id, "session_id": self.session_id, "seq": 0,
+            "measured_us": now_us(), "clock_offset_us": self.clock.estimate.offset_us,
+            "sensor": self._sensors.name, **values,
+        })
+        self.counters.sensor_readings += 1
+
+    def publish_status(self) -> None:
+        now = now_us()
+        then, samples_then = self._rate_window
+        if now > then:
+            self._rate_hz = (self.counters.samples - samples_then) * 1e6 / (now - then)
+        self._rate_window = (now, self.counters.samples)
+        stats = self.spool.stats()
+        estimate = self.clock.estimate
+        self._spool_record(STATUS_TOPIC, "device_status", {
+            "device_id": self.edge.device_id, "session_id": self.session_id, "seq": 0,
+            "timestamp_us": now, "state": self.state, "spool_depth": stats.records,
+            "spool_bytes": stats.bytes, "records_sent": self._sender_stats(),
+            "losses": stats.losses, "clock_offset_us": estimate.offset_us,
+            "clock_rtt_us": estimate.rtt_us, "sample_rate_hz": round(self._rate_hz, 3),
+            "message": self._message,
+        })
+
+    # -- commands ----------------------------------------------------------------------------
+
+    def handle(self, command: dict[str, Any]) -> tuple[bool, str]:
+        kind = command["kind"]
+        self.counters.commands += 1
+        if kind == "START":
+            self.start_session()
+            return self.streaming, f"state {self.state}"
+        if kind == "STOP":
+            self.stop_session()
+            return True, "stopped"
+        if kind == "RESTART":
+            self.stop_session()
+            self.start_session()
+            return self.streaming, f"restarted, state {self.state}"
+        if kind == "SHUTDOWN":
+            self.stop_session("SHUTTING_DOWN")
+            self.shutdown_requested = True
+            return True, "shutting down"
+        if kind == "SET_CONFIG":
+            try:
+                updated = apply_config(self.edge, command.get("config") or {})
+            except CommandRefused as exc:
+                return False, str(exc)
+            restart = updated.stimulus != self.edge.stimulus and self.streaming
+            self.edge = updated
+            if restart:
+                self.stop_session()
+                self.start_session()
+            return True, "applied " + ", ".join(sorted(command["config"]))
+        return False, f"unknown command {kind}"
+
+    def summary(self) -> dict[str, Any]:
+        stats = self.spool.stats()
+        return {
+            "device_id": self.edge.device_id,
+            "state": self.state,
+            "sessions": list(self.counters.sessions),
+            "samples": self.counters.samples,
+            "blocks": self.counters.blocks,
+            "markers": self.counters.markers,
+            "frames": self.counters.frames,
+            "frames_refused": self.counters.frames_refused,
+            "sensor_readings": self.counters.sensor_readings,
+            "device_errors": self.counters.device_errors,
+            "next_seq": {t: self.spool.next_seq(t) for t in (EEG_TOPIC, MARKERS_TOPIC, STATUS_TOPIC)},
+            "spool": stats.__dict__,
+        }
+
+
+class SpoolLogHandler(logging.Handler):
+    """Ships this process's edge log lines on ``devices.logs`` through the spool (so they survive
+    being offline). Records without a ``device_id`` attribute go to the first device."""
+
+    def __init__(self, runners: dict[str, DeviceRunner], level: int = logging.INFO) -> None:
+        super().__init__(level)
+        self._runners = runners
+        self._guard = threading.local()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(self._guard, "busy", False) or not self._runners:
+            return
+        self._guard.busy = True
+        try:
+            device_id = getattr(record, "device_id", None) or next(iter(self._runners))
+            runner = self._runners.get(device_id)
+            if runner is None:
+                return
+            runner._spool_record(LOGS_TOPIC, "device_log", {
+                "device_id": device_id, "session_id": runner.session_id, "seq": 0,
+                "timestamp_us": int(record.created * 1e6), "level": record.levelname,
+                "logger": record.name, "message": record.getMessage()[:4000],
+            })
+        except Exception:  # logging must never take the producer down
+            pass
+        finally:
+            self._guard.busy = False
+
+
+class EdgeRuntime:
+    """Runs devices until the duration ends, a stop is requested, or every device shut down."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        devices: list[EdgeSettings],
+        source_factory: SourceFactory = make_eeg_source,
+        ship_logs: bool = True,
+    ) -> None:
+        if not devices:
+            raise ValueError("EdgeRuntime needs at least one device")
+        ids = [d.device_id for d in devices]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"device ids must be unique, got {ids}")
+        self.settings = settings
+        self.codec = default_codec()
+        self.started_us = now_us()
+        self.clock = ClockProbe(
+            settings.clock.host, settings.clock.port, settings.clock.probe_interval_s,
+            settings.clock.probes_per_round, settings.clock.probe_timeout_s,
+        )
+        first = devices[0]
+        self.sender = KafkaSender(
+            settings.kafka.producer_config(),
+            stall_timeout_s=first.stall_timeout_s,
+            reconnect_backoff_max_s=first.reconnect_backoff_max_s,
+            resend_unacked_after_outage=first.resend_unacked_after_outage,
+        )
+        self.runners: dict[str, DeviceRunner] = {}
+        for edge in devices:
+            spool = Spool(edge.spool.directory / f"{edge.device_id}.sqlite",
+                          edge.spool.max_bytes, edge.spool.when_full)
+            self.runners[edge.device_id] = DeviceRunner(
+                edge, spool, self.clock, self.codec, source_factory,
+                sender_stats=lambda device_id=edge.device_id: self.sender.sent_count(device_id),
+            )
+            self.sender.add_device(edge.device_id, spool)
+        self._commands: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.control = ControlListener(
+            settings.kafka.client_config(), CONTROL_TOPIC, self.codec, self._on_control,
+            not_before_us=self.started_us - 1_000_000,
+        )
+        self._ship_logs = ship_logs
+        self._log_handler: SpoolLogHandler | None = None
+        self._stop = threading.Event()
+        self._sender_thread = threading.Thread(target=self._send_loop, name="kafka-sender", daemon=True)
+        self.acks_applied = 0
+
+    # control thread -> queue -> acquisition loop
+    def _on_control(self, record: dict[str, Any]) -> None:
+        if record["kind"] == "SPOOL_ACK":
+            runner = self.runners.get(record["device_id"])
+            if runner is not None and record.get("acked_topic") and record.get("acked_seq") is not None:
+                runner.spool.acknowledge(record["acked_topic"], record["acked_seq"])
+                self.acks_applied += 1
+            return
+        if record["kind"] == "COMMAND_ACK":
+            return
+        self._commands.put(record)
+
+    def _carry_out(self, command: dict[str, Any]) -> None:
+        targets = (
+            list(self.runners.values()) if command["device_id"] == "*"
+            else [self.runners[command["device_id"]]] if command["device_id"] in self.runners
+            else []
+        )
+        for runner in targets:
+            ok, message = runner.handle(command)
+            log.info("%s: %s %s: %s", runner.edge.device_id, command["kind"],
+                     "done" if ok else "refused", message)
+            ack = {
+                "device_id": runner.edge.device_id, "session_id": runner.session_id,
+                # Acks are not spooled; a time-based seq stays monotonic across restarts.
+                "seq": now_us(), "issued_us": now_us(), "kind": "COMMAND_ACK",
+                "command_id": uuid.uuid4().hex, "sender": runner.edge.device_id, "config": {},
+                "acked_topic": None, "acked_seq": None, "in_reply_to": command["command_id"],
+                "ok": ok, "message": message,
+            }
+            self.sender.send_now(CONTROL_TOPIC, runner.key, self.codec.encode("control", ack))
+
+    def _send_loop(self) -> None:
+        while not self._stop.is_set():
+            handed = self.sender.pump(0.01)
+            if not handed:
+                self._stop.wait(0.005)
+
+    def __enter__(self) -> EdgeRuntime:
+        self.clock.start()
+        self.clock.probe_round()
+        self.control.start()
+        self._sender_thread.start()
+        if self._ship_logs:
+            self._log_handler = SpoolLogHandler(self.runners)
+            logging.getLogger("edge_producers").addHandler(self._log_handler)
+        for runner in self.runners.values():
+            runner.start_session()
+        return self
+
+    def run(self, duration_s: float | None = None, stop: threading.Event | None = None) -> None:
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        tick_s = min(e.edge.block_size / 250.0 for e in self.runners.values()) / 2
+        tick_s = min(max(tick_s, 0.01), 0.05)
+        while not (stop is not None and stop.is_set()):
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            while not self._commands.empty():
+                self._carry_out(self._commands.get_nowait())
+            for runner in self.runners.values():
+                runner.tick()
+            if all(r.shutdown_requested for r in self.runners.values()):
+                log.info("every device shut down on command")
+                break
+            time.sleep(tick_s)
+
+    def __exit__(self, *exc: object) -> None:
+        for runner in self.runners.values():
+            if runner.state != "SHUTTING_DOWN":
+                runner.stop_session()
+            runner.publish_status()
+        if self._log_handler is not None:
+            logging.getLogger("edge_producers").removeHandler(self._log_handler)
+        # Give the sender a bounded chance to deliver the tail; the spool keeps the rest.
+        self._stop.set()
+        self._sender_thread.join(timeout=5)
+        remaining = self.sender.flush(timeout_s=10)
+        if remaining:
+            log.warning("%d records not yet delivered; they stay in the spool", remaining)
+        self.control.stop()
+        self.clock.stop()
+        for runner in self.runners.values():
+            runner.spool.close()
+
+    def summary(self) -> dict[str, Any]:
+        transport = self.sender.stats()
+        return {
+            "devices": [runner.summary() for runner in self.runners.values()],
+            "transport": transport.__dict__,
+            "control_refused": self.control.refused,
+            "acks_applied": self.acks_applied,
+        }

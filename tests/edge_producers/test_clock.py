@@ -1,0 +1,46 @@
+import threading
+
+from edge_producers.clock import ClockProbe, ProbeSample, best_estimate
+from infra.clock_server import serve_clock
+from tests.conftest import free_port
+
+
+def test_offset_and_round_trip_maths() -> None:
+    # Device clock 1000 us behind the hub; 200 us each way; hub holds it 50 us.
+    sample = ProbeSample(t0_us=0, t1_us=1200, t2_us=1250, t3_us=450)
+    assert sample.offset_us == 1000
+    assert sample.rtt_us == 400
+
+
+def test_lowest_round_trip_wins() -> None:
+    noisy = ProbeSample(0, 5000, 5000, 2000)  # asymmetric delay, rtt 2000
+    clean = ProbeSample(0, 1100, 1100, 200)  # rtt 200, offset 1000
+    estimate = best_estimate([noisy, clean])
+    assert estimate is not None and estimate.offset_us == 1000 and estimate.rtt_us == 200
+    assert best_estimate([]) is None
+
+
+def test_probe_against_the_hub_service_finds_a_skewed_clock() -> None:
+    port = free_port()
+    server = threading.Thread(target=serve_clock, args=("127.0.0.1", port, 3.0), daemon=True)
+    server.start()
+    import time
+
+    skew = -250_000  # this "device" runs 250 ms behind the hub
+    probe = ClockProbe("127.0.0.1", port, probes_per_round=8, timeout_s=0.5,
+                       clock=lambda: time.time_ns() // 1000 + skew)
+    estimate = None
+    for _ in range(20):
+        estimate = probe.probe_round()
+        if estimate is not None:
+            break
+        time.sleep(0.1)
+    assert estimate is not None
+    assert abs(estimate.offset_us - 250_000) <= estimate.rtt_us / 2 + 1000
+    server.join()
+
+
+def test_no_hub_is_not_an_error() -> None:
+    probe = ClockProbe("127.0.0.1", free_port(), probes_per_round=2, timeout_s=0.05)
+    assert probe.probe_round() is None
+    assert probe.estimate.rtt_us == -1
