@@ -4,6 +4,9 @@ The listener uses ``assign()`` from the end of the topic (consumer groups form s
 embedded broker). Because that broker reports the end as the start of its last batch, a few old
 messages may be re-read at start: commands issued before the listener started, or already seen, are
 ignored; spool acknowledgments are idempotent anyway.
+
+After a broker outage the listener re-assigns from the beginning of the topic: a restarted embedded
+broker has recreated the topic empty, and the old position would skip everything written since.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 from pydantic import ValidationError
 
 from neurolake.settings import EdgeSettings
@@ -79,7 +82,10 @@ class ControlListener:
             "enable.auto.commit": False,
             # After a broker restart our position is past the (new, empty) end: start over.
             "auto.offset.reset": "earliest",
+            "logger": logging.getLogger("edge_producers.rdkafka.control"),
+            "error_cb": self._on_error,
         }
+        self._after_outage = False
         self._topic = topic
         self._codec = codec
         self._handler = handler
@@ -98,7 +104,11 @@ class ControlListener:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def _assign(self, consumer: Consumer) -> bool:
+    def _on_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._ALL_BROKERS_DOWN:
+            self._after_outage = True
+
+    def _assign(self, consumer: Consumer, offset: int) -> bool:
         try:
             metadata = consumer.list_topics(self._topic, timeout=2)
         except KafkaException:
@@ -106,15 +116,24 @@ class ControlListener:
         topic = metadata.topics.get(self._topic)
         if topic is None or topic.error is not None or not topic.partitions:
             return False
-        consumer.assign([TopicPartition(self._topic, p, OFFSET_END) for p in topic.partitions])
+        consumer.assign([TopicPartition(self._topic, p, offset) for p in topic.partitions])
         return True
 
     def _run(self) -> None:
         consumer = Consumer(self._config)
         try:
-            while not self._stop.is_set() and not self._assign(consumer):
+            while not self._stop.is_set() and not self._assign(consumer, OFFSET_END):
                 self._stop.wait(1.0)
             while not self._stop.is_set():
+                if self._after_outage:
+                    # A fresh consumer: librdkafka's cached metadata of the vanished topic would
+                    # otherwise keep the new one's partitions from being fetched.
+                    consumer.close()
+                    consumer = Consumer(self._config)
+                    while not self._stop.is_set() and not self._assign(consumer, OFFSET_BEGINNING):
+                        self._stop.wait(1.0)
+                    self._after_outage = False
+                    log.info("control listener re-assigned %s after a broker outage", self._topic)
                 message = consumer.poll(0.2)
                 if message is None or message.error() is not None:
                     continue
@@ -132,6 +151,7 @@ class ControlListener:
             self.refused += 1
             log.warning("refused malformed control message (%s); %d refused so far", exc, self.refused)
             return
+        log.debug("control message %s for %s", record["kind"], record["device_id"])
         if record["kind"] in COMMANDS:
             if record["issued_us"] < self._not_before_us or record["command_id"] in self._seen:
                 return

@@ -62,6 +62,8 @@ class KafkaSender:
             # Records wait in the spool, not in librdkafka, while the broker is away.
             "message.timeout.ms": 30_000,
             "error_cb": self._on_error,
+            # librdkafka's own log lines go through logging (and so to devices.logs), not stderr.
+            "logger": logging.getLogger("edge_producers.rdkafka.producer"),
         }
         self._factory = producer_factory
         self._stall_timeout_s = stall_timeout_s
@@ -82,9 +84,18 @@ class KafkaSender:
     # -- devices -----------------------------------------------------------------------------
 
     def add_device(self, device_id: str, spool: Spool) -> None:
-        """Start sending a device's spool, from its first record not yet delivered."""
-        first = spool.first_undelivered_id()
-        cursor = DeviceCursor(spool, after_id=(first - 1) if first is not None else spool.last_id())
+        """Start sending a device's spool.
+
+        With ``resend_unacked_after_outage`` a start counts as a recovery: while this process was
+        down the broker may have restarted and lost what it had, so everything the lake has not
+        acknowledged is sent again. Otherwise sending starts at the first undelivered record.
+        """
+        if self._resend_after_outage:
+            after_id = 0
+        else:
+            first = spool.first_undelivered_id()
+            after_id = (first - 1) if first is not None else spool.last_id()
+        cursor = DeviceCursor(spool, after_id=after_id)
         with self._lock:
             self._devices[device_id] = cursor
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import isolated_environ
+from tests.conftest import free_port, isolated_environ
 
 pytestmark = pytest.mark.integration
 
@@ -33,3 +33,77 @@ def cli(tmp_path: Path) -> Iterator[Cli]:
     runner = Cli(tmp_path)
     yield runner
     runner("down")
+
+
+class BrokerStack:
+    """A private Tansu broker and clock service for one test, stopped by PID at teardown."""
+
+    def __init__(self, home: Path) -> None:
+        from infra import stack
+        from infra.preflight import broker_binary
+        from neurolake.settings import load_settings
+
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("NEUROLAKE_")}
+        self.env.update(isolated_environ(home, NEUROLAKE_CLOCK__PORT=str(free_port())))
+        self.home = home
+        self.settings = load_settings(environ=self.env, cwd=home)
+        self.supervisor = stack.supervisor(self.settings)
+        self.broker_spec = stack.broker_spec(self.settings, broker_binary(self.settings))
+        self.clock_spec = stack.clock_spec(self.settings)
+
+    def start(self) -> None:
+        from infra.kafka import ensure_topics
+
+        self.supervisor.start(self.broker_spec)
+        self.supervisor.start(self.clock_spec)
+        ensure_topics(self.settings)
+
+    def stop_broker(self) -> None:
+        self.supervisor.stop(self.broker_spec)
+
+    def start_broker(self) -> None:
+        from infra.kafka import ensure_topics
+
+        self.supervisor.start(self.broker_spec)
+        ensure_topics(self.settings)
+
+    def stop(self) -> None:
+        self.supervisor.stop(self.clock_spec)
+        self.supervisor.stop(self.broker_spec)
+
+    cli_argv = (sys.executable, "-m", "neurolake.cli")
+
+    def neurolake(self, *args: str, **popen) -> subprocess.Popen:
+        return subprocess.Popen([*self.cli_argv, *args], env=self.env, cwd=self.home, **popen)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[BrokerStack]:
+    stack = BrokerStack(tmp_path)
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+def read_topic(settings, topic: str, idle_s: float = 3.0, max_s: float = 60.0) -> list:
+    """Every message on every partition of ``topic``, read until nothing new arrives for
+    ``idle_s`` (never trusting the broker's high watermark, which hides the last batch)."""
+    import time
+
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": "test-reader",
+                         "enable.auto.commit": False})
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        partitions = list(metadata.topics[topic].partitions)
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        messages, last, start = [], time.monotonic(), time.monotonic()
+        while time.monotonic() - last < idle_s and time.monotonic() - start < max_s:
+            for message in consumer.consume(1000, timeout=0.2):
+                if message.error() is None:
+                    messages.append(message)
+                    last = time.monotonic()
+        return messages
+    finally:
+        consumer.close()

@@ -1,0 +1,129 @@
+"""DeviceRunner without Kafka: devices -> records in the spool, as the sender would read them."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_producers.clock import ClockProbe
+from edge_producers.devices.eeg import DeviceError
+from edge_producers.runtime import DeviceRunner
+from edge_producers.spool import Spool
+from neurolake.settings import EdgeSettings
+from schemas.codec import default_codec, eeg_block_samples
+from tests.conftest import free_port
+
+
+def _runner(tmp_path: Path, **edge_fields) -> DeviceRunner:
+    edge = EdgeSettings(**edge_fields)
+    spool = Spool(tmp_path / "spool.sqlite", 100_000_000)
+    clock = ClockProbe("127.0.0.1", free_port(), probes_per_round=1, timeout_s=0.01)
+    return DeviceRunner(edge, spool, clock)
+
+
+def _records(runner: DeviceRunner) -> list[tuple[str, dict]]:
+    codec = default_codec()
+    return [(r.topic, codec.decode(r.value)[1]) for r in runner.spool.fetch_after(0, 100_000)]
+
+
+def test_blocks_are_contiguous_and_session_comes_first(tmp_path: Path) -> None:
+    runner = _runner(tmp_path, block_size=25)
+    runner.start_session()
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        runner.tick()
+        time.sleep(0.02)
+    runner.stop_session()
+    records = _records(runner)
+    assert records[0][0] == "sessions"
+    session = records[0][1]
+    assert session["sample_rate_hz"] == 250 and len(session["channel_names"]) == 17
+    blocks = [r for topic, r in records if topic == "eeg.raw"]
+    assert [b["seq"] for b in blocks] == list(range(len(blocks)))
+    index = 0
+    for block in blocks:
+        assert block["first_sample_index"] == index
+        assert eeg_block_samples(block).shape == (block["n_samples"], 17)
+        index += block["n_samples"]
+    assert index == runner.counters.samples
+    assert 300 <= index <= 420  # ~1.5 s at 250 Hz
+    assert all(b["n_samples"] == 25 for b in blocks[:-1])  # the last one may be partial
+    statuses = [r for topic, r in records if topic == "devices.status"]
+    assert statuses and statuses[0]["state"] in ("STREAMING", "STARTING")
+
+
+def test_oversized_frames_are_refused_and_counted(tmp_path: Path) -> None:
+    runner = _runner(tmp_path, camera={"source": "test_pattern", "width": 640, "height": 480,
+                                       "jpeg_quality": 100, "max_frame_bytes": 1024, "fps": 50})
+    runner.start_session()
+    for _ in range(5):
+        runner.tick()
+        time.sleep(0.03)
+    runner.stop_session()
+    assert runner.counters.frames_refused >= 2 and runner.counters.frames == 0
+    assert not [1 for topic, _ in _records(runner) if topic == "camera.frames"]
+
+
+def test_missing_camera_degrades_but_eeg_flows(tmp_path: Path) -> None:
+    runner = _runner(tmp_path, camera={"source": "picamera2"})
+    runner.start_session()
+    assert runner.state == "DEGRADED"
+    time.sleep(0.3)
+    runner.tick()
+    runner.stop_session()
+    assert runner.counters.samples > 0
+    status = [r for t, r in _records(runner) if t == "devices.status"][0]
+    assert status["state"] == "DEGRADED" and "picamera2 is not installed" in status["message"]
+
+
+def test_board_that_cannot_start_reports_error_and_retries(tmp_path: Path) -> None:
+    attempts = []
+
+    def failing_source(edge, stimulus_at=None, to_lab_us=None):
+        attempts.append(1)
+        raise DeviceError("cannot start cyton on /dev/ttyUSB9: unable to open port")
+
+    runner = _runner(tmp_path)
+    runner._source_factory = failing_source
+    runner.start_session()
+    runner.tick()
+    assert runner.state == "ERROR"
+    status = [r for t, r in _records(runner) if t == "devices.status"][-1]
+    assert status["state"] == "ERROR" and "ttyUSB9" in status["message"]
+    runner._retry_at_us = 0
+    runner.tick()
+    assert len(attempts) == 2
+
+
+def test_commands(tmp_path: Path) -> None:
+    runner = _runner(tmp_path)
+    runner.start_session()
+    ok, message = runner.handle({"kind": "SET_CONFIG", "config": {"block_size": "50"}})
+    assert ok and runner.edge.block_size == 50
+    ok, message = runner.handle({"kind": "SET_CONFIG", "config": {"serial_port": "x"}})
+    assert not ok and "cannot change serial_port live" in message
+    first = runner.session_id
+    assert runner.handle({"kind": "RESTART"})[0] and runner.session_id != first
+    assert runner.handle({"kind": "STOP"}) == (True, "stopped") and runner.state == "STOPPED"
+    assert runner.handle({"kind": "START"})[0] and runner.streaming
+    assert runner.handle({"kind": "SHUTDOWN"})[0] and runner.shutdown_requested
+    sessions = [r for t, r in _records(runner) if t == "sessions"]
+    assert len(sessions) == 3
+
+
+def test_markers_follow_the_schedule(tmp_path: Path) -> None:
+    runner = _runner(tmp_path, stimulus={"enabled": True, "lead_in_s": 0.1, "stimulus_s": 0.3,
+                                         "rest_s": 0.1})
+    runner.start_session()
+    deadline = time.monotonic() + 1.2
+    while time.monotonic() < deadline:
+        runner.tick()
+        time.sleep(0.02)
+    runner.stop_session()
+    markers = [r for t, r in _records(runner) if t == "markers"]
+    events = [m["event"] for m in markers]
+    assert events[:4] == ["START", "END", "START", "END"]
+    assert events.count("START") == events.count("END")  # a cut-short trial still ends
+    assert np.all(np.diff([m["timestamp_us"] for m in markers]) >= 0)

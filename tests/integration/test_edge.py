@@ -1,0 +1,212 @@
+"""Edge producers against the real embedded broker: exact counts, outages, crashes, bad input."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from confluent_kafka import Producer
+
+from edge_producers.spool import Spool
+from schemas.codec import default_codec, eeg_block_device_times, eeg_block_samples
+from tests.integration.conftest import BrokerStack, read_topic
+
+pytestmark = pytest.mark.integration
+CODEC = default_codec()
+
+
+def _decode(messages) -> list[dict]:
+    return [CODEC.decode(m.value())[1] for m in messages]
+
+
+def _decodable(messages) -> list[dict]:
+    records = []
+    for message in messages:
+        try:
+            records.append(CODEC.decode(message.value())[1])
+        except ValueError:
+            continue
+    return records
+
+
+def _edge_run(broker: BrokerStack, cwd: Path, duration: str, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*broker.cli_argv, "edge", "run", "--duration", duration], env={**broker.env, **env},
+        cwd=cwd, stdout=subprocess.PIPE, stderr=_log_file(broker, f"edge-run-{time.time_ns()}"),
+        text=True,
+    )
+
+
+def _run_simulator(broker: BrokerStack, *args: str, timeout: float = 180) -> dict:
+    process = broker.neurolake("edge", "simulate", *args, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err[-3000:]
+    return json.loads(out)
+
+
+def _stderr_of(process: subprocess.Popen) -> str:
+    process.stderr.seek(0)
+    return process.stderr.read()
+
+
+def _log_file(broker: BrokerStack, name: str):
+    # A file, not a pipe: a pipe nobody reads fills up and blocks the producer's logging.
+    return open(broker.home / f"{name}.log", "w+")
+
+
+@pytest.mark.slow
+def test_thirty_seconds_exact_samples_and_ssvep_matches_markers(broker: BrokerStack) -> None:
+    summary = _run_simulator(broker, "--headsets", "1", "--duration", "30", "--stimulus")
+    device = summary["devices"][0]
+    blocks = sorted(_decode(read_topic(broker.settings, "eeg.raw")), key=lambda b: b["seq"])
+    assert [b["seq"] for b in blocks] == list(range(device["next_seq"]["eeg.raw"]))
+    assert sum(b["n_samples"] for b in blocks) == device["samples"]
+    assert abs(device["samples"] - 30 * 250) <= 0.02 * 30 * 250
+    index = 0
+    for block in blocks:
+        assert block["first_sample_index"] == index
+        index += block["n_samples"]
+
+    sessions = _decode(read_topic(broker.settings, "sessions", idle_s=1))
+    assert len(sessions) == 1
+    names = sessions[0]["channel_names"]
+    samples = np.vstack([eeg_block_samples(b) for b in blocks])
+    lab_times = np.concatenate(
+        [eeg_block_device_times(b) + b["clock_offset_us"] for b in blocks]
+    )
+    markers = _decode(read_topic(broker.settings, "markers", idle_s=1))
+    starts = {m["trial"]: m for m in markers if m["event"] == "START"}
+    ends = {m["trial"]: m for m in markers if m["event"] == "END"}
+    assert len(starts) >= 4 and set(starts) == set(ends)
+    classes = sorted({m["stimulus_hz"] for m in markers})
+    occipital = [names.index("O1"), names.index("O2")]
+    correct = 0
+    for trial, start in starts.items():
+        inside = (lab_times >= start["timestamp_us"]) & (lab_times < ends[trial]["timestamp_us"])
+        segment = samples[inside][:, occipital].mean(axis=1)
+        segment = segment - segment.mean()
+        spectrum = np.abs(np.fft.rfft(segment * np.hanning(len(segment))))
+        freqs = np.fft.rfftfreq(len(segment), 1 / 250)
+        power = [spectrum[np.argmin(np.abs(freqs - hz))] for hz in classes]
+        correct += classes[int(np.argmax(power))] == start["stimulus_hz"]
+    assert correct == len(starts), f"{correct}/{len(starts)} trials show their flicker"
+
+
+@pytest.mark.slow
+def test_broker_down_for_20s_then_restarted_loses_nothing(broker: BrokerStack) -> None:
+    stderr = _log_file(broker, "outage")
+    process = broker.neurolake(
+        "edge", "simulate", "--headsets", "1", "--duration", "60",
+        stdout=subprocess.PIPE, stderr=stderr, text=True,
+    )
+    try:
+        time.sleep(8)
+        broker.stop_broker()  # topics and data are gone with it (memory storage)
+        time.sleep(20)
+        broker.start_broker()
+        time.sleep(10)
+        # Acknowledge, as the lake will, what is on the topic now: the spool must drain.
+        blocks = _decode(read_topic(broker.settings, "eeg.raw", idle_s=1, max_s=5))
+        seqs = {b["seq"] for b in blocks}
+        contiguous = -1
+        while contiguous + 1 in seqs:
+            contiguous += 1
+        assert contiguous > 100, "records from before the outage were not resent"
+        ack = {
+            "device_id": "sim-000", "session_id": None, "seq": 1, "issued_us": time.time_ns() // 1000,
+            "kind": "SPOOL_ACK", "command_id": "ack-1", "sender": "test", "config": {},
+            "acked_topic": "eeg.raw", "acked_seq": contiguous, "in_reply_to": None, "ok": None,
+            "message": None,
+        }
+        producer = Producer(broker.settings.kafka.producer_config())
+        producer.produce("devices.control", key=b"sim-000", value=CODEC.encode("control", ack))
+        assert producer.flush(10) == 0
+        out, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    stderr.seek(0)
+    assert process.returncode == 0, stderr.read()[-3000:]
+    summary = json.loads(out)
+    device = summary["devices"][0]
+    assert summary["transport"]["outages"] >= 1
+    assert summary["acks_applied"] >= 1
+    blocks = _decode(read_topic(broker.settings, "eeg.raw"))
+    assert {b["seq"] for b in blocks} == set(range(device["next_seq"]["eeg.raw"]))
+    spool = Spool(broker.settings.edge.spool.directory / "sim-000.sqlite", 10**9)
+    left = [r.seq for r in spool.fetch_after(0, 10**6) if r.topic == "eeg.raw"]
+    spool.close()
+    assert left and min(left) == contiguous + 1, "acknowledged records stayed in the spool"
+
+
+@pytest.mark.slow
+def test_sigkill_and_restart_loses_nothing_spooled(broker: BrokerStack) -> None:
+    process = broker.neurolake("edge", "simulate", "--headsets", "1", "--duration", "60",
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(8)
+    broker.stop_broker()  # so that part of the spool is still undelivered at the kill
+    time.sleep(3)
+    process.send_signal(signal.SIGKILL)
+    process.wait(10)
+    spool_path = broker.settings.edge.spool.directory / "sim-000.sqlite"
+    spool = Spool(spool_path, 10**9)
+    spooled = {r.seq for r in spool.fetch_after(0, 10**6) if r.topic == "eeg.raw"}
+    undelivered = spool.stats().undelivered
+    spool.close()
+    assert undelivered > 0 and spooled
+    broker.start_broker()  # the restarted broker is empty: everything must come from the spool
+    summary = _run_simulator(broker, "--headsets", "1", "--duration", "8")
+    blocks = _decode(read_topic(broker.settings, "eeg.raw"))
+    on_topic = {b["seq"] for b in blocks}
+    assert spooled <= on_topic
+    # Numbering went on where the killed process stopped: no seq reused, no gap.
+    assert on_topic == set(range(summary["devices"][0]["next_seq"]["eeg.raw"]))
+    sessions = {b["session_id"] for b in blocks}
+    assert len(sessions) == 2
+
+
+def test_bad_input_is_refused_and_the_producer_keeps_running(broker: BrokerStack, tmp_path: Path) -> None:
+    bad_board = _edge_run(broker, tmp_path, "1", NEUROLAKE_EDGE__BOARD="muse")
+    assert bad_board.wait(60) == 2 and "edge.board" in _stderr_of(bad_board)
+    no_port = _edge_run(broker, tmp_path, "1", NEUROLAKE_EDGE__BOARD="cyton")
+    assert no_port.wait(60) == 2 and "needs edge.serial_port" in _stderr_of(no_port)
+
+    process = _edge_run(broker, tmp_path, "12", NEUROLAKE_EDGE__CAMERA__SOURCE="picamera2",
+                        NEUROLAKE_EDGE__DEVICE_ID="pi-bad")
+    time.sleep(5)
+    producer = Producer(broker.settings.kafka.producer_config())
+    producer.produce("devices.control", key=b"pi-bad", value=b"\x00not avro at all")
+    producer.produce("devices.control", key=b"pi-bad", value=CODEC.encode(
+        "marker", {"device_id": "x", "session_id": "s", "seq": 0, "timestamp_us": 0,
+                   "event": "START", "label": "l"}))
+    command = {
+        "device_id": "pi-bad", "session_id": None, "seq": 1, "issued_us": time.time_ns() // 1000,
+        "kind": "SET_CONFIG", "command_id": "cfg-1", "sender": "test",
+        "config": {"serial_port": "/dev/x"}, "acked_topic": None, "acked_seq": None,
+        "in_reply_to": None, "ok": None, "message": None,
+    }
+    producer.produce("devices.control", key=b"pi-bad", value=CODEC.encode("control", command))
+    producer.flush(10)
+    out, _ = process.communicate(timeout=60)
+    err = _stderr_of(process)
+    assert process.returncode == 0, err[-2000:]
+    summary = json.loads(out)
+    assert summary["control_refused"] == 2
+    device = summary["devices"][0]
+    assert device["samples"] > 2000  # EEG kept flowing without the camera
+    assert "picamera2 is not installed" in err
+    acks = [r for r in _decodable(read_topic(broker.settings, "devices.control", idle_s=1))
+            if r.get("kind") == "COMMAND_ACK"]
+    assert acks and acks[0]["in_reply_to"] == "cfg-1" and acks[0]["ok"] is False
+    assert "cannot change serial_port live" in acks[0]["message"]
+    statuses = _decode(read_topic(broker.settings, "devices.status", idle_s=1))
+    assert any(s["state"] == "DEGRADED" for s in statuses)
+    logs = _decode(read_topic(broker.settings, "devices.logs", idle_s=1))
+    assert any("refused malformed control message" in line["message"] for line in logs)
