@@ -5,9 +5,10 @@ STAMP := $(VENV)/.neurolake-installed
 NEUROLAKE := $(VENV)/bin/neurolake
 DURATION ?= 0
 AIRFLOW ?= 0
+HEADSETS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-unit test-integration bench down clean
+.PHONY: setup demo test test-unit test-integration bench down lock clean
 
 setup: $(STAMP)
 
@@ -16,7 +17,7 @@ $(STAMP): requirements.lock pyproject.toml infra/scripts/setup.sh
 	@infra/scripts/setup.sh
 
 demo: $(STAMP)
-	$(NEUROLAKE) demo --duration $(DURATION) $(if $(filter 1,$(AIRFLOW)),--with-airflow,)
+	$(NEUROLAKE) demo --duration $(DURATION) --headsets $(HEADSETS) $(if $(filter 1,$(AIRFLOW)),--with-airflow,)
 
 # pytest's exit 5 (no test collected) is a failure here, not a pass.
 test: $(STAMP)

@@ -28,7 +28,8 @@ def add_edge_commands(commands: argparse._SubParsersAction) -> None:  # type: ig
 
     sim = sub.add_parser("simulate", help="N simulated lab headsets (Pis) publishing to Kafka")
     sim.add_argument("--headsets", type=int, default=1)
-    sim.add_argument("--duration", type=float, required=True, help="seconds to run")
+    sim.add_argument("--duration", type=float, default=None,
+                     help="seconds to run (default: until SIGINT/SIGTERM)")
     sim.add_argument("--stimulus", action="store_true", help="run the SSVEP stimulus protocol")
     sim.add_argument("--camera", action="store_true", help="also send test-pattern camera frames")
     sim.add_argument("--sensors", action="store_true", help="also send simulated room sensors")
@@ -106,7 +107,7 @@ def simulated_devices(settings: Settings, count: int, first_index: int, prefix: 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     if args.headsets < 1 or args.processes < 1:
         raise NeurolakeError("--headsets and --processes must be at least 1")
-    if args.duration <= 0:
+    if args.duration is not None and args.duration <= 0:
         raise NeurolakeError("--duration must be > 0 seconds")
     if args.processes == 1:
         devices = simulated_devices(settings, args.headsets, args.first_index, args.prefix,
@@ -131,16 +132,28 @@ def _simulate_in_processes(args: argparse.Namespace) -> dict[str, Any]:
         argv = [sys.executable, "-m", "neurolake.cli"]
         if args.config:
             argv += ["--config", str(args.config)]
-        argv += ["edge", "simulate", "--headsets", str(count), "--duration", str(args.duration),
-                 "--prefix", args.prefix, "--first-index", str(first)]
+        argv += ["edge", "simulate", "--headsets", str(count), "--prefix", args.prefix,
+                 "--first-index", str(first)]
+        if args.duration is not None:
+            argv += ["--duration", str(args.duration)]
         argv += [flag for flag, on in (("--stimulus", args.stimulus), ("--camera", args.camera),
                                        ("--sensors", args.sensors)) if on]
         children.append(subprocess.Popen(argv, stdout=subprocess.PIPE, text=True))
         first += count
     merged: dict[str, Any] = {"devices": [], "processes": []}
     failed = 0
-    for child in children:
-        out, _ = child.communicate()
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        outputs = [child.communicate()[0] for child in children]
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    for child, out in zip(children, outputs):
         if child.returncode != 0:
             failed += 1
             continue

@@ -83,7 +83,8 @@ def _cmd_clock_server(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from neurolake.demo import run_demo
 
-    return run_demo(settings, duration_s=args.duration, with_airflow=args.with_airflow)
+    return run_demo(settings, duration_s=args.duration, with_airflow=args.with_airflow,
+                    headsets=args.headsets)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to run before stopping cleanly (0: until Ctrl-C)",
     )
     demo.add_argument("--with-airflow", action="store_true", help="also start Airflow")
+    demo.add_argument("--headsets", type=int, default=2, help="simulated headsets (0: none)")
     demo.set_defaults(handler=_cmd_demo)
 
     clock = commands.add_parser("clock-server", help="the hub's UDP time service (started by `up`)")

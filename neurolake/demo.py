@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import signal
+import subprocess
+import sys
 import threading
 import time
 from types import FrameType
@@ -17,7 +19,31 @@ from neurolake.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def run_demo(settings: Settings, duration_s: float, with_airflow: bool) -> int:
+def _start_headsets(settings: Settings, headsets: int) -> subprocess.Popen[bytes]:
+    log_path = settings.paths.log_dir / "demo-headsets.log"
+    log.info("starting %d simulated headsets with the SSVEP stimulus task (log: %s)", headsets, log_path)
+    with log_path.open("ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "neurolake.cli", "edge", "simulate", "--headsets", str(headsets),
+             "--stimulus", "--sensors", "--camera",
+             "--summary", str(settings.paths.log_dir / "demo-headsets.json")],
+            stdout=subprocess.DEVNULL, stderr=log_file,
+        )
+
+
+def _stop_child(child: subprocess.Popen[bytes] | None, name: str) -> None:
+    if child is None or child.poll() is not None:
+        return
+    child.send_signal(signal.SIGTERM)  # a clean stop: sessions end, the spool is flushed
+    try:
+        child.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        log.warning("%s did not stop in 30 s; killing it", name)
+        child.kill()
+        child.wait()
+
+
+def run_demo(settings: Settings, duration_s: float, with_airflow: bool, headsets: int = 2) -> int:
     from infra import stack
 
     stop = threading.Event()
@@ -27,9 +53,10 @@ def run_demo(settings: Settings, duration_s: float, with_airflow: bool) -> int:
         stop.set()
 
     previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    edge: subprocess.Popen[bytes] | None = None
     try:
         status = stack.up(settings, with_airflow=with_airflow)
-        for state in status.services:
+        for state in (s for s in status.services if s.running):
             log.info(
                 "%-8s %s (pid %s, log %s)",
                 state.name, "healthy" if state.healthy else "UNHEALTHY", state.pid, state.log_file,
@@ -37,6 +64,8 @@ def run_demo(settings: Settings, duration_s: float, with_airflow: bool) -> int:
         if with_airflow:
             log.info("Airflow UI: http://%s:%d", settings.airflow.host, settings.airflow.port)
         log.info("MLflow UI: %s", settings.mlflow.effective_tracking_uri)
+        if headsets > 0:
+            edge = _start_headsets(settings, headsets)
         if duration_s > 0:
             log.info("demo running for %.0f s", duration_s)
         else:
@@ -51,10 +80,16 @@ def run_demo(settings: Settings, duration_s: float, with_airflow: bool) -> int:
                 last_report = time.monotonic()
                 current = stack.status(settings)
                 unhealthy = [s.name for s in current.services if s.running and not s.healthy]
-                log.info("stack %s", "healthy" if not unhealthy else f"UNHEALTHY: {unhealthy}")
-        return 0 if stack.status(settings).healthy else 1
+                edge_state = "none" if edge is None else (
+                    "running" if edge.poll() is None else f"EXITED ({edge.returncode})"
+                )
+                log.info("stack %s; headsets %s",
+                         "healthy" if not unhealthy else f"UNHEALTHY: {unhealthy}", edge_state)
+        healthy = stack.status(settings).healthy and (edge is None or edge.poll() is None)
+        return 0 if healthy else 1
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        _stop_child(edge, "simulated headsets")
         stopped = stack.down(settings)
         log.info("demo stopped: %s", ", ".join(stopped) or "nothing was running")

@@ -36,11 +36,13 @@ def _decodable(messages) -> list[dict]:
 
 
 def _edge_run(broker: BrokerStack, cwd: Path, duration: str, **env: str) -> subprocess.Popen:
-    return subprocess.Popen(
+    log_file = _log_file(broker, f"edge-run-{time.time_ns()}")
+    process = subprocess.Popen(
         [*broker.cli_argv, "edge", "run", "--duration", duration], env={**broker.env, **env},
-        cwd=cwd, stdout=subprocess.PIPE, stderr=_log_file(broker, f"edge-run-{time.time_ns()}"),
-        text=True,
+        cwd=cwd, stdout=subprocess.PIPE, stderr=log_file, text=True,
     )
+    process.log_file = log_file  # type: ignore[attr-defined]
+    return process
 
 
 def _run_simulator(broker: BrokerStack, *args: str, timeout: float = 180) -> dict:
@@ -52,8 +54,9 @@ def _run_simulator(broker: BrokerStack, *args: str, timeout: float = 180) -> dic
 
 
 def _stderr_of(process: subprocess.Popen) -> str:
-    process.stderr.seek(0)
-    return process.stderr.read()
+    log_file = process.log_file  # type: ignore[attr-defined]
+    log_file.seek(0)
+    return log_file.read()
 
 
 def _log_file(broker: BrokerStack, name: str):

@@ -41,7 +41,7 @@ def test_up_status_topics_down_with_airflow(cli: Cli) -> None:
     status = json.loads(cli("status", "--json").stdout)
     assert status["healthy"], status
     assert {name for name, s in status["services"].items() if s["healthy"]} == {
-        "broker", "mlflow", "airflow"
+        "broker", "clock", "mlflow", "airflow"
     }
     tree = _service_tree(status)
     assert len(tree) >= 5  # airflow alone runs scheduler, api server, dag processor, triggerer
