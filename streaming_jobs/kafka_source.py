@@ -1,0 +1,263 @@
+"""A Kafka source for Spark Structured Streaming, written with PySpark 4's Python Data Source API.
+
+Spark's own Kafka source needs JVM jars from Maven Central, which this machine cannot reach; this
+source reads with confluent-kafka instead and runs on any Spark whose workers have the package.
+
+- ``assign()`` with explicit offsets (no consumer group): Spark's checkpoint holds the offsets.
+- Exact ranges per partition per micro-batch: ``{"topic": {"id": topic_id, "p": {"0": next}}}``.
+- The true end of each partition is found by reading, not trusted from the high watermark: the
+  embedded broker reports the start of its last batch plus one, hiding the batch's other records.
+- A topic recreated under the same name (a restarted in-memory broker) has a new topic id; its
+  partitions are then read again from their beginning rather than from a stale position.
+
+Options: ``subscribe`` (comma-separated topics), ``startingOffsets`` (earliest | latest | JSON
+``{"topic": {"0": offset}}``), ``maxRecordsPerTrigger``, ``probeTrueEnd`` (true), and ``kafka.*``
+(librdkafka client properties such as ``kafka.bootstrap.servers``, SASL and TLS settings).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
+
+log = logging.getLogger(__name__)
+
+SOURCE_NAME = "kafka-py"
+SCHEMA = "topic STRING, partition INT, offset BIGINT, key BINARY, value BINARY, timestamp_ms BIGINT"
+READ_STALL_TIMEOUT_S = 60.0
+QUIET_S = 0.15
+
+
+@dataclass(frozen=True)
+class KafkaRange(InputPartition):
+    topic: str
+    partition: int
+    start: int
+    until: int  # exclusive
+    client: tuple[tuple[str, str], ...]
+
+
+def client_config(options: dict[str, str]) -> dict[str, str]:
+    config = {key[len("kafka."):]: value for key, value in options.items() if key.startswith("kafka.")}
+    if "bootstrap.servers" not in config:
+        raise ValueError("the kafka-py source needs option kafka.bootstrap.servers")
+    return config
+
+
+def _consumer(config: dict[str, str]):  # type: ignore[no-untyped-def]
+    from confluent_kafka import Consumer
+
+    return Consumer({
+        **config,
+        "group.id": "neurolake-spark-source",  # required by librdkafka; never joined
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "fetch.wait.max.ms": 50,
+    })
+
+
+class KafkaPyDataSource(DataSource):
+    @classmethod
+    def name(cls) -> str:
+        return SOURCE_NAME
+
+    def schema(self) -> str:
+        return SCHEMA
+
+    def streamReader(self, schema: Any) -> KafkaStreamReader:
+        return KafkaStreamReader(dict(self.options))
+
+
+class KafkaStreamReader(DataSourceStreamReader):
+    def __init__(self, options: dict[str, str]) -> None:
+        # Spark passes option names lower-cased; accept either spelling.
+        options = {key.lower(): value for key, value in options.items()}
+        topics = [t.strip() for t in options.get("subscribe", "").split(",") if t.strip()]
+        if not topics:
+            raise ValueError("the kafka-py source needs option subscribe=topic[,topic...]")
+        self.topics = topics
+        self.config = client_config(options)
+        self.starting = options.get("startingoffsets", "earliest")
+        limit = options.get("maxrecordspertrigger")
+        self.max_records = int(limit) if limit else None
+        if self.max_records is not None and self.max_records < 1:
+            raise ValueError(f"maxRecordsPerTrigger must be >= 1, got {limit}")
+        self.probe_true_end = options.get("probetrueend", "true").lower() == "true"
+        self._consumer_instance = None
+        self._admin_instance = None
+
+    # -- driver side: offsets ------------------------------------------------------------------
+
+    @property
+    def _consumer(self):  # type: ignore[no-untyped-def]
+        if self._consumer_instance is None:
+            self._consumer_instance = _consumer(self.config)
+        return self._consumer_instance
+
+    def _topic_layout(self) -> dict[str, tuple[str, list[int]]]:
+        """``{topic: (topic_id, partitions)}`` for the topics that exist now."""
+        from confluent_kafka import TopicCollection
+        from confluent_kafka.admin import AdminClient
+
+        if self._admin_instance is None:
+            self._admin_instance = AdminClient(self.config)
+        layout = {}
+        futures = self._admin_instance.describe_topics(TopicCollection(self.topics))
+        for topic, future in futures.items():
+            try:
+                description = future.result(10)
+            except Exception:  # topic not (yet) there: nothing to read from it
+                continue
+            layout[topic] = (str(description.topic_id), [p.id for p in description.partitions])
+        return layout
+
+    def _ends(self, layout: dict[str, tuple[str, list[int]]],
+              known: dict[tuple[str, int], int]) -> dict[tuple[str, int], tuple[int, int]]:
+        """(earliest, true end) per partition."""
+        from confluent_kafka import TopicPartition
+
+        consumer = self._consumer
+        bounds: dict[tuple[str, int], tuple[int, int]] = {}
+        probes = []
+        for topic, (_, partitions) in layout.items():
+            for partition in partitions:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), timeout=10, cached=False
+                )
+                bounds[(topic, partition)] = (low, high)
+                if self.probe_true_end and high > low:
+                    start_at = max(low, high - 1, known.get((topic, partition), 0))
+                    probes.append(TopicPartition(topic, partition, start_at))
+        if probes:
+            consumer.assign(probes)
+            last_seen: dict[tuple[str, int], int] = {}
+            quiet_since = time.monotonic()
+            while time.monotonic() - quiet_since < QUIET_S:
+                messages = consumer.consume(10_000, timeout=QUIET_S / 3)
+                useful = [m for m in messages if m.error() is None]
+                for message in useful:
+                    key = (message.topic(), message.partition())
+                    last_seen[key] = max(last_seen.get(key, -1), message.offset())
+                if useful:
+                    quiet_since = time.monotonic()
+            consumer.unassign()
+            for key, offset in last_seen.items():
+                low, high = bounds[key]
+                bounds[key] = (low, max(high, offset + 1))
+        return bounds
+
+    def initialOffset(self) -> dict:
+        layout = self._topic_layout()
+        if self.starting not in ("earliest", "latest"):
+            try:
+                explicit = json.loads(self.starting)
+            except json.JSONDecodeError:
+                raise ValueError(
+                    f"startingOffsets must be earliest, latest or JSON {{topic: {{partition: "
+                    f"offset}}}}, got {self.starting!r}"
+                ) from None
+            return {
+                topic: {"id": layout.get(topic, ("", []))[0],
+                        "p": {str(p): int(o) for p, o in explicit.get(topic, {}).items()}}
+                for topic in self.topics
+            }
+        bounds = self._ends(layout, {}) if self.starting == "latest" else {}
+        offsets = {}
+        for topic in self.topics:
+            topic_id, partitions = layout.get(topic, ("", []))
+            offsets[topic] = {
+                "id": topic_id,
+                "p": {str(p): (bounds[(topic, p)][1] if self.starting == "latest" else 0)
+                      for p in partitions},
+            }
+        return offsets
+
+    def latestOffset(self, start: dict, limit: Any = None) -> dict:
+        layout = self._topic_layout()
+        known = {}
+        for topic, (topic_id, partitions) in layout.items():
+            previous = start.get(topic, {})
+            if previous.get("id") == topic_id:
+                for p in partitions:
+                    known[(topic, p)] = int(previous.get("p", {}).get(str(p), 0))
+        bounds = self._ends(layout, known)
+        end: dict[str, Any] = {}
+        budget = self.max_records
+        for topic in self.topics:
+            topic_id, partitions = layout.get(topic, ("", []))
+            previous = start.get(topic, {})
+            same_topic = previous.get("id") == topic_id
+            if not same_topic and previous.get("id"):
+                log.warning("topic %s was recreated (id %s -> %s); reading it from the start",
+                            topic, previous.get("id"), topic_id)
+            positions = {}
+            for p in partitions:
+                low, true_end = bounds[(topic, p)]
+                begin = int(previous.get("p", {}).get(str(p), 0)) if same_topic else 0
+                begin = max(begin, low)
+                stop = max(begin, true_end)
+                if budget is not None:
+                    stop = min(stop, begin + budget)
+                    budget -= stop - begin
+                positions[str(p)] = stop
+            end[topic] = {"id": topic_id, "p": positions}
+        return end
+
+    def partitions(self, start: dict, end: dict) -> list[KafkaRange]:
+        ranges = []
+        client = tuple(sorted(self.config.items()))
+        for topic, spec in end.items():
+            previous = start.get(topic, {})
+            same_topic = previous.get("id") == spec.get("id")
+            for p, until in spec.get("p", {}).items():
+                begin = int(previous.get("p", {}).get(p, 0)) if same_topic else 0
+                if until > begin:
+                    ranges.append(KafkaRange(topic, int(p), begin, int(until), client))
+        return ranges
+
+    def commit(self, end: dict) -> None:
+        pass  # offsets live in Spark's checkpoint
+
+    def stop(self) -> None:
+        if self._consumer_instance is not None:
+            self._consumer_instance.close()
+            self._consumer_instance = None
+
+    # -- executor side: records ----------------------------------------------------------------
+
+    def read(self, partition: KafkaRange) -> Iterator[tuple]:
+        from confluent_kafka import TopicPartition
+
+        consumer = _consumer(dict(partition.client))
+        try:
+            consumer.assign([TopicPartition(partition.topic, partition.partition, partition.start)])
+            last = partition.start - 1
+            progress = time.monotonic()
+            while last < partition.until - 1:
+                messages = consumer.consume(5_000, timeout=0.5)
+                for message in messages:
+                    if message.error() is not None:
+                        continue
+                    offset = message.offset()
+                    if offset >= partition.until:
+                        last = partition.until - 1
+                        break
+                    last = offset
+                    progress = time.monotonic()
+                    yield (message.topic(), message.partition(), offset, message.key(),
+                           message.value(), message.timestamp()[1])
+                if time.monotonic() - progress > READ_STALL_TIMEOUT_S:
+                    raise RuntimeError(
+                        f"{partition.topic}[{partition.partition}]: no record past offset {last} "
+                        f"for {READ_STALL_TIMEOUT_S:.0f} s while reading to {partition.until}; "
+                        "the broker may have lost the data (restart?)"
+                    )
+        finally:
+            consumer.close()
