@@ -1,0 +1,316 @@
+"""Bronze: every Kafka record, decoded, exactly once per (device, topic, seq), in Delta.
+
+Per micro-batch (Spark ``foreachBatch`` on the driver):
+1. decode each record with the codec; what does not decode or validate goes to
+   ``bronze.quarantine`` with its raw bytes and the reason (never dropped);
+2. drop duplicates (the edge resends after outages) against an index of what bronze holds, per
+   device and topic: the highest contiguous seq plus the seqs seen above it;
+3. append each table with delta-rs, the commit carrying the app transaction
+   (``query id + table``, ``batch id``): a batch replayed after a crash finds its version committed
+   and is skipped, so a commit happens exactly once;
+4. publish, per device and topic, the highest contiguous seq stored (``SPOOL_ACK`` on
+   ``devices.control``), which lets the edge delete its spool up to there.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from schemas.catalog import TOPICS
+from schemas.codec import EEG_DTYPE, TIME_DTYPE, AvroCodec, CodecError, default_codec
+from streaming_jobs.arrow_schema import record_schema
+
+log = logging.getLogger(__name__)
+
+BRONZE_TABLES: dict[str, str] = {
+    "eeg.raw": "eeg_blocks",
+    "camera.frames": "camera_frames",
+    "sensors.env": "sensor_readings",
+    "markers": "markers",
+    "sessions": "sessions",
+    "devices.status": "device_status",
+    "devices.logs": "device_logs",
+}
+BRONZE_TOPICS = tuple(BRONZE_TABLES)
+QUARANTINE_TABLE = "quarantine"
+# The record's own time, which decides its date partition.
+TIME_FIELD = {
+    "eeg_block": "produced_us", "camera_frame": "captured_us", "sensor_reading": "measured_us",
+    "marker": "timestamp_us", "session": "started_us", "device_status": "timestamp_us",
+    "device_log": "timestamp_us",
+}
+KAFKA_COLUMNS = [
+    pa.field("kafka_topic", pa.string(), nullable=False),
+    pa.field("kafka_partition", pa.int32(), nullable=False),
+    pa.field("kafka_offset", pa.int64(), nullable=False),
+    pa.field("ingest_us", pa.int64(), nullable=False),
+    pa.field("date", pa.string(), nullable=False),
+]
+QUARANTINE_SCHEMA = pa.schema([
+    *KAFKA_COLUMNS[:3],
+    pa.field("key", pa.binary()),
+    pa.field("value", pa.binary()),
+    pa.field("reason", pa.string(), nullable=False),
+    *KAFKA_COLUMNS[3:],
+])
+
+
+def bronze_schema(record_type: str) -> pa.Schema:
+    return pa.schema([*record_schema(record_type), *KAFKA_COLUMNS])
+
+
+def utc_date(micros: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(micros / 1e6))
+
+
+def validate(record_type: str, record: dict[str, Any]) -> str | None:
+    """Checks the Avro schema cannot express; the reason a record is refused, or None."""
+    if record_type == "eeg_block":
+        n, c = record["n_samples"], record["n_channels"]
+        if n <= 0 or c <= 0:
+            return f"eeg_block n_samples={n} n_channels={c}: both must be positive"
+        if len(record["data"]) != n * c * EEG_DTYPE.itemsize:
+            return f"eeg_block data is {len(record['data'])} bytes, n_samples*n_channels*4 = {n * c * 4}"
+        if len(record["device_times_us"]) != n * TIME_DTYPE.itemsize:
+            return f"eeg_block device_times_us is {len(record['device_times_us'])} bytes, expected {n * 8}"
+        if record["sample_rate_hz"] <= 0:
+            return f"eeg_block sample_rate_hz={record['sample_rate_hz']} must be positive"
+    if record.get("seq", 0) < 0:
+        return f"{record_type} seq={record['seq']} is negative"
+    return None
+
+
+@dataclass
+class SeqTrack:
+    """What bronze holds of one device's stream on one topic."""
+
+    contiguous: int = -1  # every seq <= this is stored
+    above: set[int] = field(default_factory=set)
+    gap_since: float | None = None  # when records above a gap were first seen
+
+    def add(self, seq: int) -> bool:
+        """Record ``seq``; False when it was already stored (a duplicate)."""
+        if seq <= self.contiguous or seq in self.above:
+            return False
+        self.above.add(seq)
+        while self.contiguous + 1 in self.above:
+            self.contiguous += 1
+            self.above.discard(self.contiguous)
+        return True
+
+    def give_up_gap(self, now: float, timeout_s: float) -> int:
+        """Declare a gap lost once it has been open for ``timeout_s``; returns samples skipped."""
+        if not self.above:
+            self.gap_since = None
+            return 0
+        if self.gap_since is None:
+            self.gap_since = now
+            return 0
+        if now - self.gap_since < timeout_s:
+            return 0
+        lowest = min(self.above)
+        lost = lowest - self.contiguous - 1
+        self.contiguous = lowest - 1
+        while self.contiguous + 1 in self.above:
+            self.contiguous += 1
+            self.above.discard(self.contiguous)
+        self.gap_since = now if self.above else None
+        return lost
+
+
+class SeqIndex:
+    """Dedup and acknowledgment index, per (topic, device)."""
+
+    def __init__(self) -> None:
+        self.tracks: dict[tuple[str, str], SeqTrack] = defaultdict(SeqTrack)
+
+    def seed(self, topic: str, device_id: str, seqs: Iterable[int]) -> None:
+        track = self.tracks[(topic, device_id)]
+        for seq in seqs:
+            track.add(int(seq))
+
+    def add(self, topic: str, device_id: str, seq: int) -> bool:
+        return self.tracks[(topic, device_id)].add(seq)
+
+    def contiguous(self) -> dict[tuple[str, str], int]:
+        return {key: track.contiguous for key, track in self.tracks.items()}
+
+
+@dataclass
+class DecodedBatch:
+    tables: dict[str, pa.Table]
+    quarantine: pa.Table
+    duplicates: int
+    records: int
+
+
+def decode_batch(
+    rows: pa.Table, index: SeqIndex, codec: AvroCodec | None = None, now_us: int | None = None
+) -> DecodedBatch:
+    """Split a micro-batch of raw Kafka rows into bronze tables and quarantine (pure but for the
+    index, which it updates)."""
+    codec = codec or default_codec()
+    ingest = now_us if now_us is not None else time.time_ns() // 1000
+    by_table: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    quarantined: list[dict[str, Any]] = []
+    duplicates = 0
+    columns = rows.to_pydict()
+    for topic, partition, offset, key, value in zip(
+        columns["topic"], columns["partition"], columns["offset"], columns["key"], columns["value"]
+    ):
+        kafka = {"kafka_topic": topic, "kafka_partition": partition, "kafka_offset": offset,
+                 "ingest_us": ingest}
+        expected = TOPICS[topic].record_type if topic in TOPICS else None
+        try:
+            if value is None:
+                raise CodecError("record has no value (tombstone or empty message)")
+            record_type, record = codec.decode(value, expected_type=expected)
+        except CodecError as exc:
+            quarantined.append({**kafka, "key": key, "value": value, "reason": str(exc),
+                                "date": utc_date(ingest)})
+            continue
+        problem = validate(record_type, record)
+        if problem is not None:
+            quarantined.append({**kafka, "key": key, "value": value, "reason": problem,
+                                "date": utc_date(ingest)})
+            continue
+        if not index.add(topic, record["device_id"], record["seq"]):
+            duplicates += 1
+            continue
+        record.update(kafka)
+        record["date"] = utc_date(record[TIME_FIELD[record_type]])
+        by_table[BRONZE_TABLES[topic]].append(record)
+    tables = {}
+    for topic, table_name in BRONZE_TABLES.items():
+        if by_table.get(table_name):
+            schema = bronze_schema(TOPICS[topic].record_type)
+            tables[table_name] = pa.Table.from_pylist(by_table[table_name], schema=schema)
+    quarantine = pa.Table.from_pylist(quarantined, schema=QUARANTINE_SCHEMA)
+    return DecodedBatch(tables, quarantine, duplicates, rows.num_rows)
+
+
+class DeltaAppender:
+    """Appends to Delta tables under ``root/layer/name`` with idempotent app transactions."""
+
+    def __init__(self, root: Path, layer: str) -> None:
+        self.root = root
+        self.layer = layer
+
+    def path(self, name: str) -> Path:
+        return self.root / self.layer / name
+
+    def committed_version(self, name: str, app_id: str) -> int | None:
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        try:
+            return DeltaTable(str(self.path(name))).transaction_version(app_id)
+        except TableNotFoundError:
+            return None
+
+    def append(self, name: str, table: pa.Table, app_id: str, batch_id: int,
+               partition_by: list[str] | None = None) -> bool:
+        """Append unless this (app_id, batch_id) is already committed. Returns whether it wrote."""
+        from deltalake import CommitProperties, Transaction, write_deltalake
+
+        done = self.committed_version(name, app_id)
+        if done is not None and done >= batch_id:
+            log.info("%s.%s: batch %d already committed by %s; skipped", self.layer, name, batch_id, app_id)
+            return False
+        self.path(name).mkdir(parents=True, exist_ok=True)
+        write_deltalake(
+            str(self.path(name)), table, mode="append", partition_by=partition_by,
+            commit_properties=CommitProperties(
+                app_transactions=[Transaction(app_id=app_id, version=batch_id)],
+                custom_metadata={"neurolake.batch_id": str(batch_id)},
+            ),
+        )
+        return True
+
+    def read_columns(self, name: str, columns: list[str]) -> pa.Table | None:
+        """Selected columns of a table, through a reader that exits cleanly (delta-rs #2184)."""
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+        import pyarrow.dataset as ds
+
+        try:
+            table = DeltaTable(str(self.path(name)))
+        except TableNotFoundError:
+            return None
+        files = table.file_uris()
+        if not files:
+            return None
+        return ds.dataset(files, format="parquet").to_table(columns=columns)
+
+
+def seed_index(appender: DeltaAppender) -> SeqIndex:
+    """Rebuild the dedup index from what bronze already holds (on query start)."""
+    index = SeqIndex()
+    for topic, table_name in BRONZE_TABLES.items():
+        stored = appender.read_columns(table_name, ["device_id", "seq"])
+        if stored is None:
+            continue
+        devices = stored.column("device_id").to_numpy(zero_copy_only=False)
+        seqs = stored.column("seq").to_numpy()
+        for device in np.unique(devices):
+            index.seed(topic, str(device), np.sort(seqs[devices == device]))
+    return index
+
+
+AckPublisher = Callable[[dict[tuple[str, str], int]], None]
+
+
+class BronzeBatchWriter:
+    """The ``foreachBatch`` function of the bronze query."""
+
+    def __init__(self, lake_root: Path, query_name: str, publish_acks: AckPublisher | None = None,
+                 gap_timeout_s: float = 60.0) -> None:
+        self.appender = DeltaAppender(lake_root, "bronze")
+        self.query_name = query_name
+        self.index = seed_index(self.appender)
+        self.publish_acks = publish_acks
+        self.gap_timeout_s = gap_timeout_s
+        self._acked: dict[tuple[str, str], int] = {}
+        self.lost_seqs = 0
+
+    def __call__(self, batch_df: Any, batch_id: int) -> None:
+        rows = batch_df.toArrow()
+        self.write(rows, batch_id)
+
+    def write(self, rows: pa.Table, batch_id: int) -> DecodedBatch:
+        try:
+            decoded = decode_batch(rows, self.index)
+            for name, table in decoded.tables.items():
+                self.appender.append(name, table, f"{self.query_name}:{name}", batch_id, ["date"])
+            if decoded.quarantine.num_rows:
+                self.appender.append(QUARANTINE_TABLE, decoded.quarantine,
+                                     f"{self.query_name}:{QUARANTINE_TABLE}", batch_id, ["date"])
+                log.warning("batch %d: %d record(s) quarantined", batch_id, decoded.quarantine.num_rows)
+        except BaseException:
+            # The index already counts this batch's records as stored; after a failed commit the
+            # retry must not take them for duplicates. What bronze really holds is the truth.
+            self.index = seed_index(self.appender)
+            raise
+        now = time.monotonic()
+        for key, track in self.index.tracks.items():
+            lost = track.give_up_gap(now, self.gap_timeout_s)
+            if lost:
+                self.lost_seqs += lost
+                log.warning("%s from %s: %d seq(s) never arrived within %.0f s; counted lost",
+                            key[0], key[1], lost, self.gap_timeout_s)
+        if self.publish_acks is not None:
+            current = self.index.contiguous()
+            changed = {k: v for k, v in current.items() if v >= 0 and self._acked.get(k) != v}
+            if changed:
+                self.publish_acks(changed)
+                self._acked.update(changed)
+        return decoded

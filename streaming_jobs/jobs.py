@@ -1,0 +1,76 @@
+"""Wiring of the streaming queries: Kafka source -> foreachBatch writers. The CLI starts these."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from neurolake.settings import Settings
+from schemas.codec import default_codec
+from streaming_jobs.bronze import BRONZE_TOPICS, BronzeBatchWriter
+from streaming_jobs.kafka_source import SOURCE_NAME, KafkaPyDataSource
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_dir(settings: Settings, query: str) -> Path:
+    return settings.paths.lake_root / "_checkpoints" / query
+
+
+def kafka_stream(spark: SparkSession, settings: Settings, topics: tuple[str, ...],
+                 max_records_per_trigger: int | None = None) -> DataFrame:
+    spark.dataSource.register(KafkaPyDataSource)
+    reader = spark.readStream.format(SOURCE_NAME).option("subscribe", ",".join(topics))
+    for key, value in settings.kafka.client_config().items():
+        reader = reader.option(f"kafka.{key}", str(value))
+    if max_records_per_trigger:
+        reader = reader.option("maxRecordsPerTrigger", str(max_records_per_trigger))
+    return reader.load()
+
+
+class AckPublisher:
+    """Publishes the lake's SPOOL_ACKs on devices.control (one record per device and topic)."""
+
+    def __init__(self, settings: Settings, sender: str = "bronze") -> None:
+        from confluent_kafka import Producer
+
+        self._producer = Producer(settings.kafka.producer_config())
+        self._codec = default_codec()
+        self._sender = sender
+
+    def __call__(self, contiguous: dict[tuple[str, str], int]) -> None:
+        now = time.time_ns() // 1000
+        for (topic, device_id), seq in contiguous.items():
+            record: dict[str, Any] = {
+                "device_id": device_id, "session_id": None, "seq": now, "issued_us": now,
+                "kind": "SPOOL_ACK", "command_id": uuid.uuid4().hex, "sender": self._sender,
+                "config": {}, "acked_topic": topic, "acked_seq": seq, "in_reply_to": None,
+                "ok": None, "message": None,
+            }
+            self._producer.produce("devices.control", key=device_id.encode(),
+                                   value=self._codec.encode("control", record))
+        self._producer.poll(0)
+        self._producer.flush(5)
+
+
+def start_bronze(spark: SparkSession, settings: Settings, trigger_s: float = 1.0,
+                 publish_acks: bool = True) -> StreamingQuery:
+    writer = BronzeBatchWriter(
+        settings.paths.lake_root, "bronze",
+        publish_acks=AckPublisher(settings) if publish_acks else None,
+    )
+    return (
+        kafka_stream(spark, settings, BRONZE_TOPICS, max_records_per_trigger=50_000)
+        .writeStream.queryName("bronze")
+        .foreachBatch(writer)
+        .option("checkpointLocation", str(checkpoint_dir(settings, "bronze")))
+        .trigger(processingTime=f"{trigger_s} seconds")
+        .start()
+    )
