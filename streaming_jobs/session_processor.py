@@ -1,0 +1,216 @@
+"""Per-session EEG processing for silver and gold, as a pure state-in/state-out function.
+
+For each session: put blocks in sample order (waiting a bounded time for a resent block to fill a
+gap), filter them causally with the state carried from the previous blocks, dejitter their times,
+and cut windows with features. Spark runs this inside ``transformWithStateInPandas`` keyed by
+session; tests and the live scorer run it directly. Same input blocks in any grouping -> same rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from streaming_jobs.signal.dejitter import DejitterState, dejitter_block
+from streaming_jobs.signal.features import BANDS, band_powers, quality, ssvep_scores
+from streaming_jobs.signal.filters import FilterSpec, design_sos, filter_chunk, initial_state
+from streaming_jobs.signal.windows import WindowSpec, WindowState, initial_window_state, windows_from_chunk
+
+OCCIPITAL_PREFIXES = ("O", "PO", "P")
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    band_low_hz: float = 1.0
+    band_high_hz: float = 60.0
+    notch_hz: float | None = 60.0
+    window_s: float = 2.0
+    window_overlap: float = 0.8
+    gap_wait_ms: int = 30_000
+    default_ssvep_hz: tuple[float, ...] = (8.0, 10.0, 12.0, 15.0)
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    device_id: str
+    channel_names: tuple[str, ...]
+    channel_types: tuple[str, ...]
+    sample_rate_hz: float
+    ssvep_hz: tuple[float, ...]
+
+    @property
+    def eeg_columns(self) -> np.ndarray:
+        return np.array([i for i, t in enumerate(self.channel_types) if t == "eeg"], dtype=int)
+
+    @property
+    def occipital_columns(self) -> np.ndarray:
+        picked = [i for i in self.eeg_columns
+                  if self.channel_names[i].upper().startswith(OCCIPITAL_PREFIXES)]
+        return np.array(picked or list(self.eeg_columns), dtype=int)
+
+
+@dataclass(frozen=True)
+class Block:
+    device_id: str
+    seq: int
+    first_sample_index: int
+    samples: np.ndarray  # (n, channels) float32
+    device_times_us: np.ndarray  # (n,) int64
+    clock_offset_us: int
+    sample_rate_hz: float
+
+
+@dataclass
+class SessionState:
+    info: SessionInfo | None = None
+    next_index: int = 0
+    filter_zi: np.ndarray | None = None
+    dejitter: DejitterState = field(default_factory=DejitterState)
+    windows: WindowState | None = None
+    pending: list[Block] = field(default_factory=list)
+    gap_since_ms: int | None = None
+    samples_lost: int = 0
+    last_seq: int = -1
+
+
+@dataclass
+class Output:
+    samples: list[dict[str, Any]] = field(default_factory=list)  # one dict per run of blocks
+    windows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def info_from_session_record(record: dict[str, Any], config: ProcessorConfig) -> SessionInfo:
+    stimulus = sorted({float(v) for k, v in record.get("metadata", {}).items() if k.startswith("stimulus.")})
+    return SessionInfo(
+        device_id=record["device_id"],
+        channel_names=tuple(record["channel_names"]),
+        channel_types=tuple(record["channel_types"]),
+        sample_rate_hz=float(record["sample_rate_hz"]),
+        ssvep_hz=tuple(stimulus) or config.default_ssvep_hz,
+    )
+
+
+def fallback_info(block: Block, config: ProcessorConfig) -> SessionInfo:
+    """When blocks wait too long for their session record: every channel is EEG."""
+    n = block.samples.shape[1]
+    return SessionInfo(block.device_id, tuple(f"ch{i + 1}" for i in range(n)), ("eeg",) * n,
+                       block.sample_rate_hz, config.default_ssvep_hz)
+
+
+def process(
+    state: SessionState,
+    blocks: list[Block],
+    now_ms: int,
+    config: ProcessorConfig,
+    session_info: SessionInfo | None = None,
+) -> tuple[Output, SessionState]:
+    """Take new blocks (any order, duplicates allowed); return the rows they complete."""
+    state = replace(state, pending=list(state.pending))
+    if session_info is not None and state.info is None:
+        state.info = session_info
+    pending = {b.first_sample_index: b for b in state.pending}
+    for block in blocks:
+        if block.first_sample_index >= state.next_index:
+            pending.setdefault(block.first_sample_index, block)
+    ordered = [pending[i] for i in sorted(pending)]
+    output = Output()
+    if not ordered:
+        state.pending, state.gap_since_ms = [], None
+        return output, state
+    if state.info is None:
+        # Hold blocks for the session record (channel names/types); not forever.
+        if state.gap_since_ms is None:
+            state.gap_since_ms = now_ms
+        if now_ms - state.gap_since_ms < config.gap_wait_ms:
+            state.pending = ordered
+            return output, state
+        state.info = fallback_info(ordered[0], config)
+        state.gap_since_ms = None
+    run: list[Block] = []
+    while ordered:
+        block = ordered[0]
+        expected = (run[-1].first_sample_index + run[-1].samples.shape[0]) if run else state.next_index
+        if block.first_sample_index == expected:
+            run.append(ordered.pop(0))
+            continue
+        waited = state.gap_since_ms is not None and now_ms - state.gap_since_ms >= config.gap_wait_ms
+        if not waited:
+            break
+        # The gap will not be filled: emit what we have, then go on after it.
+        _emit_run(state, run, config, output)
+        run = [ordered.pop(0)]
+        state.gap_since_ms = None
+    _emit_run(state, run, config, output)
+    state.pending = ordered
+    if ordered and state.gap_since_ms is None:
+        state.gap_since_ms = now_ms
+    elif not ordered:
+        state.gap_since_ms = None
+    return output, state
+
+
+def _emit_run(state: SessionState, run: list[Block], config: ProcessorConfig, output: Output) -> None:
+    if not run:
+        return
+    info = state.info
+    assert info is not None
+    first = run[0].first_sample_index
+    gap = first - state.next_index
+    fs = info.sample_rate_hz
+    sos = design_sos(FilterSpec(fs, config.band_low_hz, min(config.band_high_hz, 0.45 * fs),
+                                notch_hz=config.notch_hz if config.notch_hz and config.notch_hz < fs / 2 else None))
+    raw = np.vstack([b.samples for b in run]).astype(np.float64)
+    n_channels = raw.shape[1]
+    if state.filter_zi is None or gap != 0 or state.filter_zi.shape[2] != n_channels:
+        # A gap breaks the filter's memory: restart from rest rather than smear the jump.
+        state.filter_zi = initial_state(sos, n_channels)
+    if gap > 0:
+        state.samples_lost += gap
+    filtered, state.filter_zi = filter_chunk(sos, state.filter_zi, raw)
+    times, seqs = [], []
+    for block in run:
+        fitted, state.dejitter = dejitter_block(state.dejitter, block.first_sample_index,
+                                                block.device_times_us, block.sample_rate_hz)
+        times.append(fitted + block.clock_offset_us)
+        seqs.append(np.full(block.samples.shape[0], block.seq))
+    lab_times = np.concatenate(times)
+    device_times = np.concatenate([b.device_times_us for b in run])
+    indexes = first + np.arange(raw.shape[0])
+    gap_before = np.zeros(raw.shape[0], dtype=np.int64)
+    gap_before[0] = max(gap, 0)
+    output.samples.append({
+        "device_id": run[0].device_id, "sample_index": indexes, "seq": np.concatenate(seqs),
+        "time_us": lab_times, "device_time_us": device_times, "raw": raw.astype(np.float32),
+        "filtered": filtered.astype(np.float32), "gap_before": gap_before,
+    })
+    state.next_index = first + raw.shape[0]
+    state.last_seq = run[-1].seq
+
+    spec = WindowSpec.from_seconds(fs, config.window_s, config.window_overlap)
+    if state.windows is None or state.windows.buffer.shape[1] != 2 * n_channels + 1:
+        state.windows = initial_window_state(2 * n_channels + 1)
+    stacked = np.column_stack([raw, filtered, lab_times.astype(np.float64)])
+    windows, state.windows, lost = windows_from_chunk(spec, state.windows, first, stacked)
+    eeg, occipital = info.eeg_columns, info.occipital_columns
+    for number, window in enumerate(windows):
+        raw_w = window.samples[:, :n_channels]
+        filt_w = window.samples[:, n_channels : 2 * n_channels]
+        t = window.samples[:, -1]
+        q = quality(raw_w[:, eeg], fs)
+        output.windows.append({
+            "device_id": run[0].device_id,
+            "window_start_index": window.start_index, "window_end_index": window.end_index,
+            "window_start_us": int(t[0]), "window_end_us": int(t[-1]),
+            "band_power": band_powers(filt_w[:, eeg], fs).astype(np.float32),
+            "ssvep_hz": np.asarray(info.ssvep_hz, dtype=np.float64),
+            "ssvep_score": ssvep_scores(filt_w[:, occipital], fs, info.ssvep_hz),
+            "railed_pct": q["railed_pct"], "line_noise_ratio": q["line_noise_ratio"],
+            "flat_channels": q["flat_channels"],
+            # Samples missing just before this window (windows never span a gap).
+            "samples_lost": int(lost) if number == 0 else 0,
+        })
+
+
+BAND_NAMES = tuple(BANDS)
