@@ -74,3 +74,24 @@ def start_bronze(spark: SparkSession, settings: Settings, trigger_s: float = 1.0
         .trigger(processingTime=f"{trigger_s} seconds")
         .start()
     )
+
+
+def drain(query: StreamingQuery, timeout_s: float = 300.0, settle_s: float = 2.0) -> None:
+    """Wait until ``query`` has consumed everything available: at least one batch done and no data
+    available for ``settle_s``. (``processAllAvailable`` never returns for a query with
+    processing-time timers, which keep running empty batches.)"""
+    deadline = time.monotonic() + timeout_s
+    idle_since: float | None = None
+    while time.monotonic() < deadline:
+        if query.exception() is not None:
+            raise RuntimeError(f"query {query.name} failed: {query.exception()}")
+        status = query.status
+        done_a_batch = bool(query.recentProgress)
+        if done_a_batch and not status["isDataAvailable"]:
+            idle_since = idle_since or time.monotonic()
+            if time.monotonic() - idle_since >= settle_s:
+                return
+        else:
+            idle_since = None
+        time.sleep(0.2)
+    raise TimeoutError(f"query {query.name} still had data after {timeout_s:.0f} s")
