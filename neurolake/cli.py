@@ -80,6 +80,49 @@ def _cmd_clock_server(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_stream_start(args: argparse.Namespace, settings: Settings) -> int:
+    from streaming_jobs.runner import run_streams
+
+    return run_streams(settings, args.target, duration_s=args.duration, trigger_s=args.trigger)
+
+
+def _cmd_stream_status(args: argparse.Namespace, settings: Settings) -> int:
+    from streaming_jobs.runner import read_status
+
+    state = read_status(settings)
+    if state is None:
+        print("no streaming queries running (start them with `neurolake stream start all`)")
+        return 1
+    if args.json:
+        print(json.dumps(state, indent=2))
+        return 0
+    print(f"{'query':<12} {'state':<8} {'batch':>6} {'in rows/s':>10} {'done rows/s':>12} {'batch ms':>9}  lag")
+    for name, q in state["queries"].items():
+        lag = ", ".join(f"{k}={v}" for k, v in q["lag"].items() if v) or "0"
+        condition = "FAILED" if q["error"] else ("active" if q["active"] else "stopped")
+        print(f"{name:<12} {condition:<8} {q['last_batch'] if q['last_batch'] is not None else '-':>6} "
+              f"{q['input_rows_per_s']:>10} {q['processed_rows_per_s']:>12} {q['batch_ms'] or '-':>9}  {lag}")
+    return 0 if all(not q["error"] for q in state["queries"].values()) else 1
+
+
+def _cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
+    import duckdb
+
+    from batch_jobs.lake_sql import discover_tables, render, run_query
+
+    if not discover_tables(settings.paths.lake_root):
+        raise NeurolakeError(
+            f"no Delta tables under {settings.paths.lake_root} (paths.lake_root); run the streams "
+            "first (`neurolake stream start all`)"
+        )
+    try:
+        columns, rows = run_query(settings.paths.lake_root, args.query)
+    except duckdb.Error as exc:
+        raise NeurolakeError(f"query failed: {str(exc).splitlines()[0]}") from None
+    print(render(columns, rows, args.format))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from neurolake.demo import run_demo
 
@@ -126,6 +169,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--with-airflow", action="store_true", help="also start Airflow")
     demo.add_argument("--headsets", type=int, default=2, help="simulated headsets (0: none)")
     demo.set_defaults(handler=_cmd_demo)
+
+    stream = commands.add_parser("stream", help="the Spark streaming queries (Kafka -> Delta)")
+    stream_commands = stream.add_subparsers(dest="stream_command", metavar="STREAM_COMMAND", required=True)
+    start = stream_commands.add_parser("start", help="run bronze, silver/gold or all until stopped")
+    start.add_argument("target", nargs="?", default="all", choices=["bronze", "silver", "gold", "all"])
+    start.add_argument("--duration", type=float, default=None, help="seconds (default: until stopped)")
+    start.add_argument("--trigger", type=float, default=1.0, help="micro-batch interval, seconds")
+    start.set_defaults(handler=_cmd_stream_start)
+    stream_status = stream_commands.add_parser("status", help="per query: last batch, rows/s, lag")
+    stream_status.add_argument("--json", action="store_true")
+    stream_status.set_defaults(handler=_cmd_stream_status)
+
+    sql = commands.add_parser("sql", help="SQL over the Delta tables (bronze.*, silver.*, gold.*)")
+    sql.add_argument("query", help='e.g. "SELECT count(*) FROM silver.eeg_samples"')
+    sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    sql.set_defaults(handler=_cmd_sql)
 
     clock = commands.add_parser("clock-server", help="the hub's UDP time service (started by `up`)")
     clock.set_defaults(handler=_cmd_clock_server)

@@ -31,6 +31,33 @@ def _start_headsets(settings: Settings, headsets: int) -> subprocess.Popen[bytes
         )
 
 
+def _start_streams(settings: Settings) -> subprocess.Popen[bytes]:
+    log_path = settings.paths.log_dir / "demo-streams.log"
+    log.info("starting the streaming queries bronze and silver/gold (log: %s)", log_path)
+    with log_path.open("ab") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "neurolake.cli", "stream", "start", "all"],
+            stdout=subprocess.DEVNULL, stderr=log_file,
+        )
+
+
+def _report_lake(settings: Settings) -> None:
+    from batch_jobs.lake_sql import discover_tables, run_query
+
+    tables = discover_tables(settings.paths.lake_root)
+    if not tables:
+        log.info("lake: no tables yet under %s", settings.paths.lake_root)
+        return
+    counts = []
+    for name in tables:
+        try:
+            _, rows = run_query(settings.paths.lake_root, f"SELECT count(*) FROM {name}")
+            counts.append(f"{name}={rows[0][0]}")
+        except Exception as exc:  # a report must not stop the shutdown
+            counts.append(f"{name}=? ({exc})")
+    log.info("lake %s: %s", settings.paths.lake_root, ", ".join(counts))
+
+
 def _stop_child(child: subprocess.Popen[bytes] | None, name: str) -> None:
     if child is None or child.poll() is not None:
         return
@@ -54,6 +81,7 @@ def run_demo(settings: Settings, duration_s: float, with_airflow: bool, headsets
 
     previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     edge: subprocess.Popen[bytes] | None = None
+    streams: subprocess.Popen[bytes] | None = None
     try:
         status = stack.up(settings, with_airflow=with_airflow)
         for state in (s for s in status.services if s.running):
@@ -66,6 +94,7 @@ def run_demo(settings: Settings, duration_s: float, with_airflow: bool, headsets
         log.info("MLflow UI: %s", settings.mlflow.effective_tracking_uri)
         if headsets > 0:
             edge = _start_headsets(settings, headsets)
+            streams = _start_streams(settings)
         if duration_s > 0:
             log.info("demo running for %.0f s", duration_s)
         else:
@@ -80,16 +109,24 @@ def run_demo(settings: Settings, duration_s: float, with_airflow: bool, headsets
                 last_report = time.monotonic()
                 current = stack.status(settings)
                 unhealthy = [s.name for s in current.services if s.running and not s.healthy]
-                edge_state = "none" if edge is None else (
-                    "running" if edge.poll() is None else f"EXITED ({edge.returncode})"
+                children = {"headsets": edge, "streams": streams}
+                states = ", ".join(
+                    f"{name} {'running' if c.poll() is None else f'EXITED ({c.returncode})'}"
+                    for name, c in children.items() if c is not None
                 )
-                log.info("stack %s; headsets %s",
-                         "healthy" if not unhealthy else f"UNHEALTHY: {unhealthy}", edge_state)
-        healthy = stack.status(settings).healthy and (edge is None or edge.poll() is None)
+                log.info("stack %s; %s", "healthy" if not unhealthy else f"UNHEALTHY: {unhealthy}",
+                         states or "no children")
+        healthy = stack.status(settings).healthy and all(
+            c is None or c.poll() is None for c in (edge, streams)
+        )
         return 0 if healthy else 1
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         _stop_child(edge, "simulated headsets")
+        if streams is not None and streams.poll() is None:
+            time.sleep(5)  # let the queries take in the headsets' last records
+        _stop_child(streams, "streaming queries")
+        _report_lake(settings)
         stopped = stack.down(settings)
         log.info("demo stopped: %s", ", ".join(stopped) or "nothing was running")

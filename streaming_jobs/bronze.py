@@ -283,8 +283,12 @@ class BronzeBatchWriter:
         self.lost_seqs = 0
 
     def __call__(self, batch_df: Any, batch_id: int) -> None:
+        started = time.monotonic()
         rows = batch_df.toArrow()
+        collected = time.monotonic()
         self.write(rows, batch_id)
+        log.info("bronze batch %d: %d records, read %.2f s, decode+write %.2f s", batch_id,
+                 rows.num_rows, collected - started, time.monotonic() - collected)
 
     def write(self, rows: pa.Table, batch_id: int) -> DecodedBatch:
         try:

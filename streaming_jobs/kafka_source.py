@@ -32,14 +32,24 @@ SOURCE_NAME = "kafka-py"
 SCHEMA = "topic STRING, partition INT, offset BIGINT, key BINARY, value BINARY, timestamp_ms BIGINT"
 READ_STALL_TIMEOUT_S = 60.0
 QUIET_S = 0.15
+# The probe only has to get past the records the watermark hides; under continuous production it
+# never sees a quiet moment, so it is also bounded in time (any record it saw is a valid end).
+PROBE_MAX_S = 0.5
 
 
 @dataclass(frozen=True)
-class KafkaRange(InputPartition):
+class KafkaRange:
     topic: str
     partition: int
     start: int
     until: int  # exclusive
+
+
+@dataclass(frozen=True)
+class KafkaRanges(InputPartition):
+    """The ranges one Spark task reads with one consumer (consumers are slow to set up)."""
+
+    ranges: tuple[KafkaRange, ...]
     client: tuple[tuple[str, str], ...]
 
 
@@ -90,8 +100,10 @@ class KafkaStreamReader(DataSourceStreamReader):
         if self.max_records is not None and self.max_records < 1:
             raise ValueError(f"maxRecordsPerTrigger must be >= 1, got {limit}")
         self.probe_true_end = options.get("probetrueend", "true").lower() == "true"
+        self.max_tasks = int(options.get("maxtasks", "2"))
         self._consumer_instance = None
         self._admin_instance = None
+        self._last_latest: dict | None = None
 
     # -- driver side: offsets ------------------------------------------------------------------
 
@@ -138,8 +150,9 @@ class KafkaStreamReader(DataSourceStreamReader):
         if probes:
             consumer.assign(probes)
             last_seen: dict[tuple[str, int], int] = {}
-            quiet_since = time.monotonic()
-            while time.monotonic() - quiet_since < QUIET_S:
+            quiet_since = probe_start = time.monotonic()
+            while (time.monotonic() - quiet_since < QUIET_S
+                   and time.monotonic() - probe_start < PROBE_MAX_S):
                 messages = consumer.consume(10_000, timeout=QUIET_S / 3)
                 useful = [m for m in messages if m.error() is None]
                 for message in useful:
@@ -208,19 +221,31 @@ class KafkaStreamReader(DataSourceStreamReader):
                     budget -= stop - begin
                 positions[str(p)] = stop
             end[topic] = {"id": topic_id, "p": positions}
+        self._last_latest = {
+            topic: {"id": layout[topic][0],
+                    "p": {str(p): bounds[(topic, p)][1] for p in layout[topic][1]}}
+            for topic in layout
+        }
         return end
 
-    def partitions(self, start: dict, end: dict) -> list[KafkaRange]:
+    def reportLatestOffset(self) -> dict | None:
+        """The true ends seen at the last trigger, for lag in the query's progress."""
+        return self._last_latest
+
+    def partitions(self, start: dict, end: dict) -> list[KafkaRanges]:
         ranges = []
-        client = tuple(sorted(self.config.items()))
         for topic, spec in end.items():
             previous = start.get(topic, {})
             same_topic = previous.get("id") == spec.get("id")
             for p, until in spec.get("p", {}).items():
                 begin = int(previous.get("p", {}).get(p, 0)) if same_topic else 0
                 if until > begin:
-                    ranges.append(KafkaRange(topic, int(p), begin, int(until), client))
-        return ranges
+                    ranges.append(KafkaRange(topic, int(p), begin, int(until)))
+        # Largest first, dealt round-robin: tasks of similar size, at most max_tasks of them.
+        ranges.sort(key=lambda r: r.until - r.start, reverse=True)
+        tasks = min(self.max_tasks, len(ranges))
+        client = tuple(sorted(self.config.items()))
+        return [KafkaRanges(tuple(ranges[i::tasks]), client) for i in range(tasks)]
 
     def commit(self, end: dict) -> None:
         pass  # offsets live in Spark's checkpoint
@@ -232,32 +257,39 @@ class KafkaStreamReader(DataSourceStreamReader):
 
     # -- executor side: records ----------------------------------------------------------------
 
-    def read(self, partition: KafkaRange) -> Iterator[tuple]:
+    def read(self, partition: KafkaRanges) -> Iterator[tuple]:
         from confluent_kafka import TopicPartition
 
         consumer = _consumer(dict(partition.client))
         try:
-            consumer.assign([TopicPartition(partition.topic, partition.partition, partition.start)])
-            last = partition.start - 1
+            wanted = {(r.topic, r.partition): r for r in partition.ranges}
+            last = {key: r.start - 1 for key, r in wanted.items()}
+            consumer.assign([TopicPartition(r.topic, r.partition, r.start) for r in partition.ranges])
             progress = time.monotonic()
-            while last < partition.until - 1:
-                messages = consumer.consume(5_000, timeout=0.5)
-                for message in messages:
+            while any(last[key] < r.until - 1 for key, r in wanted.items()):
+                for message in consumer.consume(5_000, timeout=0.2):
                     if message.error() is not None:
                         continue
+                    key = (message.topic(), message.partition())
+                    r = wanted.get(key)
                     offset = message.offset()
-                    if offset >= partition.until:
-                        last = partition.until - 1
-                        break
-                    last = offset
+                    if r is None or offset >= r.until or offset <= last[key]:
+                        if r is not None and offset >= r.until:
+                            last[key] = r.until - 1
+                            consumer.pause([TopicPartition(*key)])
+                        continue
+                    last[key] = offset
                     progress = time.monotonic()
                     yield (message.topic(), message.partition(), offset, message.key(),
                            message.value(), message.timestamp()[1])
+                    if offset >= r.until - 1:
+                        consumer.pause([TopicPartition(*key)])
                 if time.monotonic() - progress > READ_STALL_TIMEOUT_S:
+                    behind = {f"{t}[{p}]": (last[(t, p)], r.until) for (t, p), r in wanted.items()
+                              if last[(t, p)] < r.until - 1}
                     raise RuntimeError(
-                        f"{partition.topic}[{partition.partition}]: no record past offset {last} "
-                        f"for {READ_STALL_TIMEOUT_S:.0f} s while reading to {partition.until}; "
-                        "the broker may have lost the data (restart?)"
+                        f"no record for {READ_STALL_TIMEOUT_S:.0f} s while reading "
+                        f"(last read, end wanted): {behind}; the broker may have lost the data"
                     )
         finally:
             consumer.close()
