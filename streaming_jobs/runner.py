@@ -30,9 +30,11 @@ def _lag(progress: dict[str, Any]) -> dict[str, int]:
     lag: dict[str, int] = {}
     for source in progress.get("sources", []):
         try:
-            end = json.loads(source.get("endOffset") or "{}")
-            latest = json.loads(source.get("latestOffset") or "{}")
+            end = json.loads(source.get("endOffset") or "{}") or {}
+            latest = json.loads(source.get("latestOffset") or "{}") or {}
         except (TypeError, json.JSONDecodeError):
+            continue
+        if not isinstance(end, dict) or not isinstance(latest, dict):
             continue
         for topic, spec in latest.items():
             done = end.get(topic, {})
@@ -82,8 +84,13 @@ def run_streams(settings: Settings, target: str, duration_s: float | None = None
         deadline = None if duration_s is None else time.monotonic() + duration_s
         failed = None
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-            state = snapshot(queries)
-            path.write_text(json.dumps(state, indent=2))
+            try:
+                state = snapshot(queries)
+                path.write_text(json.dumps(state, indent=2))
+            except Exception:  # reporting must never take the queries down
+                log.exception("could not write the stream status")
+                stop.wait(2.0)
+                continue
             failed = next((n for n, q in state["queries"].items() if q["error"]), None)
             if failed:
                 log.error("query %s failed: %s", failed, state["queries"][failed]["error"])

@@ -73,3 +73,51 @@ def test_bronze_exactly_once_with_quarantine_and_acks(broker: BrokerStack) -> No
                 if a["kind"] == "SPOOL_ACK" and a["acked_topic"] == "eeg.raw"}
     for device in summary["devices"]:
         assert eeg_acks[device["device_id"]] == device["next_seq"]["eeg.raw"] - 1
+
+
+@pytest.mark.slow
+def test_a_thousand_malformed_records_are_quarantined_and_the_query_keeps_going(broker: BrokerStack) -> None:
+    codec = default_codec()
+    rng = __import__("random").Random(7)
+    producer = Producer(broker.settings.kafka.producer_config())
+    good = []
+    for seq in range(200):
+        record = dict(sample_records()["eeg_block"], device_id="dev-good", seq=seq)
+        good.append(codec.encode("eeg_block", record))
+    valid = good[0]
+    malformed = []
+    for i in range(1000):
+        kind = i % 4
+        if kind == 0:
+            value = bytes(rng.getrandbits(8) for _ in range(rng.randint(10, 200)))  # garbage
+        elif kind == 1:
+            value = valid[: rng.randint(11, len(valid) - 1)]  # truncated
+        elif kind == 2:
+            value = codec.encode("device_log", sample_records()["device_log"])  # wrong schema
+        else:
+            value = valid[:2] + bytes(8) + valid[10:]  # unknown writer fingerprint
+        malformed.append(value)
+    topics = ["eeg.raw", "markers", "sensors.env", "devices.status"]
+    stream = [("eeg.raw", v) for v in good] + [(topics[i % 4], v) for i, v in enumerate(malformed)]
+    rng.shuffle(stream)
+    for topic, value in stream:
+        producer.produce(topic, key=b"k", value=value)
+    assert producer.flush(30) == 0
+
+    spark = build_spark_session(broker.settings, "bronze-malformed")
+    try:
+        from streaming_jobs.jobs import drain
+
+        query = start_bronze(spark, broker.settings, trigger_s=0.5, publish_acks=False)
+        drain(query)
+        assert query.isActive and query.exception() is None
+        query.stop()
+    finally:
+        spark.stop()
+    root = broker.settings.paths.lake_root
+    quarantine = _table(root, "quarantine")
+    assert quarantine.num_rows == 1000
+    assert sorted(quarantine.column("value").to_pylist()) == sorted(malformed)
+    assert all(quarantine.column("reason").to_pylist())
+    blocks = _table(root, "eeg_blocks")
+    assert sorted(blocks.column("seq").to_pylist()) == list(range(200))

@@ -1,0 +1,83 @@
+"""Exactly once across crashes: the streaming process SIGKILLed at 3 random moments and restarted."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+
+from batch_jobs.lake_sql import discover_tables, run_query
+from tests.integration.conftest import BrokerStack
+
+pytestmark = pytest.mark.integration
+
+
+def _start_streams(broker: BrokerStack, log_name: str) -> subprocess.Popen:
+    log_file = open(broker.home / f"{log_name}.log", "w")
+    # Its own session: SIGKILL to the group takes the driver and its JVM down together, as a crash.
+    return subprocess.Popen([*broker.cli_argv, "stream", "start", "all", "--trigger", "0.5"],
+                            env=broker.env, cwd=broker.home, stdout=log_file, stderr=log_file,
+                            start_new_session=True)
+
+
+def _kill(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(30)
+
+
+def _count(root, sql: str) -> int:
+    if "silver.eeg_samples" in sql and "silver.eeg_samples" not in discover_tables(root):
+        return 0
+    return int(run_query(root, sql)[1][0][0])
+
+
+@pytest.mark.slow
+def test_sigkill_at_three_moments_then_same_counts_no_duplicates(broker: BrokerStack) -> None:
+    headsets = broker.neurolake("edge", "simulate", "--headsets", "2", "--duration", "45",
+                                "--stimulus", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                text=True)
+    rng = random.Random(11)
+    streams = _start_streams(broker, "streams-0")
+    try:
+        for crash in range(3):
+            time.sleep(rng.uniform(10, 18))
+            _kill(streams)
+            streams = _start_streams(broker, f"streams-{crash + 1}")
+        summary = json.loads(headsets.communicate(timeout=120)[0])
+        expected_samples = sum(d["samples"] for d in summary["devices"])
+        expected_blocks = sum(d["blocks"] for d in summary["devices"])
+        root = broker.settings.paths.lake_root
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if _count(root, "SELECT count(*) FROM silver.eeg_samples") >= expected_samples:
+                break
+            time.sleep(3)
+        time.sleep(4)  # anything more would be a duplicate: give it the chance to show up
+    finally:
+        _kill(streams)
+        if headsets.poll() is None:
+            headsets.kill()
+    blocks = run_query(root, "SELECT device_id, seq FROM bronze.eeg_blocks")[1]
+    assert len(blocks) == len(set(blocks)) == expected_blocks
+    for device in summary["devices"]:
+        seqs = sorted(s for d, s in blocks if d == device["device_id"])
+        assert seqs == list(range(device["next_seq"]["eeg.raw"]))
+    samples = run_query(root, "SELECT session_id, sample_index FROM silver.eeg_samples")[1]
+    assert len(samples) == len(set(samples)) == expected_samples
+    windows = run_query(root, "SELECT session_id, window_start_index FROM gold.eeg_windows")[1]
+    assert len(windows) == len(set(windows))
+    per_session = {}
+    for session, start in windows:
+        per_session.setdefault(session, []).append(start)
+    for session, starts in per_session.items():
+        assert np.all(np.diff(sorted(starts)) == 100), f"{session}: missing windows"
+    assert "bronze.quarantine" not in discover_tables(root)
