@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from schemas.catalog import TOPICS
 from schemas.codec import EEG_DTYPE, TIME_DTYPE, AvroCodec, CodecError, default_codec
@@ -266,6 +267,30 @@ def seed_index(appender: DeltaAppender) -> SeqIndex:
     return index
 
 
+def silver_projections(tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
+    """Lab-time views of the low-rate streams, written alongside bronze: ``silver.markers`` (already
+    in lab time) and ``silver.sensor_readings`` (device time + clock offset as ``time_us``)."""
+    result = {}
+    markers = tables.get("markers")
+    if markers is not None:
+        result["markers"] = markers.select([
+            "session_id", "device_id", "seq", "timestamp_us", "event", "label", "trial",
+            "stimulus_hz", "duration_s", "date",
+        ]).rename_columns([
+            "session_id", "device_id", "seq", "time_us", "event", "label", "trial",
+            "stimulus_hz", "duration_s", "date",
+        ])
+    readings = tables.get("sensor_readings")
+    if readings is not None:
+        lab = pc.add(readings.column("measured_us"), readings.column("clock_offset_us"))
+        values = [f.name for f in record_schema("sensor_reading")
+                  if f.name.endswith(("_c", "_pct", "_hpa", "_g", "_rad_s"))]
+        result["sensor_readings"] = readings.select(
+            ["session_id", "device_id", "seq", "sensor", *values, "date"]
+        ).append_column("time_us", lab)
+    return result
+
+
 AckPublisher = Callable[[dict[tuple[str, str], int]], None]
 
 
@@ -275,6 +300,7 @@ class BronzeBatchWriter:
     def __init__(self, lake_root: Path, query_name: str, publish_acks: AckPublisher | None = None,
                  gap_timeout_s: float = 60.0) -> None:
         self.appender = DeltaAppender(lake_root, "bronze")
+        self.silver = DeltaAppender(lake_root, "silver")
         self.query_name = query_name
         self.index = seed_index(self.appender)
         self.publish_acks = publish_acks
@@ -293,6 +319,10 @@ class BronzeBatchWriter:
     def write(self, rows: pa.Table, batch_id: int) -> DecodedBatch:
         try:
             decoded = decode_batch(rows, self.index)
+            # Silver first: if bronze then fails, the replay (no longer deduplicated away) finds
+            # silver's transaction committed and skips only that.
+            for name, table in silver_projections(decoded.tables).items():
+                self.silver.append(name, table, f"{self.query_name}:silver_{name}", batch_id, ["date"])
             for name, table in decoded.tables.items():
                 self.appender.append(name, table, f"{self.query_name}:{name}", batch_id, ["date"])
             if decoded.quarantine.num_rows:

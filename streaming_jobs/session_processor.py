@@ -16,6 +16,7 @@ import numpy as np
 from streaming_jobs.signal.dejitter import DejitterState, dejitter_block
 from streaming_jobs.signal.features import BANDS, band_powers, quality, ssvep_scores
 from streaming_jobs.signal.filters import FilterSpec, design_sos, filter_chunk, initial_state
+from streaming_jobs.signal.heart import MIN_BEAT_INTERVAL_S, detect_beats
 from streaming_jobs.signal.windows import WindowSpec, WindowState, initial_window_state, windows_from_chunk
 
 OCCIPITAL_PREFIXES = ("O", "PO", "P")
@@ -43,6 +44,10 @@ class SessionInfo:
     @property
     def eeg_columns(self) -> np.ndarray:
         return np.array([i for i, t in enumerate(self.channel_types) if t == "eeg"], dtype=int)
+
+    @property
+    def pulse_column(self) -> int | None:
+        return next((i for i, t in enumerate(self.channel_types) if t == "pulse"), None)
 
     @property
     def occipital_columns(self) -> np.ndarray:
@@ -73,12 +78,21 @@ class SessionState:
     gap_since_ms: int | None = None
     samples_lost: int = 0
     last_seq: int = -1
+    # Heart rate: the last seconds of the pulse channel (index, value, lab time), beats so far.
+    pulse_tail: np.ndarray | None = None
+    last_beat_index: int = -1
+    beat_intervals: list[int] = field(default_factory=list)
 
 
 @dataclass
 class Output:
     samples: list[dict[str, Any]] = field(default_factory=list)  # one dict per run of blocks
     windows: list[dict[str, Any]] = field(default_factory=list)
+    beats: list[dict[str, Any]] = field(default_factory=list)
+
+
+PULSE_TAIL_S = 4.0
+BPM_AVERAGE_OVER = 5
 
 
 def info_from_session_record(record: dict[str, Any], config: ProcessorConfig) -> SessionInfo:
@@ -187,6 +201,8 @@ def _emit_run(state: SessionState, run: list[Block], config: ProcessorConfig, ou
     })
     state.next_index = first + raw.shape[0]
     state.last_seq = run[-1].seq
+    if info.pulse_column is not None:
+        _heart_beats(state, info, indexes, raw[:, info.pulse_column], lab_times, gap, output)
 
     spec = WindowSpec.from_seconds(fs, config.window_s, config.window_overlap)
     if state.windows is None or state.windows.buffer.shape[1] != 2 * n_channels + 1:
@@ -211,6 +227,34 @@ def _emit_run(state: SessionState, run: list[Block], config: ProcessorConfig, ou
             # Samples missing just before this window (windows never span a gap).
             "samples_lost": int(lost) if number == 0 else 0,
         })
+
+
+def _heart_beats(state: SessionState, info: SessionInfo, indexes: np.ndarray, pulse: np.ndarray,
+                 lab_times: np.ndarray, gap: int, output: Output) -> None:
+    """Beats from the pulse channel, each with the moving-average BPM of the last intervals.
+
+    A beat is only final once ``MIN_BEAT_INTERVAL_S`` of signal follows it (a later sample could
+    still be the true peak), so the tail of each run is kept and looked at again with the next one.
+    """
+    fs = info.sample_rate_hz
+    fresh = np.column_stack([indexes, pulse, lab_times]).astype(np.float64)
+    tail = state.pulse_tail if state.pulse_tail is not None and gap == 0 else None
+    if tail is None and gap != 0:
+        state.beat_intervals = []  # intervals across a gap mean nothing
+    buffer = fresh if tail is None else np.vstack([tail, fresh])
+    guard = int(MIN_BEAT_INTERVAL_S * fs)
+    final_before = buffer[-1, 0] - guard
+    for peak in detect_beats(buffer[:, 1], fs):
+        index = int(buffer[peak, 0])
+        if index <= state.last_beat_index or index > final_before:
+            continue
+        if state.last_beat_index >= 0 and index - state.last_beat_index >= guard:
+            state.beat_intervals = (state.beat_intervals + [index - state.last_beat_index])[-BPM_AVERAGE_OVER:]
+        state.last_beat_index = index
+        bpm = 60.0 * fs / float(np.mean(state.beat_intervals)) if state.beat_intervals else None
+        output.beats.append({"device_id": info.device_id, "sample_index": index,
+                             "time_us": int(buffer[peak, 2]), "bpm": bpm})
+    state.pulse_tail = buffer[-int(PULSE_TAIL_S * fs):]
 
 
 BAND_NAMES = tuple(BANDS)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from schemas.codec import CodecError, default_codec, eeg_block_device_times, eeg_block_samples
 from streaming_jobs.bronze import DeltaAppender, utc_date, validate
@@ -45,10 +46,11 @@ OUTPUT_SCHEMA = (
     "gap_before BIGINT, window_start_index BIGINT, window_end_index BIGINT, window_start_us BIGINT, "
     "window_end_us BIGINT, band_power ARRAY<ARRAY<FLOAT>>, ssvep_hz ARRAY<DOUBLE>, "
     "ssvep_score ARRAY<DOUBLE>, railed_pct DOUBLE, line_noise_ratio DOUBLE, flat_channels INT, "
-    "samples_lost BIGINT"
+    "samples_lost BIGINT, bpm DOUBLE"
 )
 SAMPLE_COLUMNS = ["session_id", "device_id", "sample_index", "seq", "time_us", "device_time_us",
                   "raw", "filtered", "gap_before"]
+BEAT_COLUMNS = ["session_id", "device_id", "sample_index", "time_us", "bpm"]
 WINDOW_COLUMNS = ["session_id", "device_id", "window_start_index", "window_end_index",
                   "window_start_us", "window_end_us", "band_power", "ssvep_hz", "ssvep_score",
                   "railed_pct", "line_noise_ratio", "flat_channels", "samples_lost"]
@@ -118,8 +120,8 @@ def _complete(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[_OUTPUT_COLUMNS]
 
 
-def output_frames(session_id: str, samples: list[dict[str, Any]],
-                  windows: list[dict[str, Any]]) -> Iterator[pd.DataFrame]:
+def output_frames(session_id: str, samples: list[dict[str, Any]], windows: list[dict[str, Any]],
+                  beats: list[dict[str, Any]] | None = None) -> Iterator[pd.DataFrame]:
     """Sample rows and window rows, as separate frames of the one output schema."""
     for run in samples:
         n = len(run["sample_index"])
@@ -134,6 +136,10 @@ def output_frames(session_id: str, samples: list[dict[str, Any]],
             "kind": "window", "session_id": session_id, **w,
             "band_power": [row for row in w["band_power"]],
         } for w in windows]))
+    if beats:
+        frame = pd.DataFrame([{"kind": "beat", "session_id": session_id, **b} for b in beats])
+        frame["bpm"] = frame["bpm"].astype(float)  # None (first beat) -> NaN -> null
+        yield _complete(frame)
 
 
 def _processor_class():  # type: ignore[no-untyped-def]
@@ -158,7 +164,7 @@ def _processor_class():  # type: ignore[no-untyped-def]
                 self.handle.deleteTimer(timer)
             if new_state.pending and new_state.gap_since_ms is not None:
                 self.handle.registerTimer(new_state.gap_since_ms + self.config.gap_wait_ms + 1)
-            yield from output_frames(key[0], output.samples, output.windows)
+            yield from output_frames(key[0], output.samples, output.windows, output.beats)
 
         def handleInputRows(self, key, rows, timerValues) -> Iterator[pd.DataFrame]:  # type: ignore[no-untyped-def]
             blocks, info = _blocks_and_info(rows, self.config)
@@ -178,7 +184,7 @@ def label_windows(windows: pa.Table, markers: pa.Table | None) -> pa.Array:
     labels: list[str | None] = [None] * windows.num_rows
     if markers is None or markers.num_rows == 0 or windows.num_rows == 0:
         return pa.array(labels, pa.string())
-    starts = markers.filter(pa.compute.equal(markers.column("event"), "START")).to_pylist()
+    starts = markers.filter(pc.equal(markers.column("event"), "START")).to_pylist()
     by_session: dict[str, list[tuple[int, int, str]]] = {}
     for m in starts:
         end = m["timestamp_us"] + int((m["duration_s"] or 0) * 1e6)
@@ -213,8 +219,13 @@ class SilverGoldBatchWriter:
         if rows.num_rows == 0:
             return
         kinds = rows.column("kind")
-        samples = rows.filter(pa.compute.equal(kinds, "sample")).select(SAMPLE_COLUMNS)
-        windows = rows.filter(pa.compute.equal(kinds, "window")).select(WINDOW_COLUMNS)
+        samples = rows.filter(pc.equal(kinds, "sample")).select(SAMPLE_COLUMNS)
+        windows = rows.filter(pc.equal(kinds, "window")).select(WINDOW_COLUMNS)
+        beats = rows.filter(pc.equal(kinds, "beat")).select(BEAT_COLUMNS)
+        if beats.num_rows:
+            dates = [utc_date(t) for t in beats.column("time_us").to_pylist()]
+            beats = beats.append_column("date", pa.array(dates, pa.string()))
+            self.silver.append("heart_rate", beats, f"{self.query_name}:heart_rate", batch_id, ["date"])
         if samples.num_rows:
             dates = [utc_date(t) for t in samples.column("time_us").to_pylist()]
             samples = samples.append_column("date", pa.array(dates, pa.string()))

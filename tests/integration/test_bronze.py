@@ -67,6 +67,11 @@ def test_bronze_exactly_once_with_quarantine_and_acks(broker: BrokerStack) -> No
     markers = _table(root, "markers")
     assert markers.num_rows == sum(d["markers"] for d in summary["devices"])
     assert _table(root, "sessions").num_rows == 2
+    # Lab-time projections written with bronze.
+    readings = ds.dataset(DeltaTable(str(root / "silver" / "sensor_readings")).file_uris(),
+                          format="parquet").to_table()
+    assert readings.num_rows == sum(d["sensor_readings"] for d in summary["devices"])
+    assert "time_us" in readings.column_names and "accel_z_g" in readings.column_names
     # The edge learns what bronze holds.
     acks = [codec.decode(m.value())[1] for m in read_topic(broker.settings, "devices.control", idle_s=1)]
     eeg_acks = {a["device_id"]: a["acked_seq"] for a in acks

@@ -57,6 +57,12 @@ def test_silver_and_gold_from_a_simulated_session(broker: BrokerStack) -> None:
     labelled = windows.filter(pc.invert(pc.is_null(windows.column("label"))))
     stimulus = labelled.filter(pc.starts_with(labelled.column("label"), "flicker"))
     assert stimulus.num_rows >= 5
+    beats = _table(root, "silver", "heart_rate")
+    assert beats.num_rows >= 20  # ~1.1 Hz for 20 s
+    bpm = [b for b in beats.column("bpm").to_pylist() if b is not None]
+    assert 55 < np.median(bpm) < 85
+    markers = _table(root, "silver", "markers")
+    assert markers.num_rows == device["markers"]
     hits = 0
     for row in stimulus.to_pylist():
         hz = row["ssvep_hz"][int(np.argmax(row["ssvep_score"]))]

@@ -116,3 +116,19 @@ def test_blocks_wait_for_the_session_record_then_fall_back() -> None:
     out, state = process(state, [], CONFIG.gap_wait_ms, CONFIG, None)
     assert _concat(out.samples, "sample_index")[-1] == len(data) - 1
     assert state.info is not None and state.info.channel_types == ("eeg",) * 17
+
+
+def test_heart_rate_beats_from_the_pulse_channel_in_any_grouping() -> None:
+    blocks, _, info = _blocks(seconds=30, seed=3)
+    state_one, state_many = SessionState(), SessionState()
+    out, state_one = process(state_one, blocks, 0, CONFIG, info)
+    beats_one = [(b["sample_index"], b["bpm"]) for b in out.beats]
+    beats_many = []
+    for at in range(0, len(blocks), 7):
+        out, state_many = process(state_many, blocks[at : at + 7], 0, CONFIG, info)
+        beats_many += [(b["sample_index"], b["bpm"]) for b in out.beats]
+    heart_hz = SimulatedEeg(SimulationSettings(seed=3))._heart_hz
+    assert len(beats_one) == pytest.approx(30 * heart_hz, abs=2)
+    assert [b for b, _ in beats_many] == [b for b, _ in beats_one]
+    bpms = [bpm for _, bpm in beats_one if bpm is not None]
+    assert np.median(bpms) == pytest.approx(heart_hz * 60, rel=0.03)
