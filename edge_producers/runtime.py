@@ -153,6 +153,10 @@ class DeviceRunner:
         return device
 
     @property
+    def sample_rate_hz(self) -> float:
+        return self._source.info.sample_rate_hz if self._source else self.edge.simulation.sample_rate_hz
+
+    @property
     def streaming(self) -> bool:
         return self.state in ("STREAMING", "DEGRADED")
 
@@ -531,7 +535,8 @@ class EdgeRuntime:
 
     def run(self, duration_s: float | None = None, stop: threading.Event | None = None) -> None:
         deadline = None if duration_s is None else time.monotonic() + duration_s
-        tick_s = min(e.edge.block_size / 250.0 for e in self.runners.values()) / 2
+        # Half a block's duration (at the board's rate), between 10 and 50 ms.
+        tick_s = min(r.edge.block_size / r.sample_rate_hz for r in self.runners.values()) / 2
         tick_s = min(max(tick_s, 0.01), 0.05)
         while not (stop is not None and stop.is_set()):
             if deadline is not None and time.monotonic() >= deadline:

@@ -99,10 +99,6 @@ class KafkaSender:
         with self._lock:
             self._devices[device_id] = cursor
 
-    def remove_device(self, device_id: str) -> None:
-        with self._lock:
-            self._devices.pop(device_id, None)
-
     def sent_count(self, device_id: str) -> int:
         with self._lock:
             cursor = self._devices.get(device_id)

@@ -224,11 +224,3 @@ def status(settings: Settings) -> StackStatus:
         external["mlflow"] = f"{settings.mlflow.tracking_uri} {'reachable' if ok else 'UNREACHABLE'}"
     return StackStatus(states, external)
 
-
-def require_running(settings: Settings, *names: str) -> None:
-    """Raise a one-line error naming the fix when a needed service is down."""
-    current = {state.name: state for state in status(settings).services}
-    for name in names:
-        state = current.get(name)
-        if state is not None and not state.healthy:
-            raise ServiceError(f"{name} is not running or not healthy; run `neurolake up` first")

@@ -45,9 +45,3 @@ TOPICS: dict[str, TopicSpec] = {
 
 RECORD_TYPES: tuple[str, ...] = tuple(spec.record_type for spec in TOPICS.values())
 
-
-def topic_for(record_type: str) -> TopicSpec:
-    for spec in TOPICS.values():
-        if spec.record_type == record_type:
-            return spec
-    raise KeyError(f"no topic carries record type {record_type!r}; known: {', '.join(RECORD_TYPES)}")

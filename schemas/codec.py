@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -88,9 +88,6 @@ class AvroCodec:
             raise CodecError(
                 f"unknown record type {record_type!r}; known: {', '.join(sorted(self._current))}"
             ) from None
-
-    def known_fingerprints(self) -> Iterable[bytes]:
-        return self._by_fingerprint.keys()
 
     def encode(self, record_type: str, record: Mapping[str, Any]) -> bytes:
         version = self.schema(record_type)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from streaming_jobs.signal.dejitter import DejitterState, dejitter_block
-from streaming_jobs.signal.features import BANDS, band_powers, quality, ssvep_scores
+from streaming_jobs.signal.features import band_powers, quality, ssvep_scores
 from streaming_jobs.signal.filters import FilterSpec, design_sos, filter_chunk, initial_state
 from streaming_jobs.signal.heart import MIN_BEAT_INTERVAL_S, detect_beats
 from streaming_jobs.signal.windows import WindowSpec, WindowState, initial_window_state, windows_from_chunk
@@ -256,5 +256,3 @@ def _heart_beats(state: SessionState, info: SessionInfo, indexes: np.ndarray, pu
                              "time_us": int(buffer[peak, 2]), "bpm": bpm})
     state.pulse_tail = buffer[-int(PULSE_TAIL_S * fs):]
 
-
-BAND_NAMES = tuple(BANDS)
