@@ -175,7 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     start = stream_commands.add_parser("start", help="run bronze, silver/gold or all until stopped")
     start.add_argument("target", nargs="?", default="all", choices=["bronze", "silver", "gold", "all"])
     start.add_argument("--duration", type=float, default=None, help="seconds (default: until stopped)")
-    start.add_argument("--trigger", type=float, default=1.0, help="micro-batch interval, seconds")
+    start.add_argument("--trigger", type=float, default=None,
+                       help="micro-batch interval, seconds (default: lake.trigger_s)")
     start.set_defaults(handler=_cmd_stream_start)
     stream_status = stream_commands.add_parser("status", help="per query: last batch, rows/s, lag")
     stream_status.add_argument("--json", action="store_true")

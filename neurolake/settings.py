@@ -280,6 +280,33 @@ class EdgeSettings(_Section):
         return self
 
 
+class LakeSettings(_Section):
+    """Streaming lake: filters, windows and micro-batch pacing."""
+
+    band_low_hz: float = Field(default=1.0, gt=0)
+    band_high_hz: float = Field(default=60.0, gt=0)
+    # None (or 0 in TOML/env) disables the notch; 50.0 for labs on 50 Hz mains.
+    notch_hz: float | None = 60.0
+    window_s: float = Field(default=2.0, gt=0)
+    window_overlap: float = Field(default=0.8, ge=0, lt=1)
+    # How long an out-of-order gap is waited for (the edge resends after outages) before it is
+    # recorded as lost and processing goes on after it.
+    gap_wait_s: float = Field(default=30.0, ge=0)
+    trigger_s: float = Field(default=1.0, gt=0)
+    max_records_per_trigger: int = Field(default=50_000, ge=1)
+
+    @model_validator(mode="after")
+    def _band(self) -> LakeSettings:
+        if self.band_low_hz >= self.band_high_hz:
+            raise ValueError(
+                f"lake.band_low_hz ({self.band_low_hz}) must be below lake.band_high_hz "
+                f"({self.band_high_hz})"
+            )
+        if self.notch_hz == 0:
+            object.__setattr__(self, "notch_hz", None)
+        return self
+
+
 class PathSettings(_Section):
     # Relative paths are resolved against the working directory once, at load time.
     home: Path = Path(".neurolake")
@@ -303,6 +330,7 @@ class Settings(_Section):
     spark: SparkSettings = SparkSettings()
     clock: ClockSettings = ClockSettings()
     edge: EdgeSettings = EdgeSettings()
+    lake: LakeSettings = LakeSettings()
     paths: PathSettings = PathSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -60,14 +60,16 @@ class AckPublisher:
         self._producer.flush(5)
 
 
-def start_bronze(spark: SparkSession, settings: Settings, trigger_s: float = 1.0,
+def start_bronze(spark: SparkSession, settings: Settings, trigger_s: float | None = None,
                  publish_acks: bool = True) -> StreamingQuery:
+    trigger_s = trigger_s or settings.lake.trigger_s
     writer = BronzeBatchWriter(
         settings.paths.lake_root, "bronze",
         publish_acks=AckPublisher(settings) if publish_acks else None,
     )
     return (
-        kafka_stream(spark, settings, BRONZE_TOPICS, max_records_per_trigger=50_000)
+        kafka_stream(spark, settings, BRONZE_TOPICS,
+                     max_records_per_trigger=settings.lake.max_records_per_trigger)
         .writeStream.queryName("bronze")
         .foreachBatch(writer)
         .option("checkpointLocation", str(checkpoint_dir(settings, "bronze")))

@@ -63,7 +63,7 @@ def snapshot(queries: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_streams(settings: Settings, target: str, duration_s: float | None = None,
-                trigger_s: float = 1.0) -> int:
+                trigger_s: float | None = None) -> int:
     from infra.spark import build_spark_session
     from streaming_jobs.jobs import start_bronze
     from streaming_jobs.silver_gold import start_silver_gold

@@ -241,16 +241,30 @@ class SilverGoldBatchWriter:
                              ["date"])
 
 
-def start_silver_gold(spark, settings, trigger_s: float = 1.0):  # type: ignore[no-untyped-def]
+def processor_config(settings) -> ProcessorConfig:  # type: ignore[no-untyped-def]
+    lake = settings.lake
+    return ProcessorConfig(
+        band_low_hz=lake.band_low_hz, band_high_hz=lake.band_high_hz, notch_hz=lake.notch_hz,
+        window_s=lake.window_s, window_overlap=lake.window_overlap,
+        gap_wait_ms=int(lake.gap_wait_s * 1000),
+        default_ssvep_hz=tuple(sorted(settings.edge.stimulus.classes.values())),
+    )
+
+
+def start_silver_gold(spark, settings, trigger_s: float | None = None):  # type: ignore[no-untyped-def]
     from streaming_jobs.jobs import checkpoint_dir, kafka_stream
 
+    processor = _processor_class()()
+    processor.config = processor_config(settings)
+    trigger_s = trigger_s or settings.lake.trigger_s
     spark.conf.set("spark.sql.streaming.stateStore.providerClass",
                    "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider")
-    decoded = kafka_stream(spark, settings, SILVER_TOPICS, max_records_per_trigger=20_000).mapInArrow(
+    decoded = kafka_stream(spark, settings, SILVER_TOPICS,
+                           max_records_per_trigger=settings.lake.max_records_per_trigger).mapInArrow(
         decode_partition, DECODED_SCHEMA
     )
     processed = decoded.groupBy("session_id").transformWithStateInPandas(
-        statefulProcessor=_processor_class()(),
+        statefulProcessor=processor,
         outputStructType=OUTPUT_SCHEMA,
         outputMode="Append",
         timeMode="ProcessingTime",

@@ -50,6 +50,14 @@ def test_edge_board_needs_its_inputs(tmp_path: Path) -> None:
     assert settings.edge.spool.directory == tmp_path / ".neurolake" / "sp"
 
 
+def test_lake_settings(tmp_path: Path) -> None:
+    settings = load_settings(environ={"NEUROLAKE_LAKE__NOTCH_HZ": "0", "NEUROLAKE_LAKE__WINDOW_S": "4"},
+                             cwd=tmp_path)
+    assert settings.lake.notch_hz is None and settings.lake.window_s == 4
+    with pytest.raises(SettingsError, match="lake.band_low_hz"):
+        load_settings(environ={"NEUROLAKE_LAKE__BAND_LOW_HZ": "70"}, cwd=tmp_path)
+
+
 def test_real_cluster_by_configuration_alone(tmp_path: Path) -> None:
     env = {
         "NEUROLAKE_BROKER__EMBEDDED": "false",
