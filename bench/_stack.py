@@ -19,9 +19,7 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def private_broker(extra_env: dict[str, str] | None = None) -> Iterator[Settings]:
-    from infra import stack
-    from infra.kafka import ensure_topics
-    from infra.preflight import broker_binary
+    from infra.stack import BrokerAndClock
 
     with tempfile.TemporaryDirectory(prefix="neurolake-bench-") as home:
         port = _free_port()
@@ -33,13 +31,9 @@ def private_broker(extra_env: dict[str, str] | None = None) -> Iterator[Settings
             **(extra_env or {}),
         }
         settings = load_settings(environ=env, cwd=Path(home))
-        supervisor = stack.supervisor(settings)
-        specs = [stack.broker_spec(settings, broker_binary(settings)), stack.clock_spec(settings)]
+        services = BrokerAndClock(settings)
         try:
-            for spec in specs:
-                supervisor.start(spec)
-            ensure_topics(settings)
+            services.start()
             yield settings
         finally:
-            for spec in reversed(specs):
-                supervisor.stop(spec)
+            services.stop()

@@ -224,3 +224,30 @@ def status(settings: Settings) -> StackStatus:
         external["mlflow"] = f"{settings.mlflow.tracking_uri} {'reachable' if ok else 'UNREACHABLE'}"
     return StackStatus(states, external)
 
+
+
+class BrokerAndClock:
+    """Just the broker and the clock service, for tests and benchmarks that need a private pair
+    (the broker can be restarted on its own, topics recreated, as after a real broker restart)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.supervisor = supervisor(settings)
+        self.broker = broker_spec(settings, broker_binary(settings))
+        self.clock = clock_spec(settings)
+
+    def start(self) -> None:
+        self.supervisor.start(self.broker)
+        self.supervisor.start(self.clock)
+        ensure_topics(self.settings)
+
+    def start_broker(self) -> None:
+        self.supervisor.start(self.broker)
+        ensure_topics(self.settings)
+
+    def stop_broker(self) -> None:
+        self.supervisor.stop(self.broker)
+
+    def stop(self) -> None:
+        self.supervisor.stop(self.clock)
+        self.supervisor.stop(self.broker)

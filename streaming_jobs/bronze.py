@@ -237,8 +237,9 @@ class DeltaAppender:
         )
         return True
 
-    def read_columns(self, name: str, columns: list[str]) -> pa.Table | None:
-        """Selected columns of a table, through a reader that exits cleanly (delta-rs #2184)."""
+    def read_columns(self, name: str, columns: list[str], where: Any = None) -> pa.Table | None:
+        """Selected columns of a table (optionally filtered by a pyarrow dataset expression,
+        pushed down to the Parquet files), through a reader that exits cleanly (delta-rs #2184)."""
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
         import pyarrow.dataset as ds
@@ -250,7 +251,7 @@ class DeltaAppender:
         files = table.file_uris()
         if not files:
             return None
-        return ds.dataset(files, format="parquet").to_table(columns=columns)
+        return ds.dataset(files, format="parquet").to_table(columns=columns, filter=where)
 
 
 def seed_index(appender: DeltaAppender) -> SeqIndex:

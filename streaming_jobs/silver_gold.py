@@ -232,8 +232,12 @@ class SilverGoldBatchWriter:
             self.silver.append("eeg_samples", samples, f"{self.query_name}:eeg_samples", batch_id,
                                ["date"])
         if windows.num_rows:
+            # Only this batch's sessions: the markers table grows with the lab's whole history.
+            sessions = pc.unique(windows.column("session_id"))
             markers = self.bronze.read_columns(
-                "markers", ["session_id", "event", "timestamp_us", "duration_s", "label"])
+                "markers", ["session_id", "event", "timestamp_us", "duration_s", "label"],
+                where=pc.field("session_id").isin(sessions),
+            )
             windows = windows.append_column("label", label_windows(windows, markers))
             dates = [utc_date(t) for t in windows.column("window_end_us").to_pylist()]
             windows = windows.append_column("date", pa.array(dates, pa.string()))

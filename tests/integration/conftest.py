@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from infra.stack import BrokerAndClock
+from neurolake.settings import load_settings
 from tests.conftest import free_port, isolated_environ
 
 pytestmark = pytest.mark.integration
@@ -35,41 +37,14 @@ def cli(tmp_path: Path) -> Iterator[Cli]:
     runner("down")
 
 
-class BrokerStack:
-    """A private Tansu broker and clock service for one test, stopped by PID at teardown."""
+class BrokerStack(BrokerAndClock):
+    """A private broker and clock service for one test, with the env to run the CLI against them."""
 
     def __init__(self, home: Path) -> None:
-        from infra import stack
-        from infra.preflight import broker_binary
-        from neurolake.settings import load_settings
-
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("NEUROLAKE_")}
         self.env.update(isolated_environ(home, NEUROLAKE_CLOCK__PORT=str(free_port())))
         self.home = home
-        self.settings = load_settings(environ=self.env, cwd=home)
-        self.supervisor = stack.supervisor(self.settings)
-        self.broker_spec = stack.broker_spec(self.settings, broker_binary(self.settings))
-        self.clock_spec = stack.clock_spec(self.settings)
-
-    def start(self) -> None:
-        from infra.kafka import ensure_topics
-
-        self.supervisor.start(self.broker_spec)
-        self.supervisor.start(self.clock_spec)
-        ensure_topics(self.settings)
-
-    def stop_broker(self) -> None:
-        self.supervisor.stop(self.broker_spec)
-
-    def start_broker(self) -> None:
-        from infra.kafka import ensure_topics
-
-        self.supervisor.start(self.broker_spec)
-        ensure_topics(self.settings)
-
-    def stop(self) -> None:
-        self.supervisor.stop(self.clock_spec)
-        self.supervisor.stop(self.broker_spec)
+        super().__init__(load_settings(environ=self.env, cwd=home))
 
     cli_argv = (sys.executable, "-m", "neurolake.cli")
 
