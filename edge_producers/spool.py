@@ -81,6 +81,7 @@ class Spool:
         ).fetchone()
         self._bytes, self._count, self._undelivered = row
         self._stats = dict(self._db.execute("SELECT name, value FROM stats"))
+        self._last_id = int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM records").fetchone()[0])
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -95,6 +96,7 @@ class Spool:
         self, topic: str, key: bytes | None, encoders: Iterable[Callable[[int], bytes]]
     ) -> list[int | None]:
         seqs: list[int | None] = []
+        last_id = None
         with self._lock:
             counters_before = dict(self._next_seq)
             self._db.execute("BEGIN IMMEDIATE")
@@ -107,10 +109,11 @@ class Spool:
                         self._bump("losses", 1)
                         seqs.append(None)
                         continue
-                    self._db.execute(
+                    inserted = self._db.execute(
                         "INSERT INTO records (topic, seq, key, value, size) VALUES (?, ?, ?, ?, ?)",
                         (topic, seq, key, value, len(value)),
                     )
+                    last_id = inserted.lastrowid
                     self._bytes += len(value)
                     self._count += 1
                     self._undelivered += 1
@@ -121,6 +124,8 @@ class Spool:
                     (topic, self._next_seq.get(topic, 0)),
                 )
                 self._db.execute("COMMIT")
+                if last_id is not None:
+                    self._last_id = last_id
             except BaseException:
                 self._db.execute("ROLLBACK")
                 self._next_seq = counters_before
@@ -206,9 +211,8 @@ class Spool:
         return row[0]
 
     def last_id(self) -> int:
-        with self._lock:
-            row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM records").fetchone()
-        return int(row[0])
+        """The newest row id ever stored (ids only grow: AUTOINCREMENT)."""
+        return self._last_id
 
     def mark_delivered(self, ids: list[int]) -> None:
         if not ids:

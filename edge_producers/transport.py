@@ -123,30 +123,37 @@ class KafkaSender:
             cursors = list(self._devices.items())
         for device_id, cursor in cursors:
             # While the broker is away, records wait in the spool rather than in librdkafka.
-            while not self._outage and self._in_flight < MAX_IN_FLIGHT:
-                rows = cursor.spool.fetch_after(cursor.after_id, FETCH_BATCH)
-                if not rows:
-                    break
-                for row in rows:
-                    try:
-                        self._producer.produce(
-                            row.topic, key=row.key, value=row.value,
-                            on_delivery=self._report(device_id, row.id),
-                        )
-                    except BufferError:
-                        self._producer.poll(0.05)
-                        break
-                    cursor.after_id = row.id
-                    self._in_flight += 1
-                    handed += 1
-                else:
-                    continue
+            if self._outage:
                 break
+            handed += self._hand_over(device_id, cursor)
         self._producer.poll(poll_timeout_s)
         for _, cursor in cursors:
             if cursor.delivered_ids:
                 ids, cursor.delivered_ids = cursor.delivered_ids, []
                 cursor.spool.mark_delivered(ids)
+        return handed
+
+    def _hand_over(self, device_id: str, cursor: DeviceCursor) -> int:
+        """Produce a device's spooled records after its cursor, until caught up, the in-flight
+        bound, or a full librdkafka queue."""
+        handed = 0
+        # The spool's newest id is kept in memory: an idle device costs no query.
+        while self._in_flight < MAX_IN_FLIGHT and cursor.after_id < cursor.spool.last_id():
+            rows = cursor.spool.fetch_after(cursor.after_id, FETCH_BATCH)
+            if not rows:
+                break
+            for row in rows:
+                try:
+                    self._producer.produce(
+                        row.topic, key=row.key, value=row.value,
+                        on_delivery=self._report(device_id, row.id),
+                    )
+                except BufferError:
+                    self._producer.poll(0.05)
+                    return handed
+                cursor.after_id = row.id
+                self._in_flight += 1
+                handed += 1
         return handed
 
     def _report(self, device_id: str, row_id: int) -> Callable[[KafkaError | None, Any], None]:
@@ -241,8 +248,8 @@ class KafkaSender:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.pump(0.05)
-            if self._in_flight == 0 and not any(
-                c.spool.fetch_after(c.after_id, 1) for c in self._devices.values()
+            if self._in_flight == 0 and all(
+                c.after_id >= c.spool.last_id() for c in self._devices.values()
             ):
                 break
         self.pump(0)

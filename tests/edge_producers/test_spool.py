@@ -82,3 +82,17 @@ def test_failed_encode_rolls_back_without_consuming_seq(tmp_path: Path) -> None:
             spool.append_many("eeg.raw", None, [_value(), broken])
         assert spool.append("eeg.raw", None, _value()) == 1
         assert spool.stats().records == 2
+
+
+def test_last_id_is_kept_in_memory_and_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "d.sqlite"
+    with Spool(path, 10_000_000) as spool:
+        assert spool.last_id() == 0
+        spool.append_many("eeg.raw", None, [_value()] * 3)
+        newest = spool.fetch_after(0, 10)[-1].id
+        assert spool.last_id() == newest
+        with pytest.raises(ValueError):
+            spool.append("eeg.raw", None, lambda seq: (_ for _ in ()).throw(ValueError("x")))
+        assert spool.last_id() == newest  # a rolled-back insert does not count
+    with Spool(path, 10_000_000) as spool:
+        assert spool.last_id() == newest
