@@ -191,8 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     clock.set_defaults(handler=_cmd_clock_server)
 
     from edge_producers.cli import add_edge_commands
+    from ml.cli import add_ml_commands
 
     add_edge_commands(commands)
+    add_ml_commands(commands)
     return parser
 
 

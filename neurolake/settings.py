@@ -307,6 +307,42 @@ class LakeSettings(_Section):
         return self
 
 
+class MlSettings(_Section):
+    """Training sets, pipelines, the promotion gate and the scorers."""
+
+    # "markers": stimulus markers (the SSVEP task). "motion": still/moving from the room sensors'
+    # gyroscope, joined to the windows in lab time. Both label windows through lab-time intervals.
+    label_source: Literal["markers", "motion"] = "markers"
+    pipelines: list[Literal["bandpower_lr", "ssvep_lda"]] = Field(
+        default_factory=lambda: ["bandpower_lr", "ssvep_lda"]
+    )
+    # Windows worse than these are left out of training sets.
+    max_railed_pct: float = Field(default=1.0, ge=0, le=100)
+    max_line_noise_ratio: float = Field(default=0.5, ge=0, le=1)
+    max_flat_channels: int = Field(default=0, ge=0)
+    # Sessions are held out by a hash of their id, so a session never moves between train and test.
+    holdout_fraction: float = Field(default=0.3, gt=0, lt=1)
+    cv_folds: int = Field(default=4, ge=2)
+    lr_c: float = Field(default=1.0, gt=0)
+    lr_max_iter: int = Field(default=2000, ge=10)
+    lda_shrinkage: float | Literal["auto"] = "auto"
+    # A candidate must beat the champion's held-out balanced accuracy by more than this.
+    promotion_margin: float = Field(default=0.0, ge=0, le=1)
+    motion_gyro_rad_s: float = Field(default=0.1, gt=0)
+    # Live scorer: how often the @champion alias is checked, and how long it waits for a gap.
+    reload_interval_s: float = Field(default=2.0, gt=0)
+    live_gap_wait_s: float = Field(default=1.0, ge=0)
+    live_start: Literal["latest", "earliest"] = "latest"
+
+    @model_validator(mode="after")
+    def _shrinkage(self) -> MlSettings:
+        if isinstance(self.lda_shrinkage, float) and not 0 <= self.lda_shrinkage <= 1:
+            raise ValueError(f"ml.lda_shrinkage must be 'auto' or in [0, 1], got {self.lda_shrinkage}")
+        if not self.pipelines:
+            raise ValueError("ml.pipelines needs at least one of bandpower_lr, ssvep_lda")
+        return self
+
+
 class PathSettings(_Section):
     # Relative paths are resolved against the working directory once, at load time.
     home: Path = Path(".neurolake")
@@ -331,6 +367,7 @@ class Settings(_Section):
     clock: ClockSettings = ClockSettings()
     edge: EdgeSettings = EdgeSettings()
     lake: LakeSettings = LakeSettings()
+    ml: MlSettings = MlSettings()
     paths: PathSettings = PathSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -378,6 +415,8 @@ def load_settings(
         parsed: Any = value
         if typing.get_origin(annotation) is dict:
             parsed = _parse_mapping(value, ".".join(dotted))
+        elif typing.get_origin(annotation) is list:
+            parsed = [item.strip() for item in value.split(",") if item.strip()]
         _set_nested(raw, dotted, parsed)
 
     _check_known_tree(raw, prefix=[], source=str(path))

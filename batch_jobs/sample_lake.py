@@ -1,0 +1,109 @@
+"""A small lake of simulated SSVEP sessions, written without Kafka or Spark.
+
+For tests, benchmarks, the Airflow DAG test and anyone who wants to try training without waiting
+for headsets. Each session runs the simulated lab headset against the stimulus schedule, through the
+same session processor the streaming job uses, into ``gold.eeg_windows`` and ``silver.markers``
+(and ``silver.sensor_readings`` from the simulated room, for motion labels).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from edge_producers.devices.sensors import SimulatedRoomSensors
+from edge_producers.devices.simulated import SimulatedEeg
+from edge_producers.stimulus import StimulusSchedule
+from neurolake.settings import Settings
+from streaming_jobs.bronze import DeltaAppender, utc_date
+from streaming_jobs.session_processor import Block, SessionInfo, SessionState, process
+from streaming_jobs.silver_gold import WINDOW_COLUMNS, label_windows, processor_config
+
+log = logging.getLogger(__name__)
+
+GOLD_WINDOWS_SCHEMA = pa.schema([
+    ("session_id", pa.string()), ("device_id", pa.string()), ("window_start_index", pa.int64()),
+    ("window_end_index", pa.int64()), ("window_start_us", pa.int64()), ("window_end_us", pa.int64()),
+    ("band_power", pa.list_(pa.list_(pa.float32()))), ("ssvep_hz", pa.list_(pa.float64())),
+    ("ssvep_score", pa.list_(pa.float64())), ("railed_pct", pa.float64()),
+    ("line_noise_ratio", pa.float64()), ("flat_channels", pa.int32()), ("samples_lost", pa.int64()),
+])
+APP_ID = "sample_lake"
+BLOCK = 25
+SESSION_START_US = 1_790_000_000_000_000  # 2026-09-21, a fixed lab time so reruns are identical
+
+
+def simulate_session(settings: Settings, number: int, seconds: float,
+                     start_us: int) -> tuple[str, pa.Table, pa.Table, pa.Table]:
+    """One session's windows, markers and sensor readings, as Arrow tables."""
+    device_id = f"sim-{number % 4 + 1}"
+    session_id = f"{device_id}-{start_us // 1000}"
+    simulation = settings.edge.simulation.model_copy(update={"seed": settings.edge.simulation.seed + number})
+    stimulus = settings.edge.stimulus.model_copy(update={"enabled": True, "seed": settings.edge.stimulus.seed + number})
+    schedule = StimulusSchedule(stimulus, start_us)
+    eeg = SimulatedEeg(simulation, stimulus_at=schedule.frequency_at)
+    config = processor_config(settings)
+    info = SessionInfo(device_id, eeg.layout.channel_names, eeg.layout.channel_types, eeg.fs,
+                       tuple(sorted(stimulus.classes.values())))
+    total = int(seconds * eeg.fs)
+    state, windows = SessionState(), []
+    for seq, first in enumerate(range(0, total - BLOCK + 1, BLOCK)):
+        times = start_us + (np.arange(first, first + BLOCK) * 1e6 / eeg.fs).astype(np.int64)
+        block = Block(device_id, seq, first, eeg.generate(BLOCK, times), times, 0, eeg.fs)
+        output, state = process(state, [block], 0, config, info)
+        windows += output.windows
+    window_table = pa.Table.from_pylist(
+        [{"session_id": session_id, **{k: w[k] for k in WINDOW_COLUMNS if k != "session_id"},
+          "band_power": [list(map(float, row)) for row in w["band_power"]],
+          "ssvep_hz": list(map(float, w["ssvep_hz"])), "ssvep_score": list(map(float, w["ssvep_score"]))}
+         for w in windows], schema=GOLD_WINDOWS_SCHEMA)
+    end_us = start_us + int(seconds * 1e6)
+    markers = pa.Table.from_pylist([
+        {"session_id": session_id, "device_id": device_id, "seq": seq, "time_us": e.time_us,
+         "event": e.event, "label": e.trial.label, "trial": e.trial.trial, "stimulus_hz": e.trial.hz,
+         "duration_s": stimulus.stimulus_s if e.event == "START" else None, "date": utc_date(e.time_us)}
+        for seq, e in enumerate(schedule.events_between(start_us - 1, end_us))
+    ])
+    window_table = window_table.append_column("label", label_windows(
+        window_table, markers.rename_columns(["timestamp_us" if c == "time_us" else c for c in markers.column_names])))
+    window_table = window_table.append_column(
+        "date", pa.array([utc_date(t) for t in window_table.column("window_end_us").to_pylist()]))
+    return session_id, window_table, markers, _room_readings(session_id, device_id, number, start_us, seconds)
+
+
+def _room_readings(session_id: str, device_id: str, number: int, start_us: int, seconds: float) -> pa.Table:
+    clock = {"now": start_us / 1e6}
+    room = SimulatedRoomSensors(seed=number, clock_s=lambda: clock["now"])
+    room.start()
+    rows = []
+    for seq, t in enumerate(np.arange(0.0, seconds, 0.5)):
+        clock["now"] = start_us / 1e6 + t
+        time_us = start_us + int(t * 1e6)
+        rows.append({"session_id": session_id, "device_id": device_id, "seq": seq, "sensor": "simulated",
+                     **room.read(), "date": utc_date(time_us), "time_us": time_us})
+    return pa.Table.from_pylist(rows)
+
+
+def write_sample_lake(settings: Settings, sessions: int = 6, seconds: float = 60.0,
+                      progress: Callable[[int, int], None] | None = None) -> list[str]:
+    """Append ``sessions`` simulated sessions to the lake; returns their ids. Idempotent per session
+    number (a rerun with the same settings writes nothing new)."""
+    root: Path = settings.paths.lake_root
+    gold, silver = DeltaAppender(root, "gold"), DeltaAppender(root, "silver")
+    ids = []
+    for number in range(sessions):
+        start_us = SESSION_START_US + number * int((seconds + 60) * 1e6)
+        session_id, windows, markers, readings = simulate_session(settings, number, seconds, start_us)
+        # Silver first: a window must never be in gold before the markers that label it.
+        silver.append("markers", markers, f"{APP_ID}:markers", number, ["date"])
+        silver.append("sensor_readings", readings, f"{APP_ID}:sensor_readings", number, ["date"])
+        gold.append("eeg_windows", windows, f"{APP_ID}:eeg_windows", number, ["date"])
+        ids.append(session_id)
+        if progress:
+            progress(number + 1, sessions)
+        log.info("sample lake: session %s, %d windows, %d markers", session_id, windows.num_rows, markers.num_rows)
+    return ids

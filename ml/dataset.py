@@ -1,0 +1,204 @@
+"""Training sets from the lake: gold windows, labelled in lab time, filtered by quality, split by session.
+
+The windows are read at one Delta version of ``gold.eeg_windows`` (recorded with every model as its
+dataset version). Labels are re-derived here from ``silver.markers`` or ``silver.sensor_readings``
+rather than taken from the gold ``label`` column, which is written before late markers arrive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ml.features import FeatureLayoutError, windows_feature_frame
+from ml.labels import intervals_from_markers, intervals_from_motion, label_windows
+from neurolake.errors import NeurolakeError
+from neurolake.settings import MlSettings
+
+log = logging.getLogger(__name__)
+
+WINDOWS_TABLE = ("gold", "eeg_windows")
+KEY_COLUMNS = ["session_id", "device_id", "window_start_index", "window_end_index",
+               "window_start_us", "window_end_us"]
+WINDOW_COLUMNS = KEY_COLUMNS + ["band_power", "ssvep_hz", "ssvep_score", "railed_pct",
+                                "line_noise_ratio", "flat_channels"]
+
+
+class TrainingSetError(NeurolakeError):
+    """The lake cannot give a usable training set; the message says what is missing."""
+
+
+@dataclass
+class TrainingSet:
+    features: pd.DataFrame
+    labels: np.ndarray
+    sessions: np.ndarray
+    keys: pd.DataFrame  # KEY_COLUMNS per row
+    table_version: int
+    label_source: str
+    held_out_sessions: list[str]
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted(map(str, set(self.labels)))
+
+    def part(self, held_out: bool) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+        mask = np.isin(self.sessions, self.held_out_sessions)
+        if not held_out:
+            mask = ~mask
+        return self.features[mask].reset_index(drop=True), self.labels[mask], self.sessions[mask]
+
+    def summary(self) -> dict[str, object]:
+        train_x, _, train_s = self.part(held_out=False)
+        test_x, _, _ = self.part(held_out=True)
+        return {
+            "table_version": self.table_version, "label_source": self.label_source,
+            "windows": len(self.labels), "train_windows": len(train_x), "held_out_windows": len(test_x),
+            "train_sessions": sorted(map(str, set(train_s))), "held_out_sessions": self.held_out_sessions,
+            "classes": self.classes, "dropped": self.dropped,
+            "class_counts": {str(c): int(n) for c, n in zip(*np.unique(self.labels, return_counts=True))},
+        }
+
+
+    def save(self, path: Path) -> Path:
+        """One Parquet file: features, label, session and keys, with the split in its metadata."""
+        import json
+
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        frame = pd.concat([self.keys.reset_index(drop=True), self.features.reset_index(drop=True)], axis=1)
+        frame["label"] = self.labels
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        meta = {"table_version": self.table_version, "label_source": self.label_source,
+                "held_out_sessions": self.held_out_sessions, "dropped": self.dropped,
+                "feature_columns": list(self.features.columns)}
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               b"neurolake.training_set": json.dumps(meta).encode()})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> TrainingSet:
+        import json
+
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        meta = json.loads(table.schema.metadata[b"neurolake.training_set"])
+        frame = table.to_pandas()
+        return cls(frame[meta["feature_columns"]], frame["label"].to_numpy(str),
+                   frame["session_id"].to_numpy(str), frame[KEY_COLUMNS], meta["table_version"],
+                   meta["label_source"], meta["held_out_sessions"], meta["dropped"])
+
+
+def session_hash(session_id: str) -> float:
+    """A stable number in [0, 1) per session: decides, once and for all, train or held out."""
+    return int(hashlib.sha256(session_id.encode()).hexdigest()[:12], 16) / float(16**12)
+
+
+def split_sessions(session_ids: list[str], holdout_fraction: float) -> list[str]:
+    """Held-out sessions: those hashing below the fraction. With few sessions, at least one is held
+    out (the lowest hash: it stays the lowest until a new session hashes lower) and one kept."""
+    ranked = sorted(set(session_ids), key=session_hash)
+    if len(ranked) < 2:
+        raise TrainingSetError(
+            f"need labelled windows from at least 2 sessions to hold one out, found {len(ranked)} "
+            f"({ranked}); record another session (e.g. `neurolake edge simulate --stimulus`)"
+        )
+    held = [s for s in ranked if session_hash(s) < holdout_fraction] or ranked[:1]
+    if len(held) == len(ranked):
+        held = held[:-1]
+    return sorted(map(str, held))
+
+
+def read_table(lake_root: Path, layer: str, name: str, columns: list[str] | None = None,
+               version: int | None = None) -> tuple[pd.DataFrame, int | None]:
+    """A Delta table (at a version) as pandas, and the version read; (empty, None) if absent."""
+    import pyarrow.dataset as ds
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    path = lake_root / layer / name
+    try:
+        table = DeltaTable(str(path), version=version)
+    except TableNotFoundError:
+        return pd.DataFrame(columns=columns or []), None
+    files = table.file_uris()
+    if not files:
+        return pd.DataFrame(columns=columns or []), table.version()
+    # Reading the files through Arrow rather than delta-rs' reader: the latter aborts at exit (#2184).
+    return ds.dataset(files, format="parquet").to_table(columns=columns).to_pandas(), table.version()
+
+
+def label_intervals(lake_root: Path, settings: MlSettings, sessions: list[str]) -> pd.DataFrame:
+    if settings.label_source == "markers":
+        markers, _ = read_table(lake_root, "silver", "markers",
+                                ["session_id", "time_us", "event", "label", "trial", "duration_s"])
+        markers = markers[markers["session_id"].isin(sessions)]
+        if markers.empty:
+            raise TrainingSetError(
+                "no stimulus markers for the windows' sessions in silver.markers; run the stimulus "
+                "task (`neurolake edge run` with edge.stimulus.enabled=true) or set "
+                "ml.label_source=motion"
+            )
+        return intervals_from_markers(markers)
+    readings, _ = read_table(lake_root, "silver", "sensor_readings")
+    readings = readings[readings["session_id"].isin(sessions)] if not readings.empty else readings
+    if readings.empty:
+        raise TrainingSetError(
+            "no room-sensor readings for the windows' sessions in silver.sensor_readings; enable "
+            "edge.sensors.source (sense_hat or simulated) or set ml.label_source=markers"
+        )
+    return intervals_from_motion(readings, settings.motion_gyro_rad_s)
+
+
+def quality_mask(windows: pd.DataFrame, settings: MlSettings) -> np.ndarray:
+    return (
+        (windows["railed_pct"].to_numpy(float) <= settings.max_railed_pct)
+        & (windows["line_noise_ratio"].to_numpy(float) <= settings.max_line_noise_ratio)
+        & (windows["flat_channels"].to_numpy(int) <= settings.max_flat_channels)
+    )
+
+
+def build_training_set(lake_root: Path, settings: MlSettings, version: int | None = None) -> TrainingSet:
+    windows, table_version = read_table(lake_root, *WINDOWS_TABLE, columns=WINDOW_COLUMNS, version=version)
+    if table_version is None or windows.empty:
+        raise TrainingSetError(
+            f"gold.eeg_windows under {lake_root} has no windows yet; start the lake "
+            "(`neurolake stream start all`) with a headset streaming, then train"
+        )
+    windows = windows.drop_duplicates(subset=["session_id", "window_start_index"]).reset_index(drop=True)
+    dropped: dict[str, int] = {}
+    good = quality_mask(windows, settings)
+    dropped["quality"] = int((~good).sum())
+    windows = windows[good].reset_index(drop=True)
+    intervals = label_intervals(lake_root, settings, sorted(windows["session_id"].unique()))
+    labels = label_windows(windows, intervals)
+    labelled = np.array([label is not None for label in labels], dtype=bool)
+    dropped["unlabelled"] = int((~labelled).sum())
+    windows, labels = windows[labelled].reset_index(drop=True), labels[labelled].astype(str)
+    if windows.empty:
+        raise TrainingSetError(
+            f"none of gold.eeg_windows' windows lies wholly inside a {settings.label_source} label "
+            f"interval ({dropped['quality']} failed quality, {dropped['unlabelled']} unlabelled)"
+        )
+    if len(set(labels)) < 2:
+        raise TrainingSetError(f"the labelled windows have one class only ({labels[0]}); need 2 or more")
+    try:
+        features = windows_feature_frame(windows)
+    except FeatureLayoutError as exc:
+        raise TrainingSetError(f"gold.eeg_windows: {exc}") from None
+    sessions = windows["session_id"].to_numpy(str)
+    held_out = split_sessions(list(sessions), settings.holdout_fraction)
+    result = TrainingSet(features, labels, sessions, windows[KEY_COLUMNS], int(table_version),
+                         settings.label_source, held_out, dropped)
+    log.info("training set: %s", result.summary())
+    return result
