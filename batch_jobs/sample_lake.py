@@ -9,8 +9,10 @@ same session processor the streaming job uses, into ``gold.eeg_windows`` and ``s
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -18,9 +20,10 @@ import pyarrow as pa
 from edge_producers.devices.sensors import SimulatedRoomSensors
 from edge_producers.devices.simulated import SimulatedEeg
 from edge_producers.stimulus import StimulusSchedule
-from neurolake.settings import Settings
+from neurolake.settings import Settings, StimulusSettings
+from schemas.codec import samples_to_bytes, times_to_bytes
 from streaming_jobs.bronze import DeltaAppender, utc_date
-from streaming_jobs.session_processor import Block, SessionInfo, SessionState, process
+from streaming_jobs.session_processor import Block, SessionState, info_from_session_record, process
 from streaming_jobs.silver_gold import WINDOW_COLUMNS, label_windows, processor_config
 
 log = logging.getLogger(__name__)
@@ -37,42 +40,86 @@ BLOCK = 25
 SESSION_START_US = 1_790_000_000_000_000  # 2026-09-21, a fixed lab time so reruns are identical
 
 
-def simulate_session(settings: Settings, number: int, seconds: float,
-                     start_us: int) -> tuple[str, pa.Table, pa.Table, pa.Table]:
-    """One session's windows, markers and sensor readings, as Arrow tables."""
+@dataclass
+class SimulatedSession:
+    """One simulated session: its ``sessions`` record, its EEG blocks and its stimulus schedule."""
+
+    session_record: dict[str, Any]
+    blocks: list[Block]
+    schedule: StimulusSchedule
+    stimulus: StimulusSettings
+    start_us: int
+    seconds: float
+
+    @property
+    def session_id(self) -> str:
+        return str(self.session_record["session_id"])
+
+    def block_records(self) -> Iterator[dict[str, Any]]:
+        """The blocks as ``eeg_block`` records, as a headset would publish them."""
+        for block in self.blocks:
+            yield {
+                "device_id": block.device_id, "session_id": self.session_id, "seq": block.seq,
+                "first_sample_index": block.first_sample_index, "n_samples": block.samples.shape[0],
+                "n_channels": block.samples.shape[1], "sample_rate_hz": block.sample_rate_hz,
+                "data": samples_to_bytes(block.samples), "device_times_us": times_to_bytes(block.device_times_us),
+                "produced_us": int(block.device_times_us[-1]), "clock_offset_us": block.clock_offset_us,
+                "clock_rtt_us": 0,
+            }
+
+    def marker_rows(self) -> list[dict[str, Any]]:
+        """``silver.markers`` rows of the schedule's START/END events."""
+        end_us = self.start_us + int(self.seconds * 1e6)
+        return [
+            {"session_id": self.session_id, "device_id": self.session_record["device_id"], "seq": seq,
+             "time_us": e.time_us, "event": e.event, "label": e.trial.label, "trial": e.trial.trial,
+             "stimulus_hz": e.trial.hz, "duration_s": self.stimulus.stimulus_s if e.event == "START" else None,
+             "date": utc_date(e.time_us)}
+            for seq, e in enumerate(self.schedule.events_between(self.start_us - 1, end_us))
+        ]
+
+
+def simulate_session(settings: Settings, number: int, seconds: float, start_us: int) -> SimulatedSession:
     device_id = f"sim-{number % 4 + 1}"
     session_id = f"{device_id}-{start_us // 1000}"
     simulation = settings.edge.simulation.model_copy(update={"seed": settings.edge.simulation.seed + number})
     stimulus = settings.edge.stimulus.model_copy(update={"enabled": True, "seed": settings.edge.stimulus.seed + number})
     schedule = StimulusSchedule(stimulus, start_us)
     eeg = SimulatedEeg(simulation, stimulus_at=schedule.frequency_at)
-    config = processor_config(settings)
-    info = SessionInfo(device_id, eeg.layout.channel_names, eeg.layout.channel_types, eeg.fs,
-                       tuple(sorted(stimulus.classes.values())))
-    total = int(seconds * eeg.fs)
-    state, windows = SessionState(), []
-    for seq, first in enumerate(range(0, total - BLOCK + 1, BLOCK)):
+    record = {
+        "device_id": device_id, "session_id": session_id, "seq": 0, "started_us": start_us,
+        "board": "simulated", "sample_rate_hz": eeg.fs, "channel_names": list(eeg.layout.channel_names),
+        "channel_types": list(eeg.layout.channel_types), "units": "uV", "gain": 24.0,
+        "montage": settings.edge.montage, "block_size": BLOCK, "subject_id": None, "task": "ssvep",
+        "software_version": "sample-lake",
+        "metadata": {f"stimulus.{label}": str(hz) for label, hz in stimulus.classes.items()},
+    }
+    blocks = []
+    for seq, first in enumerate(range(0, int(seconds * eeg.fs) - BLOCK + 1, BLOCK)):
         times = start_us + (np.arange(first, first + BLOCK) * 1e6 / eeg.fs).astype(np.int64)
-        block = Block(device_id, seq, first, eeg.generate(BLOCK, times), times, 0, eeg.fs)
+        blocks.append(Block(device_id, seq, first, eeg.generate(BLOCK, times), times, 0, eeg.fs))
+    return SimulatedSession(record, blocks, schedule, stimulus, start_us, seconds)
+
+
+def session_tables(settings: Settings, session: SimulatedSession) -> tuple[pa.Table, pa.Table]:
+    """Gold windows (through the streaming job's session processor) and silver markers."""
+    config = processor_config(settings)
+    info = info_from_session_record(session.session_record, config)
+    state, windows = SessionState(), []
+    for block in session.blocks:
         output, state = process(state, [block], 0, config, info)
         windows += output.windows
     window_table = pa.Table.from_pylist(
-        [{"session_id": session_id, **{k: w[k] for k in WINDOW_COLUMNS if k != "session_id"},
+        [{"session_id": session.session_id, **{k: w[k] for k in WINDOW_COLUMNS if k != "session_id"},
           "band_power": [list(map(float, row)) for row in w["band_power"]],
           "ssvep_hz": list(map(float, w["ssvep_hz"])), "ssvep_score": list(map(float, w["ssvep_score"]))}
          for w in windows], schema=GOLD_WINDOWS_SCHEMA)
-    end_us = start_us + int(seconds * 1e6)
-    markers = pa.Table.from_pylist([
-        {"session_id": session_id, "device_id": device_id, "seq": seq, "time_us": e.time_us,
-         "event": e.event, "label": e.trial.label, "trial": e.trial.trial, "stimulus_hz": e.trial.hz,
-         "duration_s": stimulus.stimulus_s if e.event == "START" else None, "date": utc_date(e.time_us)}
-        for seq, e in enumerate(schedule.events_between(start_us - 1, end_us))
-    ])
-    window_table = window_table.append_column("label", label_windows(
-        window_table, markers.rename_columns(["timestamp_us" if c == "time_us" else c for c in markers.column_names])))
+    markers = pa.Table.from_pylist(session.marker_rows())
+    bronze_style = markers.rename_columns(["timestamp_us" if c == "time_us" else c for c in markers.column_names])
+    window_table = window_table.append_column("label", label_windows(window_table, bronze_style))
     window_table = window_table.append_column(
         "date", pa.array([utc_date(t) for t in window_table.column("window_end_us").to_pylist()]))
-    return session_id, window_table, markers, _room_readings(session_id, device_id, number, start_us, seconds)
+    return window_table, markers
 
 
 def _room_readings(session_id: str, device_id: str, number: int, start_us: int, seconds: float) -> pa.Table:
@@ -97,7 +144,10 @@ def write_sample_lake(settings: Settings, sessions: int = 6, seconds: float = 60
     ids = []
     for number in range(sessions):
         start_us = SESSION_START_US + number * int((seconds + 60) * 1e6)
-        session_id, windows, markers, readings = simulate_session(settings, number, seconds, start_us)
+        session = simulate_session(settings, number, seconds, start_us)
+        windows, markers = session_tables(settings, session)
+        session_id, device_id = session.session_id, session.session_record["device_id"]
+        readings = _room_readings(session_id, device_id, number, start_us, seconds)
         # Silver first: a window must never be in gold before the markers that label it.
         silver.append("markers", markers, f"{APP_ID}:markers", number, ["date"])
         silver.append("sensor_readings", readings, f"{APP_ID}:sensor_readings", number, ["date"])

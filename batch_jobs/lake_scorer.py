@@ -1,0 +1,136 @@
+"""The lake scorer: ``gold.eeg_windows`` -> the @champion model -> ``gold.predictions`` (Spark).
+
+Each pass scores the windows of one Delta version of ``gold.eeg_windows`` that this model version
+has not scored yet, and commits with an app transaction ``(lake_scorer:NAME:vN, source version)``:
+a pass that crashes after its commit is not written twice, and a rerun adds only new windows.
+Windows are read as the Parquet files delta-rs lists (partitions = files, no Delta jar needed).
+The model is loaded once per partition from artifacts downloaded by the driver: fine for local
+mode; on a cluster, swap in ``mlflow.pyfunc.spark_udf``, which ships the model itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from ml.features import windows_feature_frame
+from neurolake.settings import Settings
+from streaming_jobs.bronze import DeltaAppender, utc_date
+
+log = logging.getLogger(__name__)
+
+PREDICTION_SCHEMA = (
+    "session_id STRING, device_id STRING, window_start_index BIGINT, window_end_index BIGINT, "
+    "window_end_us BIGINT, label STRING, probabilities MAP<STRING, DOUBLE>, model_name STRING, "
+    "model_version STRING, scored_us BIGINT"
+)
+INPUT_COLUMNS = ["session_id", "device_id", "window_start_index", "window_end_index", "window_end_us",
+                 "band_power", "ssvep_hz", "ssvep_score"]
+KEYS = ["session_id", "window_start_index"]
+
+
+@dataclass
+class LakeScoreResult:
+    model_version: str
+    source_version: int
+    scored: int
+
+    def __str__(self) -> str:
+        return (f"scored {self.scored} windows of gold.eeg_windows v{self.source_version} with model "
+                f"version {self.model_version}")
+
+
+def score_partition(frames: Iterator[pd.DataFrame], model_dir: str, model_name: str,
+                    model_version: str) -> Iterator[pd.DataFrame]:
+    import mlflow
+
+    model = mlflow.sklearn.load_model(model_dir)
+    columns = list(model.feature_names_in_)
+    classes = [str(c) for c in model.classes_]
+    for frame in frames:
+        if frame.empty:
+            continue
+        probabilities = model.predict_proba(windows_feature_frame(frame)[columns])
+        yield pd.DataFrame({
+            **{c: frame[c] for c in INPUT_COLUMNS[:5]},
+            "label": [classes[i] for i in probabilities.argmax(axis=1)],
+            "probabilities": [dict(zip(classes, map(float, row))) for row in probabilities],
+            "model_name": model_name, "model_version": model_version,
+            "scored_us": time.time_ns() // 1000,
+        })
+
+
+def score_lake(spark: Any, settings: Settings, version: str | None = None) -> LakeScoreResult | None:
+    """One pass; None when there is no champion yet (and no version was given)."""
+    import mlflow
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    from ml.dataset import read_table
+    from ml.registry import champion_version, connect
+
+    client = connect(settings)
+    name = settings.mlflow.model_name
+    version = version or champion_version(client, name)
+    if version is None:
+        log.warning("no %s@champion yet; nothing to score (train one with `neurolake train`)", name)
+        return None
+    gold = DeltaAppender(settings.paths.lake_root, "gold")
+    try:
+        source = DeltaTable(str(gold.path("eeg_windows")))
+    except TableNotFoundError:
+        log.warning("gold.eeg_windows does not exist yet; nothing to score")
+        return LakeScoreResult(version, -1, 0)
+    source_version = source.version()
+    app_id = f"lake_scorer:{name}:v{version}"
+    done_version = gold.committed_version("predictions", app_id)
+    if done_version is not None and done_version >= source_version:
+        return LakeScoreResult(version, source_version, 0)
+    files = source.file_uris()
+    if not files:
+        return LakeScoreResult(version, source_version, 0)
+    windows = spark.read.parquet(*files).select(*INPUT_COLUMNS).dropDuplicates(KEYS)
+    done, _ = read_table(settings.paths.lake_root, "gold", "predictions", KEYS + ["model_version"])
+    done = done[done["model_version"] == version][KEYS] if not done.empty else done
+    if len(done):
+        windows = windows.join(spark.createDataFrame(done.drop_duplicates()), on=KEYS, how="left_anti")
+    model_dir = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}")
+    scored = windows.mapInPandas(
+        partial(score_partition, model_dir=model_dir, model_name=name, model_version=version),
+        PREDICTION_SCHEMA,
+    ).toArrow()
+    if scored.num_rows:
+        dates = [utc_date(t) for t in scored.column("window_end_us").to_pylist()]
+        scored = scored.append_column("date", pa.array(dates, pa.string()))
+        gold.append("predictions", scored, app_id, source_version, ["date"])
+    result = LakeScoreResult(version, source_version, scored.num_rows)
+    log.info("lake scorer: %s", result)
+    return result
+
+
+def run_lake_scorer(settings: Settings, every_s: float | None = None, version: int | None = None) -> int:
+    from infra.spark import build_spark_session
+
+    spark = build_spark_session(settings, app_name="neurolake-lake-scorer")
+    try:
+        while True:
+            result = score_lake(spark, settings, str(version) if version is not None else None)
+            if every_s is None:
+                if result is None:
+                    print(f"no {settings.mlflow.model_name}@champion yet: nothing scored "
+                          "(train one with `neurolake train`)")
+                    return 1
+                print(result)
+                return 0
+            time.sleep(every_s)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        spark.stop()

@@ -1,0 +1,274 @@
+"""The live scorer: eeg.raw -> the lake's own filter/window/feature functions -> @champion -> eeg.predictions.
+
+Kafka-native (no Spark) for sub-second latency. Per session it keeps the same
+:class:`~streaming_jobs.session_processor.SessionState` the silver/gold job keeps, so a window scored
+live has the same boundaries and features as its row in ``gold.eeg_windows`` (when both start at the
+session's first block). A watcher thread follows the ``@champion`` alias and swaps a newly loaded
+model in between two polls: no restart, no window skipped. Undecodable records are counted and left
+to bronze, which quarantines every record of ``eeg.raw``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from ml.features import FeatureLayoutError, feature_frame
+from neurolake.settings import Settings
+from schemas.codec import CodecError, default_codec, eeg_block_device_times, eeg_block_samples
+from streaming_jobs.bronze import validate
+from streaming_jobs.session_processor import (
+    Block, ProcessorConfig, SessionInfo, SessionState, info_from_session_record, process,
+)
+
+log = logging.getLogger(__name__)
+
+EEG_TOPIC, SESSIONS_TOPIC, PREDICTIONS_TOPIC = "eeg.raw", "sessions", "eeg.predictions"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    version: str
+    model: Any  # a fitted sklearn estimator with predict_proba, classes_ and feature_names_in_
+
+    @property
+    def columns(self) -> list[str]:
+        return list(getattr(self.model, "feature_names_in_", []))
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass
+class ScorerCounters:
+    blocks: int = 0
+    undecodable: int = 0
+    windows: int = 0
+    scored: int = 0
+    unscored_no_model: int = 0
+    unscored_layout: int = 0
+    latencies_us: list[int] = field(default_factory=list)
+
+
+class LiveScorer:
+    """Blocks in, prediction records out; no I/O. ``model`` is asked for the current model per batch."""
+
+    def __init__(self, config: ProcessorConfig, model: Callable[[], LoadedModel | None]) -> None:
+        self.config = config
+        self.model = model
+        self.sessions: dict[str, SessionState] = {}
+        self.infos: dict[str, SessionInfo] = {}
+        self.counters = ScorerCounters()
+        self._seq: dict[str, int] = {}
+        self._layout_warned: set[tuple[str, str]] = set()
+
+    def on_session(self, record: dict[str, Any]) -> None:
+        self.infos[record["session_id"]] = info_from_session_record(record, self.config)
+
+    def on_blocks(self, session_id: str, blocks: list[Block], arrival_us: int) -> list[dict[str, Any]]:
+        """Advance the session with its new blocks; predictions for the windows they complete."""
+        self.counters.blocks += len(blocks)
+        state = self.sessions.get(session_id)
+        if state is None:
+            # Joining a running session: start at the first block seen, not at sample 0.
+            state = SessionState(next_index=min(b.first_sample_index for b in blocks))
+        output, state = process(state, blocks, arrival_us // 1000, self.config, self.infos.get(session_id))
+        self.sessions[session_id] = state
+        if not output.windows:
+            return []
+        self.counters.windows += len(output.windows)
+        loaded = self.model()
+        if loaded is None:
+            self.counters.unscored_no_model += len(output.windows)
+            return []
+        windows = output.windows
+        try:
+            features = feature_frame([w["band_power"] for w in windows], [w["ssvep_hz"] for w in windows],
+                                     [w["ssvep_score"] for w in windows])
+            missing = [c for c in loaded.columns if c not in features.columns]
+            if missing or not loaded.columns:
+                raise FeatureLayoutError(f"the model needs columns the session lacks, e.g. {missing[:3]}")
+        except FeatureLayoutError as exc:
+            self.counters.unscored_layout += len(windows)
+            if (session_id, loaded.version) not in self._layout_warned:
+                self._layout_warned.add((session_id, loaded.version))
+                log.error("session %s cannot be scored by %s version %s: %s (retrain on this layout)",
+                          session_id, loaded.name, loaded.version, exc)
+            return []
+        probabilities = loaded.model.predict_proba(features[loaded.columns])
+        classes = [str(c) for c in loaded.model.classes_]
+        scored_us = now_us()
+        predictions = []
+        for window, row in zip(windows, probabilities):
+            device = window["device_id"]
+            self._seq[device] = self._seq.get(device, -1) + 1
+            latency = scored_us - arrival_us
+            self.counters.latencies_us.append(latency)
+            predictions.append({
+                "device_id": device, "session_id": session_id, "seq": self._seq[device],
+                "window_start_index": int(window["window_start_index"]),
+                "window_end_index": int(window["window_end_index"]),
+                "window_end_us": int(window["window_end_us"]),
+                "label": classes[int(np.argmax(row))],
+                "probabilities": {c: float(p) for c, p in zip(classes, row)},
+                "model_name": loaded.name, "model_version": loaded.version,
+                "scored_us": scored_us, "latency_us": latency,
+            })
+        self.counters.scored += len(predictions)
+        self.counters.latencies_us = self.counters.latencies_us[-10_000:]
+        return predictions
+
+
+class ChampionWatcher:
+    """Follows ``models:/NAME@champion``; loads a new version in the background, then swaps."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._current: LoadedModel | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="champion-watcher", daemon=True)
+        self._said_no_champion = False
+
+    def __call__(self) -> LoadedModel | None:
+        return self._current
+
+    def start(self) -> ChampionWatcher:
+        self.check()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.settings.ml.reload_interval_s):
+            try:
+                self.check()
+            except Exception as exc:  # a registry hiccup must not stop scoring with the loaded model
+                log.warning("could not check the @champion alias (%s); keeping version %s", exc,
+                            self._current.version if self._current else None)
+
+    def check(self) -> None:
+        from ml.registry import champion_version, connect, load_model
+
+        client = connect(self.settings)
+        name = self.settings.mlflow.model_name
+        version = champion_version(client, name)
+        if version is None:
+            if not self._said_no_champion:
+                log.warning("no %s@champion yet: windows are not scored until one is promoted "
+                            "(`neurolake train`); checking every %.0f s", name, self.settings.ml.reload_interval_s)
+                self._said_no_champion = True
+            return
+        if self._current is not None and self._current.version == version:
+            return
+        loaded = LoadedModel(name, version, load_model(self.settings, version))
+        previous = self._current
+        self._current = loaded  # one reference swap: the scoring loop sees old or new, never neither
+        self._said_no_champion = False
+        log.info("scoring with %s version %s%s", name, version,
+                 f" (was {previous.version})" if previous else "")
+
+
+def live_config(settings: Settings) -> ProcessorConfig:
+    from streaming_jobs.silver_gold import processor_config
+
+    return replace(processor_config(settings), gap_wait_ms=int(settings.ml.live_gap_wait_s * 1000))
+
+
+def _percentile(values: list[int], q: float) -> float:
+    return float(np.percentile(values, q)) / 1000 if values else float("nan")
+
+
+def _block_from_record(record: dict[str, Any]) -> Block:
+    return Block(record["device_id"], int(record["seq"]), int(record["first_sample_index"]),
+                 eeg_block_samples(record), eeg_block_device_times(record),
+                 int(record["clock_offset_us"]), float(record["sample_rate_hz"]))
+
+
+def run_live_scorer(settings: Settings, duration_s: float | None = None, start: str | None = None,
+                    watcher: Callable[[], LoadedModel | None] | None = None) -> int:
+    """Consume, score and publish until SIGTERM/SIGINT or ``duration_s``; exit code 0."""
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
+
+    start = start or settings.ml.live_start
+    codec = default_codec()
+    champion = ChampionWatcher(settings).start() if watcher is None else None
+    scorer = LiveScorer(live_config(settings), watcher or champion)  # type: ignore[arg-type]
+    consumer = Consumer({
+        **settings.kafka.client_config(), "group.id": "neurolake-live-scorer", "enable.auto.commit": False,
+        "fetch.wait.max.ms": 10, "logger": logging.getLogger("streaming_jobs.rdkafka.scorer"),
+    })
+    producer = Producer({**settings.kafka.producer_config(), "linger.ms": 0,
+                         "logger": logging.getLogger("streaming_jobs.rdkafka.scorer")})
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        metadata = consumer.list_topics(timeout=10).topics
+        for topic in (EEG_TOPIC, SESSIONS_TOPIC):
+            if topic not in metadata:
+                log.error("topic %s does not exist; start the stack with `neurolake up`", topic)
+                return 2
+        partitions = [TopicPartition(SESSIONS_TOPIC, p, OFFSET_BEGINNING) for p in metadata[SESSIONS_TOPIC].partitions]
+        partitions += [TopicPartition(EEG_TOPIC, p, OFFSET_BEGINNING if start == "earliest" else OFFSET_END)
+                       for p in metadata[EEG_TOPIC].partitions]
+        consumer.assign(partitions)
+        log.info("live scorer reading %s from the %s offsets, publishing to %s", EEG_TOPIC, start, PREDICTIONS_TOPIC)
+        deadline = time.monotonic() + duration_s if duration_s else None
+        next_report = time.monotonic() + 10
+        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            messages = consumer.consume(500, timeout=0.05)
+            arrival = now_us()
+            blocks: dict[str, list[Block]] = {}
+            for message in messages:
+                if message.error():
+                    continue
+                try:
+                    record_type, record = codec.decode(message.value())
+                except CodecError:
+                    scorer.counters.undecodable += 1
+                    continue
+                if record_type == "session":
+                    scorer.on_session(record)
+                elif record_type == "eeg_block" and validate(record_type, record) is None:
+                    blocks.setdefault(record["session_id"], []).append(_block_from_record(record))
+                else:
+                    scorer.counters.undecodable += 1
+            for session_id, session_blocks in blocks.items():
+                for prediction in scorer.on_blocks(session_id, session_blocks, arrival):
+                    producer.produce(PREDICTIONS_TOPIC, key=prediction["device_id"].encode(),
+                                     value=codec.encode("prediction", prediction))
+            if not blocks:
+                # Sessions waiting out a gap, or for their session record, move on with time.
+                for session_id in [s for s, st in scorer.sessions.items() if st.pending]:
+                    for prediction in scorer.on_blocks(session_id, [], now_us()):
+                        producer.produce(PREDICTIONS_TOPIC, key=prediction["device_id"].encode(),
+                                         value=codec.encode("prediction", prediction))
+            producer.poll(0)
+            if time.monotonic() >= next_report:
+                next_report = time.monotonic() + 10
+                c = scorer.counters
+                current = scorer.model()
+                log.info("live scorer: %d blocks, %d windows, %d scored (model %s), latency p50 %.1f ms "
+                         "p95 %.1f ms; unscored: %d without a champion, %d wrong layout; %d undecodable",
+                         c.blocks, c.windows, c.scored, current.version if current else "none",
+                         _percentile(c.latencies_us, 50), _percentile(c.latencies_us, 95),
+                         c.unscored_no_model, c.unscored_layout, c.undecodable)
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if champion is not None:
+            champion.stop()
+        producer.flush(10)
+        consumer.close()
