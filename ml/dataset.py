@@ -180,6 +180,12 @@ def build_training_set(lake_root: Path, settings: MlSettings, version: int | Non
     good = quality_mask(windows, settings)
     dropped["quality"] = int((~good).sum())
     windows = windows[good].reset_index(drop=True)
+    if windows.empty:
+        raise TrainingSetError(
+            f"all {dropped['quality']} windows of gold.eeg_windows failed quality (ml.max_railed_pct="
+            f"{settings.max_railed_pct}, ml.max_line_noise_ratio={settings.max_line_noise_ratio}, "
+            f"ml.max_flat_channels={settings.max_flat_channels}); check the electrodes or relax them"
+        )
     intervals = label_intervals(lake_root, settings, sorted(windows["session_id"].unique()))
     labels = label_windows(windows, intervals)
     labelled = np.array([label is not None for label in labels], dtype=bool)
