@@ -134,6 +134,12 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (
             f"sqlite:///{settings.paths.home / 'airflow' / 'airflow.db'}"
         ),
+        # Task processes load their own settings: give them this stack's, resolved.
+        "NEUROLAKE_PATHS__HOME": str(settings.paths.home),
+        "NEUROLAKE_PATHS__LAKE_ROOT": str(settings.paths.lake_root),
+        "NEUROLAKE_MLFLOW__TRACKING_URI": settings.mlflow.effective_tracking_uri,
+        "NEUROLAKE_MLFLOW__MODEL_NAME": settings.mlflow.model_name,
+        "NEUROLAKE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
     }
 
 

@@ -294,6 +294,13 @@ class LakeSettings(_Section):
     gap_wait_s: float = Field(default=30.0, ge=0)
     trigger_s: float = Field(default=1.0, gt=0)
     max_records_per_trigger: int = Field(default=50_000, ge=1)
+    # Maintenance: vacuum never removes files younger than this (Delta's own floor is one week).
+    vacuum_retention_hours: int = Field(default=168, ge=168)
+    # Data-quality bounds (the data_quality DAG fails when one is crossed).
+    max_lost_fraction: float = Field(default=0.01, ge=0, le=1)
+    max_quarantine_growth: int = Field(default=0, ge=0)
+    max_clock_offset_ms: float = Field(default=1000.0, gt=0)
+    max_clock_rtt_ms: float = Field(default=50.0, gt=0)
 
     @model_validator(mode="after")
     def _band(self) -> LakeSettings:
@@ -333,6 +340,8 @@ class MlSettings(_Section):
     reload_interval_s: float = Field(default=2.0, gt=0)
     live_gap_wait_s: float = Field(default=1.0, ge=0)
     live_start: Literal["latest", "earliest"] = "latest"
+    # The retrain DAG's Asset event fires once this many new labelled windows reached gold.
+    retrain_min_new_windows: int = Field(default=200, ge=1)
 
     @model_validator(mode="after")
     def _shrinkage(self) -> MlSettings:

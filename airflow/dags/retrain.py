@@ -1,0 +1,58 @@
+"""retrain: build a training set from gold -> train candidates -> evaluate against @champion -> gate.
+
+Runs daily, and whenever ``data_quality`` reports enough new labelled windows in gold (an event
+on the gold.eeg_windows Asset). Task bodies are project functions (``batch_jobs.tasks``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import dag, task
+from airflow.timetables.assets import AssetOrTimeSchedule
+from airflow.timetables.trigger import CronTriggerTimetable
+from batch_jobs.assets import GOLD_WINDOWS
+
+
+@dag(
+    dag_id="retrain",
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * *", timezone="UTC"),
+                                 assets=[GOLD_WINDOWS]),
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"retries": 0, "execution_timeout": timedelta(minutes=30)},
+    tags=["neurolake", "models"],
+    doc_md=__doc__,
+)
+def retrain() -> None:
+    @task
+    def build_training_set() -> dict:
+        from batch_jobs import tasks
+
+        return tasks.build_training_set(tasks.settings())
+
+    @task
+    def train(training_set: dict) -> dict:
+        from batch_jobs import tasks
+
+        return tasks.train(tasks.settings(), training_set["path"])
+
+    @task
+    def evaluate(training_set: dict, trained: dict) -> dict:
+        from batch_jobs import tasks
+
+        return tasks.evaluate(tasks.settings(), training_set["path"], trained["registered_version"])
+
+    @task
+    def promote(decision: dict) -> dict:
+        from batch_jobs import tasks
+
+        return tasks.promote(tasks.settings(), decision)
+
+    training_set = build_training_set()
+    trained = train(training_set)
+    promote(evaluate(training_set, trained))
+
+
+retrain()

@@ -1,0 +1,204 @@
+"""Airflow task bodies: each takes settings, does one step with project functions, returns a small dict.
+
+The DAGs in ``airflow/dags`` only wire these together, so every step can also be run and tested
+without Airflow. Return values are JSON-able (they travel as XComs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from neurolake.errors import NeurolakeError
+from neurolake.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+class DataQualityError(NeurolakeError):
+    """One or more data-quality bounds were crossed; the message lists each."""
+
+
+def settings() -> Settings:
+    """Settings for a task process: Airflow passes NEUROLAKE_* through its environment."""
+    return load_settings()
+
+
+def _state_file(settings: Settings, name: str) -> Path:
+    return settings.paths.run_dir / f"{name}.json"
+
+
+def _read_state(settings: Settings, name: str) -> dict[str, Any]:
+    path = _state_file(settings, name)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _write_state(settings: Settings, name: str, state: dict[str, Any]) -> None:
+    path = _state_file(settings, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state))
+    tmp.replace(path)
+
+
+# --- retrain -------------------------------------------------------------------------------------
+
+def build_training_set(settings: Settings) -> dict[str, Any]:
+    from ml.dataset import build_training_set as build
+
+    training_set = build(settings.paths.lake_root, settings.ml)
+    path = (settings.paths.home / "ml" / "training_sets"
+            / f"gold_v{training_set.table_version}_{time.strftime('%Y%m%dT%H%M%S')}.parquet")
+    training_set.save(path)
+    return {"path": str(path), **training_set.summary()}
+
+
+def train(settings: Settings, training_set_path: str) -> dict[str, Any]:
+    from ml.dataset import TrainingSet
+    from ml.registry import train_candidates
+
+    result = train_candidates(settings, TrainingSet.load(Path(training_set_path)))
+    return result.as_dict()
+
+
+def evaluate(settings: Settings, training_set_path: str, version: str) -> dict[str, Any]:
+    from ml.dataset import TrainingSet
+    from ml.registry import evaluate as compare
+
+    return asdict(compare(settings, version, TrainingSet.load(Path(training_set_path))))
+
+
+def promote(settings: Settings, decision: dict[str, Any]) -> dict[str, Any]:
+    from ml.registry import Decision, apply_decision
+
+    return asdict(apply_decision(settings, Decision(**decision)))
+
+
+# --- lake maintenance ----------------------------------------------------------------------------
+
+def delta_tables(settings: Settings) -> list[Path]:
+    root = settings.paths.lake_root
+    return sorted(p.parent for p in root.glob("*/*/_delta_log") if p.is_dir())
+
+
+def compact(settings: Settings) -> dict[str, Any]:
+    """Small files from micro-batches -> fewer, larger files (a new version; readers unaffected)."""
+    from deltalake import DeltaTable
+
+    report = {}
+    for path in delta_tables(settings):
+        metrics = DeltaTable(str(path)).optimize.compact()
+        report[f"{path.parent.name}.{path.name}"] = {
+            "files_removed": metrics.get("numFilesRemoved"), "files_added": metrics.get("numFilesAdded")}
+    log.info("compaction: %s", report)
+    return report
+
+
+def checkpoint(settings: Settings) -> dict[str, Any]:
+    """A checkpoint per table, so opening it reads one Parquet file instead of every JSON commit."""
+    from deltalake import DeltaTable
+
+    report = {}
+    for path in delta_tables(settings):
+        table = DeltaTable(str(path))
+        table.create_checkpoint()
+        table.cleanup_metadata()
+        report[f"{path.parent.name}.{path.name}"] = table.version()
+    return report
+
+
+def vacuum(settings: Settings) -> dict[str, Any]:
+    """Delete files no version younger than the retention refers to (time travel stays possible
+    within it)."""
+    from deltalake import DeltaTable
+
+    hours = settings.lake.vacuum_retention_hours
+    report = {}
+    for path in delta_tables(settings):
+        removed = DeltaTable(str(path)).vacuum(retention_hours=hours, dry_run=False,
+                                               enforce_retention_duration=True)
+        report[f"{path.parent.name}.{path.name}"] = len(removed)
+    log.info("vacuum (retention %d h): %s", hours, report)
+    return report
+
+
+# --- data quality --------------------------------------------------------------------------------
+
+def _dataset(settings: Settings, layer: str, name: str) -> ds.Dataset | None:
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        files = DeltaTable(str(settings.paths.lake_root / layer / name)).file_uris()
+    except TableNotFoundError:
+        return None
+    return ds.dataset(files, format="parquet") if files else None
+
+
+def data_quality(settings: Settings) -> dict[str, Any]:
+    """Counts, gaps, quarantine growth and clock offsets; raises DataQualityError past a bound."""
+    lake = settings.lake
+    problems: list[str] = []
+    counts = {}
+    for path in delta_tables(settings):
+        dataset = _dataset(settings, path.parent.name, path.name)
+        counts[f"{path.parent.name}.{path.name}"] = dataset.count_rows() if dataset else 0
+    samples = counts.get("silver.eeg_samples", 0)
+    lost = 0
+    gaps = _dataset(settings, "silver", "eeg_samples")
+    if gaps is not None:
+        lost = int(pc.sum(gaps.to_table(columns=["gap_before"], filter=pc.field("gap_before") > 0)
+                          .column("gap_before")).as_py() or 0)
+    lost_fraction = lost / max(1, samples + lost)
+    if lost_fraction > lake.max_lost_fraction:
+        problems.append(f"{lost} samples lost in gaps ({lost_fraction:.2%} > lake.max_lost_fraction "
+                        f"{lake.max_lost_fraction:.2%}): look at the edge's spool and the broker")
+    previous = _read_state(settings, "data_quality")
+    quarantine = counts.get("bronze.quarantine", 0)
+    growth = quarantine - int(previous.get("quarantine", 0))
+    if growth > lake.max_quarantine_growth:
+        problems.append(f"bronze.quarantine grew by {growth} records since the last check (bound "
+                        f"lake.max_quarantine_growth={lake.max_quarantine_growth}): see its reason column")
+    clocks: dict[str, dict[str, float]] = {}
+    status = _dataset(settings, "bronze", "device_status")
+    if status is not None:
+        frame = status.to_table(columns=["device_id", "timestamp_us", "clock_offset_us", "clock_rtt_us"]).to_pandas()
+        if not frame.empty:
+            latest = frame.sort_values("timestamp_us").groupby("device_id").tail(1)
+            for row in latest.itertuples():
+                offset_ms, rtt_ms = abs(row.clock_offset_us) / 1000, row.clock_rtt_us / 1000
+                clocks[row.device_id] = {"offset_ms": offset_ms, "rtt_ms": rtt_ms}
+                if offset_ms > lake.max_clock_offset_ms:
+                    problems.append(f"{row.device_id}: clock offset {offset_ms:.0f} ms > lake.max_clock_offset_ms "
+                                    f"{lake.max_clock_offset_ms:.0f} (is NTP running on the Pi?)")
+                if rtt_ms > lake.max_clock_rtt_ms:
+                    problems.append(f"{row.device_id}: clock probe round trip {rtt_ms:.0f} ms > "
+                                    f"lake.max_clock_rtt_ms {lake.max_clock_rtt_ms:.0f} (network congested)")
+    report = {"counts": counts, "samples_lost": lost, "lost_fraction": lost_fraction,
+              "quarantine_growth": growth, "clocks": clocks, "problems": problems}
+    _write_state(settings, "data_quality", {"quarantine": quarantine, "checked_at": time.time()})
+    log.info("data quality: %s", report)
+    if problems:
+        raise DataQualityError("data quality checks failed:\n- " + "\n- ".join(problems))
+    return report
+
+
+def new_labelled_windows(settings: Settings) -> dict[str, Any]:
+    """How many labelled windows reached gold since the last retrain trigger; ``trigger`` says
+    whether that is enough for a retrain (the caller then emits the gold Asset event)."""
+    dataset = _dataset(settings, "gold", "eeg_windows")
+    labelled = 0
+    if dataset is not None:
+        labelled = dataset.count_rows(filter=pc.field("label").is_valid() & (pc.field("label") != "rest"))
+    previous = int(_read_state(settings, "retrain_watch").get("labelled", 0))
+    trigger = labelled - previous >= settings.ml.retrain_min_new_windows
+    if trigger:
+        _write_state(settings, "retrain_watch", {"labelled": labelled, "at": time.time()})
+    return {"labelled": labelled, "since_last": labelled - previous, "trigger": trigger}
