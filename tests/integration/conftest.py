@@ -82,3 +82,27 @@ def read_topic(settings, topic: str, idle_s: float = 3.0, max_s: float = 60.0) -
         return messages
     finally:
         consumer.close()
+
+
+class ModelStack(BrokerStack):
+    """Broker, clock and a private MLflow tracking server (the project's own service spec)."""
+
+    def __init__(self, home: Path, **extra: str) -> None:
+        super().__init__(home)
+        self.env.update(extra)
+        self.settings = load_settings(environ=self.env, cwd=home)
+        from infra.stack import mlflow_spec
+
+        self.mlflow = mlflow_spec(self.settings)
+
+    def start(self) -> None:
+        super().start()
+        self.supervisor.start(self.mlflow)
+
+    def stop(self) -> None:
+        self.supervisor.stop(self.mlflow)
+        super().stop()
+
+    def run(self, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*self.cli_argv, *args], env={**self.env, **env}, cwd=self.home,
+                              capture_output=True, text=True, timeout=timeout)

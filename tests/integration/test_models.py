@@ -1,0 +1,188 @@
+"""Models end to end on real services: MLflow server, broker, Spark (lake scorer) and Airflow (dags test).
+
+One private stack per module, with a small simulated lake (6 sessions of 60 s): train, gate, refuse,
+score live and in the lake, and run the retrain DAG.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from batch_jobs.sample_lake import SESSION_START_US, session_tables, simulate_session, write_sample_lake
+from schemas.codec import default_codec
+from streaming_jobs.bronze import DeltaAppender
+from tests.integration.conftest import ModelStack, read_topic
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelStack]:
+    models = ModelStack(tmp_path_factory.mktemp("models"))
+    models.start()
+    write_sample_lake(models.settings, sessions=6, seconds=60)
+    yield models
+    models.stop()
+
+
+def _models(stack: ModelStack, **env: str) -> list[dict]:
+    result = stack.run("models", "--json", **env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_train_gates_and_refuses_a_worse_model(stack: ModelStack) -> None:
+    first = stack.run("train")
+    assert first.returncode == 0, first.stderr
+    assert "version 1 -> @champion: first champion" in first.stdout
+    (champion,) = _models(stack)
+    assert champion["aliases"] == ["champion"] and champion["held_out_balanced_accuracy"] >= 0.95
+    assert champion["dataset_version"] == "5" and champion["pipeline"] == "ssvep_lda"
+
+    shuffled = stack.run("train", "--shuffle-labels")
+    assert shuffled.returncode == 0, shuffled.stderr
+    assert "version 2 -> @challenger: does not beat champion 1" in shuffled.stdout
+    newest = _models(stack)[0]
+    assert newest["aliases"] == ["challenger"] and newest["promotion"] == "challenger"
+    assert newest["gate_balanced_accuracy"] < 0.6
+    listing = stack.run("models")
+    assert "@champion" in listing.stdout and "1.000" in listing.stdout
+
+
+def test_a_model_with_the_wrong_signature_is_refused(stack: ModelStack) -> None:
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
+    from sklearn.linear_model import LogisticRegression
+
+    mlflow.set_tracking_uri(stack.settings.mlflow.effective_tracking_uri)
+    frame = pd.DataFrame({"alpha": [0.0, 1.0, 0.2, 0.9], "beta": [1.0, 0.0, 0.8, 0.1]})
+    model = LogisticRegression().fit(frame, ["a", "b", "a", "b"])
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(model, name="model", signature=infer_signature(frame, ["a"]),
+                                        registered_model_name=stack.settings.mlflow.model_name)
+    version = info.registered_model_version
+    refused = stack.run("promote", str(version), "--force")
+    assert refused.returncode == 2
+    assert f"version {version} refused" in refused.stderr and "signature expects 2 columns" in refused.stderr
+    row = next(r for r in _models(stack) if r["version"] == str(version))
+    assert row["promotion"] == "refused" and "champion" not in row["aliases"]
+
+
+def test_empty_lake_gives_a_clear_error(stack: ModelStack, tmp_path: Path) -> None:
+    result = stack.run("train", NEUROLAKE_PATHS__LAKE_ROOT=str(tmp_path / "empty"))
+    assert result.returncode == 2
+    assert "gold.eeg_windows" in result.stderr and "no windows yet" in result.stderr
+
+
+def _produce_paced(stack: ModelStack, session, speed: float, stop: threading.Event) -> None:  # type: ignore[no-untyped-def]
+    from confluent_kafka import Producer
+
+    codec = default_codec()
+    producer = Producer(stack.settings.kafka.producer_config())
+    producer.produce("sessions", key=session.session_id.encode(), value=codec.encode("session", session.session_record))
+    started = time.monotonic()
+    for record in session.block_records():
+        due = started + record["first_sample_index"] / record["sample_rate_hz"] / speed
+        while not stop.is_set() and time.monotonic() < due:
+            time.sleep(0.005)
+        if stop.is_set():
+            break
+        producer.produce("eeg.raw", key=record["device_id"].encode(), value=codec.encode("eeg_block", record))
+        producer.poll(0)
+    producer.flush(10)
+
+
+def _wait_for(condition, timeout_s: float, log_path: Path) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, log_path.read_text()[-3000:]
+        time.sleep(0.2)
+
+
+def test_live_scorer_waits_for_a_champion_swaps_without_a_gap_and_agrees_with_the_lake(
+        stack: ModelStack, tmp_path: Path) -> None:
+    name = "live-test-model"
+    env = {"NEUROLAKE_MLFLOW__MODEL_NAME": name, "NEUROLAKE_ML__RELOAD_INTERVAL_S": "0.5"}
+    session = simulate_session(stack.settings, 20, 120.0, SESSION_START_US + 10**12)
+    windows, markers = session_tables(stack.settings, session)
+    log_path = tmp_path / "scorer.log"
+    with log_path.open("w") as log_file:
+        scorer = subprocess.Popen([*stack.cli_argv, "score", "live", "--start", "earliest"],
+                                  env={**stack.env, **env}, cwd=stack.home, stdout=log_file, stderr=log_file)
+    stop = threading.Event()
+    producer = threading.Thread(target=_produce_paced, args=(stack, session, 2.0, stop), daemon=True)
+    try:
+        _wait_for(lambda: f"no {name}@champion yet" in log_path.read_text(), 60, log_path)
+        producer.start()
+        assert stack.run("train", **env).returncode == 0  # v1: champion
+        assert stack.run("train", **env).returncode == 0  # v2: challenger (a tie does not promote)
+        time.sleep(3)
+        forced = stack.run("promote", "2", "--force", **env)
+        assert forced.returncode == 0, forced.stderr
+        producer.join(timeout=120)
+        time.sleep(3)
+    finally:
+        stop.set()
+        scorer.terminate()
+        scorer.wait(timeout=30)
+    assert scorer.returncode == 0, log_path.read_text()[-3000:]
+    codec = default_codec()
+    predictions = [codec.decode(m.value())[1] for m in read_topic(stack.settings, "eeg.predictions")]
+    mine = sorted((p for p in predictions if p["session_id"] == session.session_id),
+                  key=lambda p: p["window_start_index"])
+    versions = [p["model_version"] for p in mine]
+    assert versions[0] == "1" and versions[-1] == "2" and versions == sorted(versions), versions
+    hop = windows.column("window_start_index").to_pylist()[1] - windows.column("window_start_index").to_pylist()[0]
+    starts = [p["window_start_index"] for p in mine]
+    assert all(b - a == hop for a, b in zip(starts, starts[1:])), "a window was skipped at the swap"
+    assert all(p["latency_us"] >= 0 for p in mine)
+
+    # The lake scorer (Spark) scores the same session's gold windows with version 2: same labels.
+    gold = DeltaAppender(stack.settings.paths.lake_root, "gold")
+    silver = DeltaAppender(stack.settings.paths.lake_root, "silver")
+    silver.append("markers", markers, "live-test:markers", 0, ["date"])
+    gold.append("eeg_windows", windows, "live-test:eeg_windows", 0, ["date"])
+    lake = stack.run("score", "lake", "--version", "2", **env)
+    assert lake.returncode == 0, lake.stderr[-3000:]
+    assert "scored" in lake.stdout
+    scored = gold.read_columns("predictions", ["session_id", "window_start_index", "label", "model_version"])
+    lake_labels = {(r["window_start_index"]): r["label"] for r in scored.to_pylist()
+                   if r["session_id"] == session.session_id and r["model_version"] == "2"}
+    live_labels = {p["window_start_index"]: p["label"] for p in mine if p["model_version"] == "2"}
+    assert len(live_labels) > 20 and set(live_labels) <= set(lake_labels)
+    assert all(lake_labels[k] == v for k, v in live_labels.items())
+    again = stack.run("score", "lake", "--version", "2", **env)
+    assert "scored 0 windows" in again.stdout  # idempotent
+
+
+def _airflow(stack: ModelStack, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    from infra.stack import airflow_environment
+    from neurolake.settings import load_settings
+
+    settings = load_settings(environ={**stack.env, **extra}, cwd=stack.home)
+    env = {**stack.env, **extra, **airflow_environment(settings)}
+    return subprocess.run(["airflow", *args], env=env, cwd=stack.home, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_airflow_retrain_dag_runs_against_the_lake(stack: ModelStack, tmp_path: Path) -> None:
+    migrated = _airflow(stack, "db", "migrate")
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    run = _airflow(stack, "dags", "test", "retrain", NEUROLAKE_MLFLOW__MODEL_NAME="dag-test-model")
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-5000:]
+    assert "DagRun Finished: dag_id=retrain" in output and "state=success" in output
+    assert "gate: dag-test-model version 1 -> champion: first champion" in output
+
+    empty = _airflow(stack, "dags", "test", "retrain", NEUROLAKE_PATHS__LAKE_ROOT=str(tmp_path / "empty"),
+                     NEUROLAKE_MLFLOW__MODEL_NAME="dag-test-model")
+    output = empty.stdout + empty.stderr
+    assert "state=failed" in output and "no windows yet" in output
