@@ -18,8 +18,8 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def private_broker(extra_env: dict[str, str] | None = None) -> Iterator[Settings]:
-    from infra.stack import BrokerAndClock
+def private_broker(extra_env: dict[str, str] | None = None, with_mlflow: bool = False) -> Iterator[Settings]:
+    from infra.stack import BrokerAndClock, mlflow_spec
 
     with tempfile.TemporaryDirectory(prefix="neurolake-bench-") as home:
         port = _free_port()
@@ -28,12 +28,33 @@ def private_broker(extra_env: dict[str, str] | None = None) -> Iterator[Settings
             "NEUROLAKE_BROKER__PORT": str(port),
             "NEUROLAKE_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
             "NEUROLAKE_CLOCK__PORT": str(_free_port()),
+            "NEUROLAKE_MLFLOW__PORT": str(_free_port()),
+            "NEUROLAKE_PATHS__LAKE_ROOT": str(Path(home) / "lake"),
             **(extra_env or {}),
         }
         settings = load_settings(environ=env, cwd=Path(home))
         services = BrokerAndClock(settings)
+        mlflow = mlflow_spec(settings)
         try:
             services.start()
+            if with_mlflow:
+                services.supervisor.start(mlflow)
             yield settings
         finally:
+            services.supervisor.stop(mlflow)
             services.stop()
+
+
+def cli_environment(settings: Settings) -> dict[str, str]:
+    """This process's environment pointed at the private stack, for `neurolake` subprocesses."""
+    import os
+
+    return {
+        **os.environ,
+        "NEUROLAKE_PATHS__HOME": str(settings.paths.home),
+        "NEUROLAKE_PATHS__LAKE_ROOT": str(settings.paths.lake_root),
+        "NEUROLAKE_BROKER__PORT": str(settings.broker.port),
+        "NEUROLAKE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "NEUROLAKE_CLOCK__PORT": str(settings.clock.port),
+        "NEUROLAKE_MLFLOW__PORT": str(settings.mlflow.port),
+    }

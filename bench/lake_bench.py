@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._stack import private_broker  # noqa: E402
+from bench._stack import cli_environment, private_broker  # noqa: E402
 
 
 def newest_sample_us(table_path: Path) -> int | None:
@@ -46,14 +46,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=20.0)
     args = parser.parse_args()
     with private_broker() as settings:
-        env = {**os.environ}
-        env.update({
-            "NEUROLAKE_PATHS__HOME": str(settings.paths.home),
-            "NEUROLAKE_PATHS__LAKE_ROOT": str(settings.paths.lake_root),
-            "NEUROLAKE_BROKER__PORT": str(settings.broker.port),
-            "NEUROLAKE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-            "NEUROLAKE_CLOCK__PORT": str(settings.clock.port),
-        })
+        env = cli_environment(settings)
         cli = [sys.executable, "-m", "neurolake.cli"]
         logs = settings.paths.home / "bench-logs"
         logs.mkdir(parents=True, exist_ok=True)

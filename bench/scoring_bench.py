@@ -1,0 +1,154 @@
+"""Live scoring latency (window end -> prediction on eeg.predictions) and the lake scorer's freshness.
+
+Private broker and MLflow server; a champion trained on a small simulated lake. For each headset
+count: the live scorer (`neurolake score live`, reading from the latest offsets) and N simulated
+headsets run for --seconds. This process reads eeg.raw and eeg.predictions: the latency of a
+prediction is the time it was received here minus the Kafka timestamp of the eeg.raw block holding
+the window's last sample (when the edge produced it; same machine, same clock). The scorer's own
+figure (block arrival -> prediction produced) is printed too.
+
+With --lake: the streaming lake and `neurolake score lake --every 5` run alongside the headsets,
+and gold.predictions freshness is scored_us - window_end_us (window's last sample -> its row).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench._stack import cli_environment, private_broker  # noqa: E402
+
+
+def _percentiles(values: list[float]) -> str:
+    if not values:
+        return "no samples"
+    a = np.asarray(values)
+    return (f"p50 {np.percentile(a, 50):.1f} ms  p95 {np.percentile(a, 95):.1f} ms  "
+            f"p99 {np.percentile(a, 99):.1f} ms  (n={len(a)})")
+
+
+def _wait_for_text(path: Path, text: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in (path.read_text() if path.exists() else ""):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {text!r} in {path}")
+        time.sleep(0.2)
+
+
+def measure_live(settings, env: dict[str, str], headsets: int, seconds: float, logs: Path) -> None:  # type: ignore[no-untyped-def]
+    from confluent_kafka import OFFSET_END, Consumer, TopicPartition
+
+    from schemas.codec import default_codec
+
+    cli = [sys.executable, "-m", "neurolake.cli"]
+    scorer_log = logs / f"scorer-{headsets}.log"
+    scorer = subprocess.Popen([*cli, "score", "live", "--start", "latest"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=scorer_log.open("w"))
+    codec = default_codec()
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": "scoring-bench",
+                         "enable.auto.commit": False, "fetch.wait.max.ms": 5})
+    try:
+        _wait_for_text(scorer_log, "scoring with", 120)
+        metadata = consumer.list_topics(timeout=10).topics
+        consumer.assign([TopicPartition(t, p, OFFSET_END) for t in ("eeg.raw", "eeg.predictions")
+                         for p in metadata[t].partitions])
+        edge = subprocess.Popen([*cli, "edge", "simulate", "--headsets", str(headsets), "--stimulus",
+                                 "--duration", str(seconds + 10), "--prefix", f"bench{headsets}"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=(logs / f"edge-{headsets}.log").open("w"))
+        block_ms: dict[tuple[str, int], int] = {}
+        latencies, scorer_ms = [], []
+        warmup_until = time.monotonic() + 8
+        end = time.monotonic() + seconds + 8
+        while time.monotonic() < end:
+            for message in consumer.consume(1000, timeout=0.05):
+                received_ms = time.time_ns() / 1e6
+                if message.error():
+                    continue
+                _, record = codec.decode(message.value())
+                if message.topic() == "eeg.raw":
+                    key = (record["session_id"], record["first_sample_index"] + record["n_samples"])
+                    block_ms[key] = message.timestamp()[1]
+                elif time.monotonic() > warmup_until:
+                    produced = block_ms.get((record["session_id"], record["window_end_index"]))
+                    if produced is not None:
+                        latencies.append(received_ms - produced)
+                        scorer_ms.append(record["latency_us"] / 1000)
+        edge.wait(timeout=60)
+    finally:
+        consumer.close()
+        scorer.send_signal(signal.SIGTERM)
+        scorer.wait(timeout=30)
+    print(f"  live scorer, {headsets:>3} headset(s): block produced -> prediction received  {_percentiles(latencies)}")
+    print(f"  {'':>28} scorer only (block arrival -> produced)   {_percentiles(scorer_ms)}")
+
+
+def measure_lake(settings, env: dict[str, str], headsets: int, seconds: float, logs: Path) -> None:  # type: ignore[no-untyped-def]
+    from ml.dataset import read_table
+
+    cli = [sys.executable, "-m", "neurolake.cli"]
+    streams = subprocess.Popen([*cli, "stream", "start", "all"], env=env, stdout=subprocess.DEVNULL,
+                               stderr=(logs / "streams.log").open("w"), start_new_session=True)
+    scorer = subprocess.Popen([*cli, "score", "lake", "--every", "5"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=(logs / "lake-scorer.log").open("w"), start_new_session=True)
+    edge = subprocess.Popen([*cli, "edge", "simulate", "--headsets", str(headsets), "--stimulus",
+                             "--duration", str(seconds), "--prefix", "lake"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=(logs / "edge-lake.log").open("w"))
+    try:
+        edge.wait(timeout=seconds + 120)
+        time.sleep(20)
+    finally:
+        for process in (scorer, streams):
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+    rows, _ = read_table(settings.paths.lake_root, "gold", "predictions",
+                         ["session_id", "window_end_us", "scored_us"])
+    rows = rows[rows["session_id"].str.startswith("lake")] if not rows.empty else rows
+    ages = ((rows["scored_us"] - rows["window_end_us"]) / 1e6).tolist() if not rows.empty else []
+    if ages:
+        a = np.asarray(ages)
+        print(f"  lake scorer (every 5 s), {headsets} headsets: window end -> row in gold.predictions  "
+              f"p50 {np.percentile(a, 50):.1f} s  p95 {np.percentile(a, 95):.1f} s  (n={len(a)})")
+    else:
+        print("  lake scorer: no predictions for the lake run (see the logs in the bench home)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--headsets", default="1,8", help="comma-separated headset counts")
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--lake", action="store_true", help="also measure the lake scorer's freshness")
+    parser.add_argument("--lake-headsets", type=int, default=2)
+    args = parser.parse_args()
+    from batch_jobs.sample_lake import write_sample_lake
+    from ml.dataset import build_training_set
+    from ml.registry import train
+
+    with private_broker(with_mlflow=True) as settings:
+        env = cli_environment(settings)
+        logs = settings.paths.home / "bench-logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        write_sample_lake(settings, sessions=4, seconds=60)
+        result = train(settings, build_training_set(settings.paths.lake_root, settings.ml))
+        print(f"scoring bench: champion {settings.mlflow.model_name} v{result.registered_version}, "
+              f"{args.seconds:.0f} s per run after 8 s warm-up, 16 EEG ch + pulse at 250 Hz, "
+              f"2 s windows every 0.4 s (target p95 <= 250 ms)")
+        for headsets in (int(n) for n in args.headsets.split(",")):
+            measure_live(settings, env, headsets, args.seconds, logs)
+        if args.lake:
+            measure_lake(settings, env, args.lake_headsets, max(60.0, args.seconds), logs)
+
+
+if __name__ == "__main__":
+    main()
