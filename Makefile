@@ -4,7 +4,7 @@ VENV := .venv
 STAMP := $(VENV)/.neurolake-installed
 NEUROLAKE := $(VENV)/bin/neurolake
 DURATION ?= 0
-AIRFLOW ?= 0
+AIRFLOW ?= 1
 HEADSETS ?= 2
 PYTEST_ARGS ?=
 

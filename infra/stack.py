@@ -129,6 +129,10 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         "AIRFLOW__API__HOST": settings.airflow.host,
         "AIRFLOW__API__PORT": str(settings.airflow.port),
         "AIRFLOW__API__WORKERS": "1",
+        # Task processes report to the API server; the default URL is port 8080.
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": (
+            f"http://{settings.airflow.host}:{settings.airflow.port}/execution/"
+        ),
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(settings.airflow.log_server_port),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(settings.airflow.log_server_port + 1),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (

@@ -127,7 +127,7 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from neurolake.demo import run_demo
 
     return run_demo(settings, duration_s=args.duration, with_airflow=args.with_airflow,
-                    headsets=args.headsets)
+                    headsets=args.headsets, retrain_after_s=args.retrain_after)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--with-airflow", action="store_true", help="also start Airflow")
     demo.add_argument("--headsets", type=int, default=2, help="simulated headsets (0: none)")
+    demo.add_argument("--retrain-after", type=float, default=90.0,
+                      help="seconds of data before the retrain DAG is triggered (with Airflow)")
     demo.set_defaults(handler=_cmd_demo)
 
     stream = commands.add_parser("stream", help="the Spark streaming queries (Kafka -> Delta)")

@@ -41,6 +41,74 @@ def _start_streams(settings: Settings) -> subprocess.Popen[bytes]:
         )
 
 
+def _start_live_scorer(settings: Settings) -> subprocess.Popen[bytes]:
+    log_path = settings.paths.log_dir / "demo-live-scorer.log"
+    log.info("starting the live scorer; it scores once a model is @champion (log: %s)", log_path)
+    with log_path.open("ab") as log_file:
+        return subprocess.Popen([sys.executable, "-m", "neurolake.cli", "score", "live"],
+                                stdout=subprocess.DEVNULL, stderr=log_file)
+
+
+def _airflow(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    import os
+
+    from infra.stack import airflow_environment
+
+    return subprocess.run(["airflow", *args], env={**os.environ, **airflow_environment(settings)},
+                          capture_output=True, text=True, timeout=120)
+
+
+def _json_rows(output: str) -> list[dict]:
+    """The JSON list an `airflow ... -o json` command printed (log lines may surround it)."""
+    import json
+
+    for line in reversed(output.splitlines()):
+        if line.startswith("[{") or line.strip() == "[]":
+            try:
+                return json.loads(line)
+            except ValueError:
+                return []
+    return []
+
+
+def _retrain_with_airflow(settings: Settings, stop: threading.Event, timeout_s: float = 600) -> str:
+    """Trigger and unpause the retrain DAG, wait for the triggered run to finish; its state."""
+    triggered = _airflow(settings, "dags", "trigger", "retrain", "-o", "json")
+    if triggered.returncode != 0:
+        log.error("could not trigger the retrain DAG: %s", triggered.stderr.strip()[-500:])
+        return "not triggered"
+    created = _json_rows(triggered.stdout)
+    run_id = (created[0].get("dag_run_id") or created[0].get("run_id")) if created else None
+    # Unpaused after the trigger: the schedule's own (daily) run must not run first.
+    _airflow(settings, "dags", "unpause", "retrain")
+    log.info("retrain DAG run %s triggered; watch it at http://%s:%d/dags/retrain", run_id or "",
+             settings.airflow.host, settings.airflow.port)
+    deadline = time.monotonic() + timeout_s
+    state = "queued"
+    while not stop.is_set() and time.monotonic() < deadline:
+        listed = _airflow(settings, "dags", "list-runs", "retrain", "-o", "json")
+        mine = [r for r in _json_rows(listed.stdout) if run_id is None or r.get("run_id") == run_id]
+        if mine:
+            state = mine[0].get("state", state)
+            if state in ("success", "failed"):
+                break
+        stop.wait(5)
+    log.info("retrain DAG run: %s", state)
+    return state
+
+
+def _report_models(settings: Settings) -> None:
+    from ml.registry import list_models
+
+    try:
+        for row in list_models(settings)[:3]:
+            log.info("model %s v%s %s: held-out balanced accuracy %s (%s)", settings.mlflow.model_name,
+                     row["version"], ",".join("@" + a for a in row["aliases"]) or "-",
+                     row["held_out_balanced_accuracy"], row["reason"])
+    except Exception as exc:  # a report must not stop the shutdown
+        log.warning("could not list models: %s", exc)
+
+
 def _report_lake(settings: Settings) -> None:
     from batch_jobs.lake_sql import discover_tables, run_query
 
@@ -70,7 +138,8 @@ def _stop_child(child: subprocess.Popen[bytes] | None, name: str) -> None:
         child.wait()
 
 
-def run_demo(settings: Settings, duration_s: float, with_airflow: bool, headsets: int = 2) -> int:
+def run_demo(settings: Settings, duration_s: float, with_airflow: bool, headsets: int = 2,
+             retrain_after_s: float = 90.0) -> int:
     from infra import stack
 
     stop = threading.Event()
@@ -82,6 +151,7 @@ def run_demo(settings: Settings, duration_s: float, with_airflow: bool, headsets
     previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     edge: subprocess.Popen[bytes] | None = None
     streams: subprocess.Popen[bytes] | None = None
+    scorer: subprocess.Popen[bytes] | None = None
     try:
         status = stack.up(settings, with_airflow=with_airflow)
         for state in (s for s in status.services if s.running):
@@ -95,13 +165,21 @@ def run_demo(settings: Settings, duration_s: float, with_airflow: bool, headsets
         if headsets > 0:
             edge = _start_headsets(settings, headsets)
             streams = _start_streams(settings)
+            scorer = _start_live_scorer(settings)
         if duration_s > 0:
             log.info("demo running for %.0f s", duration_s)
         else:
             log.info("demo running until Ctrl-C")
         deadline = time.monotonic() + duration_s if duration_s > 0 else None
-        last_report = time.monotonic()
+        last_report = started = time.monotonic()
+        retrained = not (with_airflow and headsets > 0)
+        if not retrained:
+            log.info("the retrain DAG will be triggered after %.0f s of data", retrain_after_s)
         while not stop.is_set():
+            if not retrained and time.monotonic() - started >= retrain_after_s:
+                retrained = True
+                remaining = deadline - time.monotonic() if deadline is not None else 900.0
+                _retrain_with_airflow(settings, stop, timeout_s=max(60.0, remaining))
             if deadline is not None and time.monotonic() >= deadline:
                 break
             stop.wait(0.5)
@@ -109,7 +187,7 @@ def run_demo(settings: Settings, duration_s: float, with_airflow: bool, headsets
                 last_report = time.monotonic()
                 current = stack.status(settings)
                 unhealthy = [s.name for s in current.services if s.running and not s.healthy]
-                children = {"headsets": edge, "streams": streams}
+                children = {"headsets": edge, "streams": streams, "live scorer": scorer}
                 states = ", ".join(
                     f"{name} {'running' if c.poll() is None else f'EXITED ({c.returncode})'}"
                     for name, c in children.items() if c is not None
@@ -117,16 +195,18 @@ def run_demo(settings: Settings, duration_s: float, with_airflow: bool, headsets
                 log.info("stack %s; %s", "healthy" if not unhealthy else f"UNHEALTHY: {unhealthy}",
                          states or "no children")
         healthy = stack.status(settings).healthy and all(
-            c is None or c.poll() is None for c in (edge, streams)
+            c is None or c.poll() is None for c in (edge, streams, scorer)
         )
         return 0 if healthy else 1
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         _stop_child(edge, "simulated headsets")
+        _stop_child(scorer, "live scorer")
         if streams is not None and streams.poll() is None:
             time.sleep(5)  # let the queries take in the headsets' last records
         _stop_child(streams, "streaming queries")
         _report_lake(settings)
+        _report_models(settings)
         stopped = stack.down(settings)
         log.info("demo stopped: %s", ", ".join(stopped) or "nothing was running")
