@@ -186,8 +186,8 @@ def train_candidates(settings: Settings, training_set: TrainingSet, shuffle_labe
                      f"{cv.balanced_accuracy:.3f}" if cv else "n/a (one training session)",
                      held_out.balanced_accuracy, run.info.run_id)
     # Choose by CV (held out only when CV is impossible): the held-out sessions are the gate's.
-    best = max(result.runs, key=lambda r: (r.cv or r.held_out).get(
-        "cv_balanced_accuracy", r.held_out["held_out_balanced_accuracy"]))
+    best = max(result.runs, key=lambda r: r.cv["cv_balanced_accuracy"] if r.cv
+               else r.held_out["held_out_balanced_accuracy"])
     version = mlflow.register_model(f"runs:/{best.run_id}/model", settings.mlflow.model_name)
     result.registered_version = str(version.version)
     client.set_model_version_tag(settings.mlflow.model_name, version.version, "pipeline", best.pipeline)
