@@ -130,6 +130,14 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
                     headsets=args.headsets, retrain_after_s=args.retrain_after)
 
 
+def _cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    from dashboard.app import serve
+
+    if args.port is not None:
+        settings = settings.model_copy(update={"dashboard": settings.dashboard.model_copy(update={"port": args.port})})
+    return serve(settings, duration_s=args.duration)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="neurolake",
@@ -188,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("query", help='e.g. "SELECT count(*) FROM silver.eeg_samples"')
     sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
     sql.set_defaults(handler=_cmd_sql)
+
+    dashboard = commands.add_parser("dashboard", help="live EEG, spectra, head map, predictions, health")
+    dashboard.add_argument("--port", type=int, default=None, help="default: dashboard.port (15006)")
+    dashboard.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
+    dashboard.set_defaults(handler=_cmd_dashboard)
 
     clock = commands.add_parser("clock-server", help="the hub's UDP time service (started by `up`)")
     clock.set_defaults(handler=_cmd_clock_server)

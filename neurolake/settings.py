@@ -352,6 +352,17 @@ class MlSettings(_Section):
         return self
 
 
+class DashboardSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=15006, ge=1, le=65535)
+    window_s: float = Field(default=10.0, gt=1, le=60)
+    # Traces are pushed this often; spectra, head map and health once a second.
+    refresh_ms: int = Field(default=100, ge=20, le=2000)
+    # A session with no block for this long is shown as stopped.
+    stale_after_s: float = Field(default=3.0, gt=0)
+    flat_uv: float = Field(default=0.5, ge=0)
+
+
 class PathSettings(_Section):
     # Relative paths are resolved against the working directory once, at load time.
     home: Path = Path(".neurolake")
@@ -377,6 +388,7 @@ class Settings(_Section):
     edge: EdgeSettings = EdgeSettings()
     lake: LakeSettings = LakeSettings()
     ml: MlSettings = MlSettings()
+    dashboard: DashboardSettings = DashboardSettings()
     paths: PathSettings = PathSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

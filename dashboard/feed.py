@@ -1,0 +1,224 @@
+"""The dashboard server's one Kafka reader: live sessions in memory, read by every browser session.
+
+A background thread ``assign()``s the live topics from their latest offsets (``sessions`` from the
+beginning, to know channel names), decodes, filters each session's EEG with the lake's stateful
+filter, and keeps the last seconds per session in :class:`SessionBuffer`. Documents never touch
+Kafka: they copy what is new since their cursor, so a slow page never blocks the reader.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from neurolake.settings import Settings
+from schemas.codec import CodecError, default_codec, eeg_block_samples
+from streaming_jobs.signal.filters import FilterSpec, design_sos, filter_chunk, initial_state
+from streaming_jobs.signal.heart import detect_beats
+
+log = logging.getLogger(__name__)
+
+LIVE_TOPICS = ("eeg.raw", "eeg.predictions", "devices.status", "sensors.env", "camera.frames", "markers")
+
+
+@dataclass
+class SessionBuffer:
+    session_id: str
+    device_id: str
+    channel_names: tuple[str, ...]
+    channel_types: tuple[str, ...]
+    sample_rate_hz: float
+    montage: str
+    capacity: int
+    sos: np.ndarray
+    raw: np.ndarray = field(init=False)
+    filtered: np.ndarray = field(init=False)
+    seconds: np.ndarray = field(init=False)  # seconds since session start (sample index / rate)
+    total: int = 0  # samples appended so far: documents' cursors count in these
+    next_index: int | None = None
+    zi: np.ndarray | None = None
+    last_block_at: float = 0.0  # monotonic
+    block_times: deque = field(default_factory=lambda: deque(maxlen=2000))  # (total after, kafka ms)
+    predictions: deque = field(default_factory=lambda: deque(maxlen=500))
+    trials: list = field(default_factory=list)  # (start_us, end_us, label)
+    started_us: int = 0
+
+    def __post_init__(self) -> None:
+        n = len(self.channel_names)
+        self.raw = np.empty((0, n), np.float32)
+        self.filtered = np.empty((0, n), np.float32)
+        self.seconds = np.empty(0)
+
+    @property
+    def eeg_columns(self) -> list[int]:
+        return [i for i, t in enumerate(self.channel_types) if t == "eeg"]
+
+    def append(self, first_index: int, samples: np.ndarray, kafka_ms: int) -> None:
+        if self.zi is None or first_index != self.next_index:
+            self.zi = initial_state(self.sos, samples.shape[1])  # a gap restarts the filter
+        filtered, self.zi = filter_chunk(self.sos, self.zi, samples.astype(np.float64))
+        seconds = (first_index + np.arange(len(samples))) / self.sample_rate_hz
+        keep = self.capacity
+        self.raw = np.concatenate([self.raw, samples])[-keep:]
+        self.filtered = np.concatenate([self.filtered, filtered.astype(np.float32)])[-keep:]
+        self.seconds = np.concatenate([self.seconds, seconds])[-keep:]
+        self.total += len(samples)
+        self.next_index = first_index + len(samples)
+        self.last_block_at = time.monotonic()
+        self.block_times.append((self.total, kafka_ms))
+
+    def since(self, cursor: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, bool]:
+        """(new cursor, seconds, raw, filtered) appended after ``cursor``; ``reset`` when the cursor
+        fell out of the buffer (the document then redraws everything it gets)."""
+        new = self.total - cursor
+        reset = cursor == 0 or new > len(self.seconds)
+        take = len(self.seconds) if reset else new
+        if take <= 0:
+            return self.total, self.seconds[:0], self.raw[:0], self.filtered[:0], False
+        return self.total, self.seconds[-take:], self.raw[-take:], self.filtered[-take:], reset
+
+    def produced_ms_for(self, total: int) -> int | None:
+        """Kafka timestamp of the block whose last sample is sample number ``total``."""
+        for after, kafka_ms in reversed(self.block_times):
+            if after == total:
+                return kafka_ms
+            if after < total:
+                return None
+        return None
+
+    def heart_rate_bpm(self) -> float | None:
+        pulse = [i for i, t in enumerate(self.channel_types) if t == "pulse"]
+        if not pulse or len(self.raw) < 4 * self.sample_rate_hz:
+            return None
+        beats = detect_beats(self.raw[:, pulse[0]].astype(np.float64), self.sample_rate_hz)
+        if len(beats) < 3:
+            return None
+        return float(60.0 * self.sample_rate_hz / np.median(np.diff(beats)))
+
+
+@dataclass
+class DeviceHealth:
+    status: dict[str, Any] = field(default_factory=dict)
+    sensors: dict[str, Any] = field(default_factory=dict)
+    frame_jpeg: bytes | None = None
+    frame_at: float = 0.0
+
+
+class LiveFeed:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.lock = threading.Lock()
+        self.sessions: dict[str, SessionBuffer] = {}
+        self.session_records: dict[str, dict[str, Any]] = {}
+        self.devices: dict[str, DeviceHealth] = {}
+        self.push_latencies_ms: deque = deque(maxlen=20_000)
+        self.undecodable = 0
+        self.connection_error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dashboard-feed", daemon=True)
+        self.ready = threading.Event()
+
+    def start(self) -> LiveFeed:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def live_sessions(self) -> list[str]:
+        with self.lock:
+            return sorted(self.sessions, key=lambda s: -self.sessions[s].last_block_at)
+
+    def _buffer_for(self, record: dict[str, Any]) -> SessionBuffer | None:
+        session_id = record["session_id"]
+        buffer = self.sessions.get(session_id)
+        if buffer is not None:
+            return buffer
+        meta = self.session_records.get(session_id)
+        if meta is None:
+            return None  # the session record comes first on a healthy edge; wait for it
+        fs = float(meta["sample_rate_hz"])
+        lake = self.settings.lake
+        notch = lake.notch_hz if lake.notch_hz and lake.notch_hz < fs / 2 else None
+        sos = design_sos(FilterSpec(fs, lake.band_low_hz, min(lake.band_high_hz, 0.45 * fs), notch_hz=notch))
+        buffer = SessionBuffer(session_id, meta["device_id"], tuple(meta["channel_names"]),
+                               tuple(meta["channel_types"]), fs, meta.get("montage") or "standard_1020",
+                               int(self.settings.dashboard.window_s * fs * 1.2), sos,
+                               started_us=int(meta["started_us"]))
+        self.sessions[session_id] = buffer
+        return buffer
+
+    def _handle(self, topic: str, record: dict[str, Any], kafka_ms: int) -> None:
+        if topic == "sessions":
+            self.session_records[record["session_id"]] = record
+        elif topic == "eeg.raw":
+            buffer = self._buffer_for(record)
+            if buffer is not None and (buffer.next_index is None or record["first_sample_index"] >= buffer.next_index):
+                buffer.append(record["first_sample_index"], eeg_block_samples(record), kafka_ms)
+        elif topic == "eeg.predictions":
+            buffer = self.sessions.get(record["session_id"])
+            if buffer is not None:
+                buffer.predictions.append(record)
+        elif topic == "markers":
+            buffer = self.sessions.get(record["session_id"])
+            if buffer is not None and record["event"] == "START" and record.get("duration_s"):
+                start = int(record["timestamp_us"])
+                buffer.trials.append((start, start + int(record["duration_s"] * 1e6), record["label"]))
+                buffer.trials = buffer.trials[-200:]
+        elif topic == "devices.status":
+            self.devices.setdefault(record["device_id"], DeviceHealth()).status = record
+        elif topic == "sensors.env":
+            self.devices.setdefault(record["device_id"], DeviceHealth()).sensors = record
+        elif topic == "camera.frames":
+            health = self.devices.setdefault(record["device_id"], DeviceHealth())
+            health.frame_jpeg, health.frame_at = bytes(record["data"]), time.monotonic()
+
+    def _run(self) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+
+        codec = default_codec()
+        consumer = Consumer({**self.settings.kafka.client_config(), "group.id": "neurolake-dashboard",
+                             "enable.auto.commit": False, "fetch.wait.max.ms": 10,
+                             "logger": logging.getLogger("dashboard.rdkafka")})
+        try:
+            while not self._stop.is_set():
+                try:
+                    metadata = consumer.list_topics(timeout=5).topics
+                    self.connection_error = None
+                    break
+                except Exception as exc:  # broker not up yet: the page says so and keeps trying
+                    self.connection_error = f"cannot reach Kafka at {self.settings.kafka.bootstrap_servers}: {exc}"
+                    log.warning("dashboard %s; retrying", self.connection_error)
+                    self._stop.wait(2)
+            else:
+                return
+            assignment = [TopicPartition("sessions", p, OFFSET_BEGINNING)
+                          for p in (metadata["sessions"].partitions if "sessions" in metadata else [])]
+            for topic in LIVE_TOPICS:
+                if topic in metadata:
+                    assignment += [TopicPartition(topic, p, OFFSET_END) for p in metadata[topic].partitions]
+            consumer.assign(assignment)
+            self.ready.set()
+            while not self._stop.is_set():
+                messages = consumer.consume(1000, timeout=0.05)
+                if not messages:
+                    continue
+                with self.lock:
+                    for message in messages:
+                        if message.error():
+                            continue
+                        try:
+                            _, record = codec.decode(message.value())
+                        except CodecError:
+                            self.undecodable += 1  # bronze quarantines these; the page only counts
+                            continue
+                        self._handle(message.topic(), record, message.timestamp()[1])
+        finally:
+            consumer.close()

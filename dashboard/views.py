@@ -1,0 +1,111 @@
+"""What the dashboard draws, as plain numpy/scipy/MNE functions (no Bokeh, no Kafka)."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from functools import lru_cache
+
+import numpy as np
+from scipy.interpolate import griddata
+from scipy.signal import spectrogram as scipy_spectrogram
+from scipy.signal import welch
+
+from streaming_jobs.signal.features import BANDS
+
+
+def channel_scales(window: np.ndarray, floor_uv: float = 1.0) -> np.ndarray:
+    """Per-channel scale for stacked traces: a robust spread (4 x MAD), never below ``floor_uv``."""
+    if len(window) == 0:
+        return np.ones(window.shape[1])
+    centred = window - np.median(window, axis=0)
+    return np.maximum(4.0 * 1.4826 * np.median(np.abs(centred), axis=0), floor_uv)
+
+
+def stack(window: np.ndarray, scales: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """Channel k centred, scaled to about +-0.5 and shifted to row ``n_channels - 1 - k`` (first on top)."""
+    n = window.shape[1]
+    return (window - centres) / scales + (n - 1 - np.arange(n))
+
+
+def flat_channels(window: np.ndarray, names: Sequence[str], flat_uv: float) -> list[str]:
+    if len(window) < 2:
+        return []
+    return [name for name, sd in zip(names, window.std(axis=0)) if sd < flat_uv]
+
+
+def psd(window: np.ndarray, sample_rate_hz: float) -> tuple[np.ndarray, np.ndarray]:
+    """Welch PSD per channel (uV^2/Hz), frequencies up to Nyquist: (freqs, (n_freqs, n_channels))."""
+    nperseg = min(len(window), int(sample_rate_hz))
+    return welch(window, fs=sample_rate_hz, nperseg=nperseg, axis=0)
+
+
+def spectrogram_db(signal: np.ndarray, sample_rate_hz: float, max_hz: float = 60.0
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(freqs, times, power dB (freqs x times)) for one channel, half-second segments."""
+    nperseg = max(8, min(len(signal), int(sample_rate_hz // 2)))
+    freqs, times, power = scipy_spectrogram(signal, fs=sample_rate_hz, nperseg=nperseg,
+                                            noverlap=nperseg // 2)
+    keep = freqs <= max_hz
+    return freqs[keep], times, 10 * np.log10(np.maximum(power[keep], 1e-12))
+
+
+@lru_cache(maxsize=32)
+def scalp_positions(channel_names: tuple[str, ...], montage: str = "standard_1020") -> dict[str, tuple[float, float]]:
+    """2-D electrode positions in [-1, 1] from MNE's standard montage (MNE's own EEG layout
+    projection); channels the montage does not know are left out."""
+    import mne
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MNE's deprecation notice for the montage's old name
+        known = set(mne.channels.make_standard_montage(montage).ch_names)
+        names = [n for n in channel_names if n in known]
+        if len(names) < 3:
+            return {}
+        info = mne.create_info(names, 250.0, "eeg")
+        info.set_montage(montage, on_missing="ignore")
+        layout = mne.channels.make_eeg_layout(info)
+    centres = layout.pos[:, :2] + layout.pos[:, 2:] / 2
+    centres = (centres - 0.5) * 2 * 0.85  # inside the head circle
+    return {name: (float(x), float(y)) for name, (x, y) in zip(layout.names, centres)}
+
+
+def band_power_per_channel(window: np.ndarray, sample_rate_hz: float, band: str) -> np.ndarray:
+    low, high = BANDS[band]
+    freqs, power = psd(window, sample_rate_hz)
+    mask = (freqs >= low) & (freqs < high)
+    return np.log10(np.maximum(power[mask].sum(axis=0) * (freqs[1] - freqs[0]), 1e-12))
+
+
+def topomap_grid(values: np.ndarray, positions: Sequence[tuple[float, float]], resolution: int = 64) -> np.ndarray:
+    """Values interpolated over the unit-circle head (cubic inside the electrodes' hull, nearest
+    out to the rim), NaN outside the head; shape (resolution, resolution), row 0 at the bottom."""
+    axis = np.linspace(-1, 1, resolution)
+    gx, gy = np.meshgrid(axis, axis)
+    points = np.asarray(positions)
+    grid = griddata(points, values, (gx, gy), method="cubic")
+    nearest = griddata(points, values, (gx, gy), method="nearest")
+    grid = np.where(np.isnan(grid), nearest, grid)
+    grid[gx**2 + gy**2 > 1.0] = np.nan
+    return grid
+
+
+def stimulus_at(times_us: np.ndarray, trials: Sequence[tuple[int, int, str]]) -> list[str | None]:
+    """The trial label covering each time, None outside trials."""
+    labels: list[str | None] = []
+    for t in times_us:
+        labels.append(next((label for start, end, label in trials if start <= t < end), None))
+    return labels
+
+
+def running_accuracy(predictions: Sequence[tuple[int, int, str]], trials: Sequence[tuple[int, int, str]]
+                     ) -> tuple[float | None, int]:
+    """Share of predictions (window start, end, label) matching the trial that wholly contains the
+    window; (None, 0) while no window is known to lie in a trial."""
+    hits = total = 0
+    for start, end, label in predictions:
+        truth = next((name for t0, t1, name in trials if t0 <= start and end < t1), None)
+        if truth is not None:
+            total += 1
+            hits += truth == label
+    return (hits / total if total else None), total
