@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import numpy as np
+
+from dashboard import views
+
+
+def test_stacked_traces_put_each_channel_on_its_own_row() -> None:
+    rng = np.random.default_rng(0)
+    window = rng.normal(size=(500, 3)) * [1.0, 50.0, 1000.0] + [0, 100, -5000]
+    stacked = views.stack(window, views.channel_scales(window), np.median(window, axis=0))
+    assert np.allclose(np.median(stacked, axis=0), [2, 1, 0], atol=0.05)
+    assert np.all(np.percentile(np.abs(stacked - [2, 1, 0]), 99, axis=0) < 0.75)  # autoscaled alike
+
+
+def test_flat_channels_are_named() -> None:
+    window = np.column_stack([np.random.default_rng(1).normal(size=200) * 10, np.full(200, 3.0)])
+    assert views.flat_channels(window, ["O1", "O2"], flat_uv=0.5) == ["O2"]
+
+
+def test_scalp_positions_come_from_the_mne_montage() -> None:
+    positions = views.scalp_positions(("Fp1", "O1", "C3", "not-an-electrode"))
+    assert set(positions) == {"Fp1", "O1", "C3"}
+    assert positions["Fp1"][1] > positions["C3"][1] > positions["O1"][1]  # front to back
+    assert all(x * x + y * y < 1 for x, y in positions.values())
+
+
+def test_topomap_is_blank_outside_the_head_and_exact_at_electrodes() -> None:
+    positions = [(-0.5, 0.5), (0.5, 0.5), (0.0, -0.5), (0.0, 0.0)]
+    grid = views.topomap_grid(np.array([1.0, 2.0, 3.0, 4.0]), positions, resolution=65)
+    assert np.isnan(grid[0, 0]) and np.isnan(grid[-1, -1])
+    assert abs(grid[32, 32] - 4.0) < 1e-6
+
+
+def test_running_accuracy_counts_windows_inside_trials_only() -> None:
+    trials = [(0, 4_000_000, "a"), (6_000_000, 10_000_000, "b")]
+    predictions = [(0, 2_000_000, "a"), (1_000_000, 3_000_000, "b"), (3_000_000, 5_000_000, "a"),
+                   (7_000_000, 9_000_000, "b")]
+    assert views.running_accuracy(predictions, trials) == (2 / 3, 3)
+    assert views.running_accuracy([], trials) == (None, 0)
+
+
+def test_psd_finds_a_sinusoid() -> None:
+    t = np.arange(500) / 250.0
+    freqs, power = views.psd(np.sin(2 * np.pi * 12 * t)[:, None], 250.0)
+    assert freqs[np.argmax(power[:, 0])] == 12.0
