@@ -49,6 +49,14 @@ def _start_live_scorer(settings: Settings) -> subprocess.Popen[bytes]:
                                 stdout=subprocess.DEVNULL, stderr=log_file)
 
 
+def _start_dashboard(settings: Settings) -> subprocess.Popen[bytes]:
+    log_path = settings.paths.log_dir / "demo-dashboard.log"
+    log.info("dashboard: http://%s:%d/ (log: %s)", settings.dashboard.host, settings.dashboard.port, log_path)
+    with log_path.open("ab") as log_file:
+        return subprocess.Popen([sys.executable, "-m", "neurolake.cli", "dashboard"],
+                                stdout=subprocess.DEVNULL, stderr=log_file)
+
+
 def _airflow(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     import os
 
@@ -152,6 +160,7 @@ def run_demo(settings: Settings, duration_s: float, with_airflow: bool, headsets
     edge: subprocess.Popen[bytes] | None = None
     streams: subprocess.Popen[bytes] | None = None
     scorer: subprocess.Popen[bytes] | None = None
+    dashboard: subprocess.Popen[bytes] | None = None
     try:
         status = stack.up(settings, with_airflow=with_airflow)
         for state in (s for s in status.services if s.running):
@@ -166,6 +175,7 @@ def run_demo(settings: Settings, duration_s: float, with_airflow: bool, headsets
             edge = _start_headsets(settings, headsets)
             streams = _start_streams(settings)
             scorer = _start_live_scorer(settings)
+            dashboard = _start_dashboard(settings)
         if duration_s > 0:
             log.info("demo running for %.0f s", duration_s)
         else:
@@ -187,7 +197,8 @@ def run_demo(settings: Settings, duration_s: float, with_airflow: bool, headsets
                 last_report = time.monotonic()
                 current = stack.status(settings)
                 unhealthy = [s.name for s in current.services if s.running and not s.healthy]
-                children = {"headsets": edge, "streams": streams, "live scorer": scorer}
+                children = {"headsets": edge, "streams": streams, "live scorer": scorer,
+                            "dashboard": dashboard}
                 states = ", ".join(
                     f"{name} {'running' if c.poll() is None else f'EXITED ({c.returncode})'}"
                     for name, c in children.items() if c is not None
@@ -195,7 +206,7 @@ def run_demo(settings: Settings, duration_s: float, with_airflow: bool, headsets
                 log.info("stack %s; %s", "healthy" if not unhealthy else f"UNHEALTHY: {unhealthy}",
                          states or "no children")
         healthy = stack.status(settings).healthy and all(
-            c is None or c.poll() is None for c in (edge, streams, scorer)
+            c is None or c.poll() is None for c in (edge, streams, scorer, dashboard)
         )
         return 0 if healthy else 1
     finally:
@@ -203,6 +214,7 @@ def run_demo(settings: Settings, duration_s: float, with_airflow: bool, headsets
             signal.signal(sig, handler)
         _stop_child(edge, "simulated headsets")
         _stop_child(scorer, "live scorer")
+        _stop_child(dashboard, "dashboard")
         if streams is not None and streams.poll() is None:
             time.sleep(5)  # let the queries take in the headsets' last records
         _stop_child(streams, "streaming queries")
