@@ -62,7 +62,11 @@ def test_a_model_with_the_wrong_signature_is_refused(stack: ModelStack) -> None:
     from mlflow.models import infer_signature
     from sklearn.linear_model import LogisticRegression
 
+    # MLflow keeps the tracking and registry URIs and the active experiment per process: an earlier
+    # test in this process may have pointed them at its own (now stopped) server.
     mlflow.set_tracking_uri(stack.settings.mlflow.effective_tracking_uri)
+    mlflow.set_registry_uri(stack.settings.mlflow.effective_tracking_uri)
+    mlflow.set_experiment("signature-test")
     frame = pd.DataFrame({"alpha": [0.0, 1.0, 0.2, 0.9], "beta": [1.0, 0.0, 0.8, 0.1]})
     model = LogisticRegression().fit(frame, ["a", "b", "a", "b"])
     with mlflow.start_run():
