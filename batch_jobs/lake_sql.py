@@ -26,19 +26,16 @@ def discover_tables(lake_root: Path) -> dict[str, Path]:
 
 def connect(lake_root: Path):  # type: ignore[no-untyped-def]
     import duckdb
-    import pyarrow.dataset as ds
-    from deltalake import DeltaTable
+
+    from streaming_jobs.bronze import delta_dataset
 
     con = duckdb.connect()
     for layer in LAYERS:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
     for name, path in discover_tables(lake_root).items():
-        table = DeltaTable(str(path))
-        files = table.file_uris()
-        if not files:
+        dataset, _ = delta_dataset(path)
+        if dataset is None:
             continue
-        dataset = ds.dataset(files, format="parquet", partitioning="hive",
-                             partition_base_dir=str(path))
         alias = name.replace(".", "__")
         con.register(alias, dataset)
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM {alias}")

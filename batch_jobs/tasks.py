@@ -132,14 +132,9 @@ def vacuum(settings: Settings) -> dict[str, Any]:
 # --- data quality --------------------------------------------------------------------------------
 
 def _dataset(settings: Settings, layer: str, name: str) -> ds.Dataset | None:
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
+    from streaming_jobs.bronze import delta_dataset
 
-    try:
-        files = DeltaTable(str(settings.paths.lake_root / layer / name)).file_uris()
-    except TableNotFoundError:
-        return None
-    return ds.dataset(files, format="parquet") if files else None
+    return delta_dataset(settings.paths.lake_root / layer / name)[0]
 
 
 def data_quality(settings: Settings) -> dict[str, Any]:

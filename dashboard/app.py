@@ -341,16 +341,19 @@ class HistoryPanel:
 
     def show(self) -> None:
         import pyarrow.dataset as ds
-        from deltalake import DeltaTable
+
+        from streaming_jobs.bronze import delta_dataset
 
         session_id = self.sessions.value
         if not session_id:
             return
-        path = self.settings.paths.lake_root / "silver" / "eeg_samples"
-        files = DeltaTable(str(path)).file_uris()
+        samples, _ = delta_dataset(self.settings.paths.lake_root / "silver" / "eeg_samples")
+        if samples is None:
+            self.info.text = "silver.eeg_samples is empty"
+            return
         fs = 250.0
         first = int(self.start.value * fs)
-        table = ds.dataset(files, format="parquet").to_table(
+        table = samples.to_table(
             columns=["sample_index", "filtered"],
             filter=(ds.field("session_id") == session_id) & (ds.field("sample_index") >= first)
             & (ds.field("sample_index") < first + int(10 * fs)))

@@ -122,20 +122,12 @@ def split_sessions(session_ids: list[str], holdout_fraction: float) -> list[str]
 def read_table(lake_root: Path, layer: str, name: str, columns: list[str] | None = None,
                version: int | None = None) -> tuple[pd.DataFrame, int | None]:
     """A Delta table (at a version) as pandas, and the version read; (empty, None) if absent."""
-    import pyarrow.dataset as ds
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
+    from streaming_jobs.bronze import delta_dataset
 
-    path = lake_root / layer / name
-    try:
-        table = DeltaTable(str(path), version=version)
-    except TableNotFoundError:
-        return pd.DataFrame(columns=columns or []), None
-    files = table.file_uris()
-    if not files:
-        return pd.DataFrame(columns=columns or []), table.version()
-    # Reading the files through Arrow rather than delta-rs' reader: the latter aborts at exit (#2184).
-    return ds.dataset(files, format="parquet").to_table(columns=columns).to_pandas(), table.version()
+    dataset, read_version = delta_dataset(lake_root / layer / name, version)
+    if dataset is None:
+        return pd.DataFrame(columns=columns or []), read_version
+    return dataset.to_table(columns=columns).to_pandas(), read_version
 
 
 def label_intervals(lake_root: Path, settings: MlSettings, sessions: list[str]) -> pd.DataFrame:

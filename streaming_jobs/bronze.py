@@ -239,19 +239,27 @@ class DeltaAppender:
 
     def read_columns(self, name: str, columns: list[str], where: Any = None) -> pa.Table | None:
         """Selected columns of a table (optionally filtered by a pyarrow dataset expression,
-        pushed down to the Parquet files), through a reader that exits cleanly (delta-rs #2184)."""
-        from deltalake import DeltaTable
-        from deltalake.exceptions import TableNotFoundError
-        import pyarrow.dataset as ds
+        pushed down to the Parquet files)."""
+        dataset, _ = delta_dataset(self.path(name))
+        return None if dataset is None else dataset.to_table(columns=columns, filter=where)
 
-        try:
-            table = DeltaTable(str(self.path(name)))
-        except TableNotFoundError:
-            return None
-        files = table.file_uris()
-        if not files:
-            return None
-        return ds.dataset(files, format="parquet").to_table(columns=columns, filter=where)
+
+def delta_dataset(path: Path, version: int | None = None) -> tuple[Any, int | None]:
+    """A Delta table's Parquet files (at ``version``, default latest) as one Arrow dataset with its
+    hive partition columns, and the version read: (None, None) without a table, (None, version)
+    when it has no files. Read through Arrow because delta-rs' own reader aborts at exit (#2184)."""
+    import pyarrow.dataset as ds
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        table = DeltaTable(str(path), version=version)
+    except TableNotFoundError:
+        return None, None
+    files = table.file_uris()
+    if not files:
+        return None, table.version()
+    return ds.dataset(files, format="parquet", partitioning="hive", partition_base_dir=str(path)), table.version()
 
 
 def seed_index(appender: DeltaAppender) -> SeqIndex:

@@ -244,16 +244,14 @@ def run_live_scorer(settings: Settings, duration_s: float | None = None, start: 
                     blocks.setdefault(record["session_id"], []).append(_block_from_record(record))
                 else:
                     scorer.counters.undecodable += 1
+            if not blocks:
+                # Sessions waiting out a gap, or for their session record, move on with time.
+                arrival = now_us()
+                blocks = {s: [] for s, st in scorer.sessions.items() if st.pending}
             for session_id, session_blocks in blocks.items():
                 for prediction in scorer.on_blocks(session_id, session_blocks, arrival):
                     producer.produce(PREDICTIONS_TOPIC, key=prediction["device_id"].encode(),
                                      value=codec.encode("prediction", prediction))
-            if not blocks:
-                # Sessions waiting out a gap, or for their session record, move on with time.
-                for session_id in [s for s, st in scorer.sessions.items() if st.pending]:
-                    for prediction in scorer.on_blocks(session_id, [], now_us()):
-                        producer.produce(PREDICTIONS_TOPIC, key=prediction["device_id"].encode(),
-                                         value=codec.encode("prediction", prediction))
             producer.poll(0)
             if time.monotonic() >= next_report:
                 next_report = time.monotonic() + 10
