@@ -48,6 +48,7 @@ class SessionBuffer:
     predictions: deque = field(default_factory=lambda: deque(maxlen=500))
     trials: list = field(default_factory=list)  # (start_us, end_us, label)
     started_us: int = 0
+    _bpm: tuple[float, float | None] = (0.0, None)  # (computed at, value): shared by every tab
 
     def __post_init__(self) -> None:
         n = len(self.channel_names)
@@ -93,6 +94,16 @@ class SessionBuffer:
         return None
 
     def heart_rate_bpm(self) -> float | None:
+        """Median beat interval of the buffered pulse channel, recomputed at most every 2 s (every
+        open tab asks once a second, under the feed's lock)."""
+        computed_at, value = self._bpm
+        if time.monotonic() - computed_at < 2.0:
+            return value
+        value = self._detect_bpm()
+        self._bpm = (time.monotonic(), value)
+        return value
+
+    def _detect_bpm(self) -> float | None:
         pulse = [i for i, t in enumerate(self.channel_types) if t == "pulse"]
         if not pulse or len(self.raw) < 4 * self.sample_rate_hz:
             return None
