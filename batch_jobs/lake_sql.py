@@ -1,7 +1,7 @@
 """SQL over the lake's Delta tables with DuckDB (`neurolake sql`).
 
-Tables are exposed as ``bronze.eeg_blocks``, ``silver.eeg_samples``, ``gold.eeg_windows``... Each is
-read as an Arrow dataset of the Delta table's current files (DuckDB's own delta extension would have
+Tables are exposed as ``bronze.eeg_blocks``, ``silver.eeg_samples``, ``gold.eeg_windows``... Each
+table the query names is read as an Arrow dataset of the Delta table's files at the version asked (DuckDB's own delta extension would have
 to be downloaded; delta-rs' to_pandas may abort at exit, delta-rs issue 2184).
 """
 
@@ -10,44 +10,69 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-LAYERS = ("bronze", "silver", "gold")
+from batch_jobs.lake_tables import LAYERS, arrow_schema, open_table, resolve_version, table_path
+
+# `FROM gold.eeg_windows VERSION AS OF 3` / `TIMESTAMP AS OF '2026-11-21T10:00'` (Delta's syntax).
+TIME_TRAVEL = re.compile(
+    r"\b(bronze|silver|gold)\.(\w+)\s+(?:VERSION\s+AS\s+OF\s+(\d+)|TIMESTAMP\s+AS\s+OF\s+'([^']*)')",
+    re.IGNORECASE)
+TABLE_REFERENCE = re.compile(r"\b(bronze|silver|gold)\.(\w+)\b", re.IGNORECASE)
 
 
-def discover_tables(lake_root: Path) -> dict[str, Path]:
-    tables = {}
-    for layer in LAYERS:
-        for log_dir in sorted((lake_root / layer).glob("*/_delta_log")):
-            tables[f"{layer}.{log_dir.parent.name}"] = log_dir.parent
-    return tables
+@dataclass
+class QueryResult:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    versions: list[tuple[str, int]]  # (table, Delta version read), in the order registered
 
 
-def connect(lake_root: Path):  # type: ignore[no-untyped-def]
+def _register(con: Any, lake_root: Path, name: str, view: str, version: int | None,
+              as_of: str | None) -> int:
+    import pyarrow as pa
+
+    dataset, read, path = open_table(lake_root, name, version, as_of)
+    source = dataset if dataset is not None else pa.table({f.name: pa.array([], f.type) for f in arrow_schema(path, read)})
+    alias = view.replace(".", "__")
+    con.register(alias, source)
+    con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {alias}")
+    return read
+
+
+def run_query(lake_root: Path, sql: str, version: int | None = None,
+              as_of: str | None = None) -> QueryResult:
+    """Run ``sql``; every table it names is read at ``version``/``as_of`` (default: latest) unless
+    the query says ``VERSION AS OF`` / ``TIMESTAMP AS OF`` after it."""
     import duckdb
 
-    from streaming_jobs.bronze import delta_dataset
-
     con = duckdb.connect()
-    for layer in LAYERS:
-        con.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
-    for name, path in discover_tables(lake_root).items():
-        dataset, _ = delta_dataset(path)
-        if dataset is None:
-            continue
-        alias = name.replace(".", "__")
-        con.register(alias, dataset)
-        con.execute(f"CREATE VIEW {name} AS SELECT * FROM {alias}")
-    return con
-
-
-def run_query(lake_root: Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    con = connect(lake_root)
     try:
+        for layer in LAYERS:
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {layer}")
+        versions: list[tuple[str, int]] = []
+
+        def pinned(match: re.Match[str]) -> str:
+            layer, table, at_version, at_time = match.groups()
+            name = f"{layer.lower()}.{table}"
+            read = resolve_version(table_path(lake_root, name), name,
+                                   int(at_version) if at_version is not None else None, at_time)
+            view = f"{layer.lower()}.{table}__v{read}"
+            versions.append((name, _register(con, lake_root, name, view, read, None)))
+            return view
+
+        sql = TIME_TRAVEL.sub(pinned, sql)
+        for layer, table in {(m[0].lower(), m[1]) for m in TABLE_REFERENCE.findall(sql)}:
+            name = f"{layer}.{table}"
+            if re.fullmatch(r".+__v\d+", table):
+                continue
+            versions.append((name, _register(con, lake_root, name, name, version, as_of)))
         cursor = con.execute(sql)
         columns = [d[0] for d in cursor.description] if cursor.description else []
-        return columns, cursor.fetchall()
+        return QueryResult(columns, cursor.fetchall(), versions)
     finally:
         con.close()
 

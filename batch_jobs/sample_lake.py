@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from batch_jobs.recording import Recording
 from edge_producers.devices.sensors import SimulatedRoomSensors
 from edge_producers.devices.simulated import SimulatedEeg
 from edge_producers.stimulus import StimulusSchedule
 from neurolake.settings import Settings, StimulusSettings
-from schemas.codec import samples_to_bytes, times_to_bytes
 from streaming_jobs.bronze import DeltaAppender, utc_date
 from streaming_jobs.session_processor import Block, SessionState, info_from_session_record, process
 from streaming_jobs.silver_gold import WINDOW_COLUMNS, label_windows, processor_config
@@ -55,28 +55,33 @@ class SimulatedSession:
     def session_id(self) -> str:
         return str(self.session_record["session_id"])
 
-    def block_records(self) -> Iterator[dict[str, Any]]:
-        """The blocks as ``eeg_block`` records, as a headset would publish them."""
-        for block in self.blocks:
-            yield {
-                "device_id": block.device_id, "session_id": self.session_id, "seq": block.seq,
-                "first_sample_index": block.first_sample_index, "n_samples": block.samples.shape[0],
-                "n_channels": block.samples.shape[1], "sample_rate_hz": block.sample_rate_hz,
-                "data": samples_to_bytes(block.samples), "device_times_us": times_to_bytes(block.device_times_us),
-                "produced_us": int(block.device_times_us[-1]), "clock_offset_us": block.clock_offset_us,
-                "clock_rtt_us": 0,
-            }
+    def marker_records(self) -> list[dict[str, Any]]:
+        """The schedule's START/END events as ``marker`` records (lab time)."""
+        end_us = self.start_us + int(self.seconds * 1e6)
+        return [
+            {"device_id": self.session_record["device_id"], "session_id": self.session_id, "seq": seq,
+             "timestamp_us": e.time_us, "event": e.event, "label": e.trial.label, "trial": e.trial.trial,
+             "stimulus_hz": e.trial.hz, "duration_s": self.stimulus.stimulus_s if e.event == "START" else None}
+            for seq, e in enumerate(self.schedule.events_between(self.start_us - 1, end_us))
+        ]
 
     def marker_rows(self) -> list[dict[str, Any]]:
         """``silver.markers`` rows of the schedule's START/END events."""
-        end_us = self.start_us + int(self.seconds * 1e6)
-        return [
-            {"session_id": self.session_id, "device_id": self.session_record["device_id"], "seq": seq,
-             "time_us": e.time_us, "event": e.event, "label": e.trial.label, "trial": e.trial.trial,
-             "stimulus_hz": e.trial.hz, "duration_s": self.stimulus.stimulus_s if e.event == "START" else None,
-             "date": utc_date(e.time_us)}
-            for seq, e in enumerate(self.schedule.events_between(self.start_us - 1, end_us))
-        ]
+        return [{"session_id": m["session_id"], "device_id": m["device_id"], "seq": m["seq"],
+                 "time_us": m["timestamp_us"], "event": m["event"], "label": m["label"], "trial": m["trial"],
+                 "stimulus_hz": m["stimulus_hz"], "duration_s": m["duration_s"], "date": utc_date(m["timestamp_us"])}
+                for m in self.marker_records()]
+
+    def recording(self) -> Recording:
+        return Recording(
+            dict(self.session_record), np.concatenate([b.samples for b in self.blocks]),
+            np.concatenate([b.device_times_us for b in self.blocks]),
+            np.concatenate([np.full(len(b.device_times_us), b.clock_offset_us, np.int64) for b in self.blocks]),
+            self.marker_records())
+
+    def block_records(self) -> Iterator[dict[str, Any]]:
+        """The blocks as ``eeg_block`` records, as a headset would publish them."""
+        return self.recording().block_records(BLOCK)
 
 
 def simulate_session(settings: Settings, number: int, seconds: float, start_us: int) -> SimulatedSession:

@@ -71,7 +71,7 @@ def main() -> None:
             time.sleep(10)
             from batch_jobs.lake_sql import run_query
 
-            rows = run_query(settings.paths.lake_root, "SELECT count(*) FROM silver.eeg_samples")[1][0][0]
+            rows = run_query(settings.paths.lake_root, "SELECT count(*) FROM silver.eeg_samples").rows[0][0]
         finally:
             os.killpg(streams.pid, signal.SIGTERM)
             try:

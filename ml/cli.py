@@ -79,12 +79,12 @@ def _cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_sample_lake(args: argparse.Namespace, settings: Settings) -> int:
+    from batch_jobs.progress import progress_bar
     from batch_jobs.sample_lake import write_sample_lake
 
-    def progress(done: int, total: int) -> None:
-        print(f"\rsimulated sessions: {done}/{total}", end="\n" if done == total else "", flush=True)
-
-    ids = write_sample_lake(settings, sessions=args.sessions, seconds=args.seconds, progress=progress)
+    with progress_bar(args.sessions, "simulated sessions", unit="session") as advance:
+        ids = write_sample_lake(settings, sessions=args.sessions, seconds=args.seconds,
+                                progress=lambda done, total: advance(1))
     print(f"wrote {len(ids)} sessions to {settings.paths.lake_root}")
     return 0
 

@@ -108,18 +108,14 @@ def _cmd_stream_status(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
     import duckdb
 
-    from batch_jobs.lake_sql import discover_tables, render, run_query
+    from batch_jobs.lake_sql import render, run_query
 
-    if not discover_tables(settings.paths.lake_root):
-        raise NeurolakeError(
-            f"no Delta tables under {settings.paths.lake_root} (paths.lake_root); run the streams "
-            "first (`neurolake stream start all`)"
-        )
     try:
-        columns, rows = run_query(settings.paths.lake_root, args.query)
+        result = run_query(settings.paths.lake_root, args.query, version=args.version, as_of=args.as_of)
     except duckdb.Error as exc:
         raise NeurolakeError(f"query failed: {str(exc).splitlines()[0]}") from None
-    print(render(columns, rows, args.format))
+    log.info("read %s", ", ".join(f"{name}@v{v}" for name, v in result.versions) or "no table")
+    print(render(result.columns, result.rows, args.format))
     return 0
 
 
@@ -195,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     sql = commands.add_parser("sql", help="SQL over the Delta tables (bronze.*, silver.*, gold.*)")
     sql.add_argument("query", help='e.g. "SELECT count(*) FROM silver.eeg_samples"')
     sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    travel = sql.add_mutually_exclusive_group()
+    travel.add_argument("--version", type=int, default=None,
+                        help="read every table the query names at this Delta version "
+                             "(or write `FROM gold.eeg_windows VERSION AS OF 3` in the query)")
+    travel.add_argument("--as-of", default=None, metavar="TIME",
+                        help="read every table as it was at this ISO time (UTC unless it says), "
+                             "or write `TIMESTAMP AS OF '2026-11-21T10:00'` in the query")
     sql.set_defaults(handler=_cmd_sql)
 
     dashboard = commands.add_parser("dashboard", help="live EEG, spectra, head map, predictions, health")
@@ -205,11 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     clock = commands.add_parser("clock-server", help="the hub's UDP time service (started by `up`)")
     clock.set_defaults(handler=_cmd_clock_server)
 
+    from batch_jobs.cli import add_access_commands
     from edge_producers.cli import add_edge_commands
     from ml.cli import add_ml_commands
 
     add_edge_commands(commands)
     add_ml_commands(commands)
+    add_access_commands(commands)
     return parser
 
 

@@ -118,7 +118,8 @@ def _report_models(settings: Settings) -> None:
 
 
 def _report_lake(settings: Settings) -> None:
-    from batch_jobs.lake_sql import discover_tables, run_query
+    from batch_jobs.lake_sql import run_query
+    from batch_jobs.lake_tables import discover_tables
 
     tables = discover_tables(settings.paths.lake_root)
     if not tables:
@@ -127,7 +128,7 @@ def _report_lake(settings: Settings) -> None:
     counts = []
     for name in tables:
         try:
-            _, rows = run_query(settings.paths.lake_root, f"SELECT count(*) FROM {name}")
+            rows = run_query(settings.paths.lake_root, f"SELECT count(*) FROM {name}").rows
             counts.append(f"{name}={rows[0][0]}")
         except Exception as exc:  # a report must not stop the shutdown
             counts.append(f"{name}=? ({exc})")

@@ -56,6 +56,16 @@ WINDOW_COLUMNS = ["session_id", "device_id", "window_start_index", "window_end_i
                   "railed_pct", "line_noise_ratio", "flat_channels", "samples_lost"]
 
 
+def _arrow_type(ddl: str) -> pa.DataType:
+    if ddl.startswith("ARRAY<"):
+        return pa.list_(_arrow_type(ddl[len("ARRAY<"):-1]))
+    return {"STRING": pa.string(), "BIGINT": pa.int64(), "INT": pa.int32(), "DOUBLE": pa.float64(),
+            "FLOAT": pa.float32()}[ddl]
+
+
+# The processor's output rows as Arrow (what ``toArrow()`` of a micro-batch gives the writer).
+OUTPUT_ARROW = pa.schema([(part.split()[0], _arrow_type(part.split()[1])) for part in OUTPUT_SCHEMA.split(", ")])
+
 DECODED_ARROW = pa.schema([
     ("kind", pa.string()), ("session_id", pa.string()), ("device_id", pa.string()),
     ("seq", pa.int64()), ("first_sample_index", pa.int64()), ("n_samples", pa.int32()),

@@ -13,7 +13,8 @@ import time
 import numpy as np
 import pytest
 
-from batch_jobs.lake_sql import discover_tables, run_query
+from batch_jobs.lake_sql import run_query
+from batch_jobs.lake_tables import discover_tables
 from tests.integration.conftest import BrokerStack
 
 pytestmark = pytest.mark.integration
@@ -38,7 +39,7 @@ def _kill(process: subprocess.Popen) -> None:
 def _count(root, sql: str) -> int:
     if "silver.eeg_samples" in sql and "silver.eeg_samples" not in discover_tables(root):
         return 0
-    return int(run_query(root, sql)[1][0][0])
+    return int(run_query(root, sql).rows[0][0])
 
 
 @pytest.mark.slow

@@ -1,0 +1,391 @@
+"""A recorded session as one object: its ``session`` record, every sample, its times and markers.
+
+Import builds one from a file, replay and export from the lake; writing it to the lake runs the
+streaming job's own session processor, so a backfilled session has the same silver and gold rows a
+live one would. Pure numpy here; the lake readers and writers at the bottom wrap delta-rs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from neurolake.errors import NeurolakeError
+
+log = logging.getLogger(__name__)
+
+VOLTAGE_TYPES = ("eeg", "eog", "emg", "ecg")
+MARKER_EVENTS = ("START", "END", "INSTANT")
+DEFAULT_BLOCK_SIZE = 25
+
+
+class RecordingError(NeurolakeError):
+    """A recording (a file, or a session in the lake) cannot be read, written or exported."""
+
+
+@dataclass
+class Recording:
+    """``samples[i]`` is sample index ``i`` of the session; where ``present`` is False the sample
+    was lost on the way (its values are zeros and it is never written or sent as data)."""
+
+    session: dict[str, Any]  # a `session` record (schemas/avro/session.avsc)
+    samples: np.ndarray  # (n, channels) float32, in the session's units
+    device_times_us: np.ndarray  # (n,) int64, the device's clock
+    clock_offset_us: np.ndarray  # (n,) int64, lab clock minus device clock
+    markers: list[dict[str, Any]] = field(default_factory=list)  # `marker` records, lab time
+    present: np.ndarray | None = None  # (n,) bool; None: every sample present
+
+    @property
+    def session_id(self) -> str:
+        return str(self.session["session_id"])
+
+    @property
+    def device_id(self) -> str:
+        return str(self.session["device_id"])
+
+    @property
+    def sample_rate_hz(self) -> float:
+        return float(self.session["sample_rate_hz"])
+
+    @property
+    def channel_names(self) -> list[str]:
+        return list(self.session["channel_names"])
+
+    @property
+    def channel_types(self) -> list[str]:
+        return list(self.session["channel_types"])
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def present_mask(self) -> np.ndarray:
+        return np.ones(self.n_samples, bool) if self.present is None else self.present
+
+    @property
+    def duration_s(self) -> float:
+        return self.n_samples / self.sample_rate_hz
+
+    def validate(self) -> Recording:
+        """Raises a RecordingError naming the field at fault; returns self."""
+        s = self.session
+        for name in ("device_id", "session_id"):
+            if not s.get(name):
+                raise RecordingError(f"session.{name} is empty; give one (--{name.split('_')[0]})")
+        if not s.get("sample_rate_hz") or not np.isfinite(s["sample_rate_hz"]) or s["sample_rate_hz"] <= 0:
+            raise RecordingError(f"session.sample_rate_hz must be a positive number, got {s.get('sample_rate_hz')!r}")
+        if self.samples.ndim != 2 or self.samples.shape[0] == 0 or self.samples.shape[1] == 0:
+            raise RecordingError(f"no samples: expected a (samples, channels) array, got shape {self.samples.shape}")
+        n, channels = self.samples.shape
+        if len(s["channel_names"]) != channels or len(s["channel_types"]) != channels:
+            raise RecordingError(
+                f"session.channel_names ({len(s['channel_names'])}) and channel_types "
+                f"({len(s['channel_types'])}) must both have one entry per data column ({channels})")
+        if len(set(s["channel_names"])) != channels:
+            twice = sorted({c for c in s["channel_names"] if s["channel_names"].count(c) > 1})
+            raise RecordingError(f"channel names must be unique; {', '.join(twice)} appear more than once")
+        if "eeg" not in s["channel_types"]:
+            raise RecordingError("the recording has no EEG channel (channel_types holds no 'eeg')")
+        if self.device_times_us.shape != (n,) or self.clock_offset_us.shape != (n,):
+            raise RecordingError(f"device_times_us and clock_offset_us need one value per sample ({n})")
+        if self.present is not None and self.present.shape != (n,):
+            raise RecordingError(f"present needs one flag per sample ({n})")
+        if not np.all(np.isfinite(self.samples[self.present_mask])):
+            bad = sorted({self.channel_names[c] for c in np.nonzero(~np.isfinite(self.samples).all(axis=0))[0]})
+            raise RecordingError(f"channels {', '.join(bad)} hold NaN or infinite values")
+        for i, marker in enumerate(self.markers):
+            if marker.get("event") not in MARKER_EVENTS:
+                raise RecordingError(f"marker {i}: event {marker.get('event')!r} is not one of {MARKER_EVENTS}")
+        return self
+
+    # -- time -----------------------------------------------------------------------------------
+
+    def lab_time_line(self) -> tuple[float, float]:
+        """(intercept_us, slope_us_per_sample): the lab time of sample ``i`` is ``a + b*i``, a
+        least-squares line through the present samples' device time plus offset (the dejitter)."""
+        index = np.nonzero(self.present_mask)[0]
+        lab = self.device_times_us[index] + self.clock_offset_us[index]
+        nominal = 1e6 / self.sample_rate_hz
+        if len(index) < 2:
+            return float(lab[0] - index[0] * nominal), nominal
+        origin = int(lab[0])
+        slope, intercept = np.polyfit(index.astype(np.float64), (lab - origin).astype(np.float64), 1)
+        return origin + float(intercept), float(slope)
+
+    def lab_start_us(self) -> int:
+        return int(round(self.lab_time_line()[0]))
+
+    def onset_s(self, lab_time_us: int) -> float:
+        """Seconds from sample 0 at the session's nominal rate (the time base of MNE and EDF)."""
+        intercept, slope = self.lab_time_line()
+        return (lab_time_us - intercept) / slope / self.sample_rate_hz
+
+    # -- blocks ---------------------------------------------------------------------------------
+
+    def runs(self) -> list[tuple[int, int]]:
+        """(first, stop) of each run of present samples."""
+        mask = self.present_mask.astype(np.int8)
+        edges = np.diff(np.concatenate([[0], mask, [0]]))
+        return list(zip(np.nonzero(edges == 1)[0].tolist(), np.nonzero(edges == -1)[0].tolist()))
+
+    def block_records(self, block_size: int | None = None, first_seq: int = 0) -> Iterator[dict[str, Any]]:
+        """The present samples as ``eeg_block`` records, in order, as a headset publishes them."""
+        from schemas.codec import samples_to_bytes, times_to_bytes
+
+        size = int(block_size or self.session.get("block_size") or DEFAULT_BLOCK_SIZE)
+        seq = first_seq
+        for first, stop in self.runs():
+            for start in range(first, stop, size):
+                end = min(start + size, stop)
+                times = self.device_times_us[start:end]
+                yield {
+                    "device_id": self.device_id, "session_id": self.session_id, "seq": seq,
+                    "first_sample_index": start, "n_samples": end - start,
+                    "n_channels": self.samples.shape[1], "sample_rate_hz": self.sample_rate_hz,
+                    "data": samples_to_bytes(self.samples[start:end]), "device_times_us": times_to_bytes(times),
+                    "produced_us": int(times[-1]), "clock_offset_us": int(self.clock_offset_us[end - 1]),
+                    "clock_rtt_us": 0,
+                }
+                seq += 1
+
+    def moved(self, session_id: str, device_id: str, shift_us: int) -> Recording:
+        """The same data as another session of another device, ``shift_us`` later (replay)."""
+        session = {**self.session, "session_id": session_id, "device_id": device_id,
+                   "started_us": int(self.session["started_us"]) + shift_us,
+                   "metadata": {**self.session.get("metadata", {}), "replay_of": self.session_id}}
+        markers = [{**m, "session_id": session_id, "device_id": device_id,
+                    "timestamp_us": int(m["timestamp_us"]) + shift_us} for m in self.markers]
+        return replace(self, session=session, device_times_us=self.device_times_us + shift_us, markers=markers)
+
+
+def recording_from_arrays(
+    *, session_id: str, device_id: str, samples: np.ndarray, sample_rate_hz: float,
+    channel_names: list[str], channel_types: list[str], start_us: int, board: str,
+    device_times_us: np.ndarray | None = None, markers: list[tuple[int, str, str, float | None]] = (),
+    subject_id: str | None = None, task: str | None = None, montage: str = "standard_1020",
+    metadata: dict[str, str] | None = None,
+) -> Recording:
+    """A recording from plain arrays, as importers find them. ``markers`` are (lab time us, event,
+    label, duration_s); without device times, samples are evenly spaced from ``start_us``."""
+    from neurolake import __version__
+
+    n = samples.shape[0]
+    if device_times_us is None:
+        device_times_us = start_us + np.rint(np.arange(n) * 1e6 / sample_rate_hz).astype(np.int64)
+    session = {
+        "device_id": device_id, "session_id": session_id, "seq": 0, "started_us": int(start_us),
+        "board": board, "sample_rate_hz": float(sample_rate_hz), "channel_names": list(channel_names),
+        "channel_types": list(channel_types), "units": "uV", "gain": 24.0, "montage": montage,
+        "block_size": DEFAULT_BLOCK_SIZE, "subject_id": subject_id, "task": task,
+        "software_version": f"neurolake-import {__version__}", "metadata": dict(metadata or {}),
+    }
+    trials: dict[str, int] = {}
+    marker_records = []
+    for seq, (time_us, event, label, duration_s) in enumerate(sorted(markers, key=lambda m: m[0])):
+        if event != "END":
+            trials[label] = trials.get(label, 0) + 1
+        marker_records.append({
+            "device_id": device_id, "session_id": session_id, "seq": seq, "timestamp_us": int(time_us),
+            "event": event, "label": label, "trial": trials.get(label, 0),
+            "stimulus_hz": stimulus_hz(label, metadata or {}), "duration_s": duration_s,
+        })
+    return Recording(session, np.ascontiguousarray(samples, dtype=np.float32),
+                     np.asarray(device_times_us, dtype=np.int64), np.zeros(n, np.int64), marker_records)
+
+
+def stimulus_hz(label: str, metadata: dict[str, str]) -> float | None:
+    value = metadata.get(f"stimulus.{label}")
+    return float(value) if value is not None else None
+
+
+def annotations(recording: Recording) -> list[tuple[float, float, str]]:
+    """The markers as (onset s, duration s, label): a START with its duration (or its END) is one
+    interval, an INSTANT a point; an END already covered by its START adds nothing."""
+    result, open_starts = [], {}
+    for marker in sorted(recording.markers, key=lambda m: (m["timestamp_us"], m["seq"])):
+        onset = recording.onset_s(int(marker["timestamp_us"]))
+        key = (marker["label"], marker.get("trial"))
+        if marker["event"] == "START":
+            if marker.get("duration_s") is not None:
+                result.append((onset, float(marker["duration_s"]), marker["label"]))
+            else:
+                open_starts[key] = (onset, len(result))
+                result.append((onset, 0.0, marker["label"]))
+        elif marker["event"] == "END":
+            if key in open_starts:
+                start, at = open_starts.pop(key)
+                result[at] = (start, onset - start, marker["label"])
+        else:
+            result.append((onset, 0.0, marker["label"]))
+    return result
+
+
+def markers_from_annotations(items: list[tuple[float, float, str]], lab_start_us: int,
+                             sample_rate_hz: float) -> list[tuple[int, str, str, float | None]]:
+    """The inverse of ``annotations``: an interval is a START with its duration and an END."""
+    del sample_rate_hz
+    result: list[tuple[int, str, str, float | None]] = []
+    for onset, duration, label in items:
+        at = lab_start_us + int(round(onset * 1e6))
+        if duration > 0:
+            result.append((at, "START", label, float(duration)))
+            result.append((at + int(round(duration * 1e6)), "END", label, None))
+        else:
+            result.append((at, "INSTANT", label, None))
+    return result
+
+
+# -- the lake ----------------------------------------------------------------------------------
+
+def read_session(lake_root: Path, session_id: str) -> Recording:
+    """A session as bronze holds it (exactly the records the lake received)."""
+    import pyarrow.compute as pc
+
+    from streaming_jobs.bronze import delta_dataset
+
+    sessions, _ = delta_dataset(lake_root / "bronze" / "sessions")
+    if sessions is None:
+        raise RecordingError(f"no sessions in the lake at {lake_root} (bronze.sessions is empty)")
+    rows = sessions.to_table(filter=pc.field("session_id") == session_id).to_pylist()
+    if not rows:
+        known = sessions.to_table(columns=["session_id"]).column("session_id").to_pylist()
+        close = [k for k in known if session_id in k or k in session_id][:3]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise RecordingError(
+            f"unknown session {session_id!r}: not in bronze.sessions{hint}; `neurolake sessions` lists them")
+    session = {k: v for k, v in rows[-1].items() if not k.startswith("kafka_") and k not in ("ingest_us", "date")}
+    session["metadata"] = dict(session.get("metadata") or {})
+    blocks_ds, _ = delta_dataset(lake_root / "bronze" / "eeg_blocks")
+    columns = ["seq", "first_sample_index", "n_samples", "n_channels", "data", "device_times_us", "clock_offset_us"]
+    blocks = (blocks_ds.to_table(columns=columns, filter=pc.field("session_id") == session_id)
+              if blocks_ds is not None else None)
+    if blocks is None or blocks.num_rows == 0:
+        raise RecordingError(f"session {session_id!r} has no EEG blocks in bronze.eeg_blocks")
+    blocks = blocks.sort_by("first_sample_index")
+    firsts = blocks.column("first_sample_index").to_numpy()
+    counts = blocks.column("n_samples").to_numpy()
+    n, channels = int((firsts + counts).max()), len(session["channel_names"])
+    samples = np.zeros((n, channels), np.float32)
+    times = np.zeros(n, np.int64)
+    offsets = np.zeros(n, np.int64)
+    present = np.zeros(n, bool)
+    for first, count, width, data, stamps, offset in zip(
+            firsts, counts, blocks.column("n_channels").to_numpy(), blocks.column("data").to_pylist(),
+            blocks.column("device_times_us").to_pylist(), blocks.column("clock_offset_us").to_numpy()):
+        if width != channels:
+            raise RecordingError(f"session {session_id!r}: a block has {width} channels, the session record {channels}")
+        samples[first:first + count] = np.frombuffer(data, "<f4").reshape(count, width)
+        times[first:first + count] = np.frombuffer(stamps, "<i8")
+        offsets[first:first + count] = offset
+        present[first:first + count] = True
+    markers_ds, _ = delta_dataset(lake_root / "bronze" / "markers")
+    markers = []
+    if markers_ds is not None:
+        marker_columns = ["device_id", "session_id", "seq", "timestamp_us", "event", "label", "trial",
+                          "stimulus_hz", "duration_s"]
+        markers = (markers_ds.to_table(columns=marker_columns, filter=pc.field("session_id") == session_id)
+                   .sort_by([("timestamp_us", "ascending"), ("seq", "ascending")]).to_pylist())
+    return Recording(session, samples, times, offsets, markers, None if present.all() else present)
+
+
+def list_sessions(lake_root: Path) -> list[dict[str, Any]]:
+    """Every session in bronze with its size: samples (present), markers, duration."""
+    from streaming_jobs.bronze import delta_dataset
+
+    sessions, _ = delta_dataset(lake_root / "bronze" / "sessions")
+    if sessions is None:
+        return []
+    columns = ["session_id", "device_id", "subject_id", "task", "started_us", "board", "sample_rate_hz",
+               "channel_names"]
+    rows = {r["session_id"]: r for r in sessions.to_table(columns=columns).to_pylist()}
+    counts: dict[str, int] = {}
+    blocks, _ = delta_dataset(lake_root / "bronze" / "eeg_blocks")
+    if blocks is not None:
+        grouped = blocks.to_table(columns=["session_id", "n_samples"]).group_by("session_id").aggregate(
+            [("n_samples", "sum")])
+        counts = dict(zip(grouped.column("session_id").to_pylist(), grouped.column("n_samples_sum").to_pylist()))
+    markers: dict[str, int] = {}
+    markers_ds, _ = delta_dataset(lake_root / "bronze" / "markers")
+    if markers_ds is not None:
+        grouped = markers_ds.to_table(columns=["session_id"]).group_by("session_id").aggregate([([], "count_all")])
+        markers = dict(zip(grouped.column("session_id").to_pylist(), grouped.column("count_all").to_pylist()))
+    result = []
+    for session_id, row in sorted(rows.items(), key=lambda kv: kv[1]["started_us"]):
+        samples = int(counts.get(session_id, 0))
+        result.append({
+            "session_id": session_id, "device_id": row["device_id"], "subject_id": row["subject_id"],
+            "task": row["task"], "started_us": row["started_us"], "board": row["board"],
+            "sample_rate_hz": row["sample_rate_hz"], "channels": len(row["channel_names"]),
+            "samples": samples, "duration_s": round(samples / row["sample_rate_hz"], 3),
+            "markers": int(markers.get(session_id, 0)),
+        })
+    return result
+
+
+def _bronze_table(record_type: str, records: list[dict[str, Any]], topic: str):  # type: ignore[no-untyped-def]
+    import pyarrow as pa
+
+    from streaming_jobs.bronze import TIME_FIELD, bronze_schema, utc_date
+
+    now = time.time_ns() // 1000
+    rows = [{**r, "kafka_topic": f"import:{topic}", "kafka_partition": -1, "kafka_offset": int(r["seq"]),
+             "ingest_us": now, "date": utc_date(int(r[TIME_FIELD[record_type]]))} for r in records]
+    return pa.Table.from_pylist(rows, schema=bronze_schema(record_type))
+
+
+def write_session(lake_root: Path, recording: Recording, config: Any,
+                  progress: Callable[[int], None] | None = None, chunk_s: float = 60.0) -> dict[str, int]:
+    """Backfill a recording into the lake: bronze (session, blocks, markers), silver and gold
+    through the streaming job's session processor. Each table's commit carries the app transaction
+    ``import:SESSION``, so a rerun writes nothing twice. ``progress`` gets samples done."""
+    import pyarrow as pa
+
+    from streaming_jobs.bronze import DeltaAppender, silver_projections
+    from streaming_jobs.session_processor import Block, SessionState, info_from_session_record, process
+    from streaming_jobs.silver_gold import OUTPUT_ARROW, SilverGoldBatchWriter, output_frames
+
+    recording.validate()
+    app = f"import:{recording.session_id}"
+    bronze, silver = DeltaAppender(lake_root, "bronze"), DeltaAppender(lake_root, "silver")
+    bronze.append("sessions", _bronze_table("session", [recording.session], "sessions"), app, 0, ["date"])
+    if recording.markers:
+        markers = _bronze_table("marker", recording.markers, "markers")
+        bronze.append("markers", markers, app, 0, ["date"])
+        silver.append("markers", silver_projections({"markers": markers})["markers"], app, 0, ["date"])
+    writer = SilverGoldBatchWriter(lake_root, query_name=app)
+    info = info_from_session_record(recording.session, config)
+    state, now_ms, chunk = SessionState(), 0, 0
+    counts = {"blocks": 0, "samples": 0, "windows": 0}
+    records = list(recording.block_records())
+    per_chunk = max(1, int(chunk_s * recording.sample_rate_hz / max(1, records[0]["n_samples"])))
+    for start in range(0, len(records), per_chunk):
+        part = records[start:start + per_chunk]
+        bronze.append("eeg_blocks", _bronze_table("eeg_block", part, "eeg.raw"), app, chunk, ["date"])
+        blocks = [Block(r["device_id"], r["seq"], r["first_sample_index"],
+                        np.frombuffer(r["data"], "<f4").reshape(r["n_samples"], r["n_channels"]),
+                        np.frombuffer(r["device_times_us"], "<i8"), r["clock_offset_us"], r["sample_rate_hz"])
+                  for r in part]
+        output, state = process(state, blocks, now_ms, config, info)
+        # A recording holds every block it will ever have: a gap is final, no need to wait for it.
+        now_ms += config.gap_wait_ms + 1
+        flushed, state = process(state, [], now_ms, config, info)
+        frames = [*output_frames(recording.session_id, output.samples + flushed.samples,
+                                 output.windows + flushed.windows, output.beats + flushed.beats)]
+        if frames:
+            rows = pa.concat_tables([pa.Table.from_pandas(f, schema=OUTPUT_ARROW, preserve_index=False) for f in frames])
+            writer.write(rows, chunk)
+        counts["blocks"] += len(part)
+        counts["samples"] += sum(r["n_samples"] for r in part)
+        counts["windows"] += len(output.windows) + len(flushed.windows)
+        chunk += 1
+        if progress:
+            progress(sum(r["n_samples"] for r in part))
+    counts["markers"] = len(recording.markers)
+    return counts
