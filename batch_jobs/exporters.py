@@ -140,7 +140,8 @@ def write_edf(recording: Recording, path: Path, fmt: str = "edf",
     padded = -recording.n_samples % spr
     data = np.zeros((recording.n_samples + padded, recording.samples.shape[1]), np.float64)
     data[:recording.n_samples] = np.where(recording.present_mask[:, None], recording.samples, 0.0)
-    start = dt.datetime.fromtimestamp(recording.lab_start_us() / 1e6, dt.timezone.utc).replace(tzinfo=None)
+    start_us = recording.lab_start_us()
+    start = dt.datetime.fromtimestamp(start_us // 1_000_000, dt.timezone.utc).replace(tzinfo=None)
     headers, digital = [], []
     for column, label, channel_type in zip(data.T, _labels(recording), recording.channel_types):
         peak = physical_range(column)
@@ -159,6 +160,12 @@ def write_edf(recording: Recording, path: Path, fmt: str = "edf",
         writer.setPatientCode(_edf_text(recording.session.get("subject_id") or "X"))
         writer.setEquipment(_edf_text(str(recording.session.get("board", ""))))
         writer.setRecordingAdditional(_edf_text(f"neurolake {recording.session_id}")[:40])
+        # pyedflib 0.1.42 passes microseconds*100 where edflib wants units of 100 ns (so starts
+        # with >= 0.1 s are refused): set the sub-second start ourselves, after the last setter.
+        from pyedflib._extensions._pyedflib import set_starttime_subsecond
+
+        if set_starttime_subsecond(writer.handle, (start_us % 1_000_000) * 10) != 0:
+            raise RecordingError(f"EDF writer refused the sub-second start time of {recording.session_id}")
         for onset, duration, label in annotations(recording):
             writer.writeAnnotation(onset, duration, label)
         for first, stop in skipped_spans(recording) + ([(recording.n_samples, recording.n_samples + padded)] if padded else []):

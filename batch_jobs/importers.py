@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,7 +222,9 @@ def _read_edf(path: Path, options: ImportOptions, digest: str) -> Recording:
     except OSError as exc:
         raise RecordingError(f"{path}: not a readable EDF/BDF file: {exc}") from None
     try:
-        montage_names = set(mne.channels.make_standard_montage(options.montage).ch_names)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MNE's deprecation notice for standard_1020's name
+            montage_names = set(mne.channels.make_standard_montage(options.montage).ch_names)
         headers = reader.getSignalHeaders()
         rates = [h["sample_frequency"] or h.get("sample_rate") for h in headers]
         rate = max(rates)
@@ -244,7 +247,8 @@ def _read_edf(path: Path, options: ImportOptions, digest: str) -> Recording:
             values = reader.readSignal(i)
             unit = headers[i]["dimension"].strip().lower()
             columns.append(values * TO_MICROVOLTS[unit] if kind in ("eeg", "eog", "emg", "ecg") and unit in TO_MICROVOLTS else values)
-        start = reader.getStartdatetime()
+        start = reader.getStartdatetime().replace(microsecond=0)
+        start_subsecond_us = int(reader.starttime_subsecond) // 10  # edflib: units of 100 ns
         onsets, durations, texts = reader.readAnnotations()
         subject = options.subject or (reader.getPatientCode().strip() or None)
         equipment = reader.getEquipment().strip()
@@ -252,7 +256,7 @@ def _read_edf(path: Path, options: ImportOptions, digest: str) -> Recording:
         reader.close()
     samples = np.stack(columns, axis=1)
     # EDF has local time without a zone: taken as UTC.
-    start_us = int(start.replace(tzinfo=dt.timezone.utc).timestamp() * 1_000_000) + _subsecond_us(start)
+    start_us = int(start.replace(tzinfo=dt.timezone.utc).timestamp()) * 1_000_000 + start_subsecond_us
     items = [(float(o), float(d) if d and d > 0 else 0.0, str(t)) for o, d, t in zip(onsets, durations, texts)]
     present = np.ones(len(samples), bool)
     for onset, duration, text in items:
@@ -265,15 +269,11 @@ def _read_edf(path: Path, options: ImportOptions, digest: str) -> Recording:
         session_id=session_id, device_id=device_id, samples=samples[:n], sample_rate_hz=float(rate),
         channel_names=[name for _, name, _ in described], channel_types=[kind for _, _, kind in described],
         start_us=start_us, board=equipment or "edf",
-        markers=markers_from_annotations([i for i in items if i[2] != SKIP], start_us, rate),
+        markers=markers_from_annotations([i for i in items if i[2] != SKIP], start_us, n / rate),
         subject_id=subject if subject != "X" else None, task=options.task, montage=options.montage)
     if not present[:n].all():
         recording.present = present[:n]
     return recording
-
-
-def _subsecond_us(start: dt.datetime) -> int:
-    return 0  # pyedflib's datetime already carries the microseconds of the EDF+ start time
 
 
 def _read_xdf(path: Path, options: ImportOptions, digest: str) -> Recording:

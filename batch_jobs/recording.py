@@ -228,15 +228,16 @@ def annotations(recording: Recording) -> list[tuple[float, float, str]]:
 
 
 def markers_from_annotations(items: list[tuple[float, float, str]], lab_start_us: int,
-                             sample_rate_hz: float) -> list[tuple[int, str, str, float | None]]:
-    """The inverse of ``annotations``: an interval is a START with its duration and an END."""
-    del sample_rate_hz
+                             duration_s: float) -> list[tuple[int, str, str, float | None]]:
+    """The inverse of ``annotations``: an interval is a START with its duration, and an END if
+    that falls inside the recording (the lake never saw an END after the session stopped)."""
     result: list[tuple[int, str, str, float | None]] = []
     for onset, duration, label in items:
         at = lab_start_us + int(round(onset * 1e6))
         if duration > 0:
             result.append((at, "START", label, float(duration)))
-            result.append((at + int(round(duration * 1e6)), "END", label, None))
+            if onset + duration <= duration_s + 1e-6:
+                result.append((at + int(round(duration * 1e6)), "END", label, None))
         else:
             result.append((at, "INSTANT", label, None))
     return result
