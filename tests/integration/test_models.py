@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from batch_jobs.replay import publish
 from batch_jobs.sample_lake import SESSION_START_US, session_tables, simulate_session, write_sample_lake
 from schemas.codec import default_codec
 from streaming_jobs.bronze import DeltaAppender
@@ -86,24 +87,6 @@ def test_empty_lake_gives_a_clear_error(stack: ModelStack, tmp_path: Path) -> No
     assert "gold.eeg_windows" in result.stderr and "no windows yet" in result.stderr
 
 
-def _produce_paced(stack: ModelStack, session, speed: float, stop: threading.Event) -> None:  # type: ignore[no-untyped-def]
-    from confluent_kafka import Producer
-
-    codec = default_codec()
-    producer = Producer(stack.settings.kafka.producer_config())
-    producer.produce("sessions", key=session.session_id.encode(), value=codec.encode("session", session.session_record))
-    started = time.monotonic()
-    for record in session.block_records():
-        due = started + record["first_sample_index"] / record["sample_rate_hz"] / speed
-        while not stop.is_set() and time.monotonic() < due:
-            time.sleep(0.005)
-        if stop.is_set():
-            break
-        producer.produce("eeg.raw", key=record["device_id"].encode(), value=codec.encode("eeg_block", record))
-        producer.poll(0)
-    producer.flush(10)
-
-
 def _wait_for(condition, timeout_s: float, log_path: Path) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -122,7 +105,7 @@ def test_live_scorer_waits_for_a_champion_swaps_without_a_gap_and_agrees_with_th
         scorer = subprocess.Popen([*stack.cli_argv, "score", "live", "--start", "earliest"],
                                   env={**stack.env, **env}, cwd=stack.home, stdout=log_file, stderr=log_file)
     stop = threading.Event()
-    producer = threading.Thread(target=_produce_paced, args=(stack, session, 2.0, stop), daemon=True)
+    producer = threading.Thread(target=publish, args=(stack.settings, session.recording(), 2.0, stop), daemon=True)
     try:
         _wait_for(lambda: f"no {name}@champion yet" in log_path.read_text(), 60, log_path)
         producer.start()
