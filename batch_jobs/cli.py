@@ -131,9 +131,8 @@ def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from batch_jobs.recording import read_session
     from batch_jobs.replay import as_new_session, publish
 
-    recording = as_new_session(read_session(settings.paths.lake_root, args.session))
-    if args.as_session:
-        recording = recording.moved(args.as_session, args.device or recording.device_id, 0)
+    recording = as_new_session(read_session(settings.paths.lake_root, args.session),
+                               session_id=args.as_session, device_id=args.device)
     print(f"replaying {args.session} ({recording.duration_s:.1f} s) at x{args.speed:g} as session "
           f"{recording.session_id} of device {recording.device_id}", flush=True)
     with progress_bar(recording.n_samples, f"replay x{args.speed:g}") as advance:

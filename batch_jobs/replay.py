@@ -33,10 +33,14 @@ class ReplayResult:
     seconds: float
 
 
-def as_new_session(recording: Recording, now_us: int | None = None) -> Recording:
+def as_new_session(recording: Recording, now_us: int | None = None, session_id: str | None = None,
+                   device_id: str | None = None) -> Recording:
+    """The recording as a new session of a new device (default ids: ``~r<start ms>`` appended),
+    its first sample now."""
     now_us = now_us if now_us is not None else time.time_ns() // 1000
     tag = f"~r{now_us // 1000}"
-    return recording.moved(recording.session_id + tag, recording.device_id + tag, now_us - recording.lab_start_us())
+    return recording.moved(session_id or recording.session_id + tag, device_id or recording.device_id + tag,
+                           now_us - recording.lab_start_us())
 
 
 def publish(settings: Settings, recording: Recording, speed: float = 1.0, stop: threading.Event | None = None,

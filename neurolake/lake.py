@@ -49,9 +49,11 @@ def _filter(where: Where | None, columns: set[str]):  # type: ignore[no-untyped-
         if column not in columns:
             raise NeurolakeError(f"where: no column {column!r}; the table has {', '.join(sorted(columns))}")
         field = pc.field(column)
-        term = {"=": field == value, "==": field == value, "!=": field != value, "<": field < value,
-                "<=": field <= value, ">": field > value, ">=": field >= value,
-                "in": field.isin(list(value)) if op == "in" else None}[op]
+        if op == "in":
+            term = field.isin(list(value))
+        else:
+            term = {"=": field.__eq__, "==": field.__eq__, "!=": field.__ne__, "<": field.__lt__,
+                    "<=": field.__le__, ">": field.__gt__, ">=": field.__ge__}[op](value)
         expression = term if expression is None else expression & term
     return expression
 

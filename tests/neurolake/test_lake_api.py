@@ -50,6 +50,9 @@ def test_table_formats_versions_and_time_travel(two_versions) -> None:  # type: 
     np.testing.assert_array_equal(np.array(picked.sort_by("sample_index").column("raw").to_pylist(), np.float32),
                                   second.samples[:10])
     assert [c["version"] for c in lake.history("gold.eeg_windows", lake_root=root)] == [1, 0]
+    chosen = lake.table("gold.eeg_windows", columns=["session_id"], lake_root=root,
+                        where=("session_id", "in", [second.session_id]))
+    assert set(chosen.column("session_id").to_pylist()) == {second.session_id}
     sessions = lake.sessions(lake_root=root)
     assert list(sessions["session_id"]) == [first.session_id, second.session_id]
 
