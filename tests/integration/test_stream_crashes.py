@@ -68,14 +68,14 @@ def test_sigkill_at_three_moments_then_same_counts_no_duplicates(broker: BrokerS
         _kill(streams)
         if headsets.poll() is None:
             headsets.kill()
-    blocks = run_query(root, "SELECT device_id, seq FROM bronze.eeg_blocks")[1]
+    blocks = run_query(root, "SELECT device_id, seq FROM bronze.eeg_blocks").rows
     assert len(blocks) == len(set(blocks)) == expected_blocks
     for device in summary["devices"]:
         seqs = sorted(s for d, s in blocks if d == device["device_id"])
         assert seqs == list(range(device["next_seq"]["eeg.raw"]))
-    samples = run_query(root, "SELECT session_id, sample_index FROM silver.eeg_samples")[1]
+    samples = run_query(root, "SELECT session_id, sample_index FROM silver.eeg_samples").rows
     assert len(samples) == len(set(samples)) == expected_samples
-    windows = run_query(root, "SELECT session_id, window_start_index FROM gold.eeg_windows")[1]
+    windows = run_query(root, "SELECT session_id, window_start_index FROM gold.eeg_windows").rows
     assert len(windows) == len(set(windows))
     per_session: dict[str, list[int]] = {}
     for session, start in windows:
