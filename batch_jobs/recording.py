@@ -122,9 +122,10 @@ class Recording:
     def lab_start_us(self) -> int:
         return int(round(self.lab_time_line()[0]))
 
-    def onset_s(self, lab_time_us: int) -> float:
-        """Seconds from sample 0 at the session's nominal rate (the time base of MNE and EDF)."""
-        intercept, slope = self.lab_time_line()
+    def onset_s(self, lab_time_us: int, line: tuple[float, float] | None = None) -> float:
+        """Seconds from sample 0 at the session's nominal rate (the time base of MNE and EDF);
+        pass ``lab_time_line()`` when converting many times (the fit reads every sample)."""
+        intercept, slope = line or self.lab_time_line()
         return (lab_time_us - intercept) / slope / self.sample_rate_hz
 
     # -- blocks ---------------------------------------------------------------------------------
@@ -209,8 +210,9 @@ def annotations(recording: Recording) -> list[tuple[float, float, str]]:
     """The markers as (onset s, duration s, label): a START with its duration (or its END) is one
     interval, an INSTANT a point; an END already covered by its START adds nothing."""
     result, open_starts = [], {}
+    line = recording.lab_time_line()
     for marker in sorted(recording.markers, key=lambda m: (m["timestamp_us"], m["seq"])):
-        onset = recording.onset_s(int(marker["timestamp_us"]))
+        onset = recording.onset_s(int(marker["timestamp_us"]), line)
         key = (marker["label"], marker.get("trial"))
         if marker["event"] == "START":
             if marker.get("duration_s") is not None:
