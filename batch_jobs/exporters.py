@@ -9,6 +9,7 @@ float32's own precision at the channel's peak). Lost samples are written as zero
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import shutil
@@ -61,10 +62,7 @@ def to_mne(recording: Recording) -> Any:
     info = mne.create_info(recording.channel_names, recording.sample_rate_hz, types)
     data = recording.samples.T.astype(np.float64) * scale
     raw = mne.io.RawArray(data, info, verbose="error")
-    start_us = recording.lab_start_us()
-    import datetime as dt
-
-    raw.set_meas_date(dt.datetime.fromtimestamp(start_us / 1e6, dt.timezone.utc))
+    raw.set_meas_date(dt.datetime.fromtimestamp(recording.lab_start_us() / 1e6, dt.timezone.utc))
     with raw.info._unlock():
         raw.info["description"] = f"neurolake session {recording.session_id}"
         raw.info["device_info"] = {"type": str(recording.session.get("board", "")), "model": recording.device_id}
@@ -126,8 +124,6 @@ def _labels(recording: Recording) -> list[str]:
 def write_edf(recording: Recording, path: Path, fmt: str = "edf",
               progress: Callable[[int], None] | None = None) -> Path:
     """EDF+ (16-bit) or BDF+ (24-bit) with the markers and lost samples as annotations."""
-    import datetime as dt
-
     import pyedflib
 
     recording.validate()

@@ -1,8 +1,9 @@
 """SQL over the lake's Delta tables with DuckDB (`neurolake sql`).
 
 Tables are exposed as ``bronze.eeg_blocks``, ``silver.eeg_samples``, ``gold.eeg_windows``... Each
-table the query names is read as an Arrow dataset of the Delta table's files at the version asked (DuckDB's own delta extension would have
-to be downloaded; delta-rs' to_pandas may abort at exit, delta-rs issue 2184).
+table the query names is read as an Arrow dataset of the Delta table's files at the version asked
+(DuckDB's own delta extension would have to be downloaded; delta-rs' to_pandas may abort at exit,
+delta-rs issue 2184).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from batch_jobs.lake_tables import LAYERS, arrow_schema, open_table, resolve_version, table_path
+from batch_jobs.lake_tables import LAYERS, arrow_schema, open_table
 
 # `FROM gold.eeg_windows VERSION AS OF 3` / `TIMESTAMP AS OF '2026-11-21T10:00'` (Delta's syntax).
 TIME_TRAVEL = re.compile(
@@ -31,16 +32,19 @@ class QueryResult:
     versions: list[tuple[str, int]]  # (table, Delta version read), in the order registered
 
 
-def _register(con: Any, lake_root: Path, name: str, view: str, version: int | None,
-              as_of: str | None) -> int:
+def _register(con: Any, lake_root: Path, name: str, version: int | None, as_of: str | None,
+              pinned: bool) -> tuple[str, int]:
+    """Expose ``name`` at a version as a view: ``name`` itself, or ``name__vN`` when the query
+    pinned it (so one query can read a table at two versions). Returns (view, version read)."""
     import pyarrow as pa
 
     dataset, read, path = open_table(lake_root, name, version, as_of)
     source = dataset if dataset is not None else pa.table({f.name: pa.array([], f.type) for f in arrow_schema(path, read)})
+    view = f"{name}__v{read}" if pinned else name
     alias = view.replace(".", "__")
     con.register(alias, source)
     con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM {alias}")
-    return read
+    return view, read
 
 
 def run_query(lake_root: Path, sql: str, version: int | None = None,
@@ -58,10 +62,9 @@ def run_query(lake_root: Path, sql: str, version: int | None = None,
         def pinned(match: re.Match[str]) -> str:
             layer, table, at_version, at_time = match.groups()
             name = f"{layer.lower()}.{table}"
-            read = resolve_version(table_path(lake_root, name), name,
-                                   int(at_version) if at_version is not None else None, at_time)
-            view = f"{layer.lower()}.{table}__v{read}"
-            versions.append((name, _register(con, lake_root, name, view, read, None)))
+            view, read = _register(con, lake_root, name, int(at_version) if at_version is not None else None,
+                                   at_time, pinned=True)
+            versions.append((name, read))
             return view
 
         sql = TIME_TRAVEL.sub(pinned, sql)
@@ -69,7 +72,7 @@ def run_query(lake_root: Path, sql: str, version: int | None = None,
             name = f"{layer}.{table}"
             if re.fullmatch(r".+__v\d+", table):
                 continue
-            versions.append((name, _register(con, lake_root, name, name, version, as_of)))
+            versions.append((name, _register(con, lake_root, name, version, as_of, pinned=False)[1]))
         cursor = con.execute(sql)
         columns = [d[0] for d in cursor.description] if cursor.description else []
         return QueryResult(columns, cursor.fetchall(), versions)

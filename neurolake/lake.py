@@ -119,9 +119,7 @@ def spark_table(name: str, version: int | None = None, as_of: str | dt.datetime 
 
     from batch_jobs.lake_tables import arrow_schema, open_table
 
-    settings = settings or (None if lake_root is not None else load_settings())
-    root = _root(lake_root, settings)
-    dataset, read, path = open_table(root, name, version, as_of)
+    dataset, read, path = open_table(_root(lake_root, settings), name, version, as_of)
     if spark is None:
         from infra.spark import build_spark_session
 
