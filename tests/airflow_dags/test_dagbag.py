@@ -2,29 +2,45 @@
 
 from __future__ import annotations
 
-import socket
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
-
-import pytest
 
 DAGS = Path(__file__).resolve().parents[2] / "airflow" / "dags"
 
+# Run in a child process: importing Airflow configures process-wide logging (structlog handlers
+# bound to the stream pytest captures for this test), which later tests would log into after
+# pytest has closed it.
+_PARSE = """
+import json, socket, sys
+from airflow.dag_processing.dagbag import DagBag
 
-def test_dags_parse_without_connections(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AIRFLOW_HOME", str(tmp_path))
-    monkeypatch.setenv("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-    monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(DAGS))
-    from airflow.dag_processing.dagbag import DagBag
+def refuse(self, address):
+    raise AssertionError(f"a DAG file opened a connection to {address} at parse time")
 
-    def refuse(self: socket.socket, address: object) -> None:
-        raise AssertionError(f"a DAG file opened a connection to {address} at parse time")
+socket.socket.connect = refuse
+bag = DagBag(dag_folder=sys.argv[1])
+json.dump({
+    "import_errors": {str(k): str(v) for k, v in bag.import_errors.items()},
+    "dag_ids": sorted(bag.dag_ids),
+    "retrain_order": [t.task_id for t in bag.dags["retrain"].topological_sort()]
+        if "retrain" in bag.dags else [],
+    "quality_outlets": [a.name for a in bag.dags["data_quality"].get_task("new_labelled_windows").outlets]
+        if "data_quality" in bag.dags else [],
+}, sys.stdout)
+"""
 
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    bag = DagBag(dag_folder=str(DAGS))
-    assert bag.import_errors == {}
-    assert sorted(bag.dag_ids) == ["data_quality", "lake_maintenance", "retrain"]
-    retrain = bag.dags["retrain"]
-    assert [t.task_id for t in retrain.topological_sort()] == [
-        "build_training_set", "train", "evaluate", "promote"]
-    outlets = bag.dags["data_quality"].get_task("new_labelled_windows").outlets
-    assert [a.name for a in outlets] == ["gold.eeg_windows"]
+
+def test_dags_parse_without_connections(tmp_path: Path) -> None:
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS)}
+    done = subprocess.run([sys.executable, "-c", _PARSE, str(DAGS)], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=DAGS.parents[1])
+    assert done.returncode == 0, done.stderr[-3000:]
+    bag = json.loads(done.stdout.strip().splitlines()[-1])
+    assert bag["import_errors"] == {}
+    assert bag["dag_ids"] == ["data_quality", "lake_maintenance", "retrain"]
+    assert bag["retrain_order"] == ["build_training_set", "train", "evaluate", "promote"]
+    assert bag["quality_outlets"] == ["gold.eeg_windows"]
