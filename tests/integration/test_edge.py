@@ -22,7 +22,15 @@ CODEC = default_codec()
 
 
 def _decode(messages) -> list[dict]:
-    return [CODEC.decode(m.value())[1] for m in messages]
+    """The records on a topic, each once. The edge sends at least once (its producer is not
+    idempotent on this broker, so a retried send can land twice) and bronze drops the copies by
+    (device, seq); a copy must be the very same record."""
+    records: dict[tuple, dict] = {}
+    for message in messages:
+        record = CODEC.decode(message.value())[1]
+        key = (record["device_id"], record["seq"])
+        assert records.setdefault(key, record) == record, f"two different records share {key}"
+    return list(records.values())
 
 
 def _decodable(messages) -> list[dict]:
