@@ -3,6 +3,7 @@ through Kafka and the same jobs, gives the same gold windows. Also reads gold th
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 
@@ -55,7 +56,10 @@ def test_replay_at_x10_gives_the_same_gold_windows(broker: BrokerStack) -> None:
         first_version = lake.spark_table("gold.eeg_windows", version=0, spark=spark, lake_root=root).count()
     finally:
         spark.stop()
-    assert "as session" in out and 6 <= took < 40, (out, took)  # 60 s at x10, plus start-up
+    # Paced: 60 s at x10 is 6 s of publishing (the last block is due at 5.99 s). The ceiling only
+    # tells x10 from x1 apart, with room for a loaded machine; start-up is not in this figure.
+    paced_s = float(re.search(r"markers in ([0-9.]+) s", out).group(1))
+    assert "as session" in out and 5.9 <= paced_s < 30, (out, took)
     windows = lake.table("gold.eeg_windows", lake_root=root)
     replayed_id = next(s for s in set(windows.column("session_id").to_pylist()) if s != original.session_id)
     assert replayed_id.startswith(original.session_id + "~r")
