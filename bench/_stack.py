@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from infra.ports import free_ports
 from neurolake.settings import Settings, load_settings
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -22,13 +16,14 @@ def private_broker(extra_env: dict[str, str] | None = None, with_mlflow: bool = 
     from infra.stack import BrokerAndClock, mlflow_spec
 
     with tempfile.TemporaryDirectory(prefix="neurolake-bench-") as home:
-        port = _free_port()
+        port, clock, mlflow_port, dashboard = free_ports(4)
         env = {
             "NEUROLAKE_PATHS__HOME": str(Path(home) / "state"),
             "NEUROLAKE_BROKER__PORT": str(port),
             "NEUROLAKE_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
-            "NEUROLAKE_CLOCK__PORT": str(_free_port()),
-            "NEUROLAKE_MLFLOW__PORT": str(_free_port()),
+            "NEUROLAKE_CLOCK__PORT": str(clock),
+            "NEUROLAKE_MLFLOW__PORT": str(mlflow_port),
+            "NEUROLAKE_DASHBOARD__PORT": str(dashboard),
             "NEUROLAKE_PATHS__LAKE_ROOT": str(Path(home) / "lake"),
             **(extra_env or {}),
         }
@@ -57,4 +52,5 @@ def cli_environment(settings: Settings) -> dict[str, str]:
         "NEUROLAKE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
         "NEUROLAKE_CLOCK__PORT": str(settings.clock.port),
         "NEUROLAKE_MLFLOW__PORT": str(settings.mlflow.port),
+        "NEUROLAKE_DASHBOARD__PORT": str(settings.dashboard.port),
     }

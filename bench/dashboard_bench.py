@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._stack import _free_port, cli_environment, private_broker  # noqa: E402
+from bench._stack import cli_environment, private_broker  # noqa: E402
 
 
 def _stats(port: int) -> dict:
@@ -46,9 +46,9 @@ def main() -> None:
     args = parser.parse_args()
     from tests.integration.browser import headless_chromium
 
-    port = _free_port()
-    with private_broker({"NEUROLAKE_DASHBOARD__PORT": str(port)}) as settings:
-        env = {**cli_environment(settings), "NEUROLAKE_DASHBOARD__PORT": str(port)}
+    with private_broker() as settings:
+        port = settings.dashboard.port
+        env = cli_environment(settings)
         logs = settings.paths.home / "bench-logs"
         logs.mkdir(parents=True, exist_ok=True)
         cli = [sys.executable, "-m", "neurolake.cli"]

@@ -400,6 +400,8 @@ class Settings(_Section):
             "airflow.port": self.airflow.port,
             "airflow.log_server_port": self.airflow.log_server_port,
             "clock.port": self.clock.port,
+            "dashboard.port": self.dashboard.port,
+            "spark.ui_port": self.spark.ui_port,
         }
         seen: dict[int, str] = {}
         for name, port in ports.items():

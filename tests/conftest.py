@@ -2,33 +2,33 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from infra.ports import free_ports
 from neurolake.settings import Settings, load_settings
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def isolated_environ(home: Path, **extra: str) -> dict[str, str]:
     """NEUROLAKE_* variables for a private stack under ``home`` on free ports."""
-    broker_port = free_port()
+    broker, mlflow, airflow, airflow_logs, spark_ui, clock, dashboard = free_ports(7)
     env = {
         "NEUROLAKE_PATHS__HOME": str(home / "state"),
         "NEUROLAKE_PATHS__LAKE_ROOT": str(home / "lake"),
-        "NEUROLAKE_BROKER__PORT": str(broker_port),
-        "NEUROLAKE_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{broker_port}",
-        "NEUROLAKE_MLFLOW__PORT": str(free_port()),
-        "NEUROLAKE_AIRFLOW__PORT": str(free_port()),
-        "NEUROLAKE_AIRFLOW__LOG_SERVER_PORT": str(free_port()),
-        "NEUROLAKE_SPARK__UI_PORT": str(free_port()),
+        "NEUROLAKE_BROKER__PORT": str(broker),
+        "NEUROLAKE_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{broker}",
+        "NEUROLAKE_MLFLOW__PORT": str(mlflow),
+        "NEUROLAKE_AIRFLOW__PORT": str(airflow),
+        "NEUROLAKE_AIRFLOW__LOG_SERVER_PORT": str(airflow_logs),
+        "NEUROLAKE_SPARK__UI_PORT": str(spark_ui),
+        "NEUROLAKE_CLOCK__PORT": str(clock),
+        "NEUROLAKE_DASHBOARD__PORT": str(dashboard),
     }
     env.update(extra)
     return env

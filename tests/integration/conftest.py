@@ -10,7 +10,7 @@ import pytest
 
 from infra.stack import BrokerAndClock
 from neurolake.settings import load_settings
-from tests.conftest import free_port, isolated_environ
+from tests.conftest import isolated_environ
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,7 @@ class BrokerStack(BrokerAndClock):
 
     def __init__(self, home: Path) -> None:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("NEUROLAKE_")}
-        self.env.update(isolated_environ(home, NEUROLAKE_CLOCK__PORT=str(free_port())))
+        self.env.update(isolated_environ(home))
         self.home = home
         super().__init__(load_settings(environ=self.env, cwd=home))
 

@@ -14,7 +14,6 @@ import pytest
 from batch_jobs.sample_lake import write_sample_lake
 from ml.dataset import build_training_set
 from ml.registry import train
-from tests.conftest import free_port
 from tests.integration.browser import PAGE_STATE_JS, headless_chromium
 from tests.integration.conftest import ModelStack
 
@@ -23,8 +22,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[ModelStack]:
-    stack = ModelStack(tmp_path, NEUROLAKE_DASHBOARD__PORT=str(free_port()),
-                       NEUROLAKE_ML__RELOAD_INTERVAL_S="1")
+    stack = ModelStack(tmp_path, NEUROLAKE_ML__RELOAD_INTERVAL_S="1")
     stack.start()
     yield stack
     stack.stop()

@@ -56,7 +56,7 @@ def test_replay_at_x10_gives_the_same_gold_windows(broker: BrokerStack) -> None:
         first_version = lake.spark_table("gold.eeg_windows", version=0, spark=spark, lake_root=root).count()
     finally:
         spark.stop()
-    # Paced: 60 s at x10 is 6 s of publishing (the last block is due at 5.99 s). The ceiling only
+    # Paced: 60 s at x10 is 6 s of publishing (the last block is due 6.0 s in). The ceiling only
     # tells x10 from x1 apart, with room for a loaded machine; start-up is not in this figure.
     paced_s = float(re.search(r"markers in ([0-9.]+) s", out).group(1))
     assert "as session" in out and 5.9 <= paced_s < 30, (out, took)

@@ -90,6 +90,7 @@ def test_real_cluster_by_configuration_alone(tmp_path: Path) -> None:
         ({"NEUROLAKE_TOPICS__PARTITIONS": "eeg.rawx=2"}, "unknown topic 'eeg.rawx'"),
         ({"NEUROLAKE_TOPICS__PARTITIONS": "eeg.raw"}, "is not NAME=VALUE"),
         ({"NEUROLAKE_MLFLOW__PORT": "19092"}, "are both 19092"),
+        ({"NEUROLAKE_DASHBOARD__PORT": "15000"}, "dashboard.port and mlflow.port are both 15000"),
     ],
 )
 def test_bad_settings_name_the_field_and_fix(tmp_path: Path, env: dict, expected: str) -> None:
