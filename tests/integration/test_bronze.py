@@ -78,9 +78,6 @@ def test_bronze_exactly_once_with_quarantine_and_acks(broker: BrokerStack) -> No
         assert seqs == list(range(device["next_seq"]["eeg.raw"]))
     quarantine = _table(root, "quarantine")
     reasons = quarantine.column("reason").to_pylist()
-    # The test's producer is not idempotent (nor is the edge's, on this broker): a retried send can
-    # put a malformed record on the topic twice. Each copy is its own Kafka record and must be
-    # quarantined once, so compare with what the topic holds rather than with what was sent.
     malformed_in_topic = _positions_of(broker, ["eeg.raw"], malformed)
     assert _quarantined_once(quarantine) == malformed_in_topic, reasons
     assert len(malformed_in_topic) >= 4
