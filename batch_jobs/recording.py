@@ -351,7 +351,7 @@ def write_session(lake_root: Path, recording: Recording, config: Any,
     import pyarrow as pa
 
     from streaming_jobs.bronze import DeltaAppender, silver_projections
-    from streaming_jobs.session_processor import Block, SessionState, info_from_session_record, process
+    from streaming_jobs.session_processor import SessionState, block_from_record, info_from_session_record, process
     from streaming_jobs.silver_gold import OUTPUT_ARROW, SilverGoldBatchWriter, output_frames
 
     recording.validate()
@@ -371,11 +371,7 @@ def write_session(lake_root: Path, recording: Recording, config: Any,
     for start in range(0, len(records), per_chunk):
         part = records[start:start + per_chunk]
         bronze.append("eeg_blocks", _bronze_table("eeg_block", part, "eeg.raw"), app, chunk, ["date"])
-        blocks = [Block(r["device_id"], r["seq"], r["first_sample_index"],
-                        np.frombuffer(r["data"], "<f4").reshape(r["n_samples"], r["n_channels"]),
-                        np.frombuffer(r["device_times_us"], "<i8"), r["clock_offset_us"], r["sample_rate_hz"])
-                  for r in part]
-        output, state = process(state, blocks, now_ms, config, info)
+        output, state = process(state, [block_from_record(r) for r in part], now_ms, config, info)
         # A recording holds every block it will ever have: a gap is final, no need to wait for it.
         now_ms += config.gap_wait_ms + 1
         flushed, state = process(state, [], now_ms, config, info)

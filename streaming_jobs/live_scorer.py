@@ -22,10 +22,10 @@ import numpy as np
 
 from ml.features import FeatureLayoutError, feature_frame
 from neurolake.settings import Settings
-from schemas.codec import CodecError, default_codec, eeg_block_device_times, eeg_block_samples
+from schemas.codec import CodecError, default_codec
 from streaming_jobs.bronze import validate
 from streaming_jobs.session_processor import (
-    Block, ProcessorConfig, SessionInfo, SessionState, info_from_session_record, process,
+    Block, ProcessorConfig, SessionInfo, SessionState, block_from_record, info_from_session_record, process,
 )
 
 log = logging.getLogger(__name__)
@@ -190,11 +190,6 @@ def _percentile(values: list[int], q: float) -> float:
     return float(np.percentile(values, q)) / 1000 if values else float("nan")
 
 
-def _block_from_record(record: dict[str, Any]) -> Block:
-    return Block(record["device_id"], int(record["seq"]), int(record["first_sample_index"]),
-                 eeg_block_samples(record), eeg_block_device_times(record),
-                 int(record["clock_offset_us"]), float(record["sample_rate_hz"]))
-
 
 def run_live_scorer(settings: Settings, duration_s: float | None = None, start: str | None = None,
                     watcher: Callable[[], LoadedModel | None] | None = None) -> int:
@@ -241,7 +236,7 @@ def run_live_scorer(settings: Settings, duration_s: float | None = None, start: 
                 if record_type == "session":
                     scorer.on_session(record)
                 elif record_type == "eeg_block" and validate(record_type, record) is None:
-                    blocks.setdefault(record["session_id"], []).append(_block_from_record(record))
+                    blocks.setdefault(record["session_id"], []).append(block_from_record(record))
                 else:
                     scorer.counters.undecodable += 1
             if not blocks:

@@ -8,11 +8,13 @@ session; tests and the live scorer run it directly. Same input blocks in any gro
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from schemas.codec import eeg_block_device_times, eeg_block_samples
 from streaming_jobs.signal.dejitter import DejitterState, dejitter_block
 from streaming_jobs.signal.features import band_powers, quality, ssvep_scores
 from streaming_jobs.signal.filters import FilterSpec, design_sos, filter_chunk, initial_state
@@ -66,6 +68,13 @@ class Block:
     clock_offset_us: int
     sample_rate_hz: float
 
+
+
+def block_from_record(record: Mapping[str, Any]) -> Block:
+    """An ``eeg_block`` record (decoded Avro or a bronze row) as a Block; the samples are not copied."""
+    return Block(str(record["device_id"]), int(record["seq"]), int(record["first_sample_index"]),
+                 eeg_block_samples(record), eeg_block_device_times(record),
+                 int(record["clock_offset_us"]), float(record["sample_rate_hz"]))
 
 @dataclass
 class SessionState:

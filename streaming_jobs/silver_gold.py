@@ -26,10 +26,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from schemas.codec import CodecError, default_codec, eeg_block_device_times, eeg_block_samples
+from schemas.codec import CodecError, default_codec
 from streaming_jobs.bronze import DeltaAppender, utc_date, validate
 from streaming_jobs.session_processor import (
-    Block, ProcessorConfig, SessionState, info_from_session_record, process,
+    ProcessorConfig, SessionState, block_from_record, info_from_session_record, process,
 )
 
 log = logging.getLogger(__name__)
@@ -107,13 +107,10 @@ def _blocks_and_info(frames: Iterator[pd.DataFrame], config: ProcessorConfig):  
             if row.kind == "session":
                 info = info_from_session_record(json.loads(row.session_json), config)
                 continue
-            record = {"n_samples": int(row.n_samples), "n_channels": int(row.n_channels),
-                      "data": row.data, "device_times_us": row.device_times_us}
-            blocks.append(Block(
-                row.device_id, int(row.seq), int(row.first_sample_index),
-                eeg_block_samples(record), eeg_block_device_times(record),
-                int(row.clock_offset_us), float(row.sample_rate_hz),
-            ))
+            record = row._asdict()
+            # Session rows leave these columns null, so pandas holds the counts as floats.
+            record["n_samples"], record["n_channels"] = int(row.n_samples), int(row.n_channels)
+            blocks.append(block_from_record(record))
     return blocks, info
 
 
