@@ -126,6 +126,26 @@ def _cmd_import(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_lake_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    from batch_jobs.progress import progress_bar
+    from batch_jobs.rebuild import rebuild
+    from streaming_jobs.jobs import checkpoint_dir
+    from streaming_jobs.silver_gold import processor_config
+
+    config = processor_config(settings)
+    with progress_bar(None, f"rebuild {args.target}") as advance:
+        report = rebuild(settings.paths.lake_root, checkpoint_dir(settings, "silver_gold"), config,
+                         args.target, args.sessions or None, force=args.force,
+                         progress=lambda _session, _number, samples: advance(samples))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    rows = ", ".join(f"{n:,} rows to {table}" for table, n in sorted(report.rows.items())) or "nothing"
+    print(f"rebuilt {len(report.rebuilt)} session(s) with settings {config.fingerprint}: {rows}; "
+          f"{len(report.up_to_date)} already up to date; {report.late_blocks_included} late block(s) included")
+    return 0
+
+
 def _cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     from batch_jobs.progress import progress_bar
     from batch_jobs.recording import read_session
@@ -213,6 +233,18 @@ def add_access_commands(commands: Any) -> None:
     replay.add_argument("--device", default=None, help="device id of the replay (default: DEVICE~r<start ms>); "
                                                        "must not be a device the lake has seen")
     replay.set_defaults(handler=_cmd_replay)
+
+    lake = commands.add_parser("lake", help="lake maintenance: rebuild silver and gold from bronze")
+    lake_commands = lake.add_subparsers(dest="lake_command", metavar="LAKE_COMMAND", required=True)
+    rebuild = lake_commands.add_parser(
+        "rebuild", help="re-derive silver and/or gold from bronze (after a settings change, a fix, or "
+                        "late blocks); sessions already made with the current settings are skipped")
+    rebuild.add_argument("target", nargs="?", choices=("silver", "gold", "all"), default="all")
+    rebuild.add_argument("--sessions", nargs="+", default=None, metavar="SESSION",
+                         help="only these sessions (default: every session in bronze)")
+    rebuild.add_argument("--force", action="store_true", help="rebuild even sessions that are up to date")
+    rebuild.add_argument("--json", action="store_true")
+    rebuild.set_defaults(handler=_cmd_lake_rebuild)
 
     export = commands.add_parser("export", help="a session to EDF+, BDF+ or a BIDS folder")
     export.add_argument("session", help="session id (`neurolake sessions` lists them)")

@@ -344,15 +344,15 @@ def _bronze_table(record_type: str, records: list[dict[str, Any]], topic: str): 
 
 
 def write_session(lake_root: Path, recording: Recording, config: Any,
-                  progress: Callable[[int], None] | None = None, chunk_s: float = 60.0) -> dict[str, int]:
-    """Backfill a recording into the lake: bronze (session, blocks, markers), silver and gold
-    through the streaming job's session processor. Each table's commit carries the app transaction
-    ``import:SESSION``, so a rerun writes nothing twice. ``progress`` gets samples done."""
-    import pyarrow as pa
-
+                  progress: Callable[[int], None] | None = None, checkpoint: Path | None = None) -> dict[str, int]:
+    """Backfill a recording into bronze (session, blocks, markers); silver and gold are derived from
+    bronze as for any session: here by a rebuild of this session (the streaming job's own
+    processor), or by the silver/gold stream when it is running (it reads what bronze gained).
+    Each bronze commit carries the app transaction ``import:SESSION``: a rerun writes nothing twice.
+    ``progress`` gets samples done."""
+    from batch_jobs.rebuild import rebuild
     from streaming_jobs.bronze import DeltaAppender, silver_projections
-    from streaming_jobs.session_processor import SessionState, block_from_record, info_from_session_record, process
-    from streaming_jobs.silver_gold import OUTPUT_ARROW, SilverGoldBatchWriter, output_frames
+    from streaming_jobs.silver_gold import StateLock, session_state_dir
 
     recording.validate()
     app = f"import:{recording.session_id}"
@@ -362,29 +362,18 @@ def write_session(lake_root: Path, recording: Recording, config: Any,
         markers = _bronze_table("marker", recording.markers, "markers")
         bronze.append("markers", markers, app, 0, ["date"])
         silver.append("markers", silver_projections({"markers": markers})["markers"], app, 0, ["date"])
-    writer = SilverGoldBatchWriter(lake_root, query_name=app)
-    info = info_from_session_record(recording.session, config)
-    state, now_ms, chunk = SessionState(), 0, 0
-    counts = {"blocks": 0, "samples": 0, "windows": 0}
     records = list(recording.block_records())
-    per_chunk = max(1, int(chunk_s * recording.sample_rate_hz / max(1, records[0]["n_samples"])))
-    for start in range(0, len(records), per_chunk):
-        part = records[start:start + per_chunk]
-        bronze.append("eeg_blocks", _bronze_table("eeg_block", part, "eeg.raw"), app, chunk, ["date"])
-        output, state = process(state, [block_from_record(r) for r in part], now_ms, config, info)
-        # A recording holds every block it will ever have: a gap is final, no need to wait for it.
-        now_ms += config.gap_wait_ms + 1
-        flushed, state = process(state, [], now_ms, config, info)
-        frames = [*output_frames(recording.session_id, output.samples + flushed.samples,
-                                 output.windows + flushed.windows, output.beats + flushed.beats)]
-        if frames:
-            rows = pa.concat_tables([pa.Table.from_pandas(f, schema=OUTPUT_ARROW, preserve_index=False) for f in frames])
-            writer.write(rows, chunk)
-        counts["blocks"] += len(part)
-        counts["samples"] += sum(r["n_samples"] for r in part)
-        counts["windows"] += len(output.windows) + len(flushed.windows)
-        chunk += 1
-        if progress:
-            progress(sum(r["n_samples"] for r in part))
-    counts["markers"] = len(recording.markers)
+    bronze.append("eeg_blocks", _bronze_table("eeg_block", records, "eeg.raw"), app, 0, ["date"])
+    counts = {"blocks": len(records), "samples": sum(r["n_samples"] for r in records),
+              "markers": len(recording.markers), "windows": 0}
+    checkpoint = checkpoint or lake_root / "_checkpoints" / "silver_gold"
+    probe = StateLock(session_state_dir(checkpoint))
+    if not probe.acquire("an import"):
+        log.info("session %s is in bronze; the running silver/gold stream derives its silver and gold",
+                 recording.session_id)
+        return counts
+    probe.release()
+    report = rebuild(lake_root, checkpoint, config, "all", [recording.session_id],
+                     progress=(lambda _s, _k, n: progress(n)) if progress else None)
+    counts["windows"] = report.rows.get("gold.eeg_windows", 0)
     return counts

@@ -24,17 +24,11 @@ from edge_producers.stimulus import StimulusSchedule
 from neurolake.settings import Settings, StimulusSettings
 from streaming_jobs.bronze import DeltaAppender, utc_date
 from streaming_jobs.session_processor import Block, SessionState, info_from_session_record, process
-from streaming_jobs.silver_gold import WINDOW_COLUMNS, label_windows, processor_config
+from streaming_jobs.lake_rows import WINDOWS_SCHEMA, windows_table
+from streaming_jobs.silver_gold import label_windows, processor_config
 
 log = logging.getLogger(__name__)
 
-GOLD_WINDOWS_SCHEMA = pa.schema([
-    ("session_id", pa.string()), ("device_id", pa.string()), ("window_start_index", pa.int64()),
-    ("window_end_index", pa.int64()), ("window_start_us", pa.int64()), ("window_end_us", pa.int64()),
-    ("band_power", pa.list_(pa.list_(pa.float32()))), ("ssvep_hz", pa.list_(pa.float64())),
-    ("ssvep_score", pa.list_(pa.float64())), ("railed_pct", pa.float64()),
-    ("line_noise_ratio", pa.float64()), ("flat_channels", pa.int32()), ("samples_lost", pa.int64()),
-])
 APP_ID = "sample_lake"
 BLOCK = 25
 SESSION_START_US = 1_790_000_000_000_000  # 2026-09-21, a fixed lab time so reruns are identical
@@ -114,16 +108,11 @@ def session_tables(settings: Settings, session: SimulatedSession) -> tuple[pa.Ta
     for block in session.blocks:
         output, state = process(state, [block], 0, config, info)
         windows += output.windows
-    window_table = pa.Table.from_pylist(
-        [{"session_id": session.session_id, **{k: w[k] for k in WINDOW_COLUMNS if k != "session_id"},
-          "band_power": [list(map(float, row)) for row in w["band_power"]],
-          "ssvep_hz": list(map(float, w["ssvep_hz"])), "ssvep_score": list(map(float, w["ssvep_score"]))}
-         for w in windows], schema=GOLD_WINDOWS_SCHEMA)
+    window_table = windows_table(session.session_id, windows)
     markers = pa.Table.from_pylist(session.marker_rows())
     bronze_style = markers.rename_columns(["timestamp_us" if c == "time_us" else c for c in markers.column_names])
-    window_table = window_table.append_column("label", label_windows(window_table, bronze_style))
-    window_table = window_table.append_column(
-        "date", pa.array([utc_date(t) for t in window_table.column("window_end_us").to_pylist()]))
+    window_table = window_table.set_column(WINDOWS_SCHEMA.get_field_index("label"), "label",
+                                           label_windows(window_table, bronze_style))
     return window_table, markers
 
 

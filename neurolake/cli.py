@@ -99,10 +99,12 @@ def _cmd_stream_status(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{'query':<12} {'state':<8} {'batch':>6} {'in rows/s':>10} {'done rows/s':>12} {'batch ms':>9}  lag")
     for name, q in state["queries"].items():
         lag = ", ".join(f"{k}={v}" for k, v in q["lag"].items() if v) or "0"
-        condition = "FAILED" if q["error"] else ("active" if q["active"] else "stopped")
+        condition = "active" if q["active"] else ("FAILED" if q["error"] else "stopped")
+        if q["active"] and q.get("failures"):
+            condition = f"active ({q['failures']} restarts)"
         print(f"{name:<12} {condition:<8} {q['last_batch'] if q['last_batch'] is not None else '-':>6} "
               f"{q['input_rows_per_s']:>10} {q['processed_rows_per_s']:>12} {q['batch_ms'] or '-':>9}  {lag}")
-    return 0 if all(not q["error"] for q in state["queries"].values()) else 1
+    return 0 if all(q["active"] for q in state["queries"].values()) else 1
 
 
 def _cmd_sql(args: argparse.Namespace, settings: Settings) -> int:

@@ -294,6 +294,10 @@ class LakeSettings(_Section):
     gap_wait_s: float = Field(default=30.0, ge=0)
     trigger_s: float = Field(default=1.0, gt=0)
     max_records_per_trigger: int = Field(default=50_000, ge=1)
+    # Silver/gold: Spark tasks that process sessions in parallel (one per core is right locally),
+    # and how many bronze commits one micro-batch may take (bounds a catch-up batch).
+    silver_tasks: int = Field(default=2, ge=1, le=1024)
+    max_bronze_versions_per_trigger: int = Field(default=20, ge=1)
     # Maintenance: vacuum never removes files younger than this (Delta's own floor is one week).
     vacuum_retention_hours: int = Field(default=168, ge=168)
     # Data-quality bounds (the data_quality DAG fails when one is crossed).

@@ -8,6 +8,7 @@ import os
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,11 @@ def _lag(progress: dict[str, Any]) -> dict[str, int]:
         if not isinstance(end, dict) or not isinstance(latest, dict):
             continue
         for topic, spec in latest.items():
+            if isinstance(spec, int):  # a Delta source: table versions behind
+                done_version = end.get(topic, spec)
+                if topic != "clock_ms" and isinstance(done_version, int):
+                    lag[topic] = max(0, spec - done_version)
+                continue
             done = end.get(topic, {})
             same = done.get("id") == spec.get("id")
             for partition, offset in spec.get("p", {}).items():
@@ -45,14 +51,16 @@ def _lag(progress: dict[str, Any]) -> dict[str, int]:
     return lag
 
 
-def snapshot(queries: dict[str, Any]) -> dict[str, Any]:
+def snapshot(supervised: dict[str, Supervised]) -> dict[str, Any]:
     result: dict[str, Any] = {"pid": os.getpid(), "updated_us": time.time_ns() // 1000, "queries": {}}
-    for name, query in queries.items():
-        progress = query.lastProgress or {}
-        error = query.exception()
+    for name, item in supervised.items():
+        query = item.query
+        progress = (query.lastProgress if query is not None else None) or {}
+        error = query.exception() if query is not None else None
         result["queries"][name] = {
-            "active": query.isActive,
-            "error": str(error) if error else None,
+            "active": bool(query is not None and query.isActive),
+            "error": str(error) if error else item.last_error,
+            "failures": item.failures,
             "last_batch": progress.get("batchId"),
             "input_rows_per_s": round(progress.get("inputRowsPerSecond") or 0.0, 1),
             "processed_rows_per_s": round(progress.get("processedRowsPerSecond") or 0.0, 1),
@@ -60,6 +68,24 @@ def snapshot(queries: dict[str, Any]) -> dict[str, Any]:
             "lag": _lag(progress),
         }
     return result
+
+
+@dataclass
+class Supervised:
+    """One query and its restart schedule: a failed query comes back after a growing pause, and
+    never takes the other queries down with it."""
+
+    name: str
+    query: Any = None
+    failures: int = 0
+    restart_at: float | None = None
+    last_error: str | None = None
+
+    def backoff_s(self) -> float:
+        return min(MAX_BACKOFF_S, 2.0 ** min(self.failures, 10))
+
+
+MAX_BACKOFF_S = 60.0
 
 
 def run_streams(settings: Settings, target: str, duration_s: float | None = None,
@@ -72,41 +98,67 @@ def run_streams(settings: Settings, target: str, duration_s: float | None = None
         raise NeurolakeError(f"unknown stream {target!r}; choose one of {', '.join(TARGETS)}")
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    started = time.monotonic()
     spark = build_spark_session(settings, f"neurolake-stream-{target}")
     starters = {"bronze": start_bronze, "silver_gold": start_silver_gold}
-    queries: dict[str, Any] = {}
+    supervised = {name: Supervised(name) for name in TARGETS[target]}
     path = status_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
+    first_batch_logged = False
     try:
-        for name in TARGETS[target]:
-            queries[name] = starters[name](spark, settings, trigger_s=trigger_s)
-            log.info("started query %s", name)
         deadline = None if duration_s is None else time.monotonic() + duration_s
-        failed = None
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+            now = time.monotonic()
+            for item in supervised.values():
+                if item.query is None and (item.restart_at is None or now >= item.restart_at):
+                    try:
+                        item.query = starters[item.name](spark, settings, trigger_s=trigger_s)
+                        log.info("started query %s", item.name)
+                    except Exception as exc:  # a query that cannot start waits its turn again
+                        item.failures += 1
+                        item.last_error = f"{type(exc).__name__}: {exc}"
+                        item.restart_at = now + item.backoff_s()
+                        log.error("query %s could not start (%s); retry in %.0f s", item.name,
+                                  item.last_error, item.backoff_s())
+                elif item.query is not None and item.query.exception() is not None:
+                    item.failures += 1
+                    item.last_error = str(item.query.exception())
+                    item.restart_at = now + item.backoff_s()
+                    log.error("query %s failed (%d so far): %s; restarting it in %.0f s", item.name,
+                              item.failures, item.last_error.splitlines()[0] if item.last_error else "",
+                              item.backoff_s())
+                    _stop_query(item)
+                elif item.query is not None and item.query.lastProgress and item.failures and \
+                        item.restart_at is not None and now - item.restart_at > 120:
+                    item.failures = 0  # healthy for two minutes: the next failure starts over
+                    item.restart_at = None
+            if not first_batch_logged and any(i.query is not None and i.query.lastProgress
+                                              for i in supervised.values()):
+                first_batch_logged = True
+                log.info("first batch committed %.1f s after start", time.monotonic() - started)
             try:
-                state = snapshot(queries)
-                path.write_text(json.dumps(state, indent=2))
+                path.write_text(json.dumps(snapshot(supervised), indent=2))
             except Exception:  # reporting must never take the queries down
                 log.exception("could not write the stream status")
-                stop.wait(2.0)
-                continue
-            failed = next((n for n, q in state["queries"].items() if q["error"]), None)
-            if failed:
-                log.error("query %s failed: %s", failed, state["queries"][failed]["error"])
-                break
-            stop.wait(2.0)
-        return 1 if failed else 0
+            stop.wait(1.0)
+        return 0
     finally:
-        for name, query in queries.items():
-            try:
-                query.stop()
-            except Exception as exc:  # stopping must reach every query
-                log.warning("stopping %s: %s", name, exc)
+        for item in supervised.values():
+            _stop_query(item)
         spark.stop()
         path.unlink(missing_ok=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _stop_query(item: Supervised) -> None:
+    if item.query is None:
+        return
+    try:
+        item.query.stop()
+    except Exception as exc:  # stopping must reach every query
+        log.warning("stopping %s: %s", item.name, exc)
+    item.query = None
 
 
 def read_status(settings: Settings) -> dict[str, Any] | None:

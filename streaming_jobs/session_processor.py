@@ -8,8 +8,12 @@ session; tests and the live scorer run it directly. Same input blocks in any gro
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -33,6 +37,15 @@ class ProcessorConfig:
     window_overlap: float = 0.8
     gap_wait_ms: int = 30_000
     default_ssvep_hz: tuple[float, ...] = (8.0, 10.0, 12.0, 15.0)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Names the settings that shape silver and gold rows; recorded with every commit and in
+        each session's state, so a rebuild knows which sessions were made with other settings."""
+        return hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,21 @@ class SessionState:
     pulse_tail: np.ndarray | None = None
     last_beat_index: int = -1
     beat_intervals: list[int] = field(default_factory=list)
+    # Sample ranges [start, end) given up as lost: a block that later falls in one is "late" (its
+    # samples were never emitted); any other block below next_index was emitted already.
+    skipped: tuple[tuple[int, int], ...] = ()
+    # The settings (ProcessorConfig.fingerprint) that made this session's rows so far.
+    fingerprints: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class BlockNote:
+    """A block the processor did not turn into rows, and why."""
+
+    seq: int
+    first_sample_index: int
+    n_samples: int
+    reason: str
 
 
 @dataclass
@@ -98,13 +126,50 @@ class Output:
     samples: list[dict[str, Any]] = field(default_factory=list)  # one dict per run of blocks
     windows: list[dict[str, Any]] = field(default_factory=list)
     beats: list[dict[str, Any]] = field(default_factory=list)
+    # Blocks that came after their gap was given up (a rebuild includes them).
+    late: list[BlockNote] = field(default_factory=list)
+    # Blocks that disagree with their session (channel count, rate): never processed.
+    rejected: list[BlockNote] = field(default_factory=list)
+    duplicates: int = 0
 
 
 PULSE_TAIL_S = 4.0
 BPM_AVERAGE_OVER = 5
 
 
+class SessionRecordError(ValueError):
+    """A session record the processor cannot use; the message names the field."""
+
+
+def session_record_problem(record: Mapping[str, Any]) -> str | None:
+    """Why a session record cannot describe its blocks, or None. Bronze quarantines such records."""
+    rate = record.get("sample_rate_hz")
+    if not isinstance(rate, int | float) or not math.isfinite(rate) or not 0 < rate <= MAX_SAMPLE_RATE_HZ:
+        return f"session sample_rate_hz={rate!r}: must be a finite rate in (0, {MAX_SAMPLE_RATE_HZ:g}] Hz"
+    names, types = record.get("channel_names") or [], record.get("channel_types") or []
+    if not 0 < len(names) <= MAX_CHANNELS:
+        return f"session channel_names has {len(names)} entries; 1..{MAX_CHANNELS} expected"
+    if len(types) != len(names):
+        return f"session channel_types has {len(types)} entries, channel_names {len(names)}: they must match"
+    for key, value in (record.get("metadata") or {}).items():
+        if key.startswith("stimulus."):
+            try:
+                hz = float(value)
+            except (TypeError, ValueError):
+                hz = math.nan
+            if not math.isfinite(hz) or hz <= 0:
+                return f"session metadata {key}={value!r}: a stimulus frequency must be a positive number of Hz"
+    return None
+
+
+MAX_SAMPLE_RATE_HZ = 100_000.0
+MAX_CHANNELS = 1024
+
+
 def info_from_session_record(record: dict[str, Any], config: ProcessorConfig) -> SessionInfo:
+    problem = session_record_problem(record)
+    if problem is not None:
+        raise SessionRecordError(problem)
     stimulus = sorted({float(v) for k, v in record.get("metadata", {}).items() if k.startswith("stimulus.")})
     return SessionInfo(
         device_id=record["device_id"],
@@ -129,16 +194,31 @@ def process(
     config: ProcessorConfig,
     session_info: SessionInfo | None = None,
 ) -> tuple[Output, SessionState]:
-    """Take new blocks (any order, duplicates allowed); return the rows they complete."""
+    """Take new blocks (any order, duplicates allowed); return the rows they complete.
+
+    Feeding a block again is harmless: one already emitted is counted as a duplicate, one that
+    falls in a gap given up earlier is reported as late; neither makes rows twice. That is what
+    lets a rebuilt session's state meet blocks the stream had already read.
+    """
     state = replace(state, pending=list(state.pending))
     if session_info is not None and state.info is None:
         state.info = session_info
+    output = Output()
     pending = {b.first_sample_index: b for b in state.pending}
     for block in blocks:
-        if block.first_sample_index >= state.next_index:
-            pending.setdefault(block.first_sample_index, block)
+        problem = _mismatch(block, state.info)
+        if problem is not None:
+            output.rejected.append(_note(block, problem))
+        elif block.first_sample_index >= state.next_index:
+            if block.first_sample_index in pending:
+                output.duplicates += 1
+            else:
+                pending[block.first_sample_index] = block
+        elif _overlaps(state.skipped, block):
+            output.late.append(_note(block, "arrived after its gap was given up"))
+        else:
+            output.duplicates += 1
     ordered = [pending[i] for i in sorted(pending)]
-    output = Output()
     if not ordered:
         state.pending, state.gap_since_ms = [], None
         return output, state
@@ -151,6 +231,13 @@ def process(
             return output, state
         state.info = fallback_info(ordered[0], config)
         state.gap_since_ms = None
+        for block in list(ordered):
+            problem = _mismatch(block, state.info)
+            if problem is not None:
+                ordered.remove(block)
+                output.rejected.append(_note(block, problem))
+    if ordered:
+        state.fingerprints = state.fingerprints | {config.fingerprint}
     run: list[Block] = []
     while ordered:
         block = ordered[0]
@@ -163,6 +250,7 @@ def process(
             break
         # The gap will not be filled: emit what we have, then go on after it.
         _emit_run(state, run, config, output)
+        state.skipped = (*state.skipped, (expected, block.first_sample_index))
         run = [ordered.pop(0)]
         state.gap_since_ms = None
     _emit_run(state, run, config, output)
@@ -172,6 +260,29 @@ def process(
     elif not ordered:
         state.gap_since_ms = None
     return output, state
+
+
+def _note(block: Block, reason: str) -> BlockNote:
+    return BlockNote(block.seq, block.first_sample_index, int(block.samples.shape[0]), reason)
+
+
+def _overlaps(ranges: tuple[tuple[int, int], ...], block: Block) -> bool:
+    first, end = block.first_sample_index, block.first_sample_index + block.samples.shape[0]
+    return any(first < stop and start < end for start, stop in ranges)
+
+
+def _mismatch(block: Block, info: SessionInfo | None) -> str | None:
+    """Why ``block`` cannot belong to the session ``info`` describes, or None."""
+    if block.samples.ndim != 2 or block.samples.shape[0] == 0:
+        return "block has no samples"
+    if info is None:
+        return None
+    if block.samples.shape[1] != len(info.channel_names):
+        return (f"block has {block.samples.shape[1]} channels, its session "
+                f"{len(info.channel_names)} ({', '.join(info.channel_names[:4])}...)")
+    if not math.isclose(block.sample_rate_hz, info.sample_rate_hz, rel_tol=1e-6):
+        return f"block sample_rate_hz={block.sample_rate_hz}, its session {info.sample_rate_hz}"
+    return None
 
 
 def _emit_run(state: SessionState, run: list[Block], config: ProcessorConfig, output: Output) -> None:
@@ -186,9 +297,10 @@ def _emit_run(state: SessionState, run: list[Block], config: ProcessorConfig, ou
                                 notch_hz=config.notch_hz if config.notch_hz and config.notch_hz < fs / 2 else None))
     raw = np.vstack([b.samples for b in run]).astype(np.float64)
     n_channels = raw.shape[1]
-    if state.filter_zi is None or gap != 0 or state.filter_zi.shape[2] != n_channels:
+    fresh_zi = initial_state(sos, n_channels)
+    if state.filter_zi is None or gap != 0 or state.filter_zi.shape != fresh_zi.shape:
         # A gap breaks the filter's memory: restart from rest rather than smear the jump.
-        state.filter_zi = initial_state(sos, n_channels)
+        state.filter_zi = fresh_zi
     if gap > 0:
         state.samples_lost += gap
     filtered, state.filter_zi = filter_chunk(sos, state.filter_zi, raw)

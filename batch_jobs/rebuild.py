@@ -1,0 +1,200 @@
+"""Re-derive silver and gold from bronze: after a settings change, a fix, or blocks that came late.
+
+Per session, every block bronze holds goes through the streaming job's own processor (same code,
+same Arrow rows), and each table's rows for the session are replaced in one Delta transaction
+whose metadata records the settings that made them. The session's stream state is then replaced
+too, so the stream goes on from the rebuilt rows: blocks it reads again are recognised as done.
+
+A session is up to date, and skipped, when its rows were all made with the current settings and
+no block of it came late or failed; so a second rebuild writes nothing. The stream and a rebuild
+never run at once (they share the state lock); a rebuild cut short leaves a journal that keeps
+the stream from starting until the rebuild is run again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from neurolake.errors import NeurolakeError
+from streaming_jobs.bronze import delta_dataset
+from streaming_jobs.bronze_source import BLOCK_COLUMNS, ROWS_ARROW, session_json
+from streaming_jobs.session_processor import ProcessorConfig, SessionState
+from streaming_jobs.silver_gold import (
+    OUTPUT_TABLES, REBUILD_JOURNAL, SessionStateStore, SessionTables, StateLock, commit_metadata, process_rows,
+    read_markers, session_state_dir,
+)
+
+log = logging.getLogger(__name__)
+
+TARGETS = {
+    "silver": {("silver", "eeg_samples"), ("silver", "heart_rate")},
+    "gold": {("gold", "eeg_windows")},
+    "all": {("silver", "eeg_samples"), ("silver", "heart_rate"), ("gold", "eeg_windows")},
+}
+# Always rewritten for a rebuilt session: what the rebuild found late, rejected or failing.
+BOOKKEEPING = {("silver", "skipped_blocks"), ("silver", "session_errors")}
+CHUNK_S = 60.0
+
+
+@dataclass
+class RebuildReport:
+    rebuilt: list[str] = field(default_factory=list)
+    up_to_date: list[str] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+    late_blocks_included: int = 0
+
+    def to_dict(self) -> dict[str, object]:
+        return {"rebuilt": self.rebuilt, "up_to_date": self.up_to_date, "rows": self.rows,
+                "late_blocks_included": self.late_blocks_included}
+
+
+def last_committed_batch(checkpoint: Path) -> int:
+    commits = checkpoint / "commits"
+    ids = [int(p.name) for p in commits.iterdir() if p.name.isdigit()] if commits.is_dir() else []
+    return max(ids, default=-1)
+
+
+def _rows_of(lake_root: Path, table: str, session_id: str, columns: list[str] | None = None) -> pa.Table | None:
+    dataset, _ = delta_dataset(lake_root / "silver" / table)
+    if dataset is None:
+        return None
+    return dataset.to_table(columns=columns, filter=pc.field("session_id") == session_id)
+
+
+def bronze_sessions(lake_root: Path) -> list[str]:
+    dataset, _ = delta_dataset(lake_root / "bronze" / "eeg_blocks")
+    if dataset is None:
+        return []
+    return sorted(pc.unique(dataset.to_table(columns=["session_id"]).column("session_id")).to_pylist())
+
+
+def needs_rebuild(lake_root: Path, store: SessionStateStore, session_id: str, config: ProcessorConfig) -> bool:
+    state = store.load(session_id, before=2**62)
+    if state.info is None or state.fingerprints != {config.fingerprint}:
+        return True
+    for table in ("skipped_blocks", "session_errors"):
+        rows = _rows_of(lake_root, table, session_id, ["session_id"])
+        if rows is not None and rows.num_rows:
+            return True
+    return False
+
+
+def _session_rows(lake_root: Path, session_id: str) -> tuple[list[dict], pa.Table]:
+    """(session record rows as the stream sees them, the session's blocks in sample order)."""
+    sessions, _ = delta_dataset(lake_root / "bronze" / "sessions")
+    records = []
+    if sessions is not None:
+        for row in sessions.to_table(filter=pc.field("session_id") == session_id).to_pylist()[:1]:
+            records.append({**{n: None for n in ROWS_ARROW.names}, "kind": "session",
+                            "session_id": session_id, "device_id": row["device_id"],
+                            "session_json": session_json(row)})
+    blocks, _ = delta_dataset(lake_root / "bronze" / "eeg_blocks")
+    table = blocks.to_table(columns=list(BLOCK_COLUMNS), filter=pc.field("session_id") == session_id)
+    return records, table.sort_by("first_sample_index")
+
+
+def rebuild_session(lake_root: Path, session_id: str, config: ProcessorConfig,
+                    progress: Callable[[int], None] | None = None) -> tuple[SessionTables, SessionState]:
+    """Every bronze block of the session through the processor, in chunks of ``CHUNK_S``."""
+    records, blocks = _session_rows(lake_root, session_id)
+    made = SessionTables.empty()
+    state = SessionState()
+    device_id = records[0]["device_id"] if records else (blocks.column("device_id")[0].as_py() if blocks.num_rows else "")
+    rate = blocks.column("sample_rate_hz")[0].as_py() if blocks.num_rows else 250.0
+    per_block = blocks.column("n_samples")[0].as_py() if blocks.num_rows else 1
+    per_chunk = max(1, int(CHUNK_S * (rate or 250.0) / max(1, per_block or 1)))
+    noted_us = time.time_ns() // 1000
+    clock_ms = 0
+    pending_records = records
+    for start in range(0, max(blocks.num_rows, 1), per_chunk):
+        chunk = blocks.slice(start, per_chunk).to_pylist()
+        rows = pending_records + [{**r, "kind": "block", "session_json": None} for r in chunk]
+        pending_records = []
+        output, state = process_rows(state, rows, clock_ms, config)
+        made.add(session_id, device_id, output, -1, noted_us)
+        # Bronze holds every block this stretch will get: a gap in it is final, no need to wait.
+        clock_ms += config.gap_wait_ms + 1
+        output, state = process_rows(state, [], clock_ms, config)
+        made.add(session_id, device_id, output, -1, noted_us)
+        clock_ms += 1
+        if progress:
+            progress(sum(r["n_samples"] or 0 for r in chunk))
+    return made, state
+
+
+def _replace_rows(path: Path, rows: pa.Table, sessions: Sequence[str], metadata: dict[str, str],
+                  schema: pa.Schema) -> None:
+    from deltalake import CommitProperties, write_deltalake
+
+    quoted = ", ".join("'" + s.replace("'", "''") + "'" for s in sessions)
+    if not path.exists() and rows.num_rows == 0:
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    write_deltalake(str(path), rows.cast(schema), mode="overwrite", predicate=f"session_id IN ({quoted})",
+                    partition_by=["date"],
+                    commit_properties=CommitProperties(custom_metadata={**metadata, "neurolake.rebuild": "1"}))
+
+
+def rebuild(lake_root: Path, checkpoint: Path, config: ProcessorConfig, target: str = "all",
+            sessions: Sequence[str] | None = None, force: bool = False,
+            progress: Callable[[str, int, int], None] | None = None) -> RebuildReport:
+    """Rebuild ``target`` tables for ``sessions`` (default: every session in bronze)."""
+    if target not in TARGETS:
+        raise NeurolakeError(f"unknown rebuild target {target!r}; choose silver, gold or all")
+    state_dir = session_state_dir(checkpoint)
+    lock = StateLock(state_dir)
+    if not lock.acquire("a rebuild"):
+        raise NeurolakeError(
+            f"the silver/gold stream ({lock.holder()}) is running; stop it first (Ctrl-C where "
+            f"`neurolake stream start` runs, or SIGTERM to that pid), then rebuild")
+    try:
+        known = bronze_sessions(lake_root)
+        wanted = list(sessions) if sessions else known
+        unknown = [s for s in wanted if s not in known]
+        if unknown:
+            raise NeurolakeError(f"no EEG blocks in bronze for session(s) {', '.join(unknown)}; "
+                                 f"`neurolake sessions` lists the sessions")
+        store = SessionStateStore(state_dir)
+        journal = state_dir / REBUILD_JOURNAL
+        report = RebuildReport()
+        todo = [s for s in wanted if force or journal.exists() or needs_rebuild(lake_root, store, s, config)]
+        report.up_to_date = [s for s in wanted if s not in todo]
+        batch = last_committed_batch(checkpoint)
+        metadata = commit_metadata(config, {"stream_batch": batch})
+        for number, session_id in enumerate(todo, 1):
+            journal.write_text(json.dumps({"session": session_id, "target": target}))
+            late = _rows_of(lake_root, "skipped_blocks", session_id, ["kind"])
+            report.late_blocks_included += 0 if late is None else int(
+                pc.sum(pc.equal(late.column("kind"), "late")).as_py() or 0)
+            made, state = rebuild_session(
+                lake_root, session_id, config,
+                (lambda n, s=session_id, k=number: progress(s, k, n)) if progress else None)
+            markers = read_markers(lake_root, _latest(lake_root / "bronze" / "markers"), [session_id])
+            tables = made.tables(markers)
+            for key in sorted(TARGETS[target] | BOOKKEEPING):
+                layer, name = key
+                _replace_rows(lake_root / layer / name, tables[key], [session_id], metadata, OUTPUT_TABLES[key])
+                report.rows[f"{layer}.{name}"] = report.rows.get(f"{layer}.{name}", 0) + tables[key].num_rows
+            store.replace(session_id, batch, state)
+            report.rebuilt.append(session_id)
+            log.info("rebuilt %s (%d of %d): %s", session_id, number, len(todo),
+                     {f"{k[0]}.{k[1]}": tables[k].num_rows for k in sorted(TARGETS[target])})
+        journal.unlink(missing_ok=True)
+        return report
+    finally:
+        lock.release()
+
+
+def _latest(path: Path) -> int:
+    from streaming_jobs.delta_log import latest_version
+
+    return latest_version(path)
+

@@ -1,0 +1,230 @@
+"""Reading a Delta table's log as a stream, and committing Parquet files written elsewhere.
+
+A Delta table is a log of versions; each version's JSON file lists the files it added and removed.
+A reader that remembers the last version it saw can take exactly the files added since, which is
+how silver and gold follow bronze (Delta's own streaming source does the same): only ``add``
+actions with ``dataChange`` count, so compaction (which rewrites files with ``dataChange: false``)
+never shows the same rows twice.
+
+Writers on the other side write Parquet files wherever the work happens (Spark executors) and the
+driver commits them in one transaction carrying an app transaction ``(app_id, batch_id)``, so a
+replayed batch finds its commit and writes nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+log = logging.getLogger(__name__)
+
+_VERSION_DIGITS = 20
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """One Parquet file of a table: where it is, how big, its partition values."""
+
+    path: str  # absolute
+    size: int
+    partition_values: tuple[tuple[str, str | None], ...] = ()
+
+
+def _log_file(table: Path, version: int) -> Path:
+    return table / "_delta_log" / f"{version:0{_VERSION_DIGITS}d}.json"
+
+
+def latest_version(table: Path, known: int = -1) -> int:
+    """The newest committed version of the table at ``table``, -1 when it has none yet.
+
+    Probes the commit files one by one from ``known`` (or the last checkpoint) instead of
+    listing the log, which grows by one file per commit for the life of the table.
+    """
+    if not (table / "_delta_log").is_dir():
+        return -1
+    start = known
+    checkpoint = table / "_delta_log" / "_last_checkpoint"
+    if checkpoint.exists():
+        try:
+            start = max(start, int(json.loads(checkpoint.read_text())["version"]))
+        except (ValueError, KeyError, json.JSONDecodeError):
+            pass
+    if start < 0 and not _log_file(table, 0).exists():
+        return -1
+    version = max(start, 0)
+    # Gallop then step: the log may be far ahead of what we knew.
+    step = 1
+    while _log_file(table, version + step).exists():
+        version += step
+        step *= 2
+    while step > 1:
+        step //= 2
+        if _log_file(table, version + step).exists():
+            version += step
+    return version
+
+
+def _file(table: Path, add: Mapping[str, Any]) -> DataFile:
+    values = tuple(sorted((add.get("partitionValues") or {}).items()))
+    return DataFile(str(table / unquote(add["path"])), int(add.get("size") or 0), values)
+
+
+def added_files(table: Path, after: int, until: int) -> list[DataFile]:
+    """Data files added by versions ``after`` (exclusive) to ``until`` (inclusive), in commit order.
+
+    From version -1 the table's snapshot at ``until`` is taken instead of replaying its whole log
+    (old commit files may have been cleaned up).
+    """
+    if until <= after:
+        return []
+    if after < 0:
+        from deltalake import DeltaTable
+
+        actions = pa.table(DeltaTable(str(table), version=until).get_add_actions(flatten=False)).to_pydict()
+        partitions = actions.get("partition") or [None] * len(actions["path"])
+        files = [_file(table, {"path": path, "size": size, "partitionValues": values or {}})
+                 for path, size, values in zip(actions["path"], actions["size_bytes"], partitions)]
+        return files
+    files = []
+    for version in range(after + 1, until + 1):
+        try:
+            lines = _log_file(table, version).read_text().splitlines()
+        except FileNotFoundError:
+            raise RuntimeError(
+                f"{table}: commit {version} is missing from the Delta log (cleaned up?); "
+                f"rebuild from the table with `neurolake lake rebuild`"
+            ) from None
+        for line in lines:
+            action = json.loads(line)
+            if "add" in action and action["add"].get("dataChange", True):
+                files.append(_file(table, action["add"]))
+            elif "remove" in action and action["remove"].get("dataChange", True):
+                log.warning("%s version %d removed %s; a stream reading it keeps the rows it took",
+                            table, version, action["remove"].get("path"))
+    return files
+
+
+def commit_timestamp_ms(table: Path, version: int) -> int | None:
+    try:
+        first = _log_file(table, version).read_text().splitlines()[0]
+        return int(json.loads(first)["commitInfo"]["timestamp"])
+    except (FileNotFoundError, IndexError, KeyError, ValueError):
+        return None
+
+
+def committed_version(table: Path, app_id: str) -> int | None:
+    """The last batch id ``app_id`` committed to the table, None if never (or no table)."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return DeltaTable(str(table)).transaction_version(app_id)
+    except TableNotFoundError:
+        return None
+
+
+# -- writing files for a later commit ------------------------------------------------------------
+
+def _stats(table: pa.Table) -> str:
+    """Delta file statistics (row count, min/max of scalar columns), so readers can skip files."""
+    minimum: dict[str, Any] = {}
+    maximum: dict[str, Any] = {}
+    nulls: dict[str, int] = {}
+    for name, column in zip(table.column_names, table.columns):
+        if pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_string(column.type):
+            extremes = pc.min_max(column)
+            if extremes["min"].is_valid:
+                minimum[name] = extremes["min"].as_py()
+                maximum[name] = extremes["max"].as_py()
+            nulls[name] = column.null_count
+    return json.dumps({"numRecords": table.num_rows, "minValues": minimum, "maxValues": maximum,
+                       "nullCount": nulls})
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    """A Parquet file written under a table's directory, not yet committed."""
+
+    relative_path: str
+    size: int
+    partition_values: tuple[tuple[str, str], ...]
+    modification_ms: int
+    stats: str
+
+    def to_json(self) -> str:
+        return json.dumps({"path": self.relative_path, "size": self.size,
+                           "partition": dict(self.partition_values), "mtime": self.modification_ms,
+                           "stats": self.stats})
+
+    @classmethod
+    def from_json(cls, text: str) -> WrittenFile:
+        raw = json.loads(text)
+        return cls(raw["path"], raw["size"], tuple(sorted(raw["partition"].items())), raw["mtime"],
+                   raw["stats"])
+
+
+def write_files(table_dir: Path, rows: pa.Table, partition_by: str = "date",
+                prefix: str = "part") -> list[WrittenFile]:
+    """Write ``rows`` as one Parquet file per value of ``partition_by`` (hive layout), uncommitted."""
+    if rows.num_rows == 0:
+        return []
+    written = []
+    values = rows.column(partition_by)
+    for value in pc.unique(values).to_pylist():
+        part = rows.filter(pc.equal(values, value)).drop_columns([partition_by])
+        relative = f"{partition_by}={value}/{prefix}-{uuid.uuid4().hex}.parquet"
+        path = table_dir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(part, path, compression="snappy")
+        stat = os.stat(path)
+        written.append(WrittenFile(relative, stat.st_size, ((partition_by, value),),
+                                   int(stat.st_mtime * 1000), _stats(part)))
+    return written
+
+
+def commit_files(table_dir: Path, schema: pa.Schema, files: Iterable[WrittenFile], app_id: str,
+                 batch_id: int, metadata: Mapping[str, str] | None = None,
+                 partition_by: str = "date") -> bool:
+    """Commit ``files`` to the table in one transaction carrying ``(app_id, batch_id)``; creates the
+    table on first use. False (and nothing written) when that batch is committed already."""
+    from deltalake import CommitProperties, DeltaTable, Schema, Transaction
+    from deltalake.exceptions import TableNotFoundError
+    from deltalake.transaction import AddAction, create_table_with_add_actions
+
+    done = committed_version(table_dir, app_id)
+    if done is not None and done >= batch_id:
+        log.info("%s: batch %d already committed by %s; skipped", table_dir, batch_id, app_id)
+        return False
+    actions = [AddAction(f.relative_path, f.size, dict(f.partition_values), f.modification_ms, True, f.stats)
+               for f in files]
+    properties = CommitProperties(
+        app_transactions=[Transaction(app_id=app_id, version=batch_id)],
+        custom_metadata={"neurolake.batch_id": str(batch_id), **(metadata or {})},
+    )
+    delta_schema = Schema.from_arrow(schema)
+    try:
+        table = DeltaTable(str(table_dir))
+    except TableNotFoundError:
+        table_dir.mkdir(parents=True, exist_ok=True)
+        create_table_with_add_actions(str(table_dir), delta_schema, actions, mode="append",
+                                      partition_by=[partition_by], commit_properties=properties)
+        return True
+    table.create_write_transaction(actions, mode="append", schema=delta_schema,
+                                   partition_by=[partition_by], commit_properties=properties)
+    return True
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
