@@ -21,6 +21,7 @@ from neurolake.settings import Settings
 from schemas.codec import CodecError, default_codec, eeg_block_samples
 from streaming_jobs.signal.filters import FilterSpec, design_sos, filter_chunk, initial_state
 from streaming_jobs.signal.heart import detect_beats
+from streaming_jobs.session_processor import session_record_problem
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,7 @@ class LiveFeed:
         self.devices: dict[str, DeviceHealth] = {}
         self.push_latencies_ms: deque = deque(maxlen=20_000)
         self.undecodable = 0
+        self.rejected = 0
         self.connection_error: str | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dashboard-feed", daemon=True)
@@ -168,6 +170,9 @@ class LiveFeed:
 
     def _handle(self, topic: str, record: dict[str, Any], kafka_ms: int) -> None:
         if topic == "sessions":
+            problem = session_record_problem(record)
+            if problem is not None:
+                raise ValueError(problem)
             self.session_records[record["session_id"]] = record
         elif topic == "eeg.raw":
             buffer = self._buffer_for(record)
@@ -230,6 +235,12 @@ class LiveFeed:
                         except CodecError:
                             self.undecodable += 1  # bronze quarantines these; the page only counts
                             continue
-                        self._handle(message.topic(), record, message.timestamp()[1])
+                        try:
+                            self._handle(message.topic(), record, message.timestamp()[1])
+                        except Exception as exc:  # a record that contradicts its session: skip it
+                            self.rejected += 1
+                            if self.rejected <= 10 or self.rejected % 1000 == 0:
+                                log.warning("dashboard: %s record refused (%d so far): %s",
+                                            message.topic(), self.rejected, exc)
         finally:
             consumer.close()

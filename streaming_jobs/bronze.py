@@ -15,9 +15,10 @@ Per micro-batch (Spark ``foreachBatch`` on the driver):
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ import pyarrow.compute as pc
 from schemas.catalog import TOPICS
 from schemas.codec import EEG_DTYPE, TIME_DTYPE, AvroCodec, CodecError, default_codec
 from streaming_jobs.arrow_schema import record_schema
+from streaming_jobs.session_processor import MAX_CHANNELS, MAX_SAMPLE_RATE_HZ, session_record_problem
 
 log = logging.getLogger(__name__)
 
@@ -73,21 +75,80 @@ def utc_date(micros: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(micros / 1e6))
 
 
-def validate(record_type: str, record: dict[str, Any]) -> str | None:
-    """Checks the Avro schema cannot express; the reason a record is refused, or None."""
-    if record_type == "eeg_block":
-        n, c = record["n_samples"], record["n_channels"]
-        if n <= 0 or c <= 0:
-            return f"eeg_block n_samples={n} n_channels={c}: both must be positive"
-        if len(record["data"]) != n * c * EEG_DTYPE.itemsize:
-            return f"eeg_block data is {len(record['data'])} bytes, n_samples*n_channels*4 = {n * c * 4}"
-        if len(record["device_times_us"]) != n * TIME_DTYPE.itemsize:
-            return f"eeg_block device_times_us is {len(record['device_times_us'])} bytes, expected {n * 8}"
-        if record["sample_rate_hz"] <= 0:
-            return f"eeg_block sample_rate_hz={record['sample_rate_hz']} must be positive"
+# Caps no real record comes near; past them a record is a mistake or an attack, not data.
+MAX_RECORD_BYTES = 16 * 1024 * 1024
+MAX_BLOCK_SAMPLES = 10_000
+MAX_SEQ_JUMP = 1_000_000  # records per device and topic between two stored ones (~28 h of blocks)
+# A block's sample index may run ahead of its session's elapsed time by this much (clock skew).
+SAMPLE_INDEX_SLACK_S = 600.0
+MAX_SESSION_S = 31 * 86_400.0
+
+
+@dataclass(frozen=True)
+class SessionFacts:
+    """What bronze checks each EEG block against: its session's shape and start."""
+
+    n_channels: int
+    sample_rate_hz: float
+    started_us: int
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def validate(record_type: str, record: dict[str, Any],
+             sessions: Mapping[str, SessionFacts] | None = None) -> str | None:
+    """Checks the Avro schema cannot express; the reason a record is refused, or None. An EEG block
+    is checked against its session when bronze knows the session."""
     if record.get("seq", 0) < 0:
         return f"{record_type} seq={record['seq']} is negative"
+    if record_type == "session":
+        return session_record_problem(record)
+    if record_type == "marker":
+        for name in ("stimulus_hz", "duration_s"):
+            value = record.get(name)
+            if value is not None and (not _finite(value) or value < 0):
+                return f"marker {name}={value!r} must be a finite, non-negative number"
+        return None
+    if record_type != "eeg_block":
+        return None
+    n, c, rate = record["n_samples"], record["n_channels"], record["sample_rate_hz"]
+    if not 0 < n <= MAX_BLOCK_SAMPLES or not 0 < c <= MAX_CHANNELS:
+        return (f"eeg_block n_samples={n} n_channels={c}: must be in 1..{MAX_BLOCK_SAMPLES} and "
+                f"1..{MAX_CHANNELS}")
+    if len(record["data"]) != n * c * EEG_DTYPE.itemsize:
+        return f"eeg_block data is {len(record['data'])} bytes, n_samples*n_channels*4 = {n * c * 4}"
+    if len(record["device_times_us"]) != n * TIME_DTYPE.itemsize:
+        return f"eeg_block device_times_us is {len(record['device_times_us'])} bytes, expected {n * 8}"
+    if not _finite(rate) or not 0 < rate <= MAX_SAMPLE_RATE_HZ:
+        return f"eeg_block sample_rate_hz={rate} must be a finite rate in (0, {MAX_SAMPLE_RATE_HZ:g}] Hz"
+    first = record["first_sample_index"]
+    if first < 0:
+        return f"eeg_block first_sample_index={first} is negative"
+    session = (sessions or {}).get(record["session_id"])
+    if session is None:
+        if first > MAX_SESSION_S * rate:
+            return (f"eeg_block first_sample_index={first} is more than {MAX_SESSION_S / 86_400:.0f} "
+                    f"days of samples at {rate:g} Hz")
+        return None
+    if c != session.n_channels:
+        return (f"eeg_block n_channels={c} but session {record['session_id']} has "
+                f"{session.n_channels} channels")
+    if not math.isclose(rate, session.sample_rate_hz, rel_tol=1e-6):
+        return (f"eeg_block sample_rate_hz={rate:g} but session {record['session_id']} runs at "
+                f"{session.sample_rate_hz:g} Hz")
+    elapsed_s = max(0.0, (record["produced_us"] - session.started_us) / 1e6)
+    if first > (elapsed_s + SAMPLE_INDEX_SLACK_S) * rate:
+        return (f"eeg_block first_sample_index={first} is implausible: session "
+                f"{record['session_id']} started {elapsed_s:.0f} s before this block "
+                f"(at most {(elapsed_s + SAMPLE_INDEX_SLACK_S) * rate:.0f} samples at {rate:g} Hz)")
     return None
+
+
+def session_facts(record: Mapping[str, Any]) -> SessionFacts:
+    return SessionFacts(len(record["channel_names"]), float(record["sample_rate_hz"]),
+                        int(record["started_us"]))
 
 
 @dataclass
@@ -97,6 +158,10 @@ class SeqTrack:
     contiguous: int = -1  # every seq <= this is stored
     above: set[int] = field(default_factory=set)
     gap_since: float | None = None  # when records above a gap were first seen
+
+    def jump(self, seq: int) -> int:
+        """How far ``seq`` lies beyond everything stored (0 when it does not)."""
+        return max(0, seq - max(self.contiguous, max(self.above, default=-1)))
 
     def add(self, seq: int) -> bool:
         """Record ``seq``; False when it was already stored (a duplicate)."""
@@ -142,6 +207,10 @@ class SeqIndex:
     def add(self, topic: str, device_id: str, seq: int) -> bool:
         return self.tracks[(topic, device_id)].add(seq)
 
+    def jump(self, topic: str, device_id: str, seq: int) -> int:
+        track = self.tracks.get((topic, device_id))
+        return (track or SeqTrack()).jump(seq)
+
     def contiguous(self) -> dict[tuple[str, str], int]:
         return {key: track.contiguous for key, track in self.tracks.items()}
 
@@ -155,34 +224,55 @@ class DecodedBatch:
 
 
 def decode_batch(
-    rows: pa.Table, index: SeqIndex, codec: AvroCodec | None = None, now_us: int | None = None
+    rows: pa.Table, index: SeqIndex, codec: AvroCodec | None = None, now_us: int | None = None,
+    sessions: dict[str, SessionFacts] | None = None,
 ) -> DecodedBatch:
     """Split a micro-batch of raw Kafka rows into bronze tables and quarantine (pure but for the
-    index, which it updates)."""
+    index and the ``sessions`` bronze knows, which it updates)."""
     codec = codec or default_codec()
+    sessions = sessions if sessions is not None else {}
     ingest = now_us if now_us is not None else time.time_ns() // 1000
     by_table: dict[str, list[dict[str, Any]]] = defaultdict(list)
     quarantined: list[dict[str, Any]] = []
     duplicates = 0
     columns = rows.to_pydict()
+    decoded: list[tuple[dict[str, Any], bytes | None, bytes | None, str, dict[str, Any]]] = []
+
+    def refuse(kafka: dict[str, Any], key: bytes | None, value: bytes | None, reason: str) -> None:
+        quarantined.append({**kafka, "key": key, "value": value, "reason": reason, "date": utc_date(ingest)})
+
     for topic, partition, offset, key, value in zip(
         columns["topic"], columns["partition"], columns["offset"], columns["key"], columns["value"]
     ):
         kafka = {"kafka_topic": topic, "kafka_partition": partition, "kafka_offset": offset,
                  "ingest_us": ingest}
         expected = TOPICS[topic].record_type if topic in TOPICS else None
+        if value is not None and len(value) > MAX_RECORD_BYTES:
+            refuse(kafka, key, value[:1024], f"record is {len(value):,} bytes; the cap is {MAX_RECORD_BYTES:,} "
+                                             f"(first 1 KiB kept)")
+            continue
         try:
             if value is None:
                 raise CodecError("record has no value (tombstone or empty message)")
             record_type, record = codec.decode(value, expected_type=expected)
         except CodecError as exc:
-            quarantined.append({**kafka, "key": key, "value": value, "reason": str(exc),
-                                "date": utc_date(ingest)})
+            refuse(kafka, key, value, str(exc))
             continue
-        problem = validate(record_type, record)
+        decoded.append((kafka, key, value, record_type, record))
+    # Sessions first: a block is checked against its session even when both came in this batch.
+    for kafka, key, value, record_type, record in decoded:
+        if record_type == "session" and validate(record_type, record) is None:
+            sessions.setdefault(record["session_id"], session_facts(record))
+    for kafka, key, value, record_type, record in decoded:
+        topic = kafka["kafka_topic"]
+        problem = validate(record_type, record, sessions)
+        if problem is None:
+            jump = index.jump(topic, record["device_id"], record["seq"])
+            if jump > MAX_SEQ_JUMP:
+                problem = (f"{record_type} seq={record['seq']} from {record['device_id']} jumps {jump:,} "
+                           f"past the last stored (more than {MAX_SEQ_JUMP:,}); not indexed")
         if problem is not None:
-            quarantined.append({**kafka, "key": key, "value": value, "reason": problem,
-                                "date": utc_date(ingest)})
+            refuse(kafka, key, value, problem)
             continue
         if not index.add(topic, record["device_id"], record["seq"]):
             duplicates += 1
@@ -276,6 +366,14 @@ def seed_index(appender: DeltaAppender) -> SeqIndex:
     return index
 
 
+def seed_sessions(appender: DeltaAppender) -> dict[str, SessionFacts]:
+    """The sessions bronze holds, for checking blocks against them (on query start)."""
+    stored = appender.read_columns("sessions", ["session_id", "channel_names", "sample_rate_hz", "started_us"])
+    if stored is None:
+        return {}
+    return {row["session_id"]: session_facts(row) for row in stored.to_pylist()}
+
+
 def silver_projections(tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
     """Lab-time views of the low-rate streams, written alongside bronze: ``silver.markers`` (already
     in lab time) and ``silver.sensor_readings`` (device time + clock offset as ``time_us``)."""
@@ -312,6 +410,7 @@ class BronzeBatchWriter:
         self.silver = DeltaAppender(lake_root, "silver")
         self.query_name = query_name
         self.index = seed_index(self.appender)
+        self.sessions = seed_sessions(self.appender)
         self.publish_acks = publish_acks
         self.gap_timeout_s = gap_timeout_s
         self._acked: dict[tuple[str, str], int] = {}
@@ -327,7 +426,7 @@ class BronzeBatchWriter:
 
     def write(self, rows: pa.Table, batch_id: int) -> DecodedBatch:
         try:
-            decoded = decode_batch(rows, self.index)
+            decoded = decode_batch(rows, self.index, sessions=self.sessions)
             # Silver first: if bronze then fails, the replay (no longer deduplicated away) finds
             # silver's transaction committed and skips only that.
             for name, table in silver_projections(decoded.tables).items():
@@ -342,6 +441,7 @@ class BronzeBatchWriter:
             # The index already counts this batch's records as stored; after a failed commit the
             # retry must not take them for duplicates. What bronze really holds is the truth.
             self.index = seed_index(self.appender)
+            self.sessions = seed_sessions(self.appender)
             raise
         now = time.monotonic()
         for key, track in self.index.tracks.items():

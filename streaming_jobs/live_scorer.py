@@ -56,6 +56,8 @@ class ScorerCounters:
     scored: int = 0
     unscored_no_model: int = 0
     unscored_layout: int = 0
+    # Records that decoded but could not be used (a session or block that contradicts itself).
+    rejected: int = 0
     latencies_us: list[int] = field(default_factory=list)
 
 
@@ -78,11 +80,14 @@ class LiveScorer:
         """Advance the session with its new blocks; predictions for the windows they complete."""
         self.counters.blocks += len(blocks)
         state = self.sessions.get(session_id)
+        if state is None and not blocks:
+            return []
         if state is None:
             # Joining a running session: start at the first block seen, not at sample 0.
             state = SessionState(next_index=min(b.first_sample_index for b in blocks))
         output, state = process(state, blocks, arrival_us // 1000, self.config, self.infos.get(session_id))
         self.sessions[session_id] = state
+        self.counters.rejected += len(output.rejected)
         if not output.windows:
             return []
         self.counters.windows += len(output.windows)
@@ -233,18 +238,29 @@ def run_live_scorer(settings: Settings, duration_s: float | None = None, start: 
                 except CodecError:
                     scorer.counters.undecodable += 1
                     continue
-                if record_type == "session":
-                    scorer.on_session(record)
-                elif record_type == "eeg_block" and validate(record_type, record) is None:
-                    blocks.setdefault(record["session_id"], []).append(block_from_record(record))
-                else:
-                    scorer.counters.undecodable += 1
+                try:
+                    if record_type == "session":
+                        scorer.on_session(record)
+                    elif record_type == "eeg_block" and validate(record_type, record) is None:
+                        blocks.setdefault(record["session_id"], []).append(block_from_record(record))
+                    else:
+                        scorer.counters.rejected += 1
+                except Exception as exc:  # one bad record must not stop live scoring
+                    scorer.counters.rejected += 1
+                    log.warning("live scorer: %s record refused: %s", record_type, exc)
             if not blocks:
                 # Sessions waiting out a gap, or for their session record, move on with time.
                 arrival = now_us()
                 blocks = {s: [] for s, st in scorer.sessions.items() if st.pending}
             for session_id, session_blocks in blocks.items():
-                for prediction in scorer.on_blocks(session_id, session_blocks, arrival):
+                try:
+                    predictions = scorer.on_blocks(session_id, session_blocks, arrival)
+                except Exception:  # a session that breaks the processor is dropped, the rest go on
+                    scorer.counters.rejected += len(session_blocks)
+                    scorer.sessions.pop(session_id, None)
+                    log.exception("live scorer: session %s failed; its state is reset", session_id)
+                    continue
+                for prediction in predictions:
                     producer.produce(PREDICTIONS_TOPIC, key=prediction["device_id"].encode(),
                                      value=codec.encode("prediction", prediction))
             producer.poll(0)
@@ -253,10 +269,10 @@ def run_live_scorer(settings: Settings, duration_s: float | None = None, start: 
                 c = scorer.counters
                 current = scorer.model()
                 log.info("live scorer: %d blocks, %d windows, %d scored (model %s), latency p50 %.1f ms "
-                         "p95 %.1f ms; unscored: %d without a champion, %d wrong layout; %d undecodable",
+                         "p95 %.1f ms; unscored: %d without a champion, %d wrong layout; %d undecodable, %d rejected",
                          c.blocks, c.windows, c.scored, current.version if current else "none",
                          _percentile(c.latencies_us, 50), _percentile(c.latencies_us, 95),
-                         c.unscored_no_model, c.unscored_layout, c.undecodable)
+                         c.unscored_no_model, c.unscored_layout, c.undecodable, c.rejected)
         return 0
     finally:
         for sig, handler in previous.items():
