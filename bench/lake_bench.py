@@ -44,11 +44,12 @@ def main() -> None:
     parser.add_argument("--headsets", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=60.0, help="measured, after warm-up")
     parser.add_argument("--warmup", type=float, default=20.0)
+    parser.add_argument("--logs", type=Path, default=None, help="keep the processes' logs here")
     args = parser.parse_args()
     with private_broker() as settings:
         env = cli_environment(settings)
         cli = [sys.executable, "-m", "neurolake.cli"]
-        logs = settings.paths.home / "bench-logs"
+        logs = args.logs or settings.paths.home / "bench-logs"
         logs.mkdir(parents=True, exist_ok=True)
         streams = subprocess.Popen([*cli, "stream", "start", "all"], env=env,
                                    stdout=subprocess.DEVNULL, stderr=open(logs / "streams.log", "w"),

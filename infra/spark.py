@@ -46,6 +46,7 @@ def build_spark_session(settings: Settings, app_name: str = "neurolake") -> Spar
         .config("spark.ui.port", str(spark_conf.ui_port))
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.local.dir", str(settings.paths.home / "spark-tmp"))
         .config("spark.sql.warehouse.dir", str(settings.paths.home / "spark-warehouse"))
     )

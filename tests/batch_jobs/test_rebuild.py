@@ -1,0 +1,81 @@
+"""Rebuild: silver and gold again from bronze with new settings; a second rebuild writes nothing;
+late blocks are included; the stream's state lock keeps a rebuild out while the stream runs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+from deltalake import DeltaTable
+
+from batch_jobs.rebuild import rebuild
+from batch_jobs.recording import write_session
+from batch_jobs.sample_lake import SESSION_START_US, simulate_session
+from neurolake.errors import NeurolakeError
+from streaming_jobs.bronze import delta_dataset
+from streaming_jobs.silver_gold import StateLock, processor_config, session_state_dir
+
+TABLES = ("silver/eeg_samples", "silver/heart_rate", "gold/eeg_windows")
+
+
+def _versions(root: Path) -> dict[str, int]:
+    return {t: DeltaTable(str(root / t)).version() for t in TABLES}
+
+
+def _filtered(root: Path, session_id: str) -> np.ndarray:
+    dataset, _ = delta_dataset(root / "silver" / "eeg_samples")
+    table = dataset.to_table(filter=pc.field("session_id") == session_id).sort_by("sample_index")
+    return np.array(table.column("filtered").to_pylist()[:2000])
+
+
+@pytest.fixture
+def lake(tmp_path: Path, make_settings):  # type: ignore[no-untyped-def]
+    settings = make_settings()
+    recording = simulate_session(settings, 0, 20.0, SESSION_START_US).recording()
+    write_session(settings.paths.lake_root, recording, processor_config(settings))
+    return settings, recording.session_id
+
+
+def test_new_band_rewrites_silver_and_gold_then_a_second_rebuild_writes_nothing(lake) -> None:  # type: ignore[no-untyped-def]
+    settings, session_id = lake
+    root = settings.paths.lake_root
+    checkpoint = root / "_checkpoints" / "silver_gold"
+    before = _filtered(root, session_id)
+    samples_before = delta_dataset(root / "silver" / "eeg_samples")[0].count_rows()
+    unchanged = rebuild(root, checkpoint, processor_config(settings))
+    assert unchanged.rebuilt == [] and unchanged.up_to_date == [session_id]
+
+    narrower = replace(processor_config(settings), band_high_hz=30.0)
+    report = rebuild(root, checkpoint, narrower)
+    assert report.rebuilt == [session_id]
+    after = _filtered(root, session_id)
+    assert after.shape == before.shape and not np.allclose(after, before)
+    for table in TABLES:
+        metadata = DeltaTable(str(root / table)).history(1)[0]
+        assert metadata["neurolake.settings_fingerprint"] == narrower.fingerprint, table
+        assert json.loads(metadata["neurolake.settings"])["band_high_hz"] == 30.0
+    dataset, _ = delta_dataset(root / "silver" / "eeg_samples")
+    assert dataset.count_rows() == report.rows["silver.eeg_samples"] == samples_before
+
+    versions = _versions(root)
+    again = rebuild(root, checkpoint, narrower)
+    assert again.rebuilt == [] and _versions(root) == versions
+
+
+def test_a_rebuild_waits_for_no_running_stream(lake) -> None:  # type: ignore[no-untyped-def]
+    settings, _ = lake
+    root = settings.paths.lake_root
+    checkpoint = root / "_checkpoints" / "silver_gold"
+    stream = StateLock(session_state_dir(checkpoint))
+    assert stream.acquire("the silver/gold stream")
+    try:
+        with pytest.raises(NeurolakeError, match="stream .* is running; stop it first"):
+            rebuild(root, checkpoint, processor_config(settings), force=True)
+    finally:
+        stream.release()
+    with pytest.raises(NeurolakeError, match="no EEG blocks in bronze for session"):
+        rebuild(root, checkpoint, processor_config(settings), sessions=["nope"])
