@@ -4,7 +4,9 @@ Starts a private broker, the streaming process (`neurolake stream start all`) an
 headsets; after a warm-up, every 0.5 s reads the newest sample time in silver from the Delta log's
 file statistics and prints the age distribution (now - newest sample time, lab clock). This bounds
 the sample -> silver row latency from above (it includes up to one polling interval). Also prints
-whether the lake kept up: silver rows at the end vs samples produced.
+rows/s per layer over the measured period, the start-up time to the first committed batch (cold,
+and after a SIGKILL of the streaming process while the headsets go on), and whether the lake kept
+up: silver rows at the end vs samples produced.
 """
 
 from __future__ import annotations
@@ -39,6 +41,40 @@ def newest_sample_us(table_path: Path) -> int | None:
     return max(values) if values else None
 
 
+def committed_rows(table_path: Path) -> int:
+    """Rows in the table's current version, from the Delta log's file statistics."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        actions = DeltaTable(str(table_path)).get_add_actions(flatten=True)
+    except TableNotFoundError:
+        return 0
+    return sum(v or 0 for v in actions.column("num_records").to_pylist()) if actions.num_rows else 0
+
+
+def table_version(table_path: Path) -> int:
+    from streaming_jobs.delta_log import latest_version
+
+    return latest_version(table_path)
+
+
+def wait_for_commit(tables: list[Path], after: dict[Path, int], since: float, limit_s: float = 180) -> dict[str, float]:
+    """Seconds from ``since`` until each table has a version newer than ``after``."""
+    seconds: dict[str, float] = {}
+    while len(seconds) < len(tables) and time.monotonic() - since < limit_s:
+        for table in tables:
+            if table.name not in seconds and table_version(table) > after.get(table, -1):
+                seconds[table.name] = time.monotonic() - since
+        time.sleep(0.1)
+    return seconds
+
+
+def start_streams(cli: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    return subprocess.Popen([*cli, "stream", "start", "all"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=open(log_path, "a"), start_new_session=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--headsets", type=int, default=4)
@@ -51,28 +87,45 @@ def main() -> None:
         cli = [sys.executable, "-m", "neurolake.cli"]
         logs = args.logs or settings.paths.home / "bench-logs"
         logs.mkdir(parents=True, exist_ok=True)
-        streams = subprocess.Popen([*cli, "stream", "start", "all"], env=env,
-                                   stdout=subprocess.DEVNULL, stderr=open(logs / "streams.log", "w"),
-                                   start_new_session=True)
-        duration = args.warmup + args.seconds + 5
+        lake = settings.paths.lake_root
+        bronze, silver, gold = lake / "bronze" / "eeg_blocks", lake / "silver" / "eeg_samples", lake / "gold" / "eeg_windows"
+        restart_window = 60.0
+        duration = args.warmup + args.seconds + restart_window
         headsets = subprocess.Popen(
             [*cli, "edge", "simulate", "--headsets", str(args.headsets), "--duration", str(duration)],
             env=env, stdout=subprocess.PIPE, stderr=open(logs / "headsets.log", "w"), text=True,
         )
-        silver = settings.paths.lake_root / "silver" / "eeg_samples"
+        spawned = time.monotonic()
+        streams = start_streams(cli, env, logs / "streams.log")
         ages = []
         try:
-            start = time.monotonic()
+            cold = wait_for_commit([bronze, silver], {}, spawned)
+            start = spawned
+            counted: dict[str, int] = {}
             while time.monotonic() - start < args.warmup + args.seconds:
                 newest = newest_sample_us(silver)
-                if newest is not None and time.monotonic() - start >= args.warmup:
-                    ages.append((time.time_ns() // 1000 - newest) / 1e6)
+                if time.monotonic() - start >= args.warmup:
+                    if not counted:
+                        counted = {"t": time.monotonic(), **{p.parent.name + "." + p.name: committed_rows(p)
+                                                            for p in (bronze, silver, gold)}}
+                    if newest is not None:
+                        ages.append((time.time_ns() // 1000 - newest) / 1e6)
                 time.sleep(0.5)
-            summary = json.loads(headsets.communicate(timeout=120)[0])
-            time.sleep(10)
+            elapsed = time.monotonic() - counted["t"]
+            rates = {name: (committed_rows(lake / name.replace(".", "/")) - rows) / elapsed
+                     for name, rows in counted.items() if name != "t"}
+            # A crash while the lab records: how long until the restarted process commits again.
+            os.killpg(streams.pid, signal.SIGKILL)
+            streams.wait(30)
+            before = {t: table_version(t) for t in (bronze, silver)}
+            restarted_at = time.monotonic()
+            streams = start_streams(cli, env, logs / "streams.log")
+            restart = wait_for_commit([bronze, silver], before, restarted_at)
+            summary = json.loads(headsets.communicate(timeout=300)[0])
+            time.sleep(15)
             from batch_jobs.lake_sql import run_query
 
-            rows = run_query(settings.paths.lake_root, "SELECT count(*) FROM silver.eeg_samples").rows[0][0]
+            rows = run_query(lake, "SELECT count(*) FROM silver.eeg_samples").rows[0][0]
         finally:
             os.killpg(streams.pid, signal.SIGTERM)
             try:
@@ -90,7 +143,13 @@ def main() -> None:
                   f"{np.percentile(a, 95):.2f} s  max {a.max():.2f} s  ({len(a)} polls; target p95 <= 5 s)")
         else:
             print("  silver had no rows during the measurement")
-        print(f"  silver rows {rows:,} of {produced:,} samples produced (10 s after the headsets stopped)")
+        print("  rows/s while measured: " + ", ".join(f"{name} {rate:,.0f}" for name, rate in rates.items())
+              + f"  (produced: {args.headsets * 250:,} samples/s, {args.headsets * 10:,} blocks/s)")
+        print(f"  start-up to first commit: cold bronze {cold.get('eeg_blocks', float('nan')):.1f} s, "
+              f"silver {cold.get('eeg_samples', float('nan')):.1f} s; after SIGKILL bronze "
+              f"{restart.get('eeg_blocks', float('nan')):.1f} s, silver {restart.get('eeg_samples', float('nan')):.1f} s"
+              f"  (target <= 15 s)")
+        print(f"  silver rows {rows:,} of {produced:,} samples produced (15 s after the headsets stopped)")
 
 
 if __name__ == "__main__":
