@@ -52,6 +52,26 @@ class BrokerStack(BrokerAndClock):
         return subprocess.Popen([*self.cli_argv, *args], env=self.env, cwd=self.home, **popen)
 
 
+    def streams(self, target: str, log_name: str, *extra: str) -> subprocess.Popen:
+        """``neurolake stream start TARGET`` in its own process group, so that SIGKILL to the group
+        takes the driver and its JVM down together, as a crash would."""
+        log_file = open(self.home / f"{log_name}.log", "w")
+        return subprocess.Popen([*self.cli_argv, "stream", "start", target, "--trigger", "0.5", *extra],
+                                env=self.env, cwd=self.home, stdout=log_file, stderr=log_file,
+                                start_new_session=True)
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    """SIGKILL a process started in its own group, and everything in the group."""
+    import signal
+
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait(30)
+
+
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[BrokerStack]:
     stack = BrokerStack(tmp_path)

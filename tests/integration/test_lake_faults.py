@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
 import time
 
@@ -18,28 +17,12 @@ import pytest
 from batch_jobs.lake_sql import run_query
 from batch_jobs.lake_tables import discover_tables
 from schemas.codec import default_codec
-from tests.integration.conftest import BrokerStack
+from tests.integration.conftest import BrokerStack, kill_group
 from tests.schemas.samples import sample_records
 
 pytestmark = pytest.mark.integration
 
 SEED = int(os.environ.get("NEUROLAKE_FAULT_SEED", "7"))
-
-
-def _streams(broker: BrokerStack, target: str, name: str) -> subprocess.Popen:
-    log_file = open(broker.home / f"{name}.log", "w")
-    # Its own process group: SIGKILL to the group takes the driver and its JVM down together.
-    return subprocess.Popen([*broker.cli_argv, "stream", "start", target, "--trigger", "0.5"],
-                            env=broker.env, cwd=broker.home, stdout=log_file, stderr=log_file,
-                            start_new_session=True)
-
-
-def _kill(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait(30)
 
 
 def _poison(broker: BrokerStack) -> None:
@@ -76,19 +59,19 @@ def test_broker_restarts_and_kills_while_silver_lags_give_exact_counts(broker: B
                                 stdout=subprocess.PIPE, stderr=open(broker.home / "headsets.log", "w"),
                                 text=True)
     root = broker.settings.paths.lake_root
-    streams = _streams(broker, "all", "streams-0")
+    streams = broker.streams("all", "streams-0")
     try:
         time.sleep(rng.uniform(12, 16))
         for round_ in range(2):
             # Silver falls behind: only bronze runs, then the broker forgets everything.
-            _kill(streams)
-            streams = _streams(broker, "bronze", f"bronze-{round_}")
+            kill_group(streams)
+            streams = broker.streams("bronze", f"bronze-{round_}")
             time.sleep(rng.uniform(8, 12))
             broker.stop_broker()
             time.sleep(rng.uniform(2, 4))
             broker.start_broker()
-            _kill(streams)
-            streams = _streams(broker, "all", f"streams-{round_ + 1}")
+            kill_group(streams)
+            streams = broker.streams("all", f"streams-{round_ + 1}")
             time.sleep(rng.uniform(10, 14))
         # After the last broker restart: nothing resends these, so a restart would simply lose them.
         _poison(broker)
@@ -108,7 +91,7 @@ def test_broker_restarts_and_kills_while_silver_lags_give_exact_counts(broker: B
         status = broker.neurolake("stream", "status", "--json", stdout=subprocess.PIPE, text=True)
         state = json.loads(status.communicate(timeout=60)[0])
     finally:
-        _kill(streams)
+        kill_group(streams)
         if headsets.poll() is None:
             headsets.kill()
     assert all(q["active"] for q in state["queries"].values()), state

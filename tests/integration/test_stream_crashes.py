@@ -4,9 +4,7 @@ SIGKILLed at 3 random moments and restarted; every count is exact and nothing is
 from __future__ import annotations
 
 import json
-import os
 import random
-import signal
 import subprocess
 import time
 
@@ -15,25 +13,9 @@ import pytest
 
 from batch_jobs.lake_sql import run_query
 from batch_jobs.lake_tables import discover_tables
-from tests.integration.conftest import BrokerStack
+from tests.integration.conftest import BrokerStack, kill_group
 
 pytestmark = pytest.mark.integration
-
-
-def _start_streams(broker: BrokerStack, log_name: str) -> subprocess.Popen:
-    log_file = open(broker.home / f"{log_name}.log", "w")
-    # Its own session: SIGKILL to the group takes the driver and its JVM down together, as a crash.
-    return subprocess.Popen([*broker.cli_argv, "stream", "start", "all", "--trigger", "0.5"],
-                            env=broker.env, cwd=broker.home, stdout=log_file, stderr=log_file,
-                            start_new_session=True)
-
-
-def _kill(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait(30)
 
 
 def _count(root, sql: str) -> int:
@@ -48,12 +30,12 @@ def test_sigkill_at_three_moments_then_same_counts_no_duplicates(broker: BrokerS
                                 "--stimulus", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 text=True)
     rng = random.Random(11)
-    streams = _start_streams(broker, "streams-0")
+    streams = broker.streams("all", "streams-0")
     try:
         for crash in range(3):
             time.sleep(rng.uniform(10, 18))
-            _kill(streams)
-            streams = _start_streams(broker, f"streams-{crash + 1}")
+            kill_group(streams)
+            streams = broker.streams("all", f"streams-{crash + 1}")
         summary = json.loads(headsets.communicate(timeout=120)[0])
         expected_samples = sum(d["samples"] for d in summary["devices"])
         expected_blocks = sum(d["blocks"] for d in summary["devices"])
@@ -65,7 +47,7 @@ def test_sigkill_at_three_moments_then_same_counts_no_duplicates(broker: BrokerS
             time.sleep(3)
         time.sleep(4)  # anything more would be a duplicate: give it the chance to show up
     finally:
-        _kill(streams)
+        kill_group(streams)
         if headsets.poll() is None:
             headsets.kill()
     blocks = run_query(root, "SELECT device_id, seq FROM bronze.eeg_blocks").rows
