@@ -22,10 +22,12 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
 from neurolake.errors import NeurolakeError
 from streaming_jobs.bronze import delta_dataset
 from streaming_jobs.bronze_source import BLOCK_COLUMNS, ROWS_ARROW, session_json
+from streaming_jobs.delta_log import latest_version
 from streaming_jobs.session_processor import ProcessorConfig, SessionState
 from streaming_jobs.silver_gold import (
     OUTPUT_TABLES, REBUILD_JOURNAL, SessionStateStore, SessionTables, StateLock, commit_metadata, process_rows,
@@ -62,13 +64,6 @@ def last_committed_batch(checkpoint: Path) -> int:
     return max(ids, default=-1)
 
 
-def _rows_of(lake_root: Path, table: str, session_id: str, columns: list[str] | None = None) -> pa.Table | None:
-    dataset, _ = delta_dataset(lake_root / "silver" / table)
-    if dataset is None:
-        return None
-    return dataset.to_table(columns=columns, filter=pc.field("session_id") == session_id)
-
-
 def bronze_sessions(lake_root: Path) -> list[str]:
     dataset, _ = delta_dataset(lake_root / "bronze" / "eeg_blocks")
     if dataset is None:
@@ -76,18 +71,28 @@ def bronze_sessions(lake_root: Path) -> list[str]:
     return sorted(pc.unique(dataset.to_table(columns=["session_id"]).column("session_id")).to_pylist())
 
 
-def needs_rebuild(lake_root: Path, store: SessionStateStore, session_id: str, config: ProcessorConfig) -> bool:
-    state = store.load(session_id, before=2**62)
-    if state.info is None or state.fingerprints != {config.fingerprint}:
-        return True
+def sessions_with_notes(lake_root: Path) -> tuple[set[str], dict[str, int]]:
+    """Sessions with a skipped block or an error (they need a rebuild), and late blocks per session."""
+    flagged: set[str] = set()
+    late: dict[str, int] = {}
     for table in ("skipped_blocks", "session_errors"):
-        rows = _rows_of(lake_root, table, session_id, ["session_id"])
-        if rows is not None and rows.num_rows:
-            return True
-    return False
+        dataset, _ = delta_dataset(lake_root / "silver" / table)
+        if dataset is None:
+            continue
+        columns = ["session_id", "kind"] if table == "skipped_blocks" else ["session_id"]
+        for row in dataset.to_table(columns=columns).to_pylist():
+            flagged.add(row["session_id"])
+            if row.get("kind") == "late":
+                late[row["session_id"]] = late.get(row["session_id"], 0) + 1
+    return flagged, late
 
 
-def _session_rows(lake_root: Path, session_id: str) -> tuple[list[dict], pa.Table]:
+def needs_rebuild(store: SessionStateStore, session_id: str, config: ProcessorConfig, flagged: set[str]) -> bool:
+    state = store.load(session_id, before=2**62)
+    return state.info is None or state.fingerprints != {config.fingerprint} or session_id in flagged
+
+
+def _session_rows(lake_root: Path, blocks: ds.Dataset, session_id: str) -> tuple[list[dict], pa.Table]:
     """(session record rows as the stream sees them, the session's blocks in sample order)."""
     sessions, _ = delta_dataset(lake_root / "bronze" / "sessions")
     records = []
@@ -96,21 +101,21 @@ def _session_rows(lake_root: Path, session_id: str) -> tuple[list[dict], pa.Tabl
             records.append({**{n: None for n in ROWS_ARROW.names}, "kind": "session",
                             "session_id": session_id, "device_id": row["device_id"],
                             "session_json": session_json(row)})
-    blocks, _ = delta_dataset(lake_root / "bronze" / "eeg_blocks")
     table = blocks.to_table(columns=list(BLOCK_COLUMNS), filter=pc.field("session_id") == session_id)
     return records, table.sort_by("first_sample_index")
 
 
-def rebuild_session(lake_root: Path, session_id: str, config: ProcessorConfig,
+def rebuild_session(lake_root: Path, blocks_dataset: ds.Dataset, session_id: str, config: ProcessorConfig,
                     progress: Callable[[int], None] | None = None) -> tuple[SessionTables, SessionState]:
     """Every bronze block of the session through the processor, in chunks of ``CHUNK_S``."""
-    records, blocks = _session_rows(lake_root, session_id)
+    records, blocks = _session_rows(lake_root, blocks_dataset, session_id)
     made = SessionTables.empty()
     state = SessionState()
     device_id = records[0]["device_id"] if records else (blocks.column("device_id")[0].as_py() if blocks.num_rows else "")
-    rate = blocks.column("sample_rate_hz")[0].as_py() if blocks.num_rows else 250.0
+    # Chunks of about CHUNK_S at the session's own rate (no rows: one empty chunk).
+    rate = blocks.column("sample_rate_hz")[0].as_py() if blocks.num_rows else 0.0
     per_block = blocks.column("n_samples")[0].as_py() if blocks.num_rows else 1
-    per_chunk = max(1, int(CHUNK_S * (rate or 250.0) / max(1, per_block or 1)))
+    per_chunk = max(1, int(CHUNK_S * rate / max(1, per_block)))
     noted_us = time.time_ns() // 1000
     clock_ms = 0
     pending_records = records
@@ -165,19 +170,20 @@ def rebuild(lake_root: Path, checkpoint: Path, config: ProcessorConfig, target: 
         store = SessionStateStore(state_dir)
         journal = state_dir / REBUILD_JOURNAL
         report = RebuildReport()
-        todo = [s for s in wanted if force or journal.exists() or needs_rebuild(lake_root, store, s, config)]
+        flagged, late = sessions_with_notes(lake_root)
+        todo = [s for s in wanted if force or journal.exists() or needs_rebuild(store, s, config, flagged)]
         report.up_to_date = [s for s in wanted if s not in todo]
         batch = last_committed_batch(checkpoint)
         metadata = commit_metadata(config, {"stream_batch": batch})
+        markers_version = latest_version(lake_root / "bronze" / "markers")
+        blocks_dataset, _ = delta_dataset(lake_root / "bronze" / "eeg_blocks")
         for number, session_id in enumerate(todo, 1):
             journal.write_text(json.dumps({"session": session_id, "target": target}))
-            late = _rows_of(lake_root, "skipped_blocks", session_id, ["kind"])
-            report.late_blocks_included += 0 if late is None else int(
-                pc.sum(pc.equal(late.column("kind"), "late")).as_py() or 0)
+            report.late_blocks_included += late.get(session_id, 0)
             made, state = rebuild_session(
-                lake_root, session_id, config,
+                lake_root, blocks_dataset, session_id, config,
                 (lambda n, s=session_id, k=number: progress(s, k, n)) if progress else None)
-            markers = read_markers(lake_root, _latest(lake_root / "bronze" / "markers"), [session_id])
+            markers = read_markers(lake_root, markers_version, [session_id])
             tables = made.tables(markers)
             for key in sorted(TARGETS[target] | BOOKKEEPING):
                 layer, name = key
@@ -192,9 +198,4 @@ def rebuild(lake_root: Path, checkpoint: Path, config: ProcessorConfig, target: 
     finally:
         lock.release()
 
-
-def _latest(path: Path) -> int:
-    from streaming_jobs.delta_log import latest_version
-
-    return latest_version(path)
 

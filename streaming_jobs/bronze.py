@@ -30,7 +30,9 @@ import pyarrow.compute as pc
 from schemas.catalog import TOPICS
 from schemas.codec import EEG_DTYPE, TIME_DTYPE, AvroCodec, CodecError, default_codec
 from streaming_jobs.arrow_schema import record_schema
-from streaming_jobs.session_processor import MAX_CHANNELS, MAX_SAMPLE_RATE_HZ, session_record_problem
+from streaming_jobs.session_processor import (
+    MAX_CHANNELS, MAX_SAMPLE_RATE_HZ, is_finite_number, session_record_problem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +95,6 @@ class SessionFacts:
     started_us: int
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
-
-
 def validate(record_type: str, record: dict[str, Any],
              sessions: Mapping[str, SessionFacts] | None = None) -> str | None:
     """Checks the Avro schema cannot express; the reason a record is refused, or None. An EEG block
@@ -108,7 +106,7 @@ def validate(record_type: str, record: dict[str, Any],
     if record_type == "marker":
         for name in ("stimulus_hz", "duration_s"):
             value = record.get(name)
-            if value is not None and (not _finite(value) or value < 0):
+            if value is not None and (not is_finite_number(value) or value < 0):
                 return f"marker {name}={value!r} must be a finite, non-negative number"
         return None
     if record_type != "eeg_block":
@@ -121,7 +119,7 @@ def validate(record_type: str, record: dict[str, Any],
         return f"eeg_block data is {len(record['data'])} bytes, n_samples*n_channels*4 = {n * c * 4}"
     if len(record["device_times_us"]) != n * TIME_DTYPE.itemsize:
         return f"eeg_block device_times_us is {len(record['device_times_us'])} bytes, expected {n * 8}"
-    if not _finite(rate) or not 0 < rate <= MAX_SAMPLE_RATE_HZ:
+    if not is_finite_number(rate) or not 0 < rate <= MAX_SAMPLE_RATE_HZ:
         return f"eeg_block sample_rate_hz={rate} must be a finite rate in (0, {MAX_SAMPLE_RATE_HZ:g}] Hz"
     first = record["first_sample_index"]
     if first < 0:

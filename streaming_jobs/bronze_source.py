@@ -111,7 +111,7 @@ class BronzeStreamReader(DataSourceStreamReader):
         self.bronze = Path(options["root"]) / "bronze"
         self.max_versions = int(options.get("maxversionspertrigger", "20"))
         self.max_tasks = int(options.get("maxtasks", "2"))
-        self.idle_tick_ms = int(float(options.get("idletickS".lower(), "5")) * 1000)
+        self.idle_tick_ms = int(float(options.get("idleticks", "5")) * 1000)
         if self.max_versions < 1 or self.max_tasks < 1:
             raise ValueError("maxVersionsPerTrigger and maxTasks must be >= 1")
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -114,14 +113,6 @@ def added_files(table: Path, after: int, until: int) -> list[DataFile]:
                 log.warning("%s version %d removed %s; a stream reading it keeps the rows it took",
                             table, version, action["remove"].get("path"))
     return files
-
-
-def commit_timestamp_ms(table: Path, version: int) -> int | None:
-    try:
-        first = _log_file(table, version).read_text().splitlines()[0]
-        return int(json.loads(first)["commitInfo"]["timestamp"])
-    except (FileNotFoundError, IndexError, KeyError, ValueError):
-        return None
 
 
 def committed_version(table: Path, app_id: str) -> int | None:
@@ -225,6 +216,3 @@ def commit_files(table_dir: Path, schema: pa.Schema, files: Iterable[WrittenFile
                                    partition_by=[partition_by], commit_properties=properties)
     return True
 
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000

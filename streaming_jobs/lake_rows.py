@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from streaming_jobs.session_processor import BlockNote
 
@@ -146,6 +145,3 @@ def concat(tables: Sequence[pa.Table], schema: pa.Schema) -> pa.Table:
     present = [t for t in tables if t.num_rows]
     return pa.concat_tables(present) if present else schema.empty_table()
 
-
-def session_ids(table: pa.Table) -> list[str]:
-    return sorted(pc.unique(table.column("session_id")).to_pylist()) if table.num_rows else []

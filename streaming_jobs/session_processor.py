@@ -137,6 +137,14 @@ PULSE_TAIL_S = 4.0
 BPM_AVERAGE_OVER = 5
 
 
+MAX_SAMPLE_RATE_HZ = 100_000.0
+MAX_CHANNELS = 1024
+
+
+def is_finite_number(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
 class SessionRecordError(ValueError):
     """A session record the processor cannot use; the message names the field."""
 
@@ -144,7 +152,7 @@ class SessionRecordError(ValueError):
 def session_record_problem(record: Mapping[str, Any]) -> str | None:
     """Why a session record cannot describe its blocks, or None. Bronze quarantines such records."""
     rate = record.get("sample_rate_hz")
-    if not isinstance(rate, int | float) or not math.isfinite(rate) or not 0 < rate <= MAX_SAMPLE_RATE_HZ:
+    if not is_finite_number(rate) or not 0 < rate <= MAX_SAMPLE_RATE_HZ:
         return f"session sample_rate_hz={rate!r}: must be a finite rate in (0, {MAX_SAMPLE_RATE_HZ:g}] Hz"
     names, types = record.get("channel_names") or [], record.get("channel_types") or []
     if not 0 < len(names) <= MAX_CHANNELS:
@@ -161,9 +169,6 @@ def session_record_problem(record: Mapping[str, Any]) -> str | None:
                 return f"session metadata {key}={value!r}: a stimulus frequency must be a positive number of Hz"
     return None
 
-
-MAX_SAMPLE_RATE_HZ = 100_000.0
-MAX_CHANNELS = 1024
 
 
 def info_from_session_record(record: dict[str, Any], config: ProcessorConfig) -> SessionInfo:

@@ -257,7 +257,8 @@ class SessionTables:
 
     def error(self, session_id: str, batch_id: int, exc: BaseException, noted_us: int) -> None:
         self.errors.append({"session_id": session_id, "batch_id": batch_id, "error": f"{type(exc).__name__}: {exc}",
-                            "traceback": traceback.format_exc(limit=8), "noted_us": noted_us})
+                            "traceback": traceback.format_exc(limit=8), "noted_us": noted_us,
+                            "date": utc_dates([noted_us])[0].as_py()})
 
     def tables(self, markers: pa.Table | None) -> dict[tuple[str, str], pa.Table]:
         windows = []
@@ -265,17 +266,12 @@ class SessionTables:
             table = windows_table(session_id, rows)
             windows.append(table.set_column(table.schema.get_field_index("label"), "label",
                                             label_windows(table, markers)))
-        errors = pa.Table.from_pylist(
-            [{**e, "date": None} for e in self.errors], schema=SESSION_ERRORS_SCHEMA) if self.errors else None
-        if errors is not None:
-            errors = errors.set_column(errors.schema.get_field_index("date"), "date",
-                                       utc_dates(errors.column("noted_us").to_numpy()))
         return {
             ("silver", "eeg_samples"): concat(self.samples, SAMPLES_SCHEMA),
             ("silver", "heart_rate"): concat(self.beats, BEATS_SCHEMA),
             ("gold", "eeg_windows"): concat(windows, WINDOWS_SCHEMA),
             ("silver", "skipped_blocks"): concat(self.notes, BLOCK_NOTES_SCHEMA),
-            ("silver", "session_errors"): errors if errors is not None else SESSION_ERRORS_SCHEMA.empty_table(),
+            ("silver", "session_errors"): pa.Table.from_pylist(self.errors, schema=SESSION_ERRORS_SCHEMA),
         }
 
 
