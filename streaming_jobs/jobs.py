@@ -24,6 +24,28 @@ def checkpoint_dir(settings: Settings, query: str) -> Path:
     return settings.paths.lake_root / "_checkpoints" / query
 
 
+def clear_unfinished_writes(checkpoint: Path) -> list[Path]:
+    """Remove what a killed process left half-written in Spark's checkpoint log.
+
+    Spark writes each log entry to a hidden ``.N.<uuid>.tmp`` file and renames it; a kill before
+    the rename leaves the temp file, which is no entry at all. Spark still counts it: a query
+    killed while planning its first batch then refuses to start again ("should be empty on batch
+    0") and would fail forever. Removing the temp files loses nothing, since no batch was planned.
+    """
+    removed = []
+    for log_dir in ("offsets", "commits", "sources"):
+        directory = checkpoint / log_dir
+        if not directory.is_dir():
+            continue
+        for leftover in directory.rglob(".*.tmp*"):
+            if leftover.is_file() and (leftover.name.endswith(".tmp") or leftover.name.endswith(".tmp.crc")):
+                leftover.unlink()
+                removed.append(leftover)
+    if removed:
+        log.warning("removed %d unfinished checkpoint write(s) under %s (a killed run)", len(removed), checkpoint)
+    return removed
+
+
 def kafka_stream(spark: SparkSession, settings: Settings, topics: tuple[str, ...],
                  max_records_per_trigger: int | None = None) -> DataFrame:
     spark.dataSource.register(KafkaPyDataSource)
@@ -67,12 +89,14 @@ def start_bronze(spark: SparkSession, settings: Settings, trigger_s: float | Non
         settings.paths.lake_root, "bronze",
         publish_acks=AckPublisher(settings) if publish_acks else None,
     )
+    checkpoint = checkpoint_dir(settings, "bronze")
+    clear_unfinished_writes(checkpoint)
     return (
         kafka_stream(spark, settings, BRONZE_TOPICS,
                      max_records_per_trigger=settings.lake.max_records_per_trigger)
         .writeStream.queryName("bronze")
         .foreachBatch(writer)
-        .option("checkpointLocation", str(checkpoint_dir(settings, "bronze")))
+        .option("checkpointLocation", str(checkpoint))
         .trigger(processingTime=f"{trigger_s} seconds")
         .start()
     )

@@ -466,9 +466,10 @@ def processor_config(settings: Any) -> ProcessorConfig:
 
 
 def start_silver_gold(spark: Any, settings: Any, trigger_s: float | None = None) -> Any:
-    from streaming_jobs.jobs import checkpoint_dir
+    from streaming_jobs.jobs import checkpoint_dir, clear_unfinished_writes
 
     checkpoint = checkpoint_dir(settings, QUERY_NAME)
+    clear_unfinished_writes(checkpoint)
     hold_state_lock(session_state_dir(checkpoint), "the silver/gold stream")
     trigger_s = trigger_s or settings.lake.trigger_s
     spark.dataSource.register(BronzeDeltaSource)
