@@ -22,7 +22,7 @@ from tests.schemas.samples import sample_records
 
 pytestmark = pytest.mark.integration
 
-SEED = int(os.environ.get("NEUROLAKE_FAULT_SEED", "7"))
+SEED = int(os.environ.get("LAKE_FAULT_SEED", "7"))
 
 
 def _poison(broker: BrokerStack) -> None:
