@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.signal import sosfilt
+from scipy.signal import sosfilt, welch
 
 from edge_producers.devices.simulated import SimulatedEeg
 from neurolake.settings import SimulationSettings
 from streaming_jobs.signal.dejitter import DejitterState, dejitter_block
-from streaming_jobs.signal.features import BANDS, band_powers, quality, ssvep_scores
+from streaming_jobs.signal.features import (
+    BANDS, band_powers, canonical_correlation, quality, reference_signals, ssvep_scores, welch_psd,
+)
 from streaming_jobs.signal.filters import FilterSpec, design_sos, filter_chunk, initial_state
 from streaming_jobs.signal.heart import detect_beats, heart_rate_bpm
 from streaming_jobs.signal.windows import WindowSpec, initial_window_state, windows_from_chunk
@@ -109,6 +111,23 @@ def test_band_powers_find_alpha() -> None:
     alpha = list(BANDS).index("alpha")
     assert powers[:, 0].argmax() == alpha
     assert powers[alpha, 0] > powers[alpha, 1] + 1.5
+
+
+@pytest.mark.parametrize("n, nperseg, fs", [(500, 250, 250.0), (500, 125, 125.0), (640, 255, 255.0), (97, 97, 1000.0)])
+@pytest.mark.parametrize("average", ["mean", "median"])
+def test_welch_psd_equals_scipy(n: int, nperseg: int, fs: float, average: str) -> None:
+    x = np.random.default_rng(n).normal(0, 10, (n, 3)) + 5.0
+    freqs, psd = welch_psd(x, fs, nperseg, average=average)
+    expected_freqs, expected = welch(x, fs=fs, nperseg=nperseg, noverlap=nperseg // 2, average=average, axis=0)
+    np.testing.assert_allclose(freqs, expected_freqs)
+    np.testing.assert_allclose(psd, expected, rtol=1e-10)
+
+
+def test_ssvep_scores_equal_plain_cca_with_each_reference() -> None:
+    x = np.random.default_rng(3).normal(0, 1, (500, 4))
+    expected = [canonical_correlation(x, reference_signals(500, FS, f)) for f in (8.0, 12.0)]
+    np.testing.assert_allclose(ssvep_scores(x, FS, [8.0, 12.0]), expected, rtol=1e-12)
+    np.testing.assert_allclose(ssvep_scores(x, FS, [8.0, 12.0]), expected, rtol=1e-12)  # cached bases
 
 
 def test_ssvep_scores_pick_the_flicker() -> None:
