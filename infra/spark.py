@@ -1,16 +1,30 @@
-"""The one way to build a Spark session. Jobs receive a session; they never build their own."""
+"""The one way to build a Spark session. Jobs receive a session; they never build their own.
+
+``python -m infra.spark`` records the driver JVM's class-data-sharing archive (``make setup`` runs
+it): a training session loads the classes a streaming job loads, and the JVM writes them to an
+archive at exit. Later sessions map that archive instead of parsing and verifying the same ~10,000
+classes from Spark's jars on every start, which is most of a restart's JVM time.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
+import subprocess
 import sys
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from infra.preflight import check_java, java_executable
-from neurolake.settings import Settings
+from neurolake.errors import ServiceError
+from neurolake.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
 
 
 def spark_environment(settings: Settings) -> dict[str, str]:
@@ -27,13 +41,33 @@ def spark_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
-def build_spark_session(settings: Settings, app_name: str = "neurolake") -> SparkSession:
+def class_archive_path(settings: Settings) -> Path:
+    """Where this environment's archive lives: one per Spark version and Java build, since an
+    archive is only valid for the jars and the JVM that wrote it."""
+    import pyspark
+
+    java = java_executable(settings).resolve()
+    key = hashlib.sha256(f"{java}:{java.stat().st_mtime_ns}:{pyspark.__version__}".encode()).hexdigest()[:12]
+    return Path(sys.prefix) / "var" / "neurolake" / f"spark-{pyspark.__version__}-{key}.jsa"
+
+
+def driver_java_options(settings: Settings) -> str | None:
+    if not settings.spark.class_archive or not class_archive_path(settings).is_file():
+        return None
+    # -Xshare:auto (the default) falls back to a plain start if the archive does not match.
+    return f"-XX:SharedArchiveFile={class_archive_path(settings)} -Xlog:cds=off -Xlog:cds+dynamic=off"
+
+
+def build_spark_session(settings: Settings, app_name: str = "neurolake",
+                        extra_conf: dict[str, str] | None = None,
+                        java_options: str | None = None) -> SparkSession:
     check_java(settings)
     # Spark's launcher reads these from the environment; this is the one place that sets them.
     os.environ.update(spark_environment(settings))
     from pyspark.sql import SparkSession
 
     spark_conf = settings.spark
+    java_options = driver_java_options(settings) if java_options is None else java_options
     builder = (
         SparkSession.builder.appName(app_name)
         .master(spark_conf.master)
@@ -50,6 +84,75 @@ def build_spark_session(settings: Settings, app_name: str = "neurolake") -> Spar
         .config("spark.local.dir", str(settings.paths.home / "spark-tmp"))
         .config("spark.sql.warehouse.dir", str(settings.paths.home / "spark-warehouse"))
     )
+    if java_options:
+        builder = builder.config("spark.driver.extraJavaOptions", java_options)
+    for key, value in (extra_conf or {}).items():
+        builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
     return session
+
+
+def _training_workload(spark: SparkSession, scratch: Path) -> None:
+    """What a streaming start loads: a micro-batch query with foreachBatch, Arrow to Python and back."""
+    import time
+
+    def passthrough(batches):  # type: ignore[no-untyped-def]
+        yield from batches
+
+    spark.range(1000, numPartitions=2).mapInArrow(passthrough, "id long").toArrow()
+    seen: list[int] = []
+    query = (spark.readStream.format("rate").option("rowsPerSecond", 100).load()
+             .writeStream.foreachBatch(lambda frame, batch_id: seen.append(len(frame.toArrow())))
+             .option("checkpointLocation", str(scratch / "checkpoint"))
+             .trigger(processingTime="0.2 seconds").start())
+    deadline = time.monotonic() + 60
+    while len(seen) < 3 and time.monotonic() < deadline and query.exception() is None:
+        time.sleep(0.1)
+    query.stop()
+
+
+def record_class_archive(settings: Settings) -> Path:
+    """Write this environment's archive (a training session in a child process; the JVM writes the
+    archive when it exits) and move it into place only once complete."""
+    target = class_archive_path(settings)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    result = subprocess.run([sys.executable, "-m", "infra.spark", "--train", str(partial)],
+                            capture_output=True, text=True, timeout=600, check=False)
+    if result.returncode != 0 or not partial.is_file():
+        partial.unlink(missing_ok=True)
+        raise ServiceError(f"recording Spark's class archive failed (exit {result.returncode}): "
+                           f"{result.stderr.strip()[-400:]}")
+    partial.replace(target)
+    return target
+
+
+def _train(partial: Path) -> None:
+    settings = load_settings()
+    with tempfile.TemporaryDirectory(prefix="neurolake-spark-train-") as scratch:
+        settings = settings.model_copy(update={"paths": settings.paths.model_copy(update={"home": Path(scratch)})})
+        spark = build_spark_session(settings, "neurolake-class-archive",
+                                    java_options=f"-XX:ArchiveClassesAtExit={partial}")
+        _training_workload(spark, Path(scratch))
+        jvm = spark.sparkContext._gateway.proc  # type: ignore[attr-defined]
+        spark.stop()
+        # The JVM writes the archive as it exits, after this process would: end it and wait.
+        jvm.stdin.close()
+        jvm.wait(timeout=300)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["--train"] and len(args) == 2:
+        _train(Path(args[1]))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    settings = load_settings()
+    target = record_class_archive(settings)
+    log.info("Spark class archive: %s (%.0f MB)", target, target.stat().st_size / 1e6)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -155,6 +155,9 @@ class SparkSettings(_Section):
     # None: JAVA_HOME from the environment the CLI was started in, else `java` on PATH.
     java_home: Path | None = None
     min_java_version: int = 17
+    # Start the driver JVM from a class-data-sharing archive that `make setup` records (about 2 s
+    # less per start and 1 s less on the first job); without the archive Spark starts as usual.
+    class_archive: bool = True
 
 
 class ClockSettings(_Section):

@@ -90,16 +90,23 @@ MAX_BACKOFF_S = 60.0
 
 def run_streams(settings: Settings, target: str, duration_s: float | None = None,
                 trigger_s: float | None = None) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
     from infra.spark import build_spark_session
-    from streaming_jobs.jobs import start_bronze
-    from streaming_jobs.silver_gold import start_silver_gold
 
     if target not in TARGETS:
         raise NeurolakeError(f"unknown stream {target!r}; choose one of {', '.join(TARGETS)}")
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     started = time.monotonic()
-    spark = build_spark_session(settings, f"neurolake-stream-{target}")
+    # The JVM starts in its own process: import the jobs (scipy, pyarrow: ~2 s) while it does.
+    with ThreadPoolExecutor(1) as pool:
+        starting = pool.submit(build_spark_session, settings, f"neurolake-stream-{target}",
+                               extra_conf={"spark.python.daemon.module": "streaming_jobs.worker_daemon"})
+        from streaming_jobs.jobs import start_bronze
+        from streaming_jobs.silver_gold import start_silver_gold
+        spark = starting.result()
+    log.info("Spark session ready %.1f s after start", time.monotonic() - started)
     starters = {"bronze": start_bronze, "silver_gold": start_silver_gold}
     supervised = {name: Supervised(name) for name in TARGETS[target]}
     path = status_path(settings)
@@ -113,7 +120,7 @@ def run_streams(settings: Settings, target: str, duration_s: float | None = None
                 if item.query is None and (item.restart_at is None or now >= item.restart_at):
                     try:
                         item.query = starters[item.name](spark, settings, trigger_s=trigger_s)
-                        log.info("started query %s", item.name)
+                        log.info("started query %s (%.1f s after start)", item.name, time.monotonic() - started)
                     except Exception as exc:  # a query that cannot start waits its turn again
                         item.failures += 1
                         item.last_error = f"{type(exc).__name__}: {exc}"

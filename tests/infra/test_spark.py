@@ -22,3 +22,33 @@ def test_local_session_runs_python_workers(make_settings) -> None:
         assert rows[0][0] == 90
     finally:
         spark.stop()
+
+
+def test_the_class_archive_is_keyed_by_spark_and_java(make_settings, tmp_path) -> None:
+    from infra.spark import class_archive_path
+
+    settings = make_settings()
+    path = class_archive_path(settings)
+    assert path.suffix == ".jsa" and path == class_archive_path(settings)
+    other_java = tmp_path / "jdk" / "bin" / "java"
+    other_java.parent.mkdir(parents=True)
+    other_java.write_text("#!/bin/sh\n")
+    other = settings.model_copy(update={"spark": settings.spark.model_copy(update={"java_home": tmp_path / "jdk"})})
+    assert class_archive_path(other) != path
+
+
+def test_sessions_start_from_the_recorded_class_archive(make_settings) -> None:
+    from infra.spark import class_archive_path, driver_java_options
+
+    settings = make_settings()
+    if not class_archive_path(settings).is_file():
+        pytest.fail(f"no class archive at {class_archive_path(settings)}: `make setup` records it "
+                    "(python -m infra.spark)")
+    spark = build_spark_session(settings, app_name="neurolake-test")
+    try:
+        options = spark.sparkContext.getConf().get("spark.driver.extraJavaOptions")
+        assert f"-XX:SharedArchiveFile={class_archive_path(settings)}" in options
+    finally:
+        spark.stop()
+    off = settings.model_copy(update={"spark": settings.spark.model_copy(update={"class_archive": False})})
+    assert driver_java_options(off) is None
