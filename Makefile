@@ -8,7 +8,7 @@ AIRFLOW ?= 1
 HEADSETS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-unit test-integration bench down lock clean
+.PHONY: setup demo test lint test-unit test-integration bench down lock clean
 
 setup: $(STAMP)
 
@@ -19,8 +19,14 @@ $(STAMP): requirements.lock pyproject.toml infra/scripts/setup.sh
 demo: $(STAMP)
 	$(NEUROLAKE) demo --duration $(DURATION) --headsets $(HEADSETS) $(if $(filter 1,$(AIRFLOW)),--with-airflow,)
 
+# Style, types and the layer rule (pyproject.toml: [tool.ruff], [tool.mypy], [tool.importlinter]).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
 # pytest's exit 5 (no test collected) is a failure here, not a pass.
-test: $(STAMP)
+test: $(STAMP) lint
 	@$(VENV)/bin/pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 

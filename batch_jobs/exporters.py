@@ -62,7 +62,7 @@ def to_mne(recording: Recording) -> Any:
     info = mne.create_info(recording.channel_names, recording.sample_rate_hz, types)
     data = recording.samples.T.astype(np.float64) * scale
     raw = mne.io.RawArray(data, info, verbose="error")
-    raw.set_meas_date(dt.datetime.fromtimestamp(recording.lab_start_us() / 1e6, dt.timezone.utc))
+    raw.set_meas_date(dt.datetime.fromtimestamp(recording.lab_start_us() / 1e6, dt.UTC))
     with raw.info._unlock():
         raw.info["description"] = f"neurolake session {recording.session_id}"
         raw.info["device_info"] = {"type": str(recording.session.get("board", "")), "model": recording.device_id}
@@ -137,7 +137,7 @@ def write_edf(recording: Recording, path: Path, fmt: str = "edf",
     data = np.zeros((recording.n_samples + padded, recording.samples.shape[1]), np.float64)
     data[:recording.n_samples] = np.where(recording.present_mask[:, None], recording.samples, 0.0)
     start_us = recording.lab_start_us()
-    start = dt.datetime.fromtimestamp(start_us // 1_000_000, dt.timezone.utc).replace(tzinfo=None)
+    start = dt.datetime.fromtimestamp(start_us // 1_000_000, dt.UTC).replace(tzinfo=None)
     headers, digital = [], []
     for column, label, channel_type in zip(data.T, _labels(recording), recording.channel_types):
         peak = physical_range(column)

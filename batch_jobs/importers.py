@@ -107,15 +107,15 @@ def _names_for(columns: int, options: ImportOptions, board_names: list[str] | No
 
 
 def _brainflow_board(name: str | None, what: str) -> dict[str, Any]:
-    from edge_producers.devices.eeg import _BOARD_IDS, _brainflow
+    from edge_producers.devices.eeg import BOARD_IDS, brainflow_module
 
     if not name:
         raise RecordingError(f"{what} does not say which board recorded it; give --board "
-                             f"({', '.join(b for b in _BOARD_IDS if b != 'playback')})")
-    if name not in _BOARD_IDS or name == "playback":
-        raise RecordingError(f"--board {name!r} is not one of {', '.join(b for b in _BOARD_IDS if b != 'playback')}")
-    shim = _brainflow()
-    descr = shim.BoardShim.get_board_descr(getattr(shim.BoardIds, _BOARD_IDS[name]).value)
+                             f"({', '.join(b for b in BOARD_IDS if b != 'playback')})")
+    if name not in BOARD_IDS or name == "playback":
+        raise RecordingError(f"--board {name!r} is not one of {', '.join(b for b in BOARD_IDS if b != 'playback')}")
+    shim = brainflow_module()
+    descr = shim.BoardShim.get_board_descr(getattr(shim.BoardIds, BOARD_IDS[name]).value)
     return {**descr, "board": name}
 
 
@@ -256,7 +256,7 @@ def _read_edf(path: Path, options: ImportOptions, digest: str) -> Recording:
         reader.close()
     samples = np.stack(columns, axis=1)
     # EDF has local time without a zone: taken as UTC.
-    start_us = int(start.replace(tzinfo=dt.timezone.utc).timestamp()) * 1_000_000 + start_subsecond_us
+    start_us = int(start.replace(tzinfo=dt.UTC).timestamp()) * 1_000_000 + start_subsecond_us
     items = [(float(o), float(d) if d and d > 0 else 0.0, str(t)) for o, d, t in zip(onsets, durations, texts)]
     present = np.ones(len(samples), bool)
     for onset, duration, text in items:

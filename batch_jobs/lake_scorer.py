@@ -20,9 +20,9 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from infra.delta import DeltaAppender, utc_date
 from ml.features import windows_feature_frame
 from neurolake.settings import Settings
-from streaming_jobs.bronze import DeltaAppender, utc_date
 
 log = logging.getLogger(__name__)
 

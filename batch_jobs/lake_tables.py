@@ -50,7 +50,7 @@ def parse_time(value: str | dt.datetime) -> dt.datetime:
             moment = dt.datetime.fromisoformat(value.strip())
         except ValueError:
             raise TableError(f"as_of {value!r} is not an ISO time; write e.g. 2026-11-21T10:00:00Z") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def resolve_version(path: Path, name: str, version: int | None = None,
@@ -74,7 +74,7 @@ def resolve_version(path: Path, name: str, version: int | None = None,
     older = [c["version"] for c in history if c["timestamp"] <= cutoff_ms]
     if not older:
         first = min(history, key=lambda c: c["version"])
-        created = dt.datetime.fromtimestamp(first["timestamp"] / 1000, dt.timezone.utc)
+        created = dt.datetime.fromtimestamp(first["timestamp"] / 1000, dt.UTC)
         raise TableError(f"{name} did not exist at {moment.isoformat()}; its first version was "
                          f"written at {created.isoformat()}")
     return max(older)
@@ -83,7 +83,7 @@ def resolve_version(path: Path, name: str, version: int | None = None,
 def open_table(lake_root: Path, name: str, version: int | None = None,
                as_of: str | dt.datetime | None = None) -> tuple[Any, int, Path]:
     """(Arrow dataset or None when the version has no files, version read, table path)."""
-    from streaming_jobs.bronze import delta_dataset
+    from infra.delta import delta_dataset
 
     path = table_path(lake_root, name)
     resolved = resolve_version(path, name, version, as_of)
@@ -133,7 +133,7 @@ def summarize(lake_root: Path, name: str) -> TableSummary:
     return TableSummary(
         name=name, path=path, version=table.version(), rows=int(rows), files=actions.num_rows,
         bytes=int(size), partition_columns=list(table.metadata().partition_columns),
-        last_commit=dt.datetime.fromtimestamp(last["timestamp"] / 1000, dt.timezone.utc).isoformat(timespec="seconds"),
+        last_commit=dt.datetime.fromtimestamp(last["timestamp"] / 1000, dt.UTC).isoformat(timespec="seconds"),
         last_operation=str(last.get("operation", "")),
         columns=[(f.name, str(f.type), docs.get(f.name, "")) for f in schema],
     )

@@ -24,14 +24,20 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from infra.delta import delta_dataset, latest_version
+from neurolake.dsp.session import ProcessorConfig, SessionState
 from neurolake.errors import NeurolakeError
-from streaming_jobs.bronze import delta_dataset
 from streaming_jobs.bronze_source import BLOCK_COLUMNS, ROWS_ARROW, session_json
-from streaming_jobs.delta_log import latest_version
-from streaming_jobs.session_processor import ProcessorConfig, SessionState
 from streaming_jobs.silver_gold import (
-    OUTPUT_TABLES, REBUILD_JOURNAL, SessionStateStore, SessionTables, StateLock, commit_metadata, process_rows,
-    read_markers, session_state_dir,
+    OUTPUT_TABLES,
+    REBUILD_JOURNAL,
+    SessionStateStore,
+    SessionTables,
+    StateLock,
+    commit_metadata,
+    process_rows,
+    read_markers,
+    session_state_dir,
 )
 
 log = logging.getLogger(__name__)

@@ -251,7 +251,7 @@ def read_session(lake_root: Path, session_id: str) -> Recording:
     """A session as bronze holds it (exactly the records the lake received)."""
     import pyarrow.compute as pc
 
-    from streaming_jobs.bronze import delta_dataset
+    from infra.delta import delta_dataset
 
     sessions, _ = delta_dataset(lake_root / "bronze" / "sessions")
     if sessions is None:
@@ -300,7 +300,7 @@ def read_session(lake_root: Path, session_id: str) -> Recording:
 
 def list_sessions(lake_root: Path) -> list[dict[str, Any]]:
     """Every session in bronze with its size: samples (present), markers, duration."""
-    from streaming_jobs.bronze import delta_dataset
+    from infra.delta import delta_dataset
 
     sessions, _ = delta_dataset(lake_root / "bronze" / "sessions")
     if sessions is None:
@@ -335,7 +335,8 @@ def list_sessions(lake_root: Path) -> list[dict[str, Any]]:
 def _bronze_table(record_type: str, records: list[dict[str, Any]], topic: str):  # type: ignore[no-untyped-def]
     import pyarrow as pa
 
-    from streaming_jobs.bronze import TIME_FIELD, bronze_schema, utc_date
+    from infra.delta import utc_date
+    from streaming_jobs.bronze import TIME_FIELD, bronze_schema
 
     now = time.time_ns() // 1000
     rows = [{**r, "kafka_topic": f"import:{topic}", "kafka_partition": -1, "kafka_offset": int(r["seq"]),
@@ -351,7 +352,8 @@ def write_session(lake_root: Path, recording: Recording, config: Any,
     Each bronze commit carries the app transaction ``import:SESSION``: a rerun writes nothing twice.
     ``progress`` gets samples done."""
     from batch_jobs.rebuild import rebuild
-    from streaming_jobs.bronze import DeltaAppender, silver_projections
+    from infra.delta import DeltaAppender
+    from streaming_jobs.bronze import silver_projections
     from streaming_jobs.silver_gold import StateLock, session_state_dir
 
     recording.validate()

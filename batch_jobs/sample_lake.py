@@ -21,9 +21,9 @@ from batch_jobs.recording import Recording
 from edge_producers.devices.sensors import SimulatedRoomSensors
 from edge_producers.devices.simulated import SimulatedEeg
 from edge_producers.stimulus import StimulusSchedule
+from infra.delta import DeltaAppender, utc_date
+from neurolake.dsp.session import Block, SessionState, info_from_session_record, process
 from neurolake.settings import Settings, StimulusSettings
-from streaming_jobs.bronze import DeltaAppender, utc_date
-from streaming_jobs.session_processor import Block, SessionState, info_from_session_record, process
 from streaming_jobs.lake_rows import WINDOWS_SCHEMA, windows_table
 from streaming_jobs.silver_gold import label_windows, processor_config
 

@@ -132,7 +132,7 @@ def vacuum(settings: Settings) -> dict[str, Any]:
 # --- data quality --------------------------------------------------------------------------------
 
 def _dataset(settings: Settings, layer: str, name: str) -> ds.Dataset | None:
-    from streaming_jobs.bronze import delta_dataset
+    from infra.delta import delta_dataset
 
     return delta_dataset(settings.paths.lake_root / layer / name)[0]
 

@@ -22,12 +22,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._stack import private_broker  # noqa: E402
-from edge_producers.devices.eeg import BoardInfo, EegChunk, make_eeg_source  # noqa: E402
-from edge_producers.devices.simulated import SimulatedEeg  # noqa: E402
-from edge_producers.runtime import EdgeRuntime  # noqa: E402
-from edge_producers.cli import simulated_devices  # noqa: E402
-from neurolake.settings import EdgeSettings, Settings  # noqa: E402
+from bench._stack import private_broker
+from edge_producers.cli import simulated_devices
+from edge_producers.devices.eeg import BoardInfo, EegChunk, make_eeg_source
+from edge_producers.devices.simulated import SimulatedEeg
+from edge_producers.runtime import EdgeRuntime
+from neurolake.settings import EdgeSettings, Settings
 
 
 class ReplaySource:

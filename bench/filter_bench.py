@@ -16,7 +16,7 @@ from scipy.signal import sosfilt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from streaming_jobs.signal.filters import FilterSpec, design_sos, filter_chunk, initial_state  # noqa: E402
+from neurolake.dsp.filters import FilterSpec, design_sos, filter_chunk, initial_state
 
 
 def best_rate(run, n_samples: int, repeats: int = 5) -> tuple[float, np.ndarray]:
@@ -36,7 +36,7 @@ def main() -> None:
     print(f"{seconds} s x {channels} ch at {fs:.0f} Hz, {sos.shape[0]} second-order sections")
     print(f"  one-pass sosfilt        {baseline_rate:>14,.0f} samples/s  (baseline)")
     for chunk in (25, 250, 1250, 2500):
-        def chunked() -> np.ndarray:
+        def chunked(chunk: int = chunk) -> np.ndarray:
             state, parts = initial_state(sos, channels), []
             for at in range(0, len(data), chunk):
                 out, state = filter_chunk(sos, state, data[at : at + chunk])

@@ -24,7 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._stack import cli_environment, private_broker  # noqa: E402
+from bench._stack import cli_environment, private_broker
 
 
 def newest_sample_us(table_path: Path) -> int | None:
@@ -54,7 +54,7 @@ def committed_rows(table_path: Path) -> int:
 
 
 def table_version(table_path: Path) -> int:
-    from streaming_jobs.delta_log import latest_version
+    from infra.delta import latest_version
 
     return latest_version(table_path)
 

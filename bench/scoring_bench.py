@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._stack import cli_environment, private_broker  # noqa: E402
+from bench._stack import cli_environment, private_broker
 
 
 def _percentiles(values: list[float]) -> str:

@@ -17,8 +17,8 @@ import numpy as np
 
 from dashboard import views
 from dashboard.feed import LiveFeed, SessionBuffer
+from neurolake.dsp.features import BANDS
 from neurolake.settings import Settings
-from streaming_jobs.signal.features import BANDS
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,16 @@ class LiveDocument:
     def __init__(self, doc: Any, feed: LiveFeed, settings: Settings) -> None:
         from bokeh.layouts import column, row
         from bokeh.models import (
-            ColorBar, ColumnDataSource, DataTable, Div, LinearColorMapper, RadioButtonGroup, Select,
-            TableColumn, TabPanel, Tabs,
+            ColorBar,
+            ColumnDataSource,
+            DataTable,
+            Div,
+            LinearColorMapper,
+            RadioButtonGroup,
+            Select,
+            TableColumn,
+            TabPanel,
+            Tabs,
         )
         from bokeh.plotting import figure
 
@@ -342,7 +350,7 @@ class HistoryPanel:
     def show(self) -> None:
         import pyarrow.dataset as ds
 
-        from streaming_jobs.bronze import delta_dataset
+        from infra.delta import delta_dataset
 
         session_id = self.sessions.value
         if not session_id:

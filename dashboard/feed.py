@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from neurolake.dsp.filters import FilterSpec, design_sos, filter_chunk, initial_state
+from neurolake.dsp.heart import detect_beats
+from neurolake.dsp.session import session_record_problem
 from neurolake.settings import Settings
 from schemas.codec import CodecError, default_codec, eeg_block_samples
-from streaming_jobs.signal.filters import FilterSpec, design_sos, filter_chunk, initial_state
-from streaming_jobs.signal.heart import detect_beats
-from streaming_jobs.session_processor import session_record_problem
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from scipy.interpolate import griddata
 from scipy.signal import spectrogram as scipy_spectrogram
 from scipy.signal import welch
 
-from streaming_jobs.signal.features import BANDS
+from neurolake.dsp.features import BANDS
 
 
 def channel_scales(window: np.ndarray, floor_uv: float = 1.0) -> np.ndarray:

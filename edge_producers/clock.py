@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import logging
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-log = logging.getLogger(__name__)
+from schemas.clock_wire import MAGIC, REPLY, REQUEST
 
-# Request: magic, t0. Reply: magic, t0, t1, t2. All microseconds since the epoch.
-REQUEST = struct.Struct("!4sq")
-REPLY = struct.Struct("!4sqqq")
-MAGIC = b"NLCK"
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

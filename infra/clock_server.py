@@ -6,7 +6,7 @@ import logging
 import socket
 import time
 
-from edge_producers.clock import MAGIC, REPLY, REQUEST
+from schemas.clock_wire import MAGIC, REPLY, REQUEST
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ from infra.clock_server import udp_clock_alive
 from infra.kafka import broker_reachable, ensure_topics
 from infra.preflight import broker_binary, check_java
 from infra.processes import ProcessSupervisor, ServiceSpec, ServiceState, http_ok
-from neurolake.errors import ServiceError
 from neurolake.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -149,7 +148,7 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
 
 def _airflow_healthy(settings: Settings) -> bool:
     url = f"http://{settings.airflow.host}:{settings.airflow.port}/api/v2/monitor/health"
-    with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback)
+    with urllib.request.urlopen(url, timeout=2) as response:
         body = json.load(response)
     return all(
         body.get(component, {}).get("status") == "healthy"

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ml.features import FeatureLayoutError, windows_feature_frame
-from ml.labels import intervals_from_markers, intervals_from_motion, label_windows
+from neurolake.dsp.labels import intervals_from_markers, intervals_from_motion, label_windows
 from neurolake.errors import NeurolakeError
 from neurolake.settings import MlSettings
 
@@ -122,7 +122,7 @@ def split_sessions(session_ids: list[str], holdout_fraction: float) -> list[str]
 def read_table(lake_root: Path, layer: str, name: str, columns: list[str] | None = None,
                version: int | None = None) -> tuple[pd.DataFrame, int | None]:
     """A Delta table (at a version) as pandas, and the version read; (empty, None) if absent."""
-    from streaming_jobs.bronze import delta_dataset
+    from infra.delta import delta_dataset
 
     dataset, read_version = delta_dataset(lake_root / layer / name, version)
     if dataset is None:

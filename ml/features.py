@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from streaming_jobs.signal.features import BANDS
+from neurolake.dsp.features import BANDS
 
 BAND_PREFIX = "bp_"
 SSVEP_PREFIX = "ssvep_"

@@ -80,7 +80,7 @@ def connect(settings: Settings):  # type: ignore[no-untyped-def]
     uri = settings.mlflow.effective_tracking_uri
     if uri.startswith("http"):
         try:
-            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5):  # noqa: S310
+            with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5):
                 pass
         except OSError as exc:
             raise ServiceError(

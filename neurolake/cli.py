@@ -210,9 +210,9 @@ def build_parser() -> argparse.ArgumentParser:
     clock = commands.add_parser("clock-server", help="the hub's UDP time service (started by `up`)")
     clock.set_defaults(handler=_cmd_clock_server)
 
-    from batch_jobs.cli import add_access_commands
     from edge_producers.cli import add_edge_commands
-    from ml.cli import add_ml_commands
+    from neurolake.access_commands import add_access_commands
+    from neurolake.ml_commands import add_ml_commands
 
     add_edge_commands(commands)
     add_ml_commands(commands)

@@ -104,7 +104,7 @@ def history(name: str, lake_root: str | Path | None = None, settings: Settings |
 
     commits = DeltaTable(str(table_path(_root(lake_root, settings), name))).history()
     return [{"version": c["version"],
-             "time": dt.datetime.fromtimestamp(c["timestamp"] / 1000, dt.timezone.utc).isoformat(timespec="milliseconds"),
+             "time": dt.datetime.fromtimestamp(c["timestamp"] / 1000, dt.UTC).isoformat(timespec="milliseconds"),
              "operation": c.get("operation"),
              "rows_added": (c.get("operationMetrics") or {}).get("num_added_rows"),
              "batch_id": c.get("neurolake.batch_id")} for c in commits]

@@ -50,9 +50,12 @@ class SchemaVersion:
 
 def load_schema_file(path: Path) -> SchemaVersion:
     raw = json.loads(path.read_text())
+    if not isinstance(raw, dict):
+        raise CodecError(f"{path}: a record schema must be a JSON object, not {type(raw).__name__}")
     # Each file is parsed on its own (no shared named-type registry) so that an old version of a
     # schema and the current one can both define org.neurolake.EegBlock.
     parsed = parse_schema(raw, named_schemas={})
+    assert isinstance(parsed, dict)  # a record schema parses to a dict
     digest = fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO")
     record_type = path.name.split(".")[0]
     return SchemaVersion(record_type, path, raw, parsed, bytes.fromhex(digest))

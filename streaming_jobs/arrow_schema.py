@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import pyarrow as pa
@@ -46,7 +46,7 @@ def _arrow_type(avro_type: Any) -> tuple[pa.DataType, bool]:
     raise ValueError(f"no Arrow mapping for Avro type {avro_type}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def record_schema(record_type: str) -> pa.Schema:
     raw = default_codec().schema(record_type).raw
     fields = []

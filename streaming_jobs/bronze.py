@@ -27,12 +27,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from infra.delta import DeltaAppender, utc_date
+from neurolake.dsp.session import (
+    MAX_CHANNELS,
+    MAX_SAMPLE_RATE_HZ,
+    is_finite_number,
+    session_record_problem,
+)
 from schemas.catalog import TOPICS
 from schemas.codec import EEG_DTYPE, TIME_DTYPE, AvroCodec, CodecError, default_codec
 from streaming_jobs.arrow_schema import record_schema
-from streaming_jobs.session_processor import (
-    MAX_CHANNELS, MAX_SAMPLE_RATE_HZ, is_finite_number, session_record_problem,
-)
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +75,6 @@ QUARANTINE_SCHEMA = pa.schema([
 
 def bronze_schema(record_type: str) -> pa.Schema:
     return pa.schema([*record_schema(record_type), *KAFKA_COLUMNS])
-
-
-def utc_date(micros: int) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(micros / 1e6))
 
 
 # Caps no real record comes near; past them a record is a mistake or an attack, not data.
@@ -258,7 +258,7 @@ def decode_batch(
             continue
         decoded.append((kafka, key, value, record_type, record))
     # Sessions first: a block is checked against its session even when both came in this batch.
-    for kafka, key, value, record_type, record in decoded:
+    for *_, record_type, record in decoded:
         if record_type == "session" and validate(record_type, record) is None:
             sessions.setdefault(record["session_id"], session_facts(record))
     for kafka, key, value, record_type, record in decoded:
@@ -285,69 +285,6 @@ def decode_batch(
             tables[table_name] = pa.Table.from_pylist(by_table[table_name], schema=schema)
     quarantine = pa.Table.from_pylist(quarantined, schema=QUARANTINE_SCHEMA)
     return DecodedBatch(tables, quarantine, duplicates, rows.num_rows)
-
-
-class DeltaAppender:
-    """Appends to Delta tables under ``root/layer/name`` with idempotent app transactions."""
-
-    def __init__(self, root: Path, layer: str) -> None:
-        self.root = root
-        self.layer = layer
-
-    def path(self, name: str) -> Path:
-        return self.root / self.layer / name
-
-    def committed_version(self, name: str, app_id: str) -> int | None:
-        from deltalake import DeltaTable
-        from deltalake.exceptions import TableNotFoundError
-
-        try:
-            return DeltaTable(str(self.path(name))).transaction_version(app_id)
-        except TableNotFoundError:
-            return None
-
-    def append(self, name: str, table: pa.Table, app_id: str, batch_id: int,
-               partition_by: list[str] | None = None) -> bool:
-        """Append unless this (app_id, batch_id) is already committed. Returns whether it wrote."""
-        from deltalake import CommitProperties, Transaction, write_deltalake
-
-        done = self.committed_version(name, app_id)
-        if done is not None and done >= batch_id:
-            log.info("%s.%s: batch %d already committed by %s; skipped", self.layer, name, batch_id, app_id)
-            return False
-        self.path(name).mkdir(parents=True, exist_ok=True)
-        write_deltalake(
-            str(self.path(name)), table, mode="append", partition_by=partition_by,
-            commit_properties=CommitProperties(
-                app_transactions=[Transaction(app_id=app_id, version=batch_id)],
-                custom_metadata={"neurolake.batch_id": str(batch_id)},
-            ),
-        )
-        return True
-
-    def read_columns(self, name: str, columns: list[str], where: Any = None) -> pa.Table | None:
-        """Selected columns of a table (optionally filtered by a pyarrow dataset expression,
-        pushed down to the Parquet files)."""
-        dataset, _ = delta_dataset(self.path(name))
-        return None if dataset is None else dataset.to_table(columns=columns, filter=where)
-
-
-def delta_dataset(path: Path, version: int | None = None) -> tuple[Any, int | None]:
-    """A Delta table's Parquet files (at ``version``, default latest) as one Arrow dataset with its
-    hive partition columns, and the version read: (None, None) without a table, (None, version)
-    when it has no files. Read through Arrow because delta-rs' own reader aborts at exit (#2184)."""
-    import pyarrow.dataset as ds
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
-
-    try:
-        table = DeltaTable(str(path), version=version)
-    except TableNotFoundError:
-        return None, None
-    files = table.file_uris()
-    if not files:
-        return None, table.version()
-    return ds.dataset(files, format="parquet", partitioning="hive", partition_base_dir=str(path)), table.version()
 
 
 def seed_index(appender: DeltaAppender) -> SeqIndex:

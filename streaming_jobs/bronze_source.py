@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
 
-from streaming_jobs.delta_log import DataFile, added_files, latest_version
+from infra.delta import DataFile, added_files, latest_version
 
 SOURCE_NAME = "bronze-delta"
 STREAMED_TABLES = ("eeg_blocks", "sessions")

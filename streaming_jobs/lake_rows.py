@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from streaming_jobs.session_processor import BlockNote
+from neurolake.dsp.session import BlockNote
 
 SAMPLES_SCHEMA = pa.schema([
     ("session_id", pa.string()), ("device_id", pa.string()), ("sample_index", pa.int64()),

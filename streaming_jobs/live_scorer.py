@@ -1,7 +1,7 @@
 """The live scorer: eeg.raw -> the lake's own filter/window/feature functions -> @champion -> eeg.predictions.
 
 Kafka-native (no Spark) for sub-second latency. Per session it keeps the same
-:class:`~streaming_jobs.session_processor.SessionState` the silver/gold job keeps, so a window scored
+:class:`~neurolake.dsp.session.SessionState` the silver/gold job keeps, so a window scored
 live has the same boundaries and features as its row in ``gold.eeg_windows`` (when both start at the
 session's first block). A watcher thread follows the ``@champion`` alias and swaps a newly loaded
 model in between two polls: no restart, no window skipped. Undecodable records are counted and left
@@ -21,12 +21,18 @@ from typing import Any
 import numpy as np
 
 from ml.features import FeatureLayoutError, feature_frame
+from neurolake.dsp.session import (
+    Block,
+    ProcessorConfig,
+    SessionInfo,
+    SessionState,
+    block_from_record,
+    info_from_session_record,
+    process,
+)
 from neurolake.settings import Settings
 from schemas.codec import CodecError, default_codec
 from streaming_jobs.bronze import validate
-from streaming_jobs.session_processor import (
-    Block, ProcessorConfig, SessionInfo, SessionState, block_from_record, info_from_session_record, process,
-)
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ Flow per micro-batch (``foreachBatch``; bronze rows come from :mod:`streaming_jo
 1. The driver reads the batch's offset from the checkpoint (bronze versions and the batch clock)
    and the sessions whose gap wait ends by that clock (timers).
 2. Executors (``mapInArrow`` after ``repartition`` by session) run
-   :func:`streaming_jobs.session_processor.process` per session, with that session's state loaded
+   :func:`neurolake.dsp.session.process` per session, with that session's state loaded
    from the state directory (the newest state saved before this batch), write the Parquet files of
    ``silver.eeg_samples``, ``silver.heart_rate``, ``gold.eeg_windows``, ``silver.skipped_blocks`` and
    ``silver.session_errors``, save each session's new state, and return the files' descriptions.
@@ -42,14 +42,29 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from streaming_jobs.bronze_source import ROWS_DDL, SOURCE_NAME, BronzeDeltaSource, parse_offset
-from streaming_jobs.delta_log import WrittenFile, commit_files, write_files
-from streaming_jobs.lake_rows import (
-    BEATS_SCHEMA, BLOCK_NOTES_SCHEMA, SAMPLES_SCHEMA, SESSION_ERRORS_SCHEMA, WINDOWS_SCHEMA,
-    beats_table, concat, notes_table, samples_table, utc_dates, windows_table,
+from infra.delta import WrittenFile, commit_files, write_files
+from neurolake.dsp.session import (
+    BlockNote,
+    Output,
+    ProcessorConfig,
+    SessionState,
+    block_from_record,
+    info_from_session_record,
+    process,
 )
-from streaming_jobs.session_processor import (
-    BlockNote, Output, ProcessorConfig, SessionState, block_from_record, info_from_session_record, process,
+from streaming_jobs.bronze_source import ROWS_DDL, SOURCE_NAME, BronzeDeltaSource, parse_offset
+from streaming_jobs.lake_rows import (
+    BEATS_SCHEMA,
+    BLOCK_NOTES_SCHEMA,
+    SAMPLES_SCHEMA,
+    SESSION_ERRORS_SCHEMA,
+    WINDOWS_SCHEMA,
+    beats_table,
+    concat,
+    notes_table,
+    samples_table,
+    utc_dates,
+    windows_table,
 )
 
 log = logging.getLogger(__name__)
@@ -279,7 +294,7 @@ def read_markers(lake_root: Path, version: int, sessions: list[str]) -> pa.Table
     """START/INSTANT markers of ``sessions`` from bronze at ``version`` (None before any)."""
     if version < 0 or not sessions:
         return None
-    from streaming_jobs.bronze import delta_dataset
+    from infra.delta import delta_dataset
 
     dataset, _ = delta_dataset(lake_root / "bronze" / "markers", version=version)
     if dataset is None:

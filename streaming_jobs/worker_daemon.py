@@ -8,9 +8,9 @@ here, before the daemon forks, the workers inherit them.
 
 from pyspark import daemon
 
-import streaming_jobs.bronze  # noqa: F401  (imported for the forked workers)
-import streaming_jobs.bronze_source  # noqa: F401
-import streaming_jobs.kafka_source  # noqa: F401
+import streaming_jobs.bronze
+import streaming_jobs.bronze_source
+import streaming_jobs.kafka_source
 import streaming_jobs.silver_gold  # noqa: F401
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk.exceptions import AirflowSkipException
 from airflow.sdk import dag, task
+from airflow.sdk.exceptions import AirflowSkipException
+
 from batch_jobs.assets import GOLD_WINDOWS
 
 

@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import dag, task
 from airflow.timetables.assets import AssetOrTimeSchedule
 from airflow.timetables.trigger import CronTriggerTimetable
+
 from batch_jobs.assets import GOLD_WINDOWS
 
 

@@ -123,7 +123,7 @@ class SimulatedHeadset(_ContextSource):
         self._start_us = None
 
 
-_BOARD_IDS = {
+BOARD_IDS = {
     "synthetic": "SYNTHETIC_BOARD",
     "playback": "PLAYBACK_FILE_BOARD",
     "cyton": "CYTON_BOARD",
@@ -132,7 +132,7 @@ _BOARD_IDS = {
 }
 
 
-def _brainflow():  # type: ignore[no-untyped-def]
+def brainflow_module():  # type: ignore[no-untyped-def]
     with warnings.catch_warnings():
         # BrainFlow 5.23 locates its native library through the deprecated pkg_resources.
         warnings.simplefilter("ignore", UserWarning)
@@ -158,8 +158,8 @@ class BrainFlowSource(_ContextSource):
         playback_board: str = "synthetic",
         analog_mode: bool = False,
     ) -> None:
-        if board not in _BOARD_IDS:
-            raise DeviceError(f"unknown board {board!r}; choose one of {', '.join(_BOARD_IDS)}")
+        if board not in BOARD_IDS:
+            raise DeviceError(f"unknown board {board!r}; choose one of {', '.join(BOARD_IDS)}")
         if board in ("cyton", "cyton_daisy", "ganglion") and not serial_port:
             raise DeviceError(f"board {board} needs edge.serial_port (e.g. /dev/ttyUSB0)")
         if board == "playback" and (playback_file is None or not Path(playback_file).is_file()):
@@ -167,17 +167,17 @@ class BrainFlowSource(_ContextSource):
                 f"playback board needs edge.playback_file to be a BrainFlow recording; "
                 f"{playback_file} does not exist"
             )
-        shim = _brainflow()
+        shim = brainflow_module()
         self._shim = shim
         self._board_name = board
-        self._board_id = getattr(shim.BoardIds, _BOARD_IDS[board]).value
+        self._board_id = getattr(shim.BoardIds, BOARD_IDS[board]).value
         params = shim.BrainFlowInputParams()
         if serial_port:
             params.serial_port = serial_port
         description_id = self._board_id
         if board == "playback":
             params.file = str(playback_file)
-            description_id = getattr(shim.BoardIds, _BOARD_IDS[playback_board]).value
+            description_id = getattr(shim.BoardIds, BOARD_IDS[playback_board]).value
             params.master_board = description_id
         self._params = params
         self._analog_mode = analog_mode and board in ("cyton", "cyton_daisy")

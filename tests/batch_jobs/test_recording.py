@@ -9,10 +9,16 @@ import pyarrow.compute as pc
 import pytest
 
 from batch_jobs.recording import (
-    Recording, RecordingError, annotations, list_sessions, markers_from_annotations, read_session, write_session,
+    Recording,
+    RecordingError,
+    annotations,
+    list_sessions,
+    markers_from_annotations,
+    read_session,
+    write_session,
 )
 from batch_jobs.sample_lake import SESSION_START_US, session_tables, simulate_session
-from streaming_jobs.bronze import delta_dataset
+from infra.delta import delta_dataset
 from streaming_jobs.silver_gold import processor_config
 
 

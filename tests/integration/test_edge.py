@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np

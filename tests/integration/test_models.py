@@ -17,8 +17,8 @@ import pytest
 
 from batch_jobs.replay import publish
 from batch_jobs.sample_lake import SESSION_START_US, session_tables, simulate_session, write_sample_lake
+from infra.delta import DeltaAppender
 from schemas.codec import default_codec
-from streaming_jobs.bronze import DeltaAppender
 from tests.integration.conftest import ModelStack, read_topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

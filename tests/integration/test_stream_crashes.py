@@ -8,7 +8,6 @@ import random
 import subprocess
 import time
 
-import numpy as np
 import pytest
 
 from batch_jobs.lake_sql import run_query

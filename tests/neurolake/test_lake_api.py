@@ -26,7 +26,7 @@ def two_versions(make_settings):  # type: ignore[no-untyped-def]
     first = simulate_session(settings, 0, 12.0, SESSION_START_US).recording()
     write_session(settings.paths.lake_root, first, processor_config(settings))
     time.sleep(0.05)
-    between = dt.datetime.now(dt.timezone.utc)
+    between = dt.datetime.now(dt.UTC)
     time.sleep(0.05)
     second = simulate_session(settings, 1, 12.0, SESSION_START_US + 10**9).recording()
     write_session(settings.paths.lake_root, second, processor_config(settings))
@@ -87,7 +87,7 @@ def test_session_is_an_mne_raw_with_montage_units_and_markers(two_versions) -> N
     starts = [m for m in first.markers if m["event"] == "START"]
     assert list(raw.annotations.description) == [m["label"] for m in starts]
     np.testing.assert_allclose(raw.annotations.onset, [(m["timestamp_us"] - SESSION_START_US) / 1e6 for m in starts])
-    assert raw.info["meas_date"] == dt.datetime.fromtimestamp(SESSION_START_US / 1e6, dt.timezone.utc)
+    assert raw.info["meas_date"] == dt.datetime.fromtimestamp(SESSION_START_US / 1e6, dt.UTC)
 
 
 def test_sql_time_travel_in_the_query_or_for_every_table(two_versions) -> None:  # type: ignore[no-untyped-def]

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from neurolake.errors import SettingsError
 from neurolake.settings import load_settings
@@ -119,5 +120,5 @@ def test_missing_config_file(tmp_path: Path) -> None:
 
 def test_settings_are_frozen(tmp_path: Path) -> None:
     settings = load_settings(environ={}, cwd=tmp_path)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):
         settings.kafka.linger_ms = 1  # type: ignore[misc]

@@ -10,9 +10,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from infra.delta import WrittenFile
+from neurolake.dsp.session import ProcessorConfig
 from streaming_jobs.bronze_source import ROWS_ARROW
-from streaming_jobs.delta_log import WrittenFile
-from streaming_jobs.session_processor import ProcessorConfig
 from streaming_jobs.silver_gold import BatchContext, SessionStateStore, process_partition
 
 CONFIG = ProcessorConfig()

@@ -7,14 +7,20 @@ import pytest
 from scipy.signal import sosfilt, welch
 
 from edge_producers.devices.simulated import SimulatedEeg
-from neurolake.settings import SimulationSettings
-from streaming_jobs.signal.dejitter import DejitterState, dejitter_block
-from streaming_jobs.signal.features import (
-    BANDS, band_powers, canonical_correlation, quality, reference_signals, ssvep_scores, welch_psd,
+from neurolake.dsp.dejitter import DejitterState, dejitter_block
+from neurolake.dsp.features import (
+    BANDS,
+    band_powers,
+    canonical_correlation,
+    quality,
+    reference_signals,
+    ssvep_scores,
+    welch_psd,
 )
-from streaming_jobs.signal.filters import FilterSpec, design_sos, filter_chunk, initial_state
-from streaming_jobs.signal.heart import detect_beats, heart_rate_bpm
-from streaming_jobs.signal.windows import WindowSpec, initial_window_state, windows_from_chunk
+from neurolake.dsp.filters import FilterSpec, design_sos, filter_chunk, initial_state
+from neurolake.dsp.heart import detect_beats, heart_rate_bpm
+from neurolake.dsp.windows import WindowSpec, initial_window_state, windows_from_chunk
+from neurolake.settings import SimulationSettings
 
 FS = 250.0
 

@@ -1,4 +1,5 @@
-"""Reading a Delta table's log as a stream, and committing Parquet files written elsewhere.
+"""Delta table access, the one home for it: read a table at a version, append with an app
+transaction, follow its log as a stream, and commit Parquet files written elsewhere.
 
 A Delta table is a log of versions; each version's JSON file lists the files it added and removed.
 A reader that remembers the last version it saw can take exactly the files added since, which is
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -216,3 +218,63 @@ def commit_files(table_dir: Path, schema: pa.Schema, files: Iterable[WrittenFile
                                    partition_by=[partition_by], commit_properties=properties)
     return True
 
+
+def utc_date(micros: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(micros / 1e6))
+
+
+class DeltaAppender:
+    """Appends to Delta tables under ``root/layer/name`` with idempotent app transactions."""
+
+    def __init__(self, root: Path, layer: str) -> None:
+        self.root = root
+        self.layer = layer
+
+    def path(self, name: str) -> Path:
+        return self.root / self.layer / name
+
+    def committed_version(self, name: str, app_id: str) -> int | None:
+        return committed_version(self.path(name), app_id)
+
+    def append(self, name: str, table: pa.Table, app_id: str, batch_id: int,
+               partition_by: list[str] | None = None) -> bool:
+        """Append unless this (app_id, batch_id) is already committed. Returns whether it wrote."""
+        from deltalake import CommitProperties, Transaction, write_deltalake
+
+        done = self.committed_version(name, app_id)
+        if done is not None and done >= batch_id:
+            log.info("%s.%s: batch %d already committed by %s; skipped", self.layer, name, batch_id, app_id)
+            return False
+        self.path(name).mkdir(parents=True, exist_ok=True)
+        write_deltalake(
+            str(self.path(name)), table, mode="append", partition_by=partition_by,
+            commit_properties=CommitProperties(
+                app_transactions=[Transaction(app_id=app_id, version=batch_id)],
+                custom_metadata={"neurolake.batch_id": str(batch_id)},
+            ),
+        )
+        return True
+
+    def read_columns(self, name: str, columns: list[str], where: Any = None) -> pa.Table | None:
+        """Selected columns of a table (optionally filtered by a pyarrow dataset expression,
+        pushed down to the Parquet files)."""
+        dataset, _ = delta_dataset(self.path(name))
+        return None if dataset is None else dataset.to_table(columns=columns, filter=where)
+
+
+def delta_dataset(path: Path, version: int | None = None) -> tuple[Any, int | None]:
+    """A Delta table's Parquet files (at ``version``, default latest) as one Arrow dataset with its
+    hive partition columns, and the version read: (None, None) without a table, (None, version)
+    when it has no files. Read through Arrow because delta-rs' own reader aborts at exit (#2184)."""
+    import pyarrow.dataset as ds
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        table = DeltaTable(str(path), version=version)
+    except TableNotFoundError:
+        return None, None
+    files = table.file_uris()
+    if not files:
+        return None, table.version()
+    return ds.dataset(files, format="parquet", partitioning="hive", partition_base_dir=str(path)), table.version()

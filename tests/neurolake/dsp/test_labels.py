@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ml.labels import intervals_from_markers, intervals_from_motion, label_windows
+from neurolake.dsp.labels import intervals_from_markers, intervals_from_motion, label_windows
 
 
 def _windows(*spans: tuple[int, int], session: str = "s1") -> pd.DataFrame:

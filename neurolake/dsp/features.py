@@ -21,7 +21,7 @@ RAILED_UV = 187_500.0
 
 @lru_cache(maxsize=32)
 def _hann(n: int) -> np.ndarray:
-    return get_window("hann", n)
+    return np.asarray(get_window("hann", n), dtype=np.float64)
 
 
 def _median_bias(n_segments: int) -> float:
@@ -62,7 +62,7 @@ def band_powers(window: np.ndarray, sample_rate_hz: float) -> np.ndarray:
     for low, high in BANDS.values():
         mask = (freqs >= low) & (freqs < min(high, sample_rate_hz / 2))
         powers.append(psd[mask].sum(axis=0) * resolution)
-    return np.log10(np.maximum(np.asarray(powers), 1e-12))
+    return np.asarray(np.log10(np.maximum(np.asarray(powers), 1e-12)))
 
 
 def reference_signals(n_samples: int, sample_rate_hz: float, frequency_hz: float,

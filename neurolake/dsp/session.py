@@ -14,16 +14,16 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
+from neurolake.dsp.dejitter import DejitterState, dejitter_block
+from neurolake.dsp.features import band_powers, quality, ssvep_scores
+from neurolake.dsp.filters import FilterSpec, design_sos, filter_chunk, initial_state
+from neurolake.dsp.heart import MIN_BEAT_INTERVAL_S, detect_beats
+from neurolake.dsp.windows import WindowSpec, WindowState, initial_window_state, windows_from_chunk
 from schemas.codec import eeg_block_device_times, eeg_block_samples
-from streaming_jobs.signal.dejitter import DejitterState, dejitter_block
-from streaming_jobs.signal.features import band_powers, quality, ssvep_scores
-from streaming_jobs.signal.filters import FilterSpec, design_sos, filter_chunk, initial_state
-from streaming_jobs.signal.heart import MIN_BEAT_INTERVAL_S, detect_beats
-from streaming_jobs.signal.windows import WindowSpec, WindowState, initial_window_state, windows_from_chunk
 
 OCCIPITAL_PREFIXES = ("O", "PO", "P")
 
@@ -141,7 +141,7 @@ MAX_SAMPLE_RATE_HZ = 100_000.0
 MAX_CHANNELS = 1024
 
 
-def is_finite_number(value: Any) -> bool:
+def is_finite_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and math.isfinite(value)
 
 

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 
 def _time(us: int | None) -> str:
-    return "-" if us is None else dt.datetime.fromtimestamp(us / 1e6, dt.timezone.utc).isoformat(timespec="seconds")
+    return "-" if us is None else dt.datetime.fromtimestamp(us / 1e6, dt.UTC).isoformat(timespec="seconds")
 
 
 def _cmd_sessions(args: argparse.Namespace, settings: Settings) -> int:

@@ -21,7 +21,7 @@ def detect_beats(pulse: np.ndarray, sample_rate_hz: float) -> np.ndarray:
         distance=max(1, int(MIN_BEAT_INTERVAL_S * sample_rate_hz)),
         prominence=PROMINENCE_FRACTION * span,
     )
-    return peaks.astype(np.int64)
+    return np.asarray(peaks, dtype=np.int64)
 
 
 def heart_rate_bpm(beats: np.ndarray, sample_rate_hz: float, average_over: int = 5) -> np.ndarray:

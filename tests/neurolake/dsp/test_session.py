@@ -7,11 +7,15 @@ import pytest
 from scipy.signal import sosfilt
 
 from edge_producers.devices.simulated import SimulatedEeg, layout_for
-from neurolake.settings import SimulationSettings
-from streaming_jobs.session_processor import (
-    Block, ProcessorConfig, SessionInfo, SessionState, process,
+from neurolake.dsp.filters import FilterSpec, design_sos
+from neurolake.dsp.session import (
+    Block,
+    ProcessorConfig,
+    SessionInfo,
+    SessionState,
+    process,
 )
-from streaming_jobs.signal.filters import FilterSpec, design_sos
+from neurolake.settings import SimulationSettings
 
 FS = 250.0
 CONFIG = ProcessorConfig(gap_wait_ms=5_000)

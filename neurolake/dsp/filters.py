@@ -47,7 +47,7 @@ def design_sos(spec: FilterSpec) -> np.ndarray:
         fs=spec.sample_rate_hz, output="sos",
     )
     if spec.notch_hz is None:
-        return band
+        return np.asarray(band)
     b, a = iirnotch(spec.notch_hz, spec.notch_q, fs=spec.sample_rate_hz)
     return np.vstack([band, tf2sos(b, a)])
 
