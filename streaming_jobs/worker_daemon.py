@@ -8,6 +8,7 @@ here, before the daemon forks, the workers inherit them.
 
 from pyspark import daemon
 
+# Imported for the forked workers, not used here.
 import streaming_jobs.bronze
 import streaming_jobs.bronze_source
 import streaming_jobs.kafka_source
