@@ -125,6 +125,9 @@ def record_class_archive(settings: Settings) -> Path:
         raise ServiceError(f"recording Spark's class archive failed (exit {result.returncode}): "
                            f"{result.stderr.strip()[-400:]}")
     partial.replace(target)
+    for stale in target.parent.glob("spark-*.jsa"):  # archives of an older Spark or Java: ~170 MB each
+        if stale != target:
+            stale.unlink(missing_ok=True)
     return target
 
 
@@ -149,6 +152,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = load_settings()
+    target = class_archive_path(settings)
+    if target.is_file() and args != ["--again"]:
+        log.info("Spark class archive: %s (recorded before; --again records it anew)", target)
+        return 0
     target = record_class_archive(settings)
     log.info("Spark class archive: %s (%.0f MB)", target, target.stat().st_size / 1e6)
     return 0

@@ -156,7 +156,7 @@ class SparkSettings(_Section):
     java_home: Path | None = None
     min_java_version: int = 17
     # Start the driver JVM from a class-data-sharing archive that `make setup` records (about 2 s
-    # less per start and 1 s less on the first job); without the archive Spark starts as usual.
+    # less to a session and 1 s less to its first job); without the archive Spark starts as usual.
     class_archive: bool = True
 
 
