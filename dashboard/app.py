@@ -243,7 +243,8 @@ class LiveDocument:
         self.status.text = (f"{html.escape(self.session_id)} &middot; {len(names)} EEG channels at "
                             f"{fs:g} Hz &middot; showing {self.mode} " + " ".join(notes))
         if len(window) >= fs:
-            recent = window[-int(2 * fs):]
+            # The head map shows gold's band power of the newest window of gold's length.
+            recent = window[-int(self.settings.lake.window_s * fs):]
             freqs, power = views.psd(recent, fs)
             self.psd_source.data = {"f": freqs, **{f"c{i}": np.maximum(power[:, i], 1e-3) for i in range(power.shape[1])}}
             channel = names.index(self.spec_channel.value) if self.spec_channel.value in names else 0
@@ -278,7 +279,7 @@ class LiveDocument:
             "left": [(s - start_us) / 1e6 for s, _, _ in trials], "right": [(e - start_us) / 1e6 for _, e, _ in trials],
             "label": [label for _, _, label in trials], "color": [colors.get(label, "#999") for _, _, label in trials]}
         latest = predictions[-1]
-        windows = [(p["window_end_us"] - int(2e6), p["window_end_us"], p["label"]) for p in predictions]
+        windows = [(*views.prediction_span_us(p, fs), p["label"]) for p in predictions]
         accuracy, n = views.running_accuracy(windows, trials)
         accuracy_text = f"running accuracy {accuracy:.0%} over {n} windows in trials" if accuracy is not None \
             else "running accuracy: no window inside a known trial yet"
@@ -332,6 +333,7 @@ class HistoryPanel:
         self.plot = figure(height=420, sizing_mode="stretch_width", title="History (filtered, from silver)",
                            x_axis_label="seconds since session start")
         self.lines: list[Any] = []
+        self.rates: dict[str, float] = {}  # each session's own sample rate, from bronze.sessions
         self.refresh.on_click(lambda: self.load_sessions())
         self.sessions.on_change("value", lambda attr, old, new: self.show())
         self.start.on_change("value_throttled", lambda attr, old, new: self.show())
@@ -341,10 +343,12 @@ class HistoryPanel:
     def load_sessions(self) -> None:
         from ml.dataset import read_table
 
-        frame, _ = read_table(self.settings.paths.lake_root, "bronze", "sessions", ["session_id", "started_us"])
+        frame, _ = read_table(self.settings.paths.lake_root, "bronze", "sessions",
+                              ["session_id", "started_us", "sample_rate_hz"])
         if frame.empty:
             self.info.text = f"no sessions in {self.settings.paths.lake_root} yet (is the lake running?)"
             return
+        self.rates = dict(zip(frame["session_id"], frame["sample_rate_hz"].astype(float)))
         self.sessions.options = frame.sort_values("started_us", ascending=False)["session_id"].drop_duplicates().tolist()
 
     def show(self) -> None:
@@ -359,7 +363,10 @@ class HistoryPanel:
         if samples is None:
             self.info.text = "silver.eeg_samples is empty"
             return
-        fs = 250.0
+        fs = self.rates.get(session_id)
+        if fs is None:
+            self.info.text = f"{html.escape(session_id)}: no session record in bronze.sessions (its rate is unknown)"
+            return
         first = int(self.start.value * fs)
         table = samples.to_table(
             columns=["sample_index", "filtered"],

@@ -159,8 +159,7 @@ class LiveFeed:
             return None  # the session record comes first on a healthy edge; wait for it
         fs = float(meta["sample_rate_hz"])
         lake = self.settings.lake
-        notch = lake.notch_hz if lake.notch_hz and lake.notch_hz < fs / 2 else None
-        sos = design_sos(FilterSpec(fs, lake.band_low_hz, min(lake.band_high_hz, 0.45 * fs), notch_hz=notch))
+        sos = design_sos(FilterSpec.at_rate(fs, lake.band_low_hz, lake.band_high_hz, lake.notch_hz))
         buffer = SessionBuffer(session_id, meta["device_id"], tuple(meta["channel_names"]),
                                tuple(meta["channel_types"]), fs, meta.get("montage") or "standard_1020",
                                int(self.settings.dashboard.window_s * fs * 1.2), sos,

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from scipy.interpolate import griddata
 from scipy.signal import spectrogram as scipy_spectrogram
-from scipy.signal import welch
 
-from neurolake.dsp.features import BANDS
+from neurolake.dsp.features import BANDS, band_powers, welch_psd
 
 
 def channel_scales(window: np.ndarray, floor_uv: float = 1.0) -> np.ndarray:
@@ -36,8 +36,7 @@ def flat_channels(window: np.ndarray, names: Sequence[str], flat_uv: float) -> l
 
 def psd(window: np.ndarray, sample_rate_hz: float) -> tuple[np.ndarray, np.ndarray]:
     """Welch PSD per channel (uV^2/Hz), frequencies up to Nyquist: (freqs, (n_freqs, n_channels))."""
-    nperseg = min(len(window), int(sample_rate_hz))
-    return welch(window, fs=sample_rate_hz, nperseg=nperseg, axis=0)
+    return welch_psd(window, sample_rate_hz, min(len(window), int(sample_rate_hz)))
 
 
 def spectrogram_db(signal: np.ndarray, sample_rate_hz: float, max_hz: float = 60.0
@@ -70,11 +69,17 @@ def scalp_positions(channel_names: tuple[str, ...], montage: str = "standard_102
     return {name: (float(x), float(y)) for name, (x, y) in zip(layout.names, centres)}
 
 
+def prediction_span_us(prediction: Mapping[str, Any], sample_rate_hz: float) -> tuple[int, int]:
+    """Lab times of a predicted window's first and last samples, from the window the record names
+    (its length and the session's rate travel with the data; no window length is assumed)."""
+    last_sample = prediction["window_end_index"] - 1  # the end index is exclusive
+    span_us = round((last_sample - prediction["window_start_index"]) / sample_rate_hz * 1e6)
+    return int(prediction["window_end_us"]) - span_us, int(prediction["window_end_us"])
+
+
 def band_power_per_channel(window: np.ndarray, sample_rate_hz: float, band: str) -> np.ndarray:
-    low, high = BANDS[band]
-    freqs, power = psd(window, sample_rate_hz)
-    mask = (freqs >= low) & (freqs < high)
-    return np.log10(np.maximum(power[mask].sum(axis=0) * (freqs[1] - freqs[0]), 1e-12))
+    """log10 power of one band per channel: gold's ``band_power`` row for the same window."""
+    return band_powers(window, sample_rate_hz)[list(BANDS).index(band)]
 
 
 def topomap_grid(values: np.ndarray, positions: Sequence[tuple[float, float]], resolution: int = 64) -> np.ndarray:

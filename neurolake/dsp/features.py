@@ -112,7 +112,7 @@ def quality(raw_window: np.ndarray, sample_rate_hz: float, railed_uv: float = RA
     """Railed sample share, mains-to-total power ratio and flat channel count of a raw window."""
     railed = float(np.mean(np.abs(raw_window) >= 0.99 * railed_uv) * 100.0)
     nperseg = min(len(raw_window), int(sample_rate_hz))
-    freqs, psd = welch_psd(raw_window - raw_window.mean(axis=0), sample_rate_hz, nperseg)
+    freqs, psd = welch_psd(raw_window, sample_rate_hz, nperseg)  # each segment is detrended
     total = psd[(freqs >= 1)].sum(axis=0)
     mains = psd[(freqs >= 58) & (freqs <= 62)].sum(axis=0)
     line_ratio = float(np.median(mains / np.maximum(total, 1e-12)))

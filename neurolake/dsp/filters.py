@@ -23,6 +23,14 @@ class FilterSpec:
     notch_hz: float | None = 60.0
     notch_q: float = 30.0
 
+    @classmethod
+    def at_rate(cls, sample_rate_hz: float, band_low_hz: float, band_high_hz: float,
+                notch_hz: float | None) -> FilterSpec:
+        """The configured filter fitted to a stream's own rate: a slow board cannot carry a 60 Hz
+        edge or notch, so the high edge stops at 0.45 x rate and the notch is left out above Nyquist."""
+        return cls(sample_rate_hz, band_low_hz, min(band_high_hz, 0.45 * sample_rate_hz),
+                   notch_hz=notch_hz if notch_hz and notch_hz < sample_rate_hz / 2 else None)
+
     def validate(self) -> None:
         nyquist = self.sample_rate_hz / 2
         if not 0 < self.band_low_hz < self.band_high_hz:

@@ -298,8 +298,7 @@ def _emit_run(state: SessionState, run: list[Block], config: ProcessorConfig, ou
     first = run[0].first_sample_index
     gap = first - state.next_index
     fs = info.sample_rate_hz
-    sos = design_sos(FilterSpec(fs, config.band_low_hz, min(config.band_high_hz, 0.45 * fs),
-                                notch_hz=config.notch_hz if config.notch_hz and config.notch_hz < fs / 2 else None))
+    sos = design_sos(FilterSpec.at_rate(fs, config.band_low_hz, config.band_high_hz, config.notch_hz))
     raw = np.vstack([b.samples for b in run]).astype(np.float64)
     n_channels = raw.shape[1]
     fresh_zi = initial_state(sos, n_channels)

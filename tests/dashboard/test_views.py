@@ -44,3 +44,44 @@ def test_psd_finds_a_sinusoid() -> None:
     t = np.arange(500) / 250.0
     freqs, power = views.psd(np.sin(2 * np.pi * 12 * t)[:, None], 250.0)
     assert freqs[np.argmax(power[:, 0])] == 12.0
+
+
+def test_the_head_map_shows_golds_band_power_for_the_same_window(tmp_path) -> None:
+    """The dashboard filters what it receives and takes band power of its newest window; for the
+    window gold ends at the same sample, every band and channel must agree with gold's row."""
+    from dashboard.feed import SessionBuffer
+    from edge_producers.devices.simulated import SimulatedEeg, layout_for
+    from neurolake.dsp.features import BANDS
+    from neurolake.dsp.filters import FilterSpec, design_sos
+    from neurolake.dsp.session import Block, ProcessorConfig, SessionInfo, SessionState, process
+    from neurolake.settings import SimulationSettings, load_settings
+
+    fs = 200.0  # not 250: the rate travels with the data
+    lake = load_settings(environ={}, cwd=tmp_path).lake
+    simulation = SimulationSettings(seed=4, sample_rate_hz=fs, n_eeg_channels=8)
+    layout = layout_for(simulation)
+    data = SimulatedEeg(simulation).generate(int(12 * fs))
+    config = ProcessorConfig(lake.band_low_hz, lake.band_high_hz, lake.notch_hz, lake.window_s)
+    info = SessionInfo("dev", layout.channel_names, layout.channel_types, fs, (8.0, 10.0, 12.0, 15.0))
+    buffer = SessionBuffer("s", "dev", layout.channel_names, layout.channel_types, fs, "standard_1020",
+                           len(data), design_sos(FilterSpec.at_rate(fs, lake.band_low_hz, lake.band_high_hz,
+                                                                    lake.notch_hz)))
+    blocks = [Block("dev", i // 20, i, data[i : i + 20], (1_700_000_000_000_000 + (i + np.arange(20)) * 5000),
+                    0, fs) for i in range(0, len(data), 20)]
+    output, _ = process(SessionState(), blocks, 0, config, info)
+    for block in blocks:
+        buffer.append(block.first_sample_index, block.samples, 0)
+    newest = output.windows[-1]
+    assert newest["window_end_index"] == len(data)
+    eeg = buffer.eeg_columns
+    recent = buffer.filtered[:, eeg].astype(np.float64)[-int(lake.window_s * fs):]
+    for row, band in enumerate(BANDS):
+        np.testing.assert_allclose(views.band_power_per_channel(recent, fs, band), newest["band_power"][row],
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_a_prediction_spans_the_window_its_record_names() -> None:
+    prediction = {"window_start_index": 1000, "window_end_index": 1500, "window_end_us": 10_000_000}
+    assert views.prediction_span_us(prediction, 250.0) == (10_000_000 - 1_996_000, 10_000_000)
+    short = {"window_start_index": 0, "window_end_index": 128, "window_end_us": 5_000_000}
+    assert views.prediction_span_us(short, 128.0) == (5_000_000 - 992_188, 5_000_000)
