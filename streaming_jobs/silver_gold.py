@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from infra.delta import WrittenFile, commit_files, write_files
+from neurolake.dsp.labels import stimulus_labels
 from neurolake.dsp.session import (
     BlockNote,
     Output,
@@ -358,29 +359,12 @@ def process_partition(context: BatchContext, batches: Iterator[pa.RecordBatch]) 
 # -- labels --------------------------------------------------------------------------------------
 
 def label_windows(windows: pa.Table, markers: pa.Table | None) -> pa.Array:
-    """The stimulus shown for the whole window, "rest" when none overlaps it, else null."""
-    labels: list[str | None] = [None] * windows.num_rows
+    """Gold's labels (``neurolake.dsp.labels.stimulus_labels``) for windows and bronze markers."""
     if markers is None or markers.num_rows == 0 or windows.num_rows == 0:
-        return pa.array(labels, pa.string())
-    starts = markers.filter(pc.equal(markers.column("event"), "START")).to_pylist()
-    by_session: dict[str, list[tuple[int, int, str]]] = {}
-    for m in starts:
-        end = m["timestamp_us"] + int((m["duration_s"] or 0) * 1e6)
-        by_session.setdefault(m["session_id"], []).append((m["timestamp_us"], end, m["label"]))
-    columns = windows.select(["session_id", "window_start_us", "window_end_us"]).to_pydict()
-    for i, (session, w0, w1) in enumerate(zip(*columns.values())):
-        trials = by_session.get(session)
-        if not trials:
-            continue
-        inside = [label for start, end, label in trials if start <= w0 and w1 < end]
-        overlapping = [1 for start, end, _ in trials if start < w1 and w0 < end]
-        latest_start = max(start for start, _, _ in trials)
-        if inside:
-            labels[i] = inside[0]
-        elif not overlapping and w1 < latest_start:
-            # Only call it rest once a later trial proves the protocol went on past it.
-            labels[i] = "rest"
-    return pa.array(labels, pa.string())
+        return pa.nulls(windows.num_rows, pa.string())
+    frame = windows.select(["session_id", "window_start_us", "window_end_us"]).to_pandas()
+    marker_frame = markers.to_pandas().rename(columns={"timestamp_us": "time_us"})
+    return pa.array(stimulus_labels(frame, marker_frame), pa.string(), from_pandas=True)
 
 
 # -- the driver ----------------------------------------------------------------------------------

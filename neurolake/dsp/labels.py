@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 INTERVAL_COLUMNS = ["session_id", "start_us", "end_us", "label"]
+REST_LABEL = "rest"
 
 
 def intervals_from_markers(markers: pd.DataFrame) -> pd.DataFrame:
@@ -85,4 +86,26 @@ def label_windows(windows: pd.DataFrame, intervals: pd.DataFrame) -> np.ndarray:
         following = np.clip(safe + 1, 0, len(starts) - 1)
         ok &= ~((safe + 1 < len(starts)) & (starts[following] <= w1))
         labels[positions[ok]] = names[safe[ok]]
+    return labels
+
+
+def stimulus_labels(windows: pd.DataFrame, markers: pd.DataFrame) -> np.ndarray:
+    """Gold's label per window: the stimulus shown for the whole window (``label_windows`` over the
+    markers' intervals), ``REST_LABEL`` for a window that touches no trial and ends before a later
+    trial starts (only a later trial proves the protocol went on past it), else None."""
+    intervals = intervals_from_markers(markers)
+    labels = label_windows(windows, intervals)
+    if windows.empty or intervals.empty:
+        return labels
+    for session, positions in windows.groupby("session_id").indices.items():
+        group = intervals[intervals["session_id"] == session]
+        if group.empty:
+            continue
+        starts = group["start_us"].to_numpy(np.int64)
+        ends = group["end_us"].to_numpy(np.int64)
+        w0 = windows["window_start_us"].to_numpy(np.int64)[positions]
+        w1 = windows["window_end_us"].to_numpy(np.int64)[positions]
+        touches = ((starts[None, :] < w1[:, None]) & (w0[:, None] < ends[None, :])).any(axis=1)
+        rest = ~touches & (w1 < starts.max()) & pd.isna(labels[positions])
+        labels[positions[rest]] = REST_LABEL
     return labels

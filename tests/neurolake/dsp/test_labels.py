@@ -3,7 +3,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from neurolake.dsp.labels import intervals_from_markers, intervals_from_motion, label_windows
+from neurolake.dsp.labels import (
+    REST_LABEL,
+    intervals_from_markers,
+    intervals_from_motion,
+    label_windows,
+    stimulus_labels,
+)
 
 
 def _windows(*spans: tuple[int, int], session: str = "s1") -> pd.DataFrame:
@@ -40,3 +46,24 @@ def test_motion_runs_become_still_and_moving_intervals() -> None:
                                                                   [3_500_000, 4_500_000]]
     labels = label_windows(_windows((1_600_000, 3_400_000), (1_000_000, 2_000_000)), intervals)
     assert list(labels) == ["moving", None]
+
+
+def test_gold_labels_call_a_window_rest_only_between_trials() -> None:
+    s = 1_000_000
+    markers = pd.DataFrame({
+        "session_id": ["s1"] * 4, "time_us": [10 * s, 14 * s, 20 * s, 24 * s],
+        "event": ["START", "END", "START", "END"], "label": ["12", "12", "8", "8"],
+        "trial": [0, 0, 1, 1], "duration_s": [4.0, None, None, None],  # the second ends at its END
+    })
+    windows = _windows((0, 2 * s), (int(10.5 * s), int(12.5 * s)), (13 * s, 15 * s), (15 * s, 17 * s),
+                       (21 * s, 23 * s), (25 * s, 27 * s))
+    windows = pd.concat([windows, _windows((0, 2 * s), session="s2")], ignore_index=True)
+    assert list(stimulus_labels(windows, markers)) == [
+        REST_LABEL,  # before the first trial, and a later trial proves the protocol went on
+        "12",        # inside the first trial
+        None,        # straddles its end
+        REST_LABEL,  # between trials
+        "8",         # inside the second trial (its end from the END marker)
+        None,        # after the last trial: nothing proves it is a rest yet
+        None,        # a session without markers
+    ]
