@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from neurolake.errors import NeurolakeError
+from schemas.catalog import EEG_RAW
 
 log = logging.getLogger(__name__)
 
@@ -365,7 +366,7 @@ def write_session(lake_root: Path, recording: Recording, config: Any,
         bronze.append("markers", markers, app, 0, ["date"])
         silver.append("markers", silver_projections({"markers": markers})["markers"], app, 0, ["date"])
     records = list(recording.block_records())
-    bronze.append("eeg_blocks", _bronze_table("eeg_block", records, "eeg.raw"), app, 0, ["date"])
+    bronze.append("eeg_blocks", _bronze_table("eeg_block", records, EEG_RAW), app, 0, ["date"])
     counts = {"blocks": len(records), "samples": sum(r["n_samples"] for r in records),
               "markers": len(recording.markers), "windows": 0}
     checkpoint = checkpoint or lake_root / "_checkpoints" / "silver_gold"

@@ -19,7 +19,7 @@ from typing import Any
 
 from batch_jobs.recording import Recording, RecordingError
 from neurolake.settings import Settings
-from schemas.catalog import TOPICS
+from schemas.catalog import EEG_RAW, MARKERS, SESSIONS
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +61,9 @@ def publish(settings: Settings, recording: Recording, speed: float = 1.0, stop: 
     timeline: list[tuple[float, int, str, str, str, dict[str, Any]]] = []
     for record in recording.block_records():
         end_s = (record["first_sample_index"] + record["n_samples"]) / fs
-        timeline.append((end_s, len(timeline), "eeg.raw", record["device_id"], "eeg_block", record))
+        timeline.append((end_s, len(timeline), EEG_RAW, record["device_id"], "eeg_block", record))
     for marker in recording.markers:
-        timeline.append((max(0.0, (marker["timestamp_us"] - start_us) / 1e6), len(timeline), "markers",
+        timeline.append((max(0.0, (marker["timestamp_us"] - start_us) / 1e6), len(timeline), MARKERS,
                          marker["session_id"], "marker", marker))
     heapq.heapify(timeline)
     failures: list[str] = []
@@ -76,7 +76,7 @@ def publish(settings: Settings, recording: Recording, speed: float = 1.0, stop: 
     blocks = markers = 0
     began = time.monotonic()
     try:
-        producer.produce(TOPICS["sessions"].name, key=recording.session_id.encode(),
+        producer.produce(SESSIONS, key=recording.session_id.encode(),
                          value=codec.encode("session", recording.session), on_delivery=delivered)
         while timeline and not (stop and stop.is_set()):
             due_s, _, topic, key, record_type, record = heapq.heappop(timeline)

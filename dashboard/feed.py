@@ -21,11 +21,12 @@ from neurolake.dsp.filters import FilterSpec, design_sos, filter_chunk, initial_
 from neurolake.dsp.heart import detect_beats
 from neurolake.dsp.session import session_record_problem
 from neurolake.settings import Settings
+from schemas.catalog import CAMERA_FRAMES, DEVICE_STATUS, EEG_RAW, MARKERS, PREDICTIONS, SENSORS_ENV, SESSIONS
 from schemas.codec import CodecError, default_codec, eeg_block_samples
 
 log = logging.getLogger(__name__)
 
-LIVE_TOPICS = ("eeg.raw", "eeg.predictions", "devices.status", "sensors.env", "camera.frames", "markers")
+LIVE_TOPICS = (EEG_RAW, PREDICTIONS, DEVICE_STATUS, SENSORS_ENV, CAMERA_FRAMES, "markers")
 
 
 @dataclass
@@ -168,30 +169,30 @@ class LiveFeed:
         return buffer
 
     def _handle(self, topic: str, record: dict[str, Any], kafka_ms: int) -> None:
-        if topic == "sessions":
+        if topic == SESSIONS:
             problem = session_record_problem(record)
             if problem is not None:
                 raise ValueError(problem)
             self.session_records[record["session_id"]] = record
-        elif topic == "eeg.raw":
+        elif topic == EEG_RAW:
             buffer = self._buffer_for(record)
             if buffer is not None and (buffer.next_index is None or record["first_sample_index"] >= buffer.next_index):
                 buffer.append(record["first_sample_index"], eeg_block_samples(record), kafka_ms)
-        elif topic == "eeg.predictions":
+        elif topic == PREDICTIONS:
             buffer = self.sessions.get(record["session_id"])
             if buffer is not None:
                 buffer.predictions.append(record)
-        elif topic == "markers":
+        elif topic == MARKERS:
             buffer = self.sessions.get(record["session_id"])
             if buffer is not None and record["event"] == "START" and record.get("duration_s"):
                 start = int(record["timestamp_us"])
                 buffer.trials.append((start, start + int(record["duration_s"] * 1e6), record["label"]))
                 buffer.trials = buffer.trials[-200:]
-        elif topic == "devices.status":
+        elif topic == DEVICE_STATUS:
             self.devices.setdefault(record["device_id"], DeviceHealth()).status = record
-        elif topic == "sensors.env":
+        elif topic == SENSORS_ENV:
             self.devices.setdefault(record["device_id"], DeviceHealth()).sensors = record
-        elif topic == "camera.frames":
+        elif topic == CAMERA_FRAMES:
             health = self.devices.setdefault(record["device_id"], DeviceHealth())
             health.frame_jpeg, health.frame_at = bytes(record["data"]), time.monotonic()
 

@@ -29,13 +29,11 @@ from edge_producers.stimulus import StimulusEvent, StimulusSchedule
 from edge_producers.transport import KafkaSender
 from neurolake import __version__
 from neurolake.settings import EdgeSettings, Settings
+from schemas.catalog import CAMERA_FRAMES, CONTROL, DEVICE_LOGS, DEVICE_STATUS, EEG_RAW, MARKERS, SENSORS_ENV, SESSIONS
 from schemas.codec import AvroCodec, default_codec, samples_to_bytes, times_to_bytes
 
 log = logging.getLogger(__name__)
 
-EEG_TOPIC, SESSIONS_TOPIC, MARKERS_TOPIC = "eeg.raw", "sessions", "markers"
-CAMERA_TOPIC, SENSORS_TOPIC = "camera.frames", "sensors.env"
-STATUS_TOPIC, LOGS_TOPIC, CONTROL_TOPIC = "devices.status", "devices.logs", "devices.control"
 DEVICE_RETRY_S = 5.0
 
 SourceFactory = Callable[..., EegSource]
@@ -228,7 +226,7 @@ class DeviceRunner:
         samples, times = self._pending.samples, self._pending.device_times_us
         bounds = list(range(0, cut, size))
         encoders = [self._block_encoder(samples[i : i + size], times[i : i + size]) for i in bounds]
-        self.spool.append_many(EEG_TOPIC, self.key, encoders)
+        self.spool.append_many(EEG_RAW, self.key, encoders)
         self._pending = EegChunk(samples[cut:], times[cut:])
         self.counters.blocks += len(encoders)
 
@@ -269,7 +267,7 @@ class DeviceRunner:
     def _publish_session(self, started_us: int) -> None:
         assert self._source is not None and self.session_id is not None
         info = self._source.info
-        self._spool_record(SESSIONS_TOPIC, "session", {
+        self._spool_record(SESSIONS, "session", {
             "device_id": self.edge.device_id, "session_id": self.session_id, "seq": 0,
             "started_us": started_us, "board": info.board, "sample_rate_hz": info.sample_rate_hz,
             "channel_names": list(info.channel_names), "channel_types": list(info.channel_types),
@@ -292,7 +290,7 @@ class DeviceRunner:
             events = [*events, *(StimulusEvent(lab_now_us, "END", t) for t in open_trials)]
         for event in events:
             trial = event.trial
-            self._spool_record(MARKERS_TOPIC, "marker", {
+            self._spool_record(MARKERS, "marker", {
                 "device_id": self.edge.device_id, "session_id": self.session_id, "seq": 0,
                 "timestamp_us": event.time_us, "event": event.event, "label": trial.label,
                 "trial": trial.trial, "stimulus_hz": trial.hz,
@@ -316,7 +314,7 @@ class DeviceRunner:
                 len(frame.jpeg), self.edge.camera.max_frame_bytes, self.counters.frames_refused,
             )
             return
-        self._spool_record(CAMERA_TOPIC, "camera_frame", {
+        self._spool_record(CAMERA_FRAMES, "camera_frame", {
             "device_id": self.edge.device_id, "session_id": self.session_id, "seq": 0,
             "frame_index": self.counters.frames, "captured_us": frame.captured_us,
             "clock_offset_us": self.clock.estimate.offset_us, "width": frame.width,
@@ -331,7 +329,7 @@ class DeviceRunner:
         except (DeviceError, OSError) as exc:
             log.warning("%s: sensor read failed: %s", self.edge.device_id, exc)
             return
-        self._spool_record(SENSORS_TOPIC, "sensor_reading", {
+        self._spool_record(SENSORS_ENV, "sensor_reading", {
             "device_id": self.edge.device_id, "session_id": self.session_id, "seq": 0,
             "measured_us": now_us(), "clock_offset_us": self.clock.estimate.offset_us,
             "sensor": self._sensors.name, **values,
@@ -346,7 +344,7 @@ class DeviceRunner:
         self._rate_window = (now, self.counters.samples)
         stats = self.spool.stats()
         estimate = self.clock.estimate
-        self._spool_record(STATUS_TOPIC, "device_status", {
+        self._spool_record(DEVICE_STATUS, "device_status", {
             "device_id": self.edge.device_id, "session_id": self.session_id, "seq": 0,
             "timestamp_us": now, "state": self.state, "spool_depth": stats.records,
             "spool_bytes": stats.bytes, "records_sent": self._sender_stats(),
@@ -400,7 +398,7 @@ class DeviceRunner:
             "frames_refused": self.counters.frames_refused,
             "sensor_readings": self.counters.sensor_readings,
             "device_errors": self.counters.device_errors,
-            "next_seq": {t: self.spool.next_seq(t) for t in (EEG_TOPIC, MARKERS_TOPIC, STATUS_TOPIC)},
+            "next_seq": {t: self.spool.next_seq(t) for t in (EEG_RAW, MARKERS, DEVICE_STATUS)},
             "spool": stats.__dict__,
         }
 
@@ -423,7 +421,7 @@ class SpoolLogHandler(logging.Handler):
             runner = self._runners.get(device_id)
             if runner is None:
                 return
-            runner._spool_record(LOGS_TOPIC, "device_log", {
+            runner._spool_record(DEVICE_LOGS, "device_log", {
                 "device_id": device_id, "session_id": runner.session_id, "seq": 0,
                 "timestamp_us": int(record.created * 1e6), "level": record.levelname,
                 "logger": record.name, "message": record.getMessage()[:4000],
@@ -474,7 +472,7 @@ class EdgeRuntime:
             self.sender.add_device(edge.device_id, spool)
         self._commands: queue.Queue[dict[str, Any]] = queue.Queue()
         self.control = ControlListener(
-            settings.kafka.client_config(), CONTROL_TOPIC, self.codec, self._on_control,
+            settings.kafka.client_config(), CONTROL, self.codec, self._on_control,
             not_before_us=self.started_us - 1_000_000,
         )
         self._ship_logs = ship_logs
@@ -513,7 +511,7 @@ class EdgeRuntime:
                 "acked_topic": None, "acked_seq": None, "in_reply_to": command["command_id"],
                 "ok": ok, "message": message,
             }
-            self.sender.send_now(CONTROL_TOPIC, runner.key, self.codec.encode("control", ack))
+            self.sender.send_now(CONTROL, runner.key, self.codec.encode("control", ack))
 
     def _send_loop(self) -> None:
         while not self._stop.is_set():

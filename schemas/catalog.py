@@ -21,25 +21,37 @@ class TopicSpec:
     description: str = ""
 
 
+# The topic names, for code that names one topic.
+EEG_RAW = "eeg.raw"
+CAMERA_FRAMES = "camera.frames"
+SENSORS_ENV = "sensors.env"
+MARKERS = "markers"
+SESSIONS = "sessions"
+DEVICE_STATUS = "devices.status"
+DEVICE_LOGS = "devices.logs"
+CONTROL = "devices.control"
+PREDICTIONS = "eeg.predictions"
+DEADLETTER = "deadletter"
+
 TOPICS: dict[str, TopicSpec] = {
     spec.name: spec
     for spec in (
-        TopicSpec("eeg.raw", "eeg_block", "device_id", 4, description="EEG sample blocks"),
-        TopicSpec("camera.frames", "camera_frame", "device_id", 2, description="JPEG camera frames"),
-        TopicSpec("sensors.env", "sensor_reading", "device_id", 2, description="Sense HAT / room sensors"),
-        TopicSpec("markers", "marker", "session_id", 1, description="stimulus and task events"),
+        TopicSpec(EEG_RAW, "eeg_block", "device_id", 4, description="EEG sample blocks"),
+        TopicSpec(CAMERA_FRAMES, "camera_frame", "device_id", 2, description="JPEG camera frames"),
+        TopicSpec(SENSORS_ENV, "sensor_reading", "device_id", 2, description="Sense HAT / room sensors"),
+        TopicSpec(MARKERS, "marker", "session_id", 1, description="stimulus and task events"),
         TopicSpec(
-            "sessions", "session", "session_id", 1, compacted=True,
+            SESSIONS, "session", "session_id", 1, compacted=True,
             description="one record per session: montage, channels, rate",
         ),
-        TopicSpec("devices.status", "device_status", "device_id", 1, description="edge heartbeats"),
-        TopicSpec("devices.logs", "device_log", "device_id", 1, description="edge log lines"),
+        TopicSpec(DEVICE_STATUS, "device_status", "device_id", 1, description="edge heartbeats"),
+        TopicSpec(DEVICE_LOGS, "device_log", "device_id", 1, description="edge log lines"),
         TopicSpec(
-            "devices.control", "control", "device_id", 1,
+            CONTROL, "control", "device_id", 1,
             description="commands, command acks, lake spool acks",
         ),
-        TopicSpec("eeg.predictions", "prediction", "device_id", 2, description="live model output"),
-        TopicSpec("deadletter", "dead_letter", "source_topic", 1, description="undecodable records"),
+        TopicSpec(PREDICTIONS, "prediction", "device_id", 2, description="live model output"),
+        TopicSpec(DEADLETTER, "dead_letter", "source_topic", 1, description="undecodable records"),
     )
 }
 

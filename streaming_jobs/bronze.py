@@ -34,20 +34,20 @@ from neurolake.dsp.session import (
     is_finite_number,
     session_record_problem,
 )
-from schemas.catalog import TOPICS
+from schemas.catalog import CAMERA_FRAMES, DEVICE_LOGS, DEVICE_STATUS, EEG_RAW, MARKERS, SENSORS_ENV, SESSIONS, TOPICS
 from schemas.codec import EEG_DTYPE, TIME_DTYPE, AvroCodec, CodecError, default_codec
 from streaming_jobs.arrow_schema import record_schema
 
 log = logging.getLogger(__name__)
 
 BRONZE_TABLES: dict[str, str] = {
-    "eeg.raw": "eeg_blocks",
-    "camera.frames": "camera_frames",
-    "sensors.env": "sensor_readings",
-    "markers": "markers",
-    "sessions": "sessions",
-    "devices.status": "device_status",
-    "devices.logs": "device_logs",
+    EEG_RAW: "eeg_blocks",
+    CAMERA_FRAMES: "camera_frames",
+    SENSORS_ENV: "sensor_readings",
+    MARKERS: "markers",
+    SESSIONS: "sessions",
+    DEVICE_STATUS: "device_status",
+    DEVICE_LOGS: "device_logs",
 }
 BRONZE_TOPICS = tuple(BRONZE_TABLES)
 QUARANTINE_TABLE = "quarantine"

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from neurolake.settings import Settings
+from schemas.catalog import CONTROL
 from schemas.codec import default_codec
 from streaming_jobs.bronze import BRONZE_TOPICS, BronzeBatchWriter
 from streaming_jobs.kafka_source import SOURCE_NAME, KafkaPyDataSource
@@ -76,7 +77,7 @@ class AckPublisher:
                 "config": {}, "acked_topic": topic, "acked_seq": seq, "in_reply_to": None,
                 "ok": None, "message": None,
             }
-            self._producer.produce("devices.control", key=device_id.encode(),
+            self._producer.produce(CONTROL, key=device_id.encode(),
                                    value=self._codec.encode("control", record))
         self._producer.poll(0)
         self._producer.flush(5)

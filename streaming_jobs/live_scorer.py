@@ -31,12 +31,12 @@ from neurolake.dsp.session import (
     process,
 )
 from neurolake.settings import Settings
+from schemas.catalog import EEG_RAW, PREDICTIONS, SESSIONS
 from schemas.codec import CodecError, default_codec
 from streaming_jobs.bronze import validate
 
 log = logging.getLogger(__name__)
 
-EEG_TOPIC, SESSIONS_TOPIC, PREDICTIONS_TOPIC = "eeg.raw", "sessions", "eeg.predictions"
 
 
 @dataclass(frozen=True)
@@ -221,15 +221,15 @@ def run_live_scorer(settings: Settings, duration_s: float | None = None, start: 
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         metadata = consumer.list_topics(timeout=10).topics
-        for topic in (EEG_TOPIC, SESSIONS_TOPIC):
+        for topic in (EEG_RAW, SESSIONS):
             if topic not in metadata:
                 log.error("topic %s does not exist; start the stack with `neurolake up`", topic)
                 return 2
-        partitions = [TopicPartition(SESSIONS_TOPIC, p, OFFSET_BEGINNING) for p in metadata[SESSIONS_TOPIC].partitions]
-        partitions += [TopicPartition(EEG_TOPIC, p, OFFSET_BEGINNING if start == "earliest" else OFFSET_END)
-                       for p in metadata[EEG_TOPIC].partitions]
+        partitions = [TopicPartition(SESSIONS, p, OFFSET_BEGINNING) for p in metadata[SESSIONS].partitions]
+        partitions += [TopicPartition(EEG_RAW, p, OFFSET_BEGINNING if start == "earliest" else OFFSET_END)
+                       for p in metadata[EEG_RAW].partitions]
         consumer.assign(partitions)
-        log.info("live scorer reading %s from the %s offsets, publishing to %s", EEG_TOPIC, start, PREDICTIONS_TOPIC)
+        log.info("live scorer reading %s from the %s offsets, publishing to %s", EEG_RAW, start, PREDICTIONS)
         deadline = time.monotonic() + duration_s if duration_s else None
         next_report = time.monotonic() + 10
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
@@ -267,7 +267,7 @@ def run_live_scorer(settings: Settings, duration_s: float | None = None, start: 
                     log.exception("live scorer: session %s failed; its state is reset", session_id)
                     continue
                 for prediction in predictions:
-                    producer.produce(PREDICTIONS_TOPIC, key=prediction["device_id"].encode(),
+                    producer.produce(PREDICTIONS, key=prediction["device_id"].encode(),
                                      value=codec.encode("prediction", prediction))
             producer.poll(0)
             if time.monotonic() >= next_report:
