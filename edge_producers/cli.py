@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
 from neurolake.errors import NeurolakeError
 from neurolake.settings import EdgeSettings, Settings
+from neurolake.stopping import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -58,21 +57,11 @@ def add_edge_commands(commands: argparse._SubParsersAction) -> None:  # type: ig
 def _run_runtime(settings: Settings, devices: list[EdgeSettings], duration: float | None) -> dict[str, Any]:
     from edge_producers.runtime import EdgeRuntime
 
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: object) -> None:
-        log.info("received %s; stopping", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stop_on_signals("the edge runtime") as stop:
         runtime = EdgeRuntime(settings, devices)
         with runtime:
             runtime.run(duration_s=duration, stop=stop)
         return runtime.summary()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -143,16 +132,12 @@ def _simulate_in_processes(args: argparse.Namespace) -> dict[str, Any]:
     merged: dict[str, Any] = {"devices": [], "processes": []}
     failed = 0
 
-    def forward(signum: int, _frame: object) -> None:
+    def forward(signum: int) -> None:
         for child in children:
             child.send_signal(signum)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with stop_on_signals(on_signal=forward):
         outputs = [child.communicate()[0] for child in children]
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
     for child, out in zip(children, outputs):
         if child.returncode != 0:
             failed += 1

@@ -12,9 +12,9 @@ import subprocess
 import sys
 import threading
 import time
-from types import FrameType
 
 from neurolake.settings import Settings
+from neurolake.stopping import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -149,15 +149,14 @@ def _stop_child(child: subprocess.Popen[bytes] | None, name: str) -> None:
 
 def run_demo(settings: Settings, duration_s: float, with_airflow: bool, headsets: int = 2,
              retrain_after_s: float = 90.0) -> int:
+    with stop_on_signals("the demo") as stop:
+        return _run_demo(settings, stop, duration_s, with_airflow, headsets, retrain_after_s)
+
+
+def _run_demo(settings: Settings, stop: threading.Event, duration_s: float, with_airflow: bool, headsets: int,
+              retrain_after_s: float) -> int:
     from infra import stack
 
-    stop = threading.Event()
-
-    def _request_stop(signum: int, _frame: FrameType | None) -> None:
-        log.info("received %s; stopping the demo", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     edge: subprocess.Popen[bytes] | None = None
     streams: subprocess.Popen[bytes] | None = None
     scorer: subprocess.Popen[bytes] | None = None
@@ -211,8 +210,6 @@ def run_demo(settings: Settings, duration_s: float, with_airflow: bool, headsets
         )
         return 0 if healthy else 1
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         _stop_child(edge, "simulated headsets")
         _stop_child(scorer, "live scorer")
         _stop_child(dashboard, "dashboard")

@@ -11,7 +11,6 @@ to bronze, which quarantines every record of ``eeg.raw``.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from neurolake.dsp.session import (
     process,
 )
 from neurolake.settings import Settings
+from neurolake.stopping import stop_on_signals
 from schemas.catalog import EEG_RAW, PREDICTIONS, SESSIONS
 from schemas.codec import CodecError, default_codec
 from streaming_jobs.bronze import validate
@@ -205,7 +205,7 @@ def _percentile(values: list[int], q: float) -> float:
 def run_live_scorer(settings: Settings, duration_s: float | None = None, start: str | None = None,
                     watcher: Callable[[], LoadedModel | None] | None = None) -> int:
     """Consume, score and publish until SIGTERM/SIGINT or ``duration_s``; exit code 0."""
-    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
+    from confluent_kafka import Consumer, Producer
 
     start = start or settings.ml.live_start
     codec = default_codec()
@@ -217,73 +217,77 @@ def run_live_scorer(settings: Settings, duration_s: float | None = None, start: 
     })
     producer = Producer({**settings.kafka.producer_config(), "linger.ms": 0,
                          "logger": logging.getLogger("streaming_jobs.rdkafka.scorer")})
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        metadata = consumer.list_topics(timeout=10).topics
-        for topic in (EEG_RAW, SESSIONS):
-            if topic not in metadata:
-                log.error("topic %s does not exist; start the stack with `neurolake up`", topic)
-                return 2
-        partitions = [TopicPartition(SESSIONS, p, OFFSET_BEGINNING) for p in metadata[SESSIONS].partitions]
-        partitions += [TopicPartition(EEG_RAW, p, OFFSET_BEGINNING if start == "earliest" else OFFSET_END)
-                       for p in metadata[EEG_RAW].partitions]
-        consumer.assign(partitions)
-        log.info("live scorer reading %s from the %s offsets, publishing to %s", EEG_RAW, start, PREDICTIONS)
-        deadline = time.monotonic() + duration_s if duration_s else None
-        next_report = time.monotonic() + 10
-        while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-            messages = consumer.consume(500, timeout=0.05)
-            arrival = now_us()
-            blocks: dict[str, list[Block]] = {}
-            for message in messages:
-                if message.error():
-                    continue
-                try:
-                    record_type, record = codec.decode(message.value())
-                except CodecError:
-                    scorer.counters.undecodable += 1
-                    continue
-                try:
-                    if record_type == "session":
-                        scorer.on_session(record)
-                    elif record_type == "eeg_block" and validate(record_type, record) is None:
-                        blocks.setdefault(record["session_id"], []).append(block_from_record(record))
-                    else:
-                        scorer.counters.rejected += 1
-                except Exception as exc:  # one bad record must not stop live scoring
+    with stop_on_signals() as stop:
+        try:
+            return _score_until_stopped(codec, scorer, consumer, producer, stop, start, duration_s)
+        finally:
+            if champion is not None:
+                champion.stop()
+            producer.flush(10)
+            consumer.close()
+
+
+def _score_until_stopped(codec: Any, scorer: LiveScorer, consumer: Any, producer: Any,
+                         stop: threading.Event, start: str, duration_s: float | None) -> int:
+    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
+
+    metadata = consumer.list_topics(timeout=10).topics
+    for topic in (EEG_RAW, SESSIONS):
+        if topic not in metadata:
+            log.error("topic %s does not exist; start the stack with `neurolake up`", topic)
+            return 2
+    partitions = [TopicPartition(SESSIONS, p, OFFSET_BEGINNING) for p in metadata[SESSIONS].partitions]
+    partitions += [TopicPartition(EEG_RAW, p, OFFSET_BEGINNING if start == "earliest" else OFFSET_END)
+                   for p in metadata[EEG_RAW].partitions]
+    consumer.assign(partitions)
+    log.info("live scorer reading %s from the %s offsets, publishing to %s", EEG_RAW, start, PREDICTIONS)
+    deadline = time.monotonic() + duration_s if duration_s else None
+    next_report = time.monotonic() + 10
+    while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
+        messages = consumer.consume(500, timeout=0.05)
+        arrival = now_us()
+        blocks: dict[str, list[Block]] = {}
+        for message in messages:
+            if message.error():
+                continue
+            try:
+                record_type, record = codec.decode(message.value())
+            except CodecError:
+                scorer.counters.undecodable += 1
+                continue
+            try:
+                if record_type == "session":
+                    scorer.on_session(record)
+                elif record_type == "eeg_block" and validate(record_type, record) is None:
+                    blocks.setdefault(record["session_id"], []).append(block_from_record(record))
+                else:
                     scorer.counters.rejected += 1
-                    log.warning("live scorer: %s record refused: %s", record_type, exc)
-            if not blocks:
-                # Sessions waiting out a gap, or for their session record, move on with time.
-                arrival = now_us()
-                blocks = {s: [] for s, st in scorer.sessions.items() if st.pending}
-            for session_id, session_blocks in blocks.items():
-                try:
-                    predictions = scorer.on_blocks(session_id, session_blocks, arrival)
-                except Exception:  # a session that breaks the processor is dropped, the rest go on
-                    scorer.counters.rejected += len(session_blocks)
-                    scorer.sessions.pop(session_id, None)
-                    log.exception("live scorer: session %s failed; its state is reset", session_id)
-                    continue
-                for prediction in predictions:
-                    producer.produce(PREDICTIONS, key=prediction["device_id"].encode(),
-                                     value=codec.encode("prediction", prediction))
-            producer.poll(0)
-            if time.monotonic() >= next_report:
-                next_report = time.monotonic() + 10
-                c = scorer.counters
-                current = scorer.model()
-                log.info("live scorer: %d blocks, %d windows, %d scored (model %s), latency p50 %.1f ms "
-                         "p95 %.1f ms; unscored: %d without a champion, %d wrong layout; %d undecodable, %d rejected",
-                         c.blocks, c.windows, c.scored, current.version if current else "none",
-                         _percentile(c.latencies_us, 50), _percentile(c.latencies_us, 95),
-                         c.unscored_no_model, c.unscored_layout, c.undecodable, c.rejected)
-        return 0
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if champion is not None:
-            champion.stop()
-        producer.flush(10)
-        consumer.close()
+            except Exception as exc:  # one bad record must not stop live scoring
+                scorer.counters.rejected += 1
+                log.warning("live scorer: %s record refused: %s", record_type, exc)
+        if not blocks:
+            # Sessions waiting out a gap, or for their session record, move on with time.
+            arrival = now_us()
+            blocks = {s: [] for s, st in scorer.sessions.items() if st.pending}
+        for session_id, session_blocks in blocks.items():
+            try:
+                predictions = scorer.on_blocks(session_id, session_blocks, arrival)
+            except Exception:  # a session that breaks the processor is dropped, the rest go on
+                scorer.counters.rejected += len(session_blocks)
+                scorer.sessions.pop(session_id, None)
+                log.exception("live scorer: session %s failed; its state is reset", session_id)
+                continue
+            for prediction in predictions:
+                producer.produce(PREDICTIONS, key=prediction["device_id"].encode(),
+                                 value=codec.encode("prediction", prediction))
+        producer.poll(0)
+        if time.monotonic() >= next_report:
+            next_report = time.monotonic() + 10
+            c = scorer.counters
+            current = scorer.model()
+            log.info("live scorer: %d blocks, %d windows, %d scored (model %s), latency p50 %.1f ms "
+                     "p95 %.1f ms; unscored: %d without a champion, %d wrong layout; %d undecodable, %d rejected",
+                     c.blocks, c.windows, c.scored, current.version if current else "none",
+                     _percentile(c.latencies_us, 50), _percentile(c.latencies_us, 95),
+                     c.unscored_no_model, c.unscored_layout, c.undecodable, c.rejected)
+    return 0

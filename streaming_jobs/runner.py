@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from typing import Any
 
 from neurolake.errors import NeurolakeError
 from neurolake.settings import Settings
+from neurolake.stopping import stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +90,18 @@ MAX_BACKOFF_S = 60.0
 
 def run_streams(settings: Settings, target: str, duration_s: float | None = None,
                 trigger_s: float | None = None) -> int:
+    if target not in TARGETS:
+        raise NeurolakeError(f"unknown stream {target!r}; choose one of {', '.join(TARGETS)}")
+    with stop_on_signals("the streams") as stop:
+        return _supervise(settings, target, stop, duration_s, trigger_s)
+
+
+def _supervise(settings: Settings, target: str, stop: threading.Event, duration_s: float | None,
+               trigger_s: float | None) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     from infra.spark import build_spark_session
 
-    if target not in TARGETS:
-        raise NeurolakeError(f"unknown stream {target!r}; choose one of {', '.join(TARGETS)}")
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     started = time.monotonic()
     # The JVM starts in its own process: import the jobs (scipy, pyarrow: ~2 s) while it does.
     with ThreadPoolExecutor(1) as pool:
@@ -154,8 +158,6 @@ def run_streams(settings: Settings, target: str, duration_s: float | None = None
             _stop_query(item)
         spark.stop()
         path.unlink(missing_ok=True)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _stop_query(item: Supervised) -> None:
