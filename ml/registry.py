@@ -13,6 +13,7 @@ import logging
 import os
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -256,20 +257,34 @@ def evaluate(settings: Settings, version: str, training_set: TrainingSet, client
         raise PromotionRefused(f"{name} version {version} refused: {problem}")
     candidate = _held_out_score(load_model(settings, version), training_set)
     current = champion_version(client, name)
-    decision = Decision(version, True, "", candidate, current)
+    return decide_promotion(
+        version, candidate, current, list(training_set.held_out_sessions), settings.ml.promotion_margin,
+        force=force,
+        champion_fits=lambda: not expected_columns_problem(mlflow.models.get_model_info(f"models:/{name}/{current}"),
+                                                           columns),
+        champion_score=lambda: _held_out_score(load_model(settings, str(current)), training_set),
+    )
+
+
+def decide_promotion(version: str, candidate: float, current: str | None, held_out_sessions: list[str],
+                     margin: float, force: bool, champion_fits: Callable[[], bool],
+                     champion_score: Callable[[], float]) -> Decision:
+    """The gate's rule, without MLflow: the first version, a forced one, or one replacing a champion
+    that no longer fits the lake's features becomes champion; otherwise it must beat the champion's
+    held-out balanced accuracy by ``margin``. The champion is asked only what the rule needs."""
+    decision = Decision(version, True, "", candidate, current, held_out_sessions=list(held_out_sessions))
     if current == version:
         decision.reason = "already the champion"
     elif current is None:
         decision.reason = "first champion"
     elif force:
         decision.reason = f"forced over version {current}"
-    elif expected_columns_problem(mlflow.models.get_model_info(f"models:/{name}/{current}"), columns):
+    elif not champion_fits():
         decision.reason = f"champion {current} no longer fits the lake's feature layout"
     else:
-        champion = _held_out_score(load_model(settings, current), training_set)
+        champion = champion_score()
         decision.champion_balanced_accuracy = champion
-        margin = settings.ml.promotion_margin
-        sessions = ", ".join(training_set.held_out_sessions)
+        sessions = ", ".join(held_out_sessions)
         if candidate > champion + margin:
             decision.reason = (f"beats champion {current} on the held-out sessions ({sessions}): "
                                f"{candidate:.3f} > {champion:.3f} + margin {margin}")
@@ -277,7 +292,6 @@ def evaluate(settings: Settings, version: str, training_set: TrainingSet, client
             decision.promoted = False
             decision.reason = (f"does not beat champion {current} on the held-out sessions ({sessions}): "
                                f"{candidate:.3f} <= {champion:.3f} + margin {margin}")
-    decision.held_out_sessions = list(training_set.held_out_sessions)
     return decision
 
 
