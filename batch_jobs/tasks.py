@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from neurolake.errors import NeurolakeError
-from neurolake.settings import Settings, load_settings
+from neurolake.settings import LakeSettings, Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +138,29 @@ def _dataset(settings: Settings, layer: str, name: str) -> ds.Dataset | None:
     return delta_dataset(settings.paths.lake_root / layer / name)[0]
 
 
+def quality_problems(lake: LakeSettings, lost: int, lost_fraction: float, quarantine_growth: int,
+                     clocks: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """The data-quality bounds (``lake.max_*``), each broken one as a sentence saying where to look."""
+    problems = []
+    if lost_fraction > lake.max_lost_fraction:
+        problems.append(f"{lost} samples lost in gaps ({lost_fraction:.2%} > lake.max_lost_fraction "
+                        f"{lake.max_lost_fraction:.2%}): look at the edge's spool and the broker")
+    if quarantine_growth > lake.max_quarantine_growth:
+        problems.append(f"bronze.quarantine grew by {quarantine_growth} records since the last check (bound "
+                        f"lake.max_quarantine_growth={lake.max_quarantine_growth}): see its reason column")
+    for device_id, clock in clocks.items():
+        if clock["offset_ms"] > lake.max_clock_offset_ms:
+            problems.append(f"{device_id}: clock offset {clock['offset_ms']:.0f} ms > lake.max_clock_offset_ms "
+                            f"{lake.max_clock_offset_ms:.0f} (is NTP running on the Pi?)")
+        if clock["rtt_ms"] > lake.max_clock_rtt_ms:
+            problems.append(f"{device_id}: clock probe round trip {clock['rtt_ms']:.0f} ms > "
+                            f"lake.max_clock_rtt_ms {lake.max_clock_rtt_ms:.0f} (network congested)")
+    return problems
+
+
 def data_quality(settings: Settings) -> dict[str, Any]:
     """Counts, gaps, quarantine growth and clock offsets; raises DataQualityError past a bound."""
     lake = settings.lake
-    problems: list[str] = []
     counts = {}
     for path in delta_tables(settings):
         dataset = _dataset(settings, path.parent.name, path.name)
@@ -151,31 +171,19 @@ def data_quality(settings: Settings) -> dict[str, Any]:
     if gaps is not None:
         lost = int(pc.sum(gaps.to_table(columns=["gap_before"], filter=pc.field("gap_before") > 0)
                           .column("gap_before")).as_py() or 0)
-    lost_fraction = lost / max(1, samples + lost)
-    if lost_fraction > lake.max_lost_fraction:
-        problems.append(f"{lost} samples lost in gaps ({lost_fraction:.2%} > lake.max_lost_fraction "
-                        f"{lake.max_lost_fraction:.2%}): look at the edge's spool and the broker")
     previous = _read_state(settings, "data_quality")
     quarantine = counts.get("bronze.quarantine", 0)
     growth = quarantine - int(previous.get("quarantine", 0))
-    if growth > lake.max_quarantine_growth:
-        problems.append(f"bronze.quarantine grew by {growth} records since the last check (bound "
-                        f"lake.max_quarantine_growth={lake.max_quarantine_growth}): see its reason column")
     clocks: dict[str, dict[str, float]] = {}
     status = _dataset(settings, "bronze", "device_status")
     if status is not None:
         frame = status.to_table(columns=["device_id", "timestamp_us", "clock_offset_us", "clock_rtt_us"]).to_pandas()
         if not frame.empty:
             latest = frame.sort_values("timestamp_us").groupby("device_id").tail(1)
-            for row in latest.itertuples():
-                offset_ms, rtt_ms = abs(row.clock_offset_us) / 1000, row.clock_rtt_us / 1000
-                clocks[row.device_id] = {"offset_ms": offset_ms, "rtt_ms": rtt_ms}
-                if offset_ms > lake.max_clock_offset_ms:
-                    problems.append(f"{row.device_id}: clock offset {offset_ms:.0f} ms > lake.max_clock_offset_ms "
-                                    f"{lake.max_clock_offset_ms:.0f} (is NTP running on the Pi?)")
-                if rtt_ms > lake.max_clock_rtt_ms:
-                    problems.append(f"{row.device_id}: clock probe round trip {rtt_ms:.0f} ms > "
-                                    f"lake.max_clock_rtt_ms {lake.max_clock_rtt_ms:.0f} (network congested)")
+            clocks = {row.device_id: {"offset_ms": abs(row.clock_offset_us) / 1000, "rtt_ms": row.clock_rtt_us / 1000}
+                      for row in latest.itertuples()}
+    lost_fraction = lost / max(1, samples + lost)
+    problems = quality_problems(lake, lost, lost_fraction, growth, clocks)
     report = {"counts": counts, "samples_lost": lost, "lost_fraction": lost_fraction,
               "quarantine_growth": growth, "clocks": clocks, "problems": problems}
     _write_state(settings, "data_quality", {"quarantine": quarantine, "checked_at": time.time()})
