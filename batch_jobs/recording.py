@@ -139,7 +139,7 @@ class Recording:
 
     def block_records(self, block_size: int | None = None, first_seq: int = 0) -> Iterator[dict[str, Any]]:
         """The present samples as ``eeg_block`` records, in order, as a headset publishes them."""
-        from schemas.codec import samples_to_bytes, times_to_bytes
+        from schemas.records import eeg_block_record
 
         size = int(block_size or self.session.get("block_size") or DEFAULT_BLOCK_SIZE)
         seq = first_seq
@@ -147,14 +147,11 @@ class Recording:
             for start in range(first, stop, size):
                 end = min(start + size, stop)
                 times = self.device_times_us[start:end]
-                yield {
-                    "device_id": self.device_id, "session_id": self.session_id, "seq": seq,
-                    "first_sample_index": start, "n_samples": end - start,
-                    "n_channels": self.samples.shape[1], "sample_rate_hz": self.sample_rate_hz,
-                    "data": samples_to_bytes(self.samples[start:end]), "device_times_us": times_to_bytes(times),
-                    "produced_us": int(times[-1]), "clock_offset_us": int(self.clock_offset_us[end - 1]),
-                    "clock_rtt_us": 0,
-                }
+                yield eeg_block_record(
+                    device_id=self.device_id, session_id=self.session_id, seq=seq, first_sample_index=start,
+                    samples=self.samples[start:end], device_times_us=times, sample_rate_hz=self.sample_rate_hz,
+                    produced_us=int(times[-1]), clock_offset_us=int(self.clock_offset_us[end - 1]), clock_rtt_us=0,
+                )
                 seq += 1
 
     def moved(self, session_id: str, device_id: str, shift_us: int) -> Recording:

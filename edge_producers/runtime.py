@@ -30,7 +30,8 @@ from edge_producers.transport import KafkaSender
 from neurolake import __version__
 from neurolake.settings import EdgeSettings, Settings
 from schemas.catalog import CAMERA_FRAMES, CONTROL, DEVICE_LOGS, DEVICE_STATUS, EEG_RAW, MARKERS, SENSORS_ENV, SESSIONS
-from schemas.codec import AvroCodec, default_codec, samples_to_bytes, times_to_bytes
+from schemas.codec import AvroCodec, default_codec
+from schemas.records import control_record, eeg_block_record
 
 log = logging.getLogger(__name__)
 
@@ -235,20 +236,13 @@ class DeviceRunner:
         self._sample_index += len(samples)
         self.counters.samples += len(samples)
         estimate = self.clock.estimate
-        record = {
-            "device_id": self.edge.device_id,
-            "session_id": self.session_id,
-            "seq": 0,
-            "first_sample_index": first,
-            "n_samples": int(samples.shape[0]),
-            "n_channels": int(samples.shape[1]),
-            "sample_rate_hz": self._source.info.sample_rate_hz if self._source else 0.0,
-            "data": samples_to_bytes(samples),
-            "device_times_us": times_to_bytes(times),
-            "produced_us": now_us(),
-            "clock_offset_us": estimate.offset_us,
-            "clock_rtt_us": estimate.rtt_us,
-        }
+        assert self.session_id is not None
+        record = eeg_block_record(
+            device_id=self.edge.device_id, session_id=self.session_id, seq=0, first_sample_index=first,
+            samples=samples, device_times_us=times,
+            sample_rate_hz=self._source.info.sample_rate_hz if self._source else 0.0,
+            produced_us=now_us(), clock_offset_us=estimate.offset_us, clock_rtt_us=estimate.rtt_us,
+        )
 
         def encode(seq: int) -> bytes:
             record["seq"] = seq
@@ -503,14 +497,10 @@ class EdgeRuntime:
             ok, message = runner.handle(command)
             log.info("%s: %s %s: %s", runner.edge.device_id, command["kind"],
                      "done" if ok else "refused", message)
-            ack = {
-                "device_id": runner.edge.device_id, "session_id": runner.session_id,
-                # Acks are not spooled; a time-based seq stays monotonic across restarts.
-                "seq": now_us(), "issued_us": now_us(), "kind": "COMMAND_ACK",
-                "command_id": uuid.uuid4().hex, "sender": runner.edge.device_id, "config": {},
-                "acked_topic": None, "acked_seq": None, "in_reply_to": command["command_id"],
-                "ok": ok, "message": message,
-            }
+            # Acks are not spooled: the send time is their seq.
+            ack = control_record(device_id=runner.edge.device_id, session_id=runner.session_id, kind="COMMAND_ACK",
+                                 sender=runner.edge.device_id, issued_us=now_us(),
+                                 in_reply_to=command["command_id"], ok=ok, message=message)
             self.sender.send_now(CONTROL, runner.key, self.codec.encode("control", ack))
 
     def _send_loop(self) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from neurolake.settings import Settings
 from schemas.catalog import CONTROL
 from schemas.codec import default_codec
+from schemas.records import control_record
 from streaming_jobs.bronze import BRONZE_TOPICS, BronzeBatchWriter
 from streaming_jobs.kafka_source import SOURCE_NAME, KafkaPyDataSource
 
@@ -71,12 +71,8 @@ class AckPublisher:
     def __call__(self, contiguous: dict[tuple[str, str], int]) -> None:
         now = time.time_ns() // 1000
         for (topic, device_id), seq in contiguous.items():
-            record: dict[str, Any] = {
-                "device_id": device_id, "session_id": None, "seq": now, "issued_us": now,
-                "kind": "SPOOL_ACK", "command_id": uuid.uuid4().hex, "sender": self._sender,
-                "config": {}, "acked_topic": topic, "acked_seq": seq, "in_reply_to": None,
-                "ok": None, "message": None,
-            }
+            record = control_record(device_id=device_id, kind="SPOOL_ACK", sender=self._sender, issued_us=now,
+                                    acked_topic=topic, acked_seq=seq)
             self._producer.produce(CONTROL, key=device_id.encode(),
                                    value=self._codec.encode("control", record))
         self._producer.poll(0)
