@@ -20,9 +20,10 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from infra.delta import DeltaAppender, utc_date
+from infra.delta import LakeTable, utc_date
 from ml.features import windows_feature_frame
 from neurolake.settings import Settings
+from schemas.catalog import GOLD_EEG_WINDOWS, GOLD_PREDICTIONS
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,6 @@ def score_lake(spark: Any, settings: Settings, version: str | None = None) -> La
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
-    from ml.dataset import read_table
     from ml.registry import champion_version, connect
 
     client = connect(settings)
@@ -82,22 +82,22 @@ def score_lake(spark: Any, settings: Settings, version: str | None = None) -> La
     if version is None:
         log.warning("no %s@champion yet; nothing to score (train one with `neurolake train`)", name)
         return None
-    gold = DeltaAppender(settings.paths.lake_root, "gold")
+    predictions = LakeTable(settings.paths.lake_root, GOLD_PREDICTIONS)
     try:
-        source = DeltaTable(str(gold.path("eeg_windows")))
+        source = DeltaTable(str(GOLD_EEG_WINDOWS.path(settings.paths.lake_root)))
     except TableNotFoundError:
         log.warning("gold.eeg_windows does not exist yet; nothing to score")
         return LakeScoreResult(version, -1, 0)
     source_version = source.version()
     app_id = f"lake_scorer:{name}:v{version}"
-    done_version = gold.committed_version("predictions", app_id)
+    done_version = predictions.committed_version(app_id)
     if done_version is not None and done_version >= source_version:
         return LakeScoreResult(version, source_version, 0)
     files = source.file_uris()
     if not files:
         return LakeScoreResult(version, source_version, 0)
     windows = spark.read.parquet(*files).select(*INPUT_COLUMNS).dropDuplicates(KEYS)
-    done, _ = read_table(settings.paths.lake_root, "gold", "predictions", KEYS + ["model_version"])
+    done, _ = predictions.read_pandas(KEYS + ["model_version"])
     done = done[done["model_version"] == version][KEYS] if not done.empty else done
     if len(done):
         windows = windows.join(spark.createDataFrame(done.drop_duplicates()), on=KEYS, how="left_anti")
@@ -109,7 +109,7 @@ def score_lake(spark: Any, settings: Settings, version: str | None = None) -> La
     if scored.num_rows:
         dates = [utc_date(t) for t in scored.column("window_end_us").to_pylist()]
         scored = scored.append_column("date", pa.array(dates, pa.string()))
-        gold.append("predictions", scored, app_id, source_version, ["date"])
+        predictions.append(scored, app_id, source_version)
     result = LakeScoreResult(version, source_version, scored.num_rows)
     log.info("lake scorer: %s", result)
     return result

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from neurolake.errors import NeurolakeError
-
-LAYERS = ("bronze", "silver", "gold")
+from schemas.catalog import LAYERS
 
 
 class TableError(NeurolakeError):

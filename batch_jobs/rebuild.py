@@ -27,6 +27,16 @@ import pyarrow.dataset as ds
 from infra.delta import delta_dataset, latest_version
 from neurolake.dsp.session import ProcessorConfig, SessionState
 from neurolake.errors import NeurolakeError
+from schemas.catalog import (
+    BRONZE_EEG_BLOCKS,
+    BRONZE_MARKERS,
+    BRONZE_SESSIONS,
+    GOLD_EEG_WINDOWS,
+    SILVER_EEG_SAMPLES,
+    SILVER_HEART_RATE,
+    SILVER_SESSION_ERRORS,
+    SILVER_SKIPPED_BLOCKS,
+)
 from streaming_jobs.bronze_source import BLOCK_COLUMNS, ROWS_ARROW, session_json
 from streaming_jobs.silver_gold import (
     OUTPUT_TABLES,
@@ -43,12 +53,12 @@ from streaming_jobs.silver_gold import (
 log = logging.getLogger(__name__)
 
 TARGETS = {
-    "silver": {("silver", "eeg_samples"), ("silver", "heart_rate")},
-    "gold": {("gold", "eeg_windows")},
-    "all": {("silver", "eeg_samples"), ("silver", "heart_rate"), ("gold", "eeg_windows")},
+    "silver": {SILVER_EEG_SAMPLES, SILVER_HEART_RATE},
+    "gold": {GOLD_EEG_WINDOWS},
+    "all": {SILVER_EEG_SAMPLES, SILVER_HEART_RATE, GOLD_EEG_WINDOWS},
 }
 # Always rewritten for a rebuilt session: what the rebuild found late, rejected or failing.
-BOOKKEEPING = {("silver", "skipped_blocks"), ("silver", "session_errors")}
+BOOKKEEPING = {SILVER_SKIPPED_BLOCKS, SILVER_SESSION_ERRORS}
 CHUNK_S = 60.0
 
 
@@ -71,7 +81,7 @@ def last_committed_batch(checkpoint: Path) -> int:
 
 
 def bronze_sessions(lake_root: Path) -> list[str]:
-    dataset, _ = delta_dataset(lake_root / "bronze" / "eeg_blocks")
+    dataset, _ = delta_dataset(BRONZE_EEG_BLOCKS.path(lake_root))
     if dataset is None:
         return []
     return sorted(pc.unique(dataset.to_table(columns=["session_id"]).column("session_id")).to_pylist())
@@ -81,11 +91,11 @@ def sessions_with_notes(lake_root: Path) -> tuple[set[str], dict[str, int]]:
     """Sessions with a skipped block or an error (they need a rebuild), and late blocks per session."""
     flagged: set[str] = set()
     late: dict[str, int] = {}
-    for table in ("skipped_blocks", "session_errors"):
-        dataset, _ = delta_dataset(lake_root / "silver" / table)
+    for spec in (SILVER_SKIPPED_BLOCKS, SILVER_SESSION_ERRORS):
+        dataset, _ = delta_dataset(spec.path(lake_root))
         if dataset is None:
             continue
-        columns = ["session_id", "kind"] if table == "skipped_blocks" else ["session_id"]
+        columns = ["session_id", "kind"] if spec == SILVER_SKIPPED_BLOCKS else ["session_id"]
         for row in dataset.to_table(columns=columns).to_pylist():
             flagged.add(row["session_id"])
             if row.get("kind") == "late":
@@ -100,7 +110,7 @@ def needs_rebuild(store: SessionStateStore, session_id: str, config: ProcessorCo
 
 def _session_rows(lake_root: Path, blocks: ds.Dataset, session_id: str) -> tuple[list[dict], pa.Table]:
     """(session record rows as the stream sees them, the session's blocks in sample order)."""
-    sessions, _ = delta_dataset(lake_root / "bronze" / "sessions")
+    sessions, _ = delta_dataset(BRONZE_SESSIONS.path(lake_root))
     records = []
     if sessions is not None:
         for row in sessions.to_table(filter=pc.field("session_id") == session_id).to_pylist()[:1]:
@@ -181,8 +191,8 @@ def rebuild(lake_root: Path, checkpoint: Path, config: ProcessorConfig, target: 
         report.up_to_date = [s for s in wanted if s not in todo]
         batch = last_committed_batch(checkpoint)
         metadata = commit_metadata(config, {"stream_batch": batch})
-        markers_version = latest_version(lake_root / "bronze" / "markers")
-        blocks_dataset, _ = delta_dataset(lake_root / "bronze" / "eeg_blocks")
+        markers_version = latest_version(BRONZE_MARKERS.path(lake_root))
+        blocks_dataset, _ = delta_dataset(BRONZE_EEG_BLOCKS.path(lake_root))
         for number, session_id in enumerate(todo, 1):
             journal.write_text(json.dumps({"session": session_id, "target": target}))
             report.late_blocks_included += late.get(session_id, 0)
@@ -191,14 +201,13 @@ def rebuild(lake_root: Path, checkpoint: Path, config: ProcessorConfig, target: 
                 (lambda n, s=session_id, k=number: progress(s, k, n)) if progress else None)
             markers = read_markers(lake_root, markers_version, [session_id])
             tables = made.tables(markers)
-            for key in sorted(TARGETS[target] | BOOKKEEPING):
-                layer, name = key
-                _replace_rows(lake_root / layer / name, tables[key], [session_id], metadata, OUTPUT_TABLES[key])
-                report.rows[f"{layer}.{name}"] = report.rows.get(f"{layer}.{name}", 0) + tables[key].num_rows
+            for spec in sorted(TARGETS[target] | BOOKKEEPING):
+                _replace_rows(spec.path(lake_root), tables[spec], [session_id], metadata, OUTPUT_TABLES[spec])
+                report.rows[spec.qualified] = report.rows.get(spec.qualified, 0) + tables[spec].num_rows
             store.replace(session_id, batch, state)
             report.rebuilt.append(session_id)
             log.info("rebuilt %s (%d of %d): %s", session_id, number, len(todo),
-                     {f"{k[0]}.{k[1]}": tables[k].num_rows for k in sorted(TARGETS[target])})
+                     {spec.qualified: tables[spec].num_rows for spec in sorted(TARGETS[target])})
         journal.unlink(missing_ok=True)
         return report
     finally:

@@ -17,7 +17,15 @@ from typing import Any
 import numpy as np
 
 from neurolake.errors import NeurolakeError
-from schemas.catalog import EEG_RAW
+from schemas.catalog import (
+    BRONZE_EEG_BLOCKS,
+    BRONZE_MARKERS,
+    BRONZE_SESSIONS,
+    EEG_RAW,
+    MARKERS,
+    SESSIONS,
+    SILVER_MARKERS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +259,7 @@ def read_session(lake_root: Path, session_id: str) -> Recording:
 
     from infra.delta import delta_dataset
 
-    sessions, _ = delta_dataset(lake_root / "bronze" / "sessions")
+    sessions, _ = delta_dataset(BRONZE_SESSIONS.path(lake_root))
     if sessions is None:
         raise RecordingError(f"no sessions in the lake at {lake_root} (bronze.sessions is empty)")
     rows = sessions.to_table(filter=pc.field("session_id") == session_id).to_pylist()
@@ -263,7 +271,7 @@ def read_session(lake_root: Path, session_id: str) -> Recording:
             f"unknown session {session_id!r}: not in bronze.sessions{hint}; `neurolake sessions` lists them")
     session = {k: v for k, v in rows[-1].items() if not k.startswith("kafka_") and k not in ("ingest_us", "date")}
     session["metadata"] = dict(session.get("metadata") or {})
-    blocks_ds, _ = delta_dataset(lake_root / "bronze" / "eeg_blocks")
+    blocks_ds, _ = delta_dataset(BRONZE_EEG_BLOCKS.path(lake_root))
     columns = ["seq", "first_sample_index", "n_samples", "n_channels", "data", "device_times_us", "clock_offset_us"]
     blocks = (blocks_ds.to_table(columns=columns, filter=pc.field("session_id") == session_id)
               if blocks_ds is not None else None)
@@ -286,7 +294,7 @@ def read_session(lake_root: Path, session_id: str) -> Recording:
         times[first:first + count] = np.frombuffer(stamps, "<i8")
         offsets[first:first + count] = offset
         present[first:first + count] = True
-    markers_ds, _ = delta_dataset(lake_root / "bronze" / "markers")
+    markers_ds, _ = delta_dataset(BRONZE_MARKERS.path(lake_root))
     markers = []
     if markers_ds is not None:
         marker_columns = ["device_id", "session_id", "seq", "timestamp_us", "event", "label", "trial",
@@ -300,20 +308,20 @@ def list_sessions(lake_root: Path) -> list[dict[str, Any]]:
     """Every session in bronze with its size: samples (present), markers, duration."""
     from infra.delta import delta_dataset
 
-    sessions, _ = delta_dataset(lake_root / "bronze" / "sessions")
+    sessions, _ = delta_dataset(BRONZE_SESSIONS.path(lake_root))
     if sessions is None:
         return []
     columns = ["session_id", "device_id", "subject_id", "task", "started_us", "board", "sample_rate_hz",
                "channel_names"]
     rows = {r["session_id"]: r for r in sessions.to_table(columns=columns).to_pylist()}
     counts: dict[str, int] = {}
-    blocks, _ = delta_dataset(lake_root / "bronze" / "eeg_blocks")
+    blocks, _ = delta_dataset(BRONZE_EEG_BLOCKS.path(lake_root))
     if blocks is not None:
         grouped = blocks.to_table(columns=["session_id", "n_samples"]).group_by("session_id").aggregate(
             [("n_samples", "sum")])
         counts = dict(zip(grouped.column("session_id").to_pylist(), grouped.column("n_samples_sum").to_pylist()))
     markers: dict[str, int] = {}
-    markers_ds, _ = delta_dataset(lake_root / "bronze" / "markers")
+    markers_ds, _ = delta_dataset(BRONZE_MARKERS.path(lake_root))
     if markers_ds is not None:
         grouped = markers_ds.to_table(columns=["session_id"]).group_by("session_id").aggregate([([], "count_all")])
         markers = dict(zip(grouped.column("session_id").to_pylist(), grouped.column("count_all").to_pylist()))
@@ -350,20 +358,19 @@ def write_session(lake_root: Path, recording: Recording, config: Any,
     Each bronze commit carries the app transaction ``import:SESSION``: a rerun writes nothing twice.
     ``progress`` gets samples done."""
     from batch_jobs.rebuild import rebuild
-    from infra.delta import DeltaAppender
+    from infra.delta import LakeTable
     from streaming_jobs.bronze import silver_projections
     from streaming_jobs.silver_gold import StateLock, session_state_dir
 
     recording.validate()
     app = f"import:{recording.session_id}"
-    bronze, silver = DeltaAppender(lake_root, "bronze"), DeltaAppender(lake_root, "silver")
-    bronze.append("sessions", _bronze_table("session", [recording.session], "sessions"), app, 0, ["date"])
+    LakeTable(lake_root, BRONZE_SESSIONS).append(_bronze_table("session", [recording.session], SESSIONS), app, 0)
     if recording.markers:
-        markers = _bronze_table("marker", recording.markers, "markers")
-        bronze.append("markers", markers, app, 0, ["date"])
-        silver.append("markers", silver_projections({"markers": markers})["markers"], app, 0, ["date"])
+        markers = _bronze_table("marker", recording.markers, MARKERS)
+        LakeTable(lake_root, BRONZE_MARKERS).append(markers, app, 0)
+        LakeTable(lake_root, SILVER_MARKERS).append(silver_projections({"markers": markers})["markers"], app, 0)
     records = list(recording.block_records())
-    bronze.append("eeg_blocks", _bronze_table("eeg_block", records, EEG_RAW), app, 0, ["date"])
+    LakeTable(lake_root, BRONZE_EEG_BLOCKS).append(_bronze_table("eeg_block", records, EEG_RAW), app, 0)
     counts = {"blocks": len(records), "samples": sum(r["n_samples"] for r in records),
               "markers": len(recording.markers), "windows": 0}
     checkpoint = checkpoint or lake_root / "_checkpoints" / "silver_gold"

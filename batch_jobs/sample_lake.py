@@ -21,9 +21,10 @@ from batch_jobs.recording import Recording
 from edge_producers.devices.sensors import SimulatedRoomSensors
 from edge_producers.devices.simulated import SimulatedEeg
 from edge_producers.stimulus import StimulusSchedule
-from infra.delta import DeltaAppender, utc_date
+from infra.delta import LakeTable, utc_date
 from neurolake.dsp.session import Block, SessionState, info_from_session_record, process
 from neurolake.settings import Settings, StimulusSettings
+from schemas.catalog import GOLD_EEG_WINDOWS, SILVER_MARKERS, SILVER_SENSOR_READINGS
 from streaming_jobs.lake_rows import WINDOWS_SCHEMA, windows_table
 from streaming_jobs.silver_gold import label_windows, processor_config
 
@@ -134,7 +135,8 @@ def write_sample_lake(settings: Settings, sessions: int = 6, seconds: float = 60
     """Append ``sessions`` simulated sessions to the lake; returns their ids. Idempotent per session
     number (a rerun with the same settings writes nothing new)."""
     root: Path = settings.paths.lake_root
-    gold, silver = DeltaAppender(root, "gold"), DeltaAppender(root, "silver")
+    windows_table, markers_table = LakeTable(root, GOLD_EEG_WINDOWS), LakeTable(root, SILVER_MARKERS)
+    readings_table = LakeTable(root, SILVER_SENSOR_READINGS)
     ids = []
     for number in range(sessions):
         start_us = SESSION_START_US + number * int((seconds + 60) * 1e6)
@@ -143,9 +145,9 @@ def write_sample_lake(settings: Settings, sessions: int = 6, seconds: float = 60
         session_id, device_id = session.session_id, session.session_record["device_id"]
         readings = _room_readings(session_id, device_id, number, start_us, seconds)
         # Silver first: a window must never be in gold before the markers that label it.
-        silver.append("markers", markers, f"{APP_ID}:markers", number, ["date"])
-        silver.append("sensor_readings", readings, f"{APP_ID}:sensor_readings", number, ["date"])
-        gold.append("eeg_windows", windows, f"{APP_ID}:eeg_windows", number, ["date"])
+        markers_table.append(markers, f"{APP_ID}:markers", number)
+        readings_table.append(readings, f"{APP_ID}:sensor_readings", number)
+        windows_table.append(windows, f"{APP_ID}:eeg_windows", number)
         ids.append(session_id)
         if progress:
             progress(number + 1, sessions)

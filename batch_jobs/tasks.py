@@ -19,6 +19,7 @@ import pyarrow.dataset as ds
 
 from neurolake.errors import NeurolakeError
 from neurolake.settings import LakeSettings, Settings, load_settings
+from schemas.catalog import BRONZE_DEVICE_STATUS, GOLD_EEG_WINDOWS, SILVER_EEG_SAMPLES, TableSpec
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +133,10 @@ def vacuum(settings: Settings) -> dict[str, Any]:
 
 # --- data quality --------------------------------------------------------------------------------
 
-def _dataset(settings: Settings, layer: str, name: str) -> ds.Dataset | None:
-    from infra.delta import delta_dataset
+def _dataset(settings: Settings, spec: TableSpec) -> ds.Dataset | None:
+    from infra.delta import LakeTable
 
-    return delta_dataset(settings.paths.lake_root / layer / name)[0]
+    return LakeTable(settings.paths.lake_root, spec).dataset()[0]
 
 
 def quality_problems(lake: LakeSettings, lost: int, lost_fraction: float, quarantine_growth: int,
@@ -163,11 +164,11 @@ def data_quality(settings: Settings) -> dict[str, Any]:
     lake = settings.lake
     counts = {}
     for path in delta_tables(settings):
-        dataset = _dataset(settings, path.parent.name, path.name)
+        dataset = _dataset(settings, TableSpec(path.parent.name, path.name))
         counts[f"{path.parent.name}.{path.name}"] = dataset.count_rows() if dataset else 0
     samples = counts.get("silver.eeg_samples", 0)
     lost = 0
-    gaps = _dataset(settings, "silver", "eeg_samples")
+    gaps = _dataset(settings, SILVER_EEG_SAMPLES)
     if gaps is not None:
         lost = int(pc.sum(gaps.to_table(columns=["gap_before"], filter=pc.field("gap_before") > 0)
                           .column("gap_before")).as_py() or 0)
@@ -175,7 +176,7 @@ def data_quality(settings: Settings) -> dict[str, Any]:
     quarantine = counts.get("bronze.quarantine", 0)
     growth = quarantine - int(previous.get("quarantine", 0))
     clocks: dict[str, dict[str, float]] = {}
-    status = _dataset(settings, "bronze", "device_status")
+    status = _dataset(settings, BRONZE_DEVICE_STATUS)
     if status is not None:
         frame = status.to_table(columns=["device_id", "timestamp_us", "clock_offset_us", "clock_rtt_us"]).to_pandas()
         if not frame.empty:
@@ -196,7 +197,7 @@ def data_quality(settings: Settings) -> dict[str, Any]:
 def new_labelled_windows(settings: Settings) -> dict[str, Any]:
     """How many labelled windows reached gold since the last retrain trigger; ``trigger`` says
     whether that is enough for a retrain (the caller then emits the gold Asset event)."""
-    dataset = _dataset(settings, "gold", "eeg_windows")
+    dataset = _dataset(settings, GOLD_EEG_WINDOWS)
     labelled = 0
     if dataset is not None:
         labelled = dataset.count_rows(filter=pc.field("label").is_valid() & (pc.field("label") != "rest"))

@@ -25,6 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._stack import cli_environment, private_broker
+from schemas.catalog import BRONZE_EEG_BLOCKS, GOLD_EEG_WINDOWS, SILVER_EEG_SAMPLES
 
 
 def newest_sample_us(table_path: Path) -> int | None:
@@ -88,7 +89,7 @@ def main() -> None:
         logs = args.logs or settings.paths.home / "bench-logs"
         logs.mkdir(parents=True, exist_ok=True)
         lake = settings.paths.lake_root
-        bronze, silver, gold = lake / "bronze" / "eeg_blocks", lake / "silver" / "eeg_samples", lake / "gold" / "eeg_windows"
+        bronze, silver, gold = BRONZE_EEG_BLOCKS.path(lake), SILVER_EEG_SAMPLES.path(lake), GOLD_EEG_WINDOWS.path(lake)
         restart_window = 60.0
         duration = args.warmup + args.seconds + restart_window
         headsets = subprocess.Popen(

@@ -26,6 +26,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._stack import cli_environment, private_broker
+from infra.delta import LakeTable
+from schemas.catalog import GOLD_PREDICTIONS
 
 
 def _percentiles(values: list[float]) -> str:
@@ -92,7 +94,6 @@ def measure_live(settings, env: dict[str, str], headsets: int, seconds: float, l
 
 
 def measure_lake(settings, env: dict[str, str], headsets: int, seconds: float, logs: Path) -> None:  # type: ignore[no-untyped-def]
-    from ml.dataset import read_table
 
     cli = [sys.executable, "-m", "neurolake.cli"]
     streams = subprocess.Popen([*cli, "stream", "start", "all"], env=env, stdout=subprocess.DEVNULL,
@@ -112,8 +113,8 @@ def measure_lake(settings, env: dict[str, str], headsets: int, seconds: float, l
                 process.wait(60)
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
-    rows, _ = read_table(settings.paths.lake_root, "gold", "predictions",
-                         ["session_id", "window_end_us", "scored_us"])
+    rows, _ = LakeTable(settings.paths.lake_root, GOLD_PREDICTIONS).read_pandas(
+        ["session_id", "window_end_us", "scored_us"])
     rows = rows[rows["session_id"].str.startswith("lake")] if not rows.empty else rows
     ages = ((rows["scored_us"] - rows["window_end_us"]) / 1e6).tolist() if not rows.empty else []
     if ages:

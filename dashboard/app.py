@@ -17,8 +17,10 @@ import numpy as np
 
 from dashboard import views
 from dashboard.feed import LiveFeed, SessionBuffer
+from infra.delta import LakeTable
 from neurolake.dsp.features import BANDS
 from neurolake.settings import Settings
+from schemas.catalog import BRONZE_SESSIONS, SILVER_EEG_SAMPLES
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +232,7 @@ class LiveDocument:
             raw = buffer.raw[:, buffer.eeg_columns].astype(np.float64)
             idle = time.monotonic() - buffer.last_block_at
             predictions = list(buffer.predictions)
-            trials = list(buffer.trials)
+            trials = buffer.trial_intervals()
         names = [buffer.channel_names[i] for i in buffer.eeg_columns]
         fs = buffer.sample_rate_hz
         notes = []
@@ -341,10 +343,8 @@ class HistoryPanel:
                              sizing_mode="stretch_width")
 
     def load_sessions(self) -> None:
-        from ml.dataset import read_table
-
-        frame, _ = read_table(self.settings.paths.lake_root, "bronze", "sessions",
-                              ["session_id", "started_us", "sample_rate_hz"])
+        frame, _ = LakeTable(self.settings.paths.lake_root, BRONZE_SESSIONS).read_pandas(
+            ["session_id", "started_us", "sample_rate_hz"])
         if frame.empty:
             self.info.text = f"no sessions in {self.settings.paths.lake_root} yet (is the lake running?)"
             return
@@ -359,7 +359,7 @@ class HistoryPanel:
         session_id = self.sessions.value
         if not session_id:
             return
-        samples, _ = delta_dataset(self.settings.paths.lake_root / "silver" / "eeg_samples")
+        samples, _ = delta_dataset(SILVER_EEG_SAMPLES.path(self.settings.paths.lake_root))
         if samples is None:
             self.info.text = "silver.eeg_samples is empty"
             return

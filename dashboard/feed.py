@@ -16,17 +16,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from infra.kafka import LiveReader
 from neurolake.dsp.filters import FilterSpec, design_sos, filter_chunk, initial_state
 from neurolake.dsp.heart import detect_beats
+from neurolake.dsp.labels import intervals_from_markers
 from neurolake.dsp.session import session_record_problem
+from neurolake.errors import ServiceError
 from neurolake.settings import Settings
 from schemas.catalog import CAMERA_FRAMES, DEVICE_STATUS, EEG_RAW, MARKERS, PREDICTIONS, SENSORS_ENV, SESSIONS
-from schemas.codec import CodecError, default_codec, eeg_block_samples
+from schemas.codec import eeg_block_samples
 
 log = logging.getLogger(__name__)
 
-LIVE_TOPICS = (EEG_RAW, PREDICTIONS, DEVICE_STATUS, SENSORS_ENV, CAMERA_FRAMES, "markers")
+LIVE_TOPICS = (EEG_RAW, PREDICTIONS, DEVICE_STATUS, SENSORS_ENV, CAMERA_FRAMES, MARKERS)
 
 
 @dataclass
@@ -48,7 +52,7 @@ class SessionBuffer:
     last_block_at: float = 0.0  # monotonic
     block_times: deque = field(default_factory=lambda: deque(maxlen=2000))  # (total after, kafka ms)
     predictions: deque = field(default_factory=lambda: deque(maxlen=500))
-    trials: list = field(default_factory=list)  # (start_us, end_us, label)
+    markers: deque = field(default_factory=lambda: deque(maxlen=400))  # START/END rows for trial_intervals
     started_us: int = 0
     _bpm: tuple[float, float | None] = (0.0, None)  # (computed at, value): shared by every tab
 
@@ -94,6 +98,13 @@ class SessionBuffer:
             if after < total:
                 return None
         return None
+
+    def trial_intervals(self) -> list[tuple[int, int, str]]:
+        """The trials seen so far as (start_us, end_us, label), by gold's own marker rule."""
+        if not self.markers:
+            return []
+        intervals = intervals_from_markers(pd.DataFrame(list(self.markers)))
+        return list(zip(intervals["start_us"].tolist(), intervals["end_us"].tolist(), intervals["label"].tolist()))
 
     def heart_rate_bpm(self) -> float | None:
         """Median beat interval of the buffered pulse channel, recomputed at most every 2 s (every
@@ -184,10 +195,10 @@ class LiveFeed:
                 buffer.predictions.append(record)
         elif topic == MARKERS:
             buffer = self.sessions.get(record["session_id"])
-            if buffer is not None and record["event"] == "START" and record.get("duration_s"):
-                start = int(record["timestamp_us"])
-                buffer.trials.append((start, start + int(record["duration_s"] * 1e6), record["label"]))
-                buffer.trials = buffer.trials[-200:]
+            if buffer is not None and record["event"] in ("START", "END"):
+                buffer.markers.append({"session_id": record["session_id"], "time_us": int(record["timestamp_us"]),
+                                       "event": record["event"], "label": record["label"],
+                                       "trial": record.get("trial"), "duration_s": record.get("duration_s")})
         elif topic == DEVICE_STATUS:
             self.devices.setdefault(record["device_id"], DeviceHealth()).status = record
         elif topic == SENSORS_ENV:
@@ -197,50 +208,31 @@ class LiveFeed:
             health.frame_jpeg, health.frame_at = bytes(record["data"]), time.monotonic()
 
     def _run(self) -> None:
-        from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
-
-        codec = default_codec()
-        consumer = Consumer({**self.settings.kafka.client_config(), "group.id": "neurolake-dashboard",
-                             "enable.auto.commit": False, "fetch.wait.max.ms": 10,
-                             "logger": logging.getLogger("dashboard.rdkafka")})
-        try:
+        with LiveReader(self.settings, "neurolake-dashboard", LIVE_TOPICS,
+                        logger_name="dashboard.rdkafka") as reader:
             while not self._stop.is_set():
                 try:
-                    metadata = consumer.list_topics(timeout=5).topics
+                    reader.assign(timeout_s=5)
                     self.connection_error = None
                     break
-                except Exception as exc:  # broker not up yet: the page says so and keeps trying
-                    self.connection_error = f"cannot reach Kafka at {self.settings.kafka.bootstrap_servers}: {exc}"
-                    log.warning("dashboard %s; retrying", self.connection_error)
+                except ServiceError as exc:  # broker not up yet: the page says so and keeps trying
+                    self.connection_error = str(exc)
+                    log.warning("dashboard: %s; retrying", exc)
                     self._stop.wait(2)
             else:
                 return
-            assignment = [TopicPartition("sessions", p, OFFSET_BEGINNING)
-                          for p in (metadata["sessions"].partitions if "sessions" in metadata else [])]
-            for topic in LIVE_TOPICS:
-                if topic in metadata:
-                    assignment += [TopicPartition(topic, p, OFFSET_END) for p in metadata[topic].partitions]
-            consumer.assign(assignment)
             self.ready.set()
             while not self._stop.is_set():
-                messages = consumer.consume(1000, timeout=0.05)
-                if not messages:
+                arrived = reader.read(1000, timeout_s=0.05)
+                if not arrived:
                     continue
                 with self.lock:
-                    for message in messages:
-                        if message.error():
-                            continue
+                    self.undecodable = reader.undecodable  # bronze quarantines these; the page only counts
+                    for item in arrived:
                         try:
-                            _, record = codec.decode(message.value())
-                        except CodecError:
-                            self.undecodable += 1  # bronze quarantines these; the page only counts
-                            continue
-                        try:
-                            self._handle(message.topic(), record, message.timestamp()[1])
+                            self._handle(item.topic, item.record, item.timestamp_ms)
                         except Exception as exc:  # a record that contradicts its session: skip it
                             self.rejected += 1
                             if self.rejected <= 10 or self.rejected % 1000 == 0:
                                 log.warning("dashboard: %s record refused (%d so far): %s",
-                                            message.topic(), self.rejected, exc)
-        finally:
-            consumer.close()
+                                            item.topic, self.rejected, exc)

@@ -8,10 +8,12 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy.interpolate import griddata
 from scipy.signal import spectrogram as scipy_spectrogram
 
 from neurolake.dsp.features import BANDS, band_powers, welch_psd
+from neurolake.dsp.labels import label_windows
 
 
 def channel_scales(window: np.ndarray, floor_uv: float = 1.0) -> np.ndarray:
@@ -95,22 +97,17 @@ def topomap_grid(values: np.ndarray, positions: Sequence[tuple[float, float]], r
     return grid
 
 
-def stimulus_at(times_us: np.ndarray, trials: Sequence[tuple[int, int, str]]) -> list[str | None]:
-    """The trial label covering each time, None outside trials."""
-    labels: list[str | None] = []
-    for t in times_us:
-        labels.append(next((label for start, end, label in trials if start <= t < end), None))
-    return labels
-
-
 def running_accuracy(predictions: Sequence[tuple[int, int, str]], trials: Sequence[tuple[int, int, str]]
                      ) -> tuple[float | None, int]:
-    """Share of predictions (window start, end, label) matching the trial that wholly contains the
-    window; (None, 0) while no window is known to lie in a trial."""
-    hits = total = 0
-    for start, end, label in predictions:
-        truth = next((name for t0, t1, name in trials if t0 <= start and end < t1), None)
-        if truth is not None:
-            total += 1
-            hits += truth == label
+    """Share of predictions (window start, end, label) matching the trial that holds the window by
+    gold's labelling rule (:func:`~neurolake.dsp.labels.label_windows`); (None, 0) while no window is
+    known to lie in a trial."""
+    if not predictions or not trials:
+        return None, 0
+    windows = pd.DataFrame(list(predictions), columns=["window_start_us", "window_end_us", "label"])
+    intervals = pd.DataFrame(list(trials), columns=["start_us", "end_us", "label"])
+    truth = label_windows(windows.assign(session_id=""), intervals.assign(session_id=""))
+    known = pd.notna(truth)
+    total = int(known.sum())
+    hits = int((truth[known] == windows["label"].to_numpy(object)[known]).sum())
     return (hits / total if total else None), total

@@ -19,7 +19,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,8 @@ from urllib.parse import unquote
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from schemas.catalog import TableSpec
 
 log = logging.getLogger(__name__)
 
@@ -223,31 +225,58 @@ def utc_date(micros: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(micros / 1e6))
 
 
-class DeltaAppender:
-    """Appends to Delta tables under ``root/layer/name`` with idempotent app transactions."""
+class LakeTable:
+    """One Delta table of the lake: read it at a version, append with an app transaction, follow its
+    log, commit files written elsewhere, read its history. Named by the catalog's ``TableSpec``."""
 
-    def __init__(self, root: Path, layer: str) -> None:
-        self.root = root
-        self.layer = layer
+    def __init__(self, lake_root: Path, spec: TableSpec) -> None:
+        self.spec = spec
+        self.path = spec.path(lake_root)
 
-    def path(self, name: str) -> Path:
-        return self.root / self.layer / name
+    @property
+    def name(self) -> str:
+        return self.spec.qualified
 
-    def committed_version(self, name: str, app_id: str) -> int | None:
-        return committed_version(self.path(name), app_id)
+    def version(self, known: int = -1) -> int:
+        """The latest committed version, -1 without a table."""
+        return latest_version(self.path, known)
 
-    def append(self, name: str, table: pa.Table, app_id: str, batch_id: int,
-               partition_by: list[str] | None = None) -> bool:
+    def dataset(self, version: int | None = None) -> tuple[Any, int | None]:
+        """See :func:`delta_dataset`."""
+        return delta_dataset(self.path, version)
+
+    def read_columns(self, columns: list[str], where: Any = None, version: int | None = None) -> pa.Table | None:
+        """Selected columns (optionally filtered by a pyarrow dataset expression, pushed down to the
+        Parquet files); None without a table or files."""
+        dataset, _ = delta_dataset(self.path, version)
+        return None if dataset is None else dataset.to_table(columns=columns, filter=where)
+
+    def read_pandas(self, columns: list[str] | None = None, version: int | None = None) -> tuple[Any, int | None]:
+        """The table (at a version) as a pandas DataFrame, and the version read; (empty, None) if absent."""
+        import pandas as pd
+
+        dataset, read_version = delta_dataset(self.path, version)
+        if dataset is None:
+            return pd.DataFrame(columns=columns or []), read_version
+        return dataset.to_table(columns=columns).to_pandas(), read_version
+
+    def added_files(self, after: int, until: int) -> list[DataFile]:
+        return added_files(self.path, after, until)
+
+    def committed_version(self, app_id: str) -> int | None:
+        return committed_version(self.path, app_id)
+
+    def append(self, rows: pa.Table, app_id: str, batch_id: int, partition_by: Sequence[str] = ("date",)) -> bool:
         """Append unless this (app_id, batch_id) is already committed. Returns whether it wrote."""
         from deltalake import CommitProperties, Transaction, write_deltalake
 
-        done = self.committed_version(name, app_id)
+        done = self.committed_version(app_id)
         if done is not None and done >= batch_id:
-            log.info("%s.%s: batch %d already committed by %s; skipped", self.layer, name, batch_id, app_id)
+            log.info("%s: batch %d already committed by %s; skipped", self.name, batch_id, app_id)
             return False
-        self.path(name).mkdir(parents=True, exist_ok=True)
+        self.path.mkdir(parents=True, exist_ok=True)
         write_deltalake(
-            str(self.path(name)), table, mode="append", partition_by=partition_by,
+            str(self.path), rows, mode="append", partition_by=list(partition_by) or None,
             commit_properties=CommitProperties(
                 app_transactions=[Transaction(app_id=app_id, version=batch_id)],
                 custom_metadata={"neurolake.batch_id": str(batch_id)},
@@ -255,11 +284,22 @@ class DeltaAppender:
         )
         return True
 
-    def read_columns(self, name: str, columns: list[str], where: Any = None) -> pa.Table | None:
-        """Selected columns of a table (optionally filtered by a pyarrow dataset expression,
-        pushed down to the Parquet files)."""
-        dataset, _ = delta_dataset(self.path(name))
-        return None if dataset is None else dataset.to_table(columns=columns, filter=where)
+    def write_files(self, rows: pa.Table, prefix: str = "part") -> list[WrittenFile]:
+        return write_files(self.path, rows, prefix=prefix)
+
+    def commit_files(self, schema: pa.Schema, files: Iterable[WrittenFile], app_id: str, batch_id: int,
+                     metadata: Mapping[str, str] | None = None) -> bool:
+        return commit_files(self.path, schema, files, app_id, batch_id, metadata)
+
+    def history(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Commits, newest first, with their operation and custom metadata; [] without a table."""
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        try:
+            return DeltaTable(str(self.path)).history(limit)
+        except TableNotFoundError:
+            return []
 
 
 def delta_dataset(path: Path, version: int | None = None) -> tuple[Any, int | None]:

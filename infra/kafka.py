@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from neurolake.errors import ServiceError
 from neurolake.settings import Settings
-from schemas.catalog import TOPICS
+from schemas.catalog import SESSIONS, TOPICS
+from schemas.codec import CodecError, default_codec
 
 log = logging.getLogger(__name__)
 
@@ -114,3 +117,78 @@ def describe_topics(settings: Settings, timeout_s: float = 5.0) -> list[TopicInf
             )
         )
     return infos
+
+
+@dataclass(frozen=True)
+class LiveRecord:
+    topic: str
+    record_type: str
+    record: dict[str, Any]
+    timestamp_ms: int
+
+
+class LiveReader:
+    """The one consume-and-decode loop of the hub's live readers (dashboard feed, live scorer).
+
+    ``sessions`` is always read from its beginning: a reader needs each session's channels and rate
+    before its first block. The other topics start at ``start`` ("latest" or "earliest"). Records that
+    do not decode are counted in ``undecodable`` and skipped: bronze quarantines them with the reason,
+    a live view only needs to say how many it could not show. Use it as a context manager so the
+    consumer leaves its group at once.
+    """
+
+    def __init__(self, settings: Settings, group_id: str, topics: Sequence[str], start: str = "latest",
+                 logger_name: str = "infra.kafka.live") -> None:
+        if start not in ("latest", "earliest"):
+            raise ValueError(f"start must be 'latest' or 'earliest', not {start!r}")
+        self.settings = settings
+        self.topics = tuple(topics)
+        self.start = start
+        self.codec = default_codec()
+        self.undecodable = 0
+        self.consumer = Consumer({
+            **settings.kafka.client_config(), "group.id": group_id, "enable.auto.commit": False,
+            # A live reader wants each record as soon as the broker has it, not a fuller fetch.
+            "fetch.wait.max.ms": 10, "logger": logging.getLogger(logger_name),
+        })
+
+    def __enter__(self) -> LiveReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.consumer.close()
+
+    def assign(self, timeout_s: float = 10.0) -> list[str]:
+        """Assign every partition of the wanted topics that exist; returns the topics that do not.
+
+        Raises :class:`ServiceError` when the broker cannot be reached in ``timeout_s``.
+        """
+        try:
+            metadata = self.consumer.list_topics(timeout=timeout_s).topics
+        except KafkaException as exc:
+            raise ServiceError(
+                f"cannot reach Kafka at {self.settings.kafka.bootstrap_servers} ({exc.args[0]}); "
+                "run `neurolake up` or fix kafka.bootstrap_servers"
+            ) from None
+        begin = OFFSET_BEGINNING if self.start == "earliest" else OFFSET_END
+        assignment = []
+        for topic in (SESSIONS, *self.topics):
+            if topic in metadata:
+                offset = OFFSET_BEGINNING if topic == SESSIONS else begin
+                assignment += [TopicPartition(topic, p, offset) for p in metadata[topic].partitions]
+        self.consumer.assign(assignment)
+        return [topic for topic in (SESSIONS, *self.topics) if topic not in metadata]
+
+    def read(self, max_records: int = 1000, timeout_s: float = 0.05) -> list[LiveRecord]:
+        """The records that arrived, decoded, in partition order; waits at most ``timeout_s``."""
+        records = []
+        for message in self.consumer.consume(max_records, timeout=timeout_s):
+            if message.error():
+                continue
+            try:
+                record_type, record = self.codec.decode(message.value())
+            except CodecError:
+                self.undecodable += 1
+                continue
+            records.append(LiveRecord(message.topic(), record_type, record, message.timestamp()[1]))
+        return records

@@ -15,14 +15,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from infra.delta import LakeTable
 from ml.features import FeatureLayoutError, windows_feature_frame
 from neurolake.dsp.labels import intervals_from_markers, intervals_from_motion, label_windows
 from neurolake.errors import NeurolakeError
 from neurolake.settings import MlSettings
+from schemas.catalog import GOLD_EEG_WINDOWS, SILVER_MARKERS, SILVER_SENSOR_READINGS
 
 log = logging.getLogger(__name__)
 
-WINDOWS_TABLE = ("gold", "eeg_windows")
 KEY_COLUMNS = ["session_id", "device_id", "window_start_index", "window_end_index",
                "window_start_us", "window_end_us"]
 WINDOW_COLUMNS = KEY_COLUMNS + ["band_power", "ssvep_hz", "ssvep_score", "railed_pct",
@@ -119,21 +120,10 @@ def split_sessions(session_ids: list[str], holdout_fraction: float) -> list[str]
     return sorted(map(str, held))
 
 
-def read_table(lake_root: Path, layer: str, name: str, columns: list[str] | None = None,
-               version: int | None = None) -> tuple[pd.DataFrame, int | None]:
-    """A Delta table (at a version) as pandas, and the version read; (empty, None) if absent."""
-    from infra.delta import delta_dataset
-
-    dataset, read_version = delta_dataset(lake_root / layer / name, version)
-    if dataset is None:
-        return pd.DataFrame(columns=columns or []), read_version
-    return dataset.to_table(columns=columns).to_pandas(), read_version
-
-
 def label_intervals(lake_root: Path, settings: MlSettings, sessions: list[str]) -> pd.DataFrame:
     if settings.label_source == "markers":
-        markers, _ = read_table(lake_root, "silver", "markers",
-                                ["session_id", "time_us", "event", "label", "trial", "duration_s"])
+        markers, _ = LakeTable(lake_root, SILVER_MARKERS).read_pandas(
+            ["session_id", "time_us", "event", "label", "trial", "duration_s"])
         markers = markers[markers["session_id"].isin(sessions)]
         if markers.empty:
             raise TrainingSetError(
@@ -142,7 +132,7 @@ def label_intervals(lake_root: Path, settings: MlSettings, sessions: list[str]) 
                 "ml.label_source=motion"
             )
         return intervals_from_markers(markers)
-    readings, _ = read_table(lake_root, "silver", "sensor_readings")
+    readings, _ = LakeTable(lake_root, SILVER_SENSOR_READINGS).read_pandas()
     readings = readings[readings["session_id"].isin(sessions)] if not readings.empty else readings
     if readings.empty:
         raise TrainingSetError(
@@ -161,7 +151,7 @@ def quality_mask(windows: pd.DataFrame, settings: MlSettings) -> np.ndarray:
 
 
 def build_training_set(lake_root: Path, settings: MlSettings, version: int | None = None) -> TrainingSet:
-    windows, table_version = read_table(lake_root, *WINDOWS_TABLE, columns=WINDOW_COLUMNS, version=version)
+    windows, table_version = LakeTable(lake_root, GOLD_EEG_WINDOWS).read_pandas(WINDOW_COLUMNS, version)
     if table_version is None or windows.empty:
         raise TrainingSetError(
             f"gold.eeg_windows under {lake_root} has no windows yet; start the lake "

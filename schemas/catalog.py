@@ -1,6 +1,7 @@
-"""Every Kafka topic neurolake uses, with the record type it carries and how it is keyed.
+"""Every Kafka topic and every lake table neurolake uses: the one place their names are spelled.
 
-Producers, Spark jobs, the dashboard and tests take topic names from here and nowhere else.
+Topics carry their record type and key; tables their layer. Producers, Spark jobs, batch jobs, the
+dashboard and tests take topic and table names from here and nowhere else.
 Schema compatibility rule (checked by tests/schemas/test_contracts.py): a schema may change only
 BACKWARD-compatibly, i.e. new fields carry defaults, so a consumer on the new schema still reads every
 record already in the topics, the spool and bronze.
@@ -9,6 +10,7 @@ record already in the topics, the spool and bronze.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -57,3 +59,60 @@ TOPICS: dict[str, TopicSpec] = {
 
 RECORD_TYPES: tuple[str, ...] = tuple(spec.record_type for spec in TOPICS.values())
 
+
+
+@dataclass(frozen=True, order=True)
+class TableSpec:
+    """A Delta table of the lake: ``<lake_root>/<layer>/<name>``, called ``layer.name`` by users."""
+
+    layer: str
+    name: str
+    description: str = ""
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.layer}.{self.name}"
+
+    def path(self, lake_root: Path) -> Path:
+        return lake_root / self.layer / self.name
+
+
+LAYERS = ("bronze", "silver", "gold")
+
+BRONZE_EEG_BLOCKS = TableSpec("bronze", "eeg_blocks", "eeg.raw as received, one row per block")
+BRONZE_CAMERA_FRAMES = TableSpec("bronze", "camera_frames", "camera.frames as received")
+BRONZE_SENSOR_READINGS = TableSpec("bronze", "sensor_readings", "sensors.env as received")
+BRONZE_MARKERS = TableSpec("bronze", "markers", "markers as received")
+BRONZE_SESSIONS = TableSpec("bronze", "sessions", "one row per session record")
+BRONZE_DEVICE_STATUS = TableSpec("bronze", "device_status", "devices.status heartbeats")
+BRONZE_DEVICE_LOGS = TableSpec("bronze", "device_logs", "devices.logs lines")
+BRONZE_QUARANTINE = TableSpec("bronze", "quarantine", "records that did not decode or validate, with the reason")
+SILVER_EEG_SAMPLES = TableSpec("silver", "eeg_samples", "dejittered, filtered samples, one row per sample")
+SILVER_HEART_RATE = TableSpec("silver", "heart_rate", "heart beats detected in ECG channels")
+SILVER_MARKERS = TableSpec("silver", "markers", "markers in lab time")
+SILVER_SENSOR_READINGS = TableSpec("silver", "sensor_readings", "room sensor readings in lab time")
+SILVER_SKIPPED_BLOCKS = TableSpec("silver", "skipped_blocks", "blocks that arrived after their gap was closed")
+SILVER_SESSION_ERRORS = TableSpec("silver", "session_errors", "sessions the processor refused, with the error")
+GOLD_EEG_WINDOWS = TableSpec("gold", "eeg_windows", "windows with features, quality and label")
+GOLD_PREDICTIONS = TableSpec("gold", "predictions", "model predictions per window")
+
+TABLES: dict[str, TableSpec] = {
+    spec.qualified: spec
+    for spec in (
+        BRONZE_EEG_BLOCKS, BRONZE_CAMERA_FRAMES, BRONZE_SENSOR_READINGS, BRONZE_MARKERS, BRONZE_SESSIONS,
+        BRONZE_DEVICE_STATUS, BRONZE_DEVICE_LOGS, BRONZE_QUARANTINE, SILVER_EEG_SAMPLES, SILVER_HEART_RATE,
+        SILVER_MARKERS, SILVER_SENSOR_READINGS, SILVER_SKIPPED_BLOCKS, SILVER_SESSION_ERRORS,
+        GOLD_EEG_WINDOWS, GOLD_PREDICTIONS,
+    )
+}
+
+# The bronze table each topic lands in (control, predictions and dead letters are not landed).
+BRONZE_TABLE_OF_TOPIC: dict[str, TableSpec] = {
+    EEG_RAW: BRONZE_EEG_BLOCKS,
+    CAMERA_FRAMES: BRONZE_CAMERA_FRAMES,
+    SENSORS_ENV: BRONZE_SENSOR_READINGS,
+    MARKERS: BRONZE_MARKERS,
+    SESSIONS: BRONZE_SESSIONS,
+    DEVICE_STATUS: BRONZE_DEVICE_STATUS,
+    DEVICE_LOGS: BRONZE_DEVICE_LOGS,
+}

@@ -27,30 +27,29 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from infra.delta import DeltaAppender, utc_date
+from infra.delta import LakeTable, utc_date
 from neurolake.dsp.session import (
     MAX_CHANNELS,
     MAX_SAMPLE_RATE_HZ,
     is_finite_number,
     session_record_problem,
 )
-from schemas.catalog import CAMERA_FRAMES, DEVICE_LOGS, DEVICE_STATUS, EEG_RAW, MARKERS, SENSORS_ENV, SESSIONS, TOPICS
+from schemas.catalog import (
+    BRONZE_QUARANTINE,
+    BRONZE_SESSIONS,
+    BRONZE_TABLE_OF_TOPIC,
+    TABLES,
+    TOPICS,
+)
 from schemas.codec import EEG_DTYPE, TIME_DTYPE, AvroCodec, CodecError, default_codec
 from streaming_jobs.arrow_schema import record_schema
 
 log = logging.getLogger(__name__)
 
-BRONZE_TABLES: dict[str, str] = {
-    EEG_RAW: "eeg_blocks",
-    CAMERA_FRAMES: "camera_frames",
-    SENSORS_ENV: "sensor_readings",
-    MARKERS: "markers",
-    SESSIONS: "sessions",
-    DEVICE_STATUS: "device_status",
-    DEVICE_LOGS: "device_logs",
-}
+# topic -> its bronze table's name (the catalog's BRONZE_TABLE_OF_TOPIC, keyed as decoded batches are).
+BRONZE_TABLES: dict[str, str] = {topic: spec.name for topic, spec in BRONZE_TABLE_OF_TOPIC.items()}
 BRONZE_TOPICS = tuple(BRONZE_TABLES)
-QUARANTINE_TABLE = "quarantine"
+QUARANTINE_TABLE = BRONZE_QUARANTINE.name
 # The record's own time, which decides its date partition.
 TIME_FIELD = {
     "eeg_block": "produced_us", "camera_frame": "captured_us", "sensor_reading": "measured_us",
@@ -287,11 +286,11 @@ def decode_batch(
     return DecodedBatch(tables, quarantine, duplicates, rows.num_rows)
 
 
-def seed_index(appender: DeltaAppender) -> SeqIndex:
+def seed_index(lake_root: Path) -> SeqIndex:
     """Rebuild the dedup index from what bronze already holds (on query start)."""
     index = SeqIndex()
-    for topic, table_name in BRONZE_TABLES.items():
-        stored = appender.read_columns(table_name, ["device_id", "seq"])
+    for topic, spec in BRONZE_TABLE_OF_TOPIC.items():
+        stored = LakeTable(lake_root, spec).read_columns(["device_id", "seq"])
         if stored is None:
             continue
         devices = stored.column("device_id").to_numpy(zero_copy_only=False)
@@ -301,9 +300,10 @@ def seed_index(appender: DeltaAppender) -> SeqIndex:
     return index
 
 
-def seed_sessions(appender: DeltaAppender) -> dict[str, SessionFacts]:
+def seed_sessions(lake_root: Path) -> dict[str, SessionFacts]:
     """The sessions bronze holds, for checking blocks against them (on query start)."""
-    stored = appender.read_columns("sessions", ["session_id", "channel_names", "sample_rate_hz", "started_us"])
+    stored = LakeTable(lake_root, BRONZE_SESSIONS).read_columns(
+        ["session_id", "channel_names", "sample_rate_hz", "started_us"])
     if stored is None:
         return {}
     return {row["session_id"]: session_facts(row) for row in stored.to_pylist()}
@@ -341,11 +341,10 @@ class BronzeBatchWriter:
 
     def __init__(self, lake_root: Path, query_name: str, publish_acks: AckPublisher | None = None,
                  gap_timeout_s: float = 60.0) -> None:
-        self.appender = DeltaAppender(lake_root, "bronze")
-        self.silver = DeltaAppender(lake_root, "silver")
+        self.lake_root = lake_root
         self.query_name = query_name
-        self.index = seed_index(self.appender)
-        self.sessions = seed_sessions(self.appender)
+        self.index = seed_index(lake_root)
+        self.sessions = seed_sessions(lake_root)
         self.publish_acks = publish_acks
         self.gap_timeout_s = gap_timeout_s
         self._acked: dict[tuple[str, str], int] = {}
@@ -365,18 +364,19 @@ class BronzeBatchWriter:
             # Silver first: if bronze then fails, the replay (no longer deduplicated away) finds
             # silver's transaction committed and skips only that.
             for name, table in silver_projections(decoded.tables).items():
-                self.silver.append(name, table, f"{self.query_name}:silver_{name}", batch_id, ["date"])
+                LakeTable(self.lake_root, TABLES[f"silver.{name}"]).append(
+                    table, f"{self.query_name}:silver_{name}", batch_id)
             for name, table in decoded.tables.items():
-                self.appender.append(name, table, f"{self.query_name}:{name}", batch_id, ["date"])
+                LakeTable(self.lake_root, TABLES[f"bronze.{name}"]).append(table, f"{self.query_name}:{name}", batch_id)
             if decoded.quarantine.num_rows:
-                self.appender.append(QUARANTINE_TABLE, decoded.quarantine,
-                                     f"{self.query_name}:{QUARANTINE_TABLE}", batch_id, ["date"])
+                LakeTable(self.lake_root, BRONZE_QUARANTINE).append(
+                    decoded.quarantine, f"{self.query_name}:{QUARANTINE_TABLE}", batch_id)
                 log.warning("batch %d: %d record(s) quarantined", batch_id, decoded.quarantine.num_rows)
         except BaseException:
             # The index already counts this batch's records as stored; after a failed commit the
             # retry must not take them for duplicates. What bronze really holds is the truth.
-            self.index = seed_index(self.appender)
-            self.sessions = seed_sessions(self.appender)
+            self.index = seed_index(self.lake_root)
+            self.sessions = seed_sessions(self.lake_root)
             raise
         now = time.monotonic()
         for key, track in self.index.tracks.items():

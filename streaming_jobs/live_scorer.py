@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from infra.kafka import LiveReader
 from ml.features import FeatureLayoutError, feature_frame
 from neurolake.dsp.session import (
     Block,
@@ -31,8 +32,7 @@ from neurolake.dsp.session import (
 )
 from neurolake.settings import Settings
 from neurolake.stopping import stop_on_signals
-from schemas.catalog import EEG_RAW, PREDICTIONS, SESSIONS
-from schemas.codec import CodecError, default_codec
+from schemas.catalog import EEG_RAW, PREDICTIONS
 from streaming_jobs.bronze import validate
 
 log = logging.getLogger(__name__)
@@ -205,56 +205,40 @@ def _percentile(values: list[int], q: float) -> float:
 def run_live_scorer(settings: Settings, duration_s: float | None = None, start: str | None = None,
                     watcher: Callable[[], LoadedModel | None] | None = None) -> int:
     """Consume, score and publish until SIGTERM/SIGINT or ``duration_s``; exit code 0."""
-    from confluent_kafka import Consumer, Producer
+    from confluent_kafka import Producer
 
     start = start or settings.ml.live_start
-    codec = default_codec()
     champion = ChampionWatcher(settings).start() if watcher is None else None
     scorer = LiveScorer(live_config(settings), watcher or champion)  # type: ignore[arg-type]
-    consumer = Consumer({
-        **settings.kafka.client_config(), "group.id": "neurolake-live-scorer", "enable.auto.commit": False,
-        "fetch.wait.max.ms": 10, "logger": logging.getLogger("streaming_jobs.rdkafka.scorer"),
-    })
     producer = Producer({**settings.kafka.producer_config(), "linger.ms": 0,
                          "logger": logging.getLogger("streaming_jobs.rdkafka.scorer")})
-    with stop_on_signals() as stop:
+    reader = LiveReader(settings, "neurolake-live-scorer", (EEG_RAW,), start,
+                        logger_name="streaming_jobs.rdkafka.scorer")
+    with stop_on_signals() as stop, reader:
         try:
-            return _score_until_stopped(codec, scorer, consumer, producer, stop, start, duration_s)
+            return _score_until_stopped(reader, scorer, producer, stop, duration_s)
         finally:
             if champion is not None:
                 champion.stop()
             producer.flush(10)
-            consumer.close()
 
 
-def _score_until_stopped(codec: Any, scorer: LiveScorer, consumer: Any, producer: Any,
-                         stop: threading.Event, start: str, duration_s: float | None) -> int:
-    from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, TopicPartition
-
-    metadata = consumer.list_topics(timeout=10).topics
-    for topic in (EEG_RAW, SESSIONS):
-        if topic not in metadata:
-            log.error("topic %s does not exist; start the stack with `neurolake up`", topic)
-            return 2
-    partitions = [TopicPartition(SESSIONS, p, OFFSET_BEGINNING) for p in metadata[SESSIONS].partitions]
-    partitions += [TopicPartition(EEG_RAW, p, OFFSET_BEGINNING if start == "earliest" else OFFSET_END)
-                   for p in metadata[EEG_RAW].partitions]
-    consumer.assign(partitions)
-    log.info("live scorer reading %s from the %s offsets, publishing to %s", EEG_RAW, start, PREDICTIONS)
+def _score_until_stopped(reader: LiveReader, scorer: LiveScorer, producer: Any,
+                         stop: threading.Event, duration_s: float | None) -> int:
+    missing = reader.assign()
+    if missing:
+        log.error("topics %s do not exist; start the stack with `neurolake up`", ", ".join(missing))
+        return 2
+    log.info("live scorer reading %s from the %s offsets, publishing to %s", EEG_RAW, reader.start, PREDICTIONS)
     deadline = time.monotonic() + duration_s if duration_s else None
     next_report = time.monotonic() + 10
     while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-        messages = consumer.consume(500, timeout=0.05)
+        arrived = reader.read(500, timeout_s=0.05)
         arrival = now_us()
+        scorer.counters.undecodable = reader.undecodable
         blocks: dict[str, list[Block]] = {}
-        for message in messages:
-            if message.error():
-                continue
-            try:
-                record_type, record = codec.decode(message.value())
-            except CodecError:
-                scorer.counters.undecodable += 1
-                continue
+        for item in arrived:
+            record_type, record = item.record_type, item.record
             try:
                 if record_type == "session":
                     scorer.on_session(record)
@@ -279,7 +263,7 @@ def _score_until_stopped(codec: Any, scorer: LiveScorer, consumer: Any, producer
                 continue
             for prediction in predictions:
                 producer.produce(PREDICTIONS, key=prediction["device_id"].encode(),
-                                 value=codec.encode("prediction", prediction))
+                                 value=reader.codec.encode("prediction", prediction))
         producer.poll(0)
         if time.monotonic() >= next_report:
             next_report = time.monotonic() + 10

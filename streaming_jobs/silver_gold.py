@@ -42,7 +42,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from infra.delta import WrittenFile, commit_files, write_files
+from infra.delta import LakeTable, WrittenFile
 from neurolake.dsp.labels import stimulus_labels
 from neurolake.dsp.session import (
     BlockNote,
@@ -52,6 +52,15 @@ from neurolake.dsp.session import (
     block_from_record,
     info_from_session_record,
     process,
+)
+from schemas.catalog import (
+    BRONZE_MARKERS,
+    GOLD_EEG_WINDOWS,
+    SILVER_EEG_SAMPLES,
+    SILVER_HEART_RATE,
+    SILVER_SESSION_ERRORS,
+    SILVER_SKIPPED_BLOCKS,
+    TableSpec,
 )
 from streaming_jobs.bronze_source import ROWS_DDL, SOURCE_NAME, BronzeDeltaSource, parse_offset
 from streaming_jobs.lake_rows import (
@@ -71,13 +80,13 @@ from streaming_jobs.lake_rows import (
 log = logging.getLogger(__name__)
 
 QUERY_NAME = "silver_gold"
-# (layer, table) -> schema, in commit order: samples before the windows derived from them.
-OUTPUT_TABLES: dict[tuple[str, str], pa.Schema] = {
-    ("silver", "eeg_samples"): SAMPLES_SCHEMA,
-    ("silver", "heart_rate"): BEATS_SCHEMA,
-    ("gold", "eeg_windows"): WINDOWS_SCHEMA,
-    ("silver", "skipped_blocks"): BLOCK_NOTES_SCHEMA,
-    ("silver", "session_errors"): SESSION_ERRORS_SCHEMA,
+# table -> schema, in commit order: samples before the windows derived from them.
+OUTPUT_TABLES: dict[TableSpec, pa.Schema] = {
+    SILVER_EEG_SAMPLES: SAMPLES_SCHEMA,
+    SILVER_HEART_RATE: BEATS_SCHEMA,
+    GOLD_EEG_WINDOWS: WINDOWS_SCHEMA,
+    SILVER_SKIPPED_BLOCKS: BLOCK_NOTES_SCHEMA,
+    SILVER_SESSION_ERRORS: SESSION_ERRORS_SCHEMA,
 }
 RESULT_DDL = "kind STRING, name STRING, session_id STRING, payload STRING"
 RESULT_ARROW = pa.schema([("kind", pa.string()), ("name", pa.string()), ("session_id", pa.string()),
@@ -276,18 +285,18 @@ class SessionTables:
                             "traceback": traceback.format_exc(limit=8), "noted_us": noted_us,
                             "date": utc_dates([noted_us])[0].as_py()})
 
-    def tables(self, markers: pa.Table | None) -> dict[tuple[str, str], pa.Table]:
+    def tables(self, markers: pa.Table | None) -> dict[TableSpec, pa.Table]:
         windows = []
         for session_id, rows in self.windows:
             table = windows_table(session_id, rows)
             windows.append(table.set_column(table.schema.get_field_index("label"), "label",
                                             label_windows(table, markers)))
         return {
-            ("silver", "eeg_samples"): concat(self.samples, SAMPLES_SCHEMA),
-            ("silver", "heart_rate"): concat(self.beats, BEATS_SCHEMA),
-            ("gold", "eeg_windows"): concat(windows, WINDOWS_SCHEMA),
-            ("silver", "skipped_blocks"): concat(self.notes, BLOCK_NOTES_SCHEMA),
-            ("silver", "session_errors"): pa.Table.from_pylist(self.errors, schema=SESSION_ERRORS_SCHEMA),
+            SILVER_EEG_SAMPLES: concat(self.samples, SAMPLES_SCHEMA),
+            SILVER_HEART_RATE: concat(self.beats, BEATS_SCHEMA),
+            GOLD_EEG_WINDOWS: concat(windows, WINDOWS_SCHEMA),
+            SILVER_SKIPPED_BLOCKS: concat(self.notes, BLOCK_NOTES_SCHEMA),
+            SILVER_SESSION_ERRORS: pa.Table.from_pylist(self.errors, schema=SESSION_ERRORS_SCHEMA),
         }
 
 
@@ -297,7 +306,7 @@ def read_markers(lake_root: Path, version: int, sessions: list[str]) -> pa.Table
         return None
     from infra.delta import delta_dataset
 
-    dataset, _ = delta_dataset(lake_root / "bronze" / "markers", version=version)
+    dataset, _ = delta_dataset(BRONZE_MARKERS.path(lake_root), version=version)
     if dataset is None:
         return None
     return dataset.to_table(columns=["session_id", "event", "timestamp_us", "duration_s", "label"],
@@ -343,10 +352,9 @@ def process_partition(context: BatchContext, batches: Iterator[pa.RecordBatch]) 
     window_sessions = [s for s, _ in made.windows]
     markers = read_markers(Path(context.lake_root), context.markers_version, window_sessions)
     results: list[dict[str, Any]] = []
-    for (layer, name), table in made.tables(markers).items():
-        directory = Path(context.lake_root) / layer / name
-        for file in write_files(directory, table, prefix=f"part-b{context.batch_id}"):
-            results.append({"kind": "file", "name": f"{layer}.{name}", "session_id": None,
+    for spec, table in made.tables(markers).items():
+        for file in LakeTable(Path(context.lake_root), spec).write_files(table, prefix=f"part-b{context.batch_id}"):
+            results.append({"kind": "file", "name": spec.qualified, "session_id": None,
                             "payload": file.to_json()})
     for session_id, state in states.items():
         store.save(session_id, context.batch_id, state)
@@ -439,12 +447,12 @@ class SilverGoldBatch:
         self.timers.save(batch_id, timers)
         metadata = commit_metadata(self.config, offset)
         rows = {}
-        for (layer, name), schema in OUTPUT_TABLES.items():
-            table_files = files.get(f"{layer}.{name}", [])
+        for spec, schema in OUTPUT_TABLES.items():
+            table_files = files.get(spec.qualified, [])
             if table_files:
-                commit_files(self.lake_root / layer / name, schema, table_files,
-                             f"{self.query_name}:{name}", batch_id, metadata)
-            rows[f"{layer}.{name}"] = sum(json.loads(f.stats)["numRecords"] for f in table_files)
+                LakeTable(self.lake_root, spec).commit_files(schema, table_files, f"{self.query_name}:{spec.name}",
+                                                             batch_id, metadata)
+            rows[spec.qualified] = sum(json.loads(f.stats)["numRecords"] for f in table_files)
         self.last_batch = {"batch_id": batch_id, "rows": rows, "timers": len(timers),
                            "process_s": round(processed - started, 3),
                            "commit_s": round(time.monotonic() - processed, 3)}

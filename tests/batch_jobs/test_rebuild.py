@@ -17,6 +17,7 @@ from batch_jobs.recording import write_session
 from batch_jobs.sample_lake import SESSION_START_US, simulate_session
 from infra.delta import delta_dataset
 from neurolake.errors import NeurolakeError
+from schemas.catalog import SILVER_EEG_SAMPLES
 from streaming_jobs.silver_gold import StateLock, processor_config, session_state_dir
 
 TABLES = ("silver/eeg_samples", "silver/heart_rate", "gold/eeg_windows")
@@ -27,7 +28,7 @@ def _versions(root: Path) -> dict[str, int]:
 
 
 def _filtered(root: Path, session_id: str) -> np.ndarray:
-    dataset, _ = delta_dataset(root / "silver" / "eeg_samples")
+    dataset, _ = delta_dataset(SILVER_EEG_SAMPLES.path(root))
     table = dataset.to_table(filter=pc.field("session_id") == session_id).sort_by("sample_index")
     return np.array(table.column("filtered").to_pylist()[:2000])
 
@@ -45,7 +46,7 @@ def test_new_band_rewrites_silver_and_gold_then_a_second_rebuild_writes_nothing(
     root = settings.paths.lake_root
     checkpoint = root / "_checkpoints" / "silver_gold"
     before = _filtered(root, session_id)
-    samples_before = delta_dataset(root / "silver" / "eeg_samples")[0].count_rows()
+    samples_before = delta_dataset(SILVER_EEG_SAMPLES.path(root))[0].count_rows()
     unchanged = rebuild(root, checkpoint, processor_config(settings))
     assert unchanged.rebuilt == [] and unchanged.up_to_date == [session_id]
 
@@ -58,7 +59,7 @@ def test_new_band_rewrites_silver_and_gold_then_a_second_rebuild_writes_nothing(
         metadata = DeltaTable(str(root / table)).history(1)[0]
         assert metadata["neurolake.settings_fingerprint"] == narrower.fingerprint, table
         assert json.loads(metadata["neurolake.settings"])["band_high_hz"] == 30.0
-    dataset, _ = delta_dataset(root / "silver" / "eeg_samples")
+    dataset, _ = delta_dataset(SILVER_EEG_SAMPLES.path(root))
     assert dataset.count_rows() == report.rows["silver.eeg_samples"] == samples_before
 
     versions = _versions(root)

@@ -19,6 +19,7 @@ from batch_jobs.recording import (
 )
 from batch_jobs.sample_lake import SESSION_START_US, session_tables, simulate_session
 from infra.delta import delta_dataset
+from schemas.catalog import GOLD_EEG_WINDOWS, SILVER_EEG_SAMPLES
 from streaming_jobs.silver_gold import processor_config
 
 
@@ -29,7 +30,7 @@ def simulated(make_settings):  # type: ignore[no-untyped-def]
 
 
 def _gold(root: Path, session_id: str):  # type: ignore[no-untyped-def]
-    dataset, _ = delta_dataset(root / "gold" / "eeg_windows")
+    dataset, _ = delta_dataset(GOLD_EEG_WINDOWS.path(root))
     return dataset.to_table(filter=pc.field("session_id") == session_id).sort_by("window_start_index")
 
 
@@ -45,7 +46,7 @@ def test_backfill_gives_the_streaming_processors_rows_and_reads_back_exactly(sim
     assert gold.column("label").to_pylist() == expected.column("label").to_pylist()
     np.testing.assert_allclose(np.array(gold.column("ssvep_score").to_pylist()),
                                np.array(expected.column("ssvep_score").to_pylist()))
-    samples, _ = delta_dataset(root / "silver" / "eeg_samples")
+    samples, _ = delta_dataset(SILVER_EEG_SAMPLES.path(root))
     assert samples.count_rows() == 7500
     back = read_session(root, recording.session_id)
     np.testing.assert_array_equal(back.samples, recording.samples)
@@ -71,7 +72,7 @@ def test_lost_blocks_become_a_mask_and_are_never_sent(simulated) -> None:  # typ
     assert back.runs() == [(0, 1000), (1100, 7500)]
     firsts = [r["first_sample_index"] for r in back.block_records()]
     assert 1000 not in firsts and 1100 in firsts and len(firsts) == 296
-    samples, _ = delta_dataset(settings.paths.lake_root / "silver" / "eeg_samples")
+    samples, _ = delta_dataset(SILVER_EEG_SAMPLES.path(settings.paths.lake_root))
     gap = samples.to_table(filter=pc.field("gap_before") > 0)
     assert gap.column("sample_index").to_pylist() == [1100] and gap.column("gap_before").to_pylist() == [100]
 

@@ -85,3 +85,9 @@ def test_a_prediction_spans_the_window_its_record_names() -> None:
     assert views.prediction_span_us(prediction, 250.0) == (10_000_000 - 1_996_000, 10_000_000)
     short = {"window_start_index": 0, "window_end_index": 128, "window_end_us": 5_000_000}
     assert views.prediction_span_us(short, 128.0) == (5_000_000 - 992_188, 5_000_000)
+
+
+def test_running_accuracy_ignores_a_window_that_a_later_trial_starts_inside() -> None:
+    # Gold leaves such a window unlabelled; the dashboard's accuracy must not count it either.
+    trials = [(0, 4_000_000, "a"), (1_500_000, 5_000_000, "b")]
+    assert views.running_accuracy([(0, 2_000_000, "a")], trials) == (None, 0)

@@ -11,6 +11,7 @@ from confluent_kafka import Producer
 from deltalake import DeltaTable
 
 from infra.spark import build_spark_session
+from schemas.catalog import SILVER_SENSOR_READINGS
 from schemas.codec import default_codec
 from streaming_jobs.jobs import start_bronze
 from tests.integration.conftest import BrokerStack, read_topic
@@ -89,7 +90,7 @@ def test_bronze_exactly_once_with_quarantine_and_acks(broker: BrokerStack) -> No
     assert markers.num_rows == sum(d["markers"] for d in summary["devices"])
     assert _table(root, "sessions").num_rows == 2
     # Lab-time projections written with bronze.
-    readings = ds.dataset(DeltaTable(str(root / "silver" / "sensor_readings")).file_uris(),
+    readings = ds.dataset(DeltaTable(str(SILVER_SENSOR_READINGS.path(root))).file_uris(),
                           format="parquet").to_table()
     assert readings.num_rows == sum(d["sensor_readings"] for d in summary["devices"])
     assert "time_us" in readings.column_names and "accel_z_g" in readings.column_names

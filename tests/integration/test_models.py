@@ -17,7 +17,8 @@ import pytest
 
 from batch_jobs.replay import publish
 from batch_jobs.sample_lake import SESSION_START_US, session_tables, simulate_session, write_sample_lake
-from infra.delta import DeltaAppender
+from infra.delta import LakeTable
+from schemas.catalog import GOLD_EEG_WINDOWS, GOLD_PREDICTIONS, SILVER_MARKERS
 from schemas.codec import default_codec
 from tests.integration.conftest import ModelStack, read_topic
 
@@ -133,14 +134,12 @@ def test_live_scorer_waits_for_a_champion_swaps_without_a_gap_and_agrees_with_th
     assert all(p["latency_us"] >= 0 for p in mine)
 
     # The lake scorer (Spark) scores the same session's gold windows with version 2: same labels.
-    gold = DeltaAppender(stack.settings.paths.lake_root, "gold")
-    silver = DeltaAppender(stack.settings.paths.lake_root, "silver")
-    silver.append("markers", markers, "live-test:markers", 0, ["date"])
-    gold.append("eeg_windows", windows, "live-test:eeg_windows", 0, ["date"])
+    LakeTable(stack.settings.paths.lake_root, SILVER_MARKERS).append(markers, "live-test:markers", 0)
+    LakeTable(stack.settings.paths.lake_root, GOLD_EEG_WINDOWS).append(windows, "live-test:eeg_windows", 0)
     lake = stack.run("score", "lake", "--version", "2", **env)
     assert lake.returncode == 0, lake.stderr[-3000:]
     assert "scored" in lake.stdout
-    scored = gold.read_columns("predictions", ["session_id", "window_start_index", "label", "model_version"])
+    scored = LakeTable(stack.settings.paths.lake_root, GOLD_PREDICTIONS).read_columns(["session_id", "window_start_index", "label", "model_version"])
     lake_labels = {(r["window_start_index"]): r["label"] for r in scored.to_pylist()
                    if r["session_id"] == session.session_id and r["model_version"] == "2"}
     live_labels = {p["window_start_index"]: p["label"] for p in mine if p["model_version"] == "2"}

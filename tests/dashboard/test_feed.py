@@ -1,0 +1,67 @@
+"""The dashboard feed's record handling, without Kafka: what a browser session is shown."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dashboard.feed import LiveFeed
+from schemas.catalog import EEG_RAW, MARKERS, PREDICTIONS, SESSIONS
+from schemas.codec import samples_to_bytes
+from tests.schemas.samples import T0, sample_records
+
+
+@pytest.fixture
+def feed(make_settings) -> LiveFeed:  # type: ignore[no-untyped-def]
+    feed = LiveFeed(make_settings())
+    feed._handle(SESSIONS, sample_records()["session"], 0)
+    return feed
+
+
+def test_blocks_fill_the_session_buffer_in_order_and_a_replayed_block_is_ignored(feed: LiveFeed) -> None:
+    block = sample_records()["eeg_block"]
+    feed._handle(EEG_RAW, {**block, "first_sample_index": 0}, 1)
+    feed._handle(EEG_RAW, {**block, "first_sample_index": 25}, 2)
+    feed._handle(EEG_RAW, {**block, "first_sample_index": 0}, 3)  # a producer retry: already shown
+    buffer = feed.sessions["s1"]
+    assert buffer.total == 50 and buffer.next_index == 50
+    assert feed.live_sessions() == ["s1"]
+
+
+def test_a_block_before_its_session_record_waits_rather_than_guessing_the_layout(make_settings) -> None:  # type: ignore[no-untyped-def]
+    feed = LiveFeed(make_settings())
+    feed._handle(EEG_RAW, sample_records()["eeg_block"], 1)
+    assert feed.sessions == {}
+
+
+def test_a_block_that_contradicts_its_session_raises_for_the_reader_to_count(feed: LiveFeed) -> None:
+    block = sample_records()["eeg_block"]
+    narrow = np.zeros((25, 8), dtype=np.float32)
+    with pytest.raises(ValueError):
+        feed._handle(EEG_RAW, {**block, "n_channels": 8, "data": samples_to_bytes(narrow)}, 1)
+
+
+def test_a_session_record_with_a_bad_rate_is_refused(make_settings) -> None:  # type: ignore[no-untyped-def]
+    feed = LiveFeed(make_settings())
+    with pytest.raises(ValueError, match="sample_rate_hz"):
+        feed._handle(SESSIONS, {**sample_records()["session"], "sample_rate_hz": float("nan")}, 0)
+
+
+def test_trials_follow_gold_marker_rule_a_start_without_duration_ends_at_its_end(feed: LiveFeed) -> None:
+    feed._handle(EEG_RAW, {**sample_records()["eeg_block"], "first_sample_index": 0}, 1)
+    marker = {"device_id": "pi-1", "session_id": "s1", "seq": 0, "label": "12Hz", "trial": 1,
+              "stimulus_hz": 12.0}
+    feed._handle(MARKERS, {**marker, "timestamp_us": T0, "event": "START", "duration_s": 4.0}, 2)
+    feed._handle(MARKERS, {**marker, "timestamp_us": T0 + 6_000_000, "event": "START", "trial": 2,
+                           "label": "15Hz", "duration_s": None}, 3)
+    feed._handle(MARKERS, {**marker, "timestamp_us": T0 + 9_000_000, "event": "END", "trial": 2,
+                           "label": "15Hz", "duration_s": None}, 4)
+    assert feed.sessions["s1"].trial_intervals() == [
+        (T0, T0 + 4_000_000, "12Hz"), (T0 + 6_000_000, T0 + 9_000_000, "15Hz")]
+
+
+def test_predictions_are_kept_per_session(feed: LiveFeed) -> None:
+    feed._handle(EEG_RAW, {**sample_records()["eeg_block"], "first_sample_index": 0}, 1)
+    feed._handle(PREDICTIONS, {"session_id": "s1", "label": "12Hz"}, 2)
+    feed._handle(PREDICTIONS, {"session_id": "unknown", "label": "12Hz"}, 3)
+    assert [p["label"] for p in feed.sessions["s1"].predictions] == ["12Hz"]
