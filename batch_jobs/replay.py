@@ -20,6 +20,7 @@ from typing import Any
 from batch_jobs.recording import Recording, RecordingError
 from neurolake.settings import Settings
 from schemas.catalog import EEG_RAW, MARKERS, SESSIONS
+from schemas.signing import Keyring, ensure_key, sign
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +74,14 @@ def publish(settings: Settings, recording: Recording, speed: float = 1.0, stop: 
             failures.append(str(error))
 
     producer = Producer(settings.kafka.producer_config())
+    # A replay runs on the hub and speaks for the recording's device: it signs with that device's key.
+    signing_key = ensure_key(Keyring(settings.security.keyring), recording.device_id)
     blocks = markers = 0
     began = time.monotonic()
     try:
         producer.produce(SESSIONS, key=recording.session_id.encode(),
-                         value=codec.encode("session", recording.session), on_delivery=delivered)
+                         value=sign(codec.encode("session", recording.session), SESSIONS, signing_key),
+                         on_delivery=delivered)
         while timeline and not (stop and stop.is_set()):
             due_s, _, topic, key, record_type, record = heapq.heappop(timeline)
             if speed > 0:
@@ -91,7 +95,8 @@ def publish(settings: Settings, recording: Recording, speed: float = 1.0, stop: 
                     progress(record["n_samples"])
             else:
                 markers += 1
-            producer.produce(topic, key=key.encode(), value=codec.encode(record_type, record), on_delivery=delivered)
+            producer.produce(topic, key=key.encode(), value=sign(codec.encode(record_type, record), topic, signing_key),
+                             on_delivery=delivered)
             producer.poll(0)
         left = producer.flush(flush_timeout_s)
     finally:

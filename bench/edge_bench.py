@@ -27,7 +27,11 @@ from edge_producers.cli import simulated_devices
 from edge_producers.devices.eeg import BoardInfo, EegChunk, make_eeg_source
 from edge_producers.devices.simulated import SimulatedEeg
 from edge_producers.runtime import EdgeRuntime
+from edge_producers.spool import Spool
 from neurolake.settings import EdgeSettings, Settings
+from schemas.codec import default_codec
+from schemas.records import eeg_block_record
+from schemas.signing import Keyring, ensure_key, new_key, sign
 
 
 class ReplaySource:
@@ -62,6 +66,9 @@ def run(settings: Settings, headsets: int, seconds: float, replay: bool) -> dict
     devices = simulated_devices(settings, headsets, 0, prefix, False, False, False)
     devices = [d.model_copy(update={"simulation": d.simulation.model_copy(update={"with_pulse": False})})
                for d in devices]
+    keyring = Keyring(settings.security.keyring)
+    for device in devices:
+        ensure_key(keyring, device.device_id)
     runtime = EdgeRuntime(settings, devices, source_factory=ReplaySource if replay else make_eeg_source,
                           ship_logs=False)
     cpu0, wall0 = os.times(), time.monotonic()
@@ -76,6 +83,34 @@ def run(settings: Settings, headsets: int, seconds: float, replay: bool) -> dict
     undelivered = sum(d["spool"]["undelivered"] for d in summary["devices"])
     return {"cpu_s": cpu, "wall_s": wall, "records": spooled, "samples": samples,
             "undelivered": undelivered}
+
+
+def security_costs(directory: Path, blocks_per_s: float = 10.0) -> dict[str, float]:
+    """What signing and a power-cut-safe spool cost per headset (10 blocks of 25 x 16 per second)."""
+    codec = default_codec()
+    samples = np.random.default_rng(0).normal(size=(25, 16)).astype(np.float32)
+    record = eeg_block_record(device_id="pi-1", session_id="s", seq=0, first_sample_index=0, samples=samples,
+                              device_times_us=np.arange(25, dtype=np.int64), sample_rate_hz=250.0,
+                              produced_us=0, clock_offset_us=0, clock_rtt_us=0)
+    encoded = codec.encode("eeg_block", record)
+    key = new_key("pi-1")
+    n = 20_000
+    cpu0 = time.process_time()
+    for _ in range(n):
+        sign(encoded, "eeg.raw", key)
+    sign_s = (time.process_time() - cpu0) / n
+    result = {"sign_us": sign_s * 1e6, "sign_pct": sign_s * blocks_per_s * 100}
+    for mode in ("NORMAL", "FULL"):
+        with Spool(directory / f"{mode}.sqlite", 10**9, synchronous=mode) as spool:  # type: ignore[arg-type]
+            appends = 300
+            cpu0, wall0 = time.process_time(), time.monotonic()
+            for _ in range(appends):
+                spool.append("eeg.raw", b"k", lambda seq: encoded)
+            result[f"{mode}_cpu_ms"] = (time.process_time() - cpu0) / appends * 1e3
+            result[f"{mode}_wall_ms"] = (time.monotonic() - wall0) / appends * 1e3
+    for mode in ("NORMAL", "FULL"):
+        result[f"{mode}_pct"] = result[f"{mode}_cpu_ms"] / 1e3 * blocks_per_s * 100
+    return result
 
 
 def main() -> None:
@@ -97,6 +132,14 @@ def main() -> None:
             print(f"    CPU per headset      {per_headset_core * 100:>10.2f} % of one core "
                   f"= {per_headset_core * 60:.2f} CPU-s per headset-minute")
             print(f"    headsets per core    {1 / per_headset_core:>10,.0f}")
+        costs = security_costs(settings.paths.home)
+        print("  security costs per headset (10 blocks/s, one spool transaction per block at worst)")
+        print(f"    HMAC-SHA256 signing  {costs['sign_us']:>10.1f} us per block = {costs['sign_pct']:.3f} % of one core")
+        for mode in ("NORMAL", "FULL"):
+            print(f"    spool sync={mode:<7}  {costs[f'{mode}_cpu_ms']:>10.3f} ms CPU, {costs[f'{mode}_wall_ms']:.3f} ms wall "
+                  f"per append = {costs[f'{mode}_pct']:.2f} % of one core")
+        print(f"    FULL / NORMAL CPU    {costs['FULL_cpu_ms'] / costs['NORMAL_cpu_ms']:>10.2f}x "
+              "(the runs above use FULL, signing included)")
 
 
 if __name__ == "__main__":

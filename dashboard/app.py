@@ -409,7 +409,7 @@ def serve(settings: Settings, duration_s: float | None = None) -> int:
             latencies = list(feed.push_latencies_ms)
             self.set_header("Content-Type", "application/json")
             self.write(json.dumps({"push_latencies_ms": latencies[-5000:], "sessions": feed.live_sessions(),
-                                   "undecodable": feed.undecodable,
+                                   "undecodable": feed.undecodable, "unauthenticated": feed.unauthenticated,
                                    "rejected": feed.rejected}))
 
     address, port = settings.dashboard.host, settings.dashboard.port

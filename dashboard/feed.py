@@ -143,6 +143,7 @@ class LiveFeed:
         self.devices: dict[str, DeviceHealth] = {}
         self.push_latencies_ms: deque = deque(maxlen=20_000)
         self.undecodable = 0
+        self.unauthenticated = 0
         self.rejected = 0
         self.connection_error: str | None = None
         self._stop = threading.Event()
@@ -227,7 +228,9 @@ class LiveFeed:
                 if not arrived:
                     continue
                 with self.lock:
-                    self.undecodable = reader.undecodable  # bronze quarantines these; the page only counts
+                    # Bronze quarantines these; the page only counts them.
+                    self.undecodable = reader.undecodable
+                    self.unauthenticated = reader.unauthenticated
                     for item in arrived:
                         try:
                             self._handle(item.topic, item.record, item.timestamp_ms)

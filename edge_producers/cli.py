@@ -13,6 +13,7 @@ from typing import Any
 from neurolake.errors import NeurolakeError
 from neurolake.settings import EdgeSettings, Settings
 from neurolake.stopping import stop_on_signals
+from schemas.signing import Keyring, ensure_key
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +99,14 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         raise NeurolakeError("--headsets and --processes must be at least 1")
     if args.duration is not None and args.duration <= 0:
         raise NeurolakeError("--duration must be > 0 seconds")
+    devices = simulated_devices(settings, args.headsets, args.first_index, args.prefix,
+                                args.stimulus, args.camera, args.sensors)
+    # Simulated headsets run on the hub: their keys go straight into the hub's keyring (made here,
+    # before any child process starts, so that no two processes write the keyring at once).
+    keyring = Keyring(settings.security.keyring)
+    for device in devices:
+        ensure_key(keyring, device.device_id)
     if args.processes == 1:
-        devices = simulated_devices(settings, args.headsets, args.first_index, args.prefix,
-                                    args.stimulus, args.camera, args.sensors)
         summary = _run_runtime(settings, devices, args.duration)
     else:
         summary = _simulate_in_processes(args)
@@ -151,8 +157,12 @@ def _simulate_in_processes(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
-    from edge_producers.setup_wizard import run_wizard
+    from edge_producers.setup_wizard import make_device_key, run_wizard
 
     path = run_wizard(args, settings)
-    print(f"wrote {path}; start the producers with: neurolake --config {path} edge run")
+    key, registration = make_device_key(path)
+    print(f"wrote {path}; device key {key.key_id} is in this Pi's keyring.\n"
+          f"Register it on the hub: copy {registration} there privately (it holds the secret), run "
+          f"`neurolake keys register {registration.name}`, then delete it on both machines.\n"
+          f"Then start the producers with: neurolake --config {path} edge run")
     return 0

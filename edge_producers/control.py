@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -22,6 +23,7 @@ from pydantic import ValidationError
 
 from neurolake.settings import EdgeSettings
 from schemas.codec import AvroCodec, CodecError
+from schemas.signing import DEVICE, HUB, Keyring, SignatureError
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,10 @@ class ControlListener:
         codec: AvroCodec,
         handler: Handler,
         not_before_us: int,
+        keyring: Keyring,
+        devices: set[str],
+        max_age_us: int = 120_000_000,
+        clock: Callable[[], int] = lambda: time.time_ns() // 1000,
     ) -> None:
         self._config = {
             **consumer_config,
@@ -90,6 +96,10 @@ class ControlListener:
         self._codec = codec
         self._handler = handler
         self._not_before_us = not_before_us
+        self._keyring = keyring
+        self._devices = devices
+        self._max_age_us = max_age_us
+        self._clock = clock
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -137,19 +147,38 @@ class ControlListener:
                 message = consumer.poll(0.2)
                 if message is None or message.error() is not None:
                     continue
-                self.accept(message.value())
+                self.accept(message.value(), message.key())
         finally:
             consumer.close()
 
-    def accept(self, payload: bytes | None) -> None:
-        """Validate one raw control message and pass it on; refusals are counted and logged."""
+    def accept(self, payload: bytes | None, message_key: bytes | None = None) -> None:
+        """Authenticate and validate one raw control message and pass it on; refusals are counted
+        and logged. Only the hub, signing with one of this Pi's device keys, is obeyed: a message must
+        be signed for the device it names, be one of ours, and be fresh. Messages keyed to other
+        devices are not ours to judge and are skipped."""
+        if message_key is not None and message_key.decode(errors="replace") not in self._devices:
+            return
+        if payload is None:
+            self._refuse("empty control message")
+            return
         try:
-            if payload is None:
-                raise CodecError("empty control message")
-            _, record = self._codec.decode(payload, expected_type="control")
+            signed, key = self._keyring.verify(payload, self._topic, direction=HUB)
+        except SignatureError as exc:
+            if not self._own_reply(payload):
+                self._refuse(str(exc))
+            return
+        try:
+            _, record = self._codec.decode(signed, expected_type="control")
         except CodecError as exc:
-            self.refused += 1
-            log.warning("refused malformed control message (%s); %d refused so far", exc, self.refused)
+            self._refuse(f"malformed control message ({exc})")
+            return
+        if record["device_id"] != key.device_id or record["device_id"] not in self._devices:
+            self._refuse(f"{record['kind']} for {record['device_id']!r} signed with the key of {key.device_id!r}")
+            return
+        age_us = self._clock() - record["issued_us"]
+        if abs(age_us) > self._max_age_us:
+            self._refuse(f"{record['kind']} {record['command_id']} issued {age_us / 1e6:.0f} s from now "
+                         f"(more than {self._max_age_us / 1e6:.0f} s): a replay or a wrong clock")
             return
         log.debug("control message %s for %s", record["kind"], record["device_id"])
         if record["kind"] in COMMANDS:
@@ -159,3 +188,16 @@ class ControlListener:
             while len(self._seen) > 10_000:
                 self._seen.popitem(last=False)
         self._handler(record)
+
+    def _own_reply(self, payload: bytes) -> bool:
+        """One of our devices' own COMMAND_ACKs, which share the topic."""
+        try:
+            signed, _ = self._keyring.verify(payload, self._topic, direction=DEVICE)
+            _, record = self._codec.decode(signed, expected_type="control")
+        except (SignatureError, CodecError):
+            return False
+        return bool(record["kind"] == "COMMAND_ACK")
+
+    def _refuse(self, reason: str) -> None:
+        self.refused += 1
+        log.warning("refused control message: %s; %d refused so far", reason, self.refused)

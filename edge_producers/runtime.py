@@ -24,14 +24,16 @@ from edge_producers.control import CommandRefused, ControlListener, apply_config
 from edge_producers.devices.camera import Camera, make_camera
 from edge_producers.devices.eeg import DeviceError, EegChunk, EegSource, make_eeg_source
 from edge_producers.devices.sensors import RoomSensors, make_sensors
-from edge_producers.spool import Spool
+from edge_producers.spool import AckRefused, Spool
 from edge_producers.stimulus import StimulusEvent, StimulusSchedule
 from edge_producers.transport import KafkaSender
 from neurolake import __version__
+from neurolake.errors import NeurolakeError
 from neurolake.settings import EdgeSettings, Settings
 from schemas.catalog import CAMERA_FRAMES, CONTROL, DEVICE_LOGS, DEVICE_STATUS, EEG_RAW, MARKERS, SENSORS_ENV, SESSIONS
 from schemas.codec import AvroCodec, default_codec
 from schemas.records import control_record, eeg_block_record
+from schemas.signing import DeviceKey, Keyring, new_key, sign
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +72,11 @@ class DeviceRunner:
         codec: AvroCodec | None = None,
         source_factory: SourceFactory = make_eeg_source,
         sender_stats: Callable[[], int] = lambda: 0,
+        signing_key: DeviceKey | None = None,
     ) -> None:
         self.edge = edge
+        # Every record leaves signed with the device's key, so the lake can tell it from a forgery.
+        self.signing_key = signing_key or new_key(edge.device_id)
         self.spool = spool
         self.clock = clock
         self.codec = codec or default_codec()
@@ -246,7 +251,7 @@ class DeviceRunner:
 
         def encode(seq: int) -> bytes:
             record["seq"] = seq
-            return self.codec.encode("eeg_block", record)
+            return sign(self.codec.encode("eeg_block", record), EEG_RAW, self.signing_key)
 
         return encode
 
@@ -254,7 +259,7 @@ class DeviceRunner:
                       key: bytes | None = None) -> int | None:
         def encode(seq: int) -> bytes:
             record["seq"] = seq
-            return self.codec.encode(record_type, record)
+            return sign(self.codec.encode(record_type, record), topic, self.signing_key)
 
         return self.spool.append(topic, key if key is not None else self.key, encode)
 
@@ -455,6 +460,13 @@ class EdgeRuntime:
             reconnect_backoff_max_s=first.reconnect_backoff_max_s,
             resend_unacked_after_outage=first.resend_unacked_after_outage,
         )
+        self.keyring = Keyring(settings.security.keyring)
+        missing = [d.device_id for d in devices if self.keyring.active_key(d.device_id) is None]
+        if missing:
+            raise NeurolakeError(
+                f"no key for device(s) {', '.join(missing)} in {settings.security.keyring}: the lake "
+                "refuses unsigned records. On a Pi run `neurolake edge setup` (it makes the key and prints "
+                "how to register it on the hub); on the hub, `neurolake keys add DEVICE`")
         self.runners: dict[str, DeviceRunner] = {}
         for edge in devices:
             spool = Spool(edge.spool.directory / f"{edge.device_id}.sqlite",
@@ -462,12 +474,14 @@ class EdgeRuntime:
             self.runners[edge.device_id] = DeviceRunner(
                 edge, spool, self.clock, self.codec, source_factory,
                 sender_stats=lambda device_id=edge.device_id: self.sender.sent_count(device_id),
+                signing_key=self.keyring.active_key(edge.device_id),
             )
             self.sender.add_device(edge.device_id, spool)
         self._commands: queue.Queue[dict[str, Any]] = queue.Queue()
         self.control = ControlListener(
             settings.kafka.client_config(), CONTROL, self.codec, self._on_control,
-            not_before_us=self.started_us - 1_000_000,
+            not_before_us=self.started_us - 1_000_000, keyring=self.keyring, devices=set(self.runners),
+            max_age_us=int(settings.security.control_max_age_s * 1e6),
         )
         self._ship_logs = ship_logs
         self._log_handler: SpoolLogHandler | None = None
@@ -480,8 +494,12 @@ class EdgeRuntime:
         if record["kind"] == "SPOOL_ACK":
             runner = self.runners.get(record["device_id"])
             if runner is not None and record.get("acked_topic") and record.get("acked_seq") is not None:
-                runner.spool.acknowledge(record["acked_topic"], record["acked_seq"])
-                self.acks_applied += 1
+                try:
+                    runner.spool.acknowledge(record["acked_topic"], record["acked_seq"])
+                    self.acks_applied += 1
+                except AckRefused as exc:
+                    self.control.refused += 1
+                    log.warning("%s: spool ack refused: %s", runner.edge.device_id, exc)
             return
         if record["kind"] == "COMMAND_ACK":
             return
@@ -501,7 +519,8 @@ class EdgeRuntime:
             ack = control_record(device_id=runner.edge.device_id, session_id=runner.session_id, kind="COMMAND_ACK",
                                  sender=runner.edge.device_id, issued_us=now_us(),
                                  in_reply_to=command["command_id"], ok=ok, message=message)
-            self.sender.send_now(CONTROL, runner.key, self.codec.encode("control", ack))
+            self.sender.send_now(CONTROL, runner.key, sign(self.codec.encode("control", ack), CONTROL,
+                                                            runner.signing_key))
 
     def _send_loop(self) -> None:
         while not self._stop.is_set():

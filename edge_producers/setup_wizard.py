@@ -7,13 +7,16 @@ boots with a config that would be refused.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 
 from neurolake.errors import NeurolakeError
 from neurolake.settings import Settings, load_settings
+from schemas.signing import DeviceKey, Keyring, ensure_key
 
 QUESTIONS = (
     # (flag attribute, prompt, default from current settings)
@@ -87,3 +90,18 @@ def run_wizard(args: argparse.Namespace, settings: Settings) -> Path:
     finally:
         Path(temp).unlink(missing_ok=True)
     return out
+
+
+def make_device_key(config: Path) -> tuple[DeviceKey, Path]:
+    """The Pi's signing key (made once, kept in its keyring) and a registration file for the hub.
+
+    The key is a shared secret (HMAC): the registration file must reach the hub privately (scp) and
+    be deleted from the Pi once registered."""
+    settings = load_settings(config_file=config, environ={}, cwd=config.parent)
+    keyring = Keyring(settings.security.keyring)
+    key = ensure_key(keyring, settings.edge.device_id)
+    registration = config.parent / f"{key.device_id}.key.json"
+    fd = os.open(registration, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump(asdict(key), out, indent=1)
+    return key, registration

@@ -36,6 +36,10 @@ CREATE TABLE IF NOT EXISTS stats (name TEXT PRIMARY KEY, value INTEGER NOT NULL)
 """
 
 
+class AckRefused(ValueError):
+    """A spool acknowledgment that claims more than this spool ever sent."""
+
+
 @dataclass(frozen=True)
 class SpooledRecord:
     id: int
@@ -60,6 +64,7 @@ class Spool:
         path: Path,
         max_bytes: int,
         when_full: Literal["drop_oldest", "refuse_new"] = "drop_oldest",
+        synchronous: Literal["FULL", "NORMAL"] = "FULL",
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
@@ -68,8 +73,9 @@ class Spool:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode survives a process crash; a power cut may lose the last commits.
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        # FULL: a record the Pi spooled (and may send) survives a power cut, so a seq once used is
+        # never handed out again; NORMAL may lose the last commits. NORMAL is for measuring the cost.
+        self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.executescript(_SCHEMA)
         self._next_seq: dict[str, int] = {}
         for topic, next_seq in self._db.execute("SELECT topic, next_seq FROM counters"):
@@ -234,15 +240,25 @@ class Spool:
     # -- acknowledgment from the lake --------------------------------------------------------
 
     def acknowledge(self, topic: str, acked_seq: int) -> int:
-        """The lake stored every seq <= acked_seq of ``topic``: delete them. Returns rows freed."""
+        """The lake stored every seq <= acked_seq of ``topic``: delete those that were delivered.
+
+        An ack is only a claim (a leaked key could sign a false one), so it frees no more than this
+        spool can know was sent: rows already delivered, at or below its own newest seq. An ack beyond
+        that seq is refused (AckRefused) and frees nothing. Returns rows freed.
+        """
         with self._lock:
+            newest = self._next_seq.get(topic, 0) - 1
+            if acked_seq > newest:
+                raise AckRefused(f"ack for {topic} seq {acked_seq} is beyond the newest seq this spool "
+                                 f"assigned ({newest}); nothing deleted")
             self._db.execute("BEGIN IMMEDIATE")
             freed = self._db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(SUM(1 - delivered), 0) "
-                "FROM records WHERE topic = ? AND seq <= ?",
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM records "
+                "WHERE topic = ? AND seq <= ? AND delivered = 1",
                 (topic, acked_seq),
             ).fetchone()
-            self._db.execute("DELETE FROM records WHERE topic = ? AND seq <= ?", (topic, acked_seq))
+            self._db.execute("DELETE FROM records WHERE topic = ? AND seq <= ? AND delivered = 1",
+                             (topic, acked_seq))
             self._db.execute(
                 "INSERT INTO acks (topic, acked_seq) VALUES (?, ?) ON CONFLICT(topic) "
                 "DO UPDATE SET acked_seq = MAX(acked_seq, excluded.acked_seq)",
@@ -251,7 +267,6 @@ class Spool:
             self._db.execute("COMMIT")
             self._count -= freed[0]
             self._bytes -= freed[1]
-            self._undelivered -= freed[2]
         return int(freed[0])
 
     def acked_seq(self, topic: str) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,8 +13,9 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from neurolake.errors import ServiceError
 from neurolake.settings import Settings
-from schemas.catalog import SESSIONS, TOPICS
+from schemas.catalog import BRONZE_TABLE_OF_TOPIC, SESSIONS, TOPICS
 from schemas.codec import CodecError, default_codec
+from schemas.signing import Keyring, SignatureError
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +134,9 @@ class LiveReader:
 
     ``sessions`` is always read from its beginning: a reader needs each session's channels and rate
     before its first block. The other topics start at ``start`` ("latest" or "earliest"). Records that
-    do not decode are counted in ``undecodable`` and skipped: bronze quarantines them with the reason,
-    a live view only needs to say how many it could not show. Use it as a context manager so the
+    do not decode are counted in ``undecodable``, and records from the devices' topics that do not
+    carry a valid device signature (with ``security.require_signed_records``) in ``unauthenticated``;
+    both are skipped: bronze quarantines them with the reason, a live view only says how many. Use it as a context manager so the
     consumer leaves its group at once.
     """
 
@@ -146,6 +149,9 @@ class LiveReader:
         self.start = start
         self.codec = default_codec()
         self.undecodable = 0
+        self.unauthenticated = 0
+        self.keyring = Keyring(settings.security.keyring) if settings.security.require_signed_records else None
+        self._last_reload = 0.0
         self.consumer = Consumer({
             **settings.kafka.client_config(), "group.id": group_id, "enable.auto.commit": False,
             # A live reader wants each record as soon as the broker has it, not a fuller fetch.
@@ -182,11 +188,24 @@ class LiveReader:
     def read(self, max_records: int = 1000, timeout_s: float = 0.05) -> list[LiveRecord]:
         """The records that arrived, decoded, in partition order; waits at most ``timeout_s``."""
         records = []
+        if self.keyring is not None and time.monotonic() - self._last_reload > 1.0:
+            self._last_reload = time.monotonic()
+            self.keyring.reload()
         for message in self.consumer.consume(max_records, timeout=timeout_s):
             if message.error():
                 continue
+            value, topic = message.value(), message.topic()
             try:
-                record_type, record = self.codec.decode(message.value())
+                if self.keyring is not None and topic in BRONZE_TABLE_OF_TOPIC:
+                    _, signer = self.keyring.verify(value, topic)
+                    record_type, record = self.codec.decode(value)
+                    if record["device_id"] != signer.device_id:
+                        raise SignatureError(f"{record['device_id']} signed as {signer.device_id}")
+                else:
+                    record_type, record = self.codec.decode(value)
+            except SignatureError:
+                self.unauthenticated += 1
+                continue
             except CodecError:
                 self.undecodable += 1
                 continue

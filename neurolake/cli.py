@@ -212,11 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from edge_producers.cli import add_edge_commands
     from neurolake.access_commands import add_access_commands
+    from neurolake.key_commands import add_key_commands
     from neurolake.ml_commands import add_ml_commands
 
     add_edge_commands(commands)
     add_ml_commands(commands)
     add_access_commands(commands)
+    add_key_commands(commands)
     return parser
 
 

@@ -7,54 +7,37 @@ Each issue extends the list of stages; whatever happens, the stack is taken down
 from __future__ import annotations
 
 import logging
-import signal
 import subprocess
 import sys
 import threading
 import time
 
+from infra.processes import ServiceSpec
 from neurolake.settings import Settings
 from neurolake.stopping import stop_on_signals
 
 log = logging.getLogger(__name__)
 
 
-def _start_headsets(settings: Settings, headsets: int) -> subprocess.Popen[bytes]:
-    log_path = settings.paths.log_dir / "demo-headsets.log"
-    log.info("starting %d simulated headsets with the SSVEP stimulus task (log: %s)", headsets, log_path)
-    with log_path.open("ab") as log_file:
-        return subprocess.Popen(
-            [sys.executable, "-m", "neurolake.cli", "edge", "simulate", "--headsets", str(headsets),
-             "--stimulus", "--sensors", "--camera",
-             "--summary", str(settings.paths.log_dir / "demo-headsets.json")],
-            stdout=subprocess.DEVNULL, stderr=log_file,
-        )
+def _lab_processes(settings: Settings, headsets: int) -> dict[str, ServiceSpec]:
+    """The lab's own processes, started and stopped like the stack's services (PID file, log file,
+    own session), in the order they stop: producers first, the streams last, so that the queries
+    take in the headsets' last records."""
+    cli = [sys.executable, "-m", "neurolake.cli"]
 
+    def alive() -> bool:  # these serve no port: running is healthy
+        return True
 
-def _start_streams(settings: Settings) -> subprocess.Popen[bytes]:
-    log_path = settings.paths.log_dir / "demo-streams.log"
-    log.info("starting the streaming queries bronze and silver/gold (log: %s)", log_path)
-    with log_path.open("ab") as log_file:
-        return subprocess.Popen(
-            [sys.executable, "-m", "neurolake.cli", "stream", "start", "all"],
-            stdout=subprocess.DEVNULL, stderr=log_file,
-        )
+    def spec(name: str, *args: str) -> ServiceSpec:
+        return ServiceSpec(f"demo-{name}", [*cli, *args], {}, alive, startup_timeout_s=5, stop_timeout_s=30)
 
-
-def _start_live_scorer(settings: Settings) -> subprocess.Popen[bytes]:
-    log_path = settings.paths.log_dir / "demo-live-scorer.log"
-    log.info("starting the live scorer; it scores once a model is @champion (log: %s)", log_path)
-    with log_path.open("ab") as log_file:
-        return subprocess.Popen([sys.executable, "-m", "neurolake.cli", "score", "live"],
-                                stdout=subprocess.DEVNULL, stderr=log_file)
-
-
-def _start_dashboard(settings: Settings) -> subprocess.Popen[bytes]:
-    log_path = settings.paths.log_dir / "demo-dashboard.log"
-    log.info("dashboard: http://%s:%d/ (log: %s)", settings.dashboard.host, settings.dashboard.port, log_path)
-    with log_path.open("ab") as log_file:
-        return subprocess.Popen([sys.executable, "-m", "neurolake.cli", "dashboard"],
-                                stdout=subprocess.DEVNULL, stderr=log_file)
+    return {
+        "headsets": spec("headsets", "edge", "simulate", "--headsets", str(headsets), "--stimulus", "--sensors",
+                         "--camera", "--summary", str(settings.paths.log_dir / "demo-headsets.json")),
+        "live scorer": spec("live-scorer", "score", "live"),
+        "dashboard": spec("dashboard", "dashboard"),
+        "streams": spec("streams", "stream", "start", "all"),
+    }
 
 
 def _airflow(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -135,18 +118,6 @@ def _report_lake(settings: Settings) -> None:
     log.info("lake %s: %s", settings.paths.lake_root, ", ".join(counts))
 
 
-def _stop_child(child: subprocess.Popen[bytes] | None, name: str) -> None:
-    if child is None or child.poll() is not None:
-        return
-    child.send_signal(signal.SIGTERM)  # a clean stop: sessions end, the spool is flushed
-    try:
-        child.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        log.warning("%s did not stop in 30 s; killing it", name)
-        child.kill()
-        child.wait()
-
-
 def run_demo(settings: Settings, duration_s: float, with_airflow: bool, headsets: int = 2,
              retrain_after_s: float = 90.0) -> int:
     with stop_on_signals("the demo") as stop:
@@ -157,10 +128,8 @@ def _run_demo(settings: Settings, stop: threading.Event, duration_s: float, with
               retrain_after_s: float) -> int:
     from infra import stack
 
-    edge: subprocess.Popen[bytes] | None = None
-    streams: subprocess.Popen[bytes] | None = None
-    scorer: subprocess.Popen[bytes] | None = None
-    dashboard: subprocess.Popen[bytes] | None = None
+    supervisor = stack.supervisor(settings)
+    children = _lab_processes(settings, headsets) if headsets > 0 else {}
     try:
         status = stack.up(settings, with_airflow=with_airflow)
         for state in (s for s in status.services if s.running):
@@ -171,11 +140,11 @@ def _run_demo(settings: Settings, stop: threading.Event, duration_s: float, with
         if with_airflow:
             log.info("Airflow UI: http://%s:%d", settings.airflow.host, settings.airflow.port)
         log.info("MLflow UI: %s", settings.mlflow.effective_tracking_uri)
-        if headsets > 0:
-            edge = _start_headsets(settings, headsets)
-            streams = _start_streams(settings)
-            scorer = _start_live_scorer(settings)
-            dashboard = _start_dashboard(settings)
+        for name, spec in children.items():
+            state = supervisor.start(spec)
+            log.info("%s started (pid %s, log %s)", name, state.pid, state.log_file)
+        if children:
+            log.info("dashboard: http://%s:%d/", settings.dashboard.host, settings.dashboard.port)
         if duration_s > 0:
             log.info("demo running for %.0f s", duration_s)
         else:
@@ -197,25 +166,22 @@ def _run_demo(settings: Settings, stop: threading.Event, duration_s: float, with
                 last_report = time.monotonic()
                 current = stack.status(settings)
                 unhealthy = [s.name for s in current.services if s.running and not s.healthy]
-                children = {"headsets": edge, "streams": streams, "live scorer": scorer,
-                            "dashboard": dashboard}
                 states = ", ".join(
-                    f"{name} {'running' if c.poll() is None else f'EXITED ({c.returncode})'}"
-                    for name, c in children.items() if c is not None
+                    f"{name} {'running' if supervisor.running_process(spec.name) else 'EXITED'}"
+                    for name, spec in children.items()
                 )
                 log.info("stack %s; %s", "healthy" if not unhealthy else f"UNHEALTHY: {unhealthy}",
                          states or "no children")
-        healthy = stack.status(settings).healthy and all(
-            c is None or c.poll() is None for c in (edge, streams, scorer, dashboard)
-        )
-        return 0 if healthy else 1
+        exited = [name for name, spec in children.items() if supervisor.running_process(spec.name) is None]
+        if exited:
+            log.error("exited before the end of the demo: %s (see their logs in %s)", ", ".join(exited),
+                      settings.paths.log_dir)
+        return 0 if stack.status(settings).healthy and not exited else 1
     finally:
-        _stop_child(edge, "simulated headsets")
-        _stop_child(scorer, "live scorer")
-        _stop_child(dashboard, "dashboard")
-        if streams is not None and streams.poll() is None:
-            time.sleep(5)  # let the queries take in the headsets' last records
-        _stop_child(streams, "streaming queries")
+        for name, spec in children.items():
+            if name == "streams" and supervisor.running_process(spec.name) is not None:
+                time.sleep(5)  # let the queries take in the headsets' last records
+            supervisor.stop(spec)
         _report_lake(settings)
         _report_models(settings)
         stopped = stack.down(settings)

@@ -370,6 +370,19 @@ class DashboardSettings(_Section):
     flat_uv: float = Field(default=0.5, ge=0)
 
 
+class SecuritySettings(_Section):
+    """Record authentication on the lab network (schemas/signing.py; README "Security model")."""
+
+    # Device keys: on the hub every device's (`neurolake keys`), on a Pi its own (`neurolake edge
+    # setup`). Relative to paths.home unless absolute.
+    keyring: Path = Path("security/keyring.json")
+    # Bronze quarantines records that are unsigned or signed by an unknown or revoked key. Only a
+    # lake fed by a trusted, authenticated cluster (SASL_SSL) may turn this off.
+    require_signed_records: bool = True
+    # A hub control record (ack, command) issued further than this from the Pi's lab clock is refused.
+    control_max_age_s: float = Field(default=120.0, gt=0)
+
+
 class PathSettings(_Section):
     # Relative paths are resolved against the working directory once, at load time.
     home: Path = Path(".neurolake")
@@ -396,6 +409,7 @@ class Settings(_Section):
     lake: LakeSettings = LakeSettings()
     ml: MlSettings = MlSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    security: SecuritySettings = SecuritySettings()
     paths: PathSettings = PathSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -564,4 +578,6 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
     if settings.edge.playback_file is not None:
         edge_update["playback_file"] = absolute(settings.edge.playback_file)
     edge = settings.edge.model_copy(update=edge_update)
-    return settings.model_copy(update={"paths": paths, "edge": edge})
+    keyring = settings.security.keyring
+    security = settings.security.model_copy(update={"keyring": keyring if keyring.is_absolute() else home / keyring})
+    return settings.model_copy(update={"paths": paths, "edge": edge, "security": security})

@@ -23,6 +23,8 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 from fastavro.validation import ValidationError, validate
 
+from schemas.signing import TRAILER_MAGIC, SignatureError, split_signed
+
 SCHEMA_DIR = Path(__file__).resolve().parent / "avro"
 HISTORY_DIR = SCHEMA_DIR / "history"
 MAGIC = b"\xc3\x01"
@@ -103,7 +105,15 @@ class AvroCodec:
         return buffer.getvalue()
 
     def decode(self, payload: bytes, expected_type: str | None = None) -> tuple[str, dict[str, Any]]:
-        """Return ``(record_type, record)`` resolved to the current schema of that type."""
+        """Return ``(record_type, record)`` resolved to the current schema of that type.
+
+        A signed value (schemas/signing.py) decodes to its record; this does not check the signature:
+        readers that act on a record's claims (bronze, the edge's control listener) verify first."""
+        if payload.endswith(TRAILER_MAGIC):
+            try:
+                payload = split_signed(payload)[0]
+            except SignatureError as exc:
+                raise CodecError(str(exc)) from None
         if len(payload) < HEADER_SIZE:
             raise CodecError(f"payload of {len(payload)} bytes is shorter than the 10-byte header")
         if payload[:2] != MAGIC:

@@ -42,6 +42,7 @@ from schemas.catalog import (
     TOPICS,
 )
 from schemas.codec import EEG_DTYPE, TIME_DTYPE, AvroCodec, CodecError, default_codec
+from schemas.signing import Keyring, SignatureError
 from streaming_jobs.arrow_schema import record_schema
 
 log = logging.getLogger(__name__)
@@ -223,9 +224,11 @@ class DecodedBatch:
 def decode_batch(
     rows: pa.Table, index: SeqIndex, codec: AvroCodec | None = None, now_us: int | None = None,
     sessions: dict[str, SessionFacts] | None = None,
+    keyring: Keyring | None = None,
 ) -> DecodedBatch:
     """Split a micro-batch of raw Kafka rows into bronze tables and quarantine (pure but for the
-    index and the ``sessions`` bronze knows, which it updates)."""
+    index and the ``sessions`` bronze knows, which it updates). With a ``keyring`` every record must
+    carry a valid signature by a key of the device it names (schemas/signing.py)."""
     codec = codec or default_codec()
     sessions = sessions if sessions is not None else {}
     ingest = now_us if now_us is not None else time.time_ns() // 1000
@@ -251,9 +254,17 @@ def decode_batch(
         try:
             if value is None:
                 raise CodecError("record has no value (tombstone or empty message)")
-            record_type, record = codec.decode(value, expected_type=expected)
+            body, signer = keyring.verify(value, topic) if keyring is not None else (value, None)
+            record_type, record = codec.decode(body, expected_type=expected)
+        except SignatureError as exc:
+            refuse(kafka, key, value, f"not authenticated: {exc}")
+            continue
         except CodecError as exc:
             refuse(kafka, key, value, str(exc))
+            continue
+        if signer is not None and record.get("device_id") != signer.device_id:
+            refuse(kafka, key, value, f"not authenticated: a {record_type} for device {record.get('device_id')!r} "
+                                      f"signed with key {signer.key_id!r} of device {signer.device_id!r}")
             continue
         decoded.append((kafka, key, value, record_type, record))
     # Sessions first: a block is checked against its session even when both came in this batch.
@@ -340,8 +351,9 @@ class BronzeBatchWriter:
     """The ``foreachBatch`` function of the bronze query."""
 
     def __init__(self, lake_root: Path, query_name: str, publish_acks: AckPublisher | None = None,
-                 gap_timeout_s: float = 60.0) -> None:
+                 gap_timeout_s: float = 60.0, keyring: Keyring | None = None) -> None:
         self.lake_root = lake_root
+        self.keyring = keyring
         self.query_name = query_name
         self.index = seed_index(lake_root)
         self.sessions = seed_sessions(lake_root)
@@ -360,7 +372,9 @@ class BronzeBatchWriter:
 
     def write(self, rows: pa.Table, batch_id: int) -> DecodedBatch:
         try:
-            decoded = decode_batch(rows, self.index, sessions=self.sessions)
+            if self.keyring is not None:
+                self.keyring.reload()  # a key added or revoked from the CLI counts from this batch on
+            decoded = decode_batch(rows, self.index, sessions=self.sessions, keyring=self.keyring)
             # Silver first: if bronze then fails, the replay (no longer deduplicated away) finds
             # silver's transaction committed and skips only that.
             for name, table in silver_projections(decoded.tables).items():

@@ -11,6 +11,7 @@ from neurolake.settings import Settings
 from schemas.catalog import CONTROL
 from schemas.codec import default_codec
 from schemas.records import control_record
+from schemas.signing import HUB, Keyring, sign
 from streaming_jobs.bronze import BRONZE_TOPICS, BronzeBatchWriter
 from streaming_jobs.kafka_source import SOURCE_NAME, KafkaPyDataSource
 
@@ -67,14 +68,25 @@ class AckPublisher:
         self._producer = Producer(settings.kafka.producer_config())
         self._codec = default_codec()
         self._sender = sender
+        self._keyring = Keyring(settings.security.keyring)
+        self._keyless: set[str] = set()
 
     def __call__(self, contiguous: dict[tuple[str, str], int]) -> None:
         now = time.time_ns() // 1000
+        self._keyring.reload()
         for (topic, device_id), seq in contiguous.items():
+            # Signed with the device's own key: its Pi obeys nothing else.
+            key = self._keyring.active_key(device_id)
+            if key is None:
+                if device_id not in self._keyless:
+                    self._keyless.add(device_id)
+                    log.warning("no active key for %s: its spool acks are not sent (`neurolake keys add %s`)",
+                                device_id, device_id)
+                continue
             record = control_record(device_id=device_id, kind="SPOOL_ACK", sender=self._sender, issued_us=now,
                                     acked_topic=topic, acked_seq=seq)
             self._producer.produce(CONTROL, key=device_id.encode(),
-                                   value=self._codec.encode("control", record))
+                                   value=sign(self._codec.encode("control", record), CONTROL, key, HUB))
         self._producer.poll(0)
         self._producer.flush(5)
 
@@ -85,6 +97,7 @@ def start_bronze(spark: SparkSession, settings: Settings, trigger_s: float | Non
     writer = BronzeBatchWriter(
         settings.paths.lake_root, "bronze",
         publish_acks=AckPublisher(settings) if publish_acks else None,
+        keyring=Keyring(settings.security.keyring) if settings.security.require_signed_records else None,
     )
     checkpoint = checkpoint_dir(settings, "bronze")
     clear_unfinished_writes(checkpoint)

@@ -235,7 +235,7 @@ def _score_until_stopped(reader: LiveReader, scorer: LiveScorer, producer: Any,
     while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
         arrived = reader.read(500, timeout_s=0.05)
         arrival = now_us()
-        scorer.counters.undecodable = reader.undecodable
+        scorer.counters.undecodable = reader.undecodable + reader.unauthenticated
         blocks: dict[str, list[Block]] = {}
         for item in arrived:
             record_type, record = item.record_type, item.record

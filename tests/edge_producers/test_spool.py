@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_producers.spool import Spool
+from edge_producers.spool import AckRefused, Spool
 
 
 def _value(size: int = 100):
@@ -27,6 +27,7 @@ def test_acknowledge_deletes_up_to_seq_and_keeps_counting(tmp_path: Path) -> Non
     with Spool(tmp_path / "d.sqlite", 10_000_000) as spool:
         spool.append_many("eeg.raw", None, [_value()] * 10)
         spool.append_many("markers", None, [_value()] * 2)
+        spool.mark_delivered([r.id for r in spool.fetch_after(0, 100)])
         assert spool.acknowledge("eeg.raw", 6) == 7
         assert [r.seq for r in spool.fetch_after(0, 100) if r.topic == "eeg.raw"] == [7, 8, 9]
         assert spool.acked_seq("eeg.raw") == 6
@@ -68,6 +69,7 @@ def test_refuse_new_keeps_backlog_and_counts_loss(tmp_path: Path) -> None:
         assert spool.append_many("eeg.raw", None, [_value()] * 4) == [0, 1, 2, None]
         assert spool.stats().losses == 1
         # The refused record's seq is used: the lake sees the gap as the loss it is.
+        spool.mark_delivered([r.id for r in spool.fetch_after(0, 100)])
         spool.acknowledge("eeg.raw", 2)
         assert spool.append("eeg.raw", None, _value()) == 4
 
@@ -96,3 +98,18 @@ def test_last_id_is_kept_in_memory_and_survives_reopen(tmp_path: Path) -> None:
         assert spool.last_id() == newest  # a rolled-back insert does not count
     with Spool(path, 10_000_000) as spool:
         assert spool.last_id() == newest
+
+
+def test_an_ack_frees_only_delivered_rows_and_one_beyond_the_newest_seq_is_refused(tmp_path: Path) -> None:
+    with Spool(tmp_path / "d.sqlite", 10_000_000) as spool:
+        spool.append_many("eeg.raw", None, [_value()] * 6)
+        rows = spool.fetch_after(0, 100)
+        spool.mark_delivered([r.id for r in rows[:3]])
+        # A (forged or early) ack for all six frees only the three that were sent.
+        assert spool.acknowledge("eeg.raw", 5) == 3
+        assert [r.seq for r in spool.fetch_after(0, 100)] == [3, 4, 5]
+        with pytest.raises(AckRefused, match="beyond the newest seq"):
+            spool.acknowledge("eeg.raw", 2**62)
+        with pytest.raises(AckRefused):
+            spool.acknowledge("markers", 0)  # nothing was ever spooled on that topic
+        assert spool.stats().records == 3 and spool.stats().undelivered == 3

@@ -10,6 +10,8 @@ import pytest
 
 from infra.stack import BrokerAndClock
 from neurolake.settings import load_settings
+from schemas.catalog import CONTROL
+from schemas.signing import HUB, Keyring, ensure_key, sign
 from tests.conftest import isolated_environ
 
 pytestmark = pytest.mark.integration
@@ -59,6 +61,17 @@ class BrokerStack(BrokerAndClock):
         return subprocess.Popen([*self.cli_argv, "stream", "start", target, "--trigger", "0.5", *extra],
                                 env=self.env, cwd=self.home, stdout=log_file, stderr=log_file,
                                 start_new_session=True)
+
+
+def signed(settings, topic: str, value: bytes, device_id: str) -> bytes:  # type: ignore[no-untyped-def]
+    """``value`` signed as ``device_id`` would sign it, with that device's key in the hub's keyring
+    (made on first use): for tests that produce records themselves, as a registered Pi would."""
+    return sign(value, topic, ensure_key(Keyring(settings.security.keyring), device_id))
+
+
+def hub_signed(settings, value: bytes, device_id: str) -> bytes:  # type: ignore[no-untyped-def]
+    """A control record signed as the hub signs what it sends ``device_id``."""
+    return sign(value, CONTROL, ensure_key(Keyring(settings.security.keyring), device_id), HUB)
 
 
 def kill_group(process: subprocess.Popen) -> None:

@@ -13,8 +13,9 @@ from deltalake import DeltaTable
 from infra.spark import build_spark_session
 from schemas.catalog import SILVER_SENSOR_READINGS
 from schemas.codec import default_codec
+from schemas.signing import new_key, sign
 from streaming_jobs.jobs import start_bronze
-from tests.integration.conftest import BrokerStack, read_topic
+from tests.integration.conftest import BrokerStack, read_topic, signed
 from tests.schemas.samples import sample_records
 
 pytestmark = pytest.mark.integration
@@ -54,8 +55,18 @@ def test_bronze_exactly_once_with_quarantine_and_acks(broker: BrokerStack) -> No
     good = codec.encode("eeg_block", sample_records()["eeg_block"])
     bad_block = dict(sample_records()["eeg_block"], device_id="bad-dev", n_channels=3)
     producer = Producer(broker.settings.kafka.producer_config())
-    malformed = [b"garbage that is not Avro at all", good[:40], codec.encode("marker", sample_records()["marker"]),
-                 codec.encode("eeg_block", bad_block)]
+    malformed = [signed(broker.settings, "eeg.raw", value, device) for value, device in [
+        (b"garbage that is not Avro at all", "x"), (good[:40], "x"),
+        (codec.encode("marker", sample_records()["marker"]), "pi-1"), (codec.encode("eeg_block", bad_block), "bad-dev"),
+    ]]
+    # Forgeries: unsigned, signed with a key the hub never registered, a device's key used for another
+    # device, and a block with a huge seq (meant to make bronze ack and drop everything after it).
+    stranger = new_key("sim-000")
+    forged_seq = dict(sample_records()["eeg_block"], device_id="sim-000", seq=2**62)
+    malformed += [codec.encode("eeg_block", forged_seq),
+                  sign(codec.encode("eeg_block", forged_seq), "eeg.raw", stranger),
+                  signed(broker.settings, "eeg.raw", codec.encode("eeg_block", forged_seq), "bad-dev"),
+                  signed(broker.settings, "eeg.raw", codec.encode("eeg_block", forged_seq), "sim-000")]
     for value in malformed:
         producer.produce("eeg.raw", key=b"x", value=value)
     # A duplicate of a real block, as the edge sends after an outage.
@@ -81,8 +92,12 @@ def test_bronze_exactly_once_with_quarantine_and_acks(broker: BrokerStack) -> No
     reasons = quarantine.column("reason").to_pylist()
     malformed_in_topic = _positions_of(broker, ["eeg.raw"], malformed)
     assert _quarantined_once(quarantine) == malformed_in_topic, reasons
-    assert len(malformed_in_topic) >= 4
+    assert len(malformed_in_topic) >= 8
     assert any("single-object marker" in r for r in reasons)
+    assert any("not authenticated: unsigned record" in r for r in reasons)
+    assert any("not authenticated: signed by unknown key" in r for r in reasons)
+    assert any("signed with key" in r and "of device 'bad-dev'" in r for r in reasons)
+    assert any("jumps" in r for r in reasons)  # the validly signed huge seq: quarantined, not indexed
     assert any("expected a eeg_block record, got marker" in r for r in reasons)
     assert any("n_samples*n_channels*4" in r for r in reasons)
     assert set(quarantine.column("value").to_pylist()) == set(malformed)
@@ -128,7 +143,7 @@ def test_a_thousand_malformed_records_are_quarantined_and_the_query_keeps_going(
     stream = [("eeg.raw", v) for v in good] + [(topics[i % 4], v) for i, v in enumerate(malformed)]
     rng.shuffle(stream)
     for topic, value in stream:
-        producer.produce(topic, key=b"k", value=value)
+        producer.produce(topic, key=b"k", value=signed(broker.settings, topic, value, "dev-good"))
     assert producer.flush(30) == 0
 
     spark = build_spark_session(broker.settings, "bronze-malformed")
@@ -143,6 +158,7 @@ def test_a_thousand_malformed_records_are_quarantined_and_the_query_keeps_going(
         spark.stop()
     root = broker.settings.paths.lake_root
     quarantine = _table(root, "quarantine")
+    malformed = [signed(broker.settings, topic, value, "dev-good") for topic, value in stream if value not in good]
     assert _quarantined_once(quarantine) == _positions_of(broker, topics, malformed)
     assert set(quarantine.column("value").to_pylist()) == set(malformed)
     assert quarantine.num_rows >= 1000

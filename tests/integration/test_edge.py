@@ -14,7 +14,8 @@ from confluent_kafka import Producer
 
 from edge_producers.spool import Spool
 from schemas.codec import default_codec, eeg_block_device_times, eeg_block_samples
-from tests.integration.conftest import BrokerStack, read_topic
+from schemas.signing import Keyring, ensure_key
+from tests.integration.conftest import BrokerStack, hub_signed, read_topic, signed
 
 pytestmark = pytest.mark.integration
 CODEC = default_codec()
@@ -136,7 +137,11 @@ def test_broker_down_for_20s_then_restarted_loses_nothing(broker: BrokerStack) -
             "message": None,
         }
         producer = Producer(broker.settings.kafka.producer_config())
-        producer.produce("devices.control", key=b"sim-000", value=CODEC.encode("control", ack))
+        # A forged ack first (unsigned, for everything): it must delete nothing.
+        forged = {**ack, "acked_seq": 2**40, "command_id": "forged"}
+        producer.produce("devices.control", key=b"sim-000", value=CODEC.encode("control", forged))
+        producer.produce("devices.control", key=b"sim-000",
+                         value=hub_signed(broker.settings, CODEC.encode("control", ack), "sim-000"))
         assert producer.flush(10) == 0
         out, _ = process.communicate(timeout=120)
     finally:
@@ -188,6 +193,10 @@ def test_bad_input_is_refused_and_the_producer_keeps_running(broker: BrokerStack
     no_port = _edge_run(broker, tmp_path, "1", NEUROLAKE_EDGE__BOARD="cyton")
     assert no_port.wait(60) == 2 and "needs edge.serial_port" in _stderr_of(no_port)
 
+    no_key = _edge_run(broker, tmp_path, "1", NEUROLAKE_EDGE__DEVICE_ID="pi-unregistered")
+    assert no_key.wait(60) == 2 and "neurolake edge setup" in _stderr_of(no_key)
+
+    ensure_key(Keyring(broker.settings.security.keyring), "pi-bad")
     process = _edge_run(broker, tmp_path, "12", NEUROLAKE_EDGE__CAMERA__SOURCE="picamera2",
                         NEUROLAKE_EDGE__DEVICE_ID="pi-bad")
     time.sleep(5)
@@ -202,15 +211,22 @@ def test_bad_input_is_refused_and_the_producer_keeps_running(broker: BrokerStack
         "config": {"serial_port": "/dev/x"}, "acked_topic": None, "acked_seq": None,
         "in_reply_to": None, "ok": None, "message": None,
     }
-    producer.produce("devices.control", key=b"pi-bad", value=CODEC.encode("control", command))
+    producer.produce("devices.control", key=b"pi-bad", value=hub_signed(broker.settings, CODEC.encode("control", command),
+                                                                          "pi-bad"))
+    # Forged commands: unsigned, and signed with the device's key as the device signs (a reflection).
+    stop = {**command, "kind": "STOP", "command_id": "forged-stop", "config": {}}
+    producer.produce("devices.control", key=b"pi-bad", value=CODEC.encode("control", stop))
+    shutdown = {**command, "kind": "SHUTDOWN", "command_id": "forged-shutdown", "config": {}}
+    producer.produce("devices.control", key=b"pi-bad",
+                     value=signed(broker.settings, "devices.control", CODEC.encode("control", shutdown), "pi-bad"))
     producer.flush(10)
     out, _ = process.communicate(timeout=60)
     err = _stderr_of(process)
     assert process.returncode == 0, err[-2000:]
     summary = json.loads(out)
-    assert summary["control_refused"] == 2
+    assert summary["control_refused"] == 4
     device = summary["devices"][0]
-    assert device["samples"] > 2000  # EEG kept flowing without the camera
+    assert device["samples"] > 2000  # EEG kept flowing without the camera, and no forged STOP stopped it
     assert "picamera2 is not installed" in err
     acks = [r for r in _decodable(read_topic(broker.settings, "devices.control", idle_s=1))
             if r.get("kind") == "COMMAND_ACK"]
@@ -219,4 +235,4 @@ def test_bad_input_is_refused_and_the_producer_keeps_running(broker: BrokerStack
     statuses = _decode(read_topic(broker.settings, "devices.status", idle_s=1))
     assert any(s["state"] == "DEGRADED" for s in statuses)
     logs = _decode(read_topic(broker.settings, "devices.logs", idle_s=1))
-    assert any("refused malformed control message" in line["message"] for line in logs)
+    assert any("refused control message: unsigned record" in line["message"] for line in logs)

@@ -17,7 +17,7 @@ import pytest
 from batch_jobs.lake_sql import run_query
 from batch_jobs.lake_tables import discover_tables
 from schemas.codec import default_codec
-from tests.integration.conftest import BrokerStack, kill_group
+from tests.integration.conftest import BrokerStack, kill_group, signed
 from tests.schemas.samples import sample_records
 
 pytestmark = pytest.mark.integration
@@ -48,7 +48,8 @@ def _poison(broker: BrokerStack) -> None:
                                 ("eeg.raw", "eeg_block", wrong_channels), ("eeg.raw", "eeg_block", far_index),
                                 ("sessions", "session", zero_rate), ("sessions", "session", nan_rate),
                                 ("sessions", "session", bad_stimulus)]:
-        producer.produce(topic, key=record["device_id"].encode(), value=codec.encode(kind, record))
+        producer.produce(topic, key=record["device_id"].encode(),
+                         value=signed(broker.settings, topic, codec.encode(kind, record), record["device_id"]))
     producer.flush(10)
 
 

@@ -1,0 +1,63 @@
+"""Bronze's decision per record, without Spark or Kafka: stored, duplicate or quarantined (and why)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+
+from schemas.codec import default_codec
+from schemas.signing import HUB, Keyring, ensure_key, new_key, sign
+from streaming_jobs.bronze import SeqIndex, decode_batch
+from tests.schemas.samples import sample_records
+
+
+def _rows(values: list[tuple[str, bytes]]) -> pa.Table:
+    return pa.table({
+        "topic": [t for t, _ in values], "partition": [0] * len(values), "offset": list(range(len(values))),
+        "key": [b"k"] * len(values), "value": [v for _, v in values],
+    })
+
+
+def test_only_records_signed_by_their_own_devices_key_are_stored(tmp_path: Path) -> None:
+    keyring = Keyring(tmp_path / "keyring.json")
+    real, other = ensure_key(keyring, "pi-1"), ensure_key(keyring, "pi-2")
+    codec = default_codec()
+    session = codec.encode("session", sample_records()["session"])
+    block = sample_records()["eeg_block"]
+
+    def encoded(seq: int) -> bytes:
+        return codec.encode("eeg_block", {**block, "seq": seq})
+
+    rows = _rows([
+        ("sessions", sign(session, "sessions", real)),
+        ("eeg.raw", sign(encoded(0), "eeg.raw", real)),
+        ("eeg.raw", encoded(1)),                                   # unsigned
+        ("eeg.raw", sign(encoded(2), "eeg.raw", new_key("pi-1"))),  # a key the hub never registered
+        ("eeg.raw", sign(encoded(3), "eeg.raw", other)),           # pi-2's key speaking for pi-1
+        ("eeg.raw", sign(encoded(4), "markers", real)),            # signed for another topic
+        ("eeg.raw", sign(encoded(5), "eeg.raw", real, HUB)),       # a hub signature
+        ("eeg.raw", sign(encoded(2**62), "eeg.raw", real)),        # a leaked key and a huge seq
+        ("eeg.raw", sign(encoded(1), "eeg.raw", real)),
+    ])
+    decoded = decode_batch(rows, SeqIndex(), codec, keyring=keyring)
+    assert decoded.tables["eeg_blocks"].column("seq").to_pylist() == [0, 1]
+    reasons = decoded.quarantine.column("reason").to_pylist()
+    assert len(reasons) == 6
+    assert "unsigned record" in reasons[0]
+    assert "unknown key" in reasons[1]
+    assert "of device 'pi-2'" in reasons[2]
+    assert "bad signature" in reasons[3] and "bad signature" in reasons[4]
+    assert "jumps" in reasons[5] and "not indexed" in reasons[5]
+    assert all(r.startswith("not authenticated") for r in reasons[:5])
+
+
+def test_a_revoked_key_is_refused_from_the_next_batch_on(tmp_path: Path) -> None:
+    keyring = Keyring(tmp_path / "keyring.json")
+    key = ensure_key(keyring, "pi-1")
+    codec = default_codec()
+    session = sign(codec.encode("session", sample_records()["session"]), "sessions", key)
+    assert decode_batch(_rows([("sessions", session)]), SeqIndex(), codec, keyring=keyring).quarantine.num_rows == 0
+    keyring.revoke(key.key_id)
+    decoded = decode_batch(_rows([("sessions", session)]), SeqIndex(), codec, keyring=keyring)
+    assert "revoked key" in decoded.quarantine.column("reason").to_pylist()[0]
