@@ -213,7 +213,7 @@ def export(recording: Recording, fmt: str, out_dir: Path, line_freq_hz: float | 
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise RecordingError(f"--out {out_dir} is not an empty directory; give a new or empty one "
                              "(nothing was written)")
-    recording.validate()
+    recording.validate()  # the session id becomes a file name: validate() refuses "../x"
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:

@@ -26,6 +26,7 @@ from schemas.catalog import (
     SESSIONS,
     SILVER_MARKERS,
 )
+from schemas.records import identifier_problem
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,9 @@ class Recording:
         for name in ("device_id", "session_id"):
             if not s.get(name):
                 raise RecordingError(f"session.{name} is empty; give one (--{name.split('_')[0]})")
+            problem = identifier_problem(f"session.{name}", s[name])
+            if problem:
+                raise RecordingError(problem)
         if not s.get("sample_rate_hz") or not np.isfinite(s["sample_rate_hz"]) or s["sample_rate_hz"] <= 0:
             raise RecordingError(f"session.sample_rate_hz must be a positive number, got {s.get('sample_rate_hz')!r}")
         if self.samples.ndim != 2 or self.samples.shape[0] == 0 or self.samples.shape[1] == 0:

@@ -241,7 +241,7 @@ class LiveDocument:
                          f"{idle:.0f} s (headset stopped or disconnected)</b>")
         flat = views.flat_channels(raw[-int(2 * fs):], names, self.settings.dashboard.flat_uv)
         if flat:
-            notes.append(f"<b style='color:#b00'>flat channels: {', '.join(flat)}</b> (electrode off?)")
+            notes.append(f"<b style='color:#b00'>flat channels: {html.escape(', '.join(flat))}</b> (electrode off?)")
         self.status.text = (f"{html.escape(self.session_id)} &middot; {len(names)} EEG channels at "
                             f"{fs:g} Hz &middot; showing {self.mode} " + " ".join(notes))
         if len(window) >= fs:

@@ -74,8 +74,11 @@ class ClockProbe:
         probes_per_round: int = 8,
         timeout_s: float = 0.2,
         clock: Callable[[], int] = now_us,
+        max_offset_us: int = 600_000_000,
     ) -> None:
         self._address = (host, port)
+        self._max_offset_us = max_offset_us
+        self.replies_refused = 0
         self._interval_s = interval_s
         self._probes = probes_per_round
         self._timeout_s = timeout_s
@@ -95,19 +98,34 @@ class ClockProbe:
         samples = []
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.settimeout(self._timeout_s)
+            try:
+                # A connected UDP socket: the kernel drops datagrams from any other address and port.
+                sock.connect(self._address)
+            except OSError:
+                self.rounds_failed += 1
+                return None
             for _ in range(self._probes):
                 t0 = self._clock()
                 try:
-                    sock.sendto(REQUEST.pack(MAGIC, t0), self._address)
-                    data, _ = sock.recvfrom(REPLY.size)
+                    sock.send(REQUEST.pack(MAGIC, t0))
+                    data = sock.recv(REPLY.size)
                 except OSError:
                     continue
                 t3 = self._clock()
                 if len(data) != REPLY.size:
                     continue
                 magic, echoed, t1, t2 = REPLY.unpack(data)
-                if magic == MAGIC and echoed == t0:
-                    samples.append(ProbeSample(t0, t1, t2, t3))
+                if magic != MAGIC or echoed != t0:
+                    continue
+                sample = ProbeSample(t0, t1, t2, t3)
+                if abs(sample.offset_us) > self._max_offset_us:
+                    # Lab time from this reply would move every label; set the Pi's clock (NTP) instead.
+                    self.replies_refused += 1
+                    if self.replies_refused in (1, 10, 100):
+                        log.warning("clock reply refused: offset %.1f s exceeds clock.max_offset_s=%.0f s",
+                                    sample.offset_us / 1e6, self._max_offset_us / 1e6)
+                    continue
+                samples.append(sample)
         estimate = best_estimate(samples)
         if estimate is None:
             self.rounds_failed += 1

@@ -368,6 +368,10 @@ class DeviceRunner:
             self.start_session()
             return self.streaming, f"restarted, state {self.state}"
         if kind == "SHUTDOWN":
+            if command.get("device_id") != self.edge.device_id:
+                return False, "SHUTDOWN must name this device (not '*')"
+            if not self.edge.allow_remote_shutdown:
+                return False, "SHUTDOWN refused: edge.allow_remote_shutdown is false in this Pi's settings"
             self.stop_session("SHUTTING_DOWN")
             self.shutdown_requested = True
             return True, "shutting down"
@@ -452,6 +456,7 @@ class EdgeRuntime:
         self.clock = ClockProbe(
             settings.clock.host, settings.clock.port, settings.clock.probe_interval_s,
             settings.clock.probes_per_round, settings.clock.probe_timeout_s,
+            max_offset_us=int(settings.clock.max_offset_s * 1e6),
         )
         first = devices[0]
         self.sender = KafkaSender(

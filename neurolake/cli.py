@@ -212,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from edge_producers.cli import add_edge_commands
     from neurolake.access_commands import add_access_commands
+    from neurolake.device_commands import add_device_commands
     from neurolake.key_commands import add_key_commands
     from neurolake.ml_commands import add_ml_commands
 
@@ -219,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ml_commands(commands)
     add_access_commands(commands)
     add_key_commands(commands)
+    add_device_commands(commands)
     return parser
 
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from neurolake.errors import SettingsError
+from schemas.records import identifier_problem
 
 ENV_PREFIX = "NEUROLAKE_"
 ENV_CONFIG_FILE = "NEUROLAKE_CONFIG"
@@ -168,6 +169,9 @@ class ClockSettings(_Section):
     probe_interval_s: float = Field(default=5.0, gt=0)
     probes_per_round: int = Field(default=8, ge=1, le=64)
     probe_timeout_s: float = Field(default=0.2, gt=0)
+    # Replies implying a larger device-to-hub offset are refused: they would shift lab time (and so
+    # labels). A Pi that is further off must set its clock (NTP from the hub) first.
+    max_offset_s: float = Field(default=600.0, gt=0)
 
 
 class SpoolSettings(_Section):
@@ -204,10 +208,12 @@ class StimulusSettings(_Section):
             "flicker_8hz": 8.0, "flicker_10hz": 10.0, "flicker_12hz": 12.0, "flicker_15hz": 15.0
         }
     )
-    stimulus_s: float = Field(default=4.0, gt=0)
-    rest_s: float = Field(default=2.0, ge=0)
-    lead_in_s: float = Field(default=2.0, ge=0)
-    repetitions: int = Field(default=10, ge=1)
+    # Bounds hold for the settings file and for SET_CONFIG alike: a trial of microseconds would make
+    # the schedule loop without end.
+    stimulus_s: float = Field(default=4.0, ge=0.25, le=600)
+    rest_s: float = Field(default=2.0, ge=0.1, le=600)
+    lead_in_s: float = Field(default=2.0, ge=0, le=600)
+    repetitions: int = Field(default=10, ge=1, le=10_000)
     seed: int = 0
 
     @model_validator(mode="after")
@@ -261,6 +267,9 @@ class EdgeSettings(_Section):
     # After a broker outage, resend everything the lake has not acknowledged: the embedded broker
     # keeps topics in memory. On a replicated Kafka cluster this can be false.
     resend_unacked_after_outage: bool = True
+    # Obey a hub-signed SHUTDOWN addressed to this device by name (never one for "*"). The process
+    # then exits 0, so systemd (Restart=on-failure) leaves it down until started again on the Pi.
+    allow_remote_shutdown: bool = False
     camera: CameraSettings = CameraSettings()
     sensors: SensorSettings = SensorSettings()
     stimulus: StimulusSettings = StimulusSettings()
@@ -276,10 +285,9 @@ class EdgeSettings(_Section):
             )
         if self.board == "playback" and self.playback_file is None:
             raise ValueError("edge.board=playback needs edge.playback_file (a BrainFlow recording)")
-        if not self.device_id or not all(c.isalnum() or c in "-_." for c in self.device_id):
-            raise ValueError(
-                f"edge.device_id {self.device_id!r} must be non-empty letters, digits, '-', '_' or '.'"
-            )
+        problem = identifier_problem("edge.device_id", self.device_id)
+        if problem:
+            raise ValueError(problem)
         return self
 
 

@@ -42,6 +42,7 @@ from schemas.catalog import (
     TOPICS,
 )
 from schemas.codec import EEG_DTYPE, TIME_DTYPE, AvroCodec, CodecError, default_codec
+from schemas.records import identifier_problem
 from schemas.signing import Keyring, SignatureError
 from streaming_jobs.arrow_schema import record_schema
 
@@ -101,6 +102,10 @@ def validate(record_type: str, record: dict[str, Any],
     is checked against its session when bronze knows the session."""
     if record.get("seq", 0) < 0:
         return f"{record_type} seq={record['seq']} is negative"
+    for id_field in ("device_id", "session_id"):
+        value = record.get(id_field)
+        if value is not None and (problem := identifier_problem(f"{record_type} {id_field}", value)):
+            return problem
     if record_type == "session":
         return session_record_problem(record)
     if record_type == "marker":

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from batch_jobs.exporters import physical_range
+from batch_jobs.exporters import export, physical_range
 from batch_jobs.lake_tables import discover_tables
-from batch_jobs.recording import read_session, write_session
+from batch_jobs.recording import RecordingError, read_session, write_session
 from batch_jobs.sample_lake import SESSION_START_US, simulate_session
 from neurolake.cli import main
 from streaming_jobs.silver_gold import processor_config
@@ -229,3 +229,17 @@ def test_bids_export_is_a_valid_layout(lake, capsys, tmp_path: Path) -> None:  #
     assert labels[:1] == [original.markers[0]["label"]]
     description = json.loads((tmp_path / "bids" / "dataset_description.json").read_text())
     assert description["BIDSVersion"]
+
+
+def test_session_ids_that_would_leave_the_output_folder_are_refused(lake, capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    original = _simulated_in_lake(lake, seconds=5.0)
+    exported = tmp_path / "edf"
+    assert run(capsys, "export", original.session_id, "--format", "edf", "--out", str(exported))[0] == 0
+    [edf] = exported.iterdir()
+    for bad in ("../escape", "a/b", ".hidden", "<script>"):
+        code, _, err = run(capsys, "import", str(edf), "--session", bad)
+        assert code == 2 and "session.session_id" in err and "letters, digits" in err, err
+    moved = original.moved("../../outside", original.device_id, 0)
+    with pytest.raises(RecordingError, match="no '..'"):
+        export(moved, "edf", tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not (tmp_path.parent / "outside.edf").exists()

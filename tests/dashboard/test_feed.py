@@ -65,3 +65,22 @@ def test_predictions_are_kept_per_session(feed: LiveFeed) -> None:
     feed._handle(PREDICTIONS, {"session_id": "s1", "label": "12Hz"}, 2)
     feed._handle(PREDICTIONS, {"session_id": "unknown", "label": "12Hz"}, 3)
     assert [p["label"] for p in feed.sessions["s1"].predictions] == ["12Hz"]
+
+
+def test_channel_names_from_records_are_shown_escaped(make_settings) -> None:  # type: ignore[no-untyped-def]
+    from bokeh.document import Document
+
+    from dashboard.app import LiveDocument
+
+    feed = LiveFeed(make_settings())
+    evil = "<img src=x onerror=alert(1)>"
+    session = sample_records()["session"]
+    feed._handle(SESSIONS, {**session, "channel_names": [evil, *session["channel_names"][1:]]}, 0)
+    flat = np.zeros((25, 16), dtype=np.float32)  # every channel flat: the page names them all
+    for index in range(0, 1000, 25):
+        feed._handle(EEG_RAW, {**sample_records()["eeg_block"], "first_sample_index": index,
+                               "data": samples_to_bytes(flat)}, 1)
+    page = LiveDocument(Document(), feed, make_settings())
+    page.slow_tick()
+    assert "flat channels" in page.status.text
+    assert evil not in page.status.text and "&lt;img src=x onerror=alert(1)&gt;" in page.status.text

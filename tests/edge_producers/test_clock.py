@@ -44,3 +44,45 @@ def test_no_hub_is_not_an_error() -> None:
     probe = ClockProbe("127.0.0.1", free_port(), probes_per_round=2, timeout_s=0.05)
     assert probe.probe_round() is None
     assert probe.estimate.rtt_us == -1
+
+
+def _fake_hub(reply_from_other_port: bool, shift_us: int) -> tuple[int, threading.Thread]:
+    """Answers one round of probes: from another port (a spoofer's trick) or with a shifted time."""
+    import socket
+
+    from schemas.clock_wire import MAGIC, REPLY, REQUEST
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.settimeout(2)
+    other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+
+    def answer() -> None:
+        import time
+
+        try:
+            for _ in range(2):
+                data, address = server.recvfrom(64)
+                _, t0 = REQUEST.unpack(data)
+                now = time.time_ns() // 1000 + shift_us
+                (other if reply_from_other_port else server).sendto(REPLY.pack(MAGIC, t0, now, now), address)
+        except OSError:
+            pass
+        finally:
+            server.close()
+            other.close()
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    return server.getsockname()[1], thread
+
+
+def test_replies_from_another_address_or_with_an_implausible_offset_are_refused() -> None:
+    port, thread = _fake_hub(reply_from_other_port=True, shift_us=0)
+    assert ClockProbe("127.0.0.1", port, probes_per_round=2, timeout_s=0.3).probe_round() is None
+    thread.join()
+    port, thread = _fake_hub(reply_from_other_port=False, shift_us=3_600_000_000)  # an hour ahead
+    probe = ClockProbe("127.0.0.1", port, probes_per_round=2, timeout_s=0.3, max_offset_us=600_000_000)
+    assert probe.probe_round() is None and probe.replies_refused == 2
+    assert probe.estimate.offset_us == 0  # lab time untouched
+    thread.join()

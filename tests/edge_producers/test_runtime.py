@@ -108,7 +108,17 @@ def test_commands(tmp_path: Path) -> None:
     assert runner.handle({"kind": "RESTART"})[0] and runner.session_id != first
     assert runner.handle({"kind": "STOP"}) == (True, "stopped") and runner.state == "STOPPED"
     assert runner.handle({"kind": "START"})[0] and runner.streaming
-    assert runner.handle({"kind": "SHUTDOWN"})[0] and runner.shutdown_requested
+    # A too-short trial (which would spin the schedule) is refused with the bound it breaks.
+    ok, message = runner.handle({"kind": "SET_CONFIG", "config": {"stimulus.stimulus_s": "1e-7",
+                                                                   "stimulus.rest_s": "0"}})
+    assert not ok and "stimulus.stimulus_s" in message and "stimulus.rest_s" in message
+    # SHUTDOWN: only by name, and only where this Pi's own settings allow it.
+    assert runner.handle({"kind": "SHUTDOWN", "device_id": "*"})[0] is False
+    ok, message = runner.handle({"kind": "SHUTDOWN", "device_id": runner.edge.device_id})
+    assert not ok and "allow_remote_shutdown" in message and runner.streaming
+    runner.edge = runner.edge.model_copy(update={"allow_remote_shutdown": True})
+    assert runner.handle({"kind": "SHUTDOWN", "device_id": runner.edge.device_id})[0]
+    assert runner.shutdown_requested
     sessions = [r for t, r in _records(runner) if t == "sessions"]
     assert len(sessions) == 3
 

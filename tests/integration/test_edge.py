@@ -236,3 +236,32 @@ def test_bad_input_is_refused_and_the_producer_keeps_running(broker: BrokerStack
     assert any(s["state"] == "DEGRADED" for s in statuses)
     logs = _decode(read_topic(broker.settings, "devices.logs", idle_s=1))
     assert any("refused control message: unsigned record" in line["message"] for line in logs)
+
+
+def test_the_hub_commands_a_pi_only_through_signed_commands_within_the_settings_bounds(broker: BrokerStack) -> None:
+    process = broker.neurolake("edge", "simulate", "--headsets", "1", "--duration", "40", "--stimulus",
+                               stdout=subprocess.PIPE, stderr=_log_file(broker, "commanded"), text=True)
+    try:
+        time.sleep(6)
+
+        def command(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*broker.cli_argv, "command", "sim-000", *args, "--wait", "15"], env=broker.env,
+                                  cwd=broker.home, capture_output=True, text=True, timeout=60)
+
+        spin = command("SET_CONFIG", "--set", "stimulus.stimulus_s=1e-7", "--set", "stimulus.rest_s=0")
+        assert spin.returncode == 1 and '"ok": false' in spin.stdout and "stimulus.stimulus_s" in spin.stdout
+        shutdown = command("SHUTDOWN")
+        assert shutdown.returncode == 1 and "allow_remote_shutdown" in shutdown.stdout
+        applied = command("SET_CONFIG", "--set", "stimulus.rest_s=3")
+        assert applied.returncode == 0 and '"ok": true' in applied.stdout, applied.stdout + applied.stderr
+        stop = command("STOP")
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        out, _ = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    summary = json.loads(out)
+    assert summary["devices"][0]["state"] == "STOPPED"
+    unknown = subprocess.run([*broker.cli_argv, "command", "pi-nobody", "STOP"], env=broker.env, cwd=broker.home,
+                             capture_output=True, text=True, timeout=60)
+    assert unknown.returncode == 2 and "no active key for 'pi-nobody'" in unknown.stderr
