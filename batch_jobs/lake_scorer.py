@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -49,10 +50,10 @@ class LakeScoreResult:
 
 
 def score_partition(frames: Iterator[pd.DataFrame], model_dir: str, model_name: str,
-                    model_version: str) -> Iterator[pd.DataFrame]:
-    import mlflow
+                    model_version: str, model_sha256: str | None) -> Iterator[pd.DataFrame]:
+    from ml.trust import load_trusted
 
-    model = mlflow.sklearn.load_model(model_dir)
+    model = load_trusted(Path(model_dir), model_sha256)
     columns = list(model.feature_names_in_)
     classes = [str(c) for c in model.classes_]
     for frame in frames:
@@ -75,6 +76,7 @@ def score_lake(spark: Any, settings: Settings, version: str | None = None) -> La
     from deltalake.exceptions import TableNotFoundError
 
     from ml.registry import champion_version, connect
+    from ml.trust import SHA256_TAG, load_trusted
 
     client = connect(settings)
     name = settings.mlflow.model_name
@@ -102,8 +104,11 @@ def score_lake(spark: Any, settings: Settings, version: str | None = None) -> La
     if len(done):
         windows = windows.join(spark.createDataFrame(done.drop_duplicates()), on=KEYS, how="left_anti")
     model_dir = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}")
+    sha256 = client.get_model_version(name, version).tags.get(SHA256_TAG)
+    load_trusted(Path(model_dir), sha256)  # refuse here, with the reason, before Spark tasks try
     scored = windows.mapInPandas(
-        partial(score_partition, model_dir=model_dir, model_name=name, model_version=version),
+        partial(score_partition, model_dir=model_dir, model_name=name, model_version=version,
+                model_sha256=sha256),
         PREDICTION_SCHEMA,
     ).toArrow()
     if scored.num_rows:

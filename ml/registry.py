@@ -15,6 +15,7 @@ import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ import pandas as pd
 from ml.dataset import TrainingSet
 from ml.evaluation import Scores, cross_validate, score
 from ml.pipelines import make_pipeline, pipeline_params
+from ml.trust import SHA256_TAG, artifact_sha256, load_trusted
 from neurolake.errors import NeurolakeError, ServiceError
 from neurolake.settings import Settings
 
@@ -191,6 +193,9 @@ def train_candidates(settings: Settings, training_set: TrainingSet, shuffle_labe
                else r.held_out["held_out_balanced_accuracy"])
     version = mlflow.register_model(f"runs:/{best.run_id}/model", settings.mlflow.model_name)
     result.registered_version = str(version.version)
+    # The bytes that loaders will accept for this version (ml/trust.py).
+    digest = artifact_sha256(Path(mlflow.artifacts.download_artifacts(f"runs:/{best.run_id}/model")))
+    client.set_model_version_tag(settings.mlflow.model_name, version.version, SHA256_TAG, digest)
     client.set_model_version_tag(settings.mlflow.model_name, version.version, "pipeline", best.pipeline)
     client.set_model_version_tag(settings.mlflow.model_name, version.version, "dataset_version",
                                  str(training_set.table_version))
@@ -215,9 +220,14 @@ def expected_columns_problem(info: Any, columns: list[str]) -> str | None:
 
 
 def load_model(settings: Settings, version: str) -> Any:
+    """A registered version's estimator, through :func:`ml.trust.load_trusted` (skops only, the hash
+    recorded at registration); UntrustedModelError otherwise."""
     import mlflow
 
-    return mlflow.sklearn.load_model(f"models:/{settings.mlflow.model_name}/{version}")
+    name = settings.mlflow.model_name
+    tags = connect(settings).get_model_version(name, version).tags
+    model_dir = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}"))
+    return load_trusted(model_dir, tags.get(SHA256_TAG))
 
 
 def _held_out_score(model: Any, training_set: TrainingSet) -> float:

@@ -27,15 +27,15 @@ CONTROL_KINDS = _enum_symbols("control", "kind")
 
 # Device and session ids become file and folder names (spools, exports, BIDS, Delta filters): they
 # must never climb out of a folder or carry markup.
-IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,127}")
 
 
 def identifier_problem(field: str, value: object) -> str | None:
     """Why ``value`` is not a valid device or session id, or None."""
     if isinstance(value, str) and IDENTIFIER.fullmatch(value) and ".." not in value:
         return None
-    return (f"{field}={str(value)[:80]!r} must be 1-128 letters, digits, '.', '_' or '-', start with a "
-            "letter or digit and contain no '..'")
+    return (f"{field}={str(value)[:80]!r} must be 1-128 letters, digits, '.', '_', '~' or '-', start "
+            "with a letter or digit and contain no '..'")
 
 
 def control_record(*, device_id: str, kind: str, sender: str, issued_us: int, seq: int | None = None,

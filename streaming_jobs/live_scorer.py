@@ -148,6 +148,7 @@ class ChampionWatcher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="champion-watcher", daemon=True)
         self._said_no_champion = False
+        self.refused_versions: set[str] = set()
 
     def __call__(self) -> LoadedModel | None:
         return self._current
@@ -171,6 +172,7 @@ class ChampionWatcher:
 
     def check(self) -> None:
         from ml.registry import champion_version, connect, load_model
+        from ml.trust import UntrustedModelError
 
         client = connect(self.settings)
         name = self.settings.mlflow.model_name
@@ -181,9 +183,15 @@ class ChampionWatcher:
                             "(`neurolake train`); checking every %.0f s", name, self.settings.ml.reload_interval_s)
                 self._said_no_champion = True
             return
-        if self._current is not None and self._current.version == version:
+        if (self._current is not None and self._current.version == version) or version in self.refused_versions:
             return
-        loaded = LoadedModel(name, version, load_model(self.settings, version))
+        try:
+            loaded = LoadedModel(name, version, load_model(self.settings, version))
+        except UntrustedModelError as exc:
+            self.refused_versions.add(version)
+            log.error("refusing %s@champion version %s: %s; still scoring with %s", name, version, exc,
+                      f"version {self._current.version}" if self._current else "no model")
+            return
         previous = self._current
         self._current = loaded  # one reference swap: the scoring loop sees old or new, never neither
         self._said_no_champion = False

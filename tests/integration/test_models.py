@@ -172,3 +172,51 @@ def test_airflow_retrain_dag_runs_against_the_lake(stack: ModelStack, tmp_path: 
                      NEUROLAKE_MLFLOW__MODEL_NAME="dag-test-model")
     output = empty.stdout + empty.stderr
     assert "state=failed" in output and "no windows yet" in output
+
+
+def test_the_live_scorer_refuses_a_pickled_or_altered_champion_and_keeps_scoring(stack: ModelStack) -> None:
+    """Anyone who reaches the registry can register a version and move @champion; the live scorer,
+    which loads every new champion by itself, must not run its code or swap to it."""
+    import mlflow
+    import pandas as pd
+    from mlflow import MlflowClient
+    from sklearn.linear_model import LogisticRegression
+
+    from ml.trust import SHA256_TAG, artifact_sha256
+    from streaming_jobs.live_scorer import ChampionWatcher
+
+    name = "trust-test-model"
+    settings = stack.settings.model_copy(update={"mlflow": stack.settings.mlflow.model_copy(update={"model_name": name})})
+    mlflow.set_tracking_uri(stack.settings.mlflow.effective_tracking_uri)
+    mlflow.set_registry_uri(stack.settings.mlflow.effective_tracking_uri)
+    mlflow.set_experiment("trust-test")
+    client = MlflowClient()
+    frame = pd.DataFrame({"ssvep_a": [0.0, 1.0, 0.2, 0.9], "ssvep_b": [1.0, 0.0, 0.8, 0.1]})
+    model = LogisticRegression().fit(frame, ["a", "b", "a", "b"])
+
+    def register(fmt: str, fitted: object = model) -> str:
+        with mlflow.start_run():
+            info = mlflow.sklearn.log_model(fitted, name="model", serialization_format=fmt, registered_model_name=name,
+                                            pip_requirements=["scikit-learn"])
+        version = str(info.registered_model_version)
+        client.set_registered_model_alias(name, "champion", version)
+        return version
+
+    trusted = register("skops")
+    digest = artifact_sha256(Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{trusted}")))
+    client.set_model_version_tag(name, trusted, SHA256_TAG, digest)
+    watcher = ChampionWatcher(settings)
+    watcher.check()
+    assert watcher() is not None and watcher().version == trusted
+
+    pickled = register("cloudpickle")
+    client.set_model_version_tag(name, pickled, SHA256_TAG, "0" * 64)
+    watcher.check()
+    untagged = register("skops")  # registered behind neurolake's back: no recorded hash
+    watcher.check()
+    other = LogisticRegression(C=0.1).fit(frame, ["b", "a", "b", "a"])
+    forged_hash = register("skops", other)
+    client.set_model_version_tag(name, forged_hash, SHA256_TAG, digest)  # another version's hash
+    watcher.check()
+    assert watcher().version == trusted
+    assert watcher.refused_versions == {pickled, untagged, forged_hash}
