@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import urllib.request
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DAGS_FOLDER = REPO_ROOT / "airflow" / "dags"
-BROKER, CLOCK, MLFLOW, AIRFLOW = "broker", "clock", "mlflow", "airflow"
+BROKER, TUNNEL, CLOCK, MLFLOW, AIRFLOW = "broker", "tunnel", "clock", "mlflow", "airflow"
 
 
 @dataclass(frozen=True)
@@ -65,18 +66,45 @@ def supervisor(settings: Settings) -> ProcessSupervisor:
 
 def broker_spec(settings: Settings, binary: Path | None = None) -> ServiceSpec:
     url = f"tcp://{settings.broker.host}:{settings.broker.port}"
+    advertised = f"tcp://{settings.broker.advertised_host or settings.broker.host}:{settings.broker.port}"
     return ServiceSpec(
         name=BROKER,
         argv=[
             str(binary or "tansu"), "broker",
             "--listener-url", url,
-            "--advertised-listener-url", url,
+            "--advertised-listener-url", advertised,
             # This build has memory:// and s3:// only: topics do not survive a broker restart.
             "--storage-engine", "memory://tansu/",
         ],
         ports={"broker.port": settings.broker.port},
         health=lambda: broker_reachable(settings),
         startup_timeout_s=settings.broker.startup_timeout_s,
+    )
+
+
+def _tcp_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def tunnel_spec(settings: Settings) -> ServiceSpec:
+    """The TLS front of the broker (infra/tls.py): `neurolake tls serve` writes stunnel's
+    configuration and becomes stunnel, so the PID file names stunnel itself."""
+    probe_host = "127.0.0.1" if settings.broker.tls_host in ("0.0.0.0", "::") else settings.broker.tls_host
+    return ServiceSpec(
+        name=TUNNEL,
+        argv=[sys.executable, "-m", "neurolake.cli", "tls", "serve"],
+        ports={"broker.tls_port": settings.broker.tls_port},
+        health=lambda: _tcp_open(probe_host, settings.broker.tls_port),
+        # The child reads its settings again: hand it the ones it needs, whatever file `up` was given.
+        env={"NEUROLAKE_PATHS__HOME": str(settings.paths.home), "NEUROLAKE_BROKER__HOST": settings.broker.host,
+             "NEUROLAKE_BROKER__PORT": str(settings.broker.port),
+             "NEUROLAKE_BROKER__TLS_PORT": str(settings.broker.tls_port),
+             "NEUROLAKE_BROKER__TLS_HOST": settings.broker.tls_host},
+        startup_timeout_s=15,
     )
 
 
@@ -177,6 +205,8 @@ def managed_specs(settings: Settings, with_airflow: bool, binary: Path | None = 
     specs = []
     if settings.broker.embedded:
         specs.append(broker_spec(settings, binary))
+        if settings.broker.tls_port:
+            specs.append(tunnel_spec(settings))
     specs.append(clock_spec(settings))
     if settings.mlflow.tracking_uri is None:
         specs.append(mlflow_spec(settings))

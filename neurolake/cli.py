@@ -215,12 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     from neurolake.device_commands import add_device_commands
     from neurolake.key_commands import add_key_commands
     from neurolake.ml_commands import add_ml_commands
+    from neurolake.tls_commands import add_tls_commands
 
     add_edge_commands(commands)
     add_ml_commands(commands)
     add_access_commands(commands)
     add_key_commands(commands)
     add_device_commands(commands)
+    add_tls_commands(commands)
     return parser
 
 

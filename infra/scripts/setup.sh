@@ -49,6 +49,16 @@ JAVA_BIN=${JAVA_HOME:+$JAVA_HOME/bin/}java
 JAVA_MAJOR=$("$JAVA_BIN" -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)
 [ "${JAVA_MAJOR:-0}" -ge 17 ] || die "Java ${JAVA_MAJOR:-?} found; Spark needs 17+ (install openjdk-17-jre-headless or set JAVA_HOME)"
 
+# TLS with client certificates in front of the embedded broker (infra/tls.py) is Debian's stunnel4.
+if ! command -v stunnel4 >/dev/null 2>&1 && ! command -v stunnel >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "stunnel not found; installing stunnel4 with apt-get (the broker's TLS front)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stunnel4 >/dev/null
+  else
+    say "warning: stunnel4 missing; the TLS front of the broker and its test need it (apt-get install stunnel4)"
+  fi
+fi
+
 # The dashboard's browser test drives Debian's Chromium (no browser download at run time).
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -42,9 +42,9 @@ def cli(tmp_path: Path) -> Iterator[Cli]:
 class BrokerStack(BrokerAndClock):
     """A private broker and clock service for one test, with the env to run the CLI against them."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, **extra: str) -> None:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("NEUROLAKE_")}
-        self.env.update(isolated_environ(home))
+        self.env.update(isolated_environ(home, **extra))
         self.home = home
         super().__init__(load_settings(environ=self.env, cwd=home))
 

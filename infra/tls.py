@@ -1,0 +1,170 @@
+"""TLS with client certificates in front of the embedded broker, with Debian's stunnel4.
+
+The embedded broker cannot secure itself (ARCHITECTURE.md), so it listens on the hub's loopback only
+and advertises that address. On the hub, an stunnel server accepts TLS on ``broker.tls_port`` from
+clients whose certificate our CA signed, and forwards to the broker. On each Pi, an stunnel client
+listens on the Pi's own loopback at the broker's advertised address and forwards over TLS, with the
+Pi's certificate, to the hub: the Kafka clients on the Pi see the same address as the hub's, and the
+hub's own processes keep plain loopback.
+
+The CA is neurolake's own (``neurolake tls init``), kept under ``paths.home/tls``; one certificate per
+Pi (``neurolake tls issue DEVICE``). Keys are written mode 0600.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from neurolake.errors import NeurolakeError
+from neurolake.settings import Settings
+
+STUNNEL_BINARIES = ("stunnel4", "stunnel")
+
+
+class TlsError(NeurolakeError):
+    """A missing CA, certificate or stunnel binary."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    certificate: Path
+    key: Path
+    ca: Path
+
+
+def tls_dir(settings: Settings) -> Path:
+    return settings.paths.home / "tls"
+
+
+def stunnel_binary() -> str:
+    for name in STUNNEL_BINARIES:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise TlsError("stunnel is not installed; `make setup` installs Debian's stunnel4 "
+                   "(or: apt-get install stunnel4)")
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+
+
+def _new_key():  # type: ignore[no-untyped-def]
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_pem(key) -> bytes:  # type: ignore[no-untyped-def]
+    from cryptography.hazmat.primitives import serialization
+
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def init_ca(directory: Path, name: str = "neurolake lab CA", days: int = 3650) -> Path:
+    """Make the CA (once; an existing one is kept). Returns the CA certificate's path."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import NameOID
+
+    cert_path = directory / "ca.pem"
+    if cert_path.exists():
+        return cert_path
+    key = _new_key()
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .sign(key, hashes.SHA256()))
+    _write_private(directory / "ca.key", _key_pem(key))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path
+
+
+def issue(directory: Path, name: str, server: bool, hosts: tuple[str, ...] = (), days: int = 825) -> Credentials:
+    """A certificate and key signed by the CA: a server's (with ``hosts`` as names) or a client's."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca_path, ca_key_path = directory / "ca.pem", directory / "ca.key"
+    if not ca_path.exists() or not ca_key_path.exists():
+        raise TlsError(f"no CA in {directory}; run `neurolake tls init` on the hub first")
+    ca = x509.load_pem_x509_certificate(ca_path.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+    key = _new_key()
+    now = dt.datetime.now(dt.UTC)
+    builder = (x509.CertificateBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+               .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server
+                                                     else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
+    if hosts:
+        names: list[x509.GeneralName] = []
+        for host in hosts:
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                names.append(x509.DNSName(host))
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    certificate, key_path = directory / f"{name}.pem", directory / f"{name}.key"
+    _write_private(key_path, _key_pem(key))
+    certificate.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return Credentials(certificate, key_path, ca_path)
+
+
+def server_credentials(settings: Settings) -> Credentials:
+    directory = tls_dir(settings)
+    credentials = Credentials(directory / "hub.pem", directory / "hub.key", directory / "ca.pem")
+    if not all(p.exists() for p in (credentials.certificate, credentials.key, credentials.ca)):
+        raise TlsError(f"broker.tls_port is set but {directory} has no hub certificate; run "
+                       "`neurolake tls init --host HUB_NAME` (the name the Pis use for the hub)")
+    return credentials
+
+
+def stunnel_config(name: str, accept: str, connect: str, credentials: Credentials, client: bool,
+                   check_host: str | None = None) -> str:
+    """An stunnel service in the foreground: TLS 1.2+, the peer's certificate required and checked
+    against our CA (and, for a client, the hub's name)."""
+    lines = [
+        "foreground = yes", "pid =", "syslog = no", "debug = notice",
+        f"[{name}]",
+        f"client = {'yes' if client else 'no'}",
+        f"accept = {accept}", f"connect = {connect}",
+        f"cert = {credentials.certificate}", f"key = {credentials.key}", f"CAfile = {credentials.ca}",
+        "verifyChain = yes", "requireCert = yes", "sslVersionMin = TLSv1.2",
+    ]
+    if check_host:
+        try:
+            ipaddress.ip_address(check_host)
+            lines.append(f"checkIP = {check_host}")
+        except ValueError:
+            lines.append(f"checkHost = {check_host}")
+    return "\n".join(lines) + "\n"
+
+
+def hub_tunnel_config(settings: Settings) -> Path:
+    """The hub's stunnel server configuration, written under ``paths.run_dir``."""
+    config = stunnel_config(
+        "kafka-tls", f"{settings.broker.tls_host}:{settings.broker.tls_port}",
+        f"{settings.broker.host}:{settings.broker.port}", server_credentials(settings), client=False,
+    )
+    path = settings.paths.run_dir / "stunnel-hub.conf"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(config)
+    return path
