@@ -251,6 +251,7 @@ class DeviceRunner:
 
         def encode(seq: int) -> bytes:
             record["seq"] = seq
+            record["spool_epoch"] = self.spool.epoch
             return sign(self.codec.encode("eeg_block", record), EEG_RAW, self.signing_key)
 
         return encode
@@ -259,6 +260,7 @@ class DeviceRunner:
                       key: bytes | None = None) -> int | None:
         def encode(seq: int) -> bytes:
             record["seq"] = seq
+            record["spool_epoch"] = self.spool.epoch
             return sign(self.codec.encode(record_type, record), topic, self.signing_key)
 
         return self.spool.append(topic, key if key is not None else self.key, encode)
@@ -500,7 +502,7 @@ class EdgeRuntime:
             runner = self.runners.get(record["device_id"])
             if runner is not None and record.get("acked_topic") and record.get("acked_seq") is not None:
                 try:
-                    runner.spool.acknowledge(record["acked_topic"], record["acked_seq"])
+                    runner.spool.acknowledge(record["acked_topic"], record["acked_seq"], record.get("acked_epoch"))
                     self.acks_applied += 1
                 except AckRefused as exc:
                     self.control.refused += 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE TABLE IF NOT EXISTS counters (topic TEXT PRIMARY KEY, next_seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS acks (topic TEXT PRIMARY KEY, acked_seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS stats (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
@@ -77,6 +79,10 @@ class Spool:
         # never handed out again; NORMAL may lose the last commits. NORMAL is for measuring the cost.
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.executescript(_SCHEMA)
+        # The spool's generation: a spool made anew (new SD card, reset home) numbers seqs from 0
+        # again, and its records must not be taken for the old ones (bronze keys on the epoch too).
+        self._db.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('epoch', ?)", (time.time_ns() // 1000,))
+        self.epoch = int(self._db.execute("SELECT value FROM meta WHERE name = 'epoch'").fetchone()[0])
         self._next_seq: dict[str, int] = {}
         for topic, next_seq in self._db.execute("SELECT topic, next_seq FROM counters"):
             self._next_seq[topic] = next_seq
@@ -239,13 +245,17 @@ class Spool:
 
     # -- acknowledgment from the lake --------------------------------------------------------
 
-    def acknowledge(self, topic: str, acked_seq: int) -> int:
-        """The lake stored every seq <= acked_seq of ``topic``: delete those that were delivered.
+    def acknowledge(self, topic: str, acked_seq: int, acked_epoch: int | None) -> int:
+        """The lake stored every seq <= acked_seq of ``topic`` from this spool's ``epoch``: delete
+        those that were delivered.
 
         An ack is only a claim (a leaked key could sign a false one), so it frees no more than this
-        spool can know was sent: rows already delivered, at or below its own newest seq. An ack beyond
-        that seq is refused (AckRefused) and frees nothing. Returns rows freed.
+        spool can know was sent: rows already delivered, at or below its own newest seq, of its own
+        epoch. Anything else is refused (AckRefused) and frees nothing. Returns rows freed.
         """
+        if acked_epoch != self.epoch:
+            raise AckRefused(f"ack for {topic} seq {acked_seq} is for spool epoch {acked_epoch}, this spool's "
+                             f"is {self.epoch}; nothing deleted")
         with self._lock:
             newest = self._next_seq.get(topic, 0) - 1
             if acked_seq > newest:

@@ -277,6 +277,8 @@ class LakeTable:
         self.path.mkdir(parents=True, exist_ok=True)
         write_deltalake(
             str(self.path), rows, mode="append", partition_by=list(partition_by) or None,
+            # A schema that gained a field (BACKWARD-compatible .avsc change) adds the column.
+            schema_mode="merge",
             commit_properties=CommitProperties(
                 app_transactions=[Transaction(app_id=app_id, version=batch_id)],
                 custom_metadata={"neurolake.batch_id": str(batch_id)},

@@ -196,25 +196,29 @@ class SeqTrack:
         return lost
 
 
+StreamKey = tuple[str, str, int]  # (topic, device_id, spool_epoch)
+
+
 class SeqIndex:
-    """Dedup and acknowledgment index, per (topic, device)."""
+    """Dedup and acknowledgment index, per (topic, device, spool epoch): a device whose spool was made
+    anew numbers from 0 again under a new epoch, and those records are new, not duplicates."""
 
     def __init__(self) -> None:
-        self.tracks: dict[tuple[str, str], SeqTrack] = defaultdict(SeqTrack)
+        self.tracks: dict[StreamKey, SeqTrack] = defaultdict(SeqTrack)
 
-    def seed(self, topic: str, device_id: str, seqs: Iterable[int]) -> None:
-        track = self.tracks[(topic, device_id)]
+    def seed(self, key: StreamKey, seqs: Iterable[int]) -> None:
+        track = self.tracks[key]
         for seq in seqs:
             track.add(int(seq))
 
-    def add(self, topic: str, device_id: str, seq: int) -> bool:
-        return self.tracks[(topic, device_id)].add(seq)
+    def add(self, key: StreamKey, seq: int) -> bool:
+        return self.tracks[key].add(seq)
 
-    def jump(self, topic: str, device_id: str, seq: int) -> int:
-        track = self.tracks.get((topic, device_id))
+    def jump(self, key: StreamKey, seq: int) -> int:
+        track = self.tracks.get(key)
         return (track or SeqTrack()).jump(seq)
 
-    def contiguous(self) -> dict[tuple[str, str], int]:
+    def contiguous(self) -> dict[StreamKey, int]:
         return {key: track.contiguous for key, track in self.tracks.items()}
 
 
@@ -280,14 +284,15 @@ def decode_batch(
         topic = kafka["kafka_topic"]
         problem = validate(record_type, record, sessions)
         if problem is None:
-            jump = index.jump(topic, record["device_id"], record["seq"])
+            stream = (topic, record["device_id"], int(record.get("spool_epoch") or 0))
+            jump = index.jump(stream, record["seq"])
             if jump > MAX_SEQ_JUMP:
                 problem = (f"{record_type} seq={record['seq']} from {record['device_id']} jumps {jump:,} "
                            f"past the last stored (more than {MAX_SEQ_JUMP:,}); not indexed")
         if problem is not None:
             refuse(kafka, key, value, problem)
             continue
-        if not index.add(topic, record["device_id"], record["seq"]):
+        if not index.add((topic, record["device_id"], int(record.get("spool_epoch") or 0)), record["seq"]):
             duplicates += 1
             continue
         record.update(kafka)
@@ -306,13 +311,21 @@ def seed_index(lake_root: Path) -> SeqIndex:
     """Rebuild the dedup index from what bronze already holds (on query start)."""
     index = SeqIndex()
     for topic, spec in BRONZE_TABLE_OF_TOPIC.items():
-        stored = LakeTable(lake_root, spec).read_columns(["device_id", "seq"])
-        if stored is None:
+        table = LakeTable(lake_root, spec)
+        dataset, _ = table.dataset()
+        if dataset is None:
             continue
+        # Tables written before spool epochs have no such column: their records are epoch 0.
+        columns = ["device_id", "seq"] + (["spool_epoch"] if "spool_epoch" in dataset.schema.names else [])
+        stored = dataset.to_table(columns=columns)
         devices = stored.column("device_id").to_numpy(zero_copy_only=False)
         seqs = stored.column("seq").to_numpy()
-        for device in np.unique(devices):
-            index.seed(topic, str(device), np.sort(seqs[devices == device]))
+        epochs = (stored.column("spool_epoch").fill_null(0).to_numpy() if "spool_epoch" in columns
+                  else np.zeros(len(seqs), np.int64))
+        pairs = np.unique(np.stack([devices.astype(str), epochs.astype(str)], axis=1), axis=0) if len(seqs) else []
+        for device, epoch in pairs:
+            mine = (devices == device) & (epochs == int(epoch))
+            index.seed((topic, str(device), int(epoch)), np.sort(seqs[mine]))
     return index
 
 
@@ -349,7 +362,7 @@ def silver_projections(tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
     return result
 
 
-AckPublisher = Callable[[dict[tuple[str, str], int]], None]
+AckPublisher = Callable[[dict[StreamKey, int]], None]
 
 
 class BronzeBatchWriter:

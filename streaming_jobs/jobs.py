@@ -71,10 +71,10 @@ class AckPublisher:
         self._keyring = Keyring(settings.security.keyring)
         self._keyless: set[str] = set()
 
-    def __call__(self, contiguous: dict[tuple[str, str], int]) -> None:
+    def __call__(self, contiguous: dict[tuple[str, str, int], int]) -> None:
         now = time.time_ns() // 1000
         self._keyring.reload()
-        for (topic, device_id), seq in contiguous.items():
+        for (topic, device_id, epoch), seq in contiguous.items():
             # Signed with the device's own key: its Pi obeys nothing else.
             key = self._keyring.active_key(device_id)
             if key is None:
@@ -84,7 +84,7 @@ class AckPublisher:
                                 device_id, device_id)
                 continue
             record = control_record(device_id=device_id, kind="SPOOL_ACK", sender=self._sender, issued_us=now,
-                                    acked_topic=topic, acked_seq=seq)
+                                    acked_topic=topic, acked_seq=seq, acked_epoch=epoch)
             self._producer.produce(CONTROL, key=device_id.encode(),
                                    value=sign(self._codec.encode("control", record), CONTROL, key, HUB))
         self._producer.poll(0)

@@ -1,3 +1,4 @@
+import time
 from pathlib import Path
 
 import pytest
@@ -28,10 +29,10 @@ def test_acknowledge_deletes_up_to_seq_and_keeps_counting(tmp_path: Path) -> Non
         spool.append_many("eeg.raw", None, [_value()] * 10)
         spool.append_many("markers", None, [_value()] * 2)
         spool.mark_delivered([r.id for r in spool.fetch_after(0, 100)])
-        assert spool.acknowledge("eeg.raw", 6) == 7
+        assert spool.acknowledge("eeg.raw", 6, spool.epoch) == 7
         assert [r.seq for r in spool.fetch_after(0, 100) if r.topic == "eeg.raw"] == [7, 8, 9]
         assert spool.acked_seq("eeg.raw") == 6
-        spool.acknowledge("eeg.raw", 3)  # an older ack never moves backwards
+        spool.acknowledge("eeg.raw", 3, spool.epoch)  # an older ack never moves backwards
         assert spool.acked_seq("eeg.raw") == 6
         assert spool.stats().records == 5
         assert spool.append("eeg.raw", None, _value()) == 10
@@ -70,7 +71,7 @@ def test_refuse_new_keeps_backlog_and_counts_loss(tmp_path: Path) -> None:
         assert spool.stats().losses == 1
         # The refused record's seq is used: the lake sees the gap as the loss it is.
         spool.mark_delivered([r.id for r in spool.fetch_after(0, 100)])
-        spool.acknowledge("eeg.raw", 2)
+        spool.acknowledge("eeg.raw", 2, spool.epoch)
         assert spool.append("eeg.raw", None, _value()) == 4
 
 
@@ -106,10 +107,27 @@ def test_an_ack_frees_only_delivered_rows_and_one_beyond_the_newest_seq_is_refus
         rows = spool.fetch_after(0, 100)
         spool.mark_delivered([r.id for r in rows[:3]])
         # A (forged or early) ack for all six frees only the three that were sent.
-        assert spool.acknowledge("eeg.raw", 5) == 3
+        assert spool.acknowledge("eeg.raw", 5, spool.epoch) == 3
         assert [r.seq for r in spool.fetch_after(0, 100)] == [3, 4, 5]
         with pytest.raises(AckRefused, match="beyond the newest seq"):
-            spool.acknowledge("eeg.raw", 2**62)
+            spool.acknowledge("eeg.raw", 2**62, spool.epoch)
         with pytest.raises(AckRefused):
-            spool.acknowledge("markers", 0)  # nothing was ever spooled on that topic
+            spool.acknowledge("markers", 0, spool.epoch)  # nothing was ever spooled on that topic
         assert spool.stats().records == 3 and spool.stats().undelivered == 3
+
+
+def test_an_ack_for_another_spool_epoch_frees_nothing(tmp_path: Path) -> None:
+    with Spool(tmp_path / "old.sqlite", 10_000_000) as old:
+        old_epoch = old.epoch
+    time.sleep(0.001)
+    # A reset spool (new SD card): seqs start at 0 again, under a new epoch.
+    with Spool(tmp_path / "new.sqlite", 10_000_000) as spool:
+        assert spool.epoch != old_epoch
+        spool.append_many("eeg.raw", None, [_value()] * 3)
+        spool.mark_delivered([r.id for r in spool.fetch_after(0, 100)])
+        for stale in (old_epoch, None, 0):
+            with pytest.raises(AckRefused, match="epoch"):
+                spool.acknowledge("eeg.raw", 2, stale)
+        assert spool.stats().records == 3
+    with Spool(tmp_path / "new.sqlite", 10_000_000) as reopened:
+        assert reopened.epoch == spool.epoch  # the epoch belongs to the file, across restarts

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 
 import pyarrow.dataset as ds
@@ -50,6 +51,11 @@ def test_bronze_exactly_once_with_quarantine_and_acks(broker: BrokerStack) -> No
                                "--stimulus", "--sensors", stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True)
     summary = json.loads(process.communicate(timeout=120)[0])
+    # sim-000's Pi gets a new SD card: its spool starts over at seq 0, under a new epoch.
+    shutil.rmtree(broker.settings.edge.spool.directory)
+    process = broker.neurolake("edge", "simulate", "--headsets", "1", "--duration", "5", stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    reset = json.loads(process.communicate(timeout=120)[0])["devices"][0]
     # Garbage, truncated and wrong-schema records mixed into the topics.
     codec = default_codec()
     good = codec.encode("eeg_block", sample_records()["eeg_block"])
@@ -84,10 +90,15 @@ def test_bronze_exactly_once_with_quarantine_and_acks(broker: BrokerStack) -> No
         spark.stop()
     root = broker.settings.paths.lake_root
     blocks = _table(root, "eeg_blocks")
-    for device in summary["devices"]:
-        seqs = sorted(s for d, s in zip(blocks.column("device_id").to_pylist(),
-                                        blocks.column("seq").to_pylist()) if d == device["device_id"])
-        assert seqs == list(range(device["next_seq"]["eeg.raw"]))
+    stored = list(zip(blocks.column("device_id").to_pylist(), blocks.column("spool_epoch").to_pylist(),
+                      blocks.column("seq").to_pylist()))
+    epochs = {device: sorted({e for d, e, _ in stored if d == device}) for device in ("sim-000", "sim-001")}
+    assert len(epochs["sim-000"]) == 2 and len(epochs["sim-001"]) == 1
+    runs = {("sim-000", epochs["sim-000"][0]): summary["devices"][0], ("sim-001", epochs["sim-001"][0]):
+            summary["devices"][1], ("sim-000", epochs["sim-000"][1]): reset}
+    for (device_id, epoch), device in runs.items():
+        seqs = sorted(s for d, e, s in stored if (d, e) == (device_id, epoch))
+        assert seqs == list(range(device["next_seq"]["eeg.raw"])), (device_id, epoch)
     quarantine = _table(root, "quarantine")
     reasons = quarantine.column("reason").to_pylist()
     malformed_in_topic = _positions_of(broker, ["eeg.raw"], malformed)
@@ -103,7 +114,7 @@ def test_bronze_exactly_once_with_quarantine_and_acks(broker: BrokerStack) -> No
     assert set(quarantine.column("value").to_pylist()) == set(malformed)
     markers = _table(root, "markers")
     assert markers.num_rows == sum(d["markers"] for d in summary["devices"])
-    assert _table(root, "sessions").num_rows == 2
+    assert _table(root, "sessions").num_rows == 3  # two headsets, and sim-000 again after its reset
     # Lab-time projections written with bronze.
     readings = ds.dataset(DeltaTable(str(SILVER_SENSOR_READINGS.path(root))).file_uris(),
                           format="parquet").to_table()
@@ -111,10 +122,10 @@ def test_bronze_exactly_once_with_quarantine_and_acks(broker: BrokerStack) -> No
     assert "time_us" in readings.column_names and "accel_z_g" in readings.column_names
     # The edge learns what bronze holds.
     acks = [codec.decode(m.value())[1] for m in read_topic(broker.settings, "devices.control", idle_s=1)]
-    eeg_acks = {a["device_id"]: a["acked_seq"] for a in acks
+    eeg_acks = {(a["device_id"], a["acked_epoch"]): a["acked_seq"] for a in acks
                 if a["kind"] == "SPOOL_ACK" and a["acked_topic"] == "eeg.raw"}
-    for device in summary["devices"]:
-        assert eeg_acks[device["device_id"]] == device["next_seq"]["eeg.raw"] - 1
+    for key, device in runs.items():
+        assert eeg_acks[key] == device["next_seq"]["eeg.raw"] - 1
 
 
 @pytest.mark.slow

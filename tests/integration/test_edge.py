@@ -133,7 +133,8 @@ def test_broker_down_for_20s_then_restarted_loses_nothing(broker: BrokerStack) -
         ack = {
             "device_id": "sim-000", "session_id": None, "seq": 1, "issued_us": time.time_ns() // 1000,
             "kind": "SPOOL_ACK", "command_id": "ack-1", "sender": "test", "config": {},
-            "acked_topic": "eeg.raw", "acked_seq": contiguous, "in_reply_to": None, "ok": None,
+            "acked_topic": "eeg.raw", "acked_seq": contiguous, "acked_epoch": blocks[0]["spool_epoch"],
+            "in_reply_to": None, "ok": None,
             "message": None,
         }
         producer = Producer(broker.settings.kafka.producer_config())

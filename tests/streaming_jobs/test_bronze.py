@@ -61,3 +61,21 @@ def test_a_revoked_key_is_refused_from_the_next_batch_on(tmp_path: Path) -> None
     keyring.revoke(key.key_id)
     decoded = decode_batch(_rows([("sessions", session)]), SeqIndex(), codec, keyring=keyring)
     assert "revoked key" in decoded.quarantine.column("reason").to_pylist()[0]
+
+
+def test_a_reset_spools_restarted_seqs_are_new_records_not_duplicates(tmp_path: Path) -> None:
+    keyring = Keyring(tmp_path / "keyring.json")
+    key = ensure_key(keyring, "pi-1")
+    codec = default_codec()
+    block = sample_records()["eeg_block"]
+
+    def signed(seq: int, epoch: int) -> tuple[str, bytes]:
+        return "eeg.raw", sign(codec.encode("eeg_block", {**block, "seq": seq, "spool_epoch": epoch}), "eeg.raw", key)
+
+    index = SeqIndex()
+    first = decode_batch(_rows([signed(s, 111) for s in range(3)]), index, codec, keyring=keyring)
+    again = decode_batch(_rows([signed(s, 111) for s in range(3)] + [signed(s, 222) for s in range(3)]),
+                         index, codec, keyring=keyring)
+    assert first.tables["eeg_blocks"].num_rows == 3
+    assert again.duplicates == 3 and again.tables["eeg_blocks"].column("spool_epoch").to_pylist() == [222] * 3
+    assert index.contiguous() == {("eeg.raw", "pi-1", 111): 2, ("eeg.raw", "pi-1", 222): 2}
