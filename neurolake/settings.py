@@ -396,6 +396,19 @@ class SecuritySettings(_Section):
     require_signed_records: bool = True
     # A hub control record (ack, command) issued further than this from the Pi's lab clock is refused.
     control_max_age_s: float = Field(default=120.0, gt=0)
+    # Web UIs and the broker listen on loopback unless this is set (they authenticate nobody).
+    allow_unauthenticated_lan: bool = False
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class PathSettings(_Section):
@@ -427,6 +440,19 @@ class Settings(_Section):
     security: SecuritySettings = SecuritySettings()
     paths: PathSettings = PathSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _web_uis_on_loopback(self) -> Settings:
+        # MLflow, Airflow and the dashboard have no neurolake login yet: beyond loopback anyone on
+        # the lab network could register models (code the scorers would load) or read live EEG.
+        for name, host in (("mlflow.host", self.mlflow.host), ("airflow.host", self.airflow.host),
+                           ("dashboard.host", self.dashboard.host), ("broker.host", self.broker.host)):
+            if not _is_loopback(host) and not self.security.allow_unauthenticated_lan:
+                raise ValueError(
+                    f"{name}={host!r} would serve the lab network without a login; keep 127.0.0.1 and reach "
+                    "it through an SSH tunnel (ssh -L PORT:127.0.0.1:PORT hub), Pis through `neurolake tls`, "
+                    "or set security.allow_unauthenticated_lan=true on a network only you use")
+        return self
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> Settings:

@@ -122,3 +122,13 @@ def test_settings_are_frozen(tmp_path: Path) -> None:
     settings = load_settings(environ={}, cwd=tmp_path)
     with pytest.raises(ValidationError):
         settings.kafka.linger_ms = 1  # type: ignore[misc]
+
+
+def test_web_uis_and_the_broker_stay_on_loopback_unless_the_lan_is_explicitly_trusted() -> None:
+    for name in ("DASHBOARD", "MLFLOW", "AIRFLOW", "BROKER"):
+        with pytest.raises(SettingsError, match=f"{name.lower()}.host='0.0.0.0' would serve the lab network"):
+            load_settings(environ={f"NEUROLAKE_{name}__HOST": "0.0.0.0"})
+    trusted = load_settings(environ={"NEUROLAKE_DASHBOARD__HOST": "0.0.0.0",
+                                     "NEUROLAKE_SECURITY__ALLOW_UNAUTHENTICATED_LAN": "true"})
+    assert trusted.dashboard.host == "0.0.0.0"
+    assert load_settings(environ={"NEUROLAKE_DASHBOARD__HOST": "::1"}).dashboard.host == "::1"
