@@ -36,6 +36,8 @@ from schemas.records import control_record, eeg_block_record
 from schemas.signing import DeviceKey, Keyring, new_key, sign
 
 log = logging.getLogger(__name__)
+# Past a block's due time, so that its last sample is on the board when the loop reads.
+BLOCK_WAKE_MARGIN_S = 0.0005
 
 DEVICE_RETRY_S = 5.0
 
@@ -73,6 +75,7 @@ class DeviceRunner:
         source_factory: SourceFactory = make_eeg_source,
         sender_stats: Callable[[], int] = lambda: 0,
         signing_key: DeviceKey | None = None,
+        on_spooled: Callable[[], None] = lambda: None,
     ) -> None:
         self.edge = edge
         # Every record leaves signed with the device's key, so the lake can tell it from a forgery.
@@ -82,6 +85,9 @@ class DeviceRunner:
         self.codec = codec or default_codec()
         self._source_factory = source_factory
         self._sender_stats = sender_stats
+        # Wakes the sender the moment a block is spooled: no polling delay on the live path.
+        self._on_spooled = on_spooled
+        self._last_sample_us: int | None = None
         self.key = edge.device_id.encode()
         self.state = "STOPPED"
         self.session_id: str | None = None
@@ -218,6 +224,7 @@ class DeviceRunner:
         assert self._source is not None
         chunk = self._source.read()
         if chunk.n_samples:
+            self._last_sample_us = int(chunk.device_times_us[-1])
             self._pending = EegChunk(
                 np.concatenate([self._pending.samples, chunk.samples]),
                 np.concatenate([self._pending.device_times_us, chunk.device_times_us]),
@@ -233,8 +240,18 @@ class DeviceRunner:
         bounds = list(range(0, cut, size))
         encoders = [self._block_encoder(samples[i : i + size], times[i : i + size]) for i in bounds]
         self.spool.append_many(EEG_RAW, self.key, encoders)
+        self._on_spooled()
         self._pending = EegChunk(samples[cut:], times[cut:])
         self.counters.blocks += len(encoders)
+
+    def next_block_in_s(self, now: int) -> float | None:
+        """Seconds until the board should hold the next block's last sample (None when not streaming):
+        the acquisition loop wakes then, so a block leaves about when its last sample exists."""
+        if not self.streaming or self._source is None or self._last_sample_us is None:
+            return None
+        missing = self.edge.block_size - self._pending.n_samples
+        due_us = self._last_sample_us + missing * 1e6 / self._source.info.sample_rate_hz
+        return max(0.0, (due_us - now) / 1e6)
 
     def _block_encoder(self, samples: np.ndarray, times: np.ndarray) -> Callable[[int], bytes]:
         first = self._sample_index
@@ -462,7 +479,8 @@ class EdgeRuntime:
         )
         first = devices[0]
         self.sender = KafkaSender(
-            settings.kafka.producer_config(),
+            # A block goes out as soon as it is handed over (edge.linger_ms, 1 ms by default).
+            {**settings.kafka.producer_config(), "linger.ms": first.linger_ms},
             stall_timeout_s=first.stall_timeout_s,
             reconnect_backoff_max_s=first.reconnect_backoff_max_s,
             resend_unacked_after_outage=first.resend_unacked_after_outage,
@@ -481,6 +499,7 @@ class EdgeRuntime:
             self.runners[edge.device_id] = DeviceRunner(
                 edge, spool, self.clock, self.codec, source_factory,
                 sender_stats=lambda device_id=edge.device_id: self.sender.sent_count(device_id),
+                on_spooled=self.sender.notify,
                 signing_key=self.keyring.active_key(edge.device_id),
             )
             self.sender.add_device(edge.device_id, spool)
@@ -531,9 +550,10 @@ class EdgeRuntime:
 
     def _send_loop(self) -> None:
         while not self._stop.is_set():
-            handed = self.sender.pump(0.01)
+            handed = self.sender.pump(0.0)
             if not handed:
-                self._stop.wait(0.005)
+                # Woken at once when a block is spooled; the timeout serves delivery reports.
+                self.sender.wait_for_work(0.005)
 
     def __enter__(self) -> EdgeRuntime:
         self.clock.start()
@@ -549,7 +569,8 @@ class EdgeRuntime:
 
     def run(self, duration_s: float | None = None, stop: threading.Event | None = None) -> None:
         deadline = None if duration_s is None else time.monotonic() + duration_s
-        # Half a block's duration (at the board's rate), between 10 and 50 ms.
+        # The loop wakes when the next block should be complete (its last sample just read), and at
+        # least every half block (10-50 ms) for markers, frames, sensors and heartbeats.
         tick_s = min(r.edge.block_size / r.sample_rate_hz for r in self.runners.values()) / 2
         tick_s = min(max(tick_s, 0.01), 0.05)
         while not (stop is not None and stop.is_set()):
@@ -562,7 +583,9 @@ class EdgeRuntime:
             if all(r.shutdown_requested for r in self.runners.values()):
                 log.info("every device shut down on command")
                 break
-            time.sleep(tick_s)
+            now = now_us()
+            waits = [w for w in (r.next_block_in_s(now) for r in self.runners.values()) if w is not None]
+            time.sleep(min([tick_s, *waits]) + BLOCK_WAKE_MARGIN_S)
 
     def __exit__(self, *exc: object) -> None:
         for runner in self.runners.values():

@@ -70,6 +70,7 @@ class KafkaSender:
         self._resend_after_outage = resend_unacked_after_outage
         self._devices: dict[str, DeviceCursor] = {}
         self._lock = threading.Lock()
+        self._work = threading.Event()
         self._in_flight = 0
         self._last_report = time.monotonic()
         self._outage = False
@@ -114,6 +115,14 @@ class KafkaSender:
             return False
 
     # -- the loop ----------------------------------------------------------------------------
+
+    def notify(self) -> None:
+        """Records were spooled: wake the sending thread now."""
+        self._work.set()
+
+    def wait_for_work(self, timeout_s: float) -> None:
+        self._work.wait(timeout_s)
+        self._work.clear()
 
     def pump(self, poll_timeout_s: float = 0.0) -> int:
         """Hand spooled records to the producer and serve delivery reports. Returns records handed."""

@@ -155,7 +155,8 @@ class LiveReader:
         self.consumer = Consumer({
             **settings.kafka.client_config(), "group.id": group_id, "enable.auto.commit": False,
             # A live reader wants each record as soon as the broker has it, not a fuller fetch.
-            "fetch.wait.max.ms": 10, "logger": logging.getLogger(logger_name),
+            "fetch.wait.max.ms": settings.kafka.live_fetch_wait_ms, "fetch.min.bytes": 1,
+            "logger": logging.getLogger(logger_name),
         })
 
     def __enter__(self) -> LiveReader:
@@ -191,7 +192,12 @@ class LiveReader:
         if self.keyring is not None and time.monotonic() - self._last_reload > 1.0:
             self._last_reload = time.monotonic()
             self.keyring.reload()
-        for message in self.consumer.consume(max_records, timeout=timeout_s):
+        # consume() waits out its whole timeout unless max_records arrive: take the first record as
+        # soon as it comes, then whatever else is already here.
+        first = self.consumer.poll(timeout_s)
+        if first is None:
+            return []
+        for message in [first, *self.consumer.consume(max_records - 1, timeout=0)]:
             if message.error():
                 continue
             value, topic = message.value(), message.topic()

@@ -46,6 +46,8 @@ class KafkaSettings(_Section):
     enable_idempotence: bool = False
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
     linger_ms: int = Field(default=5, ge=0, le=1000)
+    # How long the broker may hold a live reader's fetch (dashboard, live scorer) waiting for data.
+    live_fetch_wait_ms: int = Field(default=1, ge=0, le=500)
     request_timeout_ms: int = Field(default=10_000, ge=1000)
 
     @model_validator(mode="after")
@@ -267,6 +269,8 @@ class EdgeSettings(_Section):
     subject_id: str | None = None
     task: str | None = None
     block_size: int = Field(default=25, ge=1, le=1000)
+    # How long the edge producer may hold a record to batch it; the live path wants it at once.
+    linger_ms: int = Field(default=1, ge=0, le=1000)
     heartbeat_s: float = Field(default=2.0, gt=0)
     # A producer with records in flight and no delivery report for this long is rebuilt.
     stall_timeout_s: float = Field(default=10.0, gt=0)
