@@ -349,7 +349,8 @@ def _bronze_table(record_type: str, records: list[dict[str, Any]], topic: str): 
     from streaming_jobs.bronze import TIME_FIELD, bronze_schema
 
     now = time.time_ns() // 1000
-    rows = [{**r, "kafka_topic": f"import:{topic}", "kafka_partition": -1, "kafka_offset": int(r["seq"]),
+    # Imported records come from no spool: epoch 0, as the schema's default says.
+    rows = [{"spool_epoch": 0, **r, "kafka_topic": f"import:{topic}", "kafka_partition": -1, "kafka_offset": int(r["seq"]),
              "ingest_us": now, "date": utc_date(int(r[TIME_FIELD[record_type]]))} for r in records]
     return pa.Table.from_pylist(rows, schema=bronze_schema(record_type))
 
