@@ -2,8 +2,8 @@
 
 Private broker; one `neurolake dashboard` process; N simulated headsets; K tabs of headless Debian
 Chromium on the live page. The server records, each time it streams new samples into a session's
-document, now minus the Kafka timestamp of the newest block pushed (when the edge produced it; same
-machine, same clock); /stats serves those figures. CPU is the dashboard process's CPU time over the
+document, now minus the lab time of the newest sample pushed (the block's last sample; same machine,
+same clock); /stats serves those figures. Traces are pushed when their block arrives. CPU is the dashboard process's CPU time over the
 measurement, with no tab open and then with K tabs: the difference per tab is the cost of a session.
 """
 
@@ -86,10 +86,10 @@ def main() -> None:
                 process.terminate()
                 process.wait(timeout=30)
     print(f"dashboard bench: {args.headsets} headset(s), {args.tabs} Chromium tab(s), {args.seconds:.0f} s "
-          f"measured, traces pushed every {settings.dashboard.refresh_ms} ms")
+          "measured, traces pushed on arrival")
     if latencies:
         a = np.asarray(latencies)
-        print(f"  block produced -> pushed to a browser session  p50 {np.percentile(a, 50):.1f} ms  "
+        print(f"  newest sample -> pushed to a browser session  p50 {np.percentile(a, 50):.1f} ms  "
               f"p95 {np.percentile(a, 95):.1f} ms  (n={len(a)}; target p95 <= 50 ms)")
     else:
         print("  no pushes recorded")

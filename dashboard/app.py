@@ -133,9 +133,25 @@ class LiveDocument:
                                 TabPanel(child=self.history.layout, title="History")],
                           sizing_mode="stretch_width"))
         doc.title = "neurolake live"
+        # Traces are pushed when their samples arrive (the feed calls _on_arrival from its thread);
+        # the periodic tick only catches up after a reconnect or a missed wake-up.
+        self._push_pending = False
+        feed.subscribe(self._on_arrival)
+        if doc.session_context is not None:
+            doc.on_session_destroyed(lambda _context: feed.unsubscribe(self._on_arrival))
         doc.add_periodic_callback(self.fast_tick, settings.dashboard.refresh_ms)
         doc.add_periodic_callback(self.slow_tick, 1000)
         self.slow_tick()
+
+    def _on_arrival(self, sessions: set[str]) -> None:
+        """Called on the feed's thread: schedule one push on this document's own loop."""
+        if self.session_id in sessions and not self._push_pending:
+            self._push_pending = True
+            self.doc.add_next_tick_callback(self._push)
+
+    def _push(self) -> None:
+        self._push_pending = False
+        self.fast_tick()
 
     # --- selection ---------------------------------------------------------------------------
     def select(self, session_id: str | None) -> None:
@@ -186,7 +202,7 @@ class LiveDocument:
             if buffer is None:
                 return
             cursor, seconds, raw, filtered, reset = buffer.since(self.cursor)
-            produced_ms = buffer.produced_ms_for(cursor) if len(seconds) else None
+            last_sample_ms = buffer.last_sample_ms_for(cursor) if len(seconds) else None
         if not len(seconds):
             return
         eeg = buffer.eeg_columns
@@ -204,8 +220,9 @@ class LiveDocument:
         else:
             self.trace_source.stream(data, rollover=limit)
         self.cursor = cursor
-        if produced_ms is not None:
-            self.feed.push_latencies_ms.append(time.time() * 1000 - produced_ms)
+        if last_sample_ms is not None:
+            # The newest sample's lab time -> now, when its data leaves for the browser.
+            self.feed.push_latencies_ms.append(time.time() * 1000 - last_sample_ms)
 
     def slow_tick(self) -> None:
         sessions = self.feed.live_sessions()

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ from neurolake.dsp.session import session_record_problem
 from neurolake.errors import ServiceError
 from neurolake.settings import Settings
 from schemas.catalog import CAMERA_FRAMES, DEVICE_STATUS, EEG_RAW, MARKERS, PREDICTIONS, SENSORS_ENV, SESSIONS
-from schemas.codec import eeg_block_samples
+from schemas.codec import eeg_block_device_times, eeg_block_samples
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class SessionBuffer:
     def eeg_columns(self) -> list[int]:
         return [i for i, t in enumerate(self.channel_types) if t == "eeg"]
 
-    def append(self, first_index: int, samples: np.ndarray, kafka_ms: int) -> None:
+    def append(self, first_index: int, samples: np.ndarray, last_sample_ms: float) -> None:
         if self.zi is None or first_index != self.next_index:
             self.zi = initial_state(self.sos, samples.shape[1])  # a gap restarts the filter
         filtered, self.zi = filter_chunk(self.sos, self.zi, samples.astype(np.float64))
@@ -78,7 +79,7 @@ class SessionBuffer:
         self.total += len(samples)
         self.next_index = first_index + len(samples)
         self.last_block_at = time.monotonic()
-        self.block_times.append((self.total, kafka_ms))
+        self.block_times.append((self.total, last_sample_ms))
 
     def since(self, cursor: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, bool]:
         """(new cursor, seconds, raw, filtered) appended after ``cursor``; ``reset`` when the cursor
@@ -90,11 +91,11 @@ class SessionBuffer:
             return self.total, self.seconds[:0], self.raw[:0], self.filtered[:0], False
         return self.total, self.seconds[-take:], self.raw[-take:], self.filtered[-take:], reset
 
-    def produced_ms_for(self, total: int) -> int | None:
-        """Kafka timestamp of the block whose last sample is sample number ``total``."""
-        for after, kafka_ms in reversed(self.block_times):
+    def last_sample_ms_for(self, total: int) -> float | None:
+        """Lab time (ms) of sample number ``total``, when it ended a block."""
+        for after, last_sample_ms in reversed(self.block_times):
             if after == total:
-                return kafka_ms
+                return last_sample_ms
             if after < total:
                 return None
         return None
@@ -146,6 +147,7 @@ class LiveFeed:
         self.unauthenticated = 0
         self.rejected = 0
         self.connection_error: str | None = None
+        self._subscribers: list[Callable[[set[str]], None]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dashboard-feed", daemon=True)
         self.ready = threading.Event()
@@ -157,6 +159,16 @@ class LiveFeed:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+
+    def subscribe(self, on_arrival: Callable[[set[str]], None]) -> None:
+        """``on_arrival(session_ids)`` is called on the feed's thread after new EEG for those sessions."""
+        with self.lock:
+            self._subscribers.append(on_arrival)
+
+    def unsubscribe(self, on_arrival: Callable[[set[str]], None]) -> None:
+        with self.lock:
+            if on_arrival in self._subscribers:
+                self._subscribers.remove(on_arrival)
 
     def live_sessions(self) -> list[str]:
         with self.lock:
@@ -189,7 +201,8 @@ class LiveFeed:
         elif topic == EEG_RAW:
             buffer = self._buffer_for(record)
             if buffer is not None and (buffer.next_index is None or record["first_sample_index"] >= buffer.next_index):
-                buffer.append(record["first_sample_index"], eeg_block_samples(record), kafka_ms)
+                last_us = int(eeg_block_device_times(record)[-1]) + int(record["clock_offset_us"])
+                buffer.append(record["first_sample_index"], eeg_block_samples(record), last_us / 1000)
         elif topic == PREDICTIONS:
             buffer = self.sessions.get(record["session_id"])
             if buffer is not None:
@@ -227,6 +240,7 @@ class LiveFeed:
                 arrived = reader.read(1000, timeout_s=0.05)
                 if not arrived:
                     continue
+                updated: set[str] = set()
                 with self.lock:
                     # Bronze quarantines these; the page only counts them.
                     self.undecodable = reader.undecodable
@@ -234,8 +248,14 @@ class LiveFeed:
                     for item in arrived:
                         try:
                             self._handle(item.topic, item.record, item.timestamp_ms)
+                            if item.topic == EEG_RAW:
+                                updated.add(item.record["session_id"])
                         except Exception as exc:  # a record that contradicts its session: skip it
                             self.rejected += 1
                             if self.rejected <= 10 or self.rejected % 1000 == 0:
                                 log.warning("dashboard: %s record refused (%d so far): %s",
                                             item.topic, self.rejected, exc)
+                    subscribers = list(self._subscribers)
+                if updated:
+                    for on_arrival in subscribers:
+                        on_arrival(updated)
