@@ -22,6 +22,7 @@ demo: $(STAMP)
 # Style, types and the layer rule (pyproject.toml: [tool.ruff], [tool.mypy], [tool.importlinter]).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 

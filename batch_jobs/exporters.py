@@ -102,11 +102,14 @@ def physical_range(column: np.ndarray) -> float:
     if peak == 0.0 or not math.isfinite(peak):
         return 1.0
     if peak > 9_990_000:
-        raise RecordingError(f"a channel peaks at {peak:g}, beyond what an EDF header can scale; "
-                             "export in larger units")
+        raise RecordingError(
+            f"a channel peaks at {peak:g}, beyond what an EDF header can scale; export in larger units"
+        )
     digits = 2 - math.floor(math.log10(peak))
     while True:
-        scaled = math.ceil(peak * 10**digits) / 10**digits if digits >= 0 else math.ceil(peak / 10**-digits) * 10**-digits
+        scaled = (
+            math.ceil(peak * 10**digits) / 10**digits if digits >= 0 else math.ceil(peak / 10**-digits) * 10**-digits
+        )
         value = float(_header_number(-scaled).lstrip("-"))
         if value >= peak:
             return value
@@ -121,21 +124,23 @@ def _labels(recording: Recording) -> list[str]:
     return labels
 
 
-def write_edf(recording: Recording, path: Path, fmt: str = "edf",
-              progress: Callable[[int], None] | None = None) -> Path:
+def write_edf(
+    recording: Recording, path: Path, fmt: str = "edf", progress: Callable[[int], None] | None = None
+) -> Path:
     """EDF+ (16-bit) or BDF+ (24-bit) with the markers and lost samples as annotations."""
     import pyedflib
 
     recording.validate()
     fs = recording.sample_rate_hz
     if abs(fs - round(fs)) > 1e-9:
-        raise RecordingError(f"EDF data records need a whole number of samples per second; "
-                             f"{fs} Hz has none (resample first)")
+        raise RecordingError(
+            f"EDF data records need a whole number of samples per second; {fs} Hz has none (resample first)"
+        )
     spr = int(round(fs))
     digital_min, digital_max = DIGITAL_RANGE[fmt]
     padded = -recording.n_samples % spr
     data = np.zeros((recording.n_samples + padded, recording.samples.shape[1]), np.float64)
-    data[:recording.n_samples] = np.where(recording.present_mask[:, None], recording.samples, 0.0)
+    data[: recording.n_samples] = np.where(recording.present_mask[:, None], recording.samples, 0.0)
     start_us = recording.lab_start_us()
     start = dt.datetime.fromtimestamp(start_us // 1_000_000, dt.UTC).replace(tzinfo=None)
     headers, digital = [], []
@@ -144,10 +149,19 @@ def write_edf(recording: Recording, path: Path, fmt: str = "edf",
         lo, hi = -peak, peak
         steps = (column - lo) / (hi - lo) * (digital_max - digital_min) + digital_min
         digital.append(np.clip(np.rint(steps), digital_min, digital_max).astype(np.int32))
-        headers.append({"label": label, "dimension": recording.session.get("units", "uV"),
-                        "sample_frequency": spr, "physical_min": lo, "physical_max": hi,
-                        "digital_min": digital_min, "digital_max": digital_max,
-                        "transducer": channel_type, "prefilter": ""})
+        headers.append(
+            {
+                "label": label,
+                "dimension": recording.session.get("units", "uV"),
+                "sample_frequency": spr,
+                "physical_min": lo,
+                "physical_max": hi,
+                "digital_min": digital_min,
+                "digital_max": digital_max,
+                "transducer": channel_type,
+                "prefilter": "",
+            }
+        )
     file_type = pyedflib.FILETYPE_EDFPLUS if fmt == "edf" else pyedflib.FILETYPE_BDFPLUS
     writer = pyedflib.EdfWriter(str(path), len(headers), file_type=file_type)
     try:
@@ -164,12 +178,14 @@ def write_edf(recording: Recording, path: Path, fmt: str = "edf",
             raise RecordingError(f"EDF writer refused the sub-second start time of {recording.session_id}")
         for onset, duration, label in annotations(recording):
             writer.writeAnnotation(onset, duration, label)
-        for first, stop in skipped_spans(recording) + ([(recording.n_samples, recording.n_samples + padded)] if padded else []):
+        for first, stop in skipped_spans(recording) + (
+            [(recording.n_samples, recording.n_samples + padded)] if padded else []
+        ):
             writer.writeAnnotation(first / fs, (stop - first) / fs, SKIP)
         # Whole data records at a time: a progress bar moves and memory stays bounded.
         step = spr * 60
         for begin in range(0, data.shape[0], step):
-            writer.writeSamples([d[begin:begin + step] for d in digital], digital=True)
+            writer.writeSamples([d[begin : begin + step] for d in digital], digital=True)
             if progress:
                 progress(min(step, recording.n_samples - begin) if begin < recording.n_samples else 0)
     finally:
@@ -204,15 +220,21 @@ def _bids_label(text: str) -> str:
     return "".join(c for c in text if c.isalnum()) or "unknown"
 
 
-def export(recording: Recording, fmt: str, out_dir: Path, line_freq_hz: float | None = None,
-           progress: Callable[[int], None] | None = None) -> list[Path]:
+def export(
+    recording: Recording,
+    fmt: str,
+    out_dir: Path,
+    line_freq_hz: float | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[Path]:
     """Write into ``out_dir`` (which must be empty or absent), through a temporary folder that is
     moved into place at the end: an export that fails leaves nothing behind."""
     if fmt not in FORMATS:
         raise RecordingError(f"unknown export format {fmt!r}; choose {', '.join(FORMATS)}")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise RecordingError(f"--out {out_dir} is not an empty directory; give a new or empty one "
-                             "(nothing was written)")
+        raise RecordingError(
+            f"--out {out_dir} is not an empty directory; give a new or empty one (nothing was written)"
+        )
     recording.validate()  # the session id becomes a file name: validate() refuses "../x"
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))

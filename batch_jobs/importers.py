@@ -64,7 +64,8 @@ def detect_format(path: Path) -> str:
         pass
     raise RecordingError(
         f"{path}: cannot tell what kind of recording this is (expected .edf, .bdf, .xdf, a BrainFlow "
-        f"CSV or an OpenBCI GUI .txt); give --format {'|'.join(FORMATS)} if it is one of these")
+        f"CSV or an OpenBCI GUI .txt); give --format {'|'.join(FORMATS)} if it is one of these"
+    )
 
 
 def read_recording(path: Path, fmt: str | None = None, options: ImportOptions = ImportOptions()) -> Recording:
@@ -74,8 +75,12 @@ def read_recording(path: Path, fmt: str | None = None, options: ImportOptions = 
     if not path.is_file():
         raise RecordingError(f"{path}: no such file")
     reader: Callable[[Path, ImportOptions, str], Recording] = {
-        "brainflow": _read_brainflow, "openbci": _read_openbci, "edf": _read_edf, "bdf": _read_edf,
-        "xdf": _read_xdf}[fmt]
+        "brainflow": _read_brainflow,
+        "openbci": _read_openbci,
+        "edf": _read_edf,
+        "bdf": _read_edf,
+        "xdf": _read_xdf,
+    }[fmt]
     recording = reader(path, options, _digest(path))
     recording.session["metadata"] = {**recording.session["metadata"], "source_file": path.name, "source_format": fmt}
     return recording.validate()
@@ -98,8 +103,10 @@ def _ids(options: ImportOptions, digest: str, start_us: int) -> tuple[str, str]:
 def _names_for(columns: int, options: ImportOptions, board_names: list[str] | None, what: str) -> list[str]:
     if options.channels:
         if len(options.channels) != columns:
-            raise RecordingError(f"{what} has {columns} EEG columns but --channels names "
-                                 f"{len(options.channels)}; give exactly one name per column")
+            raise RecordingError(
+                f"{what} has {columns} EEG columns but --channels names "
+                f"{len(options.channels)}; give exactly one name per column"
+            )
         return list(options.channels)
     if board_names and len(board_names) == columns:
         return board_names
@@ -110,8 +117,10 @@ def _brainflow_board(name: str | None, what: str) -> dict[str, Any]:
     from edge_producers.devices.eeg import BOARD_IDS, brainflow_module
 
     if not name:
-        raise RecordingError(f"{what} does not say which board recorded it; give --board "
-                             f"({', '.join(b for b in BOARD_IDS if b != 'playback')})")
+        raise RecordingError(
+            f"{what} does not say which board recorded it; give --board "
+            f"({', '.join(b for b in BOARD_IDS if b != 'playback')})"
+        )
     if name not in BOARD_IDS or name == "playback":
         raise RecordingError(f"--board {name!r} is not one of {', '.join(b for b in BOARD_IDS if b != 'playback')}")
     shim = brainflow_module()
@@ -127,22 +136,32 @@ def _read_brainflow(path: Path, options: ImportOptions, digest: str) -> Recordin
     except ValueError as exc:
         raise RecordingError(f"{path}: not a BrainFlow CSV (tab-separated numbers): {exc}") from None
     if table.shape[1] != board["num_rows"]:
-        raise RecordingError(f"{path}: {table.shape[1]} columns per sample, but board {board['board']} writes "
-                             f"{board['num_rows']}; is --board right?")
+        raise RecordingError(
+            f"{path}: {table.shape[1]} columns per sample, but board {board['board']} writes "
+            f"{board['num_rows']}; is --board right?"
+        )
     eeg_rows = list(board["eeg_channels"])
     names = board.get("eeg_names", "").split(",") if board.get("eeg_names") else None
     channel_names = _names_for(len(eeg_rows), options, names, path.name)
     times = np.rint(table[:, board["timestamp_channel"]] * 1e6).astype(np.int64)
     marker_column = table[:, board["marker_channel"]] if "marker_channel" in board else np.zeros(len(table))
-    markers = [(int(times[i]), "INSTANT", f"marker_{marker_column[i]:g}", None)
-               for i in np.nonzero(marker_column)[0]]
+    markers = [(int(times[i]), "INSTANT", f"marker_{marker_column[i]:g}", None) for i in np.nonzero(marker_column)[0]]
     session_id, device_id = _ids(options, digest, int(times[0]))
     return recording_from_arrays(
-        session_id=session_id, device_id=device_id, samples=table[:, eeg_rows],
-        sample_rate_hz=float(board["sampling_rate"]), channel_names=channel_names,
-        channel_types=["eeg"] * len(eeg_rows), start_us=int(times[0]), board=str(board.get("name", board["board"])),
-        device_times_us=times, markers=markers, subject_id=options.subject, task=options.task,
-        montage=options.montage)
+        session_id=session_id,
+        device_id=device_id,
+        samples=table[:, eeg_rows],
+        sample_rate_hz=float(board["sampling_rate"]),
+        channel_names=channel_names,
+        channel_types=["eeg"] * len(eeg_rows),
+        start_us=int(times[0]),
+        board=str(board.get("name", board["board"])),
+        device_times_us=times,
+        markers=markers,
+        subject_id=options.subject,
+        task=options.task,
+        montage=options.montage,
+    )
 
 
 _OPENBCI_BOARDS = {"cytondaisy": "cyton_daisy", "cyton": "cyton", "ganglion": "ganglion", "synthetic": "synthetic"}
@@ -191,10 +210,20 @@ def _read_openbci(path: Path, options: ImportOptions, digest: str) -> Recording:
     types = ["eeg"] * len(exg) + ["accel" if c.startswith("Accel") else "aux" for c in extra]
     session_id, device_id = _ids(options, digest, int(times[0]))
     return recording_from_arrays(
-        session_id=session_id, device_id=device_id, samples=samples, sample_rate_hz=rate,
-        channel_names=channel_names + [c.replace(" Channel ", "") for c in extra], channel_types=types,
-        start_us=int(times[0]), board=header.get("board") or (board or "openbci"), device_times_us=times,
-        markers=markers, subject_id=options.subject, task=options.task, montage=options.montage)
+        session_id=session_id,
+        device_id=device_id,
+        samples=samples,
+        sample_rate_hz=rate,
+        channel_names=channel_names + [c.replace(" Channel ", "") for c in extra],
+        channel_types=types,
+        start_us=int(times[0]),
+        board=header.get("board") or (board or "openbci"),
+        device_times_us=times,
+        markers=markers,
+        subject_id=options.subject,
+        task=options.task,
+        montage=options.montage,
+    )
 
 
 def _edf_channel(label: str, transducer: str, dimension: str, montage_names: set[str]) -> tuple[str, str]:
@@ -231,22 +260,35 @@ def _read_edf(path: Path, options: ImportOptions, digest: str) -> Recording:
         keep = [i for i, r in enumerate(rates) if r == rate]
         skipped = [headers[i]["label"] for i in range(len(headers)) if i not in keep]
         if skipped:
-            log.warning("%s: channels %s have another sample rate than %g Hz; not imported", path.name,
-                        ", ".join(skipped), rate)
-        described = [(i, *_edf_channel(headers[i]["label"], headers[i].get("transducer", ""),
-                                        headers[i]["dimension"], montage_names)) for i in keep]
+            log.warning(
+                "%s: channels %s have another sample rate than %g Hz; not imported", path.name, ", ".join(skipped), rate
+            )
+        described = [
+            (
+                i,
+                *_edf_channel(
+                    headers[i]["label"], headers[i].get("transducer", ""), headers[i]["dimension"], montage_names
+                ),
+            )
+            for i in keep
+        ]
         if options.channels:
             by_name = {name: (i, name, kind) for i, name, kind in described}
             missing = [c for c in options.channels if c not in by_name]
             if missing:
-                raise RecordingError(f"{path}: no channel {', '.join(missing)}; it has "
-                                     f"{', '.join(n for _, n, _ in described)}")
+                raise RecordingError(
+                    f"{path}: no channel {', '.join(missing)}; it has {', '.join(n for _, n, _ in described)}"
+                )
             described = [by_name[c] for c in options.channels]
         columns = []
         for i, _, kind in described:
             values = reader.readSignal(i)
             unit = headers[i]["dimension"].strip().lower()
-            columns.append(values * TO_MICROVOLTS[unit] if kind in ("eeg", "eog", "emg", "ecg") and unit in TO_MICROVOLTS else values)
+            columns.append(
+                values * TO_MICROVOLTS[unit]
+                if kind in ("eeg", "eog", "emg", "ecg") and unit in TO_MICROVOLTS
+                else values
+            )
         start = reader.getStartdatetime().replace(microsecond=0)
         start_subsecond_us = int(reader.starttime_subsecond) // 10  # edflib: units of 100 ns
         onsets, durations, texts = reader.readAnnotations()
@@ -261,16 +303,24 @@ def _read_edf(path: Path, options: ImportOptions, digest: str) -> Recording:
     present = np.ones(len(samples), bool)
     for onset, duration, text in items:
         if text == SKIP:
-            present[int(round(onset * rate)):int(round((onset + duration) * rate))] = False
+            present[int(round(onset * rate)) : int(round((onset + duration) * rate))] = False
     # Trailing skipped samples are a data record's padding, not part of the session.
     n = len(present) - int(np.argmax(present[::-1])) if present.any() else 0
     session_id, device_id = _ids(options, digest, start_us)
     recording = recording_from_arrays(
-        session_id=session_id, device_id=device_id, samples=samples[:n], sample_rate_hz=float(rate),
-        channel_names=[name for _, name, _ in described], channel_types=[kind for _, _, kind in described],
-        start_us=start_us, board=equipment or "edf",
+        session_id=session_id,
+        device_id=device_id,
+        samples=samples[:n],
+        sample_rate_hz=float(rate),
+        channel_names=[name for _, name, _ in described],
+        channel_types=[kind for _, _, kind in described],
+        start_us=start_us,
+        board=equipment or "edf",
         markers=markers_from_annotations([i for i in items if i[2] != SKIP], start_us, n / rate),
-        subject_id=subject if subject != "X" else None, task=options.task, montage=options.montage)
+        subject_id=subject if subject != "X" else None,
+        task=options.task,
+        montage=options.montage,
+    )
     if not present[:n].all():
         recording.present = present[:n]
     return recording
@@ -293,8 +343,9 @@ def _read_xdf(path: Path, options: ImportOptions, digest: str) -> Recording:
         eeg = [s for s in eeg if info(s, "name") == options.stream]
     if not eeg:
         names = ", ".join(f"{info(s, 'name')} ({info(s, 'type')})" for s in streams)
-        raise RecordingError(f"{path}: no EEG stream{' named ' + options.stream if options.stream else ''}; "
-                             f"streams: {names or 'none'}")
+        raise RecordingError(
+            f"{path}: no EEG stream{' named ' + options.stream if options.stream else ''}; streams: {names or 'none'}"
+        )
     stream = max(eeg, key=lambda s: np.asarray(s["time_series"]).shape[1])
     data = np.asarray(stream["time_series"], dtype=np.float64)
     rate = float(info(stream, "nominal_srate") or 0) or float(stream["info"].get("effective_srate", 0))
@@ -327,7 +378,17 @@ def _read_xdf(path: Path, options: ImportOptions, digest: str) -> Recording:
             markers.append((int(t), "INSTANT", str(value[0] if isinstance(value, list | tuple) else value), None))
     session_id, device_id = _ids(options, digest, int(times[0]))
     return recording_from_arrays(
-        session_id=session_id, device_id=device_id, samples=data, sample_rate_hz=rate,
-        channel_names=labels, channel_types=["eeg"] * len(labels), start_us=int(times[0]),
-        board=f"lsl:{info(stream, 'name')}", device_times_us=times, markers=markers,
-        subject_id=options.subject, task=options.task, montage=options.montage)
+        session_id=session_id,
+        device_id=device_id,
+        samples=data,
+        sample_rate_hz=rate,
+        channel_names=labels,
+        channel_types=["eeg"] * len(labels),
+        start_us=int(times[0]),
+        board=f"lsl:{info(stream, 'name')}",
+        device_times_us=times,
+        markers=markers,
+        subject_id=options.subject,
+        task=options.task,
+        montage=options.montage,
+    )

@@ -33,8 +33,16 @@ PREDICTION_SCHEMA = (
     "window_end_us BIGINT, label STRING, probabilities MAP<STRING, DOUBLE>, model_name STRING, "
     "model_version STRING, scored_us BIGINT"
 )
-INPUT_COLUMNS = ["session_id", "device_id", "window_start_index", "window_end_index", "window_end_us",
-                 "band_power", "ssvep_hz", "ssvep_score"]
+INPUT_COLUMNS = [
+    "session_id",
+    "device_id",
+    "window_start_index",
+    "window_end_index",
+    "window_end_us",
+    "band_power",
+    "ssvep_hz",
+    "ssvep_score",
+]
 KEYS = ["session_id", "window_start_index"]
 
 
@@ -45,12 +53,15 @@ class LakeScoreResult:
     scored: int
 
     def __str__(self) -> str:
-        return (f"scored {self.scored} windows of gold.eeg_windows v{self.source_version} with model "
-                f"version {self.model_version}")
+        return (
+            f"scored {self.scored} windows of gold.eeg_windows v{self.source_version} with model "
+            f"version {self.model_version}"
+        )
 
 
-def score_partition(frames: Iterator[pd.DataFrame], model_dir: str, model_name: str,
-                    model_version: str, model_sha256: str | None) -> Iterator[pd.DataFrame]:
+def score_partition(
+    frames: Iterator[pd.DataFrame], model_dir: str, model_name: str, model_version: str, model_sha256: str | None
+) -> Iterator[pd.DataFrame]:
     from ml.trust import load_trusted
 
     model = load_trusted(Path(model_dir), model_sha256)
@@ -60,13 +71,16 @@ def score_partition(frames: Iterator[pd.DataFrame], model_dir: str, model_name: 
         if frame.empty:
             continue
         probabilities = model.predict_proba(windows_feature_frame(frame)[columns])
-        yield pd.DataFrame({
-            **{c: frame[c] for c in INPUT_COLUMNS[:5]},
-            "label": [classes[i] for i in probabilities.argmax(axis=1)],
-            "probabilities": [dict(zip(classes, map(float, row))) for row in probabilities],
-            "model_name": model_name, "model_version": model_version,
-            "scored_us": time.time_ns() // 1000,
-        })
+        yield pd.DataFrame(
+            {
+                **{c: frame[c] for c in INPUT_COLUMNS[:5]},
+                "label": [classes[i] for i in probabilities.argmax(axis=1)],
+                "probabilities": [dict(zip(classes, map(float, row))) for row in probabilities],
+                "model_name": model_name,
+                "model_version": model_version,
+                "scored_us": time.time_ns() // 1000,
+            }
+        )
 
 
 def score_lake(spark: Any, settings: Settings, version: str | None = None) -> LakeScoreResult | None:
@@ -107,8 +121,7 @@ def score_lake(spark: Any, settings: Settings, version: str | None = None) -> La
     sha256 = client.get_model_version(name, version).tags.get(SHA256_TAG)
     load_trusted(Path(model_dir), sha256)  # refuse here, with the reason, before Spark tasks try
     scored = windows.mapInPandas(
-        partial(score_partition, model_dir=model_dir, model_name=name, model_version=version,
-                model_sha256=sha256),
+        partial(score_partition, model_dir=model_dir, model_name=name, model_version=version, model_sha256=sha256),
         PREDICTION_SCHEMA,
     ).toArrow()
     if scored.num_rows:
@@ -129,8 +142,10 @@ def run_lake_scorer(settings: Settings, every_s: float | None = None, version: i
             result = score_lake(spark, settings, str(version) if version is not None else None)
             if every_s is None:
                 if result is None:
-                    print(f"no {settings.mlflow.model_name}@champion yet: nothing scored "
-                          "(train one with `neurolake train`)")
+                    print(
+                        f"no {settings.mlflow.model_name}@champion yet: nothing scored "
+                        "(train one with `neurolake train`)"
+                    )
                     return 1
                 print(result)
                 return 0

@@ -20,8 +20,8 @@ from batch_jobs.lake_tables import LAYERS, arrow_schema, open_table
 
 # `FROM gold.eeg_windows VERSION AS OF 3` / `TIMESTAMP AS OF '2026-11-21T10:00'` (Delta's syntax).
 TIME_TRAVEL = re.compile(
-    r"\b(bronze|silver|gold)\.(\w+)\s+(?:VERSION\s+AS\s+OF\s+(\d+)|TIMESTAMP\s+AS\s+OF\s+'([^']*)')",
-    re.IGNORECASE)
+    r"\b(bronze|silver|gold)\.(\w+)\s+(?:VERSION\s+AS\s+OF\s+(\d+)|TIMESTAMP\s+AS\s+OF\s+'([^']*)')", re.IGNORECASE
+)
 TABLE_REFERENCE = re.compile(r"\b(bronze|silver|gold)\.(\w+)\b", re.IGNORECASE)
 
 
@@ -32,14 +32,17 @@ class QueryResult:
     versions: list[tuple[str, int]]  # (table, Delta version read), in the order registered
 
 
-def _register(con: Any, lake_root: Path, name: str, version: int | None, as_of: str | None,
-              pinned: bool) -> tuple[str, int]:
+def _register(
+    con: Any, lake_root: Path, name: str, version: int | None, as_of: str | None, pinned: bool
+) -> tuple[str, int]:
     """Expose ``name`` at a version as a view: ``name`` itself, or ``name__vN`` when the query
     pinned it (so one query can read a table at two versions). Returns (view, version read)."""
     import pyarrow as pa
 
     dataset, read, path = open_table(lake_root, name, version, as_of)
-    source = dataset if dataset is not None else pa.table({f.name: pa.array([], f.type) for f in arrow_schema(path, read)})
+    source = (
+        dataset if dataset is not None else pa.table({f.name: pa.array([], f.type) for f in arrow_schema(path, read)})
+    )
     view = f"{name}__v{read}" if pinned else name
     alias = view.replace(".", "__")
     con.register(alias, source)
@@ -47,8 +50,7 @@ def _register(con: Any, lake_root: Path, name: str, version: int | None, as_of: 
     return view, read
 
 
-def run_query(lake_root: Path, sql: str, version: int | None = None,
-              as_of: str | None = None) -> QueryResult:
+def run_query(lake_root: Path, sql: str, version: int | None = None, as_of: str | None = None) -> QueryResult:
     """Run ``sql``; every table it names is read at ``version``/``as_of`` (default: latest) unless
     the query says ``VERSION AS OF`` / ``TIMESTAMP AS OF`` after it."""
     import duckdb
@@ -62,8 +64,9 @@ def run_query(lake_root: Path, sql: str, version: int | None = None,
         def pinned(match: re.Match[str]) -> str:
             layer, table, at_version, at_time = match.groups()
             name = f"{layer.lower()}.{table}"
-            view, read = _register(con, lake_root, name, int(at_version) if at_version is not None else None,
-                                   at_time, pinned=True)
+            view, read = _register(
+                con, lake_root, name, int(at_version) if at_version is not None else None, at_time, pinned=True
+            )
             versions.append((name, read))
             return view
 
@@ -87,8 +90,7 @@ def render(columns: list[str], rows: list[tuple[Any, ...]], fmt: str) -> str:
         return value
 
     if fmt == "json":
-        return json.dumps([{c: cell(v) for c, v in zip(columns, row)} for row in rows],
-                          default=str, indent=2)
+        return json.dumps([{c: cell(v) for c, v in zip(columns, row)} for row in rows], default=str, indent=2)
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer)
@@ -97,8 +99,7 @@ def render(columns: list[str], rows: list[tuple[Any, ...]], fmt: str) -> str:
         return buffer.getvalue().rstrip("\n")
     text_rows = [[str(cell(v)) for v in row] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in text_rows]) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)),
-             "  ".join("-" * w for w in widths)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)), "  ".join("-" * w for w in widths)]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in text_rows]
     lines.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
     return "\n".join(lines)

@@ -33,8 +33,10 @@ def table_path(lake_root: Path, name: str) -> Path:
     if name in tables:
         return tables[name]
     if not tables:
-        raise TableError(f"no Delta tables under {lake_root} (paths.lake_root); run the streams "
-                         "(`neurolake stream start all`) or import a recording (`neurolake import`)")
+        raise TableError(
+            f"no Delta tables under {lake_root} (paths.lake_root); run the streams "
+            "(`neurolake stream start all`) or import a recording (`neurolake import`)"
+        )
     layer = name.split(".")[0]
     hint = "" if "." in name and layer in LAYERS else " (names are layer.table, e.g. silver.eeg_samples)"
     raise TableError(f"unknown table {name!r}{hint}; the lake has: {', '.join(tables)}")
@@ -52,8 +54,7 @@ def parse_time(value: str | dt.datetime) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
-def resolve_version(path: Path, name: str, version: int | None = None,
-                    as_of: str | dt.datetime | None = None) -> int:
+def resolve_version(path: Path, name: str, version: int | None = None, as_of: str | dt.datetime | None = None) -> int:
     """The table version to read: ``version`` itself (checked), the last commit at or before
     ``as_of``, or the latest."""
     from deltalake import DeltaTable
@@ -74,13 +75,15 @@ def resolve_version(path: Path, name: str, version: int | None = None,
     if not older:
         first = min(history, key=lambda c: c["version"])
         created = dt.datetime.fromtimestamp(first["timestamp"] / 1000, dt.UTC)
-        raise TableError(f"{name} did not exist at {moment.isoformat()}; its first version was "
-                         f"written at {created.isoformat()}")
+        raise TableError(
+            f"{name} did not exist at {moment.isoformat()}; its first version was written at {created.isoformat()}"
+        )
     return max(older)
 
 
-def open_table(lake_root: Path, name: str, version: int | None = None,
-               as_of: str | dt.datetime | None = None) -> tuple[Any, int, Path]:
+def open_table(
+    lake_root: Path, name: str, version: int | None = None, as_of: str | dt.datetime | None = None
+) -> tuple[Any, int, Path]:
     """(Arrow dataset or None when the version has no files, version read, table path)."""
     from infra.delta import delta_dataset
 
@@ -89,8 +92,9 @@ def open_table(lake_root: Path, name: str, version: int | None = None,
     try:
         dataset, _ = delta_dataset(path, resolved)
     except FileNotFoundError as exc:
-        raise TableError(f"{name} version {resolved}: its files are gone (vacuumed after "
-                         f"lake.vacuum_retention_hours): {exc}") from None
+        raise TableError(
+            f"{name} version {resolved}: its files are gone (vacuumed after lake.vacuum_retention_hours): {exc}"
+        ) from None
     return dataset, resolved, path
 
 
@@ -130,8 +134,13 @@ def summarize(lake_root: Path, name: str) -> TableSummary:
     schema = arrow_schema(path)
     docs = column_docs(name)
     return TableSummary(
-        name=name, path=path, version=table.version(), rows=int(rows), files=actions.num_rows,
-        bytes=int(size), partition_columns=list(table.metadata().partition_columns),
+        name=name,
+        path=path,
+        version=table.version(),
+        rows=int(rows),
+        files=actions.num_rows,
+        bytes=int(size),
+        partition_columns=list(table.metadata().partition_columns),
         last_commit=dt.datetime.fromtimestamp(last["timestamp"] / 1000, dt.UTC).isoformat(timespec="seconds"),
         last_operation=str(last.get("operation", "")),
         columns=[(f.name, str(f.type), docs.get(f.name, "")) for f in schema],

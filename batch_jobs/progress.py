@@ -13,8 +13,17 @@ def progress_bar(total: int | None, desc: str, unit: str = "sample") -> Iterator
     """Yields ``advance(n)``."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=desc, unit=unit, unit_scale=True, file=sys.stderr, disable=None,
-               mininterval=0.5, dynamic_ncols=True, leave=True)
+    bar = tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        unit_scale=True,
+        file=sys.stderr,
+        disable=None,
+        mininterval=0.5,
+        dynamic_ncols=True,
+        leave=True,
+    )
     try:
         yield lambda n: bar.update(n)
     finally:

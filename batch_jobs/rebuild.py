@@ -70,8 +70,12 @@ class RebuildReport:
     late_blocks_included: int = 0
 
     def to_dict(self) -> dict[str, object]:
-        return {"rebuilt": self.rebuilt, "up_to_date": self.up_to_date, "rows": self.rows,
-                "late_blocks_included": self.late_blocks_included}
+        return {
+            "rebuilt": self.rebuilt,
+            "up_to_date": self.up_to_date,
+            "rows": self.rows,
+            "late_blocks_included": self.late_blocks_included,
+        }
 
 
 def last_committed_batch(checkpoint: Path) -> int:
@@ -114,20 +118,33 @@ def _session_rows(lake_root: Path, blocks: ds.Dataset, session_id: str) -> tuple
     records = []
     if sessions is not None:
         for row in sessions.to_table(filter=pc.field("session_id") == session_id).to_pylist()[:1]:
-            records.append({**{n: None for n in ROWS_ARROW.names}, "kind": "session",
-                            "session_id": session_id, "device_id": row["device_id"],
-                            "session_json": session_json(row)})
+            records.append(
+                {
+                    **{n: None for n in ROWS_ARROW.names},
+                    "kind": "session",
+                    "session_id": session_id,
+                    "device_id": row["device_id"],
+                    "session_json": session_json(row),
+                }
+            )
     table = blocks.to_table(columns=list(BLOCK_COLUMNS), filter=pc.field("session_id") == session_id)
     return records, table.sort_by("first_sample_index")
 
 
-def rebuild_session(lake_root: Path, blocks_dataset: ds.Dataset, session_id: str, config: ProcessorConfig,
-                    progress: Callable[[int], None] | None = None) -> tuple[SessionTables, SessionState]:
+def rebuild_session(
+    lake_root: Path,
+    blocks_dataset: ds.Dataset,
+    session_id: str,
+    config: ProcessorConfig,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[SessionTables, SessionState]:
     """Every bronze block of the session through the processor, in chunks of ``CHUNK_S``."""
     records, blocks = _session_rows(lake_root, blocks_dataset, session_id)
     made = SessionTables.empty()
     state = SessionState()
-    device_id = records[0]["device_id"] if records else (blocks.column("device_id")[0].as_py() if blocks.num_rows else "")
+    device_id = (
+        records[0]["device_id"] if records else (blocks.column("device_id")[0].as_py() if blocks.num_rows else "")
+    )
     # Chunks of about CHUNK_S at the session's own rate (no rows: one empty chunk).
     rate = blocks.column("sample_rate_hz")[0].as_py() if blocks.num_rows else 0.0
     per_block = blocks.column("n_samples")[0].as_py() if blocks.num_rows else 1
@@ -151,22 +168,34 @@ def rebuild_session(lake_root: Path, blocks_dataset: ds.Dataset, session_id: str
     return made, state
 
 
-def _replace_rows(path: Path, rows: pa.Table, sessions: Sequence[str], metadata: dict[str, str],
-                  schema: pa.Schema) -> None:
+def _replace_rows(
+    path: Path, rows: pa.Table, sessions: Sequence[str], metadata: dict[str, str], schema: pa.Schema
+) -> None:
     from deltalake import CommitProperties, write_deltalake
 
     quoted = ", ".join("'" + s.replace("'", "''") + "'" for s in sessions)
     if not path.exists() and rows.num_rows == 0:
         return
     path.mkdir(parents=True, exist_ok=True)
-    write_deltalake(str(path), rows.cast(schema), mode="overwrite", predicate=f"session_id IN ({quoted})",
-                    partition_by=["date"],
-                    commit_properties=CommitProperties(custom_metadata={**metadata, "neurolake.rebuild": "1"}))
+    write_deltalake(
+        str(path),
+        rows.cast(schema),
+        mode="overwrite",
+        predicate=f"session_id IN ({quoted})",
+        partition_by=["date"],
+        commit_properties=CommitProperties(custom_metadata={**metadata, "neurolake.rebuild": "1"}),
+    )
 
 
-def rebuild(lake_root: Path, checkpoint: Path, config: ProcessorConfig, target: str = "all",
-            sessions: Sequence[str] | None = None, force: bool = False,
-            progress: Callable[[str, int, int], None] | None = None) -> RebuildReport:
+def rebuild(
+    lake_root: Path,
+    checkpoint: Path,
+    config: ProcessorConfig,
+    target: str = "all",
+    sessions: Sequence[str] | None = None,
+    force: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> RebuildReport:
     """Rebuild ``target`` tables for ``sessions`` (default: every session in bronze)."""
     if target not in TARGETS:
         raise NeurolakeError(f"unknown rebuild target {target!r}; choose silver, gold or all")
@@ -175,14 +204,16 @@ def rebuild(lake_root: Path, checkpoint: Path, config: ProcessorConfig, target: 
     if not lock.acquire("a rebuild"):
         raise NeurolakeError(
             f"the silver/gold stream ({lock.holder()}) is running; stop it first (Ctrl-C where "
-            f"`neurolake stream start` runs, or SIGTERM to that pid), then rebuild")
+            f"`neurolake stream start` runs, or SIGTERM to that pid), then rebuild"
+        )
     try:
         known = bronze_sessions(lake_root)
         wanted = list(sessions) if sessions else known
         unknown = [s for s in wanted if s not in known]
         if unknown:
-            raise NeurolakeError(f"no EEG blocks in bronze for session(s) {', '.join(unknown)}; "
-                                 f"`neurolake sessions` lists the sessions")
+            raise NeurolakeError(
+                f"no EEG blocks in bronze for session(s) {', '.join(unknown)}; `neurolake sessions` lists the sessions"
+            )
         store = SessionStateStore(state_dir)
         journal = state_dir / REBUILD_JOURNAL
         report = RebuildReport()
@@ -197,8 +228,12 @@ def rebuild(lake_root: Path, checkpoint: Path, config: ProcessorConfig, target: 
             journal.write_text(json.dumps({"session": session_id, "target": target}))
             report.late_blocks_included += late.get(session_id, 0)
             made, state = rebuild_session(
-                lake_root, blocks_dataset, session_id, config,
-                (lambda n, s=session_id, k=number: progress(s, k, n)) if progress else None)
+                lake_root,
+                blocks_dataset,
+                session_id,
+                config,
+                (lambda n, s=session_id, k=number: progress(s, k, n)) if progress else None,
+            )
             markers = read_markers(lake_root, markers_version, [session_id])
             tables = made.tables(markers)
             for spec in sorted(TARGETS[target] | BOOKKEEPING):
@@ -206,11 +241,14 @@ def rebuild(lake_root: Path, checkpoint: Path, config: ProcessorConfig, target: 
                 report.rows[spec.qualified] = report.rows.get(spec.qualified, 0) + tables[spec].num_rows
             store.replace(session_id, batch, state)
             report.rebuilt.append(session_id)
-            log.info("rebuilt %s (%d of %d): %s", session_id, number, len(todo),
-                     {spec.qualified: tables[spec].num_rows for spec in sorted(TARGETS[target])})
+            log.info(
+                "rebuilt %s (%d of %d): %s",
+                session_id,
+                number,
+                len(todo),
+                {spec.qualified: tables[spec].num_rows for spec in sorted(TARGETS[target])},
+            )
         journal.unlink(missing_ok=True)
         return report
     finally:
         lock.release()
-
-

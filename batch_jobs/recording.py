@@ -100,7 +100,8 @@ class Recording:
         if len(s["channel_names"]) != channels or len(s["channel_types"]) != channels:
             raise RecordingError(
                 f"session.channel_names ({len(s['channel_names'])}) and channel_types "
-                f"({len(s['channel_types'])}) must both have one entry per data column ({channels})")
+                f"({len(s['channel_types'])}) must both have one entry per data column ({channels})"
+            )
         if len(set(s["channel_names"])) != channels:
             twice = sorted({c for c in s["channel_names"] if s["channel_names"].count(c) > 1})
             raise RecordingError(f"channel names must be unique; {', '.join(twice)} appear more than once")
@@ -160,27 +161,50 @@ class Recording:
                 end = min(start + size, stop)
                 times = self.device_times_us[start:end]
                 yield eeg_block_record(
-                    device_id=self.device_id, session_id=self.session_id, seq=seq, first_sample_index=start,
-                    samples=self.samples[start:end], device_times_us=times, sample_rate_hz=self.sample_rate_hz,
-                    produced_us=int(times[-1]), clock_offset_us=int(self.clock_offset_us[end - 1]), clock_rtt_us=0,
+                    device_id=self.device_id,
+                    session_id=self.session_id,
+                    seq=seq,
+                    first_sample_index=start,
+                    samples=self.samples[start:end],
+                    device_times_us=times,
+                    sample_rate_hz=self.sample_rate_hz,
+                    produced_us=int(times[-1]),
+                    clock_offset_us=int(self.clock_offset_us[end - 1]),
+                    clock_rtt_us=0,
                 )
                 seq += 1
 
     def moved(self, session_id: str, device_id: str, shift_us: int) -> Recording:
         """The same data as another session of another device, ``shift_us`` later (replay)."""
-        session = {**self.session, "session_id": session_id, "device_id": device_id,
-                   "started_us": int(self.session["started_us"]) + shift_us,
-                   "metadata": {**self.session.get("metadata", {}), "replay_of": self.session_id}}
-        markers = [{**m, "session_id": session_id, "device_id": device_id,
-                    "timestamp_us": int(m["timestamp_us"]) + shift_us} for m in self.markers]
+        session = {
+            **self.session,
+            "session_id": session_id,
+            "device_id": device_id,
+            "started_us": int(self.session["started_us"]) + shift_us,
+            "metadata": {**self.session.get("metadata", {}), "replay_of": self.session_id},
+        }
+        markers = [
+            {**m, "session_id": session_id, "device_id": device_id, "timestamp_us": int(m["timestamp_us"]) + shift_us}
+            for m in self.markers
+        ]
         return replace(self, session=session, device_times_us=self.device_times_us + shift_us, markers=markers)
 
 
 def recording_from_arrays(
-    *, session_id: str, device_id: str, samples: np.ndarray, sample_rate_hz: float,
-    channel_names: list[str], channel_types: list[str], start_us: int, board: str,
-    device_times_us: np.ndarray | None = None, markers: list[tuple[int, str, str, float | None]] = (),
-    subject_id: str | None = None, task: str | None = None, montage: str = "standard_1020",
+    *,
+    session_id: str,
+    device_id: str,
+    samples: np.ndarray,
+    sample_rate_hz: float,
+    channel_names: list[str],
+    channel_types: list[str],
+    start_us: int,
+    board: str,
+    device_times_us: np.ndarray | None = None,
+    markers: list[tuple[int, str, str, float | None]] = (),
+    subject_id: str | None = None,
+    task: str | None = None,
+    montage: str = "standard_1020",
     metadata: dict[str, str] | None = None,
 ) -> Recording:
     """A recording from plain arrays, as importers find them. ``markers`` are (lab time us, event,
@@ -191,24 +215,48 @@ def recording_from_arrays(
     if device_times_us is None:
         device_times_us = start_us + np.rint(np.arange(n) * 1e6 / sample_rate_hz).astype(np.int64)
     session = {
-        "device_id": device_id, "session_id": session_id, "seq": 0, "started_us": int(start_us),
-        "board": board, "sample_rate_hz": float(sample_rate_hz), "channel_names": list(channel_names),
-        "channel_types": list(channel_types), "units": "uV", "gain": 24.0, "montage": montage,
-        "block_size": DEFAULT_BLOCK_SIZE, "subject_id": subject_id, "task": task,
-        "software_version": f"neurolake-import {__version__}", "metadata": dict(metadata or {}),
+        "device_id": device_id,
+        "session_id": session_id,
+        "seq": 0,
+        "started_us": int(start_us),
+        "board": board,
+        "sample_rate_hz": float(sample_rate_hz),
+        "channel_names": list(channel_names),
+        "channel_types": list(channel_types),
+        "units": "uV",
+        "gain": 24.0,
+        "montage": montage,
+        "block_size": DEFAULT_BLOCK_SIZE,
+        "subject_id": subject_id,
+        "task": task,
+        "software_version": f"neurolake-import {__version__}",
+        "metadata": dict(metadata or {}),
     }
     trials: dict[str, int] = {}
     marker_records = []
     for seq, (time_us, event, label, duration_s) in enumerate(sorted(markers, key=lambda m: m[0])):
         if event != "END":
             trials[label] = trials.get(label, 0) + 1
-        marker_records.append({
-            "device_id": device_id, "session_id": session_id, "seq": seq, "timestamp_us": int(time_us),
-            "event": event, "label": label, "trial": trials.get(label, 0),
-            "stimulus_hz": stimulus_hz(label, metadata or {}), "duration_s": duration_s,
-        })
-    return Recording(session, np.ascontiguousarray(samples, dtype=np.float32),
-                     np.asarray(device_times_us, dtype=np.int64), np.zeros(n, np.int64), marker_records)
+        marker_records.append(
+            {
+                "device_id": device_id,
+                "session_id": session_id,
+                "seq": seq,
+                "timestamp_us": int(time_us),
+                "event": event,
+                "label": label,
+                "trial": trials.get(label, 0),
+                "stimulus_hz": stimulus_hz(label, metadata or {}),
+                "duration_s": duration_s,
+            }
+        )
+    return Recording(
+        session,
+        np.ascontiguousarray(samples, dtype=np.float32),
+        np.asarray(device_times_us, dtype=np.int64),
+        np.zeros(n, np.int64),
+        marker_records,
+    )
 
 
 def stimulus_hz(label: str, metadata: dict[str, str]) -> float | None:
@@ -239,8 +287,9 @@ def annotations(recording: Recording) -> list[tuple[float, float, str]]:
     return result
 
 
-def markers_from_annotations(items: list[tuple[float, float, str]], lab_start_us: int,
-                             duration_s: float) -> list[tuple[int, str, str, float | None]]:
+def markers_from_annotations(
+    items: list[tuple[float, float, str]], lab_start_us: int, duration_s: float
+) -> list[tuple[int, str, str, float | None]]:
     """The inverse of ``annotations``: an interval is a START with its duration, and an END if
     that falls inside the recording (the lake never saw an END after the session stopped)."""
     result: list[tuple[int, str, str, float | None]] = []
@@ -257,6 +306,7 @@ def markers_from_annotations(items: list[tuple[float, float, str]], lab_start_us
 
 # -- the lake ----------------------------------------------------------------------------------
 
+
 def read_session(lake_root: Path, session_id: str) -> Recording:
     """A session as bronze holds it (exactly the records the lake received)."""
     import pyarrow.compute as pc
@@ -272,13 +322,17 @@ def read_session(lake_root: Path, session_id: str) -> Recording:
         close = [k for k in known if session_id in k or k in session_id][:3]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         raise RecordingError(
-            f"unknown session {session_id!r}: not in bronze.sessions{hint}; `neurolake sessions` lists them")
+            f"unknown session {session_id!r}: not in bronze.sessions{hint}; `neurolake sessions` lists them"
+        )
     session = {k: v for k, v in rows[-1].items() if not k.startswith("kafka_") and k not in ("ingest_us", "date")}
     session["metadata"] = dict(session.get("metadata") or {})
     blocks_ds, _ = delta_dataset(BRONZE_EEG_BLOCKS.path(lake_root))
     columns = ["seq", "first_sample_index", "n_samples", "n_channels", "data", "device_times_us", "clock_offset_us"]
-    blocks = (blocks_ds.to_table(columns=columns, filter=pc.field("session_id") == session_id)
-              if blocks_ds is not None else None)
+    blocks = (
+        blocks_ds.to_table(columns=columns, filter=pc.field("session_id") == session_id)
+        if blocks_ds is not None
+        else None
+    )
     if blocks is None or blocks.num_rows == 0:
         raise RecordingError(f"session {session_id!r} has no EEG blocks in bronze.eeg_blocks")
     blocks = blocks.sort_by("first_sample_index")
@@ -290,21 +344,38 @@ def read_session(lake_root: Path, session_id: str) -> Recording:
     offsets = np.zeros(n, np.int64)
     present = np.zeros(n, bool)
     for first, count, width, data, stamps, offset in zip(
-            firsts, counts, blocks.column("n_channels").to_numpy(), blocks.column("data").to_pylist(),
-            blocks.column("device_times_us").to_pylist(), blocks.column("clock_offset_us").to_numpy()):
+        firsts,
+        counts,
+        blocks.column("n_channels").to_numpy(),
+        blocks.column("data").to_pylist(),
+        blocks.column("device_times_us").to_pylist(),
+        blocks.column("clock_offset_us").to_numpy(),
+    ):
         if width != channels:
             raise RecordingError(f"session {session_id!r}: a block has {width} channels, the session record {channels}")
-        samples[first:first + count] = np.frombuffer(data, "<f4").reshape(count, width)
-        times[first:first + count] = np.frombuffer(stamps, "<i8")
-        offsets[first:first + count] = offset
-        present[first:first + count] = True
+        samples[first : first + count] = np.frombuffer(data, "<f4").reshape(count, width)
+        times[first : first + count] = np.frombuffer(stamps, "<i8")
+        offsets[first : first + count] = offset
+        present[first : first + count] = True
     markers_ds, _ = delta_dataset(BRONZE_MARKERS.path(lake_root))
     markers = []
     if markers_ds is not None:
-        marker_columns = ["device_id", "session_id", "seq", "timestamp_us", "event", "label", "trial",
-                          "stimulus_hz", "duration_s"]
-        markers = (markers_ds.to_table(columns=marker_columns, filter=pc.field("session_id") == session_id)
-                   .sort_by([("timestamp_us", "ascending"), ("seq", "ascending")]).to_pylist())
+        marker_columns = [
+            "device_id",
+            "session_id",
+            "seq",
+            "timestamp_us",
+            "event",
+            "label",
+            "trial",
+            "stimulus_hz",
+            "duration_s",
+        ]
+        markers = (
+            markers_ds.to_table(columns=marker_columns, filter=pc.field("session_id") == session_id)
+            .sort_by([("timestamp_us", "ascending"), ("seq", "ascending")])
+            .to_pylist()
+        )
     return Recording(session, samples, times, offsets, markers, None if present.all() else present)
 
 
@@ -315,14 +386,25 @@ def list_sessions(lake_root: Path) -> list[dict[str, Any]]:
     sessions, _ = delta_dataset(BRONZE_SESSIONS.path(lake_root))
     if sessions is None:
         return []
-    columns = ["session_id", "device_id", "subject_id", "task", "started_us", "board", "sample_rate_hz",
-               "channel_names"]
+    columns = [
+        "session_id",
+        "device_id",
+        "subject_id",
+        "task",
+        "started_us",
+        "board",
+        "sample_rate_hz",
+        "channel_names",
+    ]
     rows = {r["session_id"]: r for r in sessions.to_table(columns=columns).to_pylist()}
     counts: dict[str, int] = {}
     blocks, _ = delta_dataset(BRONZE_EEG_BLOCKS.path(lake_root))
     if blocks is not None:
-        grouped = blocks.to_table(columns=["session_id", "n_samples"]).group_by("session_id").aggregate(
-            [("n_samples", "sum")])
+        grouped = (
+            blocks.to_table(columns=["session_id", "n_samples"])
+            .group_by("session_id")
+            .aggregate([("n_samples", "sum")])
+        )
         counts = dict(zip(grouped.column("session_id").to_pylist(), grouped.column("n_samples_sum").to_pylist()))
     markers: dict[str, int] = {}
     markers_ds, _ = delta_dataset(BRONZE_MARKERS.path(lake_root))
@@ -332,13 +414,21 @@ def list_sessions(lake_root: Path) -> list[dict[str, Any]]:
     result = []
     for session_id, row in sorted(rows.items(), key=lambda kv: kv[1]["started_us"]):
         samples = int(counts.get(session_id, 0))
-        result.append({
-            "session_id": session_id, "device_id": row["device_id"], "subject_id": row["subject_id"],
-            "task": row["task"], "started_us": row["started_us"], "board": row["board"],
-            "sample_rate_hz": row["sample_rate_hz"], "channels": len(row["channel_names"]),
-            "samples": samples, "duration_s": round(samples / row["sample_rate_hz"], 3),
-            "markers": int(markers.get(session_id, 0)),
-        })
+        result.append(
+            {
+                "session_id": session_id,
+                "device_id": row["device_id"],
+                "subject_id": row["subject_id"],
+                "task": row["task"],
+                "started_us": row["started_us"],
+                "board": row["board"],
+                "sample_rate_hz": row["sample_rate_hz"],
+                "channels": len(row["channel_names"]),
+                "samples": samples,
+                "duration_s": round(samples / row["sample_rate_hz"], 3),
+                "markers": int(markers.get(session_id, 0)),
+            }
+        )
     return result
 
 
@@ -350,13 +440,28 @@ def _bronze_table(record_type: str, records: list[dict[str, Any]], topic: str): 
 
     now = time.time_ns() // 1000
     # Imported records come from no spool: epoch 0, as the schema's default says.
-    rows = [{"spool_epoch": 0, **r, "kafka_topic": f"import:{topic}", "kafka_partition": -1, "kafka_offset": int(r["seq"]),
-             "ingest_us": now, "date": utc_date(int(r[TIME_FIELD[record_type]]))} for r in records]
+    rows = [
+        {
+            "spool_epoch": 0,
+            **r,
+            "kafka_topic": f"import:{topic}",
+            "kafka_partition": -1,
+            "kafka_offset": int(r["seq"]),
+            "ingest_us": now,
+            "date": utc_date(int(r[TIME_FIELD[record_type]])),
+        }
+        for r in records
+    ]
     return pa.Table.from_pylist(rows, schema=bronze_schema(record_type))
 
 
-def write_session(lake_root: Path, recording: Recording, config: Any,
-                  progress: Callable[[int], None] | None = None, checkpoint: Path | None = None) -> dict[str, int]:
+def write_session(
+    lake_root: Path,
+    recording: Recording,
+    config: Any,
+    progress: Callable[[int], None] | None = None,
+    checkpoint: Path | None = None,
+) -> dict[str, int]:
     """Backfill a recording into bronze (session, blocks, markers); silver and gold are derived from
     bronze as for any session: here by a rebuild of this session (the streaming job's own
     processor), or by the silver/gold stream when it is running (it reads what bronze gained).
@@ -376,16 +481,27 @@ def write_session(lake_root: Path, recording: Recording, config: Any,
         LakeTable(lake_root, SILVER_MARKERS).append(silver_projections({"markers": markers})["markers"], app, 0)
     records = list(recording.block_records())
     LakeTable(lake_root, BRONZE_EEG_BLOCKS).append(_bronze_table("eeg_block", records, EEG_RAW), app, 0)
-    counts = {"blocks": len(records), "samples": sum(r["n_samples"] for r in records),
-              "markers": len(recording.markers), "windows": 0}
+    counts = {
+        "blocks": len(records),
+        "samples": sum(r["n_samples"] for r in records),
+        "markers": len(recording.markers),
+        "windows": 0,
+    }
     checkpoint = checkpoint or lake_root / "_checkpoints" / "silver_gold"
     probe = StateLock(session_state_dir(checkpoint))
     if not probe.acquire("an import"):
-        log.info("session %s is in bronze; the running silver/gold stream derives its silver and gold",
-                 recording.session_id)
+        log.info(
+            "session %s is in bronze; the running silver/gold stream derives its silver and gold", recording.session_id
+        )
         return counts
     probe.release()
-    report = rebuild(lake_root, checkpoint, config, "all", [recording.session_id],
-                     progress=(lambda _s, _k, n: progress(n)) if progress else None)
+    report = rebuild(
+        lake_root,
+        checkpoint,
+        config,
+        "all",
+        [recording.session_id],
+        progress=(lambda _s, _k, n: progress(n)) if progress else None,
+    )
     counts["windows"] = report.rows.get("gold.eeg_windows", 0)
     return counts

@@ -34,18 +34,28 @@ class ReplayResult:
     seconds: float
 
 
-def as_new_session(recording: Recording, now_us: int | None = None, session_id: str | None = None,
-                   device_id: str | None = None) -> Recording:
+def as_new_session(
+    recording: Recording, now_us: int | None = None, session_id: str | None = None, device_id: str | None = None
+) -> Recording:
     """The recording as a new session of a new device (default ids: ``~r<start ms>`` appended),
     its first sample now."""
     now_us = now_us if now_us is not None else time.time_ns() // 1000
     tag = f"~r{now_us // 1000}"
-    return recording.moved(session_id or recording.session_id + tag, device_id or recording.device_id + tag,
-                           now_us - recording.lab_start_us())
+    return recording.moved(
+        session_id or recording.session_id + tag,
+        device_id or recording.device_id + tag,
+        now_us - recording.lab_start_us(),
+    )
 
 
-def publish(settings: Settings, recording: Recording, speed: float = 1.0, stop: threading.Event | None = None,
-            progress: Callable[[int], None] | None = None, flush_timeout_s: float = 30.0) -> ReplayResult:
+def publish(
+    settings: Settings,
+    recording: Recording,
+    speed: float = 1.0,
+    stop: threading.Event | None = None,
+    progress: Callable[[int], None] | None = None,
+    flush_timeout_s: float = 30.0,
+) -> ReplayResult:
     """Publish ``recording`` with its own ids and times. ``speed`` 1 is real time, 10 ten times
     faster, 0 as fast as the producer takes it. Raises if any record is not delivered."""
     from confluent_kafka import Producer
@@ -64,8 +74,16 @@ def publish(settings: Settings, recording: Recording, speed: float = 1.0, stop: 
         end_s = (record["first_sample_index"] + record["n_samples"]) / fs
         timeline.append((end_s, len(timeline), EEG_RAW, record["device_id"], "eeg_block", record))
     for marker in recording.markers:
-        timeline.append((max(0.0, (marker["timestamp_us"] - start_us) / 1e6), len(timeline), MARKERS,
-                         marker["session_id"], "marker", marker))
+        timeline.append(
+            (
+                max(0.0, (marker["timestamp_us"] - start_us) / 1e6),
+                len(timeline),
+                MARKERS,
+                marker["session_id"],
+                "marker",
+                marker,
+            )
+        )
     heapq.heapify(timeline)
     failures: list[str] = []
 
@@ -79,9 +97,12 @@ def publish(settings: Settings, recording: Recording, speed: float = 1.0, stop: 
     blocks = markers = 0
     began = time.monotonic()
     try:
-        producer.produce(SESSIONS, key=recording.session_id.encode(),
-                         value=sign(codec.encode("session", recording.session), SESSIONS, signing_key),
-                         on_delivery=delivered)
+        producer.produce(
+            SESSIONS,
+            key=recording.session_id.encode(),
+            value=sign(codec.encode("session", recording.session), SESSIONS, signing_key),
+            on_delivery=delivered,
+        )
         while timeline and not (stop and stop.is_set()):
             due_s, _, topic, key, record_type, record = heapq.heappop(timeline)
             if speed > 0:
@@ -95,14 +116,20 @@ def publish(settings: Settings, recording: Recording, speed: float = 1.0, stop: 
                     progress(record["n_samples"])
             else:
                 markers += 1
-            producer.produce(topic, key=key.encode(), value=sign(codec.encode(record_type, record), topic, signing_key),
-                             on_delivery=delivered)
+            producer.produce(
+                topic,
+                key=key.encode(),
+                value=sign(codec.encode(record_type, record), topic, signing_key),
+                on_delivery=delivered,
+            )
             producer.poll(0)
         left = producer.flush(flush_timeout_s)
     finally:
         producer.poll(0)
     if left or failures:
-        raise RecordingError(f"replay of {recording.session_id}: {left} records undelivered after "
-                             f"{flush_timeout_s:g} s, {len(failures)} failed ({failures[:1]}); is the broker at "
-                             f"{settings.kafka.bootstrap_servers} up? (`neurolake up`)")
+        raise RecordingError(
+            f"replay of {recording.session_id}: {left} records undelivered after "
+            f"{flush_timeout_s:g} s, {len(failures)} failed ({failures[:1]}); is the broker at "
+            f"{settings.kafka.bootstrap_servers} up? (`neurolake up`)"
+        )
     return ReplayResult(recording.session_id, recording.device_id, blocks, markers, time.monotonic() - began)

@@ -54,25 +54,46 @@ class SimulatedSession:
         """The schedule's START/END events as ``marker`` records (lab time)."""
         end_us = self.start_us + int(self.seconds * 1e6)
         return [
-            {"device_id": self.session_record["device_id"], "session_id": self.session_id, "seq": seq,
-             "timestamp_us": e.time_us, "event": e.event, "label": e.trial.label, "trial": e.trial.trial,
-             "stimulus_hz": e.trial.hz, "duration_s": self.stimulus.stimulus_s if e.event == "START" else None}
+            {
+                "device_id": self.session_record["device_id"],
+                "session_id": self.session_id,
+                "seq": seq,
+                "timestamp_us": e.time_us,
+                "event": e.event,
+                "label": e.trial.label,
+                "trial": e.trial.trial,
+                "stimulus_hz": e.trial.hz,
+                "duration_s": self.stimulus.stimulus_s if e.event == "START" else None,
+            }
             for seq, e in enumerate(self.schedule.events_between(self.start_us - 1, end_us))
         ]
 
     def marker_rows(self) -> list[dict[str, Any]]:
         """``silver.markers`` rows of the schedule's START/END events."""
-        return [{"session_id": m["session_id"], "device_id": m["device_id"], "seq": m["seq"],
-                 "time_us": m["timestamp_us"], "event": m["event"], "label": m["label"], "trial": m["trial"],
-                 "stimulus_hz": m["stimulus_hz"], "duration_s": m["duration_s"], "date": utc_date(m["timestamp_us"])}
-                for m in self.marker_records()]
+        return [
+            {
+                "session_id": m["session_id"],
+                "device_id": m["device_id"],
+                "seq": m["seq"],
+                "time_us": m["timestamp_us"],
+                "event": m["event"],
+                "label": m["label"],
+                "trial": m["trial"],
+                "stimulus_hz": m["stimulus_hz"],
+                "duration_s": m["duration_s"],
+                "date": utc_date(m["timestamp_us"]),
+            }
+            for m in self.marker_records()
+        ]
 
     def recording(self) -> Recording:
         return Recording(
-            dict(self.session_record), np.concatenate([b.samples for b in self.blocks]),
+            dict(self.session_record),
+            np.concatenate([b.samples for b in self.blocks]),
             np.concatenate([b.device_times_us for b in self.blocks]),
             np.concatenate([np.full(len(b.device_times_us), b.clock_offset_us, np.int64) for b in self.blocks]),
-            self.marker_records())
+            self.marker_records(),
+        )
 
     def block_records(self) -> Iterator[dict[str, Any]]:
         """The blocks as ``eeg_block`` records, as a headset would publish them."""
@@ -87,10 +108,20 @@ def simulate_session(settings: Settings, number: int, seconds: float, start_us: 
     schedule = StimulusSchedule(stimulus, start_us)
     eeg = SimulatedEeg(simulation, stimulus_at=schedule.frequency_at)
     record = {
-        "device_id": device_id, "session_id": session_id, "seq": 0, "started_us": start_us,
-        "board": "simulated", "sample_rate_hz": eeg.fs, "channel_names": list(eeg.layout.channel_names),
-        "channel_types": list(eeg.layout.channel_types), "units": "uV", "gain": 24.0,
-        "montage": settings.edge.montage, "block_size": BLOCK, "subject_id": None, "task": "ssvep",
+        "device_id": device_id,
+        "session_id": session_id,
+        "seq": 0,
+        "started_us": start_us,
+        "board": "simulated",
+        "sample_rate_hz": eeg.fs,
+        "channel_names": list(eeg.layout.channel_names),
+        "channel_types": list(eeg.layout.channel_types),
+        "units": "uV",
+        "gain": 24.0,
+        "montage": settings.edge.montage,
+        "block_size": BLOCK,
+        "subject_id": None,
+        "task": "ssvep",
         "software_version": "sample-lake",
         "metadata": {f"stimulus.{label}": str(hz) for label, hz in stimulus.classes.items()},
     }
@@ -112,8 +143,9 @@ def session_tables(settings: Settings, session: SimulatedSession) -> tuple[pa.Ta
     window_table = windows_table(session.session_id, windows)
     markers = pa.Table.from_pylist(session.marker_rows())
     bronze_style = markers.rename_columns(["timestamp_us" if c == "time_us" else c for c in markers.column_names])
-    window_table = window_table.set_column(WINDOWS_SCHEMA.get_field_index("label"), "label",
-                                           label_windows(window_table, bronze_style))
+    window_table = window_table.set_column(
+        WINDOWS_SCHEMA.get_field_index("label"), "label", label_windows(window_table, bronze_style)
+    )
     return window_table, markers
 
 
@@ -125,13 +157,23 @@ def _room_readings(session_id: str, device_id: str, number: int, start_us: int, 
     for seq, t in enumerate(np.arange(0.0, seconds, 0.5)):
         clock["now"] = start_us / 1e6 + t
         time_us = start_us + int(t * 1e6)
-        rows.append({"session_id": session_id, "device_id": device_id, "seq": seq, "sensor": "simulated",
-                     **room.read(), "date": utc_date(time_us), "time_us": time_us})
+        rows.append(
+            {
+                "session_id": session_id,
+                "device_id": device_id,
+                "seq": seq,
+                "sensor": "simulated",
+                **room.read(),
+                "date": utc_date(time_us),
+                "time_us": time_us,
+            }
+        )
     return pa.Table.from_pylist(rows)
 
 
-def write_sample_lake(settings: Settings, sessions: int = 6, seconds: float = 60.0,
-                      progress: Callable[[int, int], None] | None = None) -> list[str]:
+def write_sample_lake(
+    settings: Settings, sessions: int = 6, seconds: float = 60.0, progress: Callable[[int, int], None] | None = None
+) -> list[str]:
     """Append ``sessions`` simulated sessions to the lake; returns their ids. Idempotent per session
     number (a rerun with the same settings writes nothing new)."""
     root: Path = settings.paths.lake_root

@@ -52,12 +52,17 @@ def _write_state(settings: Settings, name: str, state: dict[str, Any]) -> None:
 
 # --- retrain -------------------------------------------------------------------------------------
 
+
 def build_training_set(settings: Settings) -> dict[str, Any]:
     from ml.dataset import build_training_set as build
 
     training_set = build(settings.paths.lake_root, settings.ml)
-    path = (settings.paths.home / "ml" / "training_sets"
-            / f"gold_v{training_set.table_version}_{time.strftime('%Y%m%dT%H%M%S')}.parquet")
+    path = (
+        settings.paths.home
+        / "ml"
+        / "training_sets"
+        / f"gold_v{training_set.table_version}_{time.strftime('%Y%m%dT%H%M%S')}.parquet"
+    )
     training_set.save(path)
     return {"path": str(path), **training_set.summary()}
 
@@ -85,6 +90,7 @@ def promote(settings: Settings, decision: dict[str, Any]) -> dict[str, Any]:
 
 # --- lake maintenance ----------------------------------------------------------------------------
 
+
 def delta_tables(settings: Settings) -> list[Path]:
     root = settings.paths.lake_root
     return sorted(p.parent for p in root.glob("*/*/_delta_log") if p.is_dir())
@@ -98,7 +104,9 @@ def compact(settings: Settings) -> dict[str, Any]:
     for path in delta_tables(settings):
         metrics = DeltaTable(str(path)).optimize.compact()
         report[f"{path.parent.name}.{path.name}"] = {
-            "files_removed": metrics.get("numFilesRemoved"), "files_added": metrics.get("numFilesAdded")}
+            "files_removed": metrics.get("numFilesRemoved"),
+            "files_added": metrics.get("numFilesAdded"),
+        }
     log.info("compaction: %s", report)
     return report
 
@@ -124,8 +132,7 @@ def vacuum(settings: Settings) -> dict[str, Any]:
     hours = settings.lake.vacuum_retention_hours
     report = {}
     for path in delta_tables(settings):
-        removed = DeltaTable(str(path)).vacuum(retention_hours=hours, dry_run=False,
-                                               enforce_retention_duration=True)
+        removed = DeltaTable(str(path)).vacuum(retention_hours=hours, dry_run=False, enforce_retention_duration=True)
         report[f"{path.parent.name}.{path.name}"] = len(removed)
     log.info("vacuum (retention %d h): %s", hours, report)
     return report
@@ -133,29 +140,43 @@ def vacuum(settings: Settings) -> dict[str, Any]:
 
 # --- data quality --------------------------------------------------------------------------------
 
+
 def _dataset(settings: Settings, spec: TableSpec) -> ds.Dataset | None:
     from infra.delta import LakeTable
 
     return LakeTable(settings.paths.lake_root, spec).dataset()[0]
 
 
-def quality_problems(lake: LakeSettings, lost: int, lost_fraction: float, quarantine_growth: int,
-                     clocks: Mapping[str, Mapping[str, float]]) -> list[str]:
+def quality_problems(
+    lake: LakeSettings,
+    lost: int,
+    lost_fraction: float,
+    quarantine_growth: int,
+    clocks: Mapping[str, Mapping[str, float]],
+) -> list[str]:
     """The data-quality bounds (``lake.max_*``), each broken one as a sentence saying where to look."""
     problems = []
     if lost_fraction > lake.max_lost_fraction:
-        problems.append(f"{lost} samples lost in gaps ({lost_fraction:.2%} > lake.max_lost_fraction "
-                        f"{lake.max_lost_fraction:.2%}): look at the edge's spool and the broker")
+        problems.append(
+            f"{lost} samples lost in gaps ({lost_fraction:.2%} > lake.max_lost_fraction "
+            f"{lake.max_lost_fraction:.2%}): look at the edge's spool and the broker"
+        )
     if quarantine_growth > lake.max_quarantine_growth:
-        problems.append(f"bronze.quarantine grew by {quarantine_growth} records since the last check (bound "
-                        f"lake.max_quarantine_growth={lake.max_quarantine_growth}): see its reason column")
+        problems.append(
+            f"bronze.quarantine grew by {quarantine_growth} records since the last check (bound "
+            f"lake.max_quarantine_growth={lake.max_quarantine_growth}): see its reason column"
+        )
     for device_id, clock in clocks.items():
         if clock["offset_ms"] > lake.max_clock_offset_ms:
-            problems.append(f"{device_id}: clock offset {clock['offset_ms']:.0f} ms > lake.max_clock_offset_ms "
-                            f"{lake.max_clock_offset_ms:.0f} (is NTP running on the Pi?)")
+            problems.append(
+                f"{device_id}: clock offset {clock['offset_ms']:.0f} ms > lake.max_clock_offset_ms "
+                f"{lake.max_clock_offset_ms:.0f} (is NTP running on the Pi?)"
+            )
         if clock["rtt_ms"] > lake.max_clock_rtt_ms:
-            problems.append(f"{device_id}: clock probe round trip {clock['rtt_ms']:.0f} ms > "
-                            f"lake.max_clock_rtt_ms {lake.max_clock_rtt_ms:.0f} (network congested)")
+            problems.append(
+                f"{device_id}: clock probe round trip {clock['rtt_ms']:.0f} ms > "
+                f"lake.max_clock_rtt_ms {lake.max_clock_rtt_ms:.0f} (network congested)"
+            )
     return problems
 
 
@@ -170,8 +191,12 @@ def data_quality(settings: Settings) -> dict[str, Any]:
     lost = 0
     gaps = _dataset(settings, SILVER_EEG_SAMPLES)
     if gaps is not None:
-        lost = int(pc.sum(gaps.to_table(columns=["gap_before"], filter=pc.field("gap_before") > 0)
-                          .column("gap_before")).as_py() or 0)
+        lost = int(
+            pc.sum(
+                gaps.to_table(columns=["gap_before"], filter=pc.field("gap_before") > 0).column("gap_before")
+            ).as_py()
+            or 0
+        )
     previous = _read_state(settings, "data_quality")
     quarantine = counts.get("bronze.quarantine", 0)
     growth = quarantine - int(previous.get("quarantine", 0))
@@ -181,12 +206,20 @@ def data_quality(settings: Settings) -> dict[str, Any]:
         frame = status.to_table(columns=["device_id", "timestamp_us", "clock_offset_us", "clock_rtt_us"]).to_pandas()
         if not frame.empty:
             latest = frame.sort_values("timestamp_us").groupby("device_id").tail(1)
-            clocks = {row.device_id: {"offset_ms": abs(row.clock_offset_us) / 1000, "rtt_ms": row.clock_rtt_us / 1000}
-                      for row in latest.itertuples()}
+            clocks = {
+                row.device_id: {"offset_ms": abs(row.clock_offset_us) / 1000, "rtt_ms": row.clock_rtt_us / 1000}
+                for row in latest.itertuples()
+            }
     lost_fraction = lost / max(1, samples + lost)
     problems = quality_problems(lake, lost, lost_fraction, growth, clocks)
-    report = {"counts": counts, "samples_lost": lost, "lost_fraction": lost_fraction,
-              "quarantine_growth": growth, "clocks": clocks, "problems": problems}
+    report = {
+        "counts": counts,
+        "samples_lost": lost,
+        "lost_fraction": lost_fraction,
+        "quarantine_growth": growth,
+        "clocks": clocks,
+        "problems": problems,
+    }
     _write_state(settings, "data_quality", {"quarantine": quarantine, "checked_at": time.time()})
     log.info("data quality: %s", report)
     if problems:

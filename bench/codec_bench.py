@@ -40,10 +40,18 @@ def main() -> None:
     block = rng.standard_normal((args.samples, args.channels)).astype(np.float32)
     times = np.arange(args.samples, dtype=np.int64) * 4000
     record = {
-        "device_id": "pi-bench", "session_id": "bench", "seq": 1, "first_sample_index": 0,
-        "n_samples": args.samples, "n_channels": args.channels, "sample_rate_hz": 250.0,
-        "data": b"", "device_times_us": times_to_bytes(times), "produced_us": 0,
-        "clock_offset_us": 0, "clock_rtt_us": 0,
+        "device_id": "pi-bench",
+        "session_id": "bench",
+        "seq": 1,
+        "first_sample_index": 0,
+        "n_samples": args.samples,
+        "n_channels": args.channels,
+        "sample_rate_hz": 250.0,
+        "data": b"",
+        "device_times_us": times_to_bytes(times),
+        "produced_us": 0,
+        "clock_offset_us": 0,
+        "clock_rtt_us": 0,
     }
 
     def encode() -> bytes:
@@ -68,12 +76,16 @@ def main() -> None:
     trip_rate = rate(round_trip, args.seconds)
     raw_rate = rate(raw_round_trip, args.seconds)
     samples_per_s = trip_rate * args.samples
-    print(f"EEG block {args.samples} x {args.channels} float32, Avro payload {len(payload)} bytes "
-          f"(raw array {block.nbytes} bytes)")
+    print(
+        f"EEG block {args.samples} x {args.channels} float32, Avro payload {len(payload)} bytes "
+        f"(raw array {block.nbytes} bytes)"
+    )
     print(f"  codec encode      {encode_rate:>12,.0f} blocks/s")
     print(f"  codec decode      {decode_rate:>12,.0f} blocks/s")
-    print(f"  codec round trip  {trip_rate:>12,.0f} blocks/s  = {samples_per_s:,.0f} samples/s "
-          f"= {samples_per_s / 250:,.0f} headsets at 250 Hz on one core")
+    print(
+        f"  codec round trip  {trip_rate:>12,.0f} blocks/s  = {samples_per_s:,.0f} samples/s "
+        f"= {samples_per_s / 250:,.0f} headsets at 250 Hz on one core"
+    )
     print(f"  numpy round trip  {raw_rate:>12,.0f} blocks/s  (baseline: tobytes + frombuffer)")
     print(f"  ratio codec/numpy round trip: {trip_rate / raw_rate:.3f}")
 

@@ -52,11 +52,24 @@ def main() -> None:
         logs = settings.paths.home / "bench-logs"
         logs.mkdir(parents=True, exist_ok=True)
         cli = [sys.executable, "-m", "neurolake.cli"]
-        dashboard = subprocess.Popen([*cli, "dashboard"], env=env, stdout=subprocess.DEVNULL,
-                                     stderr=(logs / "dashboard.log").open("w"))
-        edge = subprocess.Popen([*cli, "edge", "simulate", "--headsets", str(args.headsets), "--stimulus",
-                                 "--duration", str(3 * args.seconds + 60)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=(logs / "edge.log").open("w"))
+        dashboard = subprocess.Popen(
+            [*cli, "dashboard"], env=env, stdout=subprocess.DEVNULL, stderr=(logs / "dashboard.log").open("w")
+        )
+        edge = subprocess.Popen(
+            [
+                *cli,
+                "edge",
+                "simulate",
+                "--headsets",
+                str(args.headsets),
+                "--stimulus",
+                "--duration",
+                str(3 * args.seconds + 60),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=(logs / "edge.log").open("w"),
+        )
         browser = None
         try:
             deadline = time.monotonic() + 60
@@ -85,16 +98,22 @@ def main() -> None:
             for process in (edge, dashboard):
                 process.terminate()
                 process.wait(timeout=30)
-    print(f"dashboard bench: {args.headsets} headset(s), {args.tabs} Chromium tab(s), {args.seconds:.0f} s "
-          "measured, traces pushed on arrival")
+    print(
+        f"dashboard bench: {args.headsets} headset(s), {args.tabs} Chromium tab(s), {args.seconds:.0f} s "
+        "measured, traces pushed on arrival"
+    )
     if latencies:
         a = np.asarray(latencies)
-        print(f"  newest sample -> pushed to a browser session  p50 {np.percentile(a, 50):.1f} ms  "
-              f"p95 {np.percentile(a, 95):.1f} ms  (n={len(a)}; target p95 <= 50 ms)")
+        print(
+            f"  newest sample -> pushed to a browser session  p50 {np.percentile(a, 50):.1f} ms  "
+            f"p95 {np.percentile(a, 95):.1f} ms  (n={len(a)}; target p95 <= 50 ms)"
+        )
     else:
         print("  no pushes recorded")
-    print(f"  server CPU: {idle_cpu:.1f} % of a core with no tab, {busy_cpu:.1f} % with {args.tabs}: "
-          f"{(busy_cpu - idle_cpu) / args.tabs:.1f} % per open session")
+    print(
+        f"  server CPU: {idle_cpu:.1f} % of a core with no tab, {busy_cpu:.1f} % with {args.tabs}: "
+        f"{(busy_cpu - idle_cpu) / args.tabs:.1f} % per open session"
+    )
 
 
 if __name__ == "__main__":

@@ -64,13 +64,15 @@ def run(settings: Settings, headsets: int, seconds: float, replay: bool) -> dict
     # A prefix per run: each run starts with empty spools and seq counters.
     prefix = "replay" if replay else "sim"
     devices = simulated_devices(settings, headsets, 0, prefix, False, False, False)
-    devices = [d.model_copy(update={"simulation": d.simulation.model_copy(update={"with_pulse": False})})
-               for d in devices]
+    devices = [
+        d.model_copy(update={"simulation": d.simulation.model_copy(update={"with_pulse": False})}) for d in devices
+    ]
     keyring = Keyring(settings.security.keyring)
     for device in devices:
         ensure_key(keyring, device.device_id)
-    runtime = EdgeRuntime(settings, devices, source_factory=ReplaySource if replay else make_eeg_source,
-                          ship_logs=False)
+    runtime = EdgeRuntime(
+        settings, devices, source_factory=ReplaySource if replay else make_eeg_source, ship_logs=False
+    )
     cpu0, wall0 = os.times(), time.monotonic()
     with runtime:
         runtime.run(duration_s=seconds)
@@ -81,17 +83,25 @@ def run(settings: Settings, headsets: int, seconds: float, replay: bool) -> dict
     spooled = sum(d["blocks"] for d in summary["devices"])
     samples = sum(d["samples"] for d in summary["devices"])
     undelivered = sum(d["spool"]["undelivered"] for d in summary["devices"])
-    return {"cpu_s": cpu, "wall_s": wall, "records": spooled, "samples": samples,
-            "undelivered": undelivered}
+    return {"cpu_s": cpu, "wall_s": wall, "records": spooled, "samples": samples, "undelivered": undelivered}
 
 
 def security_costs(directory: Path, blocks_per_s: float = 10.0) -> dict[str, float]:
     """What signing and a power-cut-safe spool cost per headset (10 blocks of 25 x 16 per second)."""
     codec = default_codec()
     samples = np.random.default_rng(0).normal(size=(25, 16)).astype(np.float32)
-    record = eeg_block_record(device_id="pi-1", session_id="s", seq=0, first_sample_index=0, samples=samples,
-                              device_times_us=np.arange(25, dtype=np.int64), sample_rate_hz=250.0,
-                              produced_us=0, clock_offset_us=0, clock_rtt_us=0)
+    record = eeg_block_record(
+        device_id="pi-1",
+        session_id="s",
+        seq=0,
+        first_sample_index=0,
+        samples=samples,
+        device_times_us=np.arange(25, dtype=np.int64),
+        sample_rate_hz=250.0,
+        produced_us=0,
+        clock_offset_us=0,
+        clock_rtt_us=0,
+    )
     encoded = codec.encode("eeg_block", record)
     key = new_key("pi-1")
     n = 20_000
@@ -120,26 +130,37 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with private_broker({"NEUROLAKE_EDGE__SPOOL__MAX_BYTES": str(2 * 1024**3)}) as settings:
-        print(f"edge bench: {args.headsets} headsets x 16 ch x 250 Hz, blocks of 25, "
-              f"{args.seconds:.0f} s each run, embedded broker")
-        for label, replay in (("transport only (encode+spool+send)", True),
-                              ("full simulation (synthesis too)", False)):
+        print(
+            f"edge bench: {args.headsets} headsets x 16 ch x 250 Hz, blocks of 25, "
+            f"{args.seconds:.0f} s each run, embedded broker"
+        )
+        for label, replay in (("transport only (encode+spool+send)", True), ("full simulation (synthesis too)", False)):
             r = run(settings, args.headsets, args.seconds, replay)
             per_headset_core = r["cpu_s"] / r["wall_s"] / args.headsets
             print(f"  {label}")
-            print(f"    EEG blocks/s         {r['records'] / r['wall_s']:>10,.0f}  "
-                  f"({r['samples'] / r['wall_s']:,.0f} samples/s, {r['undelivered']} undelivered at exit)")
-            print(f"    CPU per headset      {per_headset_core * 100:>10.2f} % of one core "
-                  f"= {per_headset_core * 60:.2f} CPU-s per headset-minute")
+            print(
+                f"    EEG blocks/s         {r['records'] / r['wall_s']:>10,.0f}  "
+                f"({r['samples'] / r['wall_s']:,.0f} samples/s, {r['undelivered']} undelivered at exit)"
+            )
+            print(
+                f"    CPU per headset      {per_headset_core * 100:>10.2f} % of one core "
+                f"= {per_headset_core * 60:.2f} CPU-s per headset-minute"
+            )
             print(f"    headsets per core    {1 / per_headset_core:>10,.0f}")
         costs = security_costs(settings.paths.home)
         print("  security costs per headset (10 blocks/s, one spool transaction per block at worst)")
-        print(f"    HMAC-SHA256 signing  {costs['sign_us']:>10.1f} us per block = {costs['sign_pct']:.3f} % of one core")
+        print(
+            f"    HMAC-SHA256 signing  {costs['sign_us']:>10.1f} us per block = {costs['sign_pct']:.3f} % of one core"
+        )
         for mode in ("NORMAL", "FULL"):
-            print(f"    spool sync={mode:<7}  {costs[f'{mode}_cpu_ms']:>10.3f} ms CPU, {costs[f'{mode}_wall_ms']:.3f} ms wall "
-                  f"per append = {costs[f'{mode}_pct']:.2f} % of one core")
-        print(f"    FULL / NORMAL CPU    {costs['FULL_cpu_ms'] / costs['NORMAL_cpu_ms']:>10.2f}x "
-              "(the runs above use FULL, signing included)")
+            print(
+                f"    spool sync={mode:<7}  {costs[f'{mode}_cpu_ms']:>10.3f} ms CPU, {costs[f'{mode}_wall_ms']:.3f} ms wall "
+                f"per append = {costs[f'{mode}_pct']:.2f} % of one core"
+            )
+        print(
+            f"    FULL / NORMAL CPU    {costs['FULL_cpu_ms'] / costs['NORMAL_cpu_ms']:>10.2f}x "
+            "(the runs above use FULL, signing included)"
+        )
 
 
 if __name__ == "__main__":

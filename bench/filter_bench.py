@@ -36,6 +36,7 @@ def main() -> None:
     print(f"{seconds} s x {channels} ch at {fs:.0f} Hz, {sos.shape[0]} second-order sections")
     print(f"  one-pass sosfilt        {baseline_rate:>14,.0f} samples/s  (baseline)")
     for chunk in (25, 250, 1250, 2500):
+
         def chunked(chunk: int = chunk) -> np.ndarray:
             state, parts = initial_state(sos, channels), []
             for at in range(0, len(data), chunk):
@@ -45,8 +46,10 @@ def main() -> None:
 
         rate, out = best_rate(chunked, len(data))
         diff = float(np.abs(out - expected).max())
-        print(f"  chunks of {chunk:>5} samples {rate:>14,.0f} samples/s  ratio {rate / baseline_rate:.2f}  "
-              f"max |diff| {diff:.1e}  = {rate / fs:,.0f} headsets per core")
+        print(
+            f"  chunks of {chunk:>5} samples {rate:>14,.0f} samples/s  ratio {rate / baseline_rate:.2f}  "
+            f"max |diff| {diff:.1e}  = {rate / fs:,.0f} headsets per core"
+        )
 
 
 if __name__ == "__main__":

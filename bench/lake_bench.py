@@ -72,8 +72,13 @@ def wait_for_commit(tables: list[Path], after: dict[Path, int], since: float, li
 
 
 def start_streams(cli: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    return subprocess.Popen([*cli, "stream", "start", "all"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(log_path, "a"), start_new_session=True)
+    return subprocess.Popen(
+        [*cli, "stream", "start", "all"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(log_path, "a"),
+        start_new_session=True,
+    )
 
 
 def main() -> None:
@@ -94,7 +99,10 @@ def main() -> None:
         duration = args.warmup + args.seconds + restart_window
         headsets = subprocess.Popen(
             [*cli, "edge", "simulate", "--headsets", str(args.headsets), "--duration", str(duration)],
-            env=env, stdout=subprocess.PIPE, stderr=open(logs / "headsets.log", "w"), text=True,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=open(logs / "headsets.log", "w"),
+            text=True,
         )
         spawned = time.monotonic()
         streams = start_streams(cli, env, logs / "streams.log")
@@ -107,14 +115,19 @@ def main() -> None:
                 newest = newest_sample_us(silver)
                 if time.monotonic() - start >= args.warmup:
                     if not counted:
-                        counted = {"t": time.monotonic(), **{p.parent.name + "." + p.name: committed_rows(p)
-                                                            for p in (bronze, silver, gold)}}
+                        counted = {
+                            "t": time.monotonic(),
+                            **{p.parent.name + "." + p.name: committed_rows(p) for p in (bronze, silver, gold)},
+                        }
                     if newest is not None:
                         ages.append((time.time_ns() // 1000 - newest) / 1e6)
                 time.sleep(0.5)
             elapsed = time.monotonic() - counted["t"]
-            rates = {name: (committed_rows(lake / name.replace(".", "/")) - rows) / elapsed
-                     for name, rows in counted.items() if name != "t"}
+            rates = {
+                name: (committed_rows(lake / name.replace(".", "/")) - rows) / elapsed
+                for name, rows in counted.items()
+                if name != "t"
+            }
             # A crash while the lab records: how long until the restarted process commits again.
             os.killpg(streams.pid, signal.SIGKILL)
             streams.wait(30)
@@ -136,20 +149,29 @@ def main() -> None:
             if headsets.poll() is None:
                 headsets.kill()
         produced = sum(d["samples"] for d in summary["devices"])
-        print(f"lake bench: {args.headsets} headsets (16 EEG + pulse at 250 Hz), bronze + silver/gold "
-              f"queries in one local[2] Spark, {args.seconds:.0f} s measured after {args.warmup:.0f} s")
+        print(
+            f"lake bench: {args.headsets} headsets (16 EEG + pulse at 250 Hz), bronze + silver/gold "
+            f"queries in one local[2] Spark, {args.seconds:.0f} s measured after {args.warmup:.0f} s"
+        )
         if ages:
             a = np.array(ages)
-            print(f"  newest silver sample age  p50 {np.percentile(a, 50):.2f} s  p95 "
-                  f"{np.percentile(a, 95):.2f} s  max {a.max():.2f} s  ({len(a)} polls; target p95 <= 5 s)")
+            print(
+                f"  newest silver sample age  p50 {np.percentile(a, 50):.2f} s  p95 "
+                f"{np.percentile(a, 95):.2f} s  max {a.max():.2f} s  ({len(a)} polls; target p95 <= 5 s)"
+            )
         else:
             print("  silver had no rows during the measurement")
-        print("  rows/s while measured: " + ", ".join(f"{name} {rate:,.0f}" for name, rate in rates.items())
-              + f"  (produced: {args.headsets * 250:,} samples/s, {args.headsets * 10:,} blocks/s)")
-        print(f"  start-up to first commit: cold bronze {cold.get('eeg_blocks', float('nan')):.1f} s, "
-              f"silver {cold.get('eeg_samples', float('nan')):.1f} s; after SIGKILL bronze "
-              f"{restart.get('eeg_blocks', float('nan')):.1f} s, silver {restart.get('eeg_samples', float('nan')):.1f} s"
-              f"  (target <= 15 s)")
+        print(
+            "  rows/s while measured: "
+            + ", ".join(f"{name} {rate:,.0f}" for name, rate in rates.items())
+            + f"  (produced: {args.headsets * 250:,} samples/s, {args.headsets * 10:,} blocks/s)"
+        )
+        print(
+            f"  start-up to first commit: cold bronze {cold.get('eeg_blocks', float('nan')):.1f} s, "
+            f"silver {cold.get('eeg_samples', float('nan')):.1f} s; after SIGKILL bronze "
+            f"{restart.get('eeg_blocks', float('nan')):.1f} s, silver {restart.get('eeg_samples', float('nan')):.1f} s"
+            f"  (target <= 15 s)"
+        )
         print(f"  silver rows {rows:,} of {produced:,} samples produced (15 s after the headsets stopped)")
 
 

@@ -36,17 +36,31 @@ def _percentiles(values_ms: list[float]) -> str:
     if not values_ms:
         return "no samples"
     a = np.asarray(values_ms)
-    return (f"n={len(a):,}  p50 {np.percentile(a, 50):6.2f} ms  p95 {np.percentile(a, 95):6.2f} ms  "
-            f"p99 {np.percentile(a, 99):6.2f} ms  max {a.max():6.2f} ms")
+    return (
+        f"n={len(a):,}  p50 {np.percentile(a, 50):6.2f} ms  p95 {np.percentile(a, 95):6.2f} ms  "
+        f"p99 {np.percentile(a, 99):6.2f} ms  max {a.max():6.2f} ms"
+    )
 
 
 def neurolake_latencies(seconds: float, warmup_s: float) -> list[float]:
     latencies: list[float] = []
     with private_broker() as settings:
         edge = subprocess.Popen(
-            [sys.executable, "-m", "neurolake.cli", "edge", "simulate", "--headsets", "1",
-             "--duration", str(seconds + warmup_s + 2)],
-            env=cli_environment(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                sys.executable,
+                "-m",
+                "neurolake.cli",
+                "edge",
+                "simulate",
+                "--headsets",
+                "1",
+                "--duration",
+                str(seconds + warmup_s + 2),
+            ],
+            env=cli_environment(settings),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             with LiveReader(settings, "live-bench", (EEG_RAW,)) as reader:
                 reader.assign()
@@ -116,15 +130,19 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    print(f"live bench: one 16 ch x 250 Hz headset, blocks of 25 (100 ms), {args.seconds:.0f} s measured "
-          f"after {args.warmup:.0f} s warm-up, 2-core machine")
+    print(
+        f"live bench: one 16 ch x 250 Hz headset, blocks of 25 (100 ms), {args.seconds:.0f} s measured "
+        f"after {args.warmup:.0f} s warm-up, 2-core machine"
+    )
     ours = neurolake_latencies(args.seconds, args.warmup)
     lsl = lsl_latencies(args.seconds, args.warmup)
     print(f"  neurolake  block's last sample -> live consumer   {_percentiles(ours)}")
     print(f"  LSL        push -> inlet (1 ms polling)           {_percentiles(lsl)}")
     if ours and lsl:
-        print(f"  ratio neurolake / LSL   p50 {np.percentile(ours, 50) / np.percentile(lsl, 50):.1f}x   "
-              f"p95 {np.percentile(ours, 95) / np.percentile(lsl, 95):.1f}x   (target: neurolake p95 <= 10 ms)")
+        print(
+            f"  ratio neurolake / LSL   p50 {np.percentile(ours, 50) / np.percentile(lsl, 50):.1f}x   "
+            f"p95 {np.percentile(ours, 95) / np.percentile(lsl, 95):.1f}x   (target: neurolake p95 <= 10 ms)"
+        )
 
 
 if __name__ == "__main__":

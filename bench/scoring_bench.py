@@ -34,8 +34,10 @@ def _percentiles(values: list[float]) -> str:
     if not values:
         return "no samples"
     a = np.asarray(values)
-    return (f"p50 {np.percentile(a, 50):.1f} ms  p95 {np.percentile(a, 95):.1f} ms  "
-            f"p99 {np.percentile(a, 99):.1f} ms  (n={len(a)})")
+    return (
+        f"p50 {np.percentile(a, 50):.1f} ms  p95 {np.percentile(a, 95):.1f} ms  "
+        f"p99 {np.percentile(a, 99):.1f} ms  (n={len(a)})"
+    )
 
 
 def _wait_for_text(path: Path, text: str, timeout_s: float) -> None:
@@ -53,19 +55,41 @@ def measure_live(settings, env: dict[str, str], headsets: int, seconds: float, l
 
     cli = [sys.executable, "-m", "neurolake.cli"]
     scorer_log = logs / f"scorer-{headsets}.log"
-    scorer = subprocess.Popen([*cli, "score", "live", "--start", "latest"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=scorer_log.open("w"))
+    scorer = subprocess.Popen(
+        [*cli, "score", "live", "--start", "latest"], env=env, stdout=subprocess.DEVNULL, stderr=scorer_log.open("w")
+    )
     codec = default_codec()
-    consumer = Consumer({**settings.kafka.client_config(), "group.id": "scoring-bench",
-                         "enable.auto.commit": False, "fetch.wait.max.ms": 5})
+    consumer = Consumer(
+        {
+            **settings.kafka.client_config(),
+            "group.id": "scoring-bench",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 5,
+        }
+    )
     try:
         _wait_for_text(scorer_log, "scoring with", 120)
         metadata = consumer.list_topics(timeout=10).topics
-        consumer.assign([TopicPartition(t, p, OFFSET_END) for t in ("eeg.raw", "eeg.predictions")
-                         for p in metadata[t].partitions])
-        edge = subprocess.Popen([*cli, "edge", "simulate", "--headsets", str(headsets), "--stimulus",
-                                 "--duration", str(seconds + 10), "--prefix", f"bench{headsets}"],
-                                env=env, stdout=subprocess.DEVNULL, stderr=(logs / f"edge-{headsets}.log").open("w"))
+        consumer.assign(
+            [TopicPartition(t, p, OFFSET_END) for t in ("eeg.raw", "eeg.predictions") for p in metadata[t].partitions]
+        )
+        edge = subprocess.Popen(
+            [
+                *cli,
+                "edge",
+                "simulate",
+                "--headsets",
+                str(headsets),
+                "--stimulus",
+                "--duration",
+                str(seconds + 10),
+                "--prefix",
+                f"bench{headsets}",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=(logs / f"edge-{headsets}.log").open("w"),
+        )
         block_ms: dict[tuple[str, int], int] = {}
         latencies, scorer_ms = [], []
         warmup_until = time.monotonic() + 8
@@ -96,13 +120,37 @@ def measure_live(settings, env: dict[str, str], headsets: int, seconds: float, l
 def measure_lake(settings, env: dict[str, str], headsets: int, seconds: float, logs: Path) -> None:  # type: ignore[no-untyped-def]
 
     cli = [sys.executable, "-m", "neurolake.cli"]
-    streams = subprocess.Popen([*cli, "stream", "start", "all"], env=env, stdout=subprocess.DEVNULL,
-                               stderr=(logs / "streams.log").open("w"), start_new_session=True)
-    scorer = subprocess.Popen([*cli, "score", "lake", "--every", "5"], env=env, stdout=subprocess.DEVNULL,
-                              stderr=(logs / "lake-scorer.log").open("w"), start_new_session=True)
-    edge = subprocess.Popen([*cli, "edge", "simulate", "--headsets", str(headsets), "--stimulus",
-                             "--duration", str(seconds), "--prefix", "lake"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=(logs / "edge-lake.log").open("w"))
+    streams = subprocess.Popen(
+        [*cli, "stream", "start", "all"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(logs / "streams.log").open("w"),
+        start_new_session=True,
+    )
+    scorer = subprocess.Popen(
+        [*cli, "score", "lake", "--every", "5"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(logs / "lake-scorer.log").open("w"),
+        start_new_session=True,
+    )
+    edge = subprocess.Popen(
+        [
+            *cli,
+            "edge",
+            "simulate",
+            "--headsets",
+            str(headsets),
+            "--stimulus",
+            "--duration",
+            str(seconds),
+            "--prefix",
+            "lake",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(logs / "edge-lake.log").open("w"),
+    )
     try:
         edge.wait(timeout=seconds + 120)
         time.sleep(20)
@@ -114,13 +162,16 @@ def measure_lake(settings, env: dict[str, str], headsets: int, seconds: float, l
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
     rows, _ = LakeTable(settings.paths.lake_root, GOLD_PREDICTIONS).read_pandas(
-        ["session_id", "window_end_us", "scored_us"])
+        ["session_id", "window_end_us", "scored_us"]
+    )
     rows = rows[rows["session_id"].str.startswith("lake")] if not rows.empty else rows
     ages = ((rows["scored_us"] - rows["window_end_us"]) / 1e6).tolist() if not rows.empty else []
     if ages:
         a = np.asarray(ages)
-        print(f"  lake scorer (every 5 s), {headsets} headsets: window end -> row in gold.predictions  "
-              f"p50 {np.percentile(a, 50):.1f} s  p95 {np.percentile(a, 95):.1f} s  (n={len(a)})")
+        print(
+            f"  lake scorer (every 5 s), {headsets} headsets: window end -> row in gold.predictions  "
+            f"p50 {np.percentile(a, 50):.1f} s  p95 {np.percentile(a, 95):.1f} s  (n={len(a)})"
+        )
     else:
         print("  lake scorer: no predictions for the lake run (see the logs in the bench home)")
 
@@ -142,9 +193,11 @@ def main() -> None:
         logs.mkdir(parents=True, exist_ok=True)
         write_sample_lake(settings, sessions=4, seconds=60)
         result = train(settings, build_training_set(settings.paths.lake_root, settings.ml))
-        print(f"scoring bench: champion {settings.mlflow.model_name} v{result.registered_version}, "
-              f"{args.seconds:.0f} s per run after 8 s warm-up, 16 EEG ch + pulse at 250 Hz, "
-              f"2 s windows every 0.4 s (target p95 <= 250 ms)")
+        print(
+            f"scoring bench: champion {settings.mlflow.model_name} v{result.registered_version}, "
+            f"{args.seconds:.0f} s per run after 8 s warm-up, 16 EEG ch + pulse at 250 Hz, "
+            f"2 s windows every 0.4 s (target p95 <= 250 ms)"
+        )
         for headsets in (int(n) for n in args.headsets.split(",")):
             measure_live(settings, env, headsets, args.seconds, logs)
         if args.lake:

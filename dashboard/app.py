@@ -24,8 +24,7 @@ from schemas.catalog import BRONZE_SESSIONS, SILVER_EEG_SAMPLES
 
 log = logging.getLogger(__name__)
 
-PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-           "#bcbd22", "#17becf"]
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
 
 class LiveDocument:
@@ -64,74 +63,126 @@ class LiveDocument:
         self.status = Div(text="waiting for live sessions...", name="session_status")
 
         self.trace_source = ColumnDataSource({"t": []}, name="traces_source")
-        self.traces = figure(height=420, sizing_mode="stretch_width", title="EEG (10 s)",
-                             x_axis_label="seconds since session start", tools="xpan,reset,save",
-                             name="traces")
+        self.traces = figure(
+            height=420,
+            sizing_mode="stretch_width",
+            title="EEG (10 s)",
+            x_axis_label="seconds since session start",
+            tools="xpan,reset,save",
+            name="traces",
+        )
         self.traces.x_range.follow = "end"
         self.traces.x_range.follow_interval = settings.dashboard.window_s
         self.traces.x_range.range_padding = 0
         self.trace_lines: list[Any] = []
 
         self.psd_source = ColumnDataSource({"f": []}, name="psd_source")
-        self.spectrum = figure(height=300, width=420, y_axis_type="log", title="Spectrum (PSD, uV^2/Hz)",
-                               x_axis_label="Hz", x_range=(0, 70), name="spectrum")
+        self.spectrum = figure(
+            height=300,
+            width=420,
+            y_axis_type="log",
+            title="Spectrum (PSD, uV^2/Hz)",
+            x_axis_label="Hz",
+            x_range=(0, 70),
+            name="spectrum",
+        )
         self.psd_lines: list[Any] = []
         self.spec_channel = Select(title="Spectrogram channel", options=[], width=160)
         self.spec_mapper = LinearColorMapper(palette="Viridis256")
         self.spec_source = ColumnDataSource({"image": [], "x": [], "y": [], "dw": [], "dh": []})
-        self.spectrogram = figure(height=300, width=420, title="Spectrogram (dB)", x_axis_label="s",
-                                  y_axis_label="Hz", name="spectrogram")
-        self.spectrogram.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.spec_source,
-                               color_mapper=self.spec_mapper)
+        self.spectrogram = figure(
+            height=300, width=420, title="Spectrogram (dB)", x_axis_label="s", y_axis_label="Hz", name="spectrogram"
+        )
+        self.spectrogram.image(
+            image="image", x="x", y="y", dw="dw", dh="dh", source=self.spec_source, color_mapper=self.spec_mapper
+        )
 
         self.band = Select(title="Head map band", options=list(BANDS), value="alpha", width=160)
         self.head_mapper = LinearColorMapper(palette="Viridis256", nan_color=(0, 0, 0, 0))
-        self.head_source = ColumnDataSource({"image": [], "x": [], "y": [], "dw": [], "dh": []},
-                                            name="headmap_source")
+        self.head_source = ColumnDataSource({"image": [], "x": [], "y": [], "dw": [], "dh": []}, name="headmap_source")
         self.electrodes = ColumnDataSource({"x": [], "y": [], "name": []})
-        self.headmap = figure(height=320, width=340, x_range=(-1.15, 1.15), y_range=(-1.15, 1.15),
-                              title="Head map: log10 band power", match_aspect=True, tools="save",
-                              name="headmap")
-        self.headmap.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.head_source,
-                           color_mapper=self.head_mapper)
+        self.headmap = figure(
+            height=320,
+            width=340,
+            x_range=(-1.15, 1.15),
+            y_range=(-1.15, 1.15),
+            title="Head map: log10 band power",
+            match_aspect=True,
+            tools="save",
+            name="headmap",
+        )
+        self.headmap.image(
+            image="image", x="x", y="y", dw="dw", dh="dh", source=self.head_source, color_mapper=self.head_mapper
+        )
         self.headmap.circle(x=0, y=0, radius=1.0, fill_alpha=0, line_color="black")
         self.headmap.scatter(x="x", y="y", source=self.electrodes, size=5, color="black")
-        self.headmap.text(x="x", y="y", text="name", source=self.electrodes, text_font_size="8pt",
-                          x_offset=4, y_offset=-4)
+        self.headmap.text(
+            x="x", y="y", text="name", source=self.electrodes, text_font_size="8pt", x_offset=4, y_offset=-4
+        )
         self.headmap.add_layout(ColorBar(color_mapper=self.head_mapper, width=10), "right")
         self.headmap.axis.visible = False
         self.headmap.grid.visible = False
 
         self.prob_source = ColumnDataSource({"t": []}, name="predictions_source")
         self.trial_source = ColumnDataSource({"left": [], "right": [], "label": [], "color": []})
-        self.predictions = figure(height=260, sizing_mode="stretch_width", y_range=(0, 1.05),
-                                  title="Predictions: class probabilities (bands: stimulus shown)",
-                                  x_axis_label="seconds since session start", name="predictions")
-        self.predictions.quad(left="left", right="right", bottom=0, top=1.05, color="color", alpha=0.15,
-                              source=self.trial_source)
+        self.predictions = figure(
+            height=260,
+            sizing_mode="stretch_width",
+            y_range=(0, 1.05),
+            title="Predictions: class probabilities (bands: stimulus shown)",
+            x_axis_label="seconds since session start",
+            name="predictions",
+        )
+        self.predictions.quad(
+            left="left", right="right", bottom=0, top=1.05, color="color", alpha=0.15, source=self.trial_source
+        )
         self.prob_lines: dict[str, Any] = {}
-        self.prediction_text = Div(text="no predictions yet (is the live scorer running with a champion?)",
-                                   name="prediction_text")
+        self.prediction_text = Div(
+            text="no predictions yet (is the live scorer running with a champion?)", name="prediction_text"
+        )
 
-        self.health_source = ColumnDataSource({k: [] for k in (
-            "device", "state", "rate", "losses", "spool", "offset", "bpm", "temperature", "motion")})
-        self.health = DataTable(source=self.health_source, height=160, width=900, name="health",
-                                columns=[TableColumn(field=f, title=t) for f, t in (
-                                    ("device", "device"), ("state", "state"), ("rate", "Hz"),
-                                    ("losses", "losses"), ("spool", "spool depth"),
-                                    ("offset", "clock offset ms"), ("bpm", "heart bpm"),
-                                    ("temperature", "room C"), ("motion", "gyro rad/s"))])
+        self.health_source = ColumnDataSource(
+            {k: [] for k in ("device", "state", "rate", "losses", "spool", "offset", "bpm", "temperature", "motion")}
+        )
+        self.health = DataTable(
+            source=self.health_source,
+            height=160,
+            width=900,
+            name="health",
+            columns=[
+                TableColumn(field=f, title=t)
+                for f, t in (
+                    ("device", "device"),
+                    ("state", "state"),
+                    ("rate", "Hz"),
+                    ("losses", "losses"),
+                    ("spool", "spool depth"),
+                    ("offset", "clock offset ms"),
+                    ("bpm", "heart bpm"),
+                    ("temperature", "room C"),
+                    ("motion", "gyro rad/s"),
+                )
+            ],
+        )
         self.camera = Div(text="", name="camera")
 
-        live = column(row(self.picker, self.mode_buttons, self.status), self.message, self.traces,
-                      row(self.spectrum, column(self.spec_channel, self.spectrogram),
-                          column(self.band, self.headmap)),
-                      self.prediction_text, self.predictions, row(self.health, self.camera),
-                      sizing_mode="stretch_width")
+        live = column(
+            row(self.picker, self.mode_buttons, self.status),
+            self.message,
+            self.traces,
+            row(self.spectrum, column(self.spec_channel, self.spectrogram), column(self.band, self.headmap)),
+            self.prediction_text,
+            self.predictions,
+            row(self.health, self.camera),
+            sizing_mode="stretch_width",
+        )
         self.history = HistoryPanel(settings)
-        doc.add_root(Tabs(tabs=[TabPanel(child=live, title="Live"),
-                                TabPanel(child=self.history.layout, title="History")],
-                          sizing_mode="stretch_width"))
+        doc.add_root(
+            Tabs(
+                tabs=[TabPanel(child=live, title="Live"), TabPanel(child=self.history.layout, title="History")],
+                sizing_mode="stretch_width",
+            )
+        )
         doc.title = "neurolake live"
         # Traces are pushed when their samples arrive (the feed calls _on_arrival from its thread);
         # the periodic tick only catches up after a reconnect or a missed wake-up.
@@ -176,20 +227,26 @@ class LiveDocument:
         for line in self.trace_lines:
             line.visible = False
         self.trace_source.data = {"t": [], **{f"c{i}": [] for i in range(len(names))}}
-        self.trace_lines = [self.traces.line("t", f"c{i}", source=self.trace_source, line_width=1,
-                                             color=PALETTE[i % len(PALETTE)]) for i in range(len(names))]
+        self.trace_lines = [
+            self.traces.line("t", f"c{i}", source=self.trace_source, line_width=1, color=PALETTE[i % len(PALETTE)])
+            for i in range(len(names))
+        ]
         n = len(names)
         self.traces.yaxis.ticker = FixedTicker(ticks=list(range(n)))
         self.traces.yaxis.major_label_overrides = {n - 1 - i: name for i, name in enumerate(names)}
         self.psd_source.data = {"f": [], **{f"c{i}": [] for i in range(n)}}
-        self.psd_lines = [self.spectrum.line("f", f"c{i}", source=self.psd_source, color=PALETTE[i % len(PALETTE)])
-                          for i in range(n)]
+        self.psd_lines = [
+            self.spectrum.line("f", f"c{i}", source=self.psd_source, color=PALETTE[i % len(PALETTE)]) for i in range(n)
+        ]
         self.spec_channel.options = names
         occipital = [name for name in names if name.upper().startswith("O")]
         self.spec_channel.value = occipital[0] if occipital else names[0]
         positions = views.scalp_positions(tuple(names), buffer.montage)
-        self.electrodes.data = {"x": [p[0] for p in positions.values()], "y": [p[1] for p in positions.values()],
-                                "name": list(positions)}
+        self.electrodes.data = {
+            "x": [p[0] for p in positions.values()],
+            "y": [p[1] for p in positions.values()],
+            "name": list(positions),
+        }
         self.prob_source.data = {"t": []}
         self.trial_source.data = {"left": [], "right": [], "label": [], "color": []}
 
@@ -232,8 +289,10 @@ class LiveDocument:
                 self.picker.value = self.requested
                 self.select(self.requested)
             else:
-                self.message.text = (f"unknown session {html.escape(self.requested)!s}: it is not live now; "
-                                     "pick a live session above, or browse past ones in the History tab")
+                self.message.text = (
+                    f"unknown session {html.escape(self.requested)!s}: it is not live now; "
+                    "pick a live session above, or browse past ones in the History tab"
+                )
         if self.session_id is None and sessions and not self.requested:
             self.picker.value = sessions[0]
             self.select(sessions[0])
@@ -254,22 +313,34 @@ class LiveDocument:
         fs = buffer.sample_rate_hz
         notes = []
         if idle > self.settings.dashboard.stale_after_s:
-            notes.append(f"<b style='color:#b00'>no data from {html.escape(buffer.device_id)} for "
-                         f"{idle:.0f} s (headset stopped or disconnected)</b>")
-        flat = views.flat_channels(raw[-int(2 * fs):], names, self.settings.dashboard.flat_uv)
+            notes.append(
+                f"<b style='color:#b00'>no data from {html.escape(buffer.device_id)} for "
+                f"{idle:.0f} s (headset stopped or disconnected)</b>"
+            )
+        flat = views.flat_channels(raw[-int(2 * fs) :], names, self.settings.dashboard.flat_uv)
         if flat:
             notes.append(f"<b style='color:#b00'>flat channels: {html.escape(', '.join(flat))}</b> (electrode off?)")
-        self.status.text = (f"{html.escape(self.session_id)} &middot; {len(names)} EEG channels at "
-                            f"{fs:g} Hz &middot; showing {self.mode} " + " ".join(notes))
+        self.status.text = (
+            f"{html.escape(self.session_id)} &middot; {len(names)} EEG channels at "
+            f"{fs:g} Hz &middot; showing {self.mode} " + " ".join(notes)
+        )
         if len(window) >= fs:
             # The head map shows gold's band power of the newest window of gold's length.
-            recent = window[-int(self.settings.lake.window_s * fs):]
+            recent = window[-int(self.settings.lake.window_s * fs) :]
             freqs, power = views.psd(recent, fs)
-            self.psd_source.data = {"f": freqs, **{f"c{i}": np.maximum(power[:, i], 1e-3) for i in range(power.shape[1])}}
+            self.psd_source.data = {
+                "f": freqs,
+                **{f"c{i}": np.maximum(power[:, i], 1e-3) for i in range(power.shape[1])},
+            }
             channel = names.index(self.spec_channel.value) if self.spec_channel.value in names else 0
             f, t, db = views.spectrogram_db(window[:, channel], fs)
-            self.spec_source.data = {"image": [db], "x": [0], "y": [0], "dw": [max(t[-1], 1e-3) if len(t) else 1],
-                                     "dh": [f[-1] if len(f) else 1]}
+            self.spec_source.data = {
+                "image": [db],
+                "x": [0],
+                "y": [0],
+                "dw": [max(t[-1], 1e-3) if len(t) else 1],
+                "dh": [f[-1] if len(f) else 1],
+            }
             positions = views.scalp_positions(tuple(names), buffer.montage)
             if positions:
                 picked = [names.index(n) for n in positions]
@@ -289,23 +360,32 @@ class LiveDocument:
             data[label] = [p["probabilities"].get(label, 0.0) for p in predictions]
             if label not in self.prob_lines:
                 color = PALETTE[len(self.prob_lines) % len(PALETTE)]
-                self.prob_lines[label] = self.predictions.line("t", label, source=self.prob_source,
-                                                               color=color, legend_label=label, line_width=2)
+                self.prob_lines[label] = self.predictions.line(
+                    "t", label, source=self.prob_source, color=color, legend_label=label, line_width=2
+                )
         self.prob_source.data = data
         colors = {label: PALETTE[i % len(PALETTE)] for i, label in enumerate(self.prob_lines)}
         start_us = buffer.started_us
         self.trial_source.data = {
-            "left": [(s - start_us) / 1e6 for s, _, _ in trials], "right": [(e - start_us) / 1e6 for _, e, _ in trials],
-            "label": [label for _, _, label in trials], "color": [colors.get(label, "#999") for _, _, label in trials]}
+            "left": [(s - start_us) / 1e6 for s, _, _ in trials],
+            "right": [(e - start_us) / 1e6 for _, e, _ in trials],
+            "label": [label for _, _, label in trials],
+            "color": [colors.get(label, "#999") for _, _, label in trials],
+        }
         latest = predictions[-1]
         windows = [(*views.prediction_span_us(p, fs), p["label"]) for p in predictions]
         accuracy, n = views.running_accuracy(windows, trials)
-        accuracy_text = f"running accuracy {accuracy:.0%} over {n} windows in trials" if accuracy is not None \
+        accuracy_text = (
+            f"running accuracy {accuracy:.0%} over {n} windows in trials"
+            if accuracy is not None
             else "running accuracy: no window inside a known trial yet"
-        self.prediction_text.text = (f"prediction: <b>{html.escape(latest['label'])}</b> "
-                                     f"(p={max(latest['probabilities'].values()):.2f}) &middot; model "
-                                     f"{html.escape(latest['model_name'])} v{html.escape(latest['model_version'])}"
-                                     f" &middot; {accuracy_text}")
+        )
+        self.prediction_text.text = (
+            f"prediction: <b>{html.escape(latest['label'])}</b> "
+            f"(p={max(latest['probabilities'].values()):.2f}) &middot; model "
+            f"{html.escape(latest['model_name'])} v{html.escape(latest['model_version'])}"
+            f" &middot; {accuracy_text}"
+        )
 
     def _update_health(self) -> None:
         rows: dict[str, list] = {k: [] for k in self.health_source.data}
@@ -325,11 +405,15 @@ class LiveDocument:
             rows["offset"].append(f"{s['clock_offset_us'] / 1000:.1f}" if s.get("clock_offset_us") is not None else "-")
             rows["bpm"].append(f"{bpm:.0f}" if bpm else "-")
             rows["temperature"].append(f"{env['temperature_c']:.1f}" if env.get("temperature_c") is not None else "-")
-            rows["motion"].append(f"{np.sqrt(sum(g * g for g in gyro)):.2f}" if all(g is not None for g in gyro) else "-")
+            rows["motion"].append(
+                f"{np.sqrt(sum(g * g for g in gyro)):.2f}" if all(g is not None for g in gyro) else "-"
+            )
             if health.frame_jpeg and not frame_html:
                 encoded = base64.b64encode(health.frame_jpeg).decode()
-                frame_html = (f"<div>camera {html.escape(device)}</div>"
-                              f"<img name='camera_frame' src='data:image/jpeg;base64,{encoded}' width='240'>")
+                frame_html = (
+                    f"<div>camera {html.escape(device)}</div>"
+                    f"<img name='camera_frame' src='data:image/jpeg;base64,{encoded}' width='240'>"
+                )
         self.health_source.data = rows
         if frame_html:
             self.camera.text = frame_html
@@ -349,24 +433,32 @@ class HistoryPanel:
         self.start = Slider(title="start (s)", start=0, end=600, step=1, value=0, width=500)
         self.info = Div(text="")
         self.source = ColumnDataSource({"t": []})
-        self.plot = figure(height=420, sizing_mode="stretch_width", title="History (filtered, from silver)",
-                           x_axis_label="seconds since session start")
+        self.plot = figure(
+            height=420,
+            sizing_mode="stretch_width",
+            title="History (filtered, from silver)",
+            x_axis_label="seconds since session start",
+        )
         self.lines: list[Any] = []
         self.rates: dict[str, float] = {}  # each session's own sample rate, from bronze.sessions
         self.refresh.on_click(lambda: self.load_sessions())
         self.sessions.on_change("value", lambda attr, old, new: self.show())
         self.start.on_change("value_throttled", lambda attr, old, new: self.show())
-        self.layout = column(row(self.sessions, self.refresh), self.start, self.info, self.plot,
-                             sizing_mode="stretch_width")
+        self.layout = column(
+            row(self.sessions, self.refresh), self.start, self.info, self.plot, sizing_mode="stretch_width"
+        )
 
     def load_sessions(self) -> None:
         frame, _ = LakeTable(self.settings.paths.lake_root, BRONZE_SESSIONS).read_pandas(
-            ["session_id", "started_us", "sample_rate_hz"])
+            ["session_id", "started_us", "sample_rate_hz"]
+        )
         if frame.empty:
             self.info.text = f"no sessions in {self.settings.paths.lake_root} yet (is the lake running?)"
             return
         self.rates = dict(zip(frame["session_id"], frame["sample_rate_hz"].astype(float)))
-        self.sessions.options = frame.sort_values("started_us", ascending=False)["session_id"].drop_duplicates().tolist()
+        self.sessions.options = (
+            frame.sort_values("started_us", ascending=False)["session_id"].drop_duplicates().tolist()
+        )
 
     def show(self) -> None:
         import pyarrow.dataset as ds
@@ -387,8 +479,10 @@ class HistoryPanel:
         first = int(self.start.value * fs)
         table = samples.to_table(
             columns=["sample_index", "filtered"],
-            filter=(ds.field("session_id") == session_id) & (ds.field("sample_index") >= first)
-            & (ds.field("sample_index") < first + int(10 * fs)))
+            filter=(ds.field("session_id") == session_id)
+            & (ds.field("sample_index") >= first)
+            & (ds.field("sample_index") < first + int(10 * fs)),
+        )
         if table.num_rows == 0:
             self.info.text = f"{html.escape(session_id)}: no samples from {self.start.value} s"
             return
@@ -397,10 +491,14 @@ class HistoryPanel:
         stacked = views.stack(values, views.channel_scales(values), np.median(values, axis=0))
         for line in self.lines:
             line.visible = False
-        self.source.data = {"t": frame["sample_index"].to_numpy() / fs,
-                            **{f"c{i}": stacked[:, i] for i in range(stacked.shape[1])}}
-        self.lines = [self.plot.line("t", f"c{i}", source=self.source, color=PALETTE[i % len(PALETTE)])
-                      for i in range(stacked.shape[1])]
+        self.source.data = {
+            "t": frame["sample_index"].to_numpy() / fs,
+            **{f"c{i}": stacked[:, i] for i in range(stacked.shape[1])},
+        }
+        self.lines = [
+            self.plot.line("t", f"c{i}", source=self.source, color=PALETTE[i % len(PALETTE)])
+            for i in range(stacked.shape[1])
+        ]
         self.info.text = f"{html.escape(session_id)}: {len(frame)} samples, {stacked.shape[1]} channels"
 
 
@@ -425,14 +523,26 @@ def serve(settings: Settings, duration_s: float | None = None) -> int:
         def get(self) -> None:
             latencies = list(feed.push_latencies_ms)
             self.set_header("Content-Type", "application/json")
-            self.write(json.dumps({"push_latencies_ms": latencies[-5000:], "sessions": feed.live_sessions(),
-                                   "undecodable": feed.undecodable, "unauthenticated": feed.unauthenticated,
-                                   "rejected": feed.rejected}))
+            self.write(
+                json.dumps(
+                    {
+                        "push_latencies_ms": latencies[-5000:],
+                        "sessions": feed.live_sessions(),
+                        "undecodable": feed.undecodable,
+                        "unauthenticated": feed.unauthenticated,
+                        "rejected": feed.rejected,
+                    }
+                )
+            )
 
     address, port = settings.dashboard.host, settings.dashboard.port
-    server = Server({"/": make_app(feed, settings)}, address=address, port=port,
-                    allow_websocket_origin=[f"{address}:{port}", f"localhost:{port}"],
-                    extra_patterns=[("/stats", StatsHandler)])
+    server = Server(
+        {"/": make_app(feed, settings)},
+        address=address,
+        port=port,
+        allow_websocket_origin=[f"{address}:{port}", f"localhost:{port}"],
+        extra_patterns=[("/stats", StatsHandler)],
+    )
     server.start()
     log.info("dashboard at http://%s:%d/ (a session: /?session=ID)", address, port)
     if duration_s:

@@ -185,10 +185,17 @@ class LiveFeed:
         fs = float(meta["sample_rate_hz"])
         lake = self.settings.lake
         sos = design_sos(FilterSpec.at_rate(fs, lake.band_low_hz, lake.band_high_hz, lake.notch_hz))
-        buffer = SessionBuffer(session_id, meta["device_id"], tuple(meta["channel_names"]),
-                               tuple(meta["channel_types"]), fs, meta.get("montage") or "standard_1020",
-                               int(self.settings.dashboard.window_s * fs * 1.2), sos,
-                               started_us=int(meta["started_us"]))
+        buffer = SessionBuffer(
+            session_id,
+            meta["device_id"],
+            tuple(meta["channel_names"]),
+            tuple(meta["channel_types"]),
+            fs,
+            meta.get("montage") or "standard_1020",
+            int(self.settings.dashboard.window_s * fs * 1.2),
+            sos,
+            started_us=int(meta["started_us"]),
+        )
         self.sessions[session_id] = buffer
         return buffer
 
@@ -210,9 +217,16 @@ class LiveFeed:
         elif topic == MARKERS:
             buffer = self.sessions.get(record["session_id"])
             if buffer is not None and record["event"] in ("START", "END"):
-                buffer.markers.append({"session_id": record["session_id"], "time_us": int(record["timestamp_us"]),
-                                       "event": record["event"], "label": record["label"],
-                                       "trial": record.get("trial"), "duration_s": record.get("duration_s")})
+                buffer.markers.append(
+                    {
+                        "session_id": record["session_id"],
+                        "time_us": int(record["timestamp_us"]),
+                        "event": record["event"],
+                        "label": record["label"],
+                        "trial": record.get("trial"),
+                        "duration_s": record.get("duration_s"),
+                    }
+                )
         elif topic == DEVICE_STATUS:
             self.devices.setdefault(record["device_id"], DeviceHealth()).status = record
         elif topic == SENSORS_ENV:
@@ -222,8 +236,7 @@ class LiveFeed:
             health.frame_jpeg, health.frame_at = bytes(record["data"]), time.monotonic()
 
     def _run(self) -> None:
-        with LiveReader(self.settings, "neurolake-dashboard", LIVE_TOPICS,
-                        logger_name="dashboard.rdkafka") as reader:
+        with LiveReader(self.settings, "neurolake-dashboard", LIVE_TOPICS, logger_name="dashboard.rdkafka") as reader:
             while not self._stop.is_set():
                 try:
                     reader.assign(timeout_s=5)
@@ -253,8 +266,9 @@ class LiveFeed:
                         except Exception as exc:  # a record that contradicts its session: skip it
                             self.rejected += 1
                             if self.rejected <= 10 or self.rejected % 1000 == 0:
-                                log.warning("dashboard: %s record refused (%d so far): %s",
-                                            item.topic, self.rejected, exc)
+                                log.warning(
+                                    "dashboard: %s record refused (%d so far): %s", item.topic, self.rejected, exc
+                                )
                     subscribers = list(self._subscribers)
                 if updated:
                     for on_arrival in subscribers:

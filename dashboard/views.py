@@ -41,12 +41,12 @@ def psd(window: np.ndarray, sample_rate_hz: float) -> tuple[np.ndarray, np.ndarr
     return welch_psd(window, sample_rate_hz, min(len(window), int(sample_rate_hz)))
 
 
-def spectrogram_db(signal: np.ndarray, sample_rate_hz: float, max_hz: float = 60.0
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def spectrogram_db(
+    signal: np.ndarray, sample_rate_hz: float, max_hz: float = 60.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(freqs, times, power dB (freqs x times)) for one channel, half-second segments."""
     nperseg = max(8, min(len(signal), int(sample_rate_hz // 2)))
-    freqs, times, power = scipy_spectrogram(signal, fs=sample_rate_hz, nperseg=nperseg,
-                                            noverlap=nperseg // 2)
+    freqs, times, power = scipy_spectrogram(signal, fs=sample_rate_hz, nperseg=nperseg, noverlap=nperseg // 2)
     keep = freqs <= max_hz
     return freqs[keep], times, 10 * np.log10(np.maximum(power[keep], 1e-12))
 
@@ -97,8 +97,9 @@ def topomap_grid(values: np.ndarray, positions: Sequence[tuple[float, float]], r
     return grid
 
 
-def running_accuracy(predictions: Sequence[tuple[int, int, str]], trials: Sequence[tuple[int, int, str]]
-                     ) -> tuple[float | None, int]:
+def running_accuracy(
+    predictions: Sequence[tuple[int, int, str]], trials: Sequence[tuple[int, int, str]]
+) -> tuple[float | None, int]:
     """Share of predictions (window start, end, label) matching the trial that holds the window by
     gold's labelling rule (:func:`~neurolake.dsp.labels.label_windows`); (None, 0) while no window is
     known to lie in a trial."""

@@ -28,8 +28,7 @@ def add_edge_commands(commands: argparse._SubParsersAction) -> None:  # type: ig
 
     sim = sub.add_parser("simulate", help="N simulated lab headsets (Pis) publishing to Kafka")
     sim.add_argument("--headsets", type=int, default=1)
-    sim.add_argument("--duration", type=float, default=None,
-                     help="seconds to run (default: until SIGINT/SIGTERM)")
+    sim.add_argument("--duration", type=float, default=None, help="seconds to run (default: until SIGINT/SIGTERM)")
     sim.add_argument("--stimulus", action="store_true", help="run the SSVEP stimulus protocol")
     sim.add_argument("--camera", action="store_true", help="also send test-pattern camera frames")
     sim.add_argument("--sensors", action="store_true", help="also send simulated room sensors")
@@ -42,8 +41,7 @@ def add_edge_commands(commands: argparse._SubParsersAction) -> None:  # type: ig
     setup = sub.add_parser("setup", help="write this Pi's neurolake.toml (wizard, or flags + --yes)")
     setup.add_argument("--out", type=Path, default=Path("neurolake.toml"))
     setup.add_argument("--device-id")
-    setup.add_argument("--board", choices=["simulated", "synthetic", "playback", "cyton",
-                                           "cyton_daisy", "ganglion"])
+    setup.add_argument("--board", choices=["simulated", "synthetic", "playback", "cyton", "cyton_daisy", "ganglion"])
     setup.add_argument("--serial-port")
     setup.add_argument("--bootstrap-servers")
     setup.add_argument("--clock-host")
@@ -71,26 +69,30 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def simulated_devices(settings: Settings, count: int, first_index: int, prefix: str,
-                      stimulus: bool, camera: bool, sensors: bool) -> list[EdgeSettings]:
+def simulated_devices(
+    settings: Settings, count: int, first_index: int, prefix: str, stimulus: bool, camera: bool, sensors: bool
+) -> list[EdgeSettings]:
     base = settings.edge
     devices = []
     for index in range(first_index, first_index + count):
-        devices.append(base.model_copy(update={
-            "device_id": f"{prefix}-{index:03d}",
-            "board": "simulated",
-            "simulation": base.simulation.model_copy(update={"seed": base.simulation.seed + index}),
-            "stimulus": base.stimulus.model_copy(
-                update={"enabled": stimulus or base.stimulus.enabled,
-                        "seed": base.stimulus.seed + index}
-            ),
-            "camera": base.camera.model_copy(
-                update={"source": "test_pattern" if camera else base.camera.source}
-            ),
-            "sensors": base.sensors.model_copy(
-                update={"source": "simulated" if sensors else base.sensors.source}
-            ),
-        }))
+        devices.append(
+            base.model_copy(
+                update={
+                    "device_id": f"{prefix}-{index:03d}",
+                    "board": "simulated",
+                    "simulation": base.simulation.model_copy(update={"seed": base.simulation.seed + index}),
+                    "stimulus": base.stimulus.model_copy(
+                        update={"enabled": stimulus or base.stimulus.enabled, "seed": base.stimulus.seed + index}
+                    ),
+                    "camera": base.camera.model_copy(
+                        update={"source": "test_pattern" if camera else base.camera.source}
+                    ),
+                    "sensors": base.sensors.model_copy(
+                        update={"source": "simulated" if sensors else base.sensors.source}
+                    ),
+                }
+            )
+        )
     return devices
 
 
@@ -99,8 +101,9 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         raise NeurolakeError("--headsets and --processes must be at least 1")
     if args.duration is not None and args.duration <= 0:
         raise NeurolakeError("--duration must be > 0 seconds")
-    devices = simulated_devices(settings, args.headsets, args.first_index, args.prefix,
-                                args.stimulus, args.camera, args.sensors)
+    devices = simulated_devices(
+        settings, args.headsets, args.first_index, args.prefix, args.stimulus, args.camera, args.sensors
+    )
     # Simulated headsets run on the hub: their keys go straight into the hub's keyring (made here,
     # before any child process starts, so that no two processes write the keyring at once).
     keyring = Keyring(settings.security.keyring)
@@ -127,12 +130,14 @@ def _simulate_in_processes(args: argparse.Namespace) -> dict[str, Any]:
         argv = [sys.executable, "-m", "neurolake.cli"]
         if args.config:
             argv += ["--config", str(args.config)]
-        argv += ["edge", "simulate", "--headsets", str(count), "--prefix", args.prefix,
-                 "--first-index", str(first)]
+        argv += ["edge", "simulate", "--headsets", str(count), "--prefix", args.prefix, "--first-index", str(first)]
         if args.duration is not None:
             argv += ["--duration", str(args.duration)]
-        argv += [flag for flag, on in (("--stimulus", args.stimulus), ("--camera", args.camera),
-                                       ("--sensors", args.sensors)) if on]
+        argv += [
+            flag
+            for flag, on in (("--stimulus", args.stimulus), ("--camera", args.camera), ("--sensors", args.sensors))
+            if on
+        ]
         children.append(subprocess.Popen(argv, stdout=subprocess.PIPE, text=True))
         first += count
     merged: dict[str, Any] = {"devices": [], "processes": []}
@@ -161,8 +166,10 @@ def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
 
     path = run_wizard(args, settings)
     key, registration = make_device_key(path)
-    print(f"wrote {path}; device key {key.key_id} is in this Pi's keyring.\n"
-          f"Register it on the hub: copy {registration} there privately (it holds the secret), run "
-          f"`neurolake keys register {registration.name}`, then delete it on both machines.\n"
-          f"Then start the producers with: neurolake --config {path} edge run")
+    print(
+        f"wrote {path}; device key {key.key_id} is in this Pi's keyring.\n"
+        f"Register it on the hub: copy {registration} there privately (it holds the secret), run "
+        f"`neurolake keys register {registration.name}`, then delete it on both machines.\n"
+        f"Then start the producers with: neurolake --config {path} edge run"
+    )
     return 0

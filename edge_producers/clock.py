@@ -122,8 +122,11 @@ class ClockProbe:
                     # Lab time from this reply would move every label; set the Pi's clock (NTP) instead.
                     self.replies_refused += 1
                     if self.replies_refused in (1, 10, 100):
-                        log.warning("clock reply refused: offset %.1f s exceeds clock.max_offset_s=%.0f s",
-                                    sample.offset_us / 1e6, self._max_offset_us / 1e6)
+                        log.warning(
+                            "clock reply refused: offset %.1f s exceeds clock.max_offset_s=%.0f s",
+                            sample.offset_us / 1e6,
+                            self._max_offset_us / 1e6,
+                        )
                     continue
                 samples.append(sample)
         estimate = best_estimate(samples)

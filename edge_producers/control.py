@@ -30,8 +30,15 @@ log = logging.getLogger(__name__)
 COMMANDS = {"START", "STOP", "RESTART", "SET_CONFIG", "SHUTDOWN"}
 # Settings a running device can change without a restart of the process.
 LIVE_CONFIG_KEYS = {
-    "block_size", "heartbeat_s", "camera.fps", "camera.jpeg_quality", "sensors.rate_hz",
-    "stimulus.enabled", "stimulus.stimulus_s", "stimulus.rest_s", "simulation.ssvep_snr_db",
+    "block_size",
+    "heartbeat_s",
+    "camera.fps",
+    "camera.jpeg_quality",
+    "sensors.rate_hz",
+    "stimulus.enabled",
+    "stimulus.stimulus_s",
+    "stimulus.rest_s",
+    "simulation.ssvep_snr_db",
 }
 
 
@@ -45,9 +52,7 @@ def apply_config(edge: EdgeSettings, updates: Mapping[str, str]) -> EdgeSettings
         raise CommandRefused("SET_CONFIG carries no settings")
     unknown = sorted(set(updates) - LIVE_CONFIG_KEYS)
     if unknown:
-        raise CommandRefused(
-            f"cannot change {', '.join(unknown)} live; allowed: {', '.join(sorted(LIVE_CONFIG_KEYS))}"
-        )
+        raise CommandRefused(f"cannot change {', '.join(unknown)} live; allowed: {', '.join(sorted(LIVE_CONFIG_KEYS))}")
     tree = edge.model_dump()
     for dotted, value in updates.items():
         node = tree
@@ -58,9 +63,7 @@ def apply_config(edge: EdgeSettings, updates: Mapping[str, str]) -> EdgeSettings
     try:
         return EdgeSettings.model_validate(tree)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise CommandRefused(f"invalid config: {problems}") from None
 
 
@@ -177,8 +180,10 @@ class ControlListener:
             return
         age_us = self._clock() - record["issued_us"]
         if abs(age_us) > self._max_age_us:
-            self._refuse(f"{record['kind']} {record['command_id']} issued {age_us / 1e6:.0f} s from now "
-                         f"(more than {self._max_age_us / 1e6:.0f} s): a replay or a wrong clock")
+            self._refuse(
+                f"{record['kind']} {record['command_id']} issued {age_us / 1e6:.0f} s from now "
+                f"(more than {self._max_age_us / 1e6:.0f} s): a replay or a wrong clock"
+            )
             return
         log.debug("control message %s for %s", record["kind"], record["device_id"])
         if record["kind"] in COMMANDS:

@@ -115,9 +115,7 @@ class DeviceRunner:
             return
         self.state = "STARTING"
         started = self.clock.estimate.to_lab(now_us())
-        schedule = (
-            StimulusSchedule(self.edge.stimulus, started) if self.edge.stimulus.enabled else None
-        )
+        schedule = StimulusSchedule(self.edge.stimulus, started) if self.edge.stimulus.enabled else None
         offset = self.clock.estimate.offset_us
         try:
             source = self._source_factory(
@@ -146,9 +144,14 @@ class DeviceRunner:
         self._publish_session(started)
         self.state = "DEGRADED" if problems else "STREAMING"
         self._message = "; ".join(problems) or None
-        log.info("%s: session %s started (%s, %.0f Hz, %d channels)", self.edge.device_id,
-                 self.session_id, source.info.board, source.info.sample_rate_hz,
-                 source.info.n_channels)
+        log.info(
+            "%s: session %s started (%s, %.0f Hz, %d channels)",
+            self.edge.device_id,
+            self.session_id,
+            source.info.board,
+            source.info.sample_rate_hz,
+            source.info.n_channels,
+        )
 
     def _start_optional(self, device, name: str, problems: list[str]):  # type: ignore[no-untyped-def]
         if device is None:
@@ -260,10 +263,16 @@ class DeviceRunner:
         estimate = self.clock.estimate
         assert self.session_id is not None
         record = eeg_block_record(
-            device_id=self.edge.device_id, session_id=self.session_id, seq=0, first_sample_index=first,
-            samples=samples, device_times_us=times,
+            device_id=self.edge.device_id,
+            session_id=self.session_id,
+            seq=0,
+            first_sample_index=first,
+            samples=samples,
+            device_times_us=times,
             sample_rate_hz=self._source.info.sample_rate_hz if self._source else 0.0,
-            produced_us=now_us(), clock_offset_us=estimate.offset_us, clock_rtt_us=estimate.rtt_us,
+            produced_us=now_us(),
+            clock_offset_us=estimate.offset_us,
+            clock_rtt_us=estimate.rtt_us,
         )
 
         def encode(seq: int) -> bytes:
@@ -273,8 +282,9 @@ class DeviceRunner:
 
         return encode
 
-    def _spool_record(self, topic: str, record_type: str, record: dict[str, Any],
-                      key: bytes | None = None) -> int | None:
+    def _spool_record(
+        self, topic: str, record_type: str, record: dict[str, Any], key: bytes | None = None
+    ) -> int | None:
         def encode(seq: int) -> bytes:
             record["seq"] = seq
             record["spool_epoch"] = self.spool.epoch
@@ -285,18 +295,31 @@ class DeviceRunner:
     def _publish_session(self, started_us: int) -> None:
         assert self._source is not None and self.session_id is not None
         info = self._source.info
-        self._spool_record(SESSIONS, "session", {
-            "device_id": self.edge.device_id, "session_id": self.session_id, "seq": 0,
-            "started_us": started_us, "board": info.board, "sample_rate_hz": info.sample_rate_hz,
-            "channel_names": list(info.channel_names), "channel_types": list(info.channel_types),
-            "units": info.units, "gain": info.gain, "montage": self.edge.montage,
-            "block_size": self.edge.block_size, "subject_id": self.edge.subject_id,
-            "task": self.edge.task or ("ssvep" if self.edge.stimulus.enabled else None),
-            "software_version": __version__,
-            "metadata": {
-                f"stimulus.{label}": str(hz) for label, hz in self.edge.stimulus.classes.items()
-            } if self.edge.stimulus.enabled else {},
-        }, key=self.session_id.encode())
+        self._spool_record(
+            SESSIONS,
+            "session",
+            {
+                "device_id": self.edge.device_id,
+                "session_id": self.session_id,
+                "seq": 0,
+                "started_us": started_us,
+                "board": info.board,
+                "sample_rate_hz": info.sample_rate_hz,
+                "channel_names": list(info.channel_names),
+                "channel_types": list(info.channel_types),
+                "units": info.units,
+                "gain": info.gain,
+                "montage": self.edge.montage,
+                "block_size": self.edge.block_size,
+                "subject_id": self.edge.subject_id,
+                "task": self.edge.task or ("ssvep" if self.edge.stimulus.enabled else None),
+                "software_version": __version__,
+                "metadata": {f"stimulus.{label}": str(hz) for label, hz in self.edge.stimulus.classes.items()}
+                if self.edge.stimulus.enabled
+                else {},
+            },
+            key=self.session_id.encode(),
+        )
 
     def _publish_markers(self, lab_now_us: int, closing: bool = False) -> None:
         assert self._schedule is not None
@@ -308,12 +331,22 @@ class DeviceRunner:
             events = [*events, *(StimulusEvent(lab_now_us, "END", t) for t in open_trials)]
         for event in events:
             trial = event.trial
-            self._spool_record(MARKERS, "marker", {
-                "device_id": self.edge.device_id, "session_id": self.session_id, "seq": 0,
-                "timestamp_us": event.time_us, "event": event.event, "label": trial.label,
-                "trial": trial.trial, "stimulus_hz": trial.hz,
-                "duration_s": (trial.end_us - trial.start_us) / 1e6,
-            }, key=(self.session_id or "").encode())
+            self._spool_record(
+                MARKERS,
+                "marker",
+                {
+                    "device_id": self.edge.device_id,
+                    "session_id": self.session_id,
+                    "seq": 0,
+                    "timestamp_us": event.time_us,
+                    "event": event.event,
+                    "label": trial.label,
+                    "trial": trial.trial,
+                    "stimulus_hz": trial.hz,
+                    "duration_s": (trial.end_us - trial.start_us) / 1e6,
+                },
+                key=(self.session_id or "").encode(),
+            )
             self.counters.markers += 1
 
     def _publish_frame(self) -> None:
@@ -328,16 +361,29 @@ class DeviceRunner:
             self.counters.frames_refused += 1
             log.warning(
                 "%s: refused a %d-byte frame (edge.camera.max_frame_bytes=%d); lower "
-                "edge.camera.width/height or jpeg_quality; %d refused so far", self.edge.device_id,
-                len(frame.jpeg), self.edge.camera.max_frame_bytes, self.counters.frames_refused,
+                "edge.camera.width/height or jpeg_quality; %d refused so far",
+                self.edge.device_id,
+                len(frame.jpeg),
+                self.edge.camera.max_frame_bytes,
+                self.counters.frames_refused,
             )
             return
-        self._spool_record(CAMERA_FRAMES, "camera_frame", {
-            "device_id": self.edge.device_id, "session_id": self.session_id, "seq": 0,
-            "frame_index": self.counters.frames, "captured_us": frame.captured_us,
-            "clock_offset_us": self.clock.estimate.offset_us, "width": frame.width,
-            "height": frame.height, "encoding": "JPEG", "data": frame.jpeg,
-        })
+        self._spool_record(
+            CAMERA_FRAMES,
+            "camera_frame",
+            {
+                "device_id": self.edge.device_id,
+                "session_id": self.session_id,
+                "seq": 0,
+                "frame_index": self.counters.frames,
+                "captured_us": frame.captured_us,
+                "clock_offset_us": self.clock.estimate.offset_us,
+                "width": frame.width,
+                "height": frame.height,
+                "encoding": "JPEG",
+                "data": frame.jpeg,
+            },
+        )
         self.counters.frames += 1
 
     def _publish_sensors(self) -> None:
@@ -347,11 +393,19 @@ class DeviceRunner:
         except (DeviceError, OSError) as exc:
             log.warning("%s: sensor read failed: %s", self.edge.device_id, exc)
             return
-        self._spool_record(SENSORS_ENV, "sensor_reading", {
-            "device_id": self.edge.device_id, "session_id": self.session_id, "seq": 0,
-            "measured_us": now_us(), "clock_offset_us": self.clock.estimate.offset_us,
-            "sensor": self._sensors.name, **values,
-        })
+        self._spool_record(
+            SENSORS_ENV,
+            "sensor_reading",
+            {
+                "device_id": self.edge.device_id,
+                "session_id": self.session_id,
+                "seq": 0,
+                "measured_us": now_us(),
+                "clock_offset_us": self.clock.estimate.offset_us,
+                "sensor": self._sensors.name,
+                **values,
+            },
+        )
         self.counters.sensor_readings += 1
 
     def publish_status(self) -> None:
@@ -362,14 +416,25 @@ class DeviceRunner:
         self._rate_window = (now, self.counters.samples)
         stats = self.spool.stats()
         estimate = self.clock.estimate
-        self._spool_record(DEVICE_STATUS, "device_status", {
-            "device_id": self.edge.device_id, "session_id": self.session_id, "seq": 0,
-            "timestamp_us": now, "state": self.state, "spool_depth": stats.records,
-            "spool_bytes": stats.bytes, "records_sent": self._sender_stats(),
-            "losses": stats.losses, "clock_offset_us": estimate.offset_us,
-            "clock_rtt_us": estimate.rtt_us, "sample_rate_hz": round(self._rate_hz, 3),
-            "message": self._message,
-        })
+        self._spool_record(
+            DEVICE_STATUS,
+            "device_status",
+            {
+                "device_id": self.edge.device_id,
+                "session_id": self.session_id,
+                "seq": 0,
+                "timestamp_us": now,
+                "state": self.state,
+                "spool_depth": stats.records,
+                "spool_bytes": stats.bytes,
+                "records_sent": self._sender_stats(),
+                "losses": stats.losses,
+                "clock_offset_us": estimate.offset_us,
+                "clock_rtt_us": estimate.rtt_us,
+                "sample_rate_hz": round(self._rate_hz, 3),
+                "message": self._message,
+            },
+        )
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -443,11 +508,19 @@ class SpoolLogHandler(logging.Handler):
             runner = self._runners.get(device_id)
             if runner is None:
                 return
-            runner._spool_record(DEVICE_LOGS, "device_log", {
-                "device_id": device_id, "session_id": runner.session_id, "seq": 0,
-                "timestamp_us": int(record.created * 1e6), "level": record.levelname,
-                "logger": record.name, "message": record.getMessage()[:4000],
-            })
+            runner._spool_record(
+                DEVICE_LOGS,
+                "device_log",
+                {
+                    "device_id": device_id,
+                    "session_id": runner.session_id,
+                    "seq": 0,
+                    "timestamp_us": int(record.created * 1e6),
+                    "level": record.levelname,
+                    "logger": record.name,
+                    "message": record.getMessage()[:4000],
+                },
+            )
         except Exception:  # logging must never take the producer down
             pass
         finally:
@@ -473,8 +546,11 @@ class EdgeRuntime:
         self.codec = default_codec()
         self.started_us = now_us()
         self.clock = ClockProbe(
-            settings.clock.host, settings.clock.port, settings.clock.probe_interval_s,
-            settings.clock.probes_per_round, settings.clock.probe_timeout_s,
+            settings.clock.host,
+            settings.clock.port,
+            settings.clock.probe_interval_s,
+            settings.clock.probes_per_round,
+            settings.clock.probe_timeout_s,
             max_offset_us=int(settings.clock.max_offset_s * 1e6),
         )
         first = devices[0]
@@ -491,13 +567,17 @@ class EdgeRuntime:
             raise NeurolakeError(
                 f"no key for device(s) {', '.join(missing)} in {settings.security.keyring}: the lake "
                 "refuses unsigned records. On a Pi run `neurolake edge setup` (it makes the key and prints "
-                "how to register it on the hub); on the hub, `neurolake keys add DEVICE`")
+                "how to register it on the hub); on the hub, `neurolake keys add DEVICE`"
+            )
         self.runners: dict[str, DeviceRunner] = {}
         for edge in devices:
-            spool = Spool(edge.spool.directory / f"{edge.device_id}.sqlite",
-                          edge.spool.max_bytes, edge.spool.when_full)
+            spool = Spool(edge.spool.directory / f"{edge.device_id}.sqlite", edge.spool.max_bytes, edge.spool.when_full)
             self.runners[edge.device_id] = DeviceRunner(
-                edge, spool, self.clock, self.codec, source_factory,
+                edge,
+                spool,
+                self.clock,
+                self.codec,
+                source_factory,
                 sender_stats=lambda device_id=edge.device_id: self.sender.sent_count(device_id),
                 on_spooled=self.sender.notify,
                 signing_key=self.keyring.active_key(edge.device_id),
@@ -505,8 +585,13 @@ class EdgeRuntime:
             self.sender.add_device(edge.device_id, spool)
         self._commands: queue.Queue[dict[str, Any]] = queue.Queue()
         self.control = ControlListener(
-            settings.kafka.client_config(), CONTROL, self.codec, self._on_control,
-            not_before_us=self.started_us - 1_000_000, keyring=self.keyring, devices=set(self.runners),
+            settings.kafka.client_config(),
+            CONTROL,
+            self.codec,
+            self._on_control,
+            not_before_us=self.started_us - 1_000_000,
+            keyring=self.keyring,
+            devices=set(self.runners),
             max_age_us=int(settings.security.control_max_age_s * 1e6),
         )
         self._ship_logs = ship_logs
@@ -533,20 +618,29 @@ class EdgeRuntime:
 
     def _carry_out(self, command: dict[str, Any]) -> None:
         targets = (
-            list(self.runners.values()) if command["device_id"] == "*"
-            else [self.runners[command["device_id"]]] if command["device_id"] in self.runners
+            list(self.runners.values())
+            if command["device_id"] == "*"
+            else [self.runners[command["device_id"]]]
+            if command["device_id"] in self.runners
             else []
         )
         for runner in targets:
             ok, message = runner.handle(command)
-            log.info("%s: %s %s: %s", runner.edge.device_id, command["kind"],
-                     "done" if ok else "refused", message)
+            log.info("%s: %s %s: %s", runner.edge.device_id, command["kind"], "done" if ok else "refused", message)
             # Acks are not spooled: the send time is their seq.
-            ack = control_record(device_id=runner.edge.device_id, session_id=runner.session_id, kind="COMMAND_ACK",
-                                 sender=runner.edge.device_id, issued_us=now_us(),
-                                 in_reply_to=command["command_id"], ok=ok, message=message)
-            self.sender.send_now(CONTROL, runner.key, sign(self.codec.encode("control", ack), CONTROL,
-                                                            runner.signing_key))
+            ack = control_record(
+                device_id=runner.edge.device_id,
+                session_id=runner.session_id,
+                kind="COMMAND_ACK",
+                sender=runner.edge.device_id,
+                issued_us=now_us(),
+                in_reply_to=command["command_id"],
+                ok=ok,
+                message=message,
+            )
+            self.sender.send_now(
+                CONTROL, runner.key, sign(self.codec.encode("control", ack), CONTROL, runner.signing_key)
+            )
 
     def _send_loop(self) -> None:
         while not self._stop.is_set():

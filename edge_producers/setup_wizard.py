@@ -21,10 +21,8 @@ from schemas.signing import DeviceKey, Keyring, ensure_key
 QUESTIONS = (
     # (flag attribute, prompt, default from current settings)
     ("device_id", "Device id of this Pi", lambda s: s.edge.device_id),
-    ("board", "EEG board (simulated, synthetic, playback, cyton, cyton_daisy, ganglion)",
-     lambda s: s.edge.board),
-    ("serial_port", "Serial port of the OpenBCI dongle (blank if none)",
-     lambda s: s.edge.serial_port or ""),
+    ("board", "EEG board (simulated, synthetic, playback, cyton, cyton_daisy, ganglion)", lambda s: s.edge.board),
+    ("serial_port", "Serial port of the OpenBCI dongle (blank if none)", lambda s: s.edge.serial_port or ""),
     ("bootstrap_servers", "Kafka bootstrap servers on the hub", lambda s: s.kafka.bootstrap_servers),
     ("clock_host", "Hub address for clock probes", lambda s: s.clock.host),
     ("camera", "Camera (none, picamera2, test_pattern)", lambda s: s.edge.camera.source),

@@ -151,8 +151,9 @@ class Spool:
             return True
         if self.when_full == "refuse_new":
             if self._stats.get("refusals_logged", 0) % 1000 == 0:
-                log.warning("spool %s full (%d bytes): refusing new records (policy refuse_new)",
-                            self.path.name, self._bytes)
+                log.warning(
+                    "spool %s full (%d bytes): refusing new records (policy refuse_new)", self.path.name, self._bytes
+                )
             self._bump("refusals_logged", 1)
             return False
         # drop_oldest: free 10 % more than needed so eviction is not paid on every append.
@@ -165,7 +166,10 @@ class Spool:
         if freed_delivered or lost:
             log.warning(
                 "spool %s full: evicted %d delivered-but-unacknowledged and %d undelivered (lost) "
-                "records (policy drop_oldest)", self.path.name, freed_delivered, lost,
+                "records (policy drop_oldest)",
+                self.path.name,
+                freed_delivered,
+                lost,
             )
         return self._bytes + size <= self.max_bytes
 
@@ -185,9 +189,7 @@ class Spool:
                 self._undelivered -= 1 - delivered
                 if self._bytes <= target_bytes:
                     break
-            self._db.execute(
-                f"DELETE FROM records WHERE id IN ({','.join('?' * len(cut))})", cut
-            )
+            self._db.execute(f"DELETE FROM records WHERE id IN ({','.join('?' * len(cut))})", cut)
             evicted += len(cut)
         self._bump("evicted", evicted)
         return evicted
@@ -196,8 +198,7 @@ class Spool:
         if amount:
             self._stats[name] = self._stats.get(name, 0) + amount
             self._db.execute(
-                "INSERT INTO stats (name, value) VALUES (?, ?) "
-                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                "INSERT INTO stats (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value",
                 (name, self._stats[name]),
             )
 
@@ -235,8 +236,7 @@ class Spool:
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 cursor = self._db.execute(
-                    f"UPDATE records SET delivered = 1 WHERE delivered = 0 AND id IN "
-                    f"({','.join('?' * len(chunk))})",
+                    f"UPDATE records SET delivered = 1 WHERE delivered = 0 AND id IN ({','.join('?' * len(chunk))})",
                     chunk,
                 )
                 changed += cursor.rowcount
@@ -254,21 +254,23 @@ class Spool:
         epoch. Anything else is refused (AckRefused) and frees nothing. Returns rows freed.
         """
         if acked_epoch != self.epoch:
-            raise AckRefused(f"ack for {topic} seq {acked_seq} is for spool epoch {acked_epoch}, this spool's "
-                             f"is {self.epoch}; nothing deleted")
+            raise AckRefused(
+                f"ack for {topic} seq {acked_seq} is for spool epoch {acked_epoch}, this spool's "
+                f"is {self.epoch}; nothing deleted"
+            )
         with self._lock:
             newest = self._next_seq.get(topic, 0) - 1
             if acked_seq > newest:
-                raise AckRefused(f"ack for {topic} seq {acked_seq} is beyond the newest seq this spool "
-                                 f"assigned ({newest}); nothing deleted")
+                raise AckRefused(
+                    f"ack for {topic} seq {acked_seq} is beyond the newest seq this spool "
+                    f"assigned ({newest}); nothing deleted"
+                )
             self._db.execute("BEGIN IMMEDIATE")
             freed = self._db.execute(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM records "
-                "WHERE topic = ? AND seq <= ? AND delivered = 1",
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM records WHERE topic = ? AND seq <= ? AND delivered = 1",
                 (topic, acked_seq),
             ).fetchone()
-            self._db.execute("DELETE FROM records WHERE topic = ? AND seq <= ? AND delivered = 1",
-                             (topic, acked_seq))
+            self._db.execute("DELETE FROM records WHERE topic = ? AND seq <= ? AND delivered = 1", (topic, acked_seq))
             self._db.execute(
                 "INSERT INTO acks (topic, acked_seq) VALUES (?, ?) ON CONFLICT(topic) "
                 "DO UPDATE SET acked_seq = MAX(acked_seq, excluded.acked_seq)",

@@ -48,8 +48,7 @@ class StimulusSchedule:
             rng = np.random.default_rng(s.seed + self._block)
             order = [labels[i] for _ in range(s.repetitions) for i in rng.permutation(len(labels))]
             for label in order:
-                trial = Trial(len(self.trials), label, s.classes[label], self._next_start,
-                              self._next_start + on)
+                trial = Trial(len(self.trials), label, s.classes[label], self._next_start, self._next_start + on)
                 self.trials.append(trial)
                 self._starts.append(trial.start_us)
                 self._next_start += on + off

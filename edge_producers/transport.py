@@ -154,7 +154,9 @@ class KafkaSender:
             for row in rows:
                 try:
                     self._producer.produce(
-                        row.topic, key=row.key, value=row.value,
+                        row.topic,
+                        key=row.key,
+                        value=row.value,
                         on_delivery=self._report(device_id, row.id),
                     )
                 except BufferError:
@@ -178,6 +180,7 @@ class KafkaSender:
             if cursor is not None:
                 cursor.sent += 1
                 cursor.delivered_ids.append(row_id)
+
         return on_delivery
 
     def _on_error(self, error: KafkaError) -> None:
@@ -205,13 +208,12 @@ class KafkaSender:
                 self._last_report = time.monotonic()
                 self._rewind(all_unacked=self._resend_after_outage)
             return
-        stalled = (
-            self._in_flight > 0 and time.monotonic() - self._last_report > self._stall_timeout_s
-        )
+        stalled = self._in_flight > 0 and time.monotonic() - self._last_report > self._stall_timeout_s
         if stalled:
             log.warning(
                 "producer stalled: %d records in flight, no delivery report for %.0f s; rebuilding",
-                self._in_flight, self._stall_timeout_s,
+                self._in_flight,
+                self._stall_timeout_s,
             )
             self._rebuild()
             self._rewind(all_unacked=self._resend_after_outage)
@@ -248,18 +250,14 @@ class KafkaSender:
         return True
 
     def stats(self) -> TransportStats:
-        return TransportStats(
-            self._in_flight, self.outages, self.rebuilds, self.delivery_errors, self._connected
-        )
+        return TransportStats(self._in_flight, self.outages, self.rebuilds, self.delivery_errors, self._connected)
 
     def flush(self, timeout_s: float = 10.0) -> int:
         """Send what is spooled and wait for reports; returns records still in flight."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.pump(0.05)
-            if self._in_flight == 0 and all(
-                c.after_id >= c.spool.last_id() for c in self._devices.values()
-            ):
+            if self._in_flight == 0 and all(c.after_id >= c.spool.last_id() for c in self._devices.values()):
                 break
         self.pump(0)
         return self._in_flight

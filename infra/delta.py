@@ -97,8 +97,10 @@ def added_files(table: Path, after: int, until: int) -> list[DataFile]:
 
         actions = pa.table(DeltaTable(str(table), version=until).get_add_actions(flatten=False)).to_pydict()
         partitions = actions.get("partition") or [None] * len(actions["path"])
-        files = [_file(table, {"path": path, "size": size, "partitionValues": values or {}})
-                 for path, size, values in zip(actions["path"], actions["size_bytes"], partitions)]
+        files = [
+            _file(table, {"path": path, "size": size, "partitionValues": values or {}})
+            for path, size, values in zip(actions["path"], actions["size_bytes"], partitions)
+        ]
         return files
     files = []
     for version in range(after + 1, until + 1):
@@ -114,8 +116,12 @@ def added_files(table: Path, after: int, until: int) -> list[DataFile]:
             if "add" in action and action["add"].get("dataChange", True):
                 files.append(_file(table, action["add"]))
             elif "remove" in action and action["remove"].get("dataChange", True):
-                log.warning("%s version %d removed %s; a stream reading it keeps the rows it took",
-                            table, version, action["remove"].get("path"))
+                log.warning(
+                    "%s version %d removed %s; a stream reading it keeps the rows it took",
+                    table,
+                    version,
+                    action["remove"].get("path"),
+                )
     return files
 
 
@@ -132,6 +138,7 @@ def committed_version(table: Path, app_id: str) -> int | None:
 
 # -- writing files for a later commit ------------------------------------------------------------
 
+
 def _stats(table: pa.Table) -> str:
     """Delta file statistics (row count, min/max of scalar columns), so readers can skip files."""
     minimum: dict[str, Any] = {}
@@ -144,8 +151,7 @@ def _stats(table: pa.Table) -> str:
                 minimum[name] = extremes["min"].as_py()
                 maximum[name] = extremes["max"].as_py()
             nulls[name] = column.null_count
-    return json.dumps({"numRecords": table.num_rows, "minValues": minimum, "maxValues": maximum,
-                       "nullCount": nulls})
+    return json.dumps({"numRecords": table.num_rows, "minValues": minimum, "maxValues": maximum, "nullCount": nulls})
 
 
 @dataclass(frozen=True)
@@ -159,19 +165,23 @@ class WrittenFile:
     stats: str
 
     def to_json(self) -> str:
-        return json.dumps({"path": self.relative_path, "size": self.size,
-                           "partition": dict(self.partition_values), "mtime": self.modification_ms,
-                           "stats": self.stats})
+        return json.dumps(
+            {
+                "path": self.relative_path,
+                "size": self.size,
+                "partition": dict(self.partition_values),
+                "mtime": self.modification_ms,
+                "stats": self.stats,
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str) -> WrittenFile:
         raw = json.loads(text)
-        return cls(raw["path"], raw["size"], tuple(sorted(raw["partition"].items())), raw["mtime"],
-                   raw["stats"])
+        return cls(raw["path"], raw["size"], tuple(sorted(raw["partition"].items())), raw["mtime"], raw["stats"])
 
 
-def write_files(table_dir: Path, rows: pa.Table, partition_by: str = "date",
-                prefix: str = "part") -> list[WrittenFile]:
+def write_files(table_dir: Path, rows: pa.Table, partition_by: str = "date", prefix: str = "part") -> list[WrittenFile]:
     """Write ``rows`` as one Parquet file per value of ``partition_by`` (hive layout), uncommitted."""
     if rows.num_rows == 0:
         return []
@@ -184,14 +194,21 @@ def write_files(table_dir: Path, rows: pa.Table, partition_by: str = "date",
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(part, path, compression="snappy")
         stat = os.stat(path)
-        written.append(WrittenFile(relative, stat.st_size, ((partition_by, value),),
-                                   int(stat.st_mtime * 1000), _stats(part)))
+        written.append(
+            WrittenFile(relative, stat.st_size, ((partition_by, value),), int(stat.st_mtime * 1000), _stats(part))
+        )
     return written
 
 
-def commit_files(table_dir: Path, schema: pa.Schema, files: Iterable[WrittenFile], app_id: str,
-                 batch_id: int, metadata: Mapping[str, str] | None = None,
-                 partition_by: str = "date") -> bool:
+def commit_files(
+    table_dir: Path,
+    schema: pa.Schema,
+    files: Iterable[WrittenFile],
+    app_id: str,
+    batch_id: int,
+    metadata: Mapping[str, str] | None = None,
+    partition_by: str = "date",
+) -> bool:
     """Commit ``files`` to the table in one transaction carrying ``(app_id, batch_id)``; creates the
     table on first use. False (and nothing written) when that batch is committed already."""
     from deltalake import CommitProperties, DeltaTable, Schema, Transaction
@@ -202,8 +219,9 @@ def commit_files(table_dir: Path, schema: pa.Schema, files: Iterable[WrittenFile
     if done is not None and done >= batch_id:
         log.info("%s: batch %d already committed by %s; skipped", table_dir, batch_id, app_id)
         return False
-    actions = [AddAction(f.relative_path, f.size, dict(f.partition_values), f.modification_ms, True, f.stats)
-               for f in files]
+    actions = [
+        AddAction(f.relative_path, f.size, dict(f.partition_values), f.modification_ms, True, f.stats) for f in files
+    ]
     properties = CommitProperties(
         app_transactions=[Transaction(app_id=app_id, version=batch_id)],
         custom_metadata={"neurolake.batch_id": str(batch_id), **(metadata or {})},
@@ -213,11 +231,18 @@ def commit_files(table_dir: Path, schema: pa.Schema, files: Iterable[WrittenFile
         table = DeltaTable(str(table_dir))
     except TableNotFoundError:
         table_dir.mkdir(parents=True, exist_ok=True)
-        create_table_with_add_actions(str(table_dir), delta_schema, actions, mode="append",
-                                      partition_by=[partition_by], commit_properties=properties)
+        create_table_with_add_actions(
+            str(table_dir),
+            delta_schema,
+            actions,
+            mode="append",
+            partition_by=[partition_by],
+            commit_properties=properties,
+        )
         return True
-    table.create_write_transaction(actions, mode="append", schema=delta_schema,
-                                   partition_by=[partition_by], commit_properties=properties)
+    table.create_write_transaction(
+        actions, mode="append", schema=delta_schema, partition_by=[partition_by], commit_properties=properties
+    )
     return True
 
 
@@ -276,7 +301,10 @@ class LakeTable:
             return False
         self.path.mkdir(parents=True, exist_ok=True)
         write_deltalake(
-            str(self.path), rows, mode="append", partition_by=list(partition_by) or None,
+            str(self.path),
+            rows,
+            mode="append",
+            partition_by=list(partition_by) or None,
             # A schema that gained a field (BACKWARD-compatible .avsc change) adds the column.
             schema_mode="merge",
             commit_properties=CommitProperties(
@@ -289,8 +317,14 @@ class LakeTable:
     def write_files(self, rows: pa.Table, prefix: str = "part") -> list[WrittenFile]:
         return write_files(self.path, rows, prefix=prefix)
 
-    def commit_files(self, schema: pa.Schema, files: Iterable[WrittenFile], app_id: str, batch_id: int,
-                     metadata: Mapping[str, str] | None = None) -> bool:
+    def commit_files(
+        self,
+        schema: pa.Schema,
+        files: Iterable[WrittenFile],
+        app_id: str,
+        batch_id: int,
+        metadata: Mapping[str, str] | None = None,
+    ) -> bool:
         return commit_files(self.path, schema, files, app_id, batch_id, metadata)
 
     def history(self, limit: int | None = None) -> list[dict[str, Any]]:

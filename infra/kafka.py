@@ -140,8 +140,14 @@ class LiveReader:
     consumer leaves its group at once.
     """
 
-    def __init__(self, settings: Settings, group_id: str, topics: Sequence[str], start: str = "latest",
-                 logger_name: str = "infra.kafka.live") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        group_id: str,
+        topics: Sequence[str],
+        start: str = "latest",
+        logger_name: str = "infra.kafka.live",
+    ) -> None:
         if start not in ("latest", "earliest"):
             raise ValueError(f"start must be 'latest' or 'earliest', not {start!r}")
         self.settings = settings
@@ -152,12 +158,17 @@ class LiveReader:
         self.unauthenticated = 0
         self.keyring = Keyring(settings.security.keyring) if settings.security.require_signed_records else None
         self._last_reload = 0.0
-        self.consumer = Consumer({
-            **settings.kafka.client_config(), "group.id": group_id, "enable.auto.commit": False,
-            # A live reader wants each record as soon as the broker has it, not a fuller fetch.
-            "fetch.wait.max.ms": settings.kafka.live_fetch_wait_ms, "fetch.min.bytes": 1,
-            "logger": logging.getLogger(logger_name),
-        })
+        self.consumer = Consumer(
+            {
+                **settings.kafka.client_config(),
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                # A live reader wants each record as soon as the broker has it, not a fuller fetch.
+                "fetch.wait.max.ms": settings.kafka.live_fetch_wait_ms,
+                "fetch.min.bytes": 1,
+                "logger": logging.getLogger(logger_name),
+            }
+        )
 
     def __enter__(self) -> LiveReader:
         return self

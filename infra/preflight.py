@@ -63,9 +63,7 @@ def check_java(settings: Settings, environ: dict[str, str] | None = None) -> int
     """Return the Java major version, or raise if it is missing or older than Spark needs."""
     java = java_executable(settings, environ)
     try:
-        output = subprocess.run(
-            [str(java), "-version"], capture_output=True, text=True, timeout=30, check=False
-        ).stderr
+        output = subprocess.run([str(java), "-version"], capture_output=True, text=True, timeout=30, check=False).stderr
     except OSError as exc:
         raise ServiceError(f"Java at {java} does not run ({exc}); reinstall Java 17+") from None
     match = _JAVA_VERSION.search(output)

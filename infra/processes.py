@@ -124,8 +124,7 @@ class ProcessSupervisor:
             if process.poll() is not None:
                 self.pid_file(spec.name).unlink(missing_ok=True)
                 raise ServiceError(
-                    f"{spec.name} exited with code {process.returncode} during start; "
-                    f"last log lines: {tail(log_path)}"
+                    f"{spec.name} exited with code {process.returncode} during start; last log lines: {tail(log_path)}"
                 )
             if _safe_health(spec.health):
                 log.info("%s healthy (pid %d)", spec.name, process.pid)
@@ -153,7 +152,11 @@ class ProcessSupervisor:
             return ServiceState(spec.name, False, False, None, self.log_file(spec.name), "not running")
         healthy = _safe_health(spec.health)
         return ServiceState(
-            spec.name, True, healthy, process.pid, self.log_file(spec.name),
+            spec.name,
+            True,
+            healthy,
+            process.pid,
+            self.log_file(spec.name),
             "" if healthy else "running but failing its health check",
         )
 

@@ -58,9 +58,12 @@ def driver_java_options(settings: Settings) -> str | None:
     return f"-XX:SharedArchiveFile={class_archive_path(settings)} -Xlog:cds=off -Xlog:cds+dynamic=off"
 
 
-def build_spark_session(settings: Settings, app_name: str = "neurolake",
-                        extra_conf: dict[str, str] | None = None,
-                        java_options: str | None = None) -> SparkSession:
+def build_spark_session(
+    settings: Settings,
+    app_name: str = "neurolake",
+    extra_conf: dict[str, str] | None = None,
+    java_options: str | None = None,
+) -> SparkSession:
     check_java(settings)
     # Spark's launcher reads these from the environment; this is the one place that sets them.
     os.environ.update(spark_environment(settings))
@@ -102,10 +105,15 @@ def _training_workload(spark: SparkSession, scratch: Path) -> None:
 
     spark.range(1000, numPartitions=2).mapInArrow(passthrough, "id long").toArrow()
     seen: list[int] = []
-    query = (spark.readStream.format("rate").option("rowsPerSecond", 100).load()
-             .writeStream.foreachBatch(lambda frame, batch_id: seen.append(len(frame.toArrow())))
-             .option("checkpointLocation", str(scratch / "checkpoint"))
-             .trigger(processingTime="0.2 seconds").start())
+    query = (
+        spark.readStream.format("rate")
+        .option("rowsPerSecond", 100)
+        .load()
+        .writeStream.foreachBatch(lambda frame, batch_id: seen.append(len(frame.toArrow())))
+        .option("checkpointLocation", str(scratch / "checkpoint"))
+        .trigger(processingTime="0.2 seconds")
+        .start()
+    )
     deadline = time.monotonic() + 60
     while len(seen) < 3 and time.monotonic() < deadline and query.exception() is None:
         time.sleep(0.1)
@@ -118,12 +126,18 @@ def record_class_archive(settings: Settings) -> Path:
     target = class_archive_path(settings)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    result = subprocess.run([sys.executable, "-m", "infra.spark", "--train", str(partial)],
-                            capture_output=True, text=True, timeout=600, check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "infra.spark", "--train", str(partial)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     if result.returncode != 0 or not partial.is_file():
         partial.unlink(missing_ok=True)
-        raise ServiceError(f"recording Spark's class archive failed (exit {result.returncode}): "
-                           f"{result.stderr.strip()[-400:]}")
+        raise ServiceError(
+            f"recording Spark's class archive failed (exit {result.returncode}): {result.stderr.strip()[-400:]}"
+        )
     partial.replace(target)
     for stale in target.parent.glob("spark-*.jsa"):  # archives of an older Spark or Java: ~170 MB each
         if stale != target:
@@ -135,8 +149,9 @@ def _train(partial: Path) -> None:
     settings = load_settings()
     with tempfile.TemporaryDirectory(prefix="neurolake-spark-train-") as scratch:
         settings = settings.model_copy(update={"paths": settings.paths.model_copy(update={"home": Path(scratch)})})
-        spark = build_spark_session(settings, "neurolake-class-archive",
-                                    java_options=f"-XX:ArchiveClassesAtExit={partial}")
+        spark = build_spark_session(
+            settings, "neurolake-class-archive", java_options=f"-XX:ArchiveClassesAtExit={partial}"
+        )
         _training_workload(spark, Path(scratch))
         jvm = spark.sparkContext._gateway.proc  # type: ignore[attr-defined]
         spark.stop()

@@ -38,9 +38,7 @@ class StackStatus:
     def healthy(self) -> bool:
         """Broker and MLflow (when managed here) healthy; Airflow healthy if it runs at all."""
         return all(
-            state.healthy
-            for state in self.services
-            if state.running or state.name in (BROKER, CLOCK, MLFLOW)
+            state.healthy for state in self.services if state.running or state.name in (BROKER, CLOCK, MLFLOW)
         ) and all("UNREACHABLE" not in detail for detail in self.external.values())
 
     def as_dict(self) -> dict[str, object]:
@@ -70,11 +68,15 @@ def broker_spec(settings: Settings, binary: Path | None = None) -> ServiceSpec:
     return ServiceSpec(
         name=BROKER,
         argv=[
-            str(binary or "tansu"), "broker",
-            "--listener-url", url,
-            "--advertised-listener-url", advertised,
+            str(binary or "tansu"),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            advertised,
             # This build has memory:// and s3:// only: topics do not survive a broker restart.
-            "--storage-engine", "memory://tansu/",
+            "--storage-engine",
+            "memory://tansu/",
         ],
         ports={"broker.port": settings.broker.port},
         health=lambda: broker_reachable(settings),
@@ -100,10 +102,13 @@ def tunnel_spec(settings: Settings) -> ServiceSpec:
         ports={"broker.tls_port": settings.broker.tls_port},
         health=lambda: _tcp_open(probe_host, settings.broker.tls_port),
         # The child reads its settings again: hand it the ones it needs, whatever file `up` was given.
-        env={"NEUROLAKE_PATHS__HOME": str(settings.paths.home), "NEUROLAKE_BROKER__HOST": settings.broker.host,
-             "NEUROLAKE_BROKER__PORT": str(settings.broker.port),
-             "NEUROLAKE_BROKER__TLS_PORT": str(settings.broker.tls_port),
-             "NEUROLAKE_BROKER__TLS_HOST": settings.broker.tls_host},
+        env={
+            "NEUROLAKE_PATHS__HOME": str(settings.paths.home),
+            "NEUROLAKE_BROKER__HOST": settings.broker.host,
+            "NEUROLAKE_BROKER__PORT": str(settings.broker.port),
+            "NEUROLAKE_BROKER__TLS_PORT": str(settings.broker.tls_port),
+            "NEUROLAKE_BROKER__TLS_HOST": settings.broker.tls_host,
+        },
         startup_timeout_s=15,
     )
 
@@ -115,8 +120,10 @@ def clock_spec(settings: Settings) -> ServiceSpec:
         ports={},
         udp_ports={"clock.port": settings.clock.port},
         health=lambda: udp_clock_alive(settings.clock.host, settings.clock.port),
-        env={f"NEUROLAKE_CLOCK__{k.upper()}": str(v) for k, v in
-             (("host", settings.clock.host), ("port", settings.clock.port))},
+        env={
+            f"NEUROLAKE_CLOCK__{k.upper()}": str(v)
+            for k, v in (("host", settings.clock.host), ("port", settings.clock.port))
+        },
         startup_timeout_s=15,
     )
 
@@ -126,12 +133,20 @@ def mlflow_spec(settings: Settings) -> ServiceSpec:
     return ServiceSpec(
         name=MLFLOW,
         argv=[
-            sys.executable, "-m", "mlflow", "server",
-            "--host", settings.mlflow.host,
-            "--port", str(settings.mlflow.port),
-            "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-            "--artifacts-destination", str(store / "artifacts"),
-            "--workers", "1",
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            settings.mlflow.host,
+            "--port",
+            str(settings.mlflow.port),
+            "--backend-store-uri",
+            f"sqlite:///{store / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(store / "artifacts"),
+            "--workers",
+            "1",
         ],
         ports={"mlflow.port": settings.mlflow.port},
         health=lambda: http_ok(f"http://{settings.mlflow.host}:{settings.mlflow.port}/health"),
@@ -162,9 +177,7 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         ),
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(settings.airflow.log_server_port),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(settings.airflow.log_server_port + 1),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (
-            f"sqlite:///{settings.paths.home / 'airflow' / 'airflow.db'}"
-        ),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (f"sqlite:///{settings.paths.home / 'airflow' / 'airflow.db'}"),
         # Task processes load their own settings: give them this stack's, resolved.
         "NEUROLAKE_PATHS__HOME": str(settings.paths.home),
         "NEUROLAKE_PATHS__LAKE_ROOT": str(settings.paths.lake_root),
@@ -178,10 +191,7 @@ def _airflow_healthy(settings: Settings) -> bool:
     url = f"http://{settings.airflow.host}:{settings.airflow.port}/api/v2/monitor/health"
     with urllib.request.urlopen(url, timeout=2) as response:
         body = json.load(response)
-    return all(
-        body.get(component, {}).get("status") == "healthy"
-        for component in ("metadatabase", "scheduler")
-    )
+    return all(body.get(component, {}).get("status") == "healthy" for component in ("metadatabase", "scheduler"))
 
 
 def airflow_spec(settings: Settings) -> ServiceSpec:
@@ -255,14 +265,12 @@ def status(settings: Settings) -> StackStatus:
     external: dict[str, str] = {}
     if not settings.broker.embedded:
         external["kafka"] = (
-            f"{settings.kafka.bootstrap_servers} "
-            f"{'reachable' if broker_reachable(settings) else 'UNREACHABLE'}"
+            f"{settings.kafka.bootstrap_servers} {'reachable' if broker_reachable(settings) else 'UNREACHABLE'}"
         )
     if settings.mlflow.tracking_uri is not None:
         ok = http_ok(settings.mlflow.tracking_uri.rstrip("/") + "/health")
         external["mlflow"] = f"{settings.mlflow.tracking_uri} {'reachable' if ok else 'UNREACHABLE'}"
     return StackStatus(states, external)
-
 
 
 class BrokerAndClock:

@@ -46,8 +46,7 @@ def stunnel_binary() -> str:
         found = shutil.which(name)
         if found:
             return found
-    raise TlsError("stunnel is not installed; `make setup` installs Debian's stunnel4 "
-                   "(or: apt-get install stunnel4)")
+    raise TlsError("stunnel is not installed; `make setup` installs Debian's stunnel4 (or: apt-get install stunnel4)")
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -66,8 +65,9 @@ def _new_key():  # type: ignore[no-untyped-def]
 def _key_pem(key) -> bytes:  # type: ignore[no-untyped-def]
     from cryptography.hazmat.primitives import serialization
 
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def init_ca(directory: Path, name: str = "neurolake lab CA", days: int = 3650) -> Path:
@@ -82,12 +82,18 @@ def init_ca(directory: Path, name: str = "neurolake lab CA", days: int = 3650) -
     key = _new_key()
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     _write_private(directory / "ca.key", _key_pem(key))
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert_path
@@ -106,13 +112,20 @@ def issue(directory: Path, name: str, server: bool, hosts: tuple[str, ...] = (),
     ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
     key = _new_key()
     now = dt.datetime.now(dt.UTC)
-    builder = (x509.CertificateBuilder()
-               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-               .issuer_name(ca.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
-               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server
-                                                     else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
+    )
     if hosts:
         names: list[x509.GeneralName] = []
         for host in hosts:
@@ -132,22 +145,33 @@ def server_credentials(settings: Settings) -> Credentials:
     directory = tls_dir(settings)
     credentials = Credentials(directory / "hub.pem", directory / "hub.key", directory / "ca.pem")
     if not all(p.exists() for p in (credentials.certificate, credentials.key, credentials.ca)):
-        raise TlsError(f"broker.tls_port is set but {directory} has no hub certificate; run "
-                       "`neurolake tls init --host HUB_NAME` (the name the Pis use for the hub)")
+        raise TlsError(
+            f"broker.tls_port is set but {directory} has no hub certificate; run "
+            "`neurolake tls init --host HUB_NAME` (the name the Pis use for the hub)"
+        )
     return credentials
 
 
-def stunnel_config(name: str, accept: str, connect: str, credentials: Credentials, client: bool,
-                   check_host: str | None = None) -> str:
+def stunnel_config(
+    name: str, accept: str, connect: str, credentials: Credentials, client: bool, check_host: str | None = None
+) -> str:
     """An stunnel service in the foreground: TLS 1.2+, the peer's certificate required and checked
     against our CA (and, for a client, the hub's name)."""
     lines = [
-        "foreground = yes", "pid =", "syslog = no", "debug = notice",
+        "foreground = yes",
+        "pid =",
+        "syslog = no",
+        "debug = notice",
         f"[{name}]",
         f"client = {'yes' if client else 'no'}",
-        f"accept = {accept}", f"connect = {connect}",
-        f"cert = {credentials.certificate}", f"key = {credentials.key}", f"CAfile = {credentials.ca}",
-        "verifyChain = yes", "requireCert = yes", "sslVersionMin = TLSv1.2",
+        f"accept = {accept}",
+        f"connect = {connect}",
+        f"cert = {credentials.certificate}",
+        f"key = {credentials.key}",
+        f"CAfile = {credentials.ca}",
+        "verifyChain = yes",
+        "requireCert = yes",
+        "sslVersionMin = TLSv1.2",
     ]
     if check_host:
         try:
@@ -161,8 +185,11 @@ def stunnel_config(name: str, accept: str, connect: str, credentials: Credential
 def hub_tunnel_config(settings: Settings) -> Path:
     """The hub's stunnel server configuration, written under ``paths.run_dir``."""
     config = stunnel_config(
-        "kafka-tls", f"{settings.broker.tls_host}:{settings.broker.tls_port}",
-        f"{settings.broker.host}:{settings.broker.port}", server_credentials(settings), client=False,
+        "kafka-tls",
+        f"{settings.broker.tls_host}:{settings.broker.tls_port}",
+        f"{settings.broker.host}:{settings.broker.port}",
+        server_credentials(settings),
+        client=False,
     )
     path = settings.paths.run_dir / "stunnel-hub.conf"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -24,10 +24,15 @@ from schemas.catalog import GOLD_EEG_WINDOWS, SILVER_MARKERS, SILVER_SENSOR_READ
 
 log = logging.getLogger(__name__)
 
-KEY_COLUMNS = ["session_id", "device_id", "window_start_index", "window_end_index",
-               "window_start_us", "window_end_us"]
-WINDOW_COLUMNS = KEY_COLUMNS + ["band_power", "ssvep_hz", "ssvep_score", "railed_pct",
-                                "line_noise_ratio", "flat_channels"]
+KEY_COLUMNS = ["session_id", "device_id", "window_start_index", "window_end_index", "window_start_us", "window_end_us"]
+WINDOW_COLUMNS = KEY_COLUMNS + [
+    "band_power",
+    "ssvep_hz",
+    "ssvep_score",
+    "railed_pct",
+    "line_noise_ratio",
+    "flat_channels",
+]
 
 
 class TrainingSetError(NeurolakeError):
@@ -59,13 +64,17 @@ class TrainingSet:
         train_x, _, train_s = self.part(held_out=False)
         test_x, _, _ = self.part(held_out=True)
         return {
-            "table_version": self.table_version, "label_source": self.label_source,
-            "windows": len(self.labels), "train_windows": len(train_x), "held_out_windows": len(test_x),
-            "train_sessions": sorted(map(str, set(train_s))), "held_out_sessions": self.held_out_sessions,
-            "classes": self.classes, "dropped": self.dropped,
+            "table_version": self.table_version,
+            "label_source": self.label_source,
+            "windows": len(self.labels),
+            "train_windows": len(train_x),
+            "held_out_windows": len(test_x),
+            "train_sessions": sorted(map(str, set(train_s))),
+            "held_out_sessions": self.held_out_sessions,
+            "classes": self.classes,
+            "dropped": self.dropped,
             "class_counts": {str(c): int(n) for c, n in zip(*np.unique(self.labels, return_counts=True))},
         }
-
 
     def save(self, path: Path) -> Path:
         """One Parquet file: features, label, session and keys, with the split in its metadata."""
@@ -77,11 +86,16 @@ class TrainingSet:
         frame = pd.concat([self.keys.reset_index(drop=True), self.features.reset_index(drop=True)], axis=1)
         frame["label"] = self.labels
         table = pa.Table.from_pandas(frame, preserve_index=False)
-        meta = {"table_version": self.table_version, "label_source": self.label_source,
-                "held_out_sessions": self.held_out_sessions, "dropped": self.dropped,
-                "feature_columns": list(self.features.columns)}
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
-                                               b"neurolake.training_set": json.dumps(meta).encode()})
+        meta = {
+            "table_version": self.table_version,
+            "label_source": self.label_source,
+            "held_out_sessions": self.held_out_sessions,
+            "dropped": self.dropped,
+            "feature_columns": list(self.features.columns),
+        }
+        table = table.replace_schema_metadata(
+            {**(table.schema.metadata or {}), b"neurolake.training_set": json.dumps(meta).encode()}
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, path)
         return path
@@ -95,9 +109,16 @@ class TrainingSet:
         table = pq.read_table(path)
         meta = json.loads(table.schema.metadata[b"neurolake.training_set"])
         frame = table.to_pandas()
-        return cls(frame[meta["feature_columns"]], frame["label"].to_numpy(str),
-                   frame["session_id"].to_numpy(str), frame[KEY_COLUMNS], meta["table_version"],
-                   meta["label_source"], meta["held_out_sessions"], meta["dropped"])
+        return cls(
+            frame[meta["feature_columns"]],
+            frame["label"].to_numpy(str),
+            frame["session_id"].to_numpy(str),
+            frame[KEY_COLUMNS],
+            meta["table_version"],
+            meta["label_source"],
+            meta["held_out_sessions"],
+            meta["dropped"],
+        )
 
 
 def session_hash(session_id: str) -> float:
@@ -123,7 +144,8 @@ def split_sessions(session_ids: list[str], holdout_fraction: float) -> list[str]
 def label_intervals(lake_root: Path, settings: MlSettings, sessions: list[str]) -> pd.DataFrame:
     if settings.label_source == "markers":
         markers, _ = LakeTable(lake_root, SILVER_MARKERS).read_pandas(
-            ["session_id", "time_us", "event", "label", "trial", "duration_s"])
+            ["session_id", "time_us", "event", "label", "trial", "duration_s"]
+        )
         markers = markers[markers["session_id"].isin(sessions)]
         if markers.empty:
             raise TrainingSetError(
@@ -186,7 +208,8 @@ def build_training_set(lake_root: Path, settings: MlSettings, version: int | Non
         raise TrainingSetError(f"gold.eeg_windows: {exc}") from None
     sessions = windows["session_id"].to_numpy(str)
     held_out = split_sessions(list(sessions), settings.holdout_fraction)
-    result = TrainingSet(features, labels, sessions, windows[KEY_COLUMNS], int(table_version),
-                         settings.label_source, held_out, dropped)
+    result = TrainingSet(
+        features, labels, sessions, windows[KEY_COLUMNS], int(table_version), settings.label_source, held_out, dropped
+    )
     log.info("training set: %s", result.summary())
     return result

@@ -20,8 +20,7 @@ class Scores:
     n_windows: int
 
     def as_metrics(self, prefix: str) -> dict[str, float]:
-        metrics = {f"{prefix}_balanced_accuracy": self.balanced_accuracy,
-                   f"{prefix}_windows": float(self.n_windows)}
+        metrics = {f"{prefix}_balanced_accuracy": self.balanced_accuracy, f"{prefix}_windows": float(self.n_windows)}
         metrics.update({f"{prefix}_recall_{label}": value for label, value in self.recall.items()})
         return metrics
 
@@ -31,12 +30,17 @@ def score(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> Scores:
     matrix = confusion_matrix(y_true, y_pred, labels=classes)
     present = [c for c in classes if c in set(y_true)]
     balanced = float(np.mean([r for c, r in zip(classes, recall) if c in present])) if present else 0.0
-    return Scores(balanced, {c: float(r) for c, r in zip(classes, recall)},
-                  pd.DataFrame(matrix, index=classes, columns=classes), len(y_true))
+    return Scores(
+        balanced,
+        {c: float(r) for c, r in zip(classes, recall)},
+        pd.DataFrame(matrix, index=classes, columns=classes),
+        len(y_true),
+    )
 
 
-def cross_validate(pipeline: Pipeline, features: pd.DataFrame, labels: np.ndarray, sessions: np.ndarray,
-                   folds: int, classes: list[str]) -> Scores | None:
+def cross_validate(
+    pipeline: Pipeline, features: pd.DataFrame, labels: np.ndarray, sessions: np.ndarray, folds: int, classes: list[str]
+) -> Scores | None:
     """Out-of-fold predictions with sessions as groups; None with fewer than 2 sessions."""
     n_sessions = len(set(sessions))
     if n_sessions < 2:
@@ -46,5 +50,3 @@ def cross_validate(pipeline: Pipeline, features: pd.DataFrame, labels: np.ndarra
         fitted = clone(pipeline).fit(features.iloc[train], labels[train])
         predicted[test] = fitted.predict(features.iloc[test])
     return score(labels, predicted.astype(str), classes)
-
-

@@ -35,8 +35,9 @@ def _matrix(item: object) -> np.ndarray:
     return np.stack([np.asarray(row, dtype=np.float64) for row in item])  # type: ignore[union-attr]
 
 
-def feature_frame(band_power: Sequence[object], ssvep_hz: Sequence[object],
-                  ssvep_score: Sequence[object]) -> pd.DataFrame:
+def feature_frame(
+    band_power: Sequence[object], ssvep_hz: Sequence[object], ssvep_score: Sequence[object]
+) -> pd.DataFrame:
     """Rows of windows -> a float64 frame. ``band_power`` items are (bands, channels) arrays or
     nested lists; every window must share one layout (channels and stimulus frequencies)."""
     n = len(band_power)
@@ -61,5 +62,4 @@ def feature_frame(band_power: Sequence[object], ssvep_hz: Sequence[object],
 
 def windows_feature_frame(windows: pd.DataFrame) -> pd.DataFrame:
     """:func:`feature_frame` over a frame with band_power, ssvep_hz and ssvep_score columns."""
-    return feature_frame(list(windows["band_power"]), list(windows["ssvep_hz"]),
-                         list(windows["ssvep_score"]))
+    return feature_frame(list(windows["band_power"]), list(windows["ssvep_hz"]), list(windows["ssvep_score"]))

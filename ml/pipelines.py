@@ -22,16 +22,20 @@ def make_pipeline(name: str, settings: MlSettings) -> Pipeline:
     """``bandpower_lr``: log band powers of every channel, standardised, logistic regression.
     ``ssvep_lda``: CCA correlations with each stimulus frequency's reference sinusoids, LDA."""
     if name == "bandpower_lr":
-        return Pipeline([
-            ("features", _select(BAND_PREFIX)),
-            ("scale", StandardScaler()),
-            ("classify", LogisticRegression(C=settings.lr_c, max_iter=settings.lr_max_iter)),
-        ])
+        return Pipeline(
+            [
+                ("features", _select(BAND_PREFIX)),
+                ("scale", StandardScaler()),
+                ("classify", LogisticRegression(C=settings.lr_c, max_iter=settings.lr_max_iter)),
+            ]
+        )
     if name == "ssvep_lda":
-        return Pipeline([
-            ("features", _select(SSVEP_PREFIX)),
-            ("classify", LinearDiscriminantAnalysis(solver="lsqr", shrinkage=settings.lda_shrinkage)),
-        ])
+        return Pipeline(
+            [
+                ("features", _select(SSVEP_PREFIX)),
+                ("classify", LinearDiscriminantAnalysis(solver="lsqr", shrinkage=settings.lda_shrinkage)),
+            ]
+        )
     raise ValueError(f"unknown pipeline {name!r}; choose from {', '.join(PIPELINES)}")
 
 

@@ -122,8 +122,7 @@ def _requirements() -> list[str]:
     return [f"scikit-learn=={sklearn.__version__}", f"numpy=={np.__version__}", f"pandas=={pd.__version__}"]
 
 
-def train(settings: Settings, training_set: TrainingSet, shuffle_labels: bool = False,
-          seed: int = 0) -> TrainResult:
+def train(settings: Settings, training_set: TrainingSet, shuffle_labels: bool = False, seed: int = 0) -> TrainResult:
     """Fit every configured pipeline, log each as a run, register the best and gate it."""
     result = train_candidates(settings, training_set, shuffle_labels, seed)
     assert result.registered_version is not None
@@ -131,8 +130,9 @@ def train(settings: Settings, training_set: TrainingSet, shuffle_labels: bool = 
     return result
 
 
-def train_candidates(settings: Settings, training_set: TrainingSet, shuffle_labels: bool = False,
-                     seed: int = 0) -> TrainResult:
+def train_candidates(
+    settings: Settings, training_set: TrainingSet, shuffle_labels: bool = False, seed: int = 0
+) -> TrainResult:
     """Fit every configured pipeline, log each as a run and register the best (by session CV).
 
     ``shuffle_labels`` trains on permuted labels: a control whose model the gate must refuse.
@@ -152,21 +152,34 @@ def train_candidates(settings: Settings, training_set: TrainingSet, shuffle_labe
     for name in ml.pipelines:
         pipeline = make_pipeline(name, ml)
         with mlflow.start_run(run_name=f"{name}{' (shuffled labels)' if shuffle_labels else ''}") as run:
-            mlflow.set_tags({"pipeline": name, "label_source": training_set.label_source,
-                             "shuffled_labels": str(shuffle_labels).lower()})
-            mlflow.log_params({
-                "pipeline": name, **pipeline_params(name, ml), "label_source": training_set.label_source,
-                "dataset_table": "gold.eeg_windows", "dataset_version": training_set.table_version,
-                "train_sessions": ",".join(sorted(set(map(str, train_s)))),
-                "held_out_sessions": ",".join(training_set.held_out_sessions),
-                "max_railed_pct": ml.max_railed_pct, "max_line_noise_ratio": ml.max_line_noise_ratio,
-                "max_flat_channels": ml.max_flat_channels, "classes": ",".join(classes),
-            })
+            mlflow.set_tags(
+                {
+                    "pipeline": name,
+                    "label_source": training_set.label_source,
+                    "shuffled_labels": str(shuffle_labels).lower(),
+                }
+            )
+            mlflow.log_params(
+                {
+                    "pipeline": name,
+                    **pipeline_params(name, ml),
+                    "label_source": training_set.label_source,
+                    "dataset_table": "gold.eeg_windows",
+                    "dataset_version": training_set.table_version,
+                    "train_sessions": ",".join(sorted(set(map(str, train_s)))),
+                    "held_out_sessions": ",".join(training_set.held_out_sessions),
+                    "max_railed_pct": ml.max_railed_pct,
+                    "max_line_noise_ratio": ml.max_line_noise_ratio,
+                    "max_flat_channels": ml.max_flat_channels,
+                    "classes": ",".join(classes),
+                }
+            )
             mlflow.log_input(
                 mlflow.data.from_pandas(
                     training_set.features.assign(label=training_set.labels, session_id=training_set.sessions),
                     source=f"{settings.paths.lake_root / 'gold' / 'eeg_windows'}@v{training_set.table_version}",
-                    name=f"gold.eeg_windows@v{training_set.table_version}", targets="label",
+                    name=f"gold.eeg_windows@v{training_set.table_version}",
+                    targets="label",
                 ),
                 context="training",
             )
@@ -178,27 +191,39 @@ def train_candidates(settings: Settings, training_set: TrainingSet, shuffle_labe
             _log_scores("held_out", held_out)
             mlflow.log_dict(training_set.summary(), "training_set.json")
             mlflow.sklearn.log_model(
-                fitted, name="model", signature=infer_signature(train_x, fitted.predict(train_x.head(5))),
-                input_example=train_x.head(3), pip_requirements=_requirements(),
+                fitted,
+                name="model",
+                signature=infer_signature(train_x, fitted.predict(train_x.head(5))),
+                input_example=train_x.head(3),
+                pip_requirements=_requirements(),
                 # skops (MLflow's safe default format) must be told the column selector is safe.
                 skops_trusted_types=["sklearn.compose._column_transformer.make_column_selector"],
             )
-            result.runs.append(CandidateRun(name, run.info.run_id,
-                                            cv.as_metrics("cv") if cv else None, held_out.as_metrics("held_out")))
-            log.info("%s: CV balanced accuracy %s, held-out %.3f (run %s)", name,
-                     f"{cv.balanced_accuracy:.3f}" if cv else "n/a (one training session)",
-                     held_out.balanced_accuracy, run.info.run_id)
+            result.runs.append(
+                CandidateRun(
+                    name, run.info.run_id, cv.as_metrics("cv") if cv else None, held_out.as_metrics("held_out")
+                )
+            )
+            log.info(
+                "%s: CV balanced accuracy %s, held-out %.3f (run %s)",
+                name,
+                f"{cv.balanced_accuracy:.3f}" if cv else "n/a (one training session)",
+                held_out.balanced_accuracy,
+                run.info.run_id,
+            )
     # Choose by CV (held out only when CV is impossible): the held-out sessions are the gate's.
-    best = max(result.runs, key=lambda r: r.cv["cv_balanced_accuracy"] if r.cv
-               else r.held_out["held_out_balanced_accuracy"])
+    best = max(
+        result.runs, key=lambda r: r.cv["cv_balanced_accuracy"] if r.cv else r.held_out["held_out_balanced_accuracy"]
+    )
     version = mlflow.register_model(f"runs:/{best.run_id}/model", settings.mlflow.model_name)
     result.registered_version = str(version.version)
     # The bytes that loaders will accept for this version (ml/trust.py).
     digest = artifact_sha256(Path(mlflow.artifacts.download_artifacts(f"runs:/{best.run_id}/model")))
     client.set_model_version_tag(settings.mlflow.model_name, version.version, SHA256_TAG, digest)
     client.set_model_version_tag(settings.mlflow.model_name, version.version, "pipeline", best.pipeline)
-    client.set_model_version_tag(settings.mlflow.model_name, version.version, "dataset_version",
-                                 str(training_set.table_version))
+    client.set_model_version_tag(
+        settings.mlflow.model_name, version.version, "dataset_version", str(training_set.table_version)
+    )
     log.info("registered %s version %s (%s)", settings.mlflow.model_name, version.version, best.pipeline)
     return result
 
@@ -213,9 +238,11 @@ def expected_columns_problem(info: Any, columns: list[str]) -> str | None:
     missing = [c for c in columns if c not in names]
     extra = [c for c in names if c not in columns]
     if missing or extra:
-        return (f"its signature expects {len(names)} columns, the lake's windows give {len(columns)}: "
-                f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, unknown {extra[:5]}"
-                f"{'...' if len(extra) > 5 else ''}; retrain it on this lake (`neurolake train`)")
+        return (
+            f"its signature expects {len(names)} columns, the lake's windows give {len(columns)}: "
+            f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, unknown {extra[:5]}"
+            f"{'...' if len(extra) > 5 else ''}; retrain it on this lake (`neurolake train`)"
+        )
     return None
 
 
@@ -244,8 +271,9 @@ def champion_version(client: Any, name: str) -> str | None:
         return None
 
 
-def evaluate(settings: Settings, version: str, training_set: TrainingSet, client: Any = None,
-             force: bool = False) -> Decision:
+def evaluate(
+    settings: Settings, version: str, training_set: TrainingSet, client: Any = None, force: bool = False
+) -> Decision:
     """Compare ``version`` with the champion on the same held-out sessions; changes nothing.
 
     Raises :class:`PromotionRefused` (and tags the version) if its signature does not fit the
@@ -268,17 +296,29 @@ def evaluate(settings: Settings, version: str, training_set: TrainingSet, client
     candidate = _held_out_score(load_model(settings, version), training_set)
     current = champion_version(client, name)
     return decide_promotion(
-        version, candidate, current, list(training_set.held_out_sessions), settings.ml.promotion_margin,
+        version,
+        candidate,
+        current,
+        list(training_set.held_out_sessions),
+        settings.ml.promotion_margin,
         force=force,
-        champion_fits=lambda: not expected_columns_problem(mlflow.models.get_model_info(f"models:/{name}/{current}"),
-                                                           columns),
+        champion_fits=lambda: (
+            not expected_columns_problem(mlflow.models.get_model_info(f"models:/{name}/{current}"), columns)
+        ),
         champion_score=lambda: _held_out_score(load_model(settings, str(current)), training_set),
     )
 
 
-def decide_promotion(version: str, candidate: float, current: str | None, held_out_sessions: list[str],
-                     margin: float, force: bool, champion_fits: Callable[[], bool],
-                     champion_score: Callable[[], float]) -> Decision:
+def decide_promotion(
+    version: str,
+    candidate: float,
+    current: str | None,
+    held_out_sessions: list[str],
+    margin: float,
+    force: bool,
+    champion_fits: Callable[[], bool],
+    champion_score: Callable[[], float],
+) -> Decision:
     """The gate's rule, without MLflow: the first version, a forced one, or one replacing a champion
     that no longer fits the lake's features becomes champion; otherwise it must beat the champion's
     held-out balanced accuracy by ``margin``. The champion is asked only what the rule needs."""
@@ -296,12 +336,16 @@ def decide_promotion(version: str, candidate: float, current: str | None, held_o
         decision.champion_balanced_accuracy = champion
         sessions = ", ".join(held_out_sessions)
         if candidate > champion + margin:
-            decision.reason = (f"beats champion {current} on the held-out sessions ({sessions}): "
-                               f"{candidate:.3f} > {champion:.3f} + margin {margin}")
+            decision.reason = (
+                f"beats champion {current} on the held-out sessions ({sessions}): "
+                f"{candidate:.3f} > {champion:.3f} + margin {margin}"
+            )
         else:
             decision.promoted = False
-            decision.reason = (f"does not beat champion {current} on the held-out sessions ({sessions}): "
-                               f"{candidate:.3f} <= {champion:.3f} + margin {margin}")
+            decision.reason = (
+                f"does not beat champion {current} on the held-out sessions ({sessions}): "
+                f"{candidate:.3f} <= {champion:.3f} + margin {margin}"
+            )
     return decision
 
 
@@ -310,8 +354,9 @@ def apply_decision(settings: Settings, decision: Decision, client: Any = None) -
     client = client or connect(settings)
     name, version = settings.mlflow.model_name, decision.version
     client.set_model_version_tag(name, version, "gate_held_out_sessions", ",".join(decision.held_out_sessions))
-    client.set_model_version_tag(name, version, "held_out_balanced_accuracy",
-                                 f"{decision.candidate_balanced_accuracy:.4f}")
+    client.set_model_version_tag(
+        name, version, "held_out_balanced_accuracy", f"{decision.candidate_balanced_accuracy:.4f}"
+    )
     if decision.promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
         challenger = client.get_registered_model(name).aliases.get(CHALLENGER)
@@ -328,13 +373,15 @@ def apply_decision(settings: Settings, decision: Decision, client: Any = None) -
         client.log_metric(run_id, "gate_candidate_balanced_accuracy", decision.candidate_balanced_accuracy)
         if decision.champion_balanced_accuracy is not None:
             client.log_metric(run_id, "gate_champion_balanced_accuracy", decision.champion_balanced_accuracy)
-    log.info("gate: %s version %s -> %s: %s", name, version,
-             CHAMPION if decision.promoted else CHALLENGER, decision.reason)
+    log.info(
+        "gate: %s version %s -> %s: %s", name, version, CHAMPION if decision.promoted else CHALLENGER, decision.reason
+    )
     return decision
 
 
-def gate(settings: Settings, version: str, training_set: TrainingSet, client: Any = None,
-         force: bool = False) -> Decision:
+def gate(
+    settings: Settings, version: str, training_set: TrainingSet, client: Any = None, force: bool = False
+) -> Decision:
     """Champion if it beats the current champion on the held-out sessions, else challenger."""
     client = client or connect(settings)
     return apply_decision(settings, evaluate(settings, version, training_set, client, force), client)
@@ -361,16 +408,21 @@ def list_models(settings: Settings) -> list[dict[str, Any]]:
     rows = []
     for mv in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: -int(v.version)):
         metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
-        rows.append({
-            "version": str(mv.version), "aliases": sorted(by_version.get(str(mv.version), [])),
-            "pipeline": mv.tags.get("pipeline"), "dataset_version": mv.tags.get("dataset_version"),
-            "cv_balanced_accuracy": metrics.get("cv_balanced_accuracy"),
-            "held_out_balanced_accuracy": metrics.get("held_out_balanced_accuracy"),
-            "gate_balanced_accuracy": _float(mv.tags.get("held_out_balanced_accuracy")),
-            "promotion": mv.tags.get("promotion"), "reason": mv.tags.get("promotion_reason"),
-            "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mv.creation_timestamp / 1000)),
-            "run_id": mv.run_id,
-        })
+        rows.append(
+            {
+                "version": str(mv.version),
+                "aliases": sorted(by_version.get(str(mv.version), [])),
+                "pipeline": mv.tags.get("pipeline"),
+                "dataset_version": mv.tags.get("dataset_version"),
+                "cv_balanced_accuracy": metrics.get("cv_balanced_accuracy"),
+                "held_out_balanced_accuracy": metrics.get("held_out_balanced_accuracy"),
+                "gate_balanced_accuracy": _float(mv.tags.get("held_out_balanced_accuracy")),
+                "promotion": mv.tags.get("promotion"),
+                "reason": mv.tags.get("promotion_reason"),
+                "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mv.creation_timestamp / 1000)),
+                "run_id": mv.run_id,
+            }
+        )
     return rows
 
 

@@ -38,8 +38,10 @@ def model_file(model_dir: Path) -> Path:
         raise UntrustedModelError("the model has no scikit-learn flavour")
     fmt = flavour.get("serialization_format")
     if fmt != "skops":
-        raise UntrustedModelError(f"the model is serialized as {fmt!r}; only skops is loaded (pickle and "
-                                  "cloudpickle run arbitrary code on load): retrain it with `neurolake train`")
+        raise UntrustedModelError(
+            f"the model is serialized as {fmt!r}; only skops is loaded (pickle and "
+            "cloudpickle run arbitrary code on load): retrain it with `neurolake train`"
+        )
     path = (model_dir / str(flavour.get("pickled_model", ""))).resolve()
     if model_dir.resolve() not in path.parents or not path.is_file():
         raise UntrustedModelError(f"the model file {flavour.get('pickled_model')!r} is not inside {model_dir}")
@@ -56,12 +58,16 @@ def load_trusted(model_dir: Path, expected_sha256: str | None) -> Any:
 
     path = model_file(model_dir)
     if not expected_sha256:
-        raise UntrustedModelError(f"the version has no {SHA256_TAG} tag (it was not registered by "
-                                  "`neurolake train`); retrain or re-register it")
+        raise UntrustedModelError(
+            f"the version has no {SHA256_TAG} tag (it was not registered by "
+            "`neurolake train`); retrain or re-register it"
+        )
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != expected_sha256:
-        raise UntrustedModelError(f"the model file's SHA-256 {digest[:12]}... differs from the "
-                                  f"{expected_sha256[:12]}... recorded at registration: the artifact was changed")
+        raise UntrustedModelError(
+            f"the model file's SHA-256 {digest[:12]}... differs from the "
+            f"{expected_sha256[:12]}... recorded at registration: the artifact was changed"
+        )
     untrusted = [t for t in skops.io.get_untrusted_types(file=path) if t not in TRUSTED_TYPES]
     if untrusted:
         raise UntrustedModelError(f"the model holds types neurolake does not trust: {', '.join(untrusted[:5])}")

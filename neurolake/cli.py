@@ -66,10 +66,7 @@ def _cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{'topic':<17} {'partitions':>10}  {'policy':<8} {'record type':<15} description")
     for info in infos:
         parts = str(info.partitions) if info.exists else "MISSING"
-        print(
-            f"{info.name:<17} {parts:>10}  {info.cleanup_policy:<8} {info.record_type:<15} "
-            f"{info.description}"
-        )
+        print(f"{info.name:<17} {parts:>10}  {info.cleanup_policy:<8} {info.record_type:<15} {info.description}")
     return 0 if all(info.exists for info in infos) else 1
 
 
@@ -102,8 +99,10 @@ def _cmd_stream_status(args: argparse.Namespace, settings: Settings) -> int:
         condition = "active" if q["active"] else ("FAILED" if q["error"] else "stopped")
         if q["active"] and q.get("failures"):
             condition = f"active ({q['failures']} restarts)"
-        print(f"{name:<12} {condition:<8} {q['last_batch'] if q['last_batch'] is not None else '-':>6} "
-              f"{q['input_rows_per_s']:>10} {q['processed_rows_per_s']:>12} {q['batch_ms'] or '-':>9}  {lag}")
+        print(
+            f"{name:<12} {condition:<8} {q['last_batch'] if q['last_batch'] is not None else '-':>6} "
+            f"{q['input_rows_per_s']:>10} {q['processed_rows_per_s']:>12} {q['batch_ms'] or '-':>9}  {lag}"
+        )
     return 0 if all(q["active"] for q in state["queries"].values()) else 1
 
 
@@ -124,8 +123,13 @@ def _cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from neurolake.demo import run_demo
 
-    return run_demo(settings, duration_s=args.duration, with_airflow=args.with_airflow,
-                    headsets=args.headsets, retrain_after_s=args.retrain_after)
+    return run_demo(
+        settings,
+        duration_s=args.duration,
+        with_airflow=args.with_airflow,
+        headsets=args.headsets,
+        retrain_after_s=args.retrain_after,
+    )
 
 
 def _cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
@@ -143,11 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"neurolake {__version__}")
     parser.add_argument(
-        "--config", type=Path, default=None,
+        "--config",
+        type=Path,
+        default=None,
         help="TOML settings file (default: $NEUROLAKE_CONFIG, else ./neurolake.toml if present)",
     )
     parser.add_argument(
-        "--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], default=None,
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        default=None,
         help="overrides the log_level setting",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -169,13 +177,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the lab end to end, then stop what it started")
     demo.add_argument(
-        "--duration", type=float, default=0.0,
+        "--duration",
+        type=float,
+        default=0.0,
         help="seconds to run before stopping cleanly (0: until Ctrl-C)",
     )
     demo.add_argument("--with-airflow", action="store_true", help="also start Airflow")
     demo.add_argument("--headsets", type=int, default=2, help="simulated headsets (0: none)")
-    demo.add_argument("--retrain-after", type=float, default=90.0,
-                      help="seconds of data before the retrain DAG is triggered (with Airflow)")
+    demo.add_argument(
+        "--retrain-after",
+        type=float,
+        default=90.0,
+        help="seconds of data before the retrain DAG is triggered (with Airflow)",
+    )
     demo.set_defaults(handler=_cmd_demo)
 
     stream = commands.add_parser("stream", help="the Spark streaming queries (Kafka -> Delta)")
@@ -183,8 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     start = stream_commands.add_parser("start", help="run bronze, silver/gold or all until stopped")
     start.add_argument("target", nargs="?", default="all", choices=["bronze", "silver", "gold", "all"])
     start.add_argument("--duration", type=float, default=None, help="seconds (default: until stopped)")
-    start.add_argument("--trigger", type=float, default=None,
-                       help="micro-batch interval, seconds (default: lake.trigger_s)")
+    start.add_argument(
+        "--trigger", type=float, default=None, help="micro-batch interval, seconds (default: lake.trigger_s)"
+    )
     start.set_defaults(handler=_cmd_stream_start)
     stream_status = stream_commands.add_parser("status", help="per query: last batch, rows/s, lag")
     stream_status.add_argument("--json", action="store_true")
@@ -194,12 +209,20 @@ def build_parser() -> argparse.ArgumentParser:
     sql.add_argument("query", help='e.g. "SELECT count(*) FROM silver.eeg_samples"')
     sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
     travel = sql.add_mutually_exclusive_group()
-    travel.add_argument("--version", type=int, default=None,
-                        help="read every table the query names at this Delta version "
-                             "(or write `FROM gold.eeg_windows VERSION AS OF 3` in the query)")
-    travel.add_argument("--as-of", default=None, metavar="TIME",
-                        help="read every table as it was at this ISO time (UTC unless it says), "
-                             "or write `TIMESTAMP AS OF '2026-11-21T10:00'` in the query")
+    travel.add_argument(
+        "--version",
+        type=int,
+        default=None,
+        help="read every table the query names at this Delta version "
+        "(or write `FROM gold.eeg_windows VERSION AS OF 3` in the query)",
+    )
+    travel.add_argument(
+        "--as-of",
+        default=None,
+        metavar="TIME",
+        help="read every table as it was at this ISO time (UTC unless it says), "
+        "or write `TIMESTAMP AS OF '2026-11-21T10:00'` in the query",
+    )
     sql.set_defaults(handler=_cmd_sql)
 
     dashboard = commands.add_parser("dashboard", help="live EEG, spectra, head map, predictions, health")

@@ -32,8 +32,18 @@ def _lab_processes(settings: Settings, headsets: int) -> dict[str, ServiceSpec]:
         return ServiceSpec(f"demo-{name}", [*cli, *args], {}, alive, startup_timeout_s=5, stop_timeout_s=30)
 
     return {
-        "headsets": spec("headsets", "edge", "simulate", "--headsets", str(headsets), "--stimulus", "--sensors",
-                         "--camera", "--summary", str(settings.paths.log_dir / "demo-headsets.json")),
+        "headsets": spec(
+            "headsets",
+            "edge",
+            "simulate",
+            "--headsets",
+            str(headsets),
+            "--stimulus",
+            "--sensors",
+            "--camera",
+            "--summary",
+            str(settings.paths.log_dir / "demo-headsets.json"),
+        ),
         "live scorer": spec("live-scorer", "score", "live"),
         "dashboard": spec("dashboard", "dashboard"),
         "streams": spec("streams", "stream", "start", "all"),
@@ -45,8 +55,13 @@ def _airflow(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]
 
     from infra.stack import airflow_environment
 
-    return subprocess.run(["airflow", *args], env={**os.environ, **airflow_environment(settings)},
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        ["airflow", *args],
+        env={**os.environ, **airflow_environment(settings)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _json_rows(output: str) -> list[dict]:
@@ -72,8 +87,12 @@ def _retrain_with_airflow(settings: Settings, stop: threading.Event, timeout_s: 
     run_id = (created[0].get("dag_run_id") or created[0].get("run_id")) if created else None
     # Unpaused after the trigger: the schedule's own (daily) run must not run first.
     _airflow(settings, "dags", "unpause", "retrain")
-    log.info("retrain DAG run %s triggered; watch it at http://%s:%d/dags/retrain", run_id or "",
-             settings.airflow.host, settings.airflow.port)
+    log.info(
+        "retrain DAG run %s triggered; watch it at http://%s:%d/dags/retrain",
+        run_id or "",
+        settings.airflow.host,
+        settings.airflow.port,
+    )
     deadline = time.monotonic() + timeout_s
     state = "queued"
     while not stop.is_set() and time.monotonic() < deadline:
@@ -93,9 +112,14 @@ def _report_models(settings: Settings) -> None:
 
     try:
         for row in list_models(settings)[:3]:
-            log.info("model %s v%s %s: held-out balanced accuracy %s (%s)", settings.mlflow.model_name,
-                     row["version"], ",".join("@" + a for a in row["aliases"]) or "-",
-                     row["held_out_balanced_accuracy"], row["reason"])
+            log.info(
+                "model %s v%s %s: held-out balanced accuracy %s (%s)",
+                settings.mlflow.model_name,
+                row["version"],
+                ",".join("@" + a for a in row["aliases"]) or "-",
+                row["held_out_balanced_accuracy"],
+                row["reason"],
+            )
     except Exception as exc:  # a report must not stop the shutdown
         log.warning("could not list models: %s", exc)
 
@@ -118,14 +142,21 @@ def _report_lake(settings: Settings) -> None:
     log.info("lake %s: %s", settings.paths.lake_root, ", ".join(counts))
 
 
-def run_demo(settings: Settings, duration_s: float, with_airflow: bool, headsets: int = 2,
-             retrain_after_s: float = 90.0) -> int:
+def run_demo(
+    settings: Settings, duration_s: float, with_airflow: bool, headsets: int = 2, retrain_after_s: float = 90.0
+) -> int:
     with stop_on_signals("the demo") as stop:
         return _run_demo(settings, stop, duration_s, with_airflow, headsets, retrain_after_s)
 
 
-def _run_demo(settings: Settings, stop: threading.Event, duration_s: float, with_airflow: bool, headsets: int,
-              retrain_after_s: float) -> int:
+def _run_demo(
+    settings: Settings,
+    stop: threading.Event,
+    duration_s: float,
+    with_airflow: bool,
+    headsets: int,
+    retrain_after_s: float,
+) -> int:
     from infra import stack
 
     supervisor = stack.supervisor(settings)
@@ -135,7 +166,10 @@ def _run_demo(settings: Settings, stop: threading.Event, duration_s: float, with
         for state in (s for s in status.services if s.running):
             log.info(
                 "%-8s %s (pid %s, log %s)",
-                state.name, "healthy" if state.healthy else "UNHEALTHY", state.pid, state.log_file,
+                state.name,
+                "healthy" if state.healthy else "UNHEALTHY",
+                state.pid,
+                state.log_file,
             )
         if with_airflow:
             log.info("Airflow UI: http://%s:%d", settings.airflow.host, settings.airflow.port)
@@ -170,12 +204,16 @@ def _run_demo(settings: Settings, stop: threading.Event, duration_s: float, with
                     f"{name} {'running' if supervisor.running_process(spec.name) else 'EXITED'}"
                     for name, spec in children.items()
                 )
-                log.info("stack %s; %s", "healthy" if not unhealthy else f"UNHEALTHY: {unhealthy}",
-                         states or "no children")
+                log.info(
+                    "stack %s; %s", "healthy" if not unhealthy else f"UNHEALTHY: {unhealthy}", states or "no children"
+                )
         exited = [name for name, spec in children.items() if supervisor.running_process(spec.name) is None]
         if exited:
-            log.error("exited before the end of the demo: %s (see their logs in %s)", ", ".join(exited),
-                      settings.paths.log_dir)
+            log.error(
+                "exited before the end of the demo: %s (see their logs in %s)",
+                ", ".join(exited),
+                settings.paths.log_dir,
+            )
         return 0 if stack.status(settings).healthy and not exited else 1
     finally:
         for name, spec in children.items():

@@ -31,27 +31,39 @@ def _settings_pairs(pairs: list[str]) -> dict[str, str]:
     return config
 
 
-def send_command(settings: Settings, device_id: str, kind: str, config: dict[str, str],
-                 wait_s: float) -> dict[str, object] | None:
+def send_command(
+    settings: Settings, device_id: str, kind: str, config: dict[str, str], wait_s: float
+) -> dict[str, object] | None:
     """Send one signed command; the device's ack (None if none came within ``wait_s``)."""
     from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
     keyring = Keyring(settings.security.keyring)
     key = keyring.active_key(device_id)
     if key is None:
-        raise NeurolakeError(f"no active key for {device_id!r}: a Pi obeys only commands signed with its key "
-                             f"(`neurolake keys list`; `neurolake keys add {device_id}`)")
+        raise NeurolakeError(
+            f"no active key for {device_id!r}: a Pi obeys only commands signed with its key "
+            f"(`neurolake keys list`; `neurolake keys add {device_id}`)"
+        )
     codec = default_codec()
     command_id = uuid.uuid4().hex
-    record = control_record(device_id=device_id, kind=kind, sender="hub-cli", issued_us=time.time_ns() // 1000,
-                            command_id=command_id, config=config)
-    consumer = Consumer({**settings.kafka.client_config(), "group.id": "neurolake-command",
-                         "enable.auto.commit": False})
+    record = control_record(
+        device_id=device_id,
+        kind=kind,
+        sender="hub-cli",
+        issued_us=time.time_ns() // 1000,
+        command_id=command_id,
+        config=config,
+    )
+    consumer = Consumer(
+        {**settings.kafka.client_config(), "group.id": "neurolake-command", "enable.auto.commit": False}
+    )
     try:
         partitions = consumer.list_topics(CONTROL, timeout=10).topics[CONTROL].partitions
         consumer.assign([TopicPartition(CONTROL, p, OFFSET_END) for p in partitions])
         producer = Producer(settings.kafka.producer_config())
-        producer.produce(CONTROL, key=device_id.encode(), value=sign(codec.encode("control", record), CONTROL, key, HUB))
+        producer.produce(
+            CONTROL, key=device_id.encode(), value=sign(codec.encode("control", record), CONTROL, key, HUB)
+        )
         if producer.flush(10):
             raise NeurolakeError(f"the command was not delivered to Kafka at {settings.kafka.bootstrap_servers}")
         deadline = time.monotonic() + wait_s
@@ -77,8 +89,10 @@ def _cmd_command(args: argparse.Namespace, settings: Settings) -> int:
         raise NeurolakeError("--set goes with SET_CONFIG only")
     ack = send_command(settings, args.device, args.kind, config, args.wait)
     if ack is None:
-        print(f"{args.kind} sent to {args.device}; no acknowledgment within {args.wait:.0f} s "
-              "(is the Pi running and its clock within security.control_max_age_s of the hub?)")
+        print(
+            f"{args.kind} sent to {args.device}; no acknowledgment within {args.wait:.0f} s "
+            "(is the Pi running and its clock within security.control_max_age_s of the hub?)"
+        )
         return 1
     print(json.dumps({k: ack[k] for k in ("device_id", "ok", "message")}))
     return 0 if ack["ok"] else 1

@@ -47,8 +47,10 @@ def _cmd_add(args: argparse.Namespace, settings: Settings) -> int:
     keyring.add(key)
     out = args.out or Path(f"{args.device}.key.json")
     _write_key_file(key, out)
-    print(f"key {key.key_id} for {args.device} registered; copy {out} privately to the Pi and run "
-          f"`neurolake keys install {out.name}` there, then delete it")
+    print(
+        f"key {key.key_id} for {args.device} registered; copy {out} privately to the Pi and run "
+        f"`neurolake keys install {out.name}` there, then delete it"
+    )
     if old is not None:
         keyring.revoke(old.key_id)
         print(f"old key {old.key_id} revoked: the Pi's records signed with it are quarantined from now on")
@@ -63,7 +65,9 @@ def _read_key_file(path: Path) -> DeviceKey:
     except FileNotFoundError:
         raise NeurolakeError(f"{path} does not exist") from None
     except (ValueError, TypeError) as exc:
-        raise NeurolakeError(f"{path} is not a neurolake key file ({exc}); make one with `neurolake edge setup`") from None
+        raise NeurolakeError(
+            f"{path} is not a neurolake key file ({exc}); make one with `neurolake edge setup`"
+        ) from None
     return key
 
 
@@ -93,14 +97,18 @@ def add_key_commands(commands: argparse._SubParsersAction) -> None:  # type: ign
     listing = sub.add_parser("list", help="every key, active and revoked (secrets not shown)")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=_cmd_list)
-    for name, rotate, text in (("add", False, "make and register a key for a device"),
-                               ("rotate", True, "make a new key for a device and revoke its old one")):
+    for name, rotate, text in (
+        ("add", False, "make and register a key for a device"),
+        ("rotate", True, "make a new key for a device and revoke its old one"),
+    ):
         parser = sub.add_parser(name, help=text)
         parser.add_argument("device")
         parser.add_argument("--out", type=Path, help="the key file to copy to the Pi (default DEVICE.key.json)")
         parser.set_defaults(handler=_cmd_add, rotate=rotate)
-    for name, text in (("register", "register a key made on a Pi by `neurolake edge setup`"),
-                       ("install", "install on a Pi a key made on the hub by `neurolake keys add`")):
+    for name, text in (
+        ("register", "register a key made on a Pi by `neurolake edge setup`"),
+        ("install", "install on a Pi a key made on the hub by `neurolake keys add`"),
+    ):
         parser = sub.add_parser(name, help=text)
         parser.add_argument("file", type=Path)
         parser.set_defaults(handler=_cmd_register)

@@ -43,8 +43,9 @@ def _filter(where: Where | None, columns: set[str]):  # type: ignore[no-untyped-
     expression = None
     for condition in conditions:
         if len(condition) != 3 or condition[1] not in _OPERATORS:
-            raise NeurolakeError(f"where: {condition!r} is not (column, operator, value) with an operator "
-                                 f"in {', '.join(_OPERATORS)}")
+            raise NeurolakeError(
+                f"where: {condition!r} is not (column, operator, value) with an operator in {', '.join(_OPERATORS)}"
+            )
         column, op, value = condition
         if column not in columns:
             raise NeurolakeError(f"where: no column {column!r}; the table has {', '.join(sorted(columns))}")
@@ -52,15 +53,29 @@ def _filter(where: Where | None, columns: set[str]):  # type: ignore[no-untyped-
         if op == "in":
             term = field.isin(list(value))
         else:
-            term = {"=": field.__eq__, "==": field.__eq__, "!=": field.__ne__, "<": field.__lt__,
-                    "<=": field.__le__, ">": field.__gt__, ">=": field.__ge__}[op](value)
+            term = {
+                "=": field.__eq__,
+                "==": field.__eq__,
+                "!=": field.__ne__,
+                "<": field.__lt__,
+                "<=": field.__le__,
+                ">": field.__gt__,
+                ">=": field.__ge__,
+            }[op](value)
         expression = term if expression is None else expression & term
     return expression
 
 
-def table(name: str, version: int | None = None, as_of: str | dt.datetime | None = None,
-          columns: list[str] | None = None, where: Where | None = None, format: Format = "arrow",
-          lake_root: str | Path | None = None, settings: Settings | None = None) -> Any:
+def table(
+    name: str,
+    version: int | None = None,
+    as_of: str | dt.datetime | None = None,
+    columns: list[str] | None = None,
+    where: Where | None = None,
+    format: Format = "arrow",
+    lake_root: str | Path | None = None,
+    settings: Settings | None = None,
+) -> Any:
     """A table (``silver.eeg_samples``) at a version, or as it was at ``as_of``, as Arrow, pandas
     or Polars. ``where`` filters are pushed down to the Parquet files: ``("session_id", "=", X)``."""
     from batch_jobs.lake_tables import arrow_schema, open_table
@@ -88,8 +103,12 @@ def table(name: str, version: int | None = None, as_of: str | dt.datetime | None
     return result
 
 
-def version(name: str, as_of: str | dt.datetime | None = None, lake_root: str | Path | None = None,
-            settings: Settings | None = None) -> int:
+def version(
+    name: str,
+    as_of: str | dt.datetime | None = None,
+    lake_root: str | Path | None = None,
+    settings: Settings | None = None,
+) -> int:
     """The table's current version (or the one current at ``as_of``): pin it to reproduce a read."""
     from batch_jobs.lake_tables import resolve_version, table_path
 
@@ -103,15 +122,26 @@ def history(name: str, lake_root: str | Path | None = None, settings: Settings |
     from batch_jobs.lake_tables import table_path
 
     commits = DeltaTable(str(table_path(_root(lake_root, settings), name))).history()
-    return [{"version": c["version"],
-             "time": dt.datetime.fromtimestamp(c["timestamp"] / 1000, dt.UTC).isoformat(timespec="milliseconds"),
-             "operation": c.get("operation"),
-             "rows_added": (c.get("operationMetrics") or {}).get("num_added_rows"),
-             "batch_id": c.get("neurolake.batch_id")} for c in commits]
+    return [
+        {
+            "version": c["version"],
+            "time": dt.datetime.fromtimestamp(c["timestamp"] / 1000, dt.UTC).isoformat(timespec="milliseconds"),
+            "operation": c.get("operation"),
+            "rows_added": (c.get("operationMetrics") or {}).get("num_added_rows"),
+            "batch_id": c.get("neurolake.batch_id"),
+        }
+        for c in commits
+    ]
 
 
-def spark_table(name: str, version: int | None = None, as_of: str | dt.datetime | None = None,
-                spark: Any = None, lake_root: str | Path | None = None, settings: Settings | None = None) -> Any:
+def spark_table(
+    name: str,
+    version: int | None = None,
+    as_of: str | dt.datetime | None = None,
+    spark: Any = None,
+    lake_root: str | Path | None = None,
+    settings: Settings | None = None,
+) -> Any:
     """The table as a Spark DataFrame, read from the Parquet files delta-rs lists for the version
     (one split per file, so it spreads over a cluster), with the Delta schema and partition columns.
     Without ``spark``, a local session is built from the settings."""

@@ -27,10 +27,12 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps({"training_set": training_set.summary(), **result.as_dict()}, indent=2, default=str))
         return 0
     summary = training_set.summary()
-    print(f"training set: gold.eeg_windows v{summary['table_version']}, {summary['windows']} windows "
-          f"({summary['train_windows']} train from {len(summary['train_sessions'])} sessions, "
-          f"{summary['held_out_windows']} held out from {len(summary['held_out_sessions'])}), "
-          f"labels from {summary['label_source']}")
+    print(
+        f"training set: gold.eeg_windows v{summary['table_version']}, {summary['windows']} windows "
+        f"({summary['train_windows']} train from {len(summary['train_sessions'])} sessions, "
+        f"{summary['held_out_windows']} held out from {len(summary['held_out_sessions'])}), "
+        f"labels from {summary['label_source']}"
+    )
     print(f"{'pipeline':<14} {'CV bal.acc':>10} {'held-out':>9}  run")
     for run in result.runs:
         cv = f"{run.cv['cv_balanced_accuracy']:.3f}" if run.cv else "n/a"
@@ -38,8 +40,9 @@ def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     decision = result.decision
     assert decision is not None
     outcome = "@champion" if decision.promoted else "@challenger"
-    print(f"registered {settings.mlflow.model_name} version {result.registered_version} -> {outcome}: "
-          f"{decision.reason}")
+    print(
+        f"registered {settings.mlflow.model_name} version {result.registered_version} -> {outcome}: {decision.reason}"
+    )
     return 0
 
 
@@ -68,13 +71,17 @@ def _cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     def number(value: float | None) -> str:
         return "-" if value is None else f"{value:.3f}"
 
-    print(f"{'version':>7}  {'aliases':<20} {'pipeline':<13} {'data v':>6} {'CV bal.acc':>10} "
-          f"{'held-out':>8} {'gate':>6}  promotion / reason")
+    print(
+        f"{'version':>7}  {'aliases':<20} {'pipeline':<13} {'data v':>6} {'CV bal.acc':>10} "
+        f"{'held-out':>8} {'gate':>6}  promotion / reason"
+    )
     for row in rows:
-        print(f"{row['version']:>7}  {','.join('@' + a for a in row['aliases']) or '-':<20} "
-              f"{row['pipeline'] or '-':<13} {row['dataset_version'] or '-':>6} "
-              f"{number(row['cv_balanced_accuracy']):>10} {number(row['held_out_balanced_accuracy']):>8} "
-              f"{number(row['gate_balanced_accuracy']):>6}  {row['promotion'] or '-'}: {row['reason'] or ''}")
+        print(
+            f"{row['version']:>7}  {','.join('@' + a for a in row['aliases']) or '-':<20} "
+            f"{row['pipeline'] or '-':<13} {row['dataset_version'] or '-':>6} "
+            f"{number(row['cv_balanced_accuracy']):>10} {number(row['held_out_balanced_accuracy']):>8} "
+            f"{number(row['gate_balanced_accuracy']):>6}  {row['promotion'] or '-'}: {row['reason'] or ''}"
+        )
     return 0
 
 
@@ -83,8 +90,9 @@ def _cmd_sample_lake(args: argparse.Namespace, settings: Settings) -> int:
     from batch_jobs.sample_lake import write_sample_lake
 
     with progress_bar(args.sessions, "simulated sessions", unit="session") as advance:
-        ids = write_sample_lake(settings, sessions=args.sessions, seconds=args.seconds,
-                                progress=lambda done, total: advance(1))
+        ids = write_sample_lake(
+            settings, sessions=args.sessions, seconds=args.seconds, progress=lambda done, total: advance(1)
+        )
     print(f"wrote {len(ids)} sessions to {settings.paths.lake_root}")
     return 0
 
@@ -103,20 +111,28 @@ def _cmd_score_lake(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_ml_commands(commands: Any) -> None:
     train = commands.add_parser("train", help="build a training set from gold, train, register, gate")
-    train.add_argument("--label-source", choices=["markers", "motion"], default=None,
-                       help="labels from stimulus markers or still/moving from the room sensors "
-                            "(default: ml.label_source)")
-    train.add_argument("--dataset-version", type=int, default=None,
-                       help="gold.eeg_windows Delta version to train on (default: latest)")
-    train.add_argument("--shuffle-labels", action="store_true",
-                       help="a control: train on permuted labels (the gate must refuse the model)")
+    train.add_argument(
+        "--label-source",
+        choices=["markers", "motion"],
+        default=None,
+        help="labels from stimulus markers or still/moving from the room sensors (default: ml.label_source)",
+    )
+    train.add_argument(
+        "--dataset-version", type=int, default=None, help="gold.eeg_windows Delta version to train on (default: latest)"
+    )
+    train.add_argument(
+        "--shuffle-labels",
+        action="store_true",
+        help="a control: train on permuted labels (the gate must refuse the model)",
+    )
     train.add_argument("--json", action="store_true")
     train.set_defaults(handler=_cmd_train)
 
     promote = commands.add_parser("promote", help="gate a registered version against @champion")
     promote.add_argument("version", type=int, help="the model version (see `neurolake models`)")
-    promote.add_argument("--force", action="store_true",
-                         help="make it champion without comparing (its signature is still checked)")
+    promote.add_argument(
+        "--force", action="store_true", help="make it champion without comparing (its signature is still checked)"
+    )
     promote.set_defaults(handler=_cmd_promote)
 
     models = commands.add_parser("models", help="registered versions, aliases and their metrics")
@@ -132,8 +148,12 @@ def add_ml_commands(commands: Any) -> None:
     targets = score.add_subparsers(dest="score_target", metavar="TARGET", required=True)
     live = targets.add_parser("live", help="eeg.raw -> eeg.predictions, Kafka-native, no Spark")
     live.add_argument("--duration", type=float, default=None, help="seconds (default: until stopped)")
-    live.add_argument("--start", choices=["latest", "earliest"], default=None,
-                      help="where to start reading eeg.raw (default: ml.live_start)")
+    live.add_argument(
+        "--start",
+        choices=["latest", "earliest"],
+        default=None,
+        help="where to start reading eeg.raw (default: ml.live_start)",
+    )
     live.set_defaults(handler=_cmd_score_live)
     lake = targets.add_parser("lake", help="gold.eeg_windows -> gold.predictions (Spark)")
     lake.add_argument("--every", type=float, default=None, help="repeat every N seconds (default: once)")

@@ -54,14 +54,10 @@ class KafkaSettings(_Section):
     def _sasl_needs_credentials(self) -> KafkaSettings:
         if self.security_protocol.startswith("SASL"):
             missing = [
-                name
-                for name in ("sasl_mechanism", "sasl_username", "sasl_password")
-                if getattr(self, name) is None
+                name for name in ("sasl_mechanism", "sasl_username", "sasl_password") if getattr(self, name) is None
             ]
             if missing:
-                raise ValueError(
-                    f"security_protocol={self.security_protocol} needs kafka.{', kafka.'.join(missing)}"
-                )
+                raise ValueError(f"security_protocol={self.security_protocol} needs kafka.{', kafka.'.join(missing)}")
         return self
 
     def client_config(self) -> dict[str, Any]:
@@ -122,9 +118,7 @@ class TopicSettings(_Section):
 
         for name, count in self.partitions.items():
             if name not in TOPICS:
-                raise ValueError(
-                    f"unknown topic {name!r} in topics.partitions; known: {', '.join(sorted(TOPICS))}"
-                )
+                raise ValueError(f"unknown topic {name!r} in topics.partitions; known: {', '.join(sorted(TOPICS))}")
             if count < 1:
                 raise ValueError(f"topics.partitions[{name!r}] must be >= 1, got {count}")
         return self
@@ -213,9 +207,7 @@ class StimulusSettings(_Section):
 
     enabled: bool = False
     classes: dict[str, float] = Field(
-        default_factory=lambda: {
-            "flicker_8hz": 8.0, "flicker_10hz": 10.0, "flicker_12hz": 12.0, "flicker_15hz": 15.0
-        }
+        default_factory=lambda: {"flicker_8hz": 8.0, "flicker_10hz": 10.0, "flicker_12hz": 12.0, "flicker_15hz": 15.0}
     )
     # Bounds hold for the settings file and for SET_CONFIG alike: a trial of microseconds would make
     # the schedule loop without end.
@@ -256,9 +248,7 @@ class EdgeSettings(_Section):
     """One Pi's devices. `neurolake edge setup` writes these into the Pi's neurolake.toml."""
 
     device_id: str = "pi-1"
-    board: Literal["simulated", "synthetic", "playback", "cyton", "cyton_daisy", "ganglion"] = (
-        "simulated"
-    )
+    board: Literal["simulated", "synthetic", "playback", "cyton", "cyton_daisy", "ganglion"] = "simulated"
     serial_port: str | None = None
     playback_file: Path | None = None
     # The board the playback recording was made with (its description: rate, rows, names).
@@ -291,8 +281,7 @@ class EdgeSettings(_Section):
     def _board_inputs(self) -> EdgeSettings:
         if self.board in ("cyton", "cyton_daisy", "ganglion") and not self.serial_port:
             raise ValueError(
-                f"edge.board={self.board} needs edge.serial_port (e.g. /dev/ttyUSB0; "
-                "NEUROLAKE_EDGE__SERIAL_PORT)"
+                f"edge.board={self.board} needs edge.serial_port (e.g. /dev/ttyUSB0; NEUROLAKE_EDGE__SERIAL_PORT)"
             )
         if self.board == "playback" and self.playback_file is None:
             raise ValueError("edge.board=playback needs edge.playback_file (a BrainFlow recording)")
@@ -332,8 +321,7 @@ class LakeSettings(_Section):
     def _band(self) -> LakeSettings:
         if self.band_low_hz >= self.band_high_hz:
             raise ValueError(
-                f"lake.band_low_hz ({self.band_low_hz}) must be below lake.band_high_hz "
-                f"({self.band_high_hz})"
+                f"lake.band_low_hz ({self.band_low_hz}) must be below lake.band_high_hz ({self.band_high_hz})"
             )
         if self.notch_hz == 0:
             object.__setattr__(self, "notch_hz", None)
@@ -346,9 +334,7 @@ class MlSettings(_Section):
     # "markers": stimulus markers (the SSVEP task). "motion": still/moving from the room sensors'
     # gyroscope, joined to the windows in lab time. Both label windows through lab-time intervals.
     label_source: Literal["markers", "motion"] = "markers"
-    pipelines: list[Literal["bandpower_lr", "ssvep_lda"]] = Field(
-        default_factory=lambda: ["bandpower_lr", "ssvep_lda"]
-    )
+    pipelines: list[Literal["bandpower_lr", "ssvep_lda"]] = Field(default_factory=lambda: ["bandpower_lr", "ssvep_lda"])
     # Windows worse than these are left out of training sets.
     max_railed_pct: float = Field(default=1.0, ge=0, le=100)
     max_line_noise_ratio: float = Field(default=0.5, ge=0, le=1)
@@ -449,13 +435,18 @@ class Settings(_Section):
     def _web_uis_on_loopback(self) -> Settings:
         # MLflow, Airflow and the dashboard have no neurolake login yet: beyond loopback anyone on
         # the lab network could register models (code the scorers would load) or read live EEG.
-        for name, host in (("mlflow.host", self.mlflow.host), ("airflow.host", self.airflow.host),
-                           ("dashboard.host", self.dashboard.host), ("broker.host", self.broker.host)):
+        for name, host in (
+            ("mlflow.host", self.mlflow.host),
+            ("airflow.host", self.airflow.host),
+            ("dashboard.host", self.dashboard.host),
+            ("broker.host", self.broker.host),
+        ):
             if not _is_loopback(host) and not self.security.allow_unauthenticated_lan:
                 raise ValueError(
                     f"{name}={host!r} would serve the lab network without a login; keep 127.0.0.1 and reach "
                     "it through an SSH tunnel (ssh -L PORT:127.0.0.1:PORT hub), Pis through `neurolake tls`, "
-                    "or set security.allow_unauthenticated_lan=true on a network only you use")
+                    "or set security.allow_unauthenticated_lan=true on a network only you use"
+                )
         return self
 
     @model_validator(mode="after")
@@ -543,9 +534,7 @@ def _parse_mapping(text: str, name: str) -> dict[str, str]:
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
-            raise SettingsError(
-                f"{name} item {item!r} is not NAME=VALUE; write e.g. a=1,b=2"
-            )
+            raise SettingsError(f"{name} item {item!r} is not NAME=VALUE; write e.g. a=1,b=2")
         result[key.strip()] = value.strip()
     return result
 
@@ -581,9 +570,7 @@ def _check_known_tree(tree: Mapping[str, Any], prefix: list[str], source: str) -
         annotation = fields[key].annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             if not isinstance(value, Mapping):
-                raise SettingsError(
-                    f"setting {'.'.join([*prefix, key])} in {source} must be a table of settings"
-                )
+                raise SettingsError(f"setting {'.'.join([*prefix, key])} in {source} must be a table of settings")
             _check_known_tree(value, [*prefix, key], source)
 
 
@@ -612,9 +599,7 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         return path if path.is_absolute() else (base / path).resolve()
 
     home = absolute(settings.paths.home)
-    paths = settings.paths.model_copy(
-        update={"home": home, "lake_root": absolute(settings.paths.lake_root)}
-    )
+    paths = settings.paths.model_copy(update={"home": home, "lake_root": absolute(settings.paths.lake_root)})
     spool_dir = settings.edge.spool.directory
     spool = settings.edge.spool.model_copy(
         update={"directory": spool_dir if spool_dir.is_absolute() else home / spool_dir}

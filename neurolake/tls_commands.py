@@ -19,9 +19,11 @@ def _cmd_init(args: argparse.Namespace, settings: Settings) -> int:
     ca = init_ca(directory)
     hosts = tuple(dict.fromkeys([*(args.host or []), "localhost", "127.0.0.1", socket.gethostname()]))
     hub = issue(directory, "hub", server=True, hosts=hosts)
-    print(f"CA {ca}\nhub certificate {hub.certificate} for {', '.join(hosts)}\n"
-          f"set broker.tls_port (e.g. NEUROLAKE_BROKER__TLS_PORT=19093) and run `neurolake up`; "
-          f"then `neurolake tls issue DEVICE` for each Pi")
+    print(
+        f"CA {ca}\nhub certificate {hub.certificate} for {', '.join(hosts)}\n"
+        f"set broker.tls_port (e.g. NEUROLAKE_BROKER__TLS_PORT=19093) and run `neurolake up`; "
+        f"then `neurolake tls issue DEVICE` for each Pi"
+    )
     return 0
 
 
@@ -32,8 +34,10 @@ def _cmd_issue(args: argparse.Namespace, settings: Settings) -> int:
     for source in (credentials.certificate, credentials.key, credentials.ca):
         shutil.copy2(source, out / source.name)
     os.chmod(out / credentials.key.name, 0o600)
-    print(f"{out}/: {credentials.certificate.name}, {credentials.key.name}, {credentials.ca.name}; copy the folder "
-          f"privately to the Pi as <paths.home>/tls/ and run `neurolake tls tunnel --hub HUB:PORT` there")
+    print(
+        f"{out}/: {credentials.certificate.name}, {credentials.key.name}, {credentials.ca.name}; copy the folder "
+        f"privately to the Pi as <paths.home>/tls/ and run `neurolake tls tunnel --hub HUB:PORT` there"
+    )
     return 0
 
 
@@ -56,12 +60,15 @@ def _cmd_tunnel(args: argparse.Namespace, settings: Settings) -> int:
     credentials = Credentials(directory / f"{device}.pem", directory / f"{device}.key", directory / "ca.pem")
     missing = [str(p) for p in (credentials.certificate, credentials.key, credentials.ca) if not p.exists()]
     if missing:
-        raise TlsError(f"missing {', '.join(missing)}; on the hub run `neurolake tls issue {device}` and copy "
-                       f"the folder here as {directory}")
+        raise TlsError(
+            f"missing {', '.join(missing)}; on the hub run `neurolake tls issue {device}` and copy "
+            f"the folder here as {directory}"
+        )
     hub_host = args.hub.rsplit(":", 1)[0]
     listen = args.listen or f"127.0.0.1:{settings.broker.port}"
-    config = stunnel_config("kafka-tls", listen, args.hub, credentials, client=True,
-                            check_host=None if args.no_check_host else hub_host)
+    config = stunnel_config(
+        "kafka-tls", listen, args.hub, credentials, client=True, check_host=None if args.no_check_host else hub_host
+    )
     path = settings.paths.run_dir / "stunnel-pi.conf"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(config)

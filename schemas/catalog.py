@@ -43,13 +43,20 @@ TOPICS: dict[str, TopicSpec] = {
         TopicSpec(SENSORS_ENV, "sensor_reading", "device_id", 2, description="Sense HAT / room sensors"),
         TopicSpec(MARKERS, "marker", "session_id", 1, description="stimulus and task events"),
         TopicSpec(
-            SESSIONS, "session", "session_id", 1, compacted=True,
+            SESSIONS,
+            "session",
+            "session_id",
+            1,
+            compacted=True,
             description="one record per session: montage, channels, rate",
         ),
         TopicSpec(DEVICE_STATUS, "device_status", "device_id", 1, description="edge heartbeats"),
         TopicSpec(DEVICE_LOGS, "device_log", "device_id", 1, description="edge log lines"),
         TopicSpec(
-            CONTROL, "control", "device_id", 1,
+            CONTROL,
+            "control",
+            "device_id",
+            1,
             description="commands, command acks, lake spool acks",
         ),
         TopicSpec(PREDICTIONS, "prediction", "device_id", 2, description="live model output"),
@@ -58,7 +65,6 @@ TOPICS: dict[str, TopicSpec] = {
 }
 
 RECORD_TYPES: tuple[str, ...] = tuple(spec.record_type for spec in TOPICS.values())
-
 
 
 @dataclass(frozen=True, order=True)
@@ -99,10 +105,22 @@ GOLD_PREDICTIONS = TableSpec("gold", "predictions", "model predictions per windo
 TABLES: dict[str, TableSpec] = {
     spec.qualified: spec
     for spec in (
-        BRONZE_EEG_BLOCKS, BRONZE_CAMERA_FRAMES, BRONZE_SENSOR_READINGS, BRONZE_MARKERS, BRONZE_SESSIONS,
-        BRONZE_DEVICE_STATUS, BRONZE_DEVICE_LOGS, BRONZE_QUARANTINE, SILVER_EEG_SAMPLES, SILVER_HEART_RATE,
-        SILVER_MARKERS, SILVER_SENSOR_READINGS, SILVER_SKIPPED_BLOCKS, SILVER_SESSION_ERRORS,
-        GOLD_EEG_WINDOWS, GOLD_PREDICTIONS,
+        BRONZE_EEG_BLOCKS,
+        BRONZE_CAMERA_FRAMES,
+        BRONZE_SENSOR_READINGS,
+        BRONZE_MARKERS,
+        BRONZE_SESSIONS,
+        BRONZE_DEVICE_STATUS,
+        BRONZE_DEVICE_LOGS,
+        BRONZE_QUARANTINE,
+        SILVER_EEG_SAMPLES,
+        SILVER_HEART_RATE,
+        SILVER_MARKERS,
+        SILVER_SENSOR_READINGS,
+        SILVER_SKIPPED_BLOCKS,
+        SILVER_SESSION_ERRORS,
+        GOLD_EEG_WINDOWS,
+        GOLD_PREDICTIONS,
     )
 }
 

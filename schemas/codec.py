@@ -117,9 +117,7 @@ class AvroCodec:
         if len(payload) < HEADER_SIZE:
             raise CodecError(f"payload of {len(payload)} bytes is shorter than the 10-byte header")
         if payload[:2] != MAGIC:
-            raise CodecError(
-                f"payload starts with {payload[:2].hex()}, not the Avro single-object marker c301"
-            )
+            raise CodecError(f"payload starts with {payload[:2].hex()}, not the Avro single-object marker c301")
         writer = self._by_fingerprint.get(payload[2:HEADER_SIZE])
         if writer is None:
             raise CodecError(
@@ -132,15 +130,11 @@ class AvroCodec:
         body = io.BytesIO(payload)
         body.seek(HEADER_SIZE)
         try:
-            record = schemaless_reader(
-                body, writer.parsed, reader.parsed if reader is not writer else None
-            )
+            record = schemaless_reader(body, writer.parsed, reader.parsed if reader is not writer else None)
         except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError... on bad bytes
             raise CodecError(f"corrupt {writer.record_type} body: {type(exc).__name__}: {exc}") from None
         if body.tell() != len(payload):
-            raise CodecError(
-                f"{len(payload) - body.tell()} trailing bytes after the {writer.record_type} record"
-            )
+            raise CodecError(f"{len(payload) - body.tell()} trailing bytes after the {writer.record_type} record")
         return writer.record_type, record  # type: ignore[return-value]
 
     @staticmethod
@@ -180,8 +174,7 @@ def eeg_block_device_times(record: Mapping[str, Any]) -> np.ndarray:
     times = record["device_times_us"]
     if len(times) != record["n_samples"] * TIME_DTYPE.itemsize:
         raise CodecError(
-            f"eeg_block device_times_us holds {len(times)} bytes, expected n_samples*8 = "
-            f"{record['n_samples'] * 8}"
+            f"eeg_block device_times_us holds {len(times)} bytes, expected n_samples*8 = {record['n_samples'] * 8}"
         )
     return np.frombuffer(times, dtype=TIME_DTYPE)
 

@@ -34,30 +34,67 @@ def identifier_problem(field: str, value: object) -> str | None:
     """Why ``value`` is not a valid device or session id, or None."""
     if isinstance(value, str) and IDENTIFIER.fullmatch(value) and ".." not in value:
         return None
-    return (f"{field}={str(value)[:80]!r} must be 1-128 letters, digits, '.', '_', '~' or '-', start "
-            "with a letter or digit and contain no '..'")
+    return (
+        f"{field}={str(value)[:80]!r} must be 1-128 letters, digits, '.', '_', '~' or '-', start "
+        "with a letter or digit and contain no '..'"
+    )
 
 
-def control_record(*, device_id: str, kind: str, sender: str, issued_us: int, seq: int | None = None,
-                   session_id: str | None = None, command_id: str | None = None,
-                   config: dict[str, str] | None = None, acked_topic: str | None = None,
-                   acked_seq: int | None = None, acked_epoch: int | None = None, in_reply_to: str | None = None,
-                   ok: bool | None = None, message: str | None = None) -> dict[str, Any]:
+def control_record(
+    *,
+    device_id: str,
+    kind: str,
+    sender: str,
+    issued_us: int,
+    seq: int | None = None,
+    session_id: str | None = None,
+    command_id: str | None = None,
+    config: dict[str, str] | None = None,
+    acked_topic: str | None = None,
+    acked_seq: int | None = None,
+    acked_epoch: int | None = None,
+    in_reply_to: str | None = None,
+    ok: bool | None = None,
+    message: str | None = None,
+) -> dict[str, Any]:
     """A ``control`` record: a command, a command's ack or a lake spool ack. Records that are not
     spooled take their send time as ``seq`` (monotonic across restarts) unless one is given."""
     if kind not in CONTROL_KINDS:
-        raise ValueError(f"control kind {kind!r} is not one of {', '.join(sorted(CONTROL_KINDS))} (schemas/avro/control.avsc)")
+        raise ValueError(
+            f"control kind {kind!r} is not one of {', '.join(sorted(CONTROL_KINDS))} (schemas/avro/control.avsc)"
+        )
     return {
-        "device_id": device_id, "session_id": session_id, "seq": issued_us if seq is None else seq,
-        "issued_us": issued_us, "kind": kind, "command_id": command_id or uuid.uuid4().hex, "sender": sender,
-        "config": dict(config or {}), "acked_topic": acked_topic, "acked_seq": acked_seq,
-        "acked_epoch": acked_epoch, "in_reply_to": in_reply_to, "ok": ok, "message": message,
+        "device_id": device_id,
+        "session_id": session_id,
+        "seq": issued_us if seq is None else seq,
+        "issued_us": issued_us,
+        "kind": kind,
+        "command_id": command_id or uuid.uuid4().hex,
+        "sender": sender,
+        "config": dict(config or {}),
+        "acked_topic": acked_topic,
+        "acked_seq": acked_seq,
+        "acked_epoch": acked_epoch,
+        "in_reply_to": in_reply_to,
+        "ok": ok,
+        "message": message,
     }
 
 
-def eeg_block_record(*, device_id: str, session_id: str, seq: int, first_sample_index: int, samples: np.ndarray,
-                     device_times_us: np.ndarray, sample_rate_hz: float, produced_us: int, clock_offset_us: int,
-                     clock_rtt_us: int, spool_epoch: int = 0) -> dict[str, Any]:
+def eeg_block_record(
+    *,
+    device_id: str,
+    session_id: str,
+    seq: int,
+    first_sample_index: int,
+    samples: np.ndarray,
+    device_times_us: np.ndarray,
+    sample_rate_hz: float,
+    produced_us: int,
+    clock_offset_us: int,
+    clock_rtt_us: int,
+    spool_epoch: int = 0,
+) -> dict[str, Any]:
     """An ``eeg_block``: samples (n_samples x n_channels, any float dtype; sent as float32) with one
     device time per sample; the counts come from the arrays, so they cannot disagree with them."""
     if samples.ndim != 2:
@@ -65,9 +102,17 @@ def eeg_block_record(*, device_id: str, session_id: str, seq: int, first_sample_
     if len(device_times_us) != len(samples):
         raise ValueError(f"eeg_block device_times_us has {len(device_times_us)} entries for {len(samples)} samples")
     return {
-        "device_id": device_id, "session_id": session_id, "seq": int(seq), "spool_epoch": int(spool_epoch),
-        "first_sample_index": int(first_sample_index), "n_samples": int(samples.shape[0]),
-        "n_channels": int(samples.shape[1]), "sample_rate_hz": float(sample_rate_hz),
-        "data": samples_to_bytes(samples), "device_times_us": times_to_bytes(device_times_us),
-        "produced_us": int(produced_us), "clock_offset_us": int(clock_offset_us), "clock_rtt_us": int(clock_rtt_us),
+        "device_id": device_id,
+        "session_id": session_id,
+        "seq": int(seq),
+        "spool_epoch": int(spool_epoch),
+        "first_sample_index": int(first_sample_index),
+        "n_samples": int(samples.shape[0]),
+        "n_channels": int(samples.shape[1]),
+        "sample_rate_hz": float(sample_rate_hz),
+        "data": samples_to_bytes(samples),
+        "device_times_us": times_to_bytes(device_times_us),
+        "produced_us": int(produced_us),
+        "clock_offset_us": int(clock_offset_us),
+        "clock_rtt_us": int(clock_rtt_us),
     }

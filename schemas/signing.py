@@ -66,7 +66,7 @@ def sign(record: bytes, topic: str, key: DeviceKey, direction: bytes = DEVICE) -
 
 def split_signed(value: bytes) -> tuple[bytes, bytes, str]:
     """(record, mac, key_id) of a signed value; SignatureError when it carries no signature."""
-    if len(value) < len(TRAILER_MAGIC) + 1 + MAC_SIZE or value[-len(TRAILER_MAGIC):] != TRAILER_MAGIC:
+    if len(value) < len(TRAILER_MAGIC) + 1 + MAC_SIZE or value[-len(TRAILER_MAGIC) :] != TRAILER_MAGIC:
         raise SignatureError("unsigned record (no signature trailer)")
     id_size = value[-len(TRAILER_MAGIC) - 1]
     id_end = len(value) - len(TRAILER_MAGIC) - 1
@@ -103,8 +103,10 @@ class Keyring:
             raw = json.loads(self.path.read_text())
             self._keys = {k["key_id"]: DeviceKey(**k) for k in raw.get("keys", [])}
         except (ValueError, TypeError, KeyError) as exc:
-            raise SignatureError(f"keyring {self.path} is not a neurolake keyring ({exc}); "
-                                 "restore it or make keys anew with `neurolake keys add`") from None
+            raise SignatureError(
+                f"keyring {self.path} is not a neurolake keyring ({exc}); "
+                "restore it or make keys anew with `neurolake keys add`"
+            ) from None
         self._stamp = stamp
 
     def keys(self) -> list[DeviceKey]:

@@ -54,8 +54,12 @@ BRONZE_TOPICS = tuple(BRONZE_TABLES)
 QUARANTINE_TABLE = BRONZE_QUARANTINE.name
 # The record's own time, which decides its date partition.
 TIME_FIELD = {
-    "eeg_block": "produced_us", "camera_frame": "captured_us", "sensor_reading": "measured_us",
-    "marker": "timestamp_us", "session": "started_us", "device_status": "timestamp_us",
+    "eeg_block": "produced_us",
+    "camera_frame": "captured_us",
+    "sensor_reading": "measured_us",
+    "marker": "timestamp_us",
+    "session": "started_us",
+    "device_status": "timestamp_us",
     "device_log": "timestamp_us",
 }
 KAFKA_COLUMNS = [
@@ -65,13 +69,15 @@ KAFKA_COLUMNS = [
     pa.field("ingest_us", pa.int64(), nullable=False),
     pa.field("date", pa.string(), nullable=False),
 ]
-QUARANTINE_SCHEMA = pa.schema([
-    *KAFKA_COLUMNS[:3],
-    pa.field("key", pa.binary()),
-    pa.field("value", pa.binary()),
-    pa.field("reason", pa.string(), nullable=False),
-    *KAFKA_COLUMNS[3:],
-])
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        *KAFKA_COLUMNS[:3],
+        pa.field("key", pa.binary()),
+        pa.field("value", pa.binary()),
+        pa.field("reason", pa.string(), nullable=False),
+        *KAFKA_COLUMNS[3:],
+    ]
+)
 
 
 def bronze_schema(record_type: str) -> pa.Schema:
@@ -96,8 +102,9 @@ class SessionFacts:
     started_us: int
 
 
-def validate(record_type: str, record: dict[str, Any],
-             sessions: Mapping[str, SessionFacts] | None = None) -> str | None:
+def validate(
+    record_type: str, record: dict[str, Any], sessions: Mapping[str, SessionFacts] | None = None
+) -> str | None:
     """Checks the Avro schema cannot express; the reason a record is refused, or None. An EEG block
     is checked against its session when bronze knows the session."""
     if record.get("seq", 0) < 0:
@@ -118,8 +125,7 @@ def validate(record_type: str, record: dict[str, Any],
         return None
     n, c, rate = record["n_samples"], record["n_channels"], record["sample_rate_hz"]
     if not 0 < n <= MAX_BLOCK_SAMPLES or not 0 < c <= MAX_CHANNELS:
-        return (f"eeg_block n_samples={n} n_channels={c}: must be in 1..{MAX_BLOCK_SAMPLES} and "
-                f"1..{MAX_CHANNELS}")
+        return f"eeg_block n_samples={n} n_channels={c}: must be in 1..{MAX_BLOCK_SAMPLES} and 1..{MAX_CHANNELS}"
     if len(record["data"]) != n * c * EEG_DTYPE.itemsize:
         return f"eeg_block data is {len(record['data'])} bytes, n_samples*n_channels*4 = {n * c * 4}"
     if len(record["device_times_us"]) != n * TIME_DTYPE.itemsize:
@@ -132,26 +138,30 @@ def validate(record_type: str, record: dict[str, Any],
     session = (sessions or {}).get(record["session_id"])
     if session is None:
         if first > MAX_SESSION_S * rate:
-            return (f"eeg_block first_sample_index={first} is more than {MAX_SESSION_S / 86_400:.0f} "
-                    f"days of samples at {rate:g} Hz")
+            return (
+                f"eeg_block first_sample_index={first} is more than {MAX_SESSION_S / 86_400:.0f} "
+                f"days of samples at {rate:g} Hz"
+            )
         return None
     if c != session.n_channels:
-        return (f"eeg_block n_channels={c} but session {record['session_id']} has "
-                f"{session.n_channels} channels")
+        return f"eeg_block n_channels={c} but session {record['session_id']} has {session.n_channels} channels"
     if not math.isclose(rate, session.sample_rate_hz, rel_tol=1e-6):
-        return (f"eeg_block sample_rate_hz={rate:g} but session {record['session_id']} runs at "
-                f"{session.sample_rate_hz:g} Hz")
+        return (
+            f"eeg_block sample_rate_hz={rate:g} but session {record['session_id']} runs at "
+            f"{session.sample_rate_hz:g} Hz"
+        )
     elapsed_s = max(0.0, (record["produced_us"] - session.started_us) / 1e6)
     if first > (elapsed_s + SAMPLE_INDEX_SLACK_S) * rate:
-        return (f"eeg_block first_sample_index={first} is implausible: session "
-                f"{record['session_id']} started {elapsed_s:.0f} s before this block "
-                f"(at most {(elapsed_s + SAMPLE_INDEX_SLACK_S) * rate:.0f} samples at {rate:g} Hz)")
+        return (
+            f"eeg_block first_sample_index={first} is implausible: session "
+            f"{record['session_id']} started {elapsed_s:.0f} s before this block "
+            f"(at most {(elapsed_s + SAMPLE_INDEX_SLACK_S) * rate:.0f} samples at {rate:g} Hz)"
+        )
     return None
 
 
 def session_facts(record: Mapping[str, Any]) -> SessionFacts:
-    return SessionFacts(len(record["channel_names"]), float(record["sample_rate_hz"]),
-                        int(record["started_us"]))
+    return SessionFacts(len(record["channel_names"]), float(record["sample_rate_hz"]), int(record["started_us"]))
 
 
 @dataclass
@@ -231,7 +241,10 @@ class DecodedBatch:
 
 
 def decode_batch(
-    rows: pa.Table, index: SeqIndex, codec: AvroCodec | None = None, now_us: int | None = None,
+    rows: pa.Table,
+    index: SeqIndex,
+    codec: AvroCodec | None = None,
+    now_us: int | None = None,
     sessions: dict[str, SessionFacts] | None = None,
     keyring: Keyring | None = None,
 ) -> DecodedBatch:
@@ -253,12 +266,15 @@ def decode_batch(
     for topic, partition, offset, key, value in zip(
         columns["topic"], columns["partition"], columns["offset"], columns["key"], columns["value"]
     ):
-        kafka = {"kafka_topic": topic, "kafka_partition": partition, "kafka_offset": offset,
-                 "ingest_us": ingest}
+        kafka = {"kafka_topic": topic, "kafka_partition": partition, "kafka_offset": offset, "ingest_us": ingest}
         expected = TOPICS[topic].record_type if topic in TOPICS else None
         if value is not None and len(value) > MAX_RECORD_BYTES:
-            refuse(kafka, key, value[:1024], f"record is {len(value):,} bytes; the cap is {MAX_RECORD_BYTES:,} "
-                                             f"(first 1 KiB kept)")
+            refuse(
+                kafka,
+                key,
+                value[:1024],
+                f"record is {len(value):,} bytes; the cap is {MAX_RECORD_BYTES:,} (first 1 KiB kept)",
+            )
             continue
         try:
             if value is None:
@@ -272,8 +288,13 @@ def decode_batch(
             refuse(kafka, key, value, str(exc))
             continue
         if signer is not None and record.get("device_id") != signer.device_id:
-            refuse(kafka, key, value, f"not authenticated: a {record_type} for device {record.get('device_id')!r} "
-                                      f"signed with key {signer.key_id!r} of device {signer.device_id!r}")
+            refuse(
+                kafka,
+                key,
+                value,
+                f"not authenticated: a {record_type} for device {record.get('device_id')!r} "
+                f"signed with key {signer.key_id!r} of device {signer.device_id!r}",
+            )
             continue
         decoded.append((kafka, key, value, record_type, record))
     # Sessions first: a block is checked against its session even when both came in this batch.
@@ -287,8 +308,10 @@ def decode_batch(
             stream = (topic, record["device_id"], int(record.get("spool_epoch") or 0))
             jump = index.jump(stream, record["seq"])
             if jump > MAX_SEQ_JUMP:
-                problem = (f"{record_type} seq={record['seq']} from {record['device_id']} jumps {jump:,} "
-                           f"past the last stored (more than {MAX_SEQ_JUMP:,}); not indexed")
+                problem = (
+                    f"{record_type} seq={record['seq']} from {record['device_id']} jumps {jump:,} "
+                    f"past the last stored (more than {MAX_SEQ_JUMP:,}); not indexed"
+                )
         if problem is not None:
             refuse(kafka, key, value, problem)
             continue
@@ -320,8 +343,11 @@ def seed_index(lake_root: Path) -> SeqIndex:
         stored = dataset.to_table(columns=columns)
         devices = stored.column("device_id").to_numpy(zero_copy_only=False)
         seqs = stored.column("seq").to_numpy()
-        epochs = (stored.column("spool_epoch").fill_null(0).to_numpy() if "spool_epoch" in columns
-                  else np.zeros(len(seqs), np.int64))
+        epochs = (
+            stored.column("spool_epoch").fill_null(0).to_numpy()
+            if "spool_epoch" in columns
+            else np.zeros(len(seqs), np.int64)
+        )
         pairs = np.unique(np.stack([devices.astype(str), epochs.astype(str)], axis=1), axis=0) if len(seqs) else []
         for device, epoch in pairs:
             mine = (devices == device) & (epochs == int(epoch))
@@ -332,7 +358,8 @@ def seed_index(lake_root: Path) -> SeqIndex:
 def seed_sessions(lake_root: Path) -> dict[str, SessionFacts]:
     """The sessions bronze holds, for checking blocks against them (on query start)."""
     stored = LakeTable(lake_root, BRONZE_SESSIONS).read_columns(
-        ["session_id", "channel_names", "sample_rate_hz", "started_us"])
+        ["session_id", "channel_names", "sample_rate_hz", "started_us"]
+    )
     if stored is None:
         return {}
     return {row["session_id"]: session_facts(row) for row in stored.to_pylist()}
@@ -344,18 +371,39 @@ def silver_projections(tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
     result = {}
     markers = tables.get("markers")
     if markers is not None:
-        result["markers"] = markers.select([
-            "session_id", "device_id", "seq", "timestamp_us", "event", "label", "trial",
-            "stimulus_hz", "duration_s", "date",
-        ]).rename_columns([
-            "session_id", "device_id", "seq", "time_us", "event", "label", "trial",
-            "stimulus_hz", "duration_s", "date",
-        ])
+        result["markers"] = markers.select(
+            [
+                "session_id",
+                "device_id",
+                "seq",
+                "timestamp_us",
+                "event",
+                "label",
+                "trial",
+                "stimulus_hz",
+                "duration_s",
+                "date",
+            ]
+        ).rename_columns(
+            [
+                "session_id",
+                "device_id",
+                "seq",
+                "time_us",
+                "event",
+                "label",
+                "trial",
+                "stimulus_hz",
+                "duration_s",
+                "date",
+            ]
+        )
     readings = tables.get("sensor_readings")
     if readings is not None:
         lab = pc.add(readings.column("measured_us"), readings.column("clock_offset_us"))
-        values = [f.name for f in record_schema("sensor_reading")
-                  if f.name.endswith(("_c", "_pct", "_hpa", "_g", "_rad_s"))]
+        values = [
+            f.name for f in record_schema("sensor_reading") if f.name.endswith(("_c", "_pct", "_hpa", "_g", "_rad_s"))
+        ]
         result["sensor_readings"] = readings.select(
             ["session_id", "device_id", "seq", "sensor", *values, "date"]
         ).append_column("time_us", lab)
@@ -368,8 +416,14 @@ AckPublisher = Callable[[dict[StreamKey, int]], None]
 class BronzeBatchWriter:
     """The ``foreachBatch`` function of the bronze query."""
 
-    def __init__(self, lake_root: Path, query_name: str, publish_acks: AckPublisher | None = None,
-                 gap_timeout_s: float = 60.0, keyring: Keyring | None = None) -> None:
+    def __init__(
+        self,
+        lake_root: Path,
+        query_name: str,
+        publish_acks: AckPublisher | None = None,
+        gap_timeout_s: float = 60.0,
+        keyring: Keyring | None = None,
+    ) -> None:
         self.lake_root = lake_root
         self.keyring = keyring
         self.query_name = query_name
@@ -385,8 +439,13 @@ class BronzeBatchWriter:
         rows = batch_df.toArrow()
         collected = time.monotonic()
         self.write(rows, batch_id)
-        log.info("bronze batch %d: %d records, read %.2f s, decode+write %.2f s", batch_id,
-                 rows.num_rows, collected - started, time.monotonic() - collected)
+        log.info(
+            "bronze batch %d: %d records, read %.2f s, decode+write %.2f s",
+            batch_id,
+            rows.num_rows,
+            collected - started,
+            time.monotonic() - collected,
+        )
 
     def write(self, rows: pa.Table, batch_id: int) -> DecodedBatch:
         try:
@@ -397,12 +456,14 @@ class BronzeBatchWriter:
             # silver's transaction committed and skips only that.
             for name, table in silver_projections(decoded.tables).items():
                 LakeTable(self.lake_root, TABLES[f"silver.{name}"]).append(
-                    table, f"{self.query_name}:silver_{name}", batch_id)
+                    table, f"{self.query_name}:silver_{name}", batch_id
+                )
             for name, table in decoded.tables.items():
                 LakeTable(self.lake_root, TABLES[f"bronze.{name}"]).append(table, f"{self.query_name}:{name}", batch_id)
             if decoded.quarantine.num_rows:
                 LakeTable(self.lake_root, BRONZE_QUARANTINE).append(
-                    decoded.quarantine, f"{self.query_name}:{QUARANTINE_TABLE}", batch_id)
+                    decoded.quarantine, f"{self.query_name}:{QUARANTINE_TABLE}", batch_id
+                )
                 log.warning("batch %d: %d record(s) quarantined", batch_id, decoded.quarantine.num_rows)
         except BaseException:
             # The index already counts this batch's records as stored; after a failed commit the
@@ -415,8 +476,13 @@ class BronzeBatchWriter:
             lost = track.give_up_gap(now, self.gap_timeout_s)
             if lost:
                 self.lost_seqs += lost
-                log.warning("%s from %s: %d seq(s) never arrived within %.0f s; counted lost",
-                            key[0], key[1], lost, self.gap_timeout_s)
+                log.warning(
+                    "%s from %s: %d seq(s) never arrived within %.0f s; counted lost",
+                    key[0],
+                    key[1],
+                    lost,
+                    self.gap_timeout_s,
+                )
         if self.publish_acks is not None:
             current = self.index.contiguous()
             changed = {k: v for k, v in current.items() if v >= 0 and self._acked.get(k) != v}

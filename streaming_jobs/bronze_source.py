@@ -36,14 +36,34 @@ from infra.delta import DataFile, added_files, latest_version
 SOURCE_NAME = "bronze-delta"
 STREAMED_TABLES = ("eeg_blocks", "sessions")
 PINNED_TABLES = ("markers",)
-BLOCK_COLUMNS = ("session_id", "device_id", "seq", "first_sample_index", "n_samples", "n_channels",
-                 "sample_rate_hz", "data", "device_times_us", "clock_offset_us")
-ROWS_ARROW = pa.schema([
-    ("kind", pa.string()), ("session_id", pa.string()), ("device_id", pa.string()),
-    ("seq", pa.int64()), ("first_sample_index", pa.int64()), ("n_samples", pa.int32()),
-    ("n_channels", pa.int32()), ("sample_rate_hz", pa.float64()), ("data", pa.binary()),
-    ("device_times_us", pa.binary()), ("clock_offset_us", pa.int64()), ("session_json", pa.string()),
-])
+BLOCK_COLUMNS = (
+    "session_id",
+    "device_id",
+    "seq",
+    "first_sample_index",
+    "n_samples",
+    "n_channels",
+    "sample_rate_hz",
+    "data",
+    "device_times_us",
+    "clock_offset_us",
+)
+ROWS_ARROW = pa.schema(
+    [
+        ("kind", pa.string()),
+        ("session_id", pa.string()),
+        ("device_id", pa.string()),
+        ("seq", pa.int64()),
+        ("first_sample_index", pa.int64()),
+        ("n_samples", pa.int32()),
+        ("n_channels", pa.int32()),
+        ("sample_rate_hz", pa.float64()),
+        ("data", pa.binary()),
+        ("device_times_us", pa.binary()),
+        ("clock_offset_us", pa.int64()),
+        ("session_json", pa.string()),
+    ]
+)
 ROWS_DDL = (
     "kind STRING, session_id STRING, device_id STRING, seq BIGINT, first_sample_index BIGINT, "
     "n_samples INT, n_channels INT, sample_rate_hz DOUBLE, data BINARY, device_times_us BINARY, "

@@ -48,8 +48,9 @@ def clear_unfinished_writes(checkpoint: Path) -> list[Path]:
     return removed
 
 
-def kafka_stream(spark: SparkSession, settings: Settings, topics: tuple[str, ...],
-                 max_records_per_trigger: int | None = None) -> DataFrame:
+def kafka_stream(
+    spark: SparkSession, settings: Settings, topics: tuple[str, ...], max_records_per_trigger: int | None = None
+) -> DataFrame:
     spark.dataSource.register(KafkaPyDataSource)
     reader = spark.readStream.format(SOURCE_NAME).option("subscribe", ",".join(topics))
     for key, value in settings.kafka.client_config().items():
@@ -80,30 +81,42 @@ class AckPublisher:
             if key is None:
                 if device_id not in self._keyless:
                     self._keyless.add(device_id)
-                    log.warning("no active key for %s: its spool acks are not sent (`neurolake keys add %s`)",
-                                device_id, device_id)
+                    log.warning(
+                        "no active key for %s: its spool acks are not sent (`neurolake keys add %s`)",
+                        device_id,
+                        device_id,
+                    )
                 continue
-            record = control_record(device_id=device_id, kind="SPOOL_ACK", sender=self._sender, issued_us=now,
-                                    acked_topic=topic, acked_seq=seq, acked_epoch=epoch)
-            self._producer.produce(CONTROL, key=device_id.encode(),
-                                   value=sign(self._codec.encode("control", record), CONTROL, key, HUB))
+            record = control_record(
+                device_id=device_id,
+                kind="SPOOL_ACK",
+                sender=self._sender,
+                issued_us=now,
+                acked_topic=topic,
+                acked_seq=seq,
+                acked_epoch=epoch,
+            )
+            self._producer.produce(
+                CONTROL, key=device_id.encode(), value=sign(self._codec.encode("control", record), CONTROL, key, HUB)
+            )
         self._producer.poll(0)
         self._producer.flush(5)
 
 
-def start_bronze(spark: SparkSession, settings: Settings, trigger_s: float | None = None,
-                 publish_acks: bool = True) -> StreamingQuery:
+def start_bronze(
+    spark: SparkSession, settings: Settings, trigger_s: float | None = None, publish_acks: bool = True
+) -> StreamingQuery:
     trigger_s = trigger_s or settings.lake.trigger_s
     writer = BronzeBatchWriter(
-        settings.paths.lake_root, "bronze",
+        settings.paths.lake_root,
+        "bronze",
         publish_acks=AckPublisher(settings) if publish_acks else None,
         keyring=Keyring(settings.security.keyring) if settings.security.require_signed_records else None,
     )
     checkpoint = checkpoint_dir(settings, "bronze")
     clear_unfinished_writes(checkpoint)
     return (
-        kafka_stream(spark, settings, BRONZE_TOPICS,
-                     max_records_per_trigger=settings.lake.max_records_per_trigger)
+        kafka_stream(spark, settings, BRONZE_TOPICS, max_records_per_trigger=settings.lake.max_records_per_trigger)
         .writeStream.queryName("bronze")
         .foreachBatch(writer)
         .option("checkpointLocation", str(checkpoint))

@@ -54,7 +54,7 @@ class KafkaRanges(InputPartition):
 
 
 def client_config(options: dict[str, str]) -> dict[str, str]:
-    config = {key[len("kafka."):]: value for key, value in options.items() if key.startswith("kafka.")}
+    config = {key[len("kafka.") :]: value for key, value in options.items() if key.startswith("kafka.")}
     if "bootstrap.servers" not in config:
         raise ValueError("the kafka-py source needs option kafka.bootstrap.servers")
     return config
@@ -63,14 +63,16 @@ def client_config(options: dict[str, str]) -> dict[str, str]:
 def _consumer(config: dict[str, str]):  # type: ignore[no-untyped-def]
     from confluent_kafka import Consumer
 
-    return Consumer({
-        **config,
-        "group.id": "neurolake-spark-source",  # required by librdkafka; never joined
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "fetch.wait.max.ms": 50,
-    })
+    return Consumer(
+        {
+            **config,
+            "group.id": "neurolake-spark-source",  # required by librdkafka; never joined
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "fetch.wait.max.ms": 50,
+        }
+    )
 
 
 class KafkaPyDataSource(DataSource):
@@ -130,8 +132,9 @@ class KafkaStreamReader(DataSourceStreamReader):
             layout[topic] = (str(description.topic_id), [p.id for p in description.partitions])
         return layout
 
-    def _ends(self, layout: dict[str, tuple[str, list[int]]],
-              known: dict[tuple[str, int], int]) -> dict[tuple[str, int], tuple[int, int]]:
+    def _ends(
+        self, layout: dict[str, tuple[str, list[int]]], known: dict[tuple[str, int], int]
+    ) -> dict[tuple[str, int], tuple[int, int]]:
         """(earliest, true end) per partition."""
         from confluent_kafka import TopicPartition
 
@@ -140,9 +143,7 @@ class KafkaStreamReader(DataSourceStreamReader):
         probes = []
         for topic, (_, partitions) in layout.items():
             for partition in partitions:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=10, cached=False
-                )
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
                 bounds[(topic, partition)] = (low, high)
                 if self.probe_true_end and high > low:
                     start_at = max(low, high - 1, known.get((topic, partition), 0))
@@ -151,8 +152,7 @@ class KafkaStreamReader(DataSourceStreamReader):
             consumer.assign(probes)
             last_seen: dict[tuple[str, int], int] = {}
             quiet_since = probe_start = time.monotonic()
-            while (time.monotonic() - quiet_since < QUIET_S
-                   and time.monotonic() - probe_start < PROBE_MAX_S):
+            while time.monotonic() - quiet_since < QUIET_S and time.monotonic() - probe_start < PROBE_MAX_S:
                 messages = consumer.consume(10_000, timeout=QUIET_S / 3)
                 useful = [m for m in messages if m.error() is None]
                 for message in useful:
@@ -177,8 +177,10 @@ class KafkaStreamReader(DataSourceStreamReader):
                     f"offset}}}}, got {self.starting!r}"
                 ) from None
             return {
-                topic: {"id": layout.get(topic, ("", []))[0],
-                        "p": {str(p): int(o) for p, o in explicit.get(topic, {}).items()}}
+                topic: {
+                    "id": layout.get(topic, ("", []))[0],
+                    "p": {str(p): int(o) for p, o in explicit.get(topic, {}).items()},
+                }
                 for topic in self.topics
             }
         bounds = self._ends(layout, {}) if self.starting == "latest" else {}
@@ -187,8 +189,7 @@ class KafkaStreamReader(DataSourceStreamReader):
             topic_id, partitions = layout.get(topic, ("", []))
             offsets[topic] = {
                 "id": topic_id,
-                "p": {str(p): (bounds[(topic, p)][1] if self.starting == "latest" else 0)
-                      for p in partitions},
+                "p": {str(p): (bounds[(topic, p)][1] if self.starting == "latest" else 0) for p in partitions},
             }
         return offsets
 
@@ -208,8 +209,12 @@ class KafkaStreamReader(DataSourceStreamReader):
             previous = start.get(topic, {})
             same_topic = previous.get("id") == topic_id
             if not same_topic and previous.get("id"):
-                log.warning("topic %s was recreated (id %s -> %s); reading it from the start",
-                            topic, previous.get("id"), topic_id)
+                log.warning(
+                    "topic %s was recreated (id %s -> %s); reading it from the start",
+                    topic,
+                    previous.get("id"),
+                    topic_id,
+                )
             positions = {}
             for p in partitions:
                 low, true_end = bounds[(topic, p)]
@@ -222,8 +227,7 @@ class KafkaStreamReader(DataSourceStreamReader):
                 positions[str(p)] = stop
             end[topic] = {"id": topic_id, "p": positions}
         self._last_latest = {
-            topic: {"id": layout[topic][0],
-                    "p": {str(p): bounds[(topic, p)][1] for p in layout[topic][1]}}
+            topic: {"id": layout[topic][0], "p": {str(p): bounds[(topic, p)][1] for p in layout[topic][1]}}
             for topic in layout
         }
         return end
@@ -280,13 +284,22 @@ class KafkaStreamReader(DataSourceStreamReader):
                         continue
                     last[key] = offset
                     progress = time.monotonic()
-                    yield (message.topic(), message.partition(), offset, message.key(),
-                           message.value(), message.timestamp()[1])
+                    yield (
+                        message.topic(),
+                        message.partition(),
+                        offset,
+                        message.key(),
+                        message.value(),
+                        message.timestamp()[1],
+                    )
                     if offset >= r.until - 1:
                         consumer.pause([TopicPartition(*key)])
                 if time.monotonic() - progress > READ_STALL_TIMEOUT_S:
-                    behind = {f"{t}[{p}]": (last[(t, p)], r.until) for (t, p), r in wanted.items()
-                              if last[(t, p)] < r.until - 1}
+                    behind = {
+                        f"{t}[{p}]": (last[(t, p)], r.until)
+                        for (t, p), r in wanted.items()
+                        if last[(t, p)] < r.until - 1
+                    }
                     raise RuntimeError(
                         f"no record for {READ_STALL_TIMEOUT_S:.0f} s while reading "
                         f"(last read, end wanted): {behind}; the broker may have lost the data"

@@ -16,35 +16,75 @@ import pyarrow as pa
 
 from neurolake.dsp.session import BlockNote
 
-SAMPLES_SCHEMA = pa.schema([
-    ("session_id", pa.string()), ("device_id", pa.string()), ("sample_index", pa.int64()),
-    ("seq", pa.int64()), ("time_us", pa.int64()), ("device_time_us", pa.int64()),
-    ("raw", pa.list_(pa.float32())), ("filtered", pa.list_(pa.float32())),
-    ("gap_before", pa.int64()), ("date", pa.string()),
-])
-BEATS_SCHEMA = pa.schema([
-    ("session_id", pa.string()), ("device_id", pa.string()), ("sample_index", pa.int64()),
-    ("time_us", pa.int64()), ("bpm", pa.float64()), ("date", pa.string()),
-])
-WINDOWS_SCHEMA = pa.schema([
-    ("session_id", pa.string()), ("device_id", pa.string()), ("window_start_index", pa.int64()),
-    ("window_end_index", pa.int64()), ("window_start_us", pa.int64()), ("window_end_us", pa.int64()),
-    ("band_power", pa.list_(pa.list_(pa.float32()))), ("ssvep_hz", pa.list_(pa.float64())),
-    ("ssvep_score", pa.list_(pa.float64())), ("railed_pct", pa.float64()),
-    ("line_noise_ratio", pa.float64()), ("flat_channels", pa.int32()), ("samples_lost", pa.int64()),
-    ("label", pa.string()), ("date", pa.string()),
-])
+SAMPLES_SCHEMA = pa.schema(
+    [
+        ("session_id", pa.string()),
+        ("device_id", pa.string()),
+        ("sample_index", pa.int64()),
+        ("seq", pa.int64()),
+        ("time_us", pa.int64()),
+        ("device_time_us", pa.int64()),
+        ("raw", pa.list_(pa.float32())),
+        ("filtered", pa.list_(pa.float32())),
+        ("gap_before", pa.int64()),
+        ("date", pa.string()),
+    ]
+)
+BEATS_SCHEMA = pa.schema(
+    [
+        ("session_id", pa.string()),
+        ("device_id", pa.string()),
+        ("sample_index", pa.int64()),
+        ("time_us", pa.int64()),
+        ("bpm", pa.float64()),
+        ("date", pa.string()),
+    ]
+)
+WINDOWS_SCHEMA = pa.schema(
+    [
+        ("session_id", pa.string()),
+        ("device_id", pa.string()),
+        ("window_start_index", pa.int64()),
+        ("window_end_index", pa.int64()),
+        ("window_start_us", pa.int64()),
+        ("window_end_us", pa.int64()),
+        ("band_power", pa.list_(pa.list_(pa.float32()))),
+        ("ssvep_hz", pa.list_(pa.float64())),
+        ("ssvep_score", pa.list_(pa.float64())),
+        ("railed_pct", pa.float64()),
+        ("line_noise_ratio", pa.float64()),
+        ("flat_channels", pa.int32()),
+        ("samples_lost", pa.int64()),
+        ("label", pa.string()),
+        ("date", pa.string()),
+    ]
+)
 # Blocks the processor did not turn into rows: late (a rebuild includes them) or rejected.
-BLOCK_NOTES_SCHEMA = pa.schema([
-    ("session_id", pa.string()), ("device_id", pa.string()), ("kind", pa.string()), ("seq", pa.int64()),
-    ("first_sample_index", pa.int64()), ("n_samples", pa.int64()), ("reason", pa.string()),
-    ("batch_id", pa.int64()), ("noted_us", pa.int64()), ("date", pa.string()),
-])
+BLOCK_NOTES_SCHEMA = pa.schema(
+    [
+        ("session_id", pa.string()),
+        ("device_id", pa.string()),
+        ("kind", pa.string()),
+        ("seq", pa.int64()),
+        ("first_sample_index", pa.int64()),
+        ("n_samples", pa.int64()),
+        ("reason", pa.string()),
+        ("batch_id", pa.int64()),
+        ("noted_us", pa.int64()),
+        ("date", pa.string()),
+    ]
+)
 # A session whose processing raised: its blocks of that batch wait in bronze for a rebuild.
-SESSION_ERRORS_SCHEMA = pa.schema([
-    ("session_id", pa.string()), ("batch_id", pa.int64()), ("error", pa.string()),
-    ("traceback", pa.string()), ("noted_us", pa.int64()), ("date", pa.string()),
-])
+SESSION_ERRORS_SCHEMA = pa.schema(
+    [
+        ("session_id", pa.string()),
+        ("batch_id", pa.int64()),
+        ("error", pa.string()),
+        ("traceback", pa.string()),
+        ("noted_us", pa.int64()),
+        ("date", pa.string()),
+    ]
+)
 
 _DAY_US = 86_400_000_000
 
@@ -72,18 +112,23 @@ def samples_table(session_id: str, runs: Sequence[dict[str, Any]]) -> pa.Table:
     for run in runs:
         n = len(run["sample_index"])
         time_us = np.asarray(run["time_us"], dtype=np.int64)
-        tables.append(pa.table({
-            "session_id": pa.array(np.full(n, session_id, dtype=object), pa.string()),
-            "device_id": pa.array(np.full(n, run["device_id"], dtype=object), pa.string()),
-            "sample_index": pa.array(run["sample_index"], pa.int64()),
-            "seq": pa.array(run["seq"], pa.int64()),
-            "time_us": pa.array(time_us, pa.int64()),
-            "device_time_us": pa.array(run["device_time_us"], pa.int64()),
-            "raw": _lists(np.asarray(run["raw"], np.float32), pa.float32()),
-            "filtered": _lists(np.asarray(run["filtered"], np.float32), pa.float32()),
-            "gap_before": pa.array(run["gap_before"], pa.int64()),
-            "date": utc_dates(time_us),
-        }, schema=SAMPLES_SCHEMA))
+        tables.append(
+            pa.table(
+                {
+                    "session_id": pa.array(np.full(n, session_id, dtype=object), pa.string()),
+                    "device_id": pa.array(np.full(n, run["device_id"], dtype=object), pa.string()),
+                    "sample_index": pa.array(run["sample_index"], pa.int64()),
+                    "seq": pa.array(run["seq"], pa.int64()),
+                    "time_us": pa.array(time_us, pa.int64()),
+                    "device_time_us": pa.array(run["device_time_us"], pa.int64()),
+                    "raw": _lists(np.asarray(run["raw"], np.float32), pa.float32()),
+                    "filtered": _lists(np.asarray(run["filtered"], np.float32), pa.float32()),
+                    "gap_before": pa.array(run["gap_before"], pa.int64()),
+                    "date": utc_dates(time_us),
+                },
+                schema=SAMPLES_SCHEMA,
+            )
+        )
     return pa.concat_tables(tables)
 
 
@@ -91,57 +136,85 @@ def beats_table(session_id: str, beats: Sequence[dict[str, Any]]) -> pa.Table:
     if not beats:
         return BEATS_SCHEMA.empty_table()
     times = np.array([b["time_us"] for b in beats], dtype=np.int64)
-    return pa.table({
-        "session_id": [session_id] * len(beats),
-        "device_id": [b["device_id"] for b in beats],
-        "sample_index": pa.array([b["sample_index"] for b in beats], pa.int64()),
-        "time_us": pa.array(times, pa.int64()),
-        "bpm": pa.array([b["bpm"] for b in beats], pa.float64()),
-        "date": utc_dates(times),
-    }, schema=BEATS_SCHEMA)
+    return pa.table(
+        {
+            "session_id": [session_id] * len(beats),
+            "device_id": [b["device_id"] for b in beats],
+            "sample_index": pa.array([b["sample_index"] for b in beats], pa.int64()),
+            "time_us": pa.array(times, pa.int64()),
+            "bpm": pa.array([b["bpm"] for b in beats], pa.float64()),
+            "date": utc_dates(times),
+        },
+        schema=BEATS_SCHEMA,
+    )
 
 
-def windows_table(session_id: str, windows: Sequence[dict[str, Any]],
-                  labels: Sequence[str | None] | None = None) -> pa.Table:
+def windows_table(
+    session_id: str, windows: Sequence[dict[str, Any]], labels: Sequence[str | None] | None = None
+) -> pa.Table:
     """Gold window rows; ``labels`` (one per window) default to null until markers label them."""
     if not windows:
         return WINDOWS_SCHEMA.empty_table()
     ends = np.array([w["window_end_us"] for w in windows], dtype=np.int64)
-    column = {name: [w[name] for w in windows] for name in (
-        "device_id", "window_start_index", "window_end_index", "window_start_us", "railed_pct",
-        "line_noise_ratio", "flat_channels", "samples_lost")}
+    column = {
+        name: [w[name] for w in windows]
+        for name in (
+            "device_id",
+            "window_start_index",
+            "window_end_index",
+            "window_start_us",
+            "railed_pct",
+            "line_noise_ratio",
+            "flat_channels",
+            "samples_lost",
+        )
+    }
     band = np.stack([np.asarray(w["band_power"], np.float32) for w in windows])  # (w, bands, ch)
     inner = _lists(band.reshape(-1, band.shape[2]), pa.float32())
     band_power = pa.ListArray.from_arrays(
-        pa.array(np.arange(0, (len(windows) + 1) * band.shape[1], band.shape[1], dtype=np.int32)), inner)
-    return pa.table({
-        "session_id": [session_id] * len(windows),
-        **column,
-        "window_end_us": pa.array(ends, pa.int64()),
-        "band_power": band_power,
-        "ssvep_hz": [list(map(float, w["ssvep_hz"])) for w in windows],
-        "ssvep_score": [list(map(float, w["ssvep_score"])) for w in windows],
-        "label": pa.array(labels if labels is not None else [None] * len(windows), pa.string()),
-        "date": utc_dates(ends),
-    }).select(WINDOWS_SCHEMA.names).cast(WINDOWS_SCHEMA)
+        pa.array(np.arange(0, (len(windows) + 1) * band.shape[1], band.shape[1], dtype=np.int32)), inner
+    )
+    return (
+        pa.table(
+            {
+                "session_id": [session_id] * len(windows),
+                **column,
+                "window_end_us": pa.array(ends, pa.int64()),
+                "band_power": band_power,
+                "ssvep_hz": [list(map(float, w["ssvep_hz"])) for w in windows],
+                "ssvep_score": [list(map(float, w["ssvep_score"])) for w in windows],
+                "label": pa.array(labels if labels is not None else [None] * len(windows), pa.string()),
+                "date": utc_dates(ends),
+            }
+        )
+        .select(WINDOWS_SCHEMA.names)
+        .cast(WINDOWS_SCHEMA)
+    )
 
 
-def notes_table(session_id: str, device_id: str, notes: Sequence[BlockNote], batch_id: int,
-                noted_us: int, kind: str) -> pa.Table:
+def notes_table(
+    session_id: str, device_id: str, notes: Sequence[BlockNote], batch_id: int, noted_us: int, kind: str
+) -> pa.Table:
     """``kind``: "late" (came after its gap was given up; a rebuild includes it) or "rejected"."""
     if not notes:
         return BLOCK_NOTES_SCHEMA.empty_table()
-    return pa.table({
-        "session_id": [session_id] * len(notes), "device_id": [device_id] * len(notes),
-        "kind": [kind] * len(notes),
-        "seq": [n.seq for n in notes], "first_sample_index": [n.first_sample_index for n in notes],
-        "n_samples": [n.n_samples for n in notes], "reason": [n.reason for n in notes],
-        "batch_id": [batch_id] * len(notes), "noted_us": [noted_us] * len(notes),
-        "date": utc_dates(np.full(len(notes), noted_us)),
-    }, schema=BLOCK_NOTES_SCHEMA)
+    return pa.table(
+        {
+            "session_id": [session_id] * len(notes),
+            "device_id": [device_id] * len(notes),
+            "kind": [kind] * len(notes),
+            "seq": [n.seq for n in notes],
+            "first_sample_index": [n.first_sample_index for n in notes],
+            "n_samples": [n.n_samples for n in notes],
+            "reason": [n.reason for n in notes],
+            "batch_id": [batch_id] * len(notes),
+            "noted_us": [noted_us] * len(notes),
+            "date": utc_dates(np.full(len(notes), noted_us)),
+        },
+        schema=BLOCK_NOTES_SCHEMA,
+    )
 
 
 def concat(tables: Sequence[pa.Table], schema: pa.Schema) -> pa.Table:
     present = [t for t in tables if t.num_rows]
     return pa.concat_tables(present) if present else schema.empty_table()
-

@@ -38,7 +38,6 @@ from streaming_jobs.bronze import validate
 log = logging.getLogger(__name__)
 
 
-
 @dataclass(frozen=True)
 class LoadedModel:
     name: str
@@ -103,8 +102,11 @@ class LiveScorer:
             return []
         windows = output.windows
         try:
-            features = feature_frame([w["band_power"] for w in windows], [w["ssvep_hz"] for w in windows],
-                                     [w["ssvep_score"] for w in windows])
+            features = feature_frame(
+                [w["band_power"] for w in windows],
+                [w["ssvep_hz"] for w in windows],
+                [w["ssvep_score"] for w in windows],
+            )
             missing = [c for c in loaded.columns if c not in features.columns]
             if missing or not loaded.columns:
                 raise FeatureLayoutError(f"the model needs columns the session lacks, e.g. {missing[:3]}")
@@ -112,8 +114,13 @@ class LiveScorer:
             self.counters.unscored_layout += len(windows)
             if (session_id, loaded.version) not in self._layout_warned:
                 self._layout_warned.add((session_id, loaded.version))
-                log.error("session %s cannot be scored by %s version %s: %s (retrain on this layout)",
-                          session_id, loaded.name, loaded.version, exc)
+                log.error(
+                    "session %s cannot be scored by %s version %s: %s (retrain on this layout)",
+                    session_id,
+                    loaded.name,
+                    loaded.version,
+                    exc,
+                )
             return []
         probabilities = loaded.model.predict_proba(features[loaded.columns])
         classes = [str(c) for c in loaded.model.classes_]
@@ -124,16 +131,22 @@ class LiveScorer:
             self._seq[device] = self._seq.get(device, -1) + 1
             latency = scored_us - arrival_us
             self.counters.latencies_us.append(latency)
-            predictions.append({
-                "device_id": device, "session_id": session_id, "seq": self._seq[device],
-                "window_start_index": int(window["window_start_index"]),
-                "window_end_index": int(window["window_end_index"]),
-                "window_end_us": int(window["window_end_us"]),
-                "label": classes[int(np.argmax(row))],
-                "probabilities": {c: float(p) for c, p in zip(classes, row)},
-                "model_name": loaded.name, "model_version": loaded.version,
-                "scored_us": scored_us, "latency_us": latency,
-            })
+            predictions.append(
+                {
+                    "device_id": device,
+                    "session_id": session_id,
+                    "seq": self._seq[device],
+                    "window_start_index": int(window["window_start_index"]),
+                    "window_end_index": int(window["window_end_index"]),
+                    "window_end_us": int(window["window_end_us"]),
+                    "label": classes[int(np.argmax(row))],
+                    "probabilities": {c: float(p) for c, p in zip(classes, row)},
+                    "model_name": loaded.name,
+                    "model_version": loaded.version,
+                    "scored_us": scored_us,
+                    "latency_us": latency,
+                }
+            )
         self.counters.scored += len(predictions)
         self.counters.latencies_us = self.counters.latencies_us[-10_000:]
         return predictions
@@ -167,8 +180,11 @@ class ChampionWatcher:
             try:
                 self.check()
             except Exception as exc:  # a registry hiccup must not stop scoring with the loaded model
-                log.warning("could not check the @champion alias (%s); keeping version %s", exc,
-                            self._current.version if self._current else None)
+                log.warning(
+                    "could not check the @champion alias (%s); keeping version %s",
+                    exc,
+                    self._current.version if self._current else None,
+                )
 
     def check(self) -> None:
         from ml.registry import champion_version, connect, load_model
@@ -179,8 +195,12 @@ class ChampionWatcher:
         version = champion_version(client, name)
         if version is None:
             if not self._said_no_champion:
-                log.warning("no %s@champion yet: windows are not scored until one is promoted "
-                            "(`neurolake train`); checking every %.0f s", name, self.settings.ml.reload_interval_s)
+                log.warning(
+                    "no %s@champion yet: windows are not scored until one is promoted "
+                    "(`neurolake train`); checking every %.0f s",
+                    name,
+                    self.settings.ml.reload_interval_s,
+                )
                 self._said_no_champion = True
             return
         if (self._current is not None and self._current.version == version) or version in self.refused_versions:
@@ -189,14 +209,18 @@ class ChampionWatcher:
             loaded = LoadedModel(name, version, load_model(self.settings, version))
         except UntrustedModelError as exc:
             self.refused_versions.add(version)
-            log.error("refusing %s@champion version %s: %s; still scoring with %s", name, version, exc,
-                      f"version {self._current.version}" if self._current else "no model")
+            log.error(
+                "refusing %s@champion version %s: %s; still scoring with %s",
+                name,
+                version,
+                exc,
+                f"version {self._current.version}" if self._current else "no model",
+            )
             return
         previous = self._current
         self._current = loaded  # one reference swap: the scoring loop sees old or new, never neither
         self._said_no_champion = False
-        log.info("scoring with %s version %s%s", name, version,
-                 f" (was {previous.version})" if previous else "")
+        log.info("scoring with %s version %s%s", name, version, f" (was {previous.version})" if previous else "")
 
 
 def live_config(settings: Settings) -> ProcessorConfig:
@@ -209,19 +233,28 @@ def _percentile(values: list[int], q: float) -> float:
     return float(np.percentile(values, q)) / 1000 if values else float("nan")
 
 
-
-def run_live_scorer(settings: Settings, duration_s: float | None = None, start: str | None = None,
-                    watcher: Callable[[], LoadedModel | None] | None = None) -> int:
+def run_live_scorer(
+    settings: Settings,
+    duration_s: float | None = None,
+    start: str | None = None,
+    watcher: Callable[[], LoadedModel | None] | None = None,
+) -> int:
     """Consume, score and publish until SIGTERM/SIGINT or ``duration_s``; exit code 0."""
     from confluent_kafka import Producer
 
     start = start or settings.ml.live_start
     champion = ChampionWatcher(settings).start() if watcher is None else None
     scorer = LiveScorer(live_config(settings), watcher or champion)  # type: ignore[arg-type]
-    producer = Producer({**settings.kafka.producer_config(), "linger.ms": 0,
-                         "logger": logging.getLogger("streaming_jobs.rdkafka.scorer")})
-    reader = LiveReader(settings, "neurolake-live-scorer", (EEG_RAW,), start,
-                        logger_name="streaming_jobs.rdkafka.scorer")
+    producer = Producer(
+        {
+            **settings.kafka.producer_config(),
+            "linger.ms": 0,
+            "logger": logging.getLogger("streaming_jobs.rdkafka.scorer"),
+        }
+    )
+    reader = LiveReader(
+        settings, "neurolake-live-scorer", (EEG_RAW,), start, logger_name="streaming_jobs.rdkafka.scorer"
+    )
     with stop_on_signals() as stop, reader:
         try:
             return _score_until_stopped(reader, scorer, producer, stop, duration_s)
@@ -231,8 +264,9 @@ def run_live_scorer(settings: Settings, duration_s: float | None = None, start: 
             producer.flush(10)
 
 
-def _score_until_stopped(reader: LiveReader, scorer: LiveScorer, producer: Any,
-                         stop: threading.Event, duration_s: float | None) -> int:
+def _score_until_stopped(
+    reader: LiveReader, scorer: LiveScorer, producer: Any, stop: threading.Event, duration_s: float | None
+) -> int:
     missing = reader.assign()
     if missing:
         log.error("topics %s do not exist; start the stack with `neurolake up`", ", ".join(missing))
@@ -270,16 +304,28 @@ def _score_until_stopped(reader: LiveReader, scorer: LiveScorer, producer: Any,
                 log.exception("live scorer: session %s failed; its state is reset", session_id)
                 continue
             for prediction in predictions:
-                producer.produce(PREDICTIONS, key=prediction["device_id"].encode(),
-                                 value=reader.codec.encode("prediction", prediction))
+                producer.produce(
+                    PREDICTIONS,
+                    key=prediction["device_id"].encode(),
+                    value=reader.codec.encode("prediction", prediction),
+                )
         producer.poll(0)
         if time.monotonic() >= next_report:
             next_report = time.monotonic() + 10
             c = scorer.counters
             current = scorer.model()
-            log.info("live scorer: %d blocks, %d windows, %d scored (model %s), latency p50 %.1f ms "
-                     "p95 %.1f ms; unscored: %d without a champion, %d wrong layout; %d undecodable, %d rejected",
-                     c.blocks, c.windows, c.scored, current.version if current else "none",
-                     _percentile(c.latencies_us, 50), _percentile(c.latencies_us, 95),
-                     c.unscored_no_model, c.unscored_layout, c.undecodable, c.rejected)
+            log.info(
+                "live scorer: %d blocks, %d windows, %d scored (model %s), latency p50 %.1f ms "
+                "p95 %.1f ms; unscored: %d without a champion, %d wrong layout; %d undecodable, %d rejected",
+                c.blocks,
+                c.windows,
+                c.scored,
+                current.version if current else "none",
+                _percentile(c.latencies_us, 50),
+                _percentile(c.latencies_us, 95),
+                c.unscored_no_model,
+                c.unscored_layout,
+                c.undecodable,
+                c.rejected,
+            )
     return 0

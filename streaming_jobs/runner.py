@@ -19,8 +19,7 @@ log = logging.getLogger(__name__)
 
 QUERIES = ("bronze", "silver_gold")
 # silver and gold come from one stateful query: they share the per-session filter state.
-TARGETS = {"bronze": ("bronze",), "silver": ("silver_gold",), "gold": ("silver_gold",),
-           "all": QUERIES}
+TARGETS = {"bronze": ("bronze",), "silver": ("silver_gold",), "gold": ("silver_gold",), "all": QUERIES}
 
 
 def status_path(settings: Settings) -> Path:
@@ -88,16 +87,18 @@ class Supervised:
 MAX_BACKOFF_S = 60.0
 
 
-def run_streams(settings: Settings, target: str, duration_s: float | None = None,
-                trigger_s: float | None = None) -> int:
+def run_streams(
+    settings: Settings, target: str, duration_s: float | None = None, trigger_s: float | None = None
+) -> int:
     if target not in TARGETS:
         raise NeurolakeError(f"unknown stream {target!r}; choose one of {', '.join(TARGETS)}")
     with stop_on_signals("the streams") as stop:
         return _supervise(settings, target, stop, duration_s, trigger_s)
 
 
-def _supervise(settings: Settings, target: str, stop: threading.Event, duration_s: float | None,
-               trigger_s: float | None) -> int:
+def _supervise(
+    settings: Settings, target: str, stop: threading.Event, duration_s: float | None, trigger_s: float | None
+) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     from infra.spark import build_spark_session
@@ -105,10 +106,15 @@ def _supervise(settings: Settings, target: str, stop: threading.Event, duration_
     started = time.monotonic()
     # The JVM starts in its own process: import the jobs (scipy, pyarrow: ~2 s) while it does.
     with ThreadPoolExecutor(1) as pool:
-        starting = pool.submit(build_spark_session, settings, f"neurolake-stream-{target}",
-                               extra_conf={"spark.python.daemon.module": "streaming_jobs.worker_daemon"})
+        starting = pool.submit(
+            build_spark_session,
+            settings,
+            f"neurolake-stream-{target}",
+            extra_conf={"spark.python.daemon.module": "streaming_jobs.worker_daemon"},
+        )
         from streaming_jobs.jobs import start_bronze
         from streaming_jobs.silver_gold import start_silver_gold
+
         spark = starting.result()
     log.info("Spark session ready %.1f s after start", time.monotonic() - started)
     starters = {"bronze": start_bronze, "silver_gold": start_silver_gold}
@@ -129,22 +135,36 @@ def _supervise(settings: Settings, target: str, stop: threading.Event, duration_
                         item.failures += 1
                         item.last_error = f"{type(exc).__name__}: {exc}"
                         item.restart_at = now + item.backoff_s()
-                        log.error("query %s could not start (%s); retry in %.0f s", item.name,
-                                  item.last_error, item.backoff_s())
+                        log.error(
+                            "query %s could not start (%s); retry in %.0f s",
+                            item.name,
+                            item.last_error,
+                            item.backoff_s(),
+                        )
                 elif item.query is not None and item.query.exception() is not None:
                     item.failures += 1
                     item.last_error = str(item.query.exception())
                     item.restart_at = now + item.backoff_s()
-                    log.error("query %s failed (%d so far): %s; restarting it in %.0f s", item.name,
-                              item.failures, item.last_error.splitlines()[0] if item.last_error else "",
-                              item.backoff_s())
+                    log.error(
+                        "query %s failed (%d so far): %s; restarting it in %.0f s",
+                        item.name,
+                        item.failures,
+                        item.last_error.splitlines()[0] if item.last_error else "",
+                        item.backoff_s(),
+                    )
                     _stop_query(item)
-                elif item.query is not None and item.query.lastProgress and item.failures and \
-                        item.restart_at is not None and now - item.restart_at > 120:
+                elif (
+                    item.query is not None
+                    and item.query.lastProgress
+                    and item.failures
+                    and item.restart_at is not None
+                    and now - item.restart_at > 120
+                ):
                     item.failures = 0  # healthy for two minutes: the next failure starts over
                     item.restart_at = None
-            if not first_batch_logged and any(i.query is not None and i.query.lastProgress
-                                              for i in supervised.values()):
+            if not first_batch_logged and any(
+                i.query is not None and i.query.lastProgress for i in supervised.values()
+            ):
                 first_batch_logged = True
                 log.info("first batch committed %.1f s after start", time.monotonic() - started)
             try:

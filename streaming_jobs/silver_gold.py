@@ -89,11 +89,13 @@ OUTPUT_TABLES: dict[TableSpec, pa.Schema] = {
     SILVER_SESSION_ERRORS: SESSION_ERRORS_SCHEMA,
 }
 RESULT_DDL = "kind STRING, name STRING, session_id STRING, payload STRING"
-RESULT_ARROW = pa.schema([("kind", pa.string()), ("name", pa.string()), ("session_id", pa.string()),
-                          ("payload", pa.string())])
+RESULT_ARROW = pa.schema(
+    [("kind", pa.string()), ("name", pa.string()), ("session_id", pa.string()), ("payload", pa.string())]
+)
 
 
 # -- state ----------------------------------------------------------------------------------------
+
 
 class SessionStateStore:
     """Each session's processor state, one file per batch that changed it.
@@ -133,7 +135,7 @@ class SessionStateStore:
         with open(temporary, "wb") as handle:
             pickle.dump((session_id, state), handle, protocol=5)
         os.replace(temporary, directory / f"{batch_id}.state")
-        for old in self._tags(session_id)[:-self.keep]:
+        for old in self._tags(session_id)[: -self.keep]:
             (directory / f"{old}.state").unlink(missing_ok=True)
 
     def replace(self, session_id: str, batch_id: int, state: SessionState) -> None:
@@ -164,7 +166,7 @@ class TimerStore:
         temporary = self.root / f".{batch_id}.tmp"
         temporary.write_text(json.dumps(timers, sort_keys=True))
         os.replace(temporary, self.root / f"{batch_id}.json")
-        for old in self._tags()[:-self.keep]:
+        for old in self._tags()[: -self.keep]:
             (self.root / f"{old}.json").unlink(missing_ok=True)
 
 
@@ -182,13 +184,15 @@ def hold_state_lock(state_dir: Path, holder: str) -> None:
     if (state_dir / REBUILD_JOURNAL).exists():
         raise NeurolakeError(
             f"a rebuild of silver/gold was cut short ({state_dir / REBUILD_JOURNAL}); run "
-            f"`neurolake lake rebuild` again before starting the stream")
+            f"`neurolake lake rebuild` again before starting the stream"
+        )
     lock = StateLock(state_dir)
     if not lock.acquire(holder):
         raise NeurolakeError(
             f"the silver/gold state in {state_dir} is in use by {lock.holder()}; wait for a rebuild "
             f"to finish, or stop the streaming process (Ctrl-C where `neurolake stream start` runs, "
-            f"or SIGTERM to that pid)")
+            f"or SIGTERM to that pid)"
+        )
     _HELD_LOCKS[state_dir] = lock
 
 
@@ -229,6 +233,7 @@ class StateLock:
 
 # -- per-session work (executors, rebuild) ---------------------------------------------------------
 
+
 def timer_deadline(state: SessionState, config: ProcessorConfig) -> int | None:
     """When the processor must look at this session again though no block arrives."""
     if state.pending and state.gap_since_ms is not None:
@@ -236,8 +241,9 @@ def timer_deadline(state: SessionState, config: ProcessorConfig) -> int | None:
     return None
 
 
-def process_rows(state: SessionState, rows: list[dict[str, Any]], clock_ms: int,
-                 config: ProcessorConfig) -> tuple[Output, SessionState]:
+def process_rows(
+    state: SessionState, rows: list[dict[str, Any]], clock_ms: int, config: ProcessorConfig
+) -> tuple[Output, SessionState]:
     """Feed one session's bronze rows (source schema: blocks, session records, ticks) to the
     processor. A block that cannot be read is rejected with its reason, not raised."""
     info = None
@@ -250,8 +256,14 @@ def process_rows(state: SessionState, rows: list[dict[str, Any]], clock_ms: int,
             try:
                 blocks.append(block_from_record(row))
             except (ValueError, TypeError) as exc:
-                rejected.append(BlockNote(int(row["seq"]), int(row["first_sample_index"]),
-                                          int(row["n_samples"] or 0), f"unreadable block: {exc}"))
+                rejected.append(
+                    BlockNote(
+                        int(row["seq"]),
+                        int(row["first_sample_index"]),
+                        int(row["n_samples"] or 0),
+                        f"unreadable block: {exc}",
+                    )
+                )
     output, state = process(state, blocks, clock_ms, config, info)
     output.rejected.extend(rejected)
     return output, state
@@ -281,16 +293,24 @@ class SessionTables:
         self.notes += [late, rejected]
 
     def error(self, session_id: str, batch_id: int, exc: BaseException, noted_us: int) -> None:
-        self.errors.append({"session_id": session_id, "batch_id": batch_id, "error": f"{type(exc).__name__}: {exc}",
-                            "traceback": traceback.format_exc(limit=8), "noted_us": noted_us,
-                            "date": utc_dates([noted_us])[0].as_py()})
+        self.errors.append(
+            {
+                "session_id": session_id,
+                "batch_id": batch_id,
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(limit=8),
+                "noted_us": noted_us,
+                "date": utc_dates([noted_us])[0].as_py(),
+            }
+        )
 
     def tables(self, markers: pa.Table | None) -> dict[TableSpec, pa.Table]:
         windows = []
         for session_id, rows in self.windows:
             table = windows_table(session_id, rows)
-            windows.append(table.set_column(table.schema.get_field_index("label"), "label",
-                                            label_windows(table, markers)))
+            windows.append(
+                table.set_column(table.schema.get_field_index("label"), "label", label_windows(table, markers))
+            )
         return {
             SILVER_EEG_SAMPLES: concat(self.samples, SAMPLES_SCHEMA),
             SILVER_HEART_RATE: concat(self.beats, BEATS_SCHEMA),
@@ -309,8 +329,10 @@ def read_markers(lake_root: Path, version: int, sessions: list[str]) -> pa.Table
     dataset, _ = delta_dataset(BRONZE_MARKERS.path(lake_root), version=version)
     if dataset is None:
         return None
-    return dataset.to_table(columns=["session_id", "event", "timestamp_us", "duration_s", "label"],
-                            filter=pc.field("session_id").isin(sessions))
+    return dataset.to_table(
+        columns=["session_id", "event", "timestamp_us", "duration_s", "label"],
+        filter=pc.field("session_id").isin(sessions),
+    )
 
 
 @dataclass(frozen=True)
@@ -354,17 +376,23 @@ def process_partition(context: BatchContext, batches: Iterator[pa.RecordBatch]) 
     results: list[dict[str, Any]] = []
     for spec, table in made.tables(markers).items():
         for file in LakeTable(Path(context.lake_root), spec).write_files(table, prefix=f"part-b{context.batch_id}"):
-            results.append({"kind": "file", "name": spec.qualified, "session_id": None,
-                            "payload": file.to_json()})
+            results.append({"kind": "file", "name": spec.qualified, "session_id": None, "payload": file.to_json()})
     for session_id, state in states.items():
         store.save(session_id, context.batch_id, state)
         deadline = timer_deadline(state, context.config)
-        results.append({"kind": "timer", "name": None, "session_id": session_id,
-                        "payload": None if deadline is None else str(deadline)})
+        results.append(
+            {
+                "kind": "timer",
+                "name": None,
+                "session_id": session_id,
+                "payload": None if deadline is None else str(deadline),
+            }
+        )
     yield pa.RecordBatch.from_pylist(results, schema=RESULT_ARROW)
 
 
 # -- labels --------------------------------------------------------------------------------------
+
 
 def label_windows(windows: pa.Table, markers: pa.Table | None) -> pa.Array:
     """Gold's labels (``neurolake.dsp.labels.stimulus_labels``) for windows and bronze markers."""
@@ -376,6 +404,7 @@ def label_windows(windows: pa.Table, markers: pa.Table | None) -> pa.Array:
 
 
 # -- the driver ----------------------------------------------------------------------------------
+
 
 def session_state_dir(checkpoint: Path) -> Path:
     """Beside Spark's checkpoint, not in it: Spark claims ``<checkpoint>/state`` for its own."""
@@ -393,16 +422,19 @@ def read_batch_offset(checkpoint: Path, batch_id: int) -> dict[str, int] | None:
 
 
 def commit_metadata(config: ProcessorConfig, offset: dict[str, int]) -> dict[str, str]:
-    return {"neurolake.settings": json.dumps(config.describe(), sort_keys=True),
-            "neurolake.settings_fingerprint": config.fingerprint,
-            "neurolake.bronze_versions": json.dumps(offset, sort_keys=True)}
+    return {
+        "neurolake.settings": json.dumps(config.describe(), sort_keys=True),
+        "neurolake.settings_fingerprint": config.fingerprint,
+        "neurolake.bronze_versions": json.dumps(offset, sort_keys=True),
+    }
 
 
 class SilverGoldBatch:
     """The ``foreachBatch`` function of the silver/gold query (runs on the driver)."""
 
-    def __init__(self, lake_root: Path, checkpoint: Path, config: ProcessorConfig, tasks: int = 2,
-                 query_name: str = QUERY_NAME) -> None:
+    def __init__(
+        self, lake_root: Path, checkpoint: Path, config: ProcessorConfig, tasks: int = 2, query_name: str = QUERY_NAME
+    ) -> None:
         self.lake_root = lake_root
         self.checkpoint = checkpoint
         self.state_dir = session_state_dir(checkpoint)
@@ -429,11 +461,15 @@ class SilverGoldBatch:
             spark = batch_df.sparkSession
             ticks = [("tick", s, None, None, None, None, None, None, None, None, None, None) for s in due]
             frame = batch_df.unionByName(spark.createDataFrame(ticks, ROWS_DDL))
-        context = BatchContext(batch_id, offset["clock_ms"], offset["markers"], str(self.lake_root),
-                               str(self.state_dir), self.config)
-        results = (frame.repartition(self.tasks, "session_id")
-                   .mapInArrow(functools.partial(process_partition, context), RESULT_DDL)
-                   .toArrow().to_pylist())
+        context = BatchContext(
+            batch_id, offset["clock_ms"], offset["markers"], str(self.lake_root), str(self.state_dir), self.config
+        )
+        results = (
+            frame.repartition(self.tasks, "session_id")
+            .mapInArrow(functools.partial(process_partition, context), RESULT_DDL)
+            .toArrow()
+            .to_pylist()
+        )
         processed = time.monotonic()
         files: dict[str, list[WrittenFile]] = {}
         for result in results:
@@ -450,23 +486,32 @@ class SilverGoldBatch:
         for spec, schema in OUTPUT_TABLES.items():
             table_files = files.get(spec.qualified, [])
             if table_files:
-                LakeTable(self.lake_root, spec).commit_files(schema, table_files, f"{self.query_name}:{spec.name}",
-                                                             batch_id, metadata)
+                LakeTable(self.lake_root, spec).commit_files(
+                    schema, table_files, f"{self.query_name}:{spec.name}", batch_id, metadata
+                )
             rows[spec.qualified] = sum(json.loads(f.stats)["numRecords"] for f in table_files)
-        self.last_batch = {"batch_id": batch_id, "rows": rows, "timers": len(timers),
-                           "process_s": round(processed - started, 3),
-                           "commit_s": round(time.monotonic() - processed, 3)}
+        self.last_batch = {
+            "batch_id": batch_id,
+            "rows": rows,
+            "timers": len(timers),
+            "process_s": round(processed - started, 3),
+            "commit_s": round(time.monotonic() - processed, 3),
+        }
         log.info("silver/gold batch %d: %s", batch_id, self.last_batch)
         if rows["silver.session_errors"]:
-            log.error("batch %d: %d session(s) failed; see silver.session_errors", batch_id,
-                      rows["silver.session_errors"])
+            log.error(
+                "batch %d: %d session(s) failed; see silver.session_errors", batch_id, rows["silver.session_errors"]
+            )
 
 
 def processor_config(settings: Any) -> ProcessorConfig:
     lake = settings.lake
     return ProcessorConfig(
-        band_low_hz=lake.band_low_hz, band_high_hz=lake.band_high_hz, notch_hz=lake.notch_hz,
-        window_s=lake.window_s, window_overlap=lake.window_overlap,
+        band_low_hz=lake.band_low_hz,
+        band_high_hz=lake.band_high_hz,
+        notch_hz=lake.notch_hz,
+        window_s=lake.window_s,
+        window_overlap=lake.window_overlap,
         gap_wait_ms=int(lake.gap_wait_s * 1000),
         default_ssvep_hz=tuple(sorted(settings.edge.stimulus.classes.values())),
     )
@@ -481,11 +526,13 @@ def start_silver_gold(spark: Any, settings: Any, trigger_s: float | None = None)
     trigger_s = trigger_s or settings.lake.trigger_s
     spark.dataSource.register(BronzeDeltaSource)
     tasks = settings.lake.silver_tasks
-    rows = (spark.readStream.format(SOURCE_NAME)
-            .option("root", str(settings.paths.lake_root))
-            .option("maxVersionsPerTrigger", str(settings.lake.max_bronze_versions_per_trigger))
-            .option("maxTasks", str(tasks))
-            .load())
+    rows = (
+        spark.readStream.format(SOURCE_NAME)
+        .option("root", str(settings.paths.lake_root))
+        .option("maxVersionsPerTrigger", str(settings.lake.max_bronze_versions_per_trigger))
+        .option("maxTasks", str(tasks))
+        .load()
+    )
     writer = SilverGoldBatch(settings.paths.lake_root, checkpoint, processor_config(settings), tasks)
     return (
         rows.writeStream.queryName(QUERY_NAME)
@@ -494,4 +541,3 @@ def start_silver_gold(spark: Any, settings: Any, trigger_s: float | None = None)
         .trigger(processingTime=f"{trigger_s} seconds")
         .start()
     )
-

@@ -17,8 +17,7 @@ from batch_jobs.assets import GOLD_WINDOWS
 
 @dag(
     dag_id="retrain",
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * *", timezone="UTC"),
-                                 assets=[GOLD_WINDOWS]),
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * *", timezone="UTC"), assets=[GOLD_WINDOWS]),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,

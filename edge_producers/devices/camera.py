@@ -38,8 +38,10 @@ class TestPatternCamera:
         self._settings = settings
         self._count = 0
         x = np.linspace(0, 1, settings.width)[None, :, None]
-        bars = np.array([[255, 255, 255], [255, 255, 0], [0, 255, 255], [0, 255, 0],
-                         [255, 0, 255], [255, 0, 0], [0, 0, 255]], dtype=np.uint8)
+        bars = np.array(
+            [[255, 255, 255], [255, 255, 0], [0, 255, 255], [0, 255, 0], [255, 0, 255], [255, 0, 0], [0, 0, 255]],
+            dtype=np.uint8,
+        )
         columns = bars[np.minimum((x[0, :, 0] * 7).astype(int), 6)]
         self._background = np.repeat(columns[None, :, :], settings.height, axis=0)
 
@@ -55,8 +57,7 @@ class TestPatternCamera:
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="JPEG", quality=self._settings.jpeg_quality)
         self._count += 1
-        return Frame(buffer.getvalue(), self._settings.width, self._settings.height,
-                     time.time_ns() // 1000)
+        return Frame(buffer.getvalue(), self._settings.width, self._settings.height, time.time_ns() // 1000)
 
     def stop(self) -> None:
         pass
@@ -76,13 +77,11 @@ class PiCamera2Camera:
             raise DeviceError(
                 "picamera2 is not installed: on Raspberry Pi OS run `sudo apt install "
                 "python3-picamera2` and create the venv with --system-site-packages; elsewhere set "
-                "edge.camera.source = \"test_pattern\" or \"none\""
+                'edge.camera.source = "test_pattern" or "none"'
             ) from None
         try:
             camera = Picamera2()
-            config = camera.create_still_configuration(
-                main={"size": (self._settings.width, self._settings.height)}
-            )
+            config = camera.create_still_configuration(main={"size": (self._settings.width, self._settings.height)})
             camera.configure(config)
             camera.start()
         except Exception as exc:  # libcamera raises RuntimeError/IndexError when no camera
@@ -95,8 +94,7 @@ class PiCamera2Camera:
         buffer = io.BytesIO()
         self._camera.options["quality"] = self._settings.jpeg_quality
         self._camera.capture_file(buffer, format="jpeg")
-        return Frame(buffer.getvalue(), self._settings.width, self._settings.height,
-                     time.time_ns() // 1000)
+        return Frame(buffer.getvalue(), self._settings.width, self._settings.height, time.time_ns() // 1000)
 
     def stop(self) -> None:
         if self._camera is not None:

@@ -65,9 +65,7 @@ class _ContextSource:
         self.start()  # type: ignore[attr-defined]
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()  # type: ignore[attr-defined]
 
 
@@ -164,8 +162,7 @@ class BrainFlowSource(_ContextSource):
             raise DeviceError(f"board {board} needs edge.serial_port (e.g. /dev/ttyUSB0)")
         if board == "playback" and (playback_file is None or not Path(playback_file).is_file()):
             raise DeviceError(
-                f"playback board needs edge.playback_file to be a BrainFlow recording; "
-                f"{playback_file} does not exist"
+                f"playback board needs edge.playback_file to be a BrainFlow recording; {playback_file} does not exist"
             )
         shim = brainflow_module()
         self._shim = shim
@@ -249,8 +246,11 @@ class BrainFlowSource(_ContextSource):
         self._board = None
 
 
-def make_eeg_source(settings: EdgeSettings, stimulus_at: StimulusAt | None = None,
-                    to_lab_us: Callable[[np.ndarray], np.ndarray] = lambda t: t) -> EegSource:
+def make_eeg_source(
+    settings: EdgeSettings,
+    stimulus_at: StimulusAt | None = None,
+    to_lab_us: Callable[[np.ndarray], np.ndarray] = lambda t: t,
+) -> EegSource:
     if settings.board == "simulated":
         return SimulatedHeadset(settings, stimulus_at, to_lab_us=to_lab_us)
     return BrainFlowSource(

@@ -36,7 +36,7 @@ class SenseHatSensors:
         except ImportError:
             raise DeviceError(
                 "sense_hat is not installed: on Raspberry Pi OS run `sudo apt install sense-hat`; "
-                "elsewhere set edge.sensors.source = \"simulated\" or \"none\""
+                'elsewhere set edge.sensors.source = "simulated" or "none"'
             ) from None
         try:
             self._hat = SenseHat()
@@ -53,9 +53,11 @@ class SenseHatSensors:
             "temperature_c": float(hat.get_temperature()),
             "humidity_pct": float(hat.get_humidity()),
             "pressure_hpa": float(hat.get_pressure()),
-            "accel_x_g": float(accel["x"]), "accel_y_g": float(accel["y"]),
+            "accel_x_g": float(accel["x"]),
+            "accel_y_g": float(accel["y"]),
             "accel_z_g": float(accel["z"]),
-            "gyro_x_rad_s": float(gyro["x"]), "gyro_y_rad_s": float(gyro["y"]),
+            "gyro_x_rad_s": float(gyro["x"]),
+            "gyro_y_rad_s": float(gyro["y"]),
             "gyro_z_rad_s": float(gyro["z"]),
         }
 
@@ -99,9 +101,11 @@ class SimulatedRoomSensors:
             "temperature_c": 22.0 + 0.5 * math.sin(elapsed / 600) + 0.02 * noise[0],
             "humidity_pct": 41.0 + 2.0 * math.sin(elapsed / 900),
             "pressure_hpa": 1012.0 + 0.3 * math.sin(elapsed / 1800),
-            "accel_x_g": shake * noise[1], "accel_y_g": shake * noise[2],
+            "accel_x_g": shake * noise[1],
+            "accel_y_g": shake * noise[2],
             "accel_z_g": 1.0 + shake * noise[3],
-            "gyro_x_rad_s": spin * noise[4], "gyro_y_rad_s": spin * noise[5],
+            "gyro_x_rad_s": spin * noise[4],
+            "gyro_y_rad_s": spin * noise[5],
             "gyro_z_rad_s": spin * float(self._rng.normal()),
         }
 

@@ -27,8 +27,22 @@ from neurolake.settings import SimulationSettings
 
 # OpenBCI Cyton+Daisy default 16-electrode layout (10-20 names); the first 8 are the Cyton's.
 CHANNELS_16 = (
-    "Fp1", "Fp2", "C3", "C4", "P7", "P8", "O1", "O2",
-    "F7", "F8", "F3", "F4", "T7", "T8", "P3", "P4",
+    "Fp1",
+    "Fp2",
+    "C3",
+    "C4",
+    "P7",
+    "P8",
+    "O1",
+    "O2",
+    "F7",
+    "F8",
+    "F3",
+    "F4",
+    "T7",
+    "T8",
+    "P3",
+    "P4",
 )
 OCCIPITAL = {"O1": 1.0, "O2": 1.0, "P7": 0.4, "P8": 0.4, "P3": 0.5, "P4": 0.5}
 POSTERIOR_ALPHA = {"O1": 1.0, "O2": 1.0, "P7": 0.7, "P8": 0.7, "P3": 0.8, "P4": 0.8, "C3": 0.3, "C4": 0.3}
@@ -122,14 +136,10 @@ class SimulatedEeg:
         envelope, self._env_zi = lfilter(self._env_b, self._env_a, envelope_noise, zi=self._env_zi)
         alpha_amplitude = s.alpha_uv * (1.0 + 2.0 * envelope)
 
-        stimulus_hz = (
-            self.stimulus_at(np.asarray(times)) if self.stimulus_at is not None else np.full(n, np.nan)
-        )
+        stimulus_hz = self.stimulus_at(np.asarray(times)) if self.stimulus_at is not None else np.full(n, np.nan)
         shown = ~np.isnan(stimulus_hz)
         alpha_amplitude = np.where(shown, 0.3 * alpha_amplitude, alpha_amplitude)
-        alpha = alpha_amplitude[:, None] * np.sin(
-            2 * np.pi * self._alpha_hz * t[:, None] + self._alpha_phase[None, :]
-        )
+        alpha = alpha_amplitude[:, None] * np.sin(2 * np.pi * self._alpha_hz * t[:, None] + self._alpha_phase[None, :])
         eeg = background + alpha * self._alpha_weights[None, :]
 
         if shown.any():

@@ -30,7 +30,9 @@ def _median_bias(n_segments: int) -> float:
     return float(1 + np.sum(1.0 / (even + 1) - 1.0 / even))
 
 
-def welch_psd(x: np.ndarray, sample_rate_hz: float, nperseg: int, average: str = "mean") -> tuple[np.ndarray, np.ndarray]:
+def welch_psd(
+    x: np.ndarray, sample_rate_hz: float, nperseg: int, average: str = "mean"
+) -> tuple[np.ndarray, np.ndarray]:
     """Welch PSD along axis 0: scipy.signal.welch's defaults (periodic Hann, half overlap, constant
     detrend, one-sided density), computed in one batched FFT.
 
@@ -40,12 +42,12 @@ def welch_psd(x: np.ndarray, sample_rate_hz: float, nperseg: int, average: str =
     step = nperseg - nperseg // 2
     n_segments = (len(x) - nperseg) // step + 1
     starts = np.arange(n_segments) * step
-    segments = x[starts[:, None] + np.arange(nperseg)]          # (segments, nperseg, channels)
+    segments = x[starts[:, None] + np.arange(nperseg)]  # (segments, nperseg, channels)
     segments = segments - segments.mean(axis=1, keepdims=True)
     window = _hann(nperseg)
     spectrum = np.fft.rfft(segments * window[None, :, None], axis=1)
-    psd = (spectrum.real ** 2 + spectrum.imag ** 2) / (sample_rate_hz * float(window @ window))
-    psd[:, 1 : None if nperseg % 2 else -1] *= 2    # one-sided: DC (and Nyquist when even) once
+    psd = (spectrum.real**2 + spectrum.imag**2) / (sample_rate_hz * float(window @ window))
+    psd[:, 1 : None if nperseg % 2 else -1] *= 2  # one-sided: DC (and Nyquist when even) once
     if average == "median":
         psd = np.median(psd, axis=0) / _median_bias(n_segments)
     else:
@@ -65,13 +67,11 @@ def band_powers(window: np.ndarray, sample_rate_hz: float) -> np.ndarray:
     return np.asarray(np.log10(np.maximum(np.asarray(powers), 1e-12)))
 
 
-def reference_signals(n_samples: int, sample_rate_hz: float, frequency_hz: float,
-                      harmonics: int = 2) -> np.ndarray:
+def reference_signals(n_samples: int, sample_rate_hz: float, frequency_hz: float, harmonics: int = 2) -> np.ndarray:
     t = np.arange(n_samples) / sample_rate_hz
     columns = []
     for harmonic in range(1, harmonics + 1):
-        columns += [np.sin(2 * np.pi * harmonic * frequency_hz * t),
-                    np.cos(2 * np.pi * harmonic * frequency_hz * t)]
+        columns += [np.sin(2 * np.pi * harmonic * frequency_hz * t), np.cos(2 * np.pi * harmonic * frequency_hz * t)]
     return np.column_stack(columns)
 
 
@@ -97,18 +97,22 @@ def canonical_correlation(x: np.ndarray, y: np.ndarray) -> float:
     return _largest_correlation(_orthonormal_basis(x), _orthonormal_basis(y))
 
 
-def ssvep_scores(window: np.ndarray, sample_rate_hz: float, frequencies: Sequence[float],
-                 harmonics: int = 2) -> np.ndarray:
+def ssvep_scores(
+    window: np.ndarray, sample_rate_hz: float, frequencies: Sequence[float], harmonics: int = 2
+) -> np.ndarray:
     """CCA correlation of the window with reference sinusoids at each stimulus frequency."""
     qx = _orthonormal_basis(window)
-    return np.array([
-        _largest_correlation(qx, _reference_basis(len(window), float(sample_rate_hz), float(f), harmonics))
-        for f in frequencies
-    ])
+    return np.array(
+        [
+            _largest_correlation(qx, _reference_basis(len(window), float(sample_rate_hz), float(f), harmonics))
+            for f in frequencies
+        ]
+    )
 
 
-def quality(raw_window: np.ndarray, sample_rate_hz: float, railed_uv: float = RAILED_UV,
-            flat_uv: float = 0.1) -> dict[str, float]:
+def quality(
+    raw_window: np.ndarray, sample_rate_hz: float, railed_uv: float = RAILED_UV, flat_uv: float = 0.1
+) -> dict[str, float]:
     """Railed sample share, mains-to-total power ratio and flat channel count of a raw window."""
     railed = float(np.mean(np.abs(raw_window) >= 0.99 * railed_uv) * 100.0)
     nperseg = min(len(raw_window), int(sample_rate_hz))

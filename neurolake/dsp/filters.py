@@ -24,19 +24,22 @@ class FilterSpec:
     notch_q: float = 30.0
 
     @classmethod
-    def at_rate(cls, sample_rate_hz: float, band_low_hz: float, band_high_hz: float,
-                notch_hz: float | None) -> FilterSpec:
+    def at_rate(
+        cls, sample_rate_hz: float, band_low_hz: float, band_high_hz: float, notch_hz: float | None
+    ) -> FilterSpec:
         """The configured filter fitted to a stream's own rate: a slow board cannot carry a 60 Hz
         edge or notch, so the high edge stops at 0.45 x rate and the notch is left out above Nyquist."""
-        return cls(sample_rate_hz, band_low_hz, min(band_high_hz, 0.45 * sample_rate_hz),
-                   notch_hz=notch_hz if notch_hz and notch_hz < sample_rate_hz / 2 else None)
+        return cls(
+            sample_rate_hz,
+            band_low_hz,
+            min(band_high_hz, 0.45 * sample_rate_hz),
+            notch_hz=notch_hz if notch_hz and notch_hz < sample_rate_hz / 2 else None,
+        )
 
     def validate(self) -> None:
         nyquist = self.sample_rate_hz / 2
         if not 0 < self.band_low_hz < self.band_high_hz:
-            raise ValueError(
-                f"band-pass needs 0 < low < high, got {self.band_low_hz}-{self.band_high_hz} Hz"
-            )
+            raise ValueError(f"band-pass needs 0 < low < high, got {self.band_low_hz}-{self.band_high_hz} Hz")
         if self.band_high_hz >= nyquist:
             raise ValueError(
                 f"band-pass high edge {self.band_high_hz} Hz must be below Nyquist "
@@ -51,8 +54,11 @@ def design_sos(spec: FilterSpec) -> np.ndarray:
     """Second-order sections of the band-pass followed by the notch."""
     spec.validate()
     band = butter(
-        spec.band_order, [spec.band_low_hz, spec.band_high_hz], btype="bandpass",
-        fs=spec.sample_rate_hz, output="sos",
+        spec.band_order,
+        [spec.band_low_hz, spec.band_high_hz],
+        btype="bandpass",
+        fs=spec.sample_rate_hz,
+        output="sos",
     )
     if spec.notch_hz is None:
         return np.asarray(band)
@@ -70,8 +76,6 @@ def filter_chunk(sos: np.ndarray, state: np.ndarray, samples: np.ndarray) -> tup
     if samples.shape[0] == 0:
         return samples.astype(np.float64), state
     if state.shape[2] != samples.shape[1]:
-        raise ValueError(
-            f"filter state is for {state.shape[2]} channels, chunk has {samples.shape[1]}"
-        )
+        raise ValueError(f"filter state is for {state.shape[2]} channels, chunk has {samples.shape[1]}")
     filtered, new_state = sosfilt(sos, samples, axis=0, zi=state)
     return filtered, new_state

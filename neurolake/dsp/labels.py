@@ -31,10 +31,14 @@ def intervals_from_markers(markers: pd.DataFrame) -> pd.DataFrame:
         keys = list(zip(starts.loc[missing, "session_id"], starts.loc[missing, "trial"]))
         starts.loc[missing, "end_us"] = [end_of.get(key, np.nan) for key in keys]
     starts = starts.dropna(subset=["end_us"])
-    return pd.DataFrame({
-        "session_id": starts["session_id"].to_numpy(), "start_us": starts["time_us"].astype(np.int64).to_numpy(),
-        "end_us": starts["end_us"].astype(np.int64).to_numpy(), "label": starts["label"].to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "session_id": starts["session_id"].to_numpy(),
+            "start_us": starts["time_us"].astype(np.int64).to_numpy(),
+            "end_us": starts["end_us"].astype(np.int64).to_numpy(),
+            "label": starts["label"].to_numpy(),
+        }
+    )
 
 
 def intervals_from_motion(readings: pd.DataFrame, gyro_threshold_rad_s: float) -> pd.DataFrame:
@@ -56,8 +60,7 @@ def intervals_from_motion(readings: pd.DataFrame, gyro_threshold_rad_s: float) -
         bounds = np.concatenate([[0], change, [len(times) - 1]])
         for begin, end in zip(bounds[:-1], bounds[1:]):
             if times[end] > times[begin]:
-                rows.append((session, int(times[begin]), int(times[end]),
-                             "moving" if moving[begin] else "still"))
+                rows.append((session, int(times[begin]), int(times[end]), "moving" if moving[begin] else "still"))
     return pd.DataFrame(rows, columns=INTERVAL_COLUMNS)
 
 

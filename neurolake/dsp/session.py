@@ -66,8 +66,7 @@ class SessionInfo:
 
     @property
     def occipital_columns(self) -> np.ndarray:
-        picked = [i for i in self.eeg_columns
-                  if self.channel_names[i].upper().startswith(OCCIPITAL_PREFIXES)]
+        picked = [i for i in self.eeg_columns if self.channel_names[i].upper().startswith(OCCIPITAL_PREFIXES)]
         return np.array(picked or list(self.eeg_columns), dtype=int)
 
 
@@ -82,12 +81,18 @@ class Block:
     sample_rate_hz: float
 
 
-
 def block_from_record(record: Mapping[str, Any]) -> Block:
     """An ``eeg_block`` record (decoded Avro or a bronze row) as a Block; the samples are not copied."""
-    return Block(str(record["device_id"]), int(record["seq"]), int(record["first_sample_index"]),
-                 eeg_block_samples(record), eeg_block_device_times(record),
-                 int(record["clock_offset_us"]), float(record["sample_rate_hz"]))
+    return Block(
+        str(record["device_id"]),
+        int(record["seq"]),
+        int(record["first_sample_index"]),
+        eeg_block_samples(record),
+        eeg_block_device_times(record),
+        int(record["clock_offset_us"]),
+        float(record["sample_rate_hz"]),
+    )
+
 
 @dataclass
 class SessionState:
@@ -170,7 +175,6 @@ def session_record_problem(record: Mapping[str, Any]) -> str | None:
     return None
 
 
-
 def info_from_session_record(record: dict[str, Any], config: ProcessorConfig) -> SessionInfo:
     problem = session_record_problem(record)
     if problem is not None:
@@ -188,8 +192,13 @@ def info_from_session_record(record: dict[str, Any], config: ProcessorConfig) ->
 def fallback_info(block: Block, config: ProcessorConfig) -> SessionInfo:
     """When blocks wait too long for their session record: every channel is EEG."""
     n = block.samples.shape[1]
-    return SessionInfo(block.device_id, tuple(f"ch{i + 1}" for i in range(n)), ("eeg",) * n,
-                       block.sample_rate_hz, config.default_ssvep_hz)
+    return SessionInfo(
+        block.device_id,
+        tuple(f"ch{i + 1}" for i in range(n)),
+        ("eeg",) * n,
+        block.sample_rate_hz,
+        config.default_ssvep_hz,
+    )
 
 
 def process(
@@ -283,8 +292,10 @@ def _mismatch(block: Block, info: SessionInfo | None) -> str | None:
     if info is None:
         return None
     if block.samples.shape[1] != len(info.channel_names):
-        return (f"block has {block.samples.shape[1]} channels, its session "
-                f"{len(info.channel_names)} ({', '.join(info.channel_names[:4])}...)")
+        return (
+            f"block has {block.samples.shape[1]} channels, its session "
+            f"{len(info.channel_names)} ({', '.join(info.channel_names[:4])}...)"
+        )
     if not math.isclose(block.sample_rate_hz, info.sample_rate_hz, rel_tol=1e-6):
         return f"block sample_rate_hz={block.sample_rate_hz}, its session {info.sample_rate_hz}"
     return None
@@ -310,8 +321,9 @@ def _emit_run(state: SessionState, run: list[Block], config: ProcessorConfig, ou
     filtered, state.filter_zi = filter_chunk(sos, state.filter_zi, raw)
     times, seqs = [], []
     for block in run:
-        fitted, state.dejitter = dejitter_block(state.dejitter, block.first_sample_index,
-                                                block.device_times_us, block.sample_rate_hz)
+        fitted, state.dejitter = dejitter_block(
+            state.dejitter, block.first_sample_index, block.device_times_us, block.sample_rate_hz
+        )
         times.append(fitted + block.clock_offset_us)
         seqs.append(np.full(block.samples.shape[0], block.seq))
     lab_times = np.concatenate(times)
@@ -319,11 +331,18 @@ def _emit_run(state: SessionState, run: list[Block], config: ProcessorConfig, ou
     indexes = first + np.arange(raw.shape[0])
     gap_before = np.zeros(raw.shape[0], dtype=np.int64)
     gap_before[0] = max(gap, 0)
-    output.samples.append({
-        "device_id": run[0].device_id, "sample_index": indexes, "seq": np.concatenate(seqs),
-        "time_us": lab_times, "device_time_us": device_times, "raw": raw.astype(np.float32),
-        "filtered": filtered.astype(np.float32), "gap_before": gap_before,
-    })
+    output.samples.append(
+        {
+            "device_id": run[0].device_id,
+            "sample_index": indexes,
+            "seq": np.concatenate(seqs),
+            "time_us": lab_times,
+            "device_time_us": device_times,
+            "raw": raw.astype(np.float32),
+            "filtered": filtered.astype(np.float32),
+            "gap_before": gap_before,
+        }
+    )
     state.next_index = first + raw.shape[0]
     state.last_seq = run[-1].seq
     if info.pulse_column is not None:
@@ -340,22 +359,34 @@ def _emit_run(state: SessionState, run: list[Block], config: ProcessorConfig, ou
         filt_w = window.samples[:, n_channels : 2 * n_channels]
         t = window.samples[:, -1]
         q = quality(raw_w[:, eeg], fs)
-        output.windows.append({
-            "device_id": run[0].device_id,
-            "window_start_index": window.start_index, "window_end_index": window.end_index,
-            "window_start_us": int(t[0]), "window_end_us": int(t[-1]),
-            "band_power": band_powers(filt_w[:, eeg], fs).astype(np.float32),
-            "ssvep_hz": np.asarray(info.ssvep_hz, dtype=np.float64),
-            "ssvep_score": ssvep_scores(filt_w[:, occipital], fs, info.ssvep_hz),
-            "railed_pct": q["railed_pct"], "line_noise_ratio": q["line_noise_ratio"],
-            "flat_channels": q["flat_channels"],
-            # Samples missing just before this window (windows never span a gap).
-            "samples_lost": int(lost) if number == 0 else 0,
-        })
+        output.windows.append(
+            {
+                "device_id": run[0].device_id,
+                "window_start_index": window.start_index,
+                "window_end_index": window.end_index,
+                "window_start_us": int(t[0]),
+                "window_end_us": int(t[-1]),
+                "band_power": band_powers(filt_w[:, eeg], fs).astype(np.float32),
+                "ssvep_hz": np.asarray(info.ssvep_hz, dtype=np.float64),
+                "ssvep_score": ssvep_scores(filt_w[:, occipital], fs, info.ssvep_hz),
+                "railed_pct": q["railed_pct"],
+                "line_noise_ratio": q["line_noise_ratio"],
+                "flat_channels": q["flat_channels"],
+                # Samples missing just before this window (windows never span a gap).
+                "samples_lost": int(lost) if number == 0 else 0,
+            }
+        )
 
 
-def _heart_beats(state: SessionState, info: SessionInfo, indexes: np.ndarray, pulse: np.ndarray,
-                 lab_times: np.ndarray, gap: int, output: Output) -> None:
+def _heart_beats(
+    state: SessionState,
+    info: SessionInfo,
+    indexes: np.ndarray,
+    pulse: np.ndarray,
+    lab_times: np.ndarray,
+    gap: int,
+    output: Output,
+) -> None:
     """Beats from the pulse channel, each with the moving-average BPM of the last intervals.
 
     A beat is only final once ``MIN_BEAT_INTERVAL_S`` of signal follows it (a later sample could
@@ -377,7 +408,7 @@ def _heart_beats(state: SessionState, info: SessionInfo, indexes: np.ndarray, pu
             state.beat_intervals = (state.beat_intervals + [index - state.last_beat_index])[-BPM_AVERAGE_OVER:]
         state.last_beat_index = index
         bpm = 60.0 * fs / float(np.mean(state.beat_intervals)) if state.beat_intervals else None
-        output.beats.append({"device_id": info.device_id, "sample_index": index,
-                             "time_us": int(buffer[peak, 2]), "bpm": bpm})
-    state.pulse_tail = buffer[-int(PULSE_TAIL_S * fs):]
-
+        output.beats.append(
+            {"device_id": info.device_id, "sample_index": index, "time_us": int(buffer[peak, 2]), "bpm": bpm}
+        )
+    state.pulse_tail = buffer[-int(PULSE_TAIL_S * fs) :]

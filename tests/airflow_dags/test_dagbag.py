@@ -34,10 +34,20 @@ json.dump({
 
 
 def test_dags_parse_without_connections(tmp_path: Path) -> None:
-    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS)}
-    done = subprocess.run([sys.executable, "-c", _PARSE, str(DAGS)], env=env, capture_output=True,
-                          text=True, timeout=300, cwd=DAGS.parents[1])
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", _PARSE, str(DAGS)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=DAGS.parents[1],
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     bag = json.loads(done.stdout.strip().splitlines()[-1])
     assert bag["import_errors"] == {}

@@ -103,7 +103,9 @@ def test_brainflow_synthetic_board_recording_imports(lake, capsys, tmp_path: Pat
     assert [m["label"] for m in session.markers] == ["marker_3"]
 
 
-def test_pyedflib_edf_with_its_own_labels_imports_and_missing_channels_are_refused(lake, capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_pyedflib_edf_with_its_own_labels_imports_and_missing_channels_are_refused(
+    lake, capsys, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     import pyedflib
 
     path = tmp_path / "third_party.edf"
@@ -111,9 +113,22 @@ def test_pyedflib_edf_with_its_own_labels_imports_and_missing_channels_are_refus
     signals = rng.normal(0, 20, (4, 256 * 10))
     names = ["Fp1", "Cz", "O1", "O2"]
     writer = pyedflib.EdfWriter(str(path), 4, file_type=pyedflib.FILETYPE_EDFPLUS)
-    writer.setSignalHeaders([{"label": n, "dimension": "uV", "sample_frequency": 256, "physical_max": 200.0,
-                              "physical_min": -200.0, "digital_max": 32767, "digital_min": -32768,
-                              "transducer": "AgAgCl electrode", "prefilter": ""} for n in names])
+    writer.setSignalHeaders(
+        [
+            {
+                "label": n,
+                "dimension": "uV",
+                "sample_frequency": 256,
+                "physical_max": 200.0,
+                "physical_min": -200.0,
+                "digital_max": 32767,
+                "digital_min": -32768,
+                "transducer": "AgAgCl electrode",
+                "prefilter": "",
+            }
+            for n in names
+        ]
+    )
     writer.writeSamples(list(signals))
     writer.writeAnnotation(2.5, 1.0, "target")
     writer.writeAnnotation(6.0, -1, "blink")
@@ -126,8 +141,11 @@ def test_pyedflib_edf_with_its_own_labels_imports_and_missing_channels_are_refus
     session = read_session(lake.paths.lake_root, _imported_session(out))
     assert session.channel_names == ["O1", "O2", "Cz"] and set(session.channel_types) == {"eeg"}
     np.testing.assert_allclose(session.samples, signals[[2, 3, 1]].T, atol=400 / 65535)
-    assert [(m["event"], m["label"]) for m in session.markers] == [("START", "target"), ("END", "target"),
-                                                                  ("INSTANT", "blink")]
+    assert [(m["event"], m["label"]) for m in session.markers] == [
+        ("START", "target"),
+        ("END", "target"),
+        ("INSTANT", "blink"),
+    ]
 
 
 def test_openbci_gui_text_recording_imports(lake, capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -135,14 +153,31 @@ def test_openbci_gui_text_recording_imports(lake, capsys, tmp_path: Path) -> Non
     rows = 500
     exg = rng.normal(0, 30, (rows, 8))
     start = 1_790_000_000.0
-    lines = ["%OpenBCI Raw EXG Data", "%Number of channels = 8", "%Sample Rate = 250 Hz",
-             "%Board = OpenBCI_GUI$BoardCytonSerial",
-             "Sample Index, " + ", ".join(f"EXG Channel {i}" for i in range(8))
-             + ", Accel Channel 0, Accel Channel 1, Accel Channel 2, Marker Channel, Timestamp, Timestamp (Formatted)"]
+    lines = [
+        "%OpenBCI Raw EXG Data",
+        "%Number of channels = 8",
+        "%Sample Rate = 250 Hz",
+        "%Board = OpenBCI_GUI$BoardCytonSerial",
+        "Sample Index, "
+        + ", ".join(f"EXG Channel {i}" for i in range(8))
+        + ", Accel Channel 0, Accel Channel 1, Accel Channel 2, Marker Channel, Timestamp, Timestamp (Formatted)",
+    ]
     for i in range(rows):
         marker = 7.0 if i == 250 else 0.0
-        lines.append(", ".join([str(i % 256), *(f"{v:.6f}" for v in exg[i]), "0.0", "0.0", "1.0",
-                                f"{marker}", f"{start + i / 250:.6f}", "2026-09-21 14:13:20.000"]))
+        lines.append(
+            ", ".join(
+                [
+                    str(i % 256),
+                    *(f"{v:.6f}" for v in exg[i]),
+                    "0.0",
+                    "0.0",
+                    "1.0",
+                    f"{marker}",
+                    f"{start + i / 250:.6f}",
+                    "2026-09-21 14:13:20.000",
+                ]
+            )
+        )
     path = tmp_path / "OpenBCI-RAW-2026-09-21_14-13-20.txt"
     path.write_text("\n".join(lines) + "\n")
     code, out, err = run(capsys, "import", str(path))
@@ -161,17 +196,36 @@ def _xdf_chunk(tag: int, content: bytes) -> bytes:
 
 def _write_xdf(path: Path, eeg: np.ndarray, rate: float, marker_times: list[float], t0: float) -> None:
     """A minimal XDF 1.0 file (what LabRecorder writes): an EEG stream and a string marker stream."""
-    channels = "".join(f"<channel><label>{n}</label><unit>microvolts</unit><type>EEG</type></channel>"
-                       for n in ("Oz", "O1", "O2"))
-    parts = [b"XDF:", _xdf_chunk(1, b"<?xml version='1.0'?><info><version>1.0</version>"
-                                    b"<datetime>2026-09-21T14:13:20+00:00</datetime></info>")]
-    parts.append(_xdf_chunk(2, struct.pack("<I", 1) + (
-        f"<?xml version='1.0'?><info><name>OpenBCI</name><type>EEG</type><channel_count>3</channel_count>"
-        f"<nominal_srate>{rate}</nominal_srate><channel_format>float32</channel_format>"
-        f"<desc><channels>{channels}</channels></desc></info>").encode()))
-    parts.append(_xdf_chunk(2, struct.pack("<I", 2) + (
-        b"<?xml version='1.0'?><info><name>Task</name><type>Markers</type><channel_count>1</channel_count>"
-        b"<nominal_srate>0</nominal_srate><channel_format>string</channel_format></info>")))
+    channels = "".join(
+        f"<channel><label>{n}</label><unit>microvolts</unit><type>EEG</type></channel>" for n in ("Oz", "O1", "O2")
+    )
+    parts = [
+        b"XDF:",
+        _xdf_chunk(
+            1, b"<?xml version='1.0'?><info><version>1.0</version><datetime>2026-09-21T14:13:20+00:00</datetime></info>"
+        ),
+    ]
+    parts.append(
+        _xdf_chunk(
+            2,
+            struct.pack("<I", 1)
+            + (
+                f"<?xml version='1.0'?><info><name>OpenBCI</name><type>EEG</type><channel_count>3</channel_count>"
+                f"<nominal_srate>{rate}</nominal_srate><channel_format>float32</channel_format>"
+                f"<desc><channels>{channels}</channels></desc></info>"
+            ).encode(),
+        )
+    )
+    parts.append(
+        _xdf_chunk(
+            2,
+            struct.pack("<I", 2)
+            + (
+                b"<?xml version='1.0'?><info><name>Task</name><type>Markers</type><channel_count>1</channel_count>"
+                b"<nominal_srate>0</nominal_srate><channel_format>string</channel_format></info>"
+            ),
+        )
+    )
     body = b"".join(struct.pack("<Bd", 8, t0 + i / rate) + row.astype("<f4").tobytes() for i, row in enumerate(eeg))
     parts.append(_xdf_chunk(3, struct.pack("<IBI", 1, 4, len(eeg)) + body))
     body = b"".join(struct.pack("<Bd", 8, t) + struct.pack("<BB", 1, 4) + b"go!!" for t in marker_times)

@@ -16,8 +16,10 @@ def test_within_every_bound_there_is_no_problem(tmp_path: Path) -> None:
 
 def test_each_broken_bound_names_its_setting(tmp_path: Path) -> None:
     lake = load_settings(environ={}, cwd=tmp_path).lake
-    clocks = {"pi-1": {"offset_ms": lake.max_clock_offset_ms + 1, "rtt_ms": 0.0},
-              "pi-2": {"offset_ms": 0.0, "rtt_ms": lake.max_clock_rtt_ms + 1}}
+    clocks = {
+        "pi-1": {"offset_ms": lake.max_clock_offset_ms + 1, "rtt_ms": 0.0},
+        "pi-2": {"offset_ms": 0.0, "rtt_ms": lake.max_clock_rtt_ms + 1},
+    }
     problems = quality_problems(lake, 500, lake.max_lost_fraction + 0.01, lake.max_quarantine_growth + 1, clocks)
     assert len(problems) == 4
     assert "lake.max_lost_fraction" in problems[0] and "500 samples lost" in problems[0]

@@ -44,16 +44,18 @@ def test_backfill_gives_the_streaming_processors_rows_and_reads_back_exactly(sim
     gold = _gold(root, recording.session_id)
     assert gold.column("window_start_index").to_pylist() == expected.column("window_start_index").to_pylist()
     assert gold.column("label").to_pylist() == expected.column("label").to_pylist()
-    np.testing.assert_allclose(np.array(gold.column("ssvep_score").to_pylist()),
-                               np.array(expected.column("ssvep_score").to_pylist()))
+    np.testing.assert_allclose(
+        np.array(gold.column("ssvep_score").to_pylist()), np.array(expected.column("ssvep_score").to_pylist())
+    )
     samples, _ = delta_dataset(SILVER_EEG_SAMPLES.path(root))
     assert samples.count_rows() == 7500
     back = read_session(root, recording.session_id)
     np.testing.assert_array_equal(back.samples, recording.samples)
     np.testing.assert_array_equal(back.device_times_us, recording.device_times_us)
     assert back.present is None and back.session["channel_names"] == recording.channel_names
-    assert [(m["timestamp_us"], m["event"], m["label"]) for m in back.markers] == \
-        [(m["timestamp_us"], m["event"], m["label"]) for m in recording.markers]
+    assert [(m["timestamp_us"], m["event"], m["label"]) for m in back.markers] == [
+        (m["timestamp_us"], m["event"], m["label"]) for m in recording.markers
+    ]
     # A second backfill of the same session writes nothing (app transactions).
     write_session(root, recording, processor_config(settings))
     assert _gold(root, recording.session_id).num_rows == gold.num_rows
@@ -84,8 +86,9 @@ def test_markers_as_annotations_and_back(simulated) -> None:  # type: ignore[no-
     starts = [m for m in recording.markers if m["event"] == "START"]
     assert len(items) == len(starts) and all(d == 4.0 for _, d, _ in items)
     rebuilt = markers_from_annotations(items, recording.lab_start_us(), recording.duration_s)
-    assert [(t, e, label) for t, e, label, _ in rebuilt] == \
-        [(m["timestamp_us"], m["event"], m["label"]) for m in recording.markers]
+    assert [(t, e, label) for t, e, label, _ in rebuilt] == [
+        (m["timestamp_us"], m["event"], m["label"]) for m in recording.markers
+    ]
 
 
 def test_clear_errors(simulated, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -96,11 +99,19 @@ def test_clear_errors(simulated, tmp_path: Path) -> None:  # type: ignore[no-unt
     with pytest.raises(RecordingError, match="unknown session 'sim-1'.*did you mean sim-1-1790000000000"):
         read_session(settings.paths.lake_root, "sim-1")
     recording = session.recording()
-    broken = Recording({**recording.session, "channel_names": recording.channel_names[:-1]},
-                       recording.samples, recording.device_times_us, recording.clock_offset_us)
+    broken = Recording(
+        {**recording.session, "channel_names": recording.channel_names[:-1]},
+        recording.samples,
+        recording.device_times_us,
+        recording.clock_offset_us,
+    )
     with pytest.raises(RecordingError, match=r"channel_names \(16\).*one entry per data column \(17\)"):
         broken.validate()
-    no_eeg = Recording({**recording.session, "channel_types": ["aux"] * 17}, recording.samples,
-                       recording.device_times_us, recording.clock_offset_us)
+    no_eeg = Recording(
+        {**recording.session, "channel_types": ["aux"] * 17},
+        recording.samples,
+        recording.device_times_us,
+        recording.clock_offset_us,
+    )
     with pytest.raises(RecordingError, match="no EEG channel"):
         no_eeg.validate()

@@ -49,15 +49,22 @@ def test_a_session_record_with_a_bad_rate_is_refused(make_settings) -> None:  # 
 
 def test_trials_follow_gold_marker_rule_a_start_without_duration_ends_at_its_end(feed: LiveFeed) -> None:
     feed._handle(EEG_RAW, {**sample_records()["eeg_block"], "first_sample_index": 0}, 1)
-    marker = {"device_id": "pi-1", "session_id": "s1", "seq": 0, "label": "12Hz", "trial": 1,
-              "stimulus_hz": 12.0}
+    marker = {"device_id": "pi-1", "session_id": "s1", "seq": 0, "label": "12Hz", "trial": 1, "stimulus_hz": 12.0}
     feed._handle(MARKERS, {**marker, "timestamp_us": T0, "event": "START", "duration_s": 4.0}, 2)
-    feed._handle(MARKERS, {**marker, "timestamp_us": T0 + 6_000_000, "event": "START", "trial": 2,
-                           "label": "15Hz", "duration_s": None}, 3)
-    feed._handle(MARKERS, {**marker, "timestamp_us": T0 + 9_000_000, "event": "END", "trial": 2,
-                           "label": "15Hz", "duration_s": None}, 4)
+    feed._handle(
+        MARKERS,
+        {**marker, "timestamp_us": T0 + 6_000_000, "event": "START", "trial": 2, "label": "15Hz", "duration_s": None},
+        3,
+    )
+    feed._handle(
+        MARKERS,
+        {**marker, "timestamp_us": T0 + 9_000_000, "event": "END", "trial": 2, "label": "15Hz", "duration_s": None},
+        4,
+    )
     assert feed.sessions["s1"].trial_intervals() == [
-        (T0, T0 + 4_000_000, "12Hz"), (T0 + 6_000_000, T0 + 9_000_000, "15Hz")]
+        (T0, T0 + 4_000_000, "12Hz"),
+        (T0 + 6_000_000, T0 + 9_000_000, "15Hz"),
+    ]
 
 
 def test_predictions_are_kept_per_session(feed: LiveFeed) -> None:
@@ -78,8 +85,9 @@ def test_channel_names_from_records_are_shown_escaped(make_settings) -> None:  #
     feed._handle(SESSIONS, {**session, "channel_names": [evil, *session["channel_names"][1:]]}, 0)
     flat = np.zeros((25, 16), dtype=np.float32)  # every channel flat: the page names them all
     for index in range(0, 1000, 25):
-        feed._handle(EEG_RAW, {**sample_records()["eeg_block"], "first_sample_index": index,
-                               "data": samples_to_bytes(flat)}, 1)
+        feed._handle(
+            EEG_RAW, {**sample_records()["eeg_block"], "first_sample_index": index, "data": samples_to_bytes(flat)}, 1
+        )
     page = LiveDocument(Document(), feed, make_settings())
     page.slow_tick()
     assert "flat channels" in page.status.text

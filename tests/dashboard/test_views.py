@@ -34,8 +34,12 @@ def test_topomap_is_blank_outside_the_head_and_exact_at_electrodes() -> None:
 
 def test_running_accuracy_counts_windows_inside_trials_only() -> None:
     trials = [(0, 4_000_000, "a"), (6_000_000, 10_000_000, "b")]
-    predictions = [(0, 2_000_000, "a"), (1_000_000, 3_000_000, "b"), (3_000_000, 5_000_000, "a"),
-                   (7_000_000, 9_000_000, "b")]
+    predictions = [
+        (0, 2_000_000, "a"),
+        (1_000_000, 3_000_000, "b"),
+        (3_000_000, 5_000_000, "a"),
+        (7_000_000, 9_000_000, "b"),
+    ]
     assert views.running_accuracy(predictions, trials) == (2 / 3, 3)
     assert views.running_accuracy([], trials) == (None, 0)
 
@@ -63,21 +67,31 @@ def test_the_head_map_shows_golds_band_power_for_the_same_window(tmp_path) -> No
     data = SimulatedEeg(simulation).generate(int(12 * fs))
     config = ProcessorConfig(lake.band_low_hz, lake.band_high_hz, lake.notch_hz, lake.window_s)
     info = SessionInfo("dev", layout.channel_names, layout.channel_types, fs, (8.0, 10.0, 12.0, 15.0))
-    buffer = SessionBuffer("s", "dev", layout.channel_names, layout.channel_types, fs, "standard_1020",
-                           len(data), design_sos(FilterSpec.at_rate(fs, lake.band_low_hz, lake.band_high_hz,
-                                                                    lake.notch_hz)))
-    blocks = [Block("dev", i // 20, i, data[i : i + 20], (1_700_000_000_000_000 + (i + np.arange(20)) * 5000),
-                    0, fs) for i in range(0, len(data), 20)]
+    buffer = SessionBuffer(
+        "s",
+        "dev",
+        layout.channel_names,
+        layout.channel_types,
+        fs,
+        "standard_1020",
+        len(data),
+        design_sos(FilterSpec.at_rate(fs, lake.band_low_hz, lake.band_high_hz, lake.notch_hz)),
+    )
+    blocks = [
+        Block("dev", i // 20, i, data[i : i + 20], (1_700_000_000_000_000 + (i + np.arange(20)) * 5000), 0, fs)
+        for i in range(0, len(data), 20)
+    ]
     output, _ = process(SessionState(), blocks, 0, config, info)
     for block in blocks:
         buffer.append(block.first_sample_index, block.samples, 0)
     newest = output.windows[-1]
     assert newest["window_end_index"] == len(data)
     eeg = buffer.eeg_columns
-    recent = buffer.filtered[:, eeg].astype(np.float64)[-int(lake.window_s * fs):]
+    recent = buffer.filtered[:, eeg].astype(np.float64)[-int(lake.window_s * fs) :]
     for row, band in enumerate(BANDS):
-        np.testing.assert_allclose(views.band_power_per_channel(recent, fs, band), newest["band_power"][row],
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            views.band_power_per_channel(recent, fs, band), newest["band_power"][row], rtol=1e-5, atol=1e-6
+        )
 
 
 def test_a_prediction_spans_the_window_its_record_names() -> None:

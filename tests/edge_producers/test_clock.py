@@ -27,8 +27,9 @@ def test_probe_against_the_hub_service_finds_a_skewed_clock() -> None:
     import time
 
     skew = -250_000  # this "device" runs 250 ms behind the hub
-    probe = ClockProbe("127.0.0.1", port, probes_per_round=8, timeout_s=0.5,
-                       clock=lambda: time.time_ns() // 1000 + skew)
+    probe = ClockProbe(
+        "127.0.0.1", port, probes_per_round=8, timeout_s=0.5, clock=lambda: time.time_ns() // 1000 + skew
+    )
     estimate = None
     for _ in range(20):
         estimate = probe.probe_round()

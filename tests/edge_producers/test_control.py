@@ -28,8 +28,17 @@ KEYS = {device: new_key(device) for device in ("pi-1", "pi-2")}
 def _listener(seen: list, tmp_path: Path) -> ControlListener:
     keyring = Keyring(tmp_path / "keyring.json")
     keyring.add(KEYS["pi-1"])  # a Pi's keyring holds only its own key
-    return ControlListener({}, "devices.control", default_codec(), seen.append, not_before_us=1000,
-                           keyring=keyring, devices={"pi-1"}, max_age_us=60_000_000, clock=lambda: 5000)
+    return ControlListener(
+        {},
+        "devices.control",
+        default_codec(),
+        seen.append,
+        not_before_us=1000,
+        keyring=keyring,
+        devices={"pi-1"},
+        max_age_us=60_000_000,
+        clock=lambda: 5000,
+    )
 
 
 def _unsigned(**fields):
@@ -88,7 +97,15 @@ def test_a_command_signed_for_one_device_cannot_name_another(tmp_path: Path) -> 
     keyring = Keyring(tmp_path / "keyring.json")
     keyring.add(KEYS["pi-1"])
     keyring.add(KEYS["pi-2"])  # a process hosting both devices
-    listener = ControlListener({}, "devices.control", default_codec(), seen.append, not_before_us=1000,
-                               keyring=keyring, devices={"pi-1", "pi-2"}, clock=lambda: 5000)
+    listener = ControlListener(
+        {},
+        "devices.control",
+        default_codec(),
+        seen.append,
+        not_before_us=1000,
+        keyring=keyring,
+        devices={"pi-1", "pi-2"},
+        clock=lambda: 5000,
+    )
     listener.accept(_command(key="pi-2", command_id="x", device_id="pi-1"))
     assert seen == [] and listener.refused == 1

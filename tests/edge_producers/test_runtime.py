@@ -55,8 +55,17 @@ def test_blocks_are_contiguous_and_session_comes_first(tmp_path: Path) -> None:
 
 
 def test_oversized_frames_are_refused_and_counted(tmp_path: Path) -> None:
-    runner = _runner(tmp_path, camera={"source": "test_pattern", "width": 640, "height": 480,
-                                       "jpeg_quality": 100, "max_frame_bytes": 1024, "fps": 50})
+    runner = _runner(
+        tmp_path,
+        camera={
+            "source": "test_pattern",
+            "width": 640,
+            "height": 480,
+            "jpeg_quality": 100,
+            "max_frame_bytes": 1024,
+            "fps": 50,
+        },
+    )
     runner.start_session()
     for _ in range(5):
         runner.tick()
@@ -109,8 +118,9 @@ def test_commands(tmp_path: Path) -> None:
     assert runner.handle({"kind": "STOP"}) == (True, "stopped") and runner.state == "STOPPED"
     assert runner.handle({"kind": "START"})[0] and runner.streaming
     # A too-short trial (which would spin the schedule) is refused with the bound it breaks.
-    ok, message = runner.handle({"kind": "SET_CONFIG", "config": {"stimulus.stimulus_s": "1e-7",
-                                                                   "stimulus.rest_s": "0"}})
+    ok, message = runner.handle(
+        {"kind": "SET_CONFIG", "config": {"stimulus.stimulus_s": "1e-7", "stimulus.rest_s": "0"}}
+    )
     assert not ok and "stimulus.stimulus_s" in message and "stimulus.rest_s" in message
     # SHUTDOWN: only by name, and only where this Pi's own settings allow it.
     assert runner.handle({"kind": "SHUTDOWN", "device_id": "*"})[0] is False
@@ -124,8 +134,7 @@ def test_commands(tmp_path: Path) -> None:
 
 
 def test_markers_follow_the_schedule(tmp_path: Path) -> None:
-    runner = _runner(tmp_path, stimulus={"enabled": True, "lead_in_s": 0.1, "stimulus_s": 0.3,
-                                         "rest_s": 0.1})
+    runner = _runner(tmp_path, stimulus={"enabled": True, "lead_in_s": 0.1, "stimulus_s": 0.3, "rest_s": 0.1})
     runner.start_session()
     deadline = time.monotonic() + 1.2
     while time.monotonic() < deadline:

@@ -109,8 +109,7 @@ def test_a_full_librdkafka_queue_leaves_records_in_the_spool_for_the_next_pump(s
     assert len(producer.produced) == 5
 
 
-def test_an_outage_holds_records_in_the_spool_and_recovery_resends_everything_unacknowledged(
-        spool: Spool) -> None:
+def test_an_outage_holds_records_in_the_spool_and_recovery_resends_everything_unacknowledged(spool: Spool) -> None:
     sender, [producer] = _sender(spool)
     _append(spool, 2)
     sender.pump()

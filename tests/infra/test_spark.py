@@ -42,8 +42,9 @@ def test_sessions_start_from_the_recorded_class_archive(make_settings) -> None:
 
     settings = make_settings()
     if not class_archive_path(settings).is_file():
-        pytest.fail(f"no class archive at {class_archive_path(settings)}: `make setup` records it "
-                    "(python -m infra.spark)")
+        pytest.fail(
+            f"no class archive at {class_archive_path(settings)}: `make setup` records it (python -m infra.spark)"
+        )
     spark = build_spark_session(settings, app_name="neurolake-test")
     try:
         options = spark.sparkContext.getConf().get("spark.driver.extraJavaOptions")

@@ -28,7 +28,11 @@ class Cli:
     def __call__(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "neurolake.cli", *args],
-            env=self.env, cwd=self.home, capture_output=True, text=True, timeout=timeout,
+            env=self.env,
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
 
@@ -53,14 +57,18 @@ class BrokerStack(BrokerAndClock):
     def neurolake(self, *args: str, **popen) -> subprocess.Popen:
         return subprocess.Popen([*self.cli_argv, *args], env=self.env, cwd=self.home, **popen)
 
-
     def streams(self, target: str, log_name: str, *extra: str) -> subprocess.Popen:
         """``neurolake stream start TARGET`` in its own process group, so that SIGKILL to the group
         takes the driver and its JVM down together, as a crash would."""
         log_file = open(self.home / f"{log_name}.log", "w")
-        return subprocess.Popen([*self.cli_argv, "stream", "start", target, "--trigger", "0.5", *extra],
-                                env=self.env, cwd=self.home, stdout=log_file, stderr=log_file,
-                                start_new_session=True)
+        return subprocess.Popen(
+            [*self.cli_argv, "stream", "start", target, "--trigger", "0.5", *extra],
+            env=self.env,
+            cwd=self.home,
+            stdout=log_file,
+            stderr=log_file,
+            start_new_session=True,
+        )
 
 
 def signed(settings, topic: str, value: bytes, device_id: str) -> bytes:  # type: ignore[no-untyped-def]
@@ -100,8 +108,7 @@ def read_topic(settings, topic: str, idle_s: float = 3.0, max_s: float = 60.0) -
 
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({**settings.kafka.client_config(), "group.id": "test-reader",
-                         "enable.auto.commit": False})
+    consumer = Consumer({**settings.kafka.client_config(), "group.id": "test-reader", "enable.auto.commit": False})
     try:
         metadata = consumer.list_topics(topic, timeout=10)
         partitions = list(metadata.topics[topic].partitions)
@@ -137,5 +144,11 @@ class ModelStack(BrokerStack):
         super().stop()
 
     def run(self, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*self.cli_argv, *args], env={**self.env, **env}, cwd=self.home,
-                              capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(
+            [*self.cli_argv, *args],
+            env={**self.env, **env},
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )

@@ -33,46 +33,79 @@ def _positions_of(broker: BrokerStack, topics: list[str], values: list[bytes]) -
     Kafka record that bronze must quarantine once. So quarantine is compared with what the topics
     hold, not with what was sent."""
     wanted = set(values)
-    return {(topic, m.partition(), m.offset())
-            for topic in topics for m in read_topic(broker.settings, topic, idle_s=1)
-            if m.value() in wanted}
+    return {
+        (topic, m.partition(), m.offset())
+        for topic in topics
+        for m in read_topic(broker.settings, topic, idle_s=1)
+        if m.value() in wanted
+    }
 
 
 def _quarantined_once(quarantine) -> set[tuple]:
-    positions = list(zip(quarantine.column("kafka_topic").to_pylist(),
-                         quarantine.column("kafka_partition").to_pylist(),
-                         quarantine.column("kafka_offset").to_pylist()))
+    positions = list(
+        zip(
+            quarantine.column("kafka_topic").to_pylist(),
+            quarantine.column("kafka_partition").to_pylist(),
+            quarantine.column("kafka_offset").to_pylist(),
+        )
+    )
     assert len(positions) == len(set(positions)), "a Kafka record was quarantined twice"
     return set(positions)
 
 
 def test_bronze_exactly_once_with_quarantine_and_acks(broker: BrokerStack) -> None:
-    process = broker.neurolake("edge", "simulate", "--headsets", "2", "--duration", "10",
-                               "--stimulus", "--sensors", stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True)
+    process = broker.neurolake(
+        "edge",
+        "simulate",
+        "--headsets",
+        "2",
+        "--duration",
+        "10",
+        "--stimulus",
+        "--sensors",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     summary = json.loads(process.communicate(timeout=120)[0])
     # sim-000's Pi gets a new SD card: its spool starts over at seq 0, under a new epoch.
     shutil.rmtree(broker.settings.edge.spool.directory)
-    process = broker.neurolake("edge", "simulate", "--headsets", "1", "--duration", "5", stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True)
+    process = broker.neurolake(
+        "edge",
+        "simulate",
+        "--headsets",
+        "1",
+        "--duration",
+        "5",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     reset = json.loads(process.communicate(timeout=120)[0])["devices"][0]
     # Garbage, truncated and wrong-schema records mixed into the topics.
     codec = default_codec()
     good = codec.encode("eeg_block", sample_records()["eeg_block"])
     bad_block = dict(sample_records()["eeg_block"], device_id="bad-dev", n_channels=3)
     producer = Producer(broker.settings.kafka.producer_config())
-    malformed = [signed(broker.settings, "eeg.raw", value, device) for value, device in [
-        (b"garbage that is not Avro at all", "x"), (good[:40], "x"),
-        (codec.encode("marker", sample_records()["marker"]), "pi-1"), (codec.encode("eeg_block", bad_block), "bad-dev"),
-    ]]
+    malformed = [
+        signed(broker.settings, "eeg.raw", value, device)
+        for value, device in [
+            (b"garbage that is not Avro at all", "x"),
+            (good[:40], "x"),
+            (codec.encode("marker", sample_records()["marker"]), "pi-1"),
+            (codec.encode("eeg_block", bad_block), "bad-dev"),
+        ]
+    ]
     # Forgeries: unsigned, signed with a key the hub never registered, a device's key used for another
     # device, and a block with a huge seq (meant to make bronze ack and drop everything after it).
     stranger = new_key("sim-000")
     forged_seq = dict(sample_records()["eeg_block"], device_id="sim-000", seq=2**62)
-    malformed += [codec.encode("eeg_block", forged_seq),
-                  sign(codec.encode("eeg_block", forged_seq), "eeg.raw", stranger),
-                  signed(broker.settings, "eeg.raw", codec.encode("eeg_block", forged_seq), "bad-dev"),
-                  signed(broker.settings, "eeg.raw", codec.encode("eeg_block", forged_seq), "sim-000")]
+    malformed += [
+        codec.encode("eeg_block", forged_seq),
+        sign(codec.encode("eeg_block", forged_seq), "eeg.raw", stranger),
+        signed(broker.settings, "eeg.raw", codec.encode("eeg_block", forged_seq), "bad-dev"),
+        signed(broker.settings, "eeg.raw", codec.encode("eeg_block", forged_seq), "sim-000"),
+    ]
     for value in malformed:
         producer.produce("eeg.raw", key=b"x", value=value)
     # A duplicate of a real block, as the edge sends after an outage.
@@ -90,12 +123,20 @@ def test_bronze_exactly_once_with_quarantine_and_acks(broker: BrokerStack) -> No
         spark.stop()
     root = broker.settings.paths.lake_root
     blocks = _table(root, "eeg_blocks")
-    stored = list(zip(blocks.column("device_id").to_pylist(), blocks.column("spool_epoch").to_pylist(),
-                      blocks.column("seq").to_pylist()))
+    stored = list(
+        zip(
+            blocks.column("device_id").to_pylist(),
+            blocks.column("spool_epoch").to_pylist(),
+            blocks.column("seq").to_pylist(),
+        )
+    )
     epochs = {device: sorted({e for d, e, _ in stored if d == device}) for device in ("sim-000", "sim-001")}
     assert len(epochs["sim-000"]) == 2 and len(epochs["sim-001"]) == 1
-    runs = {("sim-000", epochs["sim-000"][0]): summary["devices"][0], ("sim-001", epochs["sim-001"][0]):
-            summary["devices"][1], ("sim-000", epochs["sim-000"][1]): reset}
+    runs = {
+        ("sim-000", epochs["sim-000"][0]): summary["devices"][0],
+        ("sim-001", epochs["sim-001"][0]): summary["devices"][1],
+        ("sim-000", epochs["sim-000"][1]): reset,
+    }
     for (device_id, epoch), device in runs.items():
         seqs = sorted(s for d, e, s in stored if (d, e) == (device_id, epoch))
         assert seqs == list(range(device["next_seq"]["eeg.raw"])), (device_id, epoch)
@@ -116,14 +157,16 @@ def test_bronze_exactly_once_with_quarantine_and_acks(broker: BrokerStack) -> No
     assert markers.num_rows == sum(d["markers"] for d in summary["devices"])
     assert _table(root, "sessions").num_rows == 3  # two headsets, and sim-000 again after its reset
     # Lab-time projections written with bronze.
-    readings = ds.dataset(DeltaTable(str(SILVER_SENSOR_READINGS.path(root))).file_uris(),
-                          format="parquet").to_table()
+    readings = ds.dataset(DeltaTable(str(SILVER_SENSOR_READINGS.path(root))).file_uris(), format="parquet").to_table()
     assert readings.num_rows == sum(d["sensor_readings"] for d in summary["devices"])
     assert "time_us" in readings.column_names and "accel_z_g" in readings.column_names
     # The edge learns what bronze holds.
     acks = [codec.decode(m.value())[1] for m in read_topic(broker.settings, "devices.control", idle_s=1)]
-    eeg_acks = {(a["device_id"], a["acked_epoch"]): a["acked_seq"] for a in acks
-                if a["kind"] == "SPOOL_ACK" and a["acked_topic"] == "eeg.raw"}
+    eeg_acks = {
+        (a["device_id"], a["acked_epoch"]): a["acked_seq"]
+        for a in acks
+        if a["kind"] == "SPOOL_ACK" and a["acked_topic"] == "eeg.raw"
+    }
     for key, device in runs.items():
         assert eeg_acks[key] == device["next_seq"]["eeg.raw"] - 1
 

@@ -45,13 +45,13 @@ def test_dashboard_draws_and_updates_live_views(lab: ModelStack, tmp_path: Path)
         for name, argv in {
             "scorer": ("score", "live"),
             "dashboard": ("dashboard",),
-            "edge": ("edge", "simulate", "--headsets", "1", "--stimulus", "--sensors", "--camera",
-                     "--duration", "60"),
+            "edge": ("edge", "simulate", "--headsets", "1", "--stimulus", "--sensors", "--camera", "--duration", "60"),
         }.items()
     }
     port = lab.settings.dashboard.port
     browser = headless_chromium()
     try:
+
         def sessions() -> list[str]:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=2) as response:
@@ -65,8 +65,11 @@ def test_dashboard_draws_and_updates_live_views(lab: ModelStack, tmp_path: Path)
         def state() -> dict:
             return browser.execute_script(PAGE_STATE_JS)
 
-        _until(lambda: state()["predictions"]["rows"] > 0 and state()["headmap_pixels"] > 0, 60,
-               "traces, head map and predictions on the page")
+        _until(
+            lambda: state()["predictions"]["rows"] > 0 and state()["headmap_pixels"] > 0,
+            60,
+            "traces, head map and predictions on the page",
+        )
         first = state()
         time.sleep(3)
         second = state()
@@ -78,8 +81,9 @@ def test_dashboard_draws_and_updates_live_views(lab: ModelStack, tmp_path: Path)
         assert (tmp_path / "dashboard.png").stat().st_size > 10_000
 
         browser.get(f"http://127.0.0.1:{port}/?session=no-such-session")
-        _until(lambda: "unknown session no-such-session" in (state()["message"] or ""), 20,
-               "the unknown-session message")
+        _until(
+            lambda: "unknown session no-such-session" in (state()["message"] or ""), 20, "the unknown-session message"
+        )
 
         browser.get(f"http://127.0.0.1:{port}/")
         _until(lambda: state()["traces"]["rows"] > 0, 20, "traces after reload")

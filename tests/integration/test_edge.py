@@ -46,16 +46,19 @@ def _decodable(messages) -> list[dict]:
 def _edge_run(broker: BrokerStack, cwd: Path, duration: str, **env: str) -> subprocess.Popen:
     log_file = _log_file(broker, f"edge-run-{time.time_ns()}")
     process = subprocess.Popen(
-        [*broker.cli_argv, "edge", "run", "--duration", duration], env={**broker.env, **env},
-        cwd=cwd, stdout=subprocess.PIPE, stderr=log_file, text=True,
+        [*broker.cli_argv, "edge", "run", "--duration", duration],
+        env={**broker.env, **env},
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=log_file,
+        text=True,
     )
     process.log_file = log_file  # type: ignore[attr-defined]
     return process
 
 
 def _run_simulator(broker: BrokerStack, *args: str, timeout: float = 180) -> dict:
-    process = broker.neurolake("edge", "simulate", *args, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = broker.neurolake("edge", "simulate", *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = process.communicate(timeout=timeout)
     assert process.returncode == 0, err[-3000:]
     return json.loads(out)
@@ -89,9 +92,7 @@ def test_thirty_seconds_exact_samples_and_ssvep_matches_markers(broker: BrokerSt
     assert len(sessions) == 1
     names = sessions[0]["channel_names"]
     samples = np.vstack([eeg_block_samples(b) for b in blocks])
-    lab_times = np.concatenate(
-        [eeg_block_device_times(b) + b["clock_offset_us"] for b in blocks]
-    )
+    lab_times = np.concatenate([eeg_block_device_times(b) + b["clock_offset_us"] for b in blocks])
     markers = _decode(read_topic(broker.settings, "markers", idle_s=1))
     starts = {m["trial"]: m for m in markers if m["event"] == "START"}
     ends = {m["trial"]: m for m in markers if m["event"] == "END"}
@@ -114,8 +115,15 @@ def test_thirty_seconds_exact_samples_and_ssvep_matches_markers(broker: BrokerSt
 def test_broker_down_for_20s_then_restarted_loses_nothing(broker: BrokerStack) -> None:
     stderr = _log_file(broker, "outage")
     process = broker.neurolake(
-        "edge", "simulate", "--headsets", "1", "--duration", "60",
-        stdout=subprocess.PIPE, stderr=stderr, text=True,
+        "edge",
+        "simulate",
+        "--headsets",
+        "1",
+        "--duration",
+        "60",
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
     )
     try:
         time.sleep(8)
@@ -131,18 +139,30 @@ def test_broker_down_for_20s_then_restarted_loses_nothing(broker: BrokerStack) -
             contiguous += 1
         assert contiguous > 100, "records from before the outage were not resent"
         ack = {
-            "device_id": "sim-000", "session_id": None, "seq": 1, "issued_us": time.time_ns() // 1000,
-            "kind": "SPOOL_ACK", "command_id": "ack-1", "sender": "test", "config": {},
-            "acked_topic": "eeg.raw", "acked_seq": contiguous, "acked_epoch": blocks[0]["spool_epoch"],
-            "in_reply_to": None, "ok": None,
+            "device_id": "sim-000",
+            "session_id": None,
+            "seq": 1,
+            "issued_us": time.time_ns() // 1000,
+            "kind": "SPOOL_ACK",
+            "command_id": "ack-1",
+            "sender": "test",
+            "config": {},
+            "acked_topic": "eeg.raw",
+            "acked_seq": contiguous,
+            "acked_epoch": blocks[0]["spool_epoch"],
+            "in_reply_to": None,
+            "ok": None,
             "message": None,
         }
         producer = Producer(broker.settings.kafka.producer_config())
         # A forged ack first (unsigned, for everything): it must delete nothing.
         forged = {**ack, "acked_seq": 2**40, "command_id": "forged"}
         producer.produce("devices.control", key=b"sim-000", value=CODEC.encode("control", forged))
-        producer.produce("devices.control", key=b"sim-000",
-                         value=hub_signed(broker.settings, CODEC.encode("control", ack), "sim-000"))
+        producer.produce(
+            "devices.control",
+            key=b"sim-000",
+            value=hub_signed(broker.settings, CODEC.encode("control", ack), "sim-000"),
+        )
         assert producer.flush(10) == 0
         out, _ = process.communicate(timeout=120)
     finally:
@@ -164,8 +184,9 @@ def test_broker_down_for_20s_then_restarted_loses_nothing(broker: BrokerStack) -
 
 @pytest.mark.slow
 def test_sigkill_and_restart_loses_nothing_spooled(broker: BrokerStack) -> None:
-    process = broker.neurolake("edge", "simulate", "--headsets", "1", "--duration", "60",
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = broker.neurolake(
+        "edge", "simulate", "--headsets", "1", "--duration", "60", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     time.sleep(8)
     broker.stop_broker()  # so that part of the spool is still undelivered at the kill
     time.sleep(3)
@@ -198,28 +219,46 @@ def test_bad_input_is_refused_and_the_producer_keeps_running(broker: BrokerStack
     assert no_key.wait(60) == 2 and "neurolake edge setup" in _stderr_of(no_key)
 
     ensure_key(Keyring(broker.settings.security.keyring), "pi-bad")
-    process = _edge_run(broker, tmp_path, "12", NEUROLAKE_EDGE__CAMERA__SOURCE="picamera2",
-                        NEUROLAKE_EDGE__DEVICE_ID="pi-bad")
+    process = _edge_run(
+        broker, tmp_path, "12", NEUROLAKE_EDGE__CAMERA__SOURCE="picamera2", NEUROLAKE_EDGE__DEVICE_ID="pi-bad"
+    )
     time.sleep(5)
     producer = Producer(broker.settings.kafka.producer_config())
     producer.produce("devices.control", key=b"pi-bad", value=b"\x00not avro at all")
-    producer.produce("devices.control", key=b"pi-bad", value=CODEC.encode(
-        "marker", {"device_id": "x", "session_id": "s", "seq": 0, "timestamp_us": 0,
-                   "event": "START", "label": "l"}))
+    producer.produce(
+        "devices.control",
+        key=b"pi-bad",
+        value=CODEC.encode(
+            "marker", {"device_id": "x", "session_id": "s", "seq": 0, "timestamp_us": 0, "event": "START", "label": "l"}
+        ),
+    )
     command = {
-        "device_id": "pi-bad", "session_id": None, "seq": 1, "issued_us": time.time_ns() // 1000,
-        "kind": "SET_CONFIG", "command_id": "cfg-1", "sender": "test",
-        "config": {"serial_port": "/dev/x"}, "acked_topic": None, "acked_seq": None,
-        "in_reply_to": None, "ok": None, "message": None,
+        "device_id": "pi-bad",
+        "session_id": None,
+        "seq": 1,
+        "issued_us": time.time_ns() // 1000,
+        "kind": "SET_CONFIG",
+        "command_id": "cfg-1",
+        "sender": "test",
+        "config": {"serial_port": "/dev/x"},
+        "acked_topic": None,
+        "acked_seq": None,
+        "in_reply_to": None,
+        "ok": None,
+        "message": None,
     }
-    producer.produce("devices.control", key=b"pi-bad", value=hub_signed(broker.settings, CODEC.encode("control", command),
-                                                                          "pi-bad"))
+    producer.produce(
+        "devices.control", key=b"pi-bad", value=hub_signed(broker.settings, CODEC.encode("control", command), "pi-bad")
+    )
     # Forged commands: unsigned, and signed with the device's key as the device signs (a reflection).
     stop = {**command, "kind": "STOP", "command_id": "forged-stop", "config": {}}
     producer.produce("devices.control", key=b"pi-bad", value=CODEC.encode("control", stop))
     shutdown = {**command, "kind": "SHUTDOWN", "command_id": "forged-shutdown", "config": {}}
-    producer.produce("devices.control", key=b"pi-bad",
-                     value=signed(broker.settings, "devices.control", CODEC.encode("control", shutdown), "pi-bad"))
+    producer.produce(
+        "devices.control",
+        key=b"pi-bad",
+        value=signed(broker.settings, "devices.control", CODEC.encode("control", shutdown), "pi-bad"),
+    )
     producer.flush(10)
     out, _ = process.communicate(timeout=60)
     err = _stderr_of(process)
@@ -229,8 +268,11 @@ def test_bad_input_is_refused_and_the_producer_keeps_running(broker: BrokerStack
     device = summary["devices"][0]
     assert device["samples"] > 2000  # EEG kept flowing without the camera, and no forged STOP stopped it
     assert "picamera2 is not installed" in err
-    acks = [r for r in _decodable(read_topic(broker.settings, "devices.control", idle_s=1))
-            if r.get("kind") == "COMMAND_ACK"]
+    acks = [
+        r
+        for r in _decodable(read_topic(broker.settings, "devices.control", idle_s=1))
+        if r.get("kind") == "COMMAND_ACK"
+    ]
     assert acks and acks[0]["in_reply_to"] == "cfg-1" and acks[0]["ok"] is False
     assert "cannot change serial_port live" in acks[0]["message"]
     statuses = _decode(read_topic(broker.settings, "devices.status", idle_s=1))
@@ -240,14 +282,30 @@ def test_bad_input_is_refused_and_the_producer_keeps_running(broker: BrokerStack
 
 
 def test_the_hub_commands_a_pi_only_through_signed_commands_within_the_settings_bounds(broker: BrokerStack) -> None:
-    process = broker.neurolake("edge", "simulate", "--headsets", "1", "--duration", "40", "--stimulus",
-                               stdout=subprocess.PIPE, stderr=_log_file(broker, "commanded"), text=True)
+    process = broker.neurolake(
+        "edge",
+        "simulate",
+        "--headsets",
+        "1",
+        "--duration",
+        "40",
+        "--stimulus",
+        stdout=subprocess.PIPE,
+        stderr=_log_file(broker, "commanded"),
+        text=True,
+    )
     try:
         time.sleep(6)
 
         def command(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([*broker.cli_argv, "command", "sim-000", *args, "--wait", "15"], env=broker.env,
-                                  cwd=broker.home, capture_output=True, text=True, timeout=60)
+            return subprocess.run(
+                [*broker.cli_argv, "command", "sim-000", *args, "--wait", "15"],
+                env=broker.env,
+                cwd=broker.home,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
 
         spin = command("SET_CONFIG", "--set", "stimulus.stimulus_s=1e-7", "--set", "stimulus.rest_s=0")
         assert spin.returncode == 1 and '"ok": false' in spin.stdout and "stimulus.stimulus_s" in spin.stdout
@@ -263,6 +321,12 @@ def test_the_hub_commands_a_pi_only_through_signed_commands_within_the_settings_
             process.kill()
     summary = json.loads(out)
     assert summary["devices"][0]["state"] == "STOPPED"
-    unknown = subprocess.run([*broker.cli_argv, "command", "pi-nobody", "STOP"], env=broker.env, cwd=broker.home,
-                             capture_output=True, text=True, timeout=60)
+    unknown = subprocess.run(
+        [*broker.cli_argv, "command", "pi-nobody", "STOP"],
+        env=broker.env,
+        cwd=broker.home,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert unknown.returncode == 2 and "no active key for 'pi-nobody'" in unknown.stderr

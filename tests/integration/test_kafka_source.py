@@ -13,8 +13,11 @@ pytestmark = pytest.mark.integration
 
 
 def _stream(spark, broker: BrokerStack, checkpoint, topic: str, sink, **options):
-    reader = (spark.readStream.format("kafka-py").option("subscribe", topic)
-              .option("kafka.bootstrap.servers", broker.settings.kafka.bootstrap_servers))
+    reader = (
+        spark.readStream.format("kafka-py")
+        .option("subscribe", topic)
+        .option("kafka.bootstrap.servers", broker.settings.kafka.bootstrap_servers)
+    )
     for key, value in options.items():
         reader = reader.option(key, value)
     return reader.load().writeStream.foreachBatch(sink).option("checkpointLocation", str(checkpoint)).start()

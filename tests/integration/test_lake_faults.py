@@ -31,34 +31,70 @@ def _poison(broker: BrokerStack) -> None:
 
     codec = default_codec()
     base = sample_records()
-    session = {**base["session"], "device_id": "poison-0", "session_id": "poison-s0", "seq": 0,
-               "started_us": time.time_ns() // 1000}
-    block = {**base["eeg_block"], "device_id": "poison-0", "session_id": "poison-s0", "seq": 0,
-             "first_sample_index": 0, "produced_us": time.time_ns() // 1000}
+    session = {
+        **base["session"],
+        "device_id": "poison-0",
+        "session_id": "poison-s0",
+        "seq": 0,
+        "started_us": time.time_ns() // 1000,
+    }
+    block = {
+        **base["eeg_block"],
+        "device_id": "poison-0",
+        "session_id": "poison-s0",
+        "seq": 0,
+        "first_sample_index": 0,
+        "produced_us": time.time_ns() // 1000,
+    }
     n_channels = len(session["channel_names"])
-    wrong_channels = {**block, "seq": 1, "n_channels": n_channels + 1,
-                      "data": b"\0" * (block["n_samples"] * (n_channels + 1) * 4)}
+    wrong_channels = {
+        **block,
+        "seq": 1,
+        "n_channels": n_channels + 1,
+        "data": b"\0" * (block["n_samples"] * (n_channels + 1) * 4),
+    }
     far_index = {**block, "seq": 2, "first_sample_index": 10**12}
     zero_rate = {**session, "device_id": "poison-1", "session_id": "poison-s1", "sample_rate_hz": 0.0}
     nan_rate = {**session, "device_id": "poison-2", "session_id": "poison-s2", "sample_rate_hz": float("nan")}
-    bad_stimulus = {**session, "device_id": "poison-3", "session_id": "poison-s3",
-                    "metadata": {"stimulus.flicker_x": "fast"}}
+    bad_stimulus = {
+        **session,
+        "device_id": "poison-3",
+        "session_id": "poison-s3",
+        "metadata": {"stimulus.flicker_x": "fast"},
+    }
     producer = Producer(broker.settings.kafka.producer_config())
-    for topic, kind, record in [("sessions", "session", session), ("eeg.raw", "eeg_block", block),
-                                ("eeg.raw", "eeg_block", wrong_channels), ("eeg.raw", "eeg_block", far_index),
-                                ("sessions", "session", zero_rate), ("sessions", "session", nan_rate),
-                                ("sessions", "session", bad_stimulus)]:
-        producer.produce(topic, key=record["device_id"].encode(),
-                         value=signed(broker.settings, topic, codec.encode(kind, record), record["device_id"]))
+    for topic, kind, record in [
+        ("sessions", "session", session),
+        ("eeg.raw", "eeg_block", block),
+        ("eeg.raw", "eeg_block", wrong_channels),
+        ("eeg.raw", "eeg_block", far_index),
+        ("sessions", "session", zero_rate),
+        ("sessions", "session", nan_rate),
+        ("sessions", "session", bad_stimulus),
+    ]:
+        producer.produce(
+            topic,
+            key=record["device_id"].encode(),
+            value=signed(broker.settings, topic, codec.encode(kind, record), record["device_id"]),
+        )
     producer.flush(10)
 
 
 @pytest.mark.slow
 def test_broker_restarts_and_kills_while_silver_lags_give_exact_counts(broker: BrokerStack) -> None:
     rng = random.Random(SEED)
-    headsets = broker.neurolake("edge", "simulate", "--headsets", "2", "--duration", "75", "--stimulus",
-                                stdout=subprocess.PIPE, stderr=open(broker.home / "headsets.log", "w"),
-                                text=True)
+    headsets = broker.neurolake(
+        "edge",
+        "simulate",
+        "--headsets",
+        "2",
+        "--duration",
+        "75",
+        "--stimulus",
+        stdout=subprocess.PIPE,
+        stderr=open(broker.home / "headsets.log", "w"),
+        text=True,
+    )
     root = broker.settings.paths.lake_root
     streams = broker.streams("all", "streams-0")
     try:
@@ -81,10 +117,12 @@ def test_broker_restarts_and_kills_while_silver_lags_give_exact_counts(broker: B
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
             if "silver.eeg_samples" in discover_tables(root):
-                done = run_query(root, "SELECT count(*) FROM silver.eeg_samples WHERE session_id NOT LIKE "
-                                       "'poison%'").rows[0][0]
-                quarantined = ("bronze.quarantine" in discover_tables(root) and run_query(
-                    root, "SELECT count(*) FROM bronze.quarantine").rows[0][0] >= len(_poison_fields()))
+                done = run_query(
+                    root, "SELECT count(*) FROM silver.eeg_samples WHERE session_id NOT LIKE 'poison%'"
+                ).rows[0][0]
+                quarantined = "bronze.quarantine" in discover_tables(root) and run_query(
+                    root, "SELECT count(*) FROM bronze.quarantine"
+                ).rows[0][0] >= len(_poison_fields())
                 if done >= expected_samples and quarantined:
                     break
             time.sleep(3)
@@ -115,11 +153,17 @@ def test_broker_restarts_and_kills_while_silver_lags_give_exact_counts(broker: B
     reasons = [r[0] for r in run_query(root, "SELECT reason FROM bronze.quarantine").rows]
     for kind, field in _poison_fields().items():
         assert any(field in reason for reason in reasons), (kind, reasons)
-    assert "silver.session_errors" not in discover_tables(root) or run_query(
-        root, "SELECT count(*) FROM silver.session_errors").rows[0][0] == 0
+    assert (
+        "silver.session_errors" not in discover_tables(root)
+        or run_query(root, "SELECT count(*) FROM silver.session_errors").rows[0][0] == 0
+    )
 
 
 def _poison_fields() -> dict[str, str]:
-    return {"wrong_channels": "n_channels", "far_index": "first_sample_index",
-            "zero_rate": "sample_rate_hz=0.0", "nan_rate": "sample_rate_hz=nan",
-            "bad_stimulus": "stimulus frequency"}
+    return {
+        "wrong_channels": "n_channels",
+        "far_index": "first_sample_index",
+        "zero_rate": "sample_rate_hz=0.0",
+        "nan_rate": "sample_rate_hz=nan",
+        "bad_stimulus": "stimulus frequency",
+    }

@@ -72,8 +72,12 @@ def test_a_model_with_the_wrong_signature_is_refused(stack: ModelStack) -> None:
     frame = pd.DataFrame({"alpha": [0.0, 1.0, 0.2, 0.9], "beta": [1.0, 0.0, 0.8, 0.1]})
     model = LogisticRegression().fit(frame, ["a", "b", "a", "b"])
     with mlflow.start_run():
-        info = mlflow.sklearn.log_model(model, name="model", signature=infer_signature(frame, ["a"]),
-                                        registered_model_name=stack.settings.mlflow.model_name)
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(frame, ["a"]),
+            registered_model_name=stack.settings.mlflow.model_name,
+        )
     version = info.registered_model_version
     refused = stack.run("promote", str(version), "--force")
     assert refused.returncode == 2
@@ -96,15 +100,21 @@ def _wait_for(condition, timeout_s: float, log_path: Path) -> None:  # type: ign
 
 
 def test_live_scorer_waits_for_a_champion_swaps_without_a_gap_and_agrees_with_the_lake(
-        stack: ModelStack, tmp_path: Path) -> None:
+    stack: ModelStack, tmp_path: Path
+) -> None:
     name = "live-test-model"
     env = {"NEUROLAKE_MLFLOW__MODEL_NAME": name, "NEUROLAKE_ML__RELOAD_INTERVAL_S": "0.5"}
     session = simulate_session(stack.settings, 20, 120.0, SESSION_START_US + 10**12)
     windows, markers = session_tables(stack.settings, session)
     log_path = tmp_path / "scorer.log"
     with log_path.open("w") as log_file:
-        scorer = subprocess.Popen([*stack.cli_argv, "score", "live", "--start", "earliest"],
-                                  env={**stack.env, **env}, cwd=stack.home, stdout=log_file, stderr=log_file)
+        scorer = subprocess.Popen(
+            [*stack.cli_argv, "score", "live", "--start", "earliest"],
+            env={**stack.env, **env},
+            cwd=stack.home,
+            stdout=log_file,
+            stderr=log_file,
+        )
     stop = threading.Event()
     producer = threading.Thread(target=publish, args=(stack.settings, session.recording(), 2.0, stop), daemon=True)
     try:
@@ -124,8 +134,9 @@ def test_live_scorer_waits_for_a_champion_swaps_without_a_gap_and_agrees_with_th
     assert scorer.returncode == 0, log_path.read_text()[-3000:]
     codec = default_codec()
     predictions = [codec.decode(m.value())[1] for m in read_topic(stack.settings, "eeg.predictions")]
-    mine = sorted((p for p in predictions if p["session_id"] == session.session_id),
-                  key=lambda p: p["window_start_index"])
+    mine = sorted(
+        (p for p in predictions if p["session_id"] == session.session_id), key=lambda p: p["window_start_index"]
+    )
     versions = [p["model_version"] for p in mine]
     assert versions[0] == "1" and versions[-1] == "2" and versions == sorted(versions), versions
     hop = windows.column("window_start_index").to_pylist()[1] - windows.column("window_start_index").to_pylist()[0]
@@ -139,9 +150,14 @@ def test_live_scorer_waits_for_a_champion_swaps_without_a_gap_and_agrees_with_th
     lake = stack.run("score", "lake", "--version", "2", **env)
     assert lake.returncode == 0, lake.stderr[-3000:]
     assert "scored" in lake.stdout
-    scored = LakeTable(stack.settings.paths.lake_root, GOLD_PREDICTIONS).read_columns(["session_id", "window_start_index", "label", "model_version"])
-    lake_labels = {(r["window_start_index"]): r["label"] for r in scored.to_pylist()
-                   if r["session_id"] == session.session_id and r["model_version"] == "2"}
+    scored = LakeTable(stack.settings.paths.lake_root, GOLD_PREDICTIONS).read_columns(
+        ["session_id", "window_start_index", "label", "model_version"]
+    )
+    lake_labels = {
+        (r["window_start_index"]): r["label"]
+        for r in scored.to_pylist()
+        if r["session_id"] == session.session_id and r["model_version"] == "2"
+    }
     live_labels = {p["window_start_index"]: p["label"] for p in mine if p["model_version"] == "2"}
     assert len(live_labels) > 20 and set(live_labels) <= set(lake_labels)
     assert all(lake_labels[k] == v for k, v in live_labels.items())
@@ -155,8 +171,7 @@ def _airflow(stack: ModelStack, *args: str, **extra: str) -> subprocess.Complete
 
     settings = load_settings(environ={**stack.env, **extra}, cwd=stack.home)
     env = {**stack.env, **extra, **airflow_environment(settings)}
-    return subprocess.run(["airflow", *args], env=env, cwd=stack.home, capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(["airflow", *args], env=env, cwd=stack.home, capture_output=True, text=True, timeout=600)
 
 
 def test_airflow_retrain_dag_runs_against_the_lake(stack: ModelStack, tmp_path: Path) -> None:
@@ -168,8 +183,14 @@ def test_airflow_retrain_dag_runs_against_the_lake(stack: ModelStack, tmp_path: 
     assert "DagRun Finished: dag_id=retrain" in output and "state=success" in output
     assert "gate: dag-test-model version 1 -> champion: first champion" in output
 
-    empty = _airflow(stack, "dags", "test", "retrain", NEUROLAKE_PATHS__LAKE_ROOT=str(tmp_path / "empty"),
-                     NEUROLAKE_MLFLOW__MODEL_NAME="dag-test-model")
+    empty = _airflow(
+        stack,
+        "dags",
+        "test",
+        "retrain",
+        NEUROLAKE_PATHS__LAKE_ROOT=str(tmp_path / "empty"),
+        NEUROLAKE_MLFLOW__MODEL_NAME="dag-test-model",
+    )
     output = empty.stdout + empty.stderr
     assert "state=failed" in output and "no windows yet" in output
 
@@ -186,7 +207,9 @@ def test_the_live_scorer_refuses_a_pickled_or_altered_champion_and_keeps_scoring
     from streaming_jobs.live_scorer import ChampionWatcher
 
     name = "trust-test-model"
-    settings = stack.settings.model_copy(update={"mlflow": stack.settings.mlflow.model_copy(update={"model_name": name})})
+    settings = stack.settings.model_copy(
+        update={"mlflow": stack.settings.mlflow.model_copy(update={"model_name": name})}
+    )
     mlflow.set_tracking_uri(stack.settings.mlflow.effective_tracking_uri)
     mlflow.set_registry_uri(stack.settings.mlflow.effective_tracking_uri)
     mlflow.set_experiment("trust-test")
@@ -196,8 +219,13 @@ def test_the_live_scorer_refuses_a_pickled_or_altered_champion_and_keeps_scoring
 
     def register(fmt: str, fitted: object = model) -> str:
         with mlflow.start_run():
-            info = mlflow.sklearn.log_model(fitted, name="model", serialization_format=fmt, registered_model_name=name,
-                                            pip_requirements=["scikit-learn"])
+            info = mlflow.sklearn.log_model(
+                fitted,
+                name="model",
+                serialization_format=fmt,
+                registered_model_name=name,
+                pip_requirements=["scikit-learn"],
+            )
         version = str(info.registered_model_version)
         client.set_registered_model_alias(name, "champion", version)
         return version

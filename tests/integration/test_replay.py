@@ -44,8 +44,9 @@ def test_replay_at_x10_gives_the_same_gold_windows(broker: BrokerStack) -> None:
     try:
         _run_streams(spark, settings)
         began = time.monotonic()
-        replay = broker.neurolake("replay", original.session_id, "--speed", "10",
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        replay = broker.neurolake(
+            "replay", original.session_id, "--speed", "10", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         out, err = replay.communicate(timeout=120)
         took = time.monotonic() - began
         assert replay.returncode == 0, err
@@ -71,11 +72,14 @@ def test_replay_at_x10_gives_the_same_gold_windows(broker: BrokerStack) -> None:
     assert before.num_rows == (60 * 250 - 500) // 100 + 1 and after.num_rows == before.num_rows
     assert after.column("window_start_index").to_pylist() == before.column("window_start_index").to_pylist()
     for column in ("band_power", "ssvep_score", "railed_pct", "line_noise_ratio"):
-        np.testing.assert_array_equal(np.array(after.column(column).to_pylist(), dtype=np.float64),
-                                      np.array(before.column(column).to_pylist(), dtype=np.float64), err_msg=column)
+        np.testing.assert_array_equal(
+            np.array(after.column(column).to_pylist(), dtype=np.float64),
+            np.array(before.column(column).to_pylist(), dtype=np.float64),
+            err_msg=column,
+        )
     assert after.column("label").to_pylist() == before.column("label").to_pylist()
     assert sum(label is not None for label in before.column("label").to_pylist()) > 10
-    shifts = (after.column("window_start_us").to_numpy() - before.column("window_start_us").to_numpy())
+    shifts = after.column("window_start_us").to_numpy() - before.column("window_start_us").to_numpy()
     assert np.ptp(shifts) <= 2  # the same windows, moved in time by one constant (dejitter rounding)
     assert spark_count == windows.num_rows and spark_sessions == {original.session_id, replayed_id}
     assert 0 < first_version < spark_count

@@ -28,8 +28,18 @@ def _table(root, layer, name):
 
 @pytest.mark.slow
 def test_silver_and_gold_from_a_simulated_session(broker: BrokerStack) -> None:
-    process = broker.neurolake("edge", "simulate", "--headsets", "1", "--duration", "20",
-                               "--stimulus", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    process = broker.neurolake(
+        "edge",
+        "simulate",
+        "--headsets",
+        "1",
+        "--duration",
+        "20",
+        "--stimulus",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     device = json.loads(process.communicate(timeout=120)[0])["devices"][0]
     spark = build_spark_session(broker.settings, "silver-gold-test")
     try:

@@ -40,9 +40,7 @@ def test_up_status_topics_down_with_airflow(cli: Cli) -> None:
     assert result.returncode == 0, result.stderr
     status = json.loads(cli("status", "--json").stdout)
     assert status["healthy"], status
-    assert {name for name, s in status["services"].items() if s["healthy"]} == {
-        "broker", "clock", "mlflow", "airflow"
-    }
+    assert {name for name, s in status["services"].items() if s["healthy"]} == {"broker", "clock", "mlflow", "airflow"}
     tree = _service_tree(status)
     assert len(tree) >= 5  # airflow alone runs scheduler, api server, dag processor, triggerer
 
@@ -76,8 +74,8 @@ def test_up_status_topics_down_with_airflow(cli: Cli) -> None:
     again = cli("up", "--with-airflow")
     assert again.returncode == 0, again.stderr
     assert "already running" in again.stderr
-    assert json.loads(cli("status", "--json").stdout)["services"]["broker"]["pid"] == (
-        status["services"]["broker"]["pid"]
+    assert (
+        json.loads(cli("status", "--json").stdout)["services"]["broker"]["pid"] == (status["services"]["broker"]["pid"])
     )
 
     down = cli("down")

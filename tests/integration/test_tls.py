@@ -24,8 +24,9 @@ pytestmark = pytest.mark.integration
 PI_ADDRESS = "127.0.0.3"  # the "Pi" listens here: the broker's advertised address, not the hub's own
 
 
-def _broker_answers(tls_port: int, ca: Path, certificate: Path | None = None, key: Path | None = None,
-                    plaintext: bool = False) -> bool:
+def _broker_answers(
+    tls_port: int, ca: Path, certificate: Path | None = None, key: Path | None = None, plaintext: bool = False
+) -> bool:
     """Whether a Kafka ApiVersions request through the hub's TLS port gets the broker's answer."""
     request = struct.pack(">hhih", 18, 0, 7, 4) + b"test"
     try:
@@ -46,28 +47,60 @@ def _broker_answers(tls_port: int, ca: Path, certificate: Path | None = None, ke
 
 def test_a_pi_with_its_certificate_streams_through_tls_and_clients_without_one_are_refused(tmp_path: Path) -> None:
     tls_port = free_port()
-    stack = BrokerStack(tmp_path, NEUROLAKE_BROKER__ADVERTISED_HOST=PI_ADDRESS,
-                        NEUROLAKE_BROKER__TLS_PORT=str(tls_port), NEUROLAKE_BROKER__TLS_HOST="127.0.0.1")
+    stack = BrokerStack(
+        tmp_path,
+        NEUROLAKE_BROKER__ADVERTISED_HOST=PI_ADDRESS,
+        NEUROLAKE_BROKER__TLS_PORT=str(tls_port),
+        NEUROLAKE_BROKER__TLS_HOST="127.0.0.1",
+    )
     hub_env = stack.env
     init = subprocess.run([*stack.cli_argv, "tls", "init"], env=hub_env, capture_output=True, text=True, timeout=60)
     assert init.returncode == 0, init.stderr
     pi_home = tmp_path / "pi"
-    issued = subprocess.run([*stack.cli_argv, "tls", "issue", "sim-000", "--out", str(pi_home / "tls")],
-                            env=hub_env, capture_output=True, text=True, timeout=60)
+    issued = subprocess.run(
+        [*stack.cli_argv, "tls", "issue", "sim-000", "--out", str(pi_home / "tls")],
+        env=hub_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert issued.returncode == 0, issued.stderr
-    pi_env = {**hub_env, "NEUROLAKE_PATHS__HOME": str(pi_home),
-              "NEUROLAKE_KAFKA__BOOTSTRAP_SERVERS": f"{PI_ADDRESS}:{stack.settings.broker.port}"}
+    pi_env = {
+        **hub_env,
+        "NEUROLAKE_PATHS__HOME": str(pi_home),
+        "NEUROLAKE_KAFKA__BOOTSTRAP_SERVERS": f"{PI_ADDRESS}:{stack.settings.broker.port}",
+    }
     pi_tunnel = ServiceSpec(
-        "pi-tunnel", [*stack.cli_argv, "tls", "tunnel", "--hub", f"127.0.0.1:{tls_port}", "--device", "sim-000",
-                      "--listen", f"{PI_ADDRESS}:{stack.settings.broker.port}"],
-        {}, lambda: True, env=pi_env, startup_timeout_s=5)
+        "pi-tunnel",
+        [
+            *stack.cli_argv,
+            "tls",
+            "tunnel",
+            "--hub",
+            f"127.0.0.1:{tls_port}",
+            "--device",
+            "sim-000",
+            "--listen",
+            f"{PI_ADDRESS}:{stack.settings.broker.port}",
+        ],
+        {},
+        lambda: True,
+        env=pi_env,
+        startup_timeout_s=5,
+    )
     hub_tunnel = tunnel_spec(stack.settings)
     try:
         stack.supervisor.start(pi_tunnel)
         stack.supervisor.start(hub_tunnel)
         stack.start()  # broker, clock, topics (this admin client follows the advertised address too)
-        simulated = subprocess.run([*stack.cli_argv, "edge", "simulate", "--headsets", "1", "--duration", "6"],
-                                   env=pi_env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        simulated = subprocess.run(
+            [*stack.cli_argv, "edge", "simulate", "--headsets", "1", "--duration", "6"],
+            env=pi_env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert simulated.returncode == 0, simulated.stderr[-3000:]
         device = json.loads(simulated.stdout)["devices"][0]
         assert device["spool"]["undelivered"] == 0

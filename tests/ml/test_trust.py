@@ -25,9 +25,15 @@ def _frame() -> tuple[pd.DataFrame, np.ndarray]:
 def _saved(model: object, path: Path, fmt: str = "skops") -> Path:
     import mlflow
 
-    mlflow.sklearn.save_model(model, str(path), serialization_format=fmt, pip_requirements=["scikit-learn"],
-                              skops_trusted_types=["sklearn.compose._column_transformer.make_column_selector",
-                                                   "tests.ml.test_trust._double"] if fmt == "skops" else None)
+    mlflow.sklearn.save_model(
+        model,
+        str(path),
+        serialization_format=fmt,
+        pip_requirements=["scikit-learn"],
+        skops_trusted_types=["sklearn.compose._column_transformer.make_column_selector", "tests.ml.test_trust._double"]
+        if fmt == "skops"
+        else None,
+    )
     return path
 
 

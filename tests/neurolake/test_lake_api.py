@@ -44,14 +44,22 @@ def test_table_formats_versions_and_time_travel(two_versions) -> None:  # type: 
     at = lake.table("gold.eeg_windows", as_of=between, format="polars", lake_root=root)
     assert isinstance(at, pl.DataFrame) and at["session_id"].unique().to_list() == [first.session_id]
     assert lake.version("gold.eeg_windows", as_of=between.isoformat(), lake_root=root) == 0
-    picked = lake.table("silver.eeg_samples", columns=["sample_index", "raw"], lake_root=root,
-                        where=[("session_id", "=", second.session_id), ("sample_index", "<", 10)])
-    assert picked.column_names == ["sample_index", "raw"] and sorted(picked.column("sample_index").to_pylist()) == list(range(10))
-    np.testing.assert_array_equal(np.array(picked.sort_by("sample_index").column("raw").to_pylist(), np.float32),
-                                  second.samples[:10])
+    picked = lake.table(
+        "silver.eeg_samples",
+        columns=["sample_index", "raw"],
+        lake_root=root,
+        where=[("session_id", "=", second.session_id), ("sample_index", "<", 10)],
+    )
+    assert picked.column_names == ["sample_index", "raw"] and sorted(picked.column("sample_index").to_pylist()) == list(
+        range(10)
+    )
+    np.testing.assert_array_equal(
+        np.array(picked.sort_by("sample_index").column("raw").to_pylist(), np.float32), second.samples[:10]
+    )
     assert [c["version"] for c in lake.history("gold.eeg_windows", lake_root=root)] == [1, 0]
-    chosen = lake.table("gold.eeg_windows", columns=["session_id"], lake_root=root,
-                        where=("session_id", "in", [second.session_id]))
+    chosen = lake.table(
+        "gold.eeg_windows", columns=["session_id"], lake_root=root, where=("session_id", "in", [second.session_id])
+    )
     assert set(chosen.column("session_id").to_pylist()) == {second.session_id}
     sessions = lake.sessions(lake_root=root)
     assert list(sessions["session_id"]) == [first.session_id, second.session_id]
@@ -97,9 +105,12 @@ def test_sql_time_travel_in_the_query_or_for_every_table(two_versions) -> None: 
     assert run_query(root, count).rows == [(2,)]
     assert run_query(root, count, version=0).rows == [(1,)]
     assert run_query(root, count, as_of=between.isoformat()).rows == [(1,)]
-    both = run_query(root, "SELECT (SELECT count(DISTINCT session_id) FROM gold.eeg_windows VERSION AS OF 0), "
-                           "(SELECT count(DISTINCT session_id) FROM gold.eeg_windows), "
-                           f"(SELECT count(*) FROM silver.markers TIMESTAMP AS OF '{between.isoformat()}')")
+    both = run_query(
+        root,
+        "SELECT (SELECT count(DISTINCT session_id) FROM gold.eeg_windows VERSION AS OF 0), "
+        "(SELECT count(DISTINCT session_id) FROM gold.eeg_windows), "
+        f"(SELECT count(*) FROM silver.markers TIMESTAMP AS OF '{between.isoformat()}')",
+    )
     assert both.rows == [(1, 2, len(first.markers))]
     assert ("gold.eeg_windows", 0) in both.versions and ("gold.eeg_windows", 1) in both.versions
     with pytest.raises(NeurolakeError, match="version 9 does not exist"):

@@ -19,8 +19,7 @@ def test_defaults_are_a_single_local_machine(tmp_path: Path) -> None:
 
 def test_env_overrides_toml_which_overrides_defaults(tmp_path: Path) -> None:
     (tmp_path / "neurolake.toml").write_text(
-        '[kafka]\nbootstrap_servers = "toml:9092"\nlinger_ms = 20\n'
-        '[topics.partitions]\n"eeg.raw" = 8\n'
+        '[kafka]\nbootstrap_servers = "toml:9092"\nlinger_ms = 20\n[topics.partitions]\n"eeg.raw" = 8\n'
     )
     env = {"NEUROLAKE_KAFKA__BOOTSTRAP_SERVERS": "env:9092"}
     settings = load_settings(environ=env, cwd=tmp_path)
@@ -52,8 +51,7 @@ def test_edge_board_needs_its_inputs(tmp_path: Path) -> None:
 
 
 def test_lake_settings(tmp_path: Path) -> None:
-    settings = load_settings(environ={"NEUROLAKE_LAKE__NOTCH_HZ": "0", "NEUROLAKE_LAKE__WINDOW_S": "4"},
-                             cwd=tmp_path)
+    settings = load_settings(environ={"NEUROLAKE_LAKE__NOTCH_HZ": "0", "NEUROLAKE_LAKE__WINDOW_S": "4"}, cwd=tmp_path)
     assert settings.lake.notch_hz is None and settings.lake.window_s == 4
     with pytest.raises(SettingsError, match="lake.band_low_hz"):
         load_settings(environ={"NEUROLAKE_LAKE__BAND_LOW_HZ": "70"}, cwd=tmp_path)
@@ -128,7 +126,8 @@ def test_web_uis_and_the_broker_stay_on_loopback_unless_the_lan_is_explicitly_tr
     for name in ("DASHBOARD", "MLFLOW", "AIRFLOW", "BROKER"):
         with pytest.raises(SettingsError, match=f"{name.lower()}.host='0.0.0.0' would serve the lab network"):
             load_settings(environ={f"NEUROLAKE_{name}__HOST": "0.0.0.0"})
-    trusted = load_settings(environ={"NEUROLAKE_DASHBOARD__HOST": "0.0.0.0",
-                                     "NEUROLAKE_SECURITY__ALLOW_UNAUTHENTICATED_LAN": "true"})
+    trusted = load_settings(
+        environ={"NEUROLAKE_DASHBOARD__HOST": "0.0.0.0", "NEUROLAKE_SECURITY__ALLOW_UNAUTHENTICATED_LAN": "true"}
+    )
     assert trusted.dashboard.host == "0.0.0.0"
     assert load_settings(environ={"NEUROLAKE_DASHBOARD__HOST": "::1"}).dashboard.host == "::1"

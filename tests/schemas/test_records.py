@@ -15,8 +15,14 @@ def test_control_kinds_come_from_the_schema() -> None:
 
 
 def test_a_spool_ack_round_trips_through_the_codec() -> None:
-    record = control_record(device_id="pi-1", kind="SPOOL_ACK", sender="bronze", issued_us=1_700_000_000_000_000,
-                            acked_topic="eeg.raw", acked_seq=41)
+    record = control_record(
+        device_id="pi-1",
+        kind="SPOOL_ACK",
+        sender="bronze",
+        issued_us=1_700_000_000_000_000,
+        acked_topic="eeg.raw",
+        acked_seq=41,
+    )
     codec = default_codec()
     record_type, back = codec.decode(codec.encode("control", record))
     assert record_type == "control" and back == record
@@ -31,15 +37,33 @@ def test_an_unknown_control_kind_is_refused_by_name() -> None:
 def test_an_eeg_block_carries_counts_that_match_its_arrays() -> None:
     samples = np.arange(30, dtype=np.float64).reshape(10, 3)
     times = 1_000 + np.arange(10) * 4_000
-    record = eeg_block_record(device_id="pi-1", session_id="s", seq=7, first_sample_index=100, samples=samples,
-                              device_times_us=times, sample_rate_hz=250.0, produced_us=5, clock_offset_us=-3,
-                              clock_rtt_us=2)
+    record = eeg_block_record(
+        device_id="pi-1",
+        session_id="s",
+        seq=7,
+        first_sample_index=100,
+        samples=samples,
+        device_times_us=times,
+        sample_rate_hz=250.0,
+        produced_us=5,
+        clock_offset_us=-3,
+        clock_rtt_us=2,
+    )
     codec = default_codec()
     _, back = codec.decode(codec.encode("eeg_block", record))
     assert (back["n_samples"], back["n_channels"]) == (10, 3)
     np.testing.assert_array_equal(eeg_block_samples(back), samples.astype(np.float32))
     np.testing.assert_array_equal(eeg_block_device_times(back), times)
     with pytest.raises(ValueError, match="device_times_us has 9 entries for 10 samples"):
-        eeg_block_record(device_id="pi-1", session_id="s", seq=0, first_sample_index=0, samples=samples,
-                         device_times_us=times[:9], sample_rate_hz=250.0, produced_us=0, clock_offset_us=0,
-                         clock_rtt_us=0)
+        eeg_block_record(
+            device_id="pi-1",
+            session_id="s",
+            seq=0,
+            first_sample_index=0,
+            samples=samples,
+            device_times_us=times[:9],
+            sample_rate_hz=250.0,
+            produced_us=0,
+            clock_offset_us=0,
+            clock_rtt_us=0,
+        )

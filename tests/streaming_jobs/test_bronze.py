@@ -13,10 +13,15 @@ from tests.schemas.samples import sample_records
 
 
 def _rows(values: list[tuple[str, bytes]]) -> pa.Table:
-    return pa.table({
-        "topic": [t for t, _ in values], "partition": [0] * len(values), "offset": list(range(len(values))),
-        "key": [b"k"] * len(values), "value": [v for _, v in values],
-    })
+    return pa.table(
+        {
+            "topic": [t for t, _ in values],
+            "partition": [0] * len(values),
+            "offset": list(range(len(values))),
+            "key": [b"k"] * len(values),
+            "value": [v for _, v in values],
+        }
+    )
 
 
 def test_only_records_signed_by_their_own_devices_key_are_stored(tmp_path: Path) -> None:
@@ -29,17 +34,19 @@ def test_only_records_signed_by_their_own_devices_key_are_stored(tmp_path: Path)
     def encoded(seq: int) -> bytes:
         return codec.encode("eeg_block", {**block, "seq": seq})
 
-    rows = _rows([
-        ("sessions", sign(session, "sessions", real)),
-        ("eeg.raw", sign(encoded(0), "eeg.raw", real)),
-        ("eeg.raw", encoded(1)),                                   # unsigned
-        ("eeg.raw", sign(encoded(2), "eeg.raw", new_key("pi-1"))),  # a key the hub never registered
-        ("eeg.raw", sign(encoded(3), "eeg.raw", other)),           # pi-2's key speaking for pi-1
-        ("eeg.raw", sign(encoded(4), "markers", real)),            # signed for another topic
-        ("eeg.raw", sign(encoded(5), "eeg.raw", real, HUB)),       # a hub signature
-        ("eeg.raw", sign(encoded(2**62), "eeg.raw", real)),        # a leaked key and a huge seq
-        ("eeg.raw", sign(encoded(1), "eeg.raw", real)),
-    ])
+    rows = _rows(
+        [
+            ("sessions", sign(session, "sessions", real)),
+            ("eeg.raw", sign(encoded(0), "eeg.raw", real)),
+            ("eeg.raw", encoded(1)),  # unsigned
+            ("eeg.raw", sign(encoded(2), "eeg.raw", new_key("pi-1"))),  # a key the hub never registered
+            ("eeg.raw", sign(encoded(3), "eeg.raw", other)),  # pi-2's key speaking for pi-1
+            ("eeg.raw", sign(encoded(4), "markers", real)),  # signed for another topic
+            ("eeg.raw", sign(encoded(5), "eeg.raw", real, HUB)),  # a hub signature
+            ("eeg.raw", sign(encoded(2**62), "eeg.raw", real)),  # a leaked key and a huge seq
+            ("eeg.raw", sign(encoded(1), "eeg.raw", real)),
+        ]
+    )
     decoded = decode_batch(rows, SeqIndex(), codec, keyring=keyring)
     assert decoded.tables["eeg_blocks"].column("seq").to_pylist() == [0, 1]
     reasons = decoded.quarantine.column("reason").to_pylist()
@@ -74,8 +81,9 @@ def test_a_reset_spools_restarted_seqs_are_new_records_not_duplicates(tmp_path: 
 
     index = SeqIndex()
     first = decode_batch(_rows([signed(s, 111) for s in range(3)]), index, codec, keyring=keyring)
-    again = decode_batch(_rows([signed(s, 111) for s in range(3)] + [signed(s, 222) for s in range(3)]),
-                         index, codec, keyring=keyring)
+    again = decode_batch(
+        _rows([signed(s, 111) for s in range(3)] + [signed(s, 222) for s in range(3)]), index, codec, keyring=keyring
+    )
     assert first.tables["eeg_blocks"].num_rows == 3
     assert again.duplicates == 3 and again.tables["eeg_blocks"].column("spool_epoch").to_pylist() == [222] * 3
     assert index.contiguous() == {("eeg.raw", "pi-1", 111): 2, ("eeg.raw", "pi-1", 222): 2}

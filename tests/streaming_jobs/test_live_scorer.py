@@ -84,7 +84,9 @@ def test_a_session_joined_midway_starts_at_its_first_block(settings: Settings, s
 def test_a_model_for_another_layout_is_not_used(settings: Settings, session_and_model, caplog) -> None:  # type: ignore[no-untyped-def]
     session, _, features, _ = session_and_model
     other = features.rename(columns=lambda c: c.replace("ch16", "ch99"))
-    model = make_pipeline("bandpower_lr", settings.ml).fit(other, ["a", "b"] * (len(other) // 2) + ["a"] * (len(other) % 2))
+    model = make_pipeline("bandpower_lr", settings.ml).fit(
+        other, ["a", "b"] * (len(other) // 2) + ["a"] * (len(other) % 2)
+    )
     scorer = LiveScorer(live_config(settings), lambda: LoadedModel("m", "9", model))
     assert _feed(scorer, session, 10) == []
     assert scorer.counters.unscored_layout > 0

@@ -22,25 +22,51 @@ RATE = 250.0
 
 def _rows(session_id: str, blocks: int = 40, block: int = 25) -> list[dict]:
     rng = np.random.default_rng(0)
-    session = {"session_id": session_id, "device_id": f"dev-{session_id}", "channel_names": [f"C{i}" for i in range(CHANNELS)],
-               "channel_types": ["eeg"] * CHANNELS, "sample_rate_hz": RATE, "metadata": {}}
-    rows = [{**{n: None for n in ROWS_ARROW.names}, "kind": "session", "session_id": session_id,
-             "device_id": session["device_id"], "session_json": json.dumps(session)}]
+    session = {
+        "session_id": session_id,
+        "device_id": f"dev-{session_id}",
+        "channel_names": [f"C{i}" for i in range(CHANNELS)],
+        "channel_types": ["eeg"] * CHANNELS,
+        "sample_rate_hz": RATE,
+        "metadata": {},
+    }
+    rows = [
+        {
+            **{n: None for n in ROWS_ARROW.names},
+            "kind": "session",
+            "session_id": session_id,
+            "device_id": session["device_id"],
+            "session_json": json.dumps(session),
+        }
+    ]
     for seq in range(blocks):
         first = seq * block
-        rows.append({"kind": "block", "session_id": session_id, "device_id": session["device_id"], "seq": seq,
-                     "first_sample_index": first, "n_samples": block, "n_channels": CHANNELS,
-                     "sample_rate_hz": RATE,
-                     "data": rng.normal(0, 10, (block, CHANNELS)).astype(np.float32).tobytes(),
-                     "device_times_us": (1_790_000_000_000_000 + (first + np.arange(block)) * 4000).astype(np.int64).tobytes(),
-                     "clock_offset_us": 0, "session_json": None})
+        rows.append(
+            {
+                "kind": "block",
+                "session_id": session_id,
+                "device_id": session["device_id"],
+                "seq": seq,
+                "first_sample_index": first,
+                "n_samples": block,
+                "n_channels": CHANNELS,
+                "sample_rate_hz": RATE,
+                "data": rng.normal(0, 10, (block, CHANNELS)).astype(np.float32).tobytes(),
+                "device_times_us": (1_790_000_000_000_000 + (first + np.arange(block)) * 4000)
+                .astype(np.int64)
+                .tobytes(),
+                "clock_offset_us": 0,
+                "session_json": None,
+            }
+        )
     return rows
 
 
 def _run(tmp_path: Path, rows: list[dict], batch_id: int) -> dict[str, list[dict]]:
     context = BatchContext(batch_id, 1_000, -1, str(tmp_path / "lake"), str(tmp_path / "state"), CONFIG)
-    results = pa.Table.from_batches(list(process_partition(
-        context, iter(pa.Table.from_pylist(rows, schema=ROWS_ARROW).to_batches())))).to_pylist()
+    results = pa.Table.from_batches(
+        list(process_partition(context, iter(pa.Table.from_pylist(rows, schema=ROWS_ARROW).to_batches())))
+    ).to_pylist()
     files: dict[str, list[dict]] = {}
     for result in results:
         if result["kind"] == "file":
@@ -49,7 +75,8 @@ def _run(tmp_path: Path, rows: list[dict], batch_id: int) -> dict[str, list[dict
             # The partition column lives in the file's path, as Delta readers see it.
             files.setdefault(result["name"], []).extend(
                 {**row, **dict(written.partition_values)}
-                for row in pq.read_table(tmp_path / "lake" / layer / name / written.relative_path).to_pylist())
+                for row in pq.read_table(tmp_path / "lake" / layer / name / written.relative_path).to_pylist()
+            )
     return files
 
 

@@ -29,8 +29,7 @@ def _blocks(seconds: float = 20, block: int = 25, seed: int = 0) -> tuple[list[B
     info = SessionInfo("dev", layout.channel_names, layout.channel_types, FS, (8.0, 10.0, 12.0, 15.0))
     t0 = 1_700_000_000_000_000
     blocks = [
-        Block("dev", i // block, i, data[i : i + block],
-              (t0 + (i + np.arange(block)) * 4000).astype(np.int64), 0, FS)
+        Block("dev", i // block, i, data[i : i + block], (t0 + (i + np.arange(block)) * 4000).astype(np.int64), 0, FS)
         for i in range(0, len(data), block)
     ]
     return blocks, data, info

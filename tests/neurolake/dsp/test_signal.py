@@ -57,7 +57,7 @@ def test_filter_removes_mains_and_drift() -> None:
     signal = (50 * np.sin(2 * np.pi * 60 * t) + 10 * np.sin(2 * np.pi * 10 * t) + 200 * t)[:, None]
     sos = design_sos(FilterSpec(FS))
     out, _ = filter_chunk(sos, initial_state(sos, 1), signal)
-    settled = out[int(4 * FS):, 0]
+    settled = out[int(4 * FS) :, 0]
     assert np.std(settled) == pytest.approx(10 / np.sqrt(2), rel=0.1)
 
 
@@ -139,8 +139,7 @@ def test_ssvep_scores_equal_plain_cca_with_each_reference() -> None:
 def test_ssvep_scores_pick_the_flicker() -> None:
     t = np.arange(500) / FS
     rng = np.random.default_rng(1)
-    window = np.column_stack([3 * np.sin(2 * np.pi * 12 * t + 0.3) + rng.normal(0, 5, 500)
-                              for _ in range(4)])
+    window = np.column_stack([3 * np.sin(2 * np.pi * 12 * t + 0.3) + rng.normal(0, 5, 500) for _ in range(4)])
     scores = ssvep_scores(window, FS, [8, 10, 12, 15])
     assert scores.argmax() == 2 and 0 <= scores.min() and scores.max() <= 1
 
