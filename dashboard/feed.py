@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from infra.kafka import LiveReader
-from neurolake.dsp.filters import FilterSpec, design_sos, filter_chunk, initial_state
+from neurolake.dsp.filters import FilterSpec, design_sos, filter_block
 from neurolake.dsp.heart import detect_beats
 from neurolake.dsp.labels import intervals_from_markers
 from neurolake.dsp.session import session_record_problem
@@ -68,9 +68,7 @@ class SessionBuffer:
         return [i for i, t in enumerate(self.channel_types) if t == "eeg"]
 
     def append(self, first_index: int, samples: np.ndarray, last_sample_ms: float) -> None:
-        if self.zi is None or first_index != self.next_index:
-            self.zi = initial_state(self.sos, samples.shape[1])  # a gap restarts the filter
-        filtered, self.zi = filter_chunk(self.sos, self.zi, samples.astype(np.float64))
+        filtered, self.zi = filter_block(self.sos, self.zi, self.next_index, first_index, samples.astype(np.float64))
         seconds = (first_index + np.arange(len(samples))) / self.sample_rate_hz
         keep = self.capacity
         self.raw = np.concatenate([self.raw, samples])[-keep:]

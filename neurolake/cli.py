@@ -237,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     from neurolake.access_commands import add_access_commands
     from neurolake.device_commands import add_device_commands
     from neurolake.key_commands import add_key_commands
+    from neurolake.lsl_commands import add_lsl_commands
     from neurolake.ml_commands import add_ml_commands
     from neurolake.tls_commands import add_tls_commands
 
@@ -246,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_key_commands(commands)
     add_device_commands(commands)
     add_tls_commands(commands)
+    add_lsl_commands(commands)
     return parser
 
 

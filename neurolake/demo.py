@@ -107,6 +107,37 @@ def _retrain_with_airflow(settings: Settings, stop: threading.Event, timeout_s: 
     return state
 
 
+def _first_champion(settings: Settings, stop: threading.Event) -> None:
+    """A champion in the demo's first minute: trained on simulated sessions written straight into the
+    lake (``neurolake sample-lake``), so the live scorer predicts while the lab's own data builds up;
+    the retrain DAG then trains on everything the lake holds."""
+    from batch_jobs.sample_lake import write_sample_lake
+    from ml.dataset import build_training_set
+    from ml.registry import champion_version, connect, train
+
+    try:
+        if champion_version(connect(settings), settings.mlflow.model_name) is not None:
+            return
+        started = time.monotonic()
+        write_sample_lake(settings, sessions=4, seconds=40.0)
+        if stop.is_set():
+            return
+        result = train(settings, build_training_set(settings.paths.lake_root, settings.ml))
+        assert result.decision is not None
+        log.info(
+            "first model %s v%s in %.0f s (%s): the live scorer predicts with it from now on; watch the "
+            "Predictions panel at http://%s:%d/",
+            settings.mlflow.model_name,
+            result.registered_version,
+            time.monotonic() - started,
+            result.decision.reason,
+            settings.dashboard.host,
+            settings.dashboard.port,
+        )
+    except Exception as exc:  # the demo goes on without a first model; the retrain DAG may make one
+        log.warning("could not train a first model: %s", exc)
+
+
 def _report_models(settings: Settings) -> None:
     from ml.registry import list_models
 
@@ -177,6 +208,8 @@ def _run_demo(
         for name, spec in children.items():
             state = supervisor.start(spec)
             log.info("%s started (pid %s, log %s)", name, state.pid, state.log_file)
+        if children:
+            threading.Thread(target=_first_champion, args=(settings, stop), name="first-champion", daemon=True).start()
         if children:
             log.info("dashboard: http://%s:%d/", settings.dashboard.host, settings.dashboard.port)
         if duration_s > 0:

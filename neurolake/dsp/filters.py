@@ -79,3 +79,14 @@ def filter_chunk(sos: np.ndarray, state: np.ndarray, samples: np.ndarray) -> tup
         raise ValueError(f"filter state is for {state.shape[2]} channels, chunk has {samples.shape[1]}")
     filtered, new_state = sosfilt(sos, samples, axis=0, zi=state)
     return filtered, new_state
+
+
+def filter_block(
+    sos: np.ndarray, state: np.ndarray | None, expected_index: int | None, first_index: int, samples: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Filter a live block that starts at sample ``first_index``, continuing ``state`` when the block
+    follows the previous one (``expected_index``); after a gap or at the start it begins at rest, as
+    a one-pass filter over that stretch would. Returns (y, new state)."""
+    if state is None or expected_index is None or first_index != expected_index:
+        state = initial_state(sos, samples.shape[1])
+    return filter_chunk(sos, state, samples)
