@@ -23,6 +23,7 @@ from edge_producers.clock import ClockProbe, now_us
 from edge_producers.control import CommandRefused, ControlListener, apply_config
 from edge_producers.devices.camera import Camera, make_camera
 from edge_producers.devices.eeg import DeviceError, EegChunk, EegSource, make_eeg_source
+from edge_producers.devices.lsl import parse_marker
 from edge_producers.devices.sensors import RoomSensors, make_sensors
 from edge_producers.spool import AckRefused, Spool
 from edge_producers.stimulus import StimulusEvent, StimulusSchedule
@@ -88,6 +89,7 @@ class DeviceRunner:
         # Wakes the sender the moment a block is spooled: no polling delay on the live path.
         self._on_spooled = on_spooled
         self._last_sample_us: int | None = None
+        self._source_trial = 0
         self.key = edge.device_id.encode()
         self.state = "STOPPED"
         self.session_id: str | None = None
@@ -213,6 +215,9 @@ class DeviceRunner:
             lab_now = self.clock.estimate.to_lab(now)
             if self._schedule is not None:
                 self._publish_markers(lab_now)
+            read_markers = getattr(self._source, "read_markers", None)
+            if read_markers is not None:
+                self._publish_source_markers(read_markers())
             if self._camera is not None and now >= self._next_frame_us:
                 self._next_frame_us = now + int(1e6 / self.edge.camera.fps)
                 self._publish_frame()
@@ -344,6 +349,28 @@ class DeviceRunner:
                     "trial": trial.trial,
                     "stimulus_hz": trial.hz,
                     "duration_s": (trial.end_us - trial.start_us) / 1e6,
+                },
+                key=(self.session_id or "").encode(),
+            )
+            self.counters.markers += 1
+
+    def _publish_source_markers(self, markers: list[tuple[int, str]]) -> None:
+        """Markers a source brings with it (an LSL marker stream), in lab time."""
+        for device_us, text in markers:
+            event, self._source_trial = parse_marker(text, self._source_trial)
+            self._spool_record(
+                MARKERS,
+                "marker",
+                {
+                    "device_id": self.edge.device_id,
+                    "session_id": self.session_id,
+                    "seq": 0,
+                    "timestamp_us": self.clock.estimate.to_lab(device_us),
+                    "event": event.event,
+                    "label": event.label,
+                    "trial": event.trial,
+                    "stimulus_hz": event.stimulus_hz,
+                    "duration_s": event.duration_s,
                 },
                 key=(self.session_id or "").encode(),
             )

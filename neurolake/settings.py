@@ -248,11 +248,16 @@ class EdgeSettings(_Section):
     """One Pi's devices. `neurolake edge setup` writes these into the Pi's neurolake.toml."""
 
     device_id: str = "pi-1"
-    board: Literal["simulated", "synthetic", "playback", "cyton", "cyton_daisy", "ganglion"] = "simulated"
+    board: Literal["simulated", "synthetic", "playback", "cyton", "cyton_daisy", "ganglion", "lsl"] = "simulated"
     serial_port: str | None = None
     playback_file: Path | None = None
     # The board the playback recording was made with (its description: rate, rows, names).
     playback_board: Literal["synthetic", "cyton", "cyton_daisy", "ganglion"] = "synthetic"
+    # board = "lsl": the LSL stream to record (an LSL predicate, e.g. "type='EEG'" or "name='ActiCHamp'"),
+    # and optionally a marker stream whose START/END strings label gold windows (devices/lsl.py).
+    lsl_stream: str = "type='EEG'"
+    lsl_markers: str | None = None
+    lsl_timeout_s: float = Field(default=10.0, gt=0)
     # Cyton analog mode ("/2"): the pulse sensor streams on the AUX (analog) rows.
     analog_mode: bool = False
     montage: str = "standard_1020"

@@ -321,7 +321,8 @@ class SessionTables:
 
 
 def read_markers(lake_root: Path, version: int, sessions: list[str]) -> pa.Table | None:
-    """START/INSTANT markers of ``sessions`` from bronze at ``version`` (None before any)."""
+    """The markers of ``sessions`` from bronze at ``version`` (None before any), with their trial
+    numbers: a START without a duration lasts until its trial's END (LSL marker streams)."""
     if version < 0 or not sessions:
         return None
     from infra.delta import delta_dataset
@@ -330,7 +331,7 @@ def read_markers(lake_root: Path, version: int, sessions: list[str]) -> pa.Table
     if dataset is None:
         return None
     return dataset.to_table(
-        columns=["session_id", "event", "timestamp_us", "duration_s", "label"],
+        columns=["session_id", "event", "timestamp_us", "duration_s", "label", "trial"],
         filter=pc.field("session_id").isin(sessions),
     )
 

@@ -60,7 +60,7 @@ class EegSource(Protocol):
     def stop(self) -> None: ...
 
 
-class _ContextSource:
+class ContextSource:
     def __enter__(self):  # type: ignore[no-untyped-def]
         self.start()  # type: ignore[attr-defined]
         return self
@@ -73,7 +73,7 @@ def empty_chunk(n_channels: int) -> EegChunk:
     return EegChunk(np.empty((0, n_channels), np.float32), np.empty(0, np.int64))
 
 
-class SimulatedHeadset(_ContextSource):
+class SimulatedHeadset(ContextSource):
     """The simulated lab headset, paced by the wall clock like a real board."""
 
     def __init__(
@@ -140,7 +140,7 @@ def brainflow_module():  # type: ignore[no-untyped-def]
     return board_shim
 
 
-class BrainFlowSource(_ContextSource):
+class BrainFlowSource(ContextSource):
     """An OpenBCI (or synthetic, or playback) board through BrainFlow.
 
     Rate, channel rows and names come from BrainFlow's board description. With ``analog_mode`` on a
@@ -253,6 +253,10 @@ def make_eeg_source(
 ) -> EegSource:
     if settings.board == "simulated":
         return SimulatedHeadset(settings, stimulus_at, to_lab_us=to_lab_us)
+    if settings.board == "lsl":
+        from edge_producers.devices.lsl import LslSource
+
+        return LslSource(settings.lsl_stream, settings.lsl_markers, settings.lsl_timeout_s)
     return BrainFlowSource(
         settings.board,
         serial_port=settings.serial_port,

@@ -84,3 +84,95 @@ def test_lsl_tools_read_a_live_sessions_filtered_eeg_and_predictions(broker: Bro
         for process in (edge, serve):
             process.terminate()
             process.wait(30)
+
+
+def _lsl_lab(source_id: str, seconds: float, ready) -> None:  # type: ignore[no-untyped-def]
+    """Stimulus software and an LSL-only amplifier: 16 channels at 250 Hz, and START/END markers."""
+    import numpy as np
+    import pylsl
+
+    info = pylsl.StreamInfo("test amplifier", "EEG", 16, 250.0, pylsl.cf_float32, f"{source_id}-eeg")
+    channels = info.desc().append_child("channels")
+    for i in range(16):
+        channel = channels.append_child("channel")
+        channel.append_child_value("label", f"E{i + 1}")
+        channel.append_child_value("type", "EEG")
+    eeg = pylsl.StreamOutlet(info)
+    markers = pylsl.StreamOutlet(
+        pylsl.StreamInfo("test stimuli", "Markers", 1, pylsl.IRREGULAR_RATE, pylsl.cf_string, f"{source_id}-markers")
+    )
+    ready.set()
+    rng = np.random.default_rng(3)
+    schedule = []  # (seconds from start, marker)
+    at = 4.0
+    for label in ("flicker_12hz", "flicker_8hz", "flicker_12hz", "flicker_8hz"):
+        schedule += [(at, f"START {label}"), (at + 4.0, f"END {label}")]
+        at += 7.0  # 3 s of rest: room for a whole 2 s window
+    start = time.monotonic()
+    sent = 0
+    while time.monotonic() - start < seconds:
+        elapsed = time.monotonic() - start
+        due = int(elapsed * 250)
+        if due > sent:
+            eeg.push_chunk(rng.normal(0, 10, size=(due - sent, 16)).astype(np.float32))
+            sent = due
+        while schedule and schedule[0][0] <= elapsed:
+            markers.push_sample([schedule.pop(0)[1]])
+        time.sleep(0.01)
+
+
+@pytest.mark.slow
+def test_an_lsl_amplifier_and_marker_stream_recorded_through_the_edge_label_gold_windows(
+    broker: BrokerStack,
+) -> None:
+    import multiprocessing
+
+    import pyarrow.compute as pc
+
+    from batch_jobs.rebuild import rebuild
+    from infra.delta import LakeTable
+    from infra.spark import build_spark_session
+    from schemas.catalog import GOLD_EEG_WINDOWS
+    from schemas.signing import Keyring, ensure_key
+    from streaming_jobs.jobs import start_bronze
+    from streaming_jobs.silver_gold import processor_config
+
+    source_id = f"lsl-test-{time.time_ns()}"
+    ready = multiprocessing.Event()
+    lab = multiprocessing.Process(target=_lsl_lab, args=(source_id, 45.0, ready), daemon=True)
+    lab.start()
+    assert ready.wait(20)
+    ensure_key(Keyring(broker.settings.security.keyring), "lsl-pi")
+    env = {
+        **broker.env,
+        "NEUROLAKE_EDGE__DEVICE_ID": "lsl-pi",
+        "NEUROLAKE_EDGE__BOARD": "lsl",
+        "NEUROLAKE_EDGE__LSL_STREAM": f"source_id='{source_id}-eeg'",
+        "NEUROLAKE_EDGE__LSL_MARKERS": f"source_id='{source_id}-markers'",
+    }
+    edge = subprocess.run(
+        [*broker.cli_argv, "edge", "run", "--duration", "36"],
+        env=env,
+        cwd=broker.home,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    lab.terminate()
+    assert edge.returncode == 0, edge.stderr[-3000:]
+    spark = build_spark_session(broker.settings, "lsl-in-test")
+    try:
+        query = start_bronze(spark, broker.settings, trigger_s=0.5, publish_acks=False)
+        query.processAllAvailable()
+        query.stop()
+    finally:
+        spark.stop()
+    root = broker.settings.paths.lake_root
+    rebuild(root, root / "_checkpoints" / "silver_gold", processor_config(broker.settings))
+    windows = LakeTable(root, GOLD_EEG_WINDOWS).read_columns(["session_id", "label"])
+    assert windows is not None and windows.num_rows > 50
+    labels = pc.value_counts(windows.column("label")).to_pylist()
+    counts = {item["values"]: item["counts"] for item in labels}
+    # Windows wholly inside a flicker take its label, between trials "rest", as with the built-in task.
+    assert counts.get("flicker_12hz", 0) >= 5 and counts.get("flicker_8hz", 0) >= 5, counts
+    assert counts.get("rest", 0) >= 1, counts

@@ -1,0 +1,136 @@
+"""LSL in: record any Lab Streaming Layer stream through the edge, with the edge's guarantees.
+
+``board = "lsl"`` makes an EEG source of the first LSL stream matching ``edge.lsl_stream`` (an LSL
+predicate such as ``type='EEG'`` or ``name='ActiCHamp-1'``), for amplifiers that only speak LSL; with
+``edge.lsl_markers`` the runtime also records a marker stream (PsychoPy, OpenSesame, Unity) as marker
+records that label gold windows exactly like the built-in stimulus runner's.
+
+Times: the inlets post-process with LSL's own clock synchronisation (``proc_clocksync``), so each
+timestamp is on this machine's LSL clock; it becomes this machine's wall time here, and the edge's
+clock probe then maps it to lab time like any board's.
+
+Marker strings: ``START <label> [<duration_s>]`` opens a trial (its duration, or until the next
+``END <label>``), ``END <label>`` closes it; anything else is an INSTANT marker with that text as its
+label. Case does not matter.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge_producers.devices.eeg import BoardInfo, ContextSource, DeviceError, EegChunk, empty_chunk
+
+_HZ = re.compile(r"(\d+(?:\.\d+)?)\s*hz", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class MarkerEvent:
+    event: str  # START, END or INSTANT
+    label: str
+    trial: int | None
+    duration_s: float | None
+    stimulus_hz: float | None
+
+
+def parse_marker(text: str, last_trial: int) -> tuple[MarkerEvent, int]:
+    """The marker record one LSL marker string stands for, and the trial counter after it."""
+    words = text.strip().split()
+    kind = words[0].upper() if words else ""
+    if kind in ("START", "END") and len(words) >= 2:
+        label = words[1]
+        hz_match = _HZ.search(label)
+        hz = float(hz_match.group(1)) if hz_match else None
+        if kind == "START":
+            duration = None
+            if len(words) >= 3:
+                try:
+                    duration = float(words[2])
+                except ValueError:
+                    duration = None
+            if duration is not None and not (duration > 0 and np.isfinite(duration)):
+                duration = None
+            return MarkerEvent("START", label, last_trial + 1, duration, hz), last_trial + 1
+        return MarkerEvent("END", label, last_trial, None, hz), last_trial
+    return MarkerEvent("INSTANT", text.strip()[:200] or "marker", None, None, None), last_trial
+
+
+def _pylsl():  # type: ignore[no-untyped-def]
+    try:
+        import pylsl
+    except ImportError:
+        raise DeviceError("edge.board=lsl needs pylsl: install neurolake with the lsl extra") from None
+    return pylsl
+
+
+def _wall_us(pylsl, stamps: list[float] | np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """LSL-clock timestamps (already clock-synchronised) as this machine's wall time."""
+    shift = time.time() - pylsl.local_clock()
+    return ((np.asarray(stamps, dtype=np.float64) + shift) * 1e6).astype(np.int64)
+
+
+class LslSource(ContextSource):
+    def __init__(self, stream: str, markers: str | None = None, timeout_s: float = 10.0) -> None:
+        self._query, self._markers_query, self._timeout_s = stream, markers, timeout_s
+        self._inlet = None
+        self._markers = None
+        self.info = BoardInfo("lsl", 0.0, (), ())
+
+    def _open(self, query: str):  # type: ignore[no-untyped-def]
+        pylsl = _pylsl()
+        found = pylsl.resolve_bypred(query, 1, self._timeout_s)
+        if not found:
+            raise DeviceError(f"no LSL stream matches {query!r} within {self._timeout_s:.0f} s (edge.lsl_stream)")
+        inlet = pylsl.StreamInlet(found[0], max_buflen=60, processing_flags=pylsl.proc_clocksync | pylsl.proc_dejitter)
+        inlet.open_stream(timeout=self._timeout_s)
+        return inlet
+
+    def start(self) -> None:
+        self._inlet = self._open(self._query)
+        full = self._inlet.info(timeout=self._timeout_s)
+        names, types = [], []
+        channel = full.desc().child("channels").child("channel")
+        while not channel.empty():
+            names.append(channel.child_value("label"))
+            types.append((channel.child_value("type") or "eeg").lower())
+            channel = channel.next_sibling()
+        count = full.channel_count()
+        if len(names) != count or not all(names):
+            names, types = [f"ch{i + 1}" for i in range(count)], ["eeg"] * count
+        rate = full.nominal_srate()
+        if not rate > 0:
+            raise DeviceError(f"LSL stream {full.name()!r} has an irregular rate; an EEG source needs a nominal rate")
+        self.info = BoardInfo(f"lsl:{full.name()}", float(rate), tuple(names), tuple(types), gain=1.0)
+        if self._markers_query:
+            self._markers = self._open(self._markers_query)
+
+    def read(self) -> EegChunk:
+        if self._inlet is None:
+            raise DeviceError("LSL source read before start()")
+        pylsl = _pylsl()
+        try:
+            samples, stamps = self._inlet.pull_chunk(timeout=0.0, max_samples=4096)
+        except pylsl.LostError:
+            raise DeviceError("the LSL stream was lost (its outlet closed)") from None
+        if not stamps:
+            return empty_chunk(self.info.n_channels)
+        return EegChunk(np.asarray(samples, dtype=np.float32), _wall_us(pylsl, stamps))
+
+    def read_markers(self) -> list[tuple[int, str]]:
+        """Marker strings that arrived since the last call, with their wall times (microseconds)."""
+        if self._markers is None:
+            return []
+        pylsl = _pylsl()
+        samples, stamps = self._markers.pull_chunk(timeout=0.0)
+        if not stamps:
+            return []
+        return [(int(t), str(s[0])) for s, t in zip(samples, _wall_us(pylsl, stamps))]
+
+    def stop(self) -> None:
+        for inlet in (self._inlet, self._markers):
+            if inlet is not None:
+                inlet.close_stream()
+        self._inlet = self._markers = None
