@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from batch_jobs.recording import Recording, RecordingError, annotations
+from batch_jobs.xdf import XdfStream, offsets_every, write_xdf
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ SKIP = "BAD_ACQ_SKIP"
 MNE_TYPES = {"eeg": "eeg", "eog": "eog", "emg": "emg", "ecg": "ecg", "pulse": "bio", "stim": "stim"}
 TO_VOLTS = {"uV": 1e-6, "µV": 1e-6, "mV": 1e-3, "V": 1.0, "nV": 1e-9}
 DIGITAL_RANGE = {"edf": (-32768, 32767), "bdf": (-8388608, 8388607)}
-FORMATS = ("edf", "bdf", "bids")
+FORMATS = ("edf", "bdf", "bids", "xdf")
 
 
 def _volts_per_unit(recording: Recording) -> float:
@@ -220,12 +222,78 @@ def _bids_label(text: str) -> str:
     return "".join(c for c in text if c.isalnum()) or "unknown"
 
 
+def xdf_streams(
+    recording: Recording, sensors: pd.DataFrame | None = None, predictions: pd.DataFrame | None = None
+) -> list[XdfStream]:
+    """The session's streams for XDF: EEG on the device clock with the edge's clock offsets; markers,
+    room sensors (silver.sensor_readings) and predictions (gold.predictions) in lab time."""
+    present = recording.present_mask
+    device_us = recording.device_times_us[present]
+    names = recording.channel_names
+    streams = [
+        XdfStream(
+            f"{recording.session_id} EEG",
+            "EEG",
+            names,
+            device_us / 1e6,
+            recording.samples[present].astype(np.float32),
+            nominal_srate=recording.sample_rate_hz,
+            channel_types=recording.channel_types,
+            unit=str(recording.session.get("units", "uV")),
+            clock_offsets=offsets_every(device_us, recording.clock_offset_us[present]),
+            source_id=f"neurolake-{recording.session_id}-eeg",
+        )
+    ]
+    markers = sorted(recording.markers, key=lambda m: (m["timestamp_us"], m.get("seq", 0)))
+    streams.append(
+        XdfStream(
+            f"{recording.session_id} markers",
+            "Markers",
+            ["marker"],
+            np.array([m["timestamp_us"] / 1e6 for m in markers], dtype=np.float64),
+            [
+                [f"{m['event']} {m['label']}" + (f" {m['duration_s']:g}" if m.get("duration_s") else "")]
+                for m in markers
+            ],
+            source_id=f"neurolake-{recording.session_id}-markers",
+        )
+    )
+    if sensors is not None and not sensors.empty:
+        sensors = sensors.sort_values("time_us")
+        columns = [c for c in sensors.columns if c.endswith(("_c", "_pct", "_hpa", "_g", "_rad_s"))]
+        streams.append(
+            XdfStream(
+                f"{recording.session_id} room sensors",
+                "Environment",
+                columns,
+                sensors["time_us"].to_numpy(np.float64) / 1e6,
+                sensors[columns].to_numpy(np.float64),
+                source_id=f"neurolake-{recording.session_id}-sensors",
+            )
+        )
+    if predictions is not None and not predictions.empty:
+        predictions = predictions.sort_values("window_end_us")
+        streams.append(
+            XdfStream(
+                f"{recording.session_id} predictions",
+                "Markers",
+                ["label"],
+                predictions["window_end_us"].to_numpy(np.float64) / 1e6,
+                [[str(label)] for label in predictions["label"]],
+                source_id=f"neurolake-{recording.session_id}-predictions",
+            )
+        )
+    return streams
+
+
 def export(
     recording: Recording,
     fmt: str,
     out_dir: Path,
     line_freq_hz: float | None = None,
     progress: Callable[[int], None] | None = None,
+    sensors: pd.DataFrame | None = None,
+    predictions: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Write into ``out_dir`` (which must be empty or absent), through a temporary folder that is
     moved into place at the end: an export that fails leaves nothing behind."""
@@ -241,6 +309,10 @@ def export(
     try:
         if fmt == "bids":
             write_bids(recording, staging, line_freq_hz)
+            if progress:
+                progress(recording.n_samples)
+        elif fmt == "xdf":
+            write_xdf(staging / f"{recording.session_id}.xdf", xdf_streams(recording, sensors, predictions))
             if progress:
                 progress(recording.n_samples)
         else:

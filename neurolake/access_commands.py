@@ -220,8 +220,26 @@ def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
     from batch_jobs.recording import read_session
 
     recording = read_session(settings.paths.lake_root, args.session)
+    sensors = predictions = None
+    if args.format == "xdf":  # XDF carries every stream of the session
+        from infra.delta import LakeTable
+        from schemas.catalog import GOLD_PREDICTIONS, SILVER_SENSOR_READINGS
+
+        root = settings.paths.lake_root
+        sensors = LakeTable(root, SILVER_SENSOR_READINGS).read_pandas()[0]
+        predictions = LakeTable(root, GOLD_PREDICTIONS).read_pandas()[0]
+        sensors = sensors[sensors["session_id"] == args.session] if not sensors.empty else None
+        predictions = predictions[predictions["session_id"] == args.session] if not predictions.empty else None
     with progress_bar(recording.n_samples, f"export {args.format}") as advance:
-        files = export(recording, args.format, args.out, line_freq_hz=settings.lake.notch_hz, progress=advance)
+        files = export(
+            recording,
+            args.format,
+            args.out,
+            line_freq_hz=settings.lake.notch_hz,
+            progress=advance,
+            sensors=sensors,
+            predictions=predictions,
+        )
     print(f"exported {args.session} ({recording.duration_s:.1f} s, {len(recording.markers)} markers) to {args.out}:")
     for path in files:
         print(f"  {path.relative_to(args.out)}")
@@ -322,13 +340,14 @@ def add_access_commands(commands: Any) -> None:
     rebuild.add_argument("--json", action="store_true")
     rebuild.set_defaults(handler=_cmd_lake_rebuild)
 
-    export = commands.add_parser("export", help="a session to EDF+, BDF+ or a BIDS folder")
+    export = commands.add_parser("export", help="a session to EDF+, BDF+, a BIDS folder or XDF")
     export.add_argument("session", help="session id (`neurolake sessions` lists them)")
     export.add_argument(
         "--format",
         choices=EXPORT_FORMATS,
         required=True,
-        help="edf (16-bit), bdf (24-bit, float32-exact to the channel's range), bids (mne-bids, EDF inside)",
+        help="edf (16-bit), bdf (24-bit, float32-exact to the channel's range), bids (mne-bids, EDF inside), "
+        "xdf (every stream: EEG, markers, sensors, predictions, with clock offsets)",
     )
     export.add_argument("--out", type=Path, required=True, help="a new or empty directory")
     export.set_defaults(handler=_cmd_export)

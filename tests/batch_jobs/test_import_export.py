@@ -297,3 +297,36 @@ def test_session_ids_that_would_leave_the_output_folder_are_refused(lake, capsys
     with pytest.raises(RecordingError, match="no '..'"):
         export(moved, "edf", tmp_path / "out")
     assert not (tmp_path / "out").exists() and not (tmp_path.parent / "outside.edf").exists()
+
+
+def test_xdf_export_opens_in_pyxdf_with_every_stream_on_the_lab_clock(lake, capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import pandas as pd
+    import pyxdf
+
+    original = _simulated_in_lake(lake, seconds=12.0)
+    original.clock_offset_us[:] = 2_500  # the edge measured its clock 2.5 ms behind the hub's
+    out = tmp_path / "xdf"
+    sensors = pd.DataFrame(
+        {"time_us": original.device_times_us[::250] + 2_500, "temperature_c": 21.0, "humidity_pct": 40.0}
+    )
+    predictions = pd.DataFrame({"window_end_us": original.device_times_us[500::100] + 2_500, "label": "flicker_12hz"})
+    [path] = export(original, "xdf", out, sensors=sensors, predictions=predictions)
+    streams, header = pyxdf.load_xdf(str(path))
+    by_name = {s["info"]["name"][0].split(" ", 1)[1]: s for s in streams}
+    assert set(by_name) == {"EEG", "markers", "room sensors", "predictions"}
+    eeg = by_name["EEG"]
+    assert eeg["time_series"].shape == original.samples.shape
+    np.testing.assert_array_equal(eeg["time_series"], original.samples)
+    labels = [c["label"][0] for c in eeg["info"]["desc"][0]["channels"][0]["channel"]]
+    assert labels == original.channel_names
+    # The reader's clock synchronisation applied the offsets: EEG lands on the lab clock.
+    lab_s = (original.device_times_us + 2_500) / 1e6
+    assert np.max(np.abs(eeg["time_stamps"] - lab_s)) < 0.002
+    assert len(by_name["markers"]["time_series"]) == len(original.markers)
+    assert len(by_name["room sensors"]["time_series"]) == len(sensors)
+    assert [row[0] for row in by_name["predictions"]["time_series"]] == ["flicker_12hz"] * len(predictions)
+    # Through the CLI, from the lake (no sensors or predictions there for this session).
+    code, stdout, err = run(capsys, "export", original.session_id, "--format", "xdf", "--out", str(tmp_path / "cli"))
+    assert code == 0, err
+    streams, _ = pyxdf.load_xdf(str(next((tmp_path / "cli").glob("*.xdf"))))
+    assert sorted(s["info"]["type"][0] for s in streams) == ["EEG", "Markers"]
