@@ -165,6 +165,25 @@ class LiveDocument:
             ],
         )
         self.camera = Div(text="", name="camera")
+        self.quality_source = ColumnDataSource(
+            {k: [] for k in ("channel", "status", "sd_uv", "railed_pct", "line_pct")}
+        )
+        self.quality = DataTable(
+            source=self.quality_source,
+            height=200,
+            width=520,
+            name="quality",
+            columns=[
+                TableColumn(field=f, title=t)
+                for f, t in (
+                    ("channel", "channel"),
+                    ("status", "signal"),
+                    ("sd_uv", "SD uV"),
+                    ("railed_pct", "railed %"),
+                    ("line_pct", "mains %"),
+                )
+            ],
+        )
 
         live = column(
             row(self.picker, self.mode_buttons, self.status),
@@ -174,6 +193,7 @@ class LiveDocument:
             self.prediction_text,
             self.predictions,
             row(self.health, self.camera),
+            self.quality,
             sizing_mode="stretch_width",
         )
         self.history = HistoryPanel(settings)
@@ -317,9 +337,27 @@ class LiveDocument:
                 f"<b style='color:#b00'>no data from {html.escape(buffer.device_id)} for "
                 f"{idle:.0f} s (headset stopped or disconnected)</b>"
             )
-        flat = views.flat_channels(raw[-int(2 * fs) :], names, self.settings.dashboard.flat_uv)
-        if flat:
-            notes.append(f"<b style='color:#b00'>flat channels: {html.escape(', '.join(flat))}</b> (electrode off?)")
+        dashboard = self.settings.dashboard
+        with self.feed.lock:
+            lost = buffer.samples_lost_since(time.monotonic() - dashboard.loss_alert_s)
+        if lost:
+            notes.append(
+                f"<b style='color:#b00'>{html.escape(buffer.device_id)} lost {lost} samples "
+                f"({lost / fs:.1f} s) in the last {dashboard.loss_alert_s:.0f} s</b>"
+            )
+        quality = views.channel_quality_rows(
+            raw[-int(2 * fs) :], names, fs, self.settings.lake.notch_hz, dashboard.flat_uv, dashboard.line_noise_max
+        )
+        self.quality_source.data = quality
+        flagged = {
+            s: [n for n, st in zip(quality["channel"], quality["status"]) if st == s] for s in ("FLAT", "RAILED")
+        }
+        for status, channels in flagged.items():
+            if channels:
+                notes.append(
+                    f"<b style='color:#b00'>{status.lower()} channels: {html.escape(', '.join(channels))}</b>"
+                    + (" (electrode off?)" if status == "FLAT" else " (amplifier at its limit)")
+                )
         self.status.text = (
             f"{html.escape(self.session_id)} &middot; {len(names)} EEG channels at "
             f"{fs:g} Hz &middot; showing {self.mode} " + " ".join(notes)

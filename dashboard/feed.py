@@ -53,7 +53,10 @@ class SessionBuffer:
     last_block_at: float = 0.0  # monotonic
     block_times: deque = field(default_factory=lambda: deque(maxlen=2000))  # (total after, kafka ms)
     predictions: deque = field(default_factory=lambda: deque(maxlen=500))
-    markers: deque = field(default_factory=lambda: deque(maxlen=400))  # START/END rows for trial_intervals
+    markers: deque = field(default_factory=lambda: deque(maxlen=400))
+    losses: deque = field(
+        default_factory=lambda: deque(maxlen=1000)
+    )  # (monotonic, samples lost)  # START/END rows for trial_intervals
     started_us: int = 0
     _bpm: tuple[float, float | None] = (0.0, None)  # (computed at, value): shared by every tab
 
@@ -68,6 +71,8 @@ class SessionBuffer:
         return [i for i, t in enumerate(self.channel_types) if t == "eeg"]
 
     def append(self, first_index: int, samples: np.ndarray, last_sample_ms: float) -> None:
+        if self.next_index is not None and first_index > self.next_index:
+            self.losses.append((time.monotonic(), first_index - self.next_index))
         filtered, self.zi = filter_block(self.sos, self.zi, self.next_index, first_index, samples.astype(np.float64))
         seconds = (first_index + np.arange(len(samples))) / self.sample_rate_hz
         keep = self.capacity
@@ -97,6 +102,10 @@ class SessionBuffer:
             if after < total:
                 return None
         return None
+
+    def samples_lost_since(self, monotonic_s: float) -> int:
+        """Samples missing from the sample index (lost blocks) that showed up after ``monotonic_s``."""
+        return sum(count for at, count in self.losses if at >= monotonic_s)
 
     def trial_intervals(self) -> list[tuple[int, int, str]]:
         """The trials seen so far as (start_us, end_us, label), by gold's own marker rule."""

@@ -12,7 +12,7 @@ import pandas as pd
 from scipy.interpolate import griddata
 from scipy.signal import spectrogram as scipy_spectrogram
 
-from neurolake.dsp.features import BANDS, band_powers, welch_psd
+from neurolake.dsp.features import BANDS, band_powers, channel_quality, welch_psd
 from neurolake.dsp.labels import label_windows
 
 
@@ -30,10 +30,36 @@ def stack(window: np.ndarray, scales: np.ndarray, centres: np.ndarray) -> np.nda
     return (window - centres) / scales + (n - 1 - np.arange(n))
 
 
-def flat_channels(window: np.ndarray, names: Sequence[str], flat_uv: float) -> list[str]:
-    if len(window) < 2:
-        return []
-    return [name for name, sd in zip(names, window.std(axis=0)) if sd < flat_uv]
+def channel_quality_rows(
+    raw: np.ndarray,
+    names: Sequence[str],
+    sample_rate_hz: float,
+    line_hz: float | None,
+    flat_uv: float,
+    line_noise_max: float,
+) -> dict[str, list[Any]]:
+    """The quality table: per channel its status (ok, FLAT, RAILED, LINE NOISE), spread, railed share
+    and mains share, by the same measure gold's quality columns use."""
+    if len(raw) < max(2, int(sample_rate_hz / 2)):
+        return {"channel": [], "status": [], "sd_uv": [], "railed_pct": [], "line_pct": []}
+    q = channel_quality(raw, sample_rate_hz, line_hz=line_hz or 60.0, flat_uv=flat_uv)
+    status = []
+    for flat, railed, line in zip(q["flat"], q["railed_pct"], q["line_noise_ratio"]):
+        if flat:
+            status.append("FLAT")
+        elif railed > 1.0:
+            status.append("RAILED")
+        elif line_hz and line > line_noise_max:
+            status.append("LINE NOISE")
+        else:
+            status.append("ok")
+    return {
+        "channel": list(names),
+        "status": status,
+        "sd_uv": [round(float(v), 1) for v in raw.std(axis=0)],
+        "railed_pct": [round(float(v), 1) for v in q["railed_pct"]],
+        "line_pct": [round(float(v) * 100, 1) for v in q["line_noise_ratio"]],
+    }
 
 
 def psd(window: np.ndarray, sample_rate_hz: float) -> tuple[np.ndarray, np.ndarray]:

@@ -90,6 +90,7 @@ class DeviceRunner:
         self._on_spooled = on_spooled
         self._last_sample_us: int | None = None
         self._source_trial = 0
+        self._blocks_acquired = 0
         self.key = edge.device_id.encode()
         self.state = "STOPPED"
         self.session_id: str | None = None
@@ -246,9 +247,18 @@ class DeviceRunner:
             return
         samples, times = self._pending.samples, self._pending.device_times_us
         bounds = list(range(0, cut, size))
-        encoders = [self._block_encoder(samples[i : i + size], times[i : i + size]) for i in bounds]
-        self.spool.append_many(EEG_RAW, self.key, encoders)
-        self._on_spooled()
+        encoders = []
+        for i in bounds:
+            self._blocks_acquired += 1
+            drop_every = self.edge.simulation.drop_block_every if self.edge.board == "simulated" else 0
+            if drop_every and self._blocks_acquired % drop_every == 0:
+                # Fault injection (simulation.drop_block_every): this block is lost, its samples too.
+                self._sample_index += len(samples[i : i + size])
+                continue
+            encoders.append(self._block_encoder(samples[i : i + size], times[i : i + size]))
+        if encoders:
+            self.spool.append_many(EEG_RAW, self.key, encoders)
+            self._on_spooled()
         self._pending = EegChunk(samples[cut:], times[cut:])
         self.counters.blocks += len(encoders)
 

@@ -242,6 +242,9 @@ class SimulationSettings(_Section):
     # SSVEP amplitude relative to the background RMS on occipital channels, in dB (20*log10).
     ssvep_snr_db: float = -6.0
     timestamp_jitter_us: float = Field(default=500.0, ge=0)
+    # Fault injection: every Nth block is lost after acquisition, as over a failing radio link, so
+    # the page's loss alert and the lake's gap handling can be seen; 0: none.
+    drop_block_every: int = Field(default=0, ge=0)
 
 
 class EdgeSettings(_Section):
@@ -378,6 +381,10 @@ class DashboardSettings(_Section):
     # A session with no block for this long is shown as stopped.
     stale_after_s: float = Field(default=3.0, gt=0)
     flat_uv: float = Field(default=0.5, ge=0)
+    # A channel whose mains power (lake.notch_hz) is more than this share of its power is flagged.
+    line_noise_max: float = Field(default=0.5, gt=0, le=1)
+    # Samples lost (gaps in the sample index) within this many seconds raise the page's loss alert.
+    loss_alert_s: float = Field(default=10.0, gt=0)
 
 
 class SecuritySettings(_Section):

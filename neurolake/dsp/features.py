@@ -110,15 +110,34 @@ def ssvep_scores(
     )
 
 
+def channel_quality(
+    raw_window: np.ndarray,
+    sample_rate_hz: float,
+    line_hz: float = 60.0,
+    railed_uv: float = RAILED_UV,
+    flat_uv: float = 0.1,
+) -> dict[str, np.ndarray]:
+    """Per channel of a raw window: share of railed samples (%), mains power (``line_hz`` +- 2 Hz) over
+    the power above 1 Hz, and whether it is flat (standard deviation under ``flat_uv``)."""
+    railed = np.mean(np.abs(raw_window) >= 0.99 * railed_uv, axis=0) * 100.0
+    nperseg = min(len(raw_window), int(sample_rate_hz))
+    freqs, psd = welch_psd(raw_window, sample_rate_hz, nperseg)  # each segment is detrended
+    total = psd[(freqs >= 1)].sum(axis=0)
+    mains = psd[(freqs >= line_hz - 2) & (freqs <= line_hz + 2)].sum(axis=0)
+    return {
+        "railed_pct": railed,
+        "line_noise_ratio": mains / np.maximum(total, 1e-12),
+        "flat": raw_window.std(axis=0) < flat_uv,
+    }
+
+
 def quality(
     raw_window: np.ndarray, sample_rate_hz: float, railed_uv: float = RAILED_UV, flat_uv: float = 0.1
 ) -> dict[str, float]:
     """Railed sample share, mains-to-total power ratio and flat channel count of a raw window."""
-    railed = float(np.mean(np.abs(raw_window) >= 0.99 * railed_uv) * 100.0)
-    nperseg = min(len(raw_window), int(sample_rate_hz))
-    freqs, psd = welch_psd(raw_window, sample_rate_hz, nperseg)  # each segment is detrended
-    total = psd[(freqs >= 1)].sum(axis=0)
-    mains = psd[(freqs >= 58) & (freqs <= 62)].sum(axis=0)
-    line_ratio = float(np.median(mains / np.maximum(total, 1e-12)))
-    flat = int(np.sum(raw_window.std(axis=0) < flat_uv))
-    return {"railed_pct": railed, "line_noise_ratio": line_ratio, "flat_channels": flat}
+    per_channel = channel_quality(raw_window, sample_rate_hz, railed_uv=railed_uv, flat_uv=flat_uv)
+    return {
+        "railed_pct": float(np.mean(per_channel["railed_pct"])),
+        "line_noise_ratio": float(np.median(per_channel["line_noise_ratio"])),
+        "flat_channels": int(np.sum(per_channel["flat"])),
+    }

@@ -92,3 +92,28 @@ def test_channel_names_from_records_are_shown_escaped(make_settings) -> None:  #
     page.slow_tick()
     assert "flat channels" in page.status.text
     assert evil not in page.status.text and "&lt;img src=x onerror=alert(1)&gt;" in page.status.text
+
+
+def test_the_page_shows_channel_quality_and_alerts_on_lost_blocks(make_settings) -> None:  # type: ignore[no-untyped-def]
+    from bokeh.document import Document
+
+    from dashboard.app import LiveDocument
+
+    settings = make_settings()
+    feed = LiveFeed(settings)
+    feed._handle(SESSIONS, sample_records()["session"], 0)
+    signal = np.random.default_rng(0).normal(0, 10, (25, 16)).astype(np.float32)
+    signal[:, 3] = 0.0  # one electrode off
+    for index in range(0, 1000, 25):
+        if index in (500, 525):
+            continue  # two blocks lost on the way, as a headset with a failing link drops them
+        feed._handle(
+            EEG_RAW, {**sample_records()["eeg_block"], "first_sample_index": index, "data": samples_to_bytes(signal)}, 1
+        )
+    page = LiveDocument(Document(), feed, settings)
+    page.slow_tick()
+    assert "lost 50 samples (0.2 s) in the last 10 s" in page.status.text
+    quality = page.quality_source.data
+    assert quality["channel"] == sample_records()["session"]["channel_names"]
+    assert quality["status"][3] == "FLAT" and quality["status"].count("ok") == 15
+    assert "flat channels: ch3" in page.status.text

@@ -13,9 +13,17 @@ def test_stacked_traces_put_each_channel_on_its_own_row() -> None:
     assert np.all(np.percentile(np.abs(stacked - [2, 1, 0]), 99, axis=0) < 0.75)  # autoscaled alike
 
 
-def test_flat_channels_are_named() -> None:
-    window = np.column_stack([np.random.default_rng(1).normal(size=200) * 10, np.full(200, 3.0)])
-    assert views.flat_channels(window, ["O1", "O2"], flat_uv=0.5) == ["O2"]
+def test_the_quality_table_flags_flat_railed_and_mains_channels() -> None:
+    t = np.arange(500) / 250.0
+    rng = np.random.default_rng(0)
+    clean = rng.normal(0, 10, 500)
+    railed = np.where(np.arange(500) % 50 < 25, 187_500.0, -187_500.0)  # pinned at both rails
+    window = np.column_stack([clean, np.zeros(500), railed, clean + 200 * np.sin(2 * np.pi * 50 * t)])
+    rows = views.channel_quality_rows(window, ["O1", "O2", "Cz", "Pz"], 250.0, 50.0, flat_uv=0.5, line_noise_max=0.5)
+    assert rows["status"] == ["ok", "FLAT", "RAILED", "LINE NOISE"]
+    assert rows["railed_pct"][2] == 100.0
+    # Mains at 50 Hz is only noise where the lab's mains is 50 Hz (never assume 60).
+    assert views.channel_quality_rows(window, ["O1", "O2", "Cz", "Pz"], 250.0, 60.0, 0.5, 0.5)["status"][3] == "ok"
 
 
 def test_scalp_positions_come_from_the_mne_montage() -> None:

@@ -54,6 +54,20 @@ def test_blocks_are_contiguous_and_session_comes_first(tmp_path: Path) -> None:
     assert statuses and statuses[0]["state"] in ("STREAMING", "STARTING")
 
 
+def test_a_headset_made_to_drop_blocks_leaves_gaps_in_the_sample_index(tmp_path: Path) -> None:
+    runner = _runner(tmp_path, block_size=25, simulation={"drop_block_every": 3})
+    runner.start_session()
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        runner.tick()
+        time.sleep(0.02)
+    runner.stop_session()
+    starts = [r["first_sample_index"] for topic, r in _records(runner) if topic == "eeg.raw"]
+    # Blocks 3, 6, 9 ... never left the headset: their 25 samples are missing from the index.
+    assert starts[:4] == [0, 25, 75, 100]
+    assert [b["seq"] for topic, b in _records(runner) if topic == "eeg.raw"] == list(range(len(starts)))
+
+
 def test_oversized_frames_are_refused_and_counted(tmp_path: Path) -> None:
     runner = _runner(
         tmp_path,
