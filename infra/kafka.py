@@ -15,7 +15,7 @@ from neurolake.errors import ServiceError
 from neurolake.settings import Settings
 from schemas.catalog import BRONZE_TABLE_OF_TOPIC, SESSIONS, TOPICS
 from schemas.codec import CodecError, default_codec
-from schemas.signing import Keyring, SignatureError
+from schemas.signing import DeviceKey, Keyring, SignatureError
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +197,18 @@ class LiveReader:
         self.consumer.assign(assignment)
         return [topic for topic in (SESSIONS, *self.topics) if topic not in metadata]
 
+    def _verify(self, value: bytes, topic: str) -> DeviceKey:
+        assert self.keyring is not None
+        try:
+            return self.keyring.verify(value, topic)[1]
+        except SignatureError:
+            # A device registered a moment ago (a replay, a new headset): look at the keyring once more.
+            if time.monotonic() - self._last_reload < 0.2:
+                raise
+            self._last_reload = time.monotonic()
+            self.keyring.reload()
+            return self.keyring.verify(value, topic)[1]
+
     def read(self, max_records: int = 1000, timeout_s: float = 0.05) -> list[LiveRecord]:
         """The records that arrived, decoded, in partition order; waits at most ``timeout_s``."""
         records = []
@@ -214,7 +226,7 @@ class LiveReader:
             value, topic = message.value(), message.topic()
             try:
                 if self.keyring is not None and topic in BRONZE_TABLE_OF_TOPIC:
-                    _, signer = self.keyring.verify(value, topic)
+                    signer = self._verify(value, topic)
                     record_type, record = self.codec.decode(value)
                     if record["device_id"] != signer.device_id:
                         raise SignatureError(f"{record['device_id']} signed as {signer.device_id}")
