@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.interpolate import griddata
 from scipy.signal import spectrogram as scipy_spectrogram
 
 from neurolake.dsp.features import BANDS, band_powers, channel_quality, welch_psd
@@ -110,16 +109,30 @@ def band_power_per_channel(window: np.ndarray, sample_rate_hz: float, band: str)
     return band_powers(window, sample_rate_hz)[list(BANDS).index(band)]
 
 
+@lru_cache(maxsize=32)
+def _head_geometry(positions: tuple[tuple[float, float], ...], resolution: int) -> tuple[Any, ...]:
+    """What depends only on the electrodes: their triangulation, the grid points inside the head, and
+    each point's nearest electrode (used outside the electrodes' hull). Computed once per montage."""
+    from scipy.spatial import Delaunay, cKDTree
+
+    axis = np.linspace(-1, 1, resolution)
+    gx, gy = np.meshgrid(axis, axis)
+    inside = gx**2 + gy**2 <= 1.0
+    points = np.asarray(positions)
+    query = np.column_stack([gx[inside], gy[inside]])
+    return Delaunay(points), inside, query, cKDTree(points).query(query)[1]
+
+
 def topomap_grid(values: np.ndarray, positions: Sequence[tuple[float, float]], resolution: int = 64) -> np.ndarray:
     """Values interpolated over the unit-circle head (cubic inside the electrodes' hull, nearest
     out to the rim), NaN outside the head; shape (resolution, resolution), row 0 at the bottom."""
-    axis = np.linspace(-1, 1, resolution)
-    gx, gy = np.meshgrid(axis, axis)
-    points = np.asarray(positions)
-    grid = griddata(points, values, (gx, gy), method="cubic")
-    nearest = griddata(points, values, (gx, gy), method="nearest")
-    grid = np.where(np.isnan(grid), nearest, grid)
-    grid[gx**2 + gy**2 > 1.0] = np.nan
+    from scipy.interpolate import CloughTocher2DInterpolator
+
+    triangulation, inside, query, nearest = _head_geometry(tuple(map(tuple, positions)), resolution)
+    values = np.asarray(values, dtype=np.float64)
+    cubic = CloughTocher2DInterpolator(triangulation, values)(query)
+    grid = np.full(inside.shape, np.nan)
+    grid[inside] = np.where(np.isnan(cubic), values[nearest], cubic)
     return grid
 
 
