@@ -202,10 +202,8 @@ class LiveReader:
         try:
             return self.keyring.verify(value, topic)[1]
         except SignatureError:
-            # A device registered a moment ago (a replay, a new headset): look at the keyring once more.
-            if time.monotonic() - self._last_reload < 0.2:
-                raise
-            self._last_reload = time.monotonic()
+            # A device registered a moment ago (a replay, a new headset): look at the keyring once more
+            # (a stat of its file; it is read again only if it changed).
             self.keyring.reload()
             return self.keyring.verify(value, topic)[1]
 

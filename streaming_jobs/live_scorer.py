@@ -81,8 +81,12 @@ class LiveScorer:
     def on_session(self, record: dict[str, Any]) -> None:
         self.infos[record["session_id"]] = info_from_session_record(record, self.config)
 
-    def on_blocks(self, session_id: str, blocks: list[Block], arrival_us: int) -> list[dict[str, Any]]:
-        """Advance the session with its new blocks; predictions for the windows they complete."""
+    def on_blocks(
+        self, session_id: str, blocks: list[Block], arrival_us: int, arrival_monotonic_ns: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Advance the session with its new blocks; predictions for the windows they complete. The
+        scorer's own latency is measured on the monotonic clock when ``arrival_monotonic_ns`` is given
+        (the wall clock may be stepped while it runs)."""
         self.counters.blocks += len(blocks)
         state = self.sessions.get(session_id)
         if state is None and not blocks:
@@ -129,7 +133,11 @@ class LiveScorer:
         for window, row in zip(windows, probabilities):
             device = window["device_id"]
             self._seq[device] = self._seq.get(device, -1) + 1
-            latency = scored_us - arrival_us
+            latency = (
+                scored_us - arrival_us
+                if arrival_monotonic_ns is None
+                else (time.monotonic_ns() - arrival_monotonic_ns) // 1000
+            )
             self.counters.latencies_us.append(latency)
             predictions.append(
                 {
@@ -276,7 +284,7 @@ def _score_until_stopped(
     next_report = time.monotonic() + 10
     while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
         arrived = reader.read(500, timeout_s=0.05)
-        arrival = now_us()
+        arrival, arrival_monotonic = now_us(), time.monotonic_ns()
         scorer.counters.undecodable = reader.undecodable + reader.unauthenticated
         blocks: dict[str, list[Block]] = {}
         for item in arrived:
@@ -293,11 +301,11 @@ def _score_until_stopped(
                 log.warning("live scorer: %s record refused: %s", record_type, exc)
         if not blocks:
             # Sessions waiting out a gap, or for their session record, move on with time.
-            arrival = now_us()
+            arrival, arrival_monotonic = now_us(), time.monotonic_ns()
             blocks = {s: [] for s, st in scorer.sessions.items() if st.pending}
         for session_id, session_blocks in blocks.items():
             try:
-                predictions = scorer.on_blocks(session_id, session_blocks, arrival)
+                predictions = scorer.on_blocks(session_id, session_blocks, arrival, arrival_monotonic)
             except Exception:  # a session that breaks the processor is dropped, the rest go on
                 scorer.counters.rejected += len(session_blocks)
                 scorer.sessions.pop(session_id, None)
