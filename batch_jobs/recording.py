@@ -26,7 +26,7 @@ from schemas.catalog import (
     SESSIONS,
     SILVER_MARKERS,
 )
-from schemas.records import identifier_problem
+from schemas.records import identifier_problem, marker_record, session_record
 
 log = logging.getLogger(__name__)
 
@@ -214,41 +214,41 @@ def recording_from_arrays(
     n = samples.shape[0]
     if device_times_us is None:
         device_times_us = start_us + np.rint(np.arange(n) * 1e6 / sample_rate_hz).astype(np.int64)
-    session = {
-        "device_id": device_id,
-        "session_id": session_id,
-        "seq": 0,
-        "started_us": int(start_us),
-        "board": board,
-        "sample_rate_hz": float(sample_rate_hz),
-        "channel_names": list(channel_names),
-        "channel_types": list(channel_types),
-        "units": "uV",
-        "gain": 24.0,
-        "montage": montage,
-        "block_size": DEFAULT_BLOCK_SIZE,
-        "subject_id": subject_id,
-        "task": task,
-        "software_version": f"neurolake-import {__version__}",
-        "metadata": dict(metadata or {}),
-    }
+    try:
+        session = session_record(
+            device_id=device_id,
+            session_id=session_id,
+            started_us=int(start_us),
+            board=board,
+            sample_rate_hz=float(sample_rate_hz),
+            channel_names=list(channel_names),
+            channel_types=list(channel_types),
+            montage=montage,
+            block_size=DEFAULT_BLOCK_SIZE,
+            subject_id=subject_id,
+            task=task,
+            software_version=f"neurolake-import {__version__}",
+            metadata=dict(metadata or {}),
+        )
+    except ValueError as exc:
+        raise RecordingError(str(exc)) from None
     trials: dict[str, int] = {}
     marker_records = []
     for seq, (time_us, event, label, duration_s) in enumerate(sorted(markers, key=lambda m: m[0])):
         if event != "END":
             trials[label] = trials.get(label, 0) + 1
         marker_records.append(
-            {
-                "device_id": device_id,
-                "session_id": session_id,
-                "seq": seq,
-                "timestamp_us": int(time_us),
-                "event": event,
-                "label": label,
-                "trial": trials.get(label, 0),
-                "stimulus_hz": stimulus_hz(label, metadata or {}),
-                "duration_s": duration_s,
-            }
+            marker_record(
+                device_id=device_id,
+                session_id=session_id,
+                seq=seq,
+                timestamp_us=int(time_us),
+                event=event,
+                label=label,
+                trial=trials.get(label, 0),
+                stimulus_hz=stimulus_hz(label, metadata or {}),
+                duration_s=duration_s,
+            )
         )
     return Recording(
         session,

@@ -33,7 +33,7 @@ from neurolake.errors import NeurolakeError
 from neurolake.settings import EdgeSettings, Settings
 from schemas.catalog import CAMERA_FRAMES, CONTROL, DEVICE_LOGS, DEVICE_STATUS, EEG_RAW, MARKERS, SENSORS_ENV, SESSIONS
 from schemas.codec import AvroCodec, default_codec
-from schemas.records import control_record, eeg_block_record
+from schemas.records import control_record, eeg_block_record, marker_record, session_record
 from schemas.signing import DeviceKey, Keyring, new_key, sign
 
 log = logging.getLogger(__name__)
@@ -310,31 +310,27 @@ class DeviceRunner:
     def _publish_session(self, started_us: int) -> None:
         assert self._source is not None and self.session_id is not None
         info = self._source.info
-        self._spool_record(
-            SESSIONS,
-            "session",
-            {
-                "device_id": self.edge.device_id,
-                "session_id": self.session_id,
-                "seq": 0,
-                "started_us": started_us,
-                "board": info.board,
-                "sample_rate_hz": info.sample_rate_hz,
-                "channel_names": list(info.channel_names),
-                "channel_types": list(info.channel_types),
-                "units": info.units,
-                "gain": info.gain,
-                "montage": self.edge.montage,
-                "block_size": self.edge.block_size,
-                "subject_id": self.edge.subject_id,
-                "task": self.edge.task or ("ssvep" if self.edge.stimulus.enabled else None),
-                "software_version": __version__,
-                "metadata": {f"stimulus.{label}": str(hz) for label, hz in self.edge.stimulus.classes.items()}
-                if self.edge.stimulus.enabled
-                else {},
-            },
-            key=self.session_id.encode(),
+        stimulus = self.edge.stimulus
+        record = session_record(
+            device_id=self.edge.device_id,
+            session_id=self.session_id,
+            started_us=started_us,
+            board=info.board,
+            sample_rate_hz=info.sample_rate_hz,
+            channel_names=list(info.channel_names),
+            channel_types=list(info.channel_types),
+            units=info.units,
+            gain=info.gain,
+            montage=self.edge.montage,
+            block_size=self.edge.block_size,
+            subject_id=self.edge.subject_id,
+            task=self.edge.task or ("ssvep" if stimulus.enabled else None),
+            software_version=__version__,
+            metadata={f"stimulus.{label}": str(hz) for label, hz in stimulus.classes.items()}
+            if stimulus.enabled
+            else {},
         )
+        self._spool_record(SESSIONS, "session", record, key=self.session_id.encode())
 
     def _publish_markers(self, lab_now_us: int, closing: bool = False) -> None:
         assert self._schedule is not None
@@ -346,44 +342,34 @@ class DeviceRunner:
             events = [*events, *(StimulusEvent(lab_now_us, "END", t) for t in open_trials)]
         for event in events:
             trial = event.trial
-            self._spool_record(
-                MARKERS,
-                "marker",
-                {
-                    "device_id": self.edge.device_id,
-                    "session_id": self.session_id,
-                    "seq": 0,
-                    "timestamp_us": event.time_us,
-                    "event": event.event,
-                    "label": trial.label,
-                    "trial": trial.trial,
-                    "stimulus_hz": trial.hz,
-                    "duration_s": (trial.end_us - trial.start_us) / 1e6,
-                },
-                key=(self.session_id or "").encode(),
+            record = marker_record(
+                device_id=self.edge.device_id,
+                session_id=self.session_id or "",
+                timestamp_us=event.time_us,
+                event=event.event,
+                label=trial.label,
+                trial=trial.trial,
+                stimulus_hz=trial.hz,
+                duration_s=(trial.end_us - trial.start_us) / 1e6,
             )
+            self._spool_record(MARKERS, "marker", record, key=(self.session_id or "").encode())
             self.counters.markers += 1
 
     def _publish_source_markers(self, markers: list[tuple[int, str]]) -> None:
         """Markers a source brings with it (an LSL marker stream), in lab time."""
         for device_us, text in markers:
             event, self._source_trial = parse_marker(text, self._source_trial)
-            self._spool_record(
-                MARKERS,
-                "marker",
-                {
-                    "device_id": self.edge.device_id,
-                    "session_id": self.session_id,
-                    "seq": 0,
-                    "timestamp_us": self.clock.estimate.to_lab(device_us),
-                    "event": event.event,
-                    "label": event.label,
-                    "trial": event.trial,
-                    "stimulus_hz": event.stimulus_hz,
-                    "duration_s": event.duration_s,
-                },
-                key=(self.session_id or "").encode(),
+            record = marker_record(
+                device_id=self.edge.device_id,
+                session_id=self.session_id or "",
+                timestamp_us=self.clock.estimate.to_lab(device_us),
+                event=event.event,
+                label=event.label,
+                trial=event.trial,
+                stimulus_hz=event.stimulus_hz,
+                duration_s=event.duration_s,
             )
+            self._spool_record(MARKERS, "marker", record, key=(self.session_id or "").encode())
             self.counters.markers += 1
 
     def _publish_frame(self) -> None:
@@ -700,23 +686,31 @@ class EdgeRuntime:
 
     def run(self, duration_s: float | None = None, stop: threading.Event | None = None) -> None:
         deadline = None if duration_s is None else time.monotonic() + duration_s
-        # The loop wakes when the next block should be complete (its last sample just read), and at
-        # least every half block (10-50 ms) for markers, frames, sensors and heartbeats.
+        # Each device is ticked when its next block should be complete (its last sample just on the
+        # board), and at least every half block (10-50 ms) for markers, frames, sensors and
+        # heartbeats; a wake-up ticks only the devices that are due, so many headsets in one
+        # process cost what they did with a fixed tick.
         tick_s = min(r.edge.block_size / r.sample_rate_hz for r in self.runners.values()) / 2
         tick_s = min(max(tick_s, 0.01), 0.05)
+        due = dict.fromkeys(self.runners, 0.0)  # device -> monotonic time of its next tick
         while not (stop is not None and stop.is_set()):
-            if deadline is not None and time.monotonic() >= deadline:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
                 break
             while not self._commands.empty():
                 self._carry_out(self._commands.get_nowait())
-            for runner in self.runners.values():
+                due = dict.fromkeys(self.runners, 0.0)  # a command may start or stop sessions
+            wall = now_us()
+            for device_id, runner in self.runners.items():
+                if due[device_id] > now:
+                    continue
                 runner.tick()
+                block_in = runner.next_block_in_s(wall)
+                due[device_id] = now + (tick_s if block_in is None else min(tick_s, block_in + BLOCK_WAKE_MARGIN_S))
             if all(r.shutdown_requested for r in self.runners.values()):
                 log.info("every device shut down on command")
                 break
-            now = now_us()
-            waits = [w for w in (r.next_block_in_s(now) for r in self.runners.values()) if w is not None]
-            time.sleep(min([tick_s, *waits]) + BLOCK_WAKE_MARGIN_S)
+            time.sleep(max(0.0, min(due.values()) - time.monotonic()))
 
     def __exit__(self, *exc: object) -> None:
         for runner in self.runners.values():

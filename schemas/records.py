@@ -116,3 +116,61 @@ def eeg_block_record(
         "clock_offset_us": int(clock_offset_us),
         "clock_rtt_us": int(clock_rtt_us),
     }
+
+
+MARKER_EVENTS = _enum_symbols("marker", "event")
+
+
+def marker_record(
+    *,
+    device_id: str,
+    session_id: str,
+    timestamp_us: int,
+    event: str,
+    label: str,
+    seq: int = 0,
+    trial: int | None = None,
+    stimulus_hz: float | None = None,
+    duration_s: float | None = None,
+) -> dict[str, Any]:
+    """A ``marker`` in lab time: a trial's START (with its duration, or until its END), END, or an
+    INSTANT event. ``trial`` None is the schema's 0 (an event outside any numbered trial)."""
+    if event not in MARKER_EVENTS:
+        raise ValueError(f"marker event {event!r} is not one of {', '.join(sorted(MARKER_EVENTS))} (marker.avsc)")
+    return {
+        "device_id": device_id, "session_id": session_id, "seq": int(seq), "timestamp_us": int(timestamp_us),
+        "event": event, "label": label, "trial": 0 if trial is None else int(trial), "stimulus_hz": stimulus_hz, "duration_s": duration_s,
+    }  # fmt: skip
+
+
+def session_record(
+    *,
+    device_id: str,
+    session_id: str,
+    started_us: int,
+    board: str,
+    sample_rate_hz: float,
+    channel_names: list[str],
+    channel_types: list[str],
+    block_size: int,
+    seq: int = 0,
+    units: str = "uV",
+    gain: float = 24.0,
+    montage: str = "standard_1020",
+    subject_id: str | None = None,
+    task: str | None = None,
+    software_version: str | None = None,
+    metadata: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A ``session``: the layout every block of the session follows (channels, rate, units)."""
+    if len(channel_names) != len(channel_types):
+        raise ValueError(f"session has {len(channel_names)} channel_names but {len(channel_types)} channel_types")
+    if not sample_rate_hz > 0:
+        raise ValueError(f"session sample_rate_hz={sample_rate_hz!r} must be a positive rate")
+    return {
+        "device_id": device_id, "session_id": session_id, "seq": int(seq), "started_us": int(started_us),
+        "board": board, "sample_rate_hz": float(sample_rate_hz), "channel_names": list(channel_names),
+        "channel_types": list(channel_types), "units": units, "gain": float(gain), "montage": montage,
+        "block_size": int(block_size), "subject_id": subject_id, "task": task,
+        "software_version": software_version, "metadata": dict(metadata or {}),
+    }  # fmt: skip

@@ -16,3 +16,16 @@ def test_start_end_and_instant_markers() -> None:
         event, trial = parse_marker(text, trial)
         assert event.duration_s is None
     assert parse_marker("response left", 5)[0] == MarkerEvent("INSTANT", "response left", None, None, None)
+
+
+def test_every_parsed_marker_encodes_as_a_marker_record() -> None:
+    from schemas.codec import default_codec
+    from schemas.records import marker_record
+
+    trial = 0
+    for text in ("START flicker_12hz 4", "END flicker_12hz", "response left", "START rest"):
+        event, trial = parse_marker(text, trial)
+        record = marker_record(device_id="pi-1", session_id="s1", timestamp_us=1, event=event.event,
+                               label=event.label, trial=event.trial, stimulus_hz=event.stimulus_hz,
+                               duration_s=event.duration_s)  # fmt: skip
+        default_codec().encode("marker", record)

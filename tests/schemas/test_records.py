@@ -67,3 +67,16 @@ def test_an_eeg_block_carries_counts_that_match_its_arrays() -> None:
             clock_offset_us=0,
             clock_rtt_us=0,
         )
+
+
+def test_marker_and_session_builders_refuse_what_the_contract_refuses() -> None:
+    from schemas.records import marker_record, session_record
+
+    codec = default_codec()
+    marker = marker_record(device_id="pi-1", session_id="s1", timestamp_us=1, event="START", label="x", duration_s=4.0)
+    assert codec.decode(codec.encode("marker", marker))[1]["duration_s"] == 4.0
+    with pytest.raises(ValueError, match="marker event 'BEGIN' is not one of END, INSTANT, START"):
+        marker_record(device_id="pi-1", session_id="s1", timestamp_us=1, event="BEGIN", label="x")
+    with pytest.raises(ValueError, match="2 channel_names but 1 channel_types"):
+        session_record(device_id="pi-1", session_id="s1", started_us=1, board="b", sample_rate_hz=250.0,
+                       channel_names=["a", "b"], channel_types=["eeg"], block_size=25)  # fmt: skip
