@@ -106,7 +106,9 @@ class SimulatedHeadset(ContextSource):
     def read(self) -> EegChunk:
         if self._start_us is None:
             raise DeviceError("simulated headset read before start()")
-        due = int((self._clock_us() - self._start_us) * self._sim.sample_rate_hz / 1e6)
+        # Sample k is stamped start + k/rate and readable from that moment, as from a board that
+        # reports each sample when it is acquired.
+        due = int((self._clock_us() - self._start_us) * self._sim.sample_rate_hz / 1e6) + 1
         n = due - self._generator.sample_index
         if n <= 0:
             return empty_chunk(self.info.n_channels)
