@@ -49,7 +49,7 @@ class ReplaySource:
         self._start = time.time()
 
     def read(self) -> EegChunk:
-        due = int((time.time() - self._start) * self._rate)
+        due = int((time.time() - self._start) * self._rate) + 1  # readable from its own timestamp
         n = due - self._index
         rows = (self._index + np.arange(max(n, 0))) % len(self._data)
         self._index = max(due, self._index)

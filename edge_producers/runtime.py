@@ -594,7 +594,12 @@ class EdgeRuntime:
             )
         self.runners: dict[str, DeviceRunner] = {}
         for edge in devices:
-            spool = Spool(edge.spool.directory / f"{edge.device_id}.sqlite", edge.spool.max_bytes, edge.spool.when_full)
+            spool = Spool(
+                edge.spool.directory / f"{edge.device_id}.sqlite",
+                edge.spool.max_bytes,
+                edge.spool.when_full,
+                edge.spool.synchronous,
+            )
             self.runners[edge.device_id] = DeviceRunner(
                 edge,
                 spool,
@@ -706,6 +711,9 @@ class EdgeRuntime:
                     continue
                 runner.tick()
                 block_in = runner.next_block_in_s(wall)
+                if block_in is not None and block_in <= 0:
+                    # Overdue yet not read: this board hands samples over later than it stamps them.
+                    block_in = 1.0 / runner.sample_rate_hz
                 due[device_id] = now + (tick_s if block_in is None else min(tick_s, block_in + BLOCK_WAKE_MARGIN_S))
             if all(r.shutdown_requested for r in self.runners.values()):
                 log.info("every device shut down on command")

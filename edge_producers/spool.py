@@ -77,6 +77,7 @@ class Spool:
         self._db.execute("PRAGMA journal_mode=WAL")
         # FULL: a record the Pi spooled (and may send) survives a power cut, so a seq once used is
         # never handed out again; NORMAL may lose the last commits. NORMAL is for measuring the cost.
+        self._synchronous = synchronous
         self._db.execute(f"PRAGMA synchronous={synchronous}")
         self._db.executescript(_SCHEMA)
         # The spool's generation: a spool made anew (new SD card, reset home) numbers seqs from 0
@@ -231,6 +232,9 @@ class Spool:
         if not ids:
             return
         with self._lock:
+            # A delivery flag needs no flush of its own: lost to a power cut, it only means the record
+            # is sent again (bronze drops the duplicate); the next record's FULL commit flushes it.
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("BEGIN IMMEDIATE")
             changed = 0
             for start in range(0, len(ids), 500):
@@ -241,6 +245,7 @@ class Spool:
                 )
                 changed += cursor.rowcount
             self._db.execute("COMMIT")
+            self._db.execute(f"PRAGMA synchronous={self._synchronous}")
             self._undelivered -= changed
 
     # -- acknowledgment from the lake --------------------------------------------------------

@@ -83,6 +83,7 @@ def test_spooled_records_are_sent_in_order_and_marked_delivered_on_report(spool:
     assert spool.first_undelivered_id() is not None
     producer.deliver()
     sender.pump()
+    sender.mark_delivered()  # pump writes the flags at most every MARK_DELIVERED_EVERY_S
     assert spool.first_undelivered_id() is None
     assert sender.sent_count("pi-1") == 5 and sender.stats().in_flight == 0
 
