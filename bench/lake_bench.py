@@ -9,9 +9,10 @@ and after a SIGKILL of the streaming process while the headsets go on), and whet
 up: silver rows at the end vs samples produced.
 
 The simulated headsets stand for Pis but run on the same 2 cores as the lake. By default they are
-set up as a throughput-first lab would set a Pi (spool synchronous=NORMAL, 20 ms producer linger),
+set up as a throughput-first lab would set a Pi (spool synchronous=NORMAL, 20 ms producer linger, a 50 ms
+acquisition tick),
 so that the figure is the lake's and not the simulator's; --edge-defaults runs them with the edge's
-own latency-first defaults (FULL, 1 ms) instead.
+own latency-first defaults (FULL, 1 ms, a wake per block) instead.
 """
 
 from __future__ import annotations
@@ -105,6 +106,7 @@ def main() -> None:
         duration = args.warmup + args.seconds + restart_window
         edge_env = env if args.edge_defaults else {
             **env, "NEUROLAKE_EDGE__SPOOL__SYNCHRONOUS": "NORMAL", "NEUROLAKE_EDGE__LINGER_MS": "20",
+            "NEUROLAKE_EDGE__TICK_MS": "50",
         }  # fmt: skip
         headsets = subprocess.Popen(
             [*cli, "edge", "simulate", "--headsets", str(args.headsets), "--duration", str(duration)],
@@ -161,7 +163,7 @@ def main() -> None:
         print(
             f"lake bench: {args.headsets} headsets (16 EEG + pulse at 250 Hz), bronze + silver/gold "
             f"queries in one local[2] Spark, {args.seconds:.0f} s measured after {args.warmup:.0f} s; simulated "
-            f"Pis on the same cores with {'the edge defaults' if args.edge_defaults else 'spool NORMAL, linger 20 ms'}"
+            f"Pis on the same cores with {'the edge defaults' if args.edge_defaults else 'spool NORMAL, linger 20 ms, tick 50 ms'}"
         )
         if ages:
             a = np.array(ages)

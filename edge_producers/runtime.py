@@ -607,7 +607,7 @@ class EdgeRuntime:
                 self.codec,
                 source_factory,
                 sender_stats=lambda device_id=edge.device_id: self.sender.sent_count(device_id),
-                on_spooled=self.sender.notify,
+                on_spooled=self.sender.notify if edge.tick_ms == 0 else (lambda: None),
                 signing_key=self.keyring.active_key(edge.device_id),
             )
             self.sender.add_device(edge.device_id, spool)
@@ -697,6 +697,9 @@ class EdgeRuntime:
         # process cost what they did with a fixed tick.
         tick_s = min(r.edge.block_size / r.sample_rate_hz for r in self.runners.values()) / 2
         tick_s = min(max(tick_s, 0.01), 0.05)
+        fixed_tick_ms = max(r.edge.tick_ms for r in self.runners.values())
+        if fixed_tick_ms:
+            tick_s = fixed_tick_ms / 1000
         due = dict.fromkeys(self.runners, 0.0)  # device -> monotonic time of its next tick
         while not (stop is not None and stop.is_set()):
             now = time.monotonic()
@@ -710,7 +713,7 @@ class EdgeRuntime:
                 if due[device_id] > now:
                     continue
                 runner.tick()
-                block_in = runner.next_block_in_s(wall)
+                block_in = None if fixed_tick_ms else runner.next_block_in_s(wall)
                 if block_in is not None and block_in <= 0:
                     # Overdue yet not read: this board hands samples over later than it stamps them.
                     block_in = 1.0 / runner.sample_rate_hz

@@ -272,6 +272,10 @@ class EdgeSettings(_Section):
     block_size: int = Field(default=25, ge=1, le=1000)
     # How long the edge producer may hold a record to batch it; the live path wants it at once.
     linger_ms: int = Field(default=1, ge=0, le=1000)
+    # 0: each device is read when its next block is due and the block is sent at once (live path,
+    # about 5 ms to a hub reader). N > 0: every device is read every N ms and the sender polls,
+    # which costs less CPU per headset when one process hosts many (simulations, a busy Pi).
+    tick_ms: int = Field(default=0, ge=0, le=1000)
     heartbeat_s: float = Field(default=2.0, gt=0)
     # A producer with records in flight and no delivery report for this long is rebuilt.
     stall_timeout_s: float = Field(default=10.0, gt=0)
