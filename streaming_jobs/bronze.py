@@ -1,15 +1,17 @@
-"""Bronze: every Kafka record, decoded, exactly once per (device, topic, seq), in Delta.
+"""Bronze: every Kafka record, authenticated and decoded, exactly once per (device, spool epoch,
+topic, seq), in Delta.
 
 Per micro-batch (Spark ``foreachBatch`` on the driver):
-1. decode each record with the codec; what does not decode or validate goes to
-   ``bronze.quarantine`` with its raw bytes and the reason (never dropped);
+1. verify each record's signature against the hub's keyring (schemas/signing.py) and decode it;
+   what is not authenticated, does not decode or does not validate goes to ``bronze.quarantine``
+   with its raw bytes and the reason (never dropped);
 2. drop duplicates (the edge resends after outages) against an index of what bronze holds, per
-   device and topic: the highest contiguous seq plus the seqs seen above it;
+   device, spool epoch and topic: the highest contiguous seq plus the seqs seen above it;
 3. append each table with delta-rs, the commit carrying the app transaction
    (``query id + table``, ``batch id``): a batch replayed after a crash finds its version committed
    and is skipped, so a commit happens exactly once;
-4. publish, per device and topic, the highest contiguous seq stored (``SPOOL_ACK`` on
-   ``devices.control``), which lets the edge delete its spool up to there.
+4. publish, per device, epoch and topic, the highest contiguous seq stored (a hub-signed
+   ``SPOOL_ACK`` on ``devices.control``), which lets the edge delete its spool up to there.
 """
 
 from __future__ import annotations
