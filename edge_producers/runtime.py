@@ -645,13 +645,8 @@ class EdgeRuntime:
         self._commands.put(record)
 
     def _carry_out(self, command: dict[str, Any]) -> None:
-        targets = (
-            list(self.runners.values())
-            if command["device_id"] == "*"
-            else [self.runners[command["device_id"]]]
-            if command["device_id"] in self.runners
-            else []
-        )
+        # Commands are signed per device (the listener refuses anything else): never a broadcast.
+        targets = [self.runners[command["device_id"]]] if command["device_id"] in self.runners else []
         for runner in targets:
             ok, message = runner.handle(command)
             log.info("%s: %s %s: %s", runner.edge.device_id, command["kind"], "done" if ok else "refused", message)
