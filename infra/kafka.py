@@ -130,14 +130,14 @@ class LiveRecord:
 
 
 class LiveReader:
-    """The one consume-and-decode loop of the hub's live readers (dashboard feed, live scorer).
+    """The one consume-and-decode loop of the hub's live readers (dashboard feed, live scorer, LSL out).
 
     ``sessions`` is always read from its beginning: a reader needs each session's channels and rate
     before its first block. The other topics start at ``start`` ("latest" or "earliest"). Records that
     do not decode are counted in ``undecodable``, and records from the devices' topics that do not
     carry a valid device signature (with ``security.require_signed_records``) in ``unauthenticated``;
-    both are skipped: bronze quarantines them with the reason, a live view only says how many. Use it as a context manager so the
-    consumer leaves its group at once.
+    both are skipped: bronze quarantines them with the reason, a live view only says how many. Use it
+    as a context manager so the consumer leaves its group at once.
     """
 
     def __init__(
@@ -222,6 +222,9 @@ class LiveReader:
             if message.error():
                 continue
             value, topic = message.value(), message.topic()
+            if value is None:  # a tombstone: nothing to show
+                self.undecodable += 1
+                continue
             try:
                 if self.keyring is not None and topic in BRONZE_TABLE_OF_TOPIC:
                     signer = self._verify(value, topic)
