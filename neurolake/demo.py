@@ -209,9 +209,8 @@ def _run_demo(
             state = supervisor.start(spec)
             log.info("%s started (pid %s, log %s)", name, state.pid, state.log_file)
         if children:
-            threading.Thread(target=_first_champion, args=(settings, stop), name="first-champion", daemon=True).start()
-        if children:
             log.info("dashboard: http://%s:%d/", settings.dashboard.host, settings.dashboard.port)
+            threading.Thread(target=_first_champion, args=(settings, stop), name="first-champion", daemon=True).start()
         if duration_s > 0:
             log.info("demo running for %.0f s", duration_s)
         else:
