@@ -54,3 +54,16 @@ def cli_environment(settings: Settings) -> dict[str, str]:
         "NEUROLAKE_MLFLOW__PORT": str(settings.mlflow.port),
         "NEUROLAKE_DASHBOARD__PORT": str(settings.dashboard.port),
     }
+
+
+def latency_summary(values_ms: list[float]) -> str:
+    """p50/p95/p99/max of latencies in milliseconds, and how many, as the benchmarks print them."""
+    import numpy as np
+
+    if not values_ms:
+        return "no samples"
+    a = np.asarray(values_ms)
+    return (
+        f"p50 {np.percentile(a, 50):6.2f} ms  p95 {np.percentile(a, 95):6.2f} ms  "
+        f"p99 {np.percentile(a, 99):6.2f} ms  max {a.max():6.2f} ms  (n={len(a):,})"
+    )

@@ -26,20 +26,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._stack import cli_environment, private_broker
+from bench._stack import cli_environment, latency_summary, private_broker
 from infra.kafka import LiveReader
 from schemas.catalog import EEG_RAW
 from schemas.codec import eeg_block_device_times
-
-
-def _percentiles(values_ms: list[float]) -> str:
-    if not values_ms:
-        return "no samples"
-    a = np.asarray(values_ms)
-    return (
-        f"n={len(a):,}  p50 {np.percentile(a, 50):6.2f} ms  p95 {np.percentile(a, 95):6.2f} ms  "
-        f"p99 {np.percentile(a, 99):6.2f} ms  max {a.max():6.2f} ms"
-    )
 
 
 def neurolake_latencies(seconds: float, warmup_s: float) -> list[float]:
@@ -136,8 +126,8 @@ def main() -> None:
     )
     ours = neurolake_latencies(args.seconds, args.warmup)
     lsl = lsl_latencies(args.seconds, args.warmup)
-    print(f"  neurolake  block's last sample -> live consumer   {_percentiles(ours)}")
-    print(f"  LSL        push -> inlet (1 ms polling)           {_percentiles(lsl)}")
+    print(f"  neurolake  block's last sample -> live consumer   {latency_summary(ours)}")
+    print(f"  LSL        push -> inlet (1 ms polling)           {latency_summary(lsl)}")
     if ours and lsl:
         print(
             f"  ratio neurolake / LSL   p50 {np.percentile(ours, 50) / np.percentile(lsl, 50):.1f}x   "

@@ -25,19 +25,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._stack import cli_environment, private_broker
+from bench._stack import cli_environment, latency_summary, private_broker
 from infra.delta import LakeTable
 from schemas.catalog import GOLD_PREDICTIONS
-
-
-def _percentiles(values: list[float]) -> str:
-    if not values:
-        return "no samples"
-    a = np.asarray(values)
-    return (
-        f"p50 {np.percentile(a, 50):.1f} ms  p95 {np.percentile(a, 95):.1f} ms  "
-        f"p99 {np.percentile(a, 99):.1f} ms  (n={len(a)})"
-    )
 
 
 def _wait_for_text(path: Path, text: str, timeout_s: float) -> None:
@@ -114,8 +104,8 @@ def measure_live(settings, env: dict[str, str], headsets: int, seconds: float, l
         consumer.close()
         scorer.send_signal(signal.SIGTERM)
         scorer.wait(timeout=30)
-    print(f"  live scorer, {headsets:>3} headset(s): window end -> prediction received  {_percentiles(latencies)}")
-    print(f"  {'':>28} scorer only (block arrival -> produced)   {_percentiles(scorer_ms)}")
+    print(f"  live scorer, {headsets:>3} headset(s): window end -> prediction received  {latency_summary(latencies)}")
+    print(f"  {'':>28} scorer only (block arrival -> produced)   {latency_summary(scorer_ms)}")
 
 
 def measure_lake(settings, env: dict[str, str], headsets: int, seconds: float, logs: Path) -> None:  # type: ignore[no-untyped-def]
