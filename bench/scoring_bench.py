@@ -30,6 +30,12 @@ from infra.delta import LakeTable
 from schemas.catalog import GOLD_PREDICTIONS
 
 
+def _simulate(cli: list[str], headsets: int, seconds: float, prefix: str) -> list[str]:
+    """`neurolake edge simulate` for ``headsets`` headsets running the stimulus task."""
+    return [*cli, "edge", "simulate", "--headsets", str(headsets), "--stimulus", "--duration", str(seconds),
+            "--prefix", prefix]  # fmt: skip
+
+
 def _wait_for_text(path: Path, text: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while text not in (path.read_text() if path.exists() else ""):
@@ -64,18 +70,7 @@ def measure_live(settings, env: dict[str, str], headsets: int, seconds: float, l
             [TopicPartition(t, p, OFFSET_END) for t in ("eeg.raw", "eeg.predictions") for p in metadata[t].partitions]
         )
         edge = subprocess.Popen(
-            [
-                *cli,
-                "edge",
-                "simulate",
-                "--headsets",
-                str(headsets),
-                "--stimulus",
-                "--duration",
-                str(seconds + 10),
-                "--prefix",
-                f"bench{headsets}",
-            ],
+            _simulate(cli, headsets, seconds + 10, f"bench{headsets}"),
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=(logs / f"edge-{headsets}.log").open("w"),
@@ -126,18 +121,7 @@ def measure_lake(settings, env: dict[str, str], headsets: int, seconds: float, l
         start_new_session=True,
     )
     edge = subprocess.Popen(
-        [
-            *cli,
-            "edge",
-            "simulate",
-            "--headsets",
-            str(headsets),
-            "--stimulus",
-            "--duration",
-            str(seconds),
-            "--prefix",
-            "lake",
-        ],
+        _simulate(cli, headsets, seconds, "lake"),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=(logs / "edge-lake.log").open("w"),
