@@ -27,6 +27,21 @@ log = logging.getLogger(__name__)
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 
 
+def _table(name: str, columns: dict[str, str], height: int, width: int) -> tuple[Any, Any]:
+    """An empty table and its data source, the columns given as field -> title."""
+    from bokeh.models import ColumnDataSource, DataTable, TableColumn
+
+    source = ColumnDataSource({field: [] for field in columns})
+    table = DataTable(
+        source=source,
+        height=height,
+        width=width,
+        name=name,
+        columns=[TableColumn(field=field, title=title) for field, title in columns.items()],
+    )
+    return source, table
+
+
 class LiveDocument:
     """The widgets and sources of one browser session."""
 
@@ -35,12 +50,10 @@ class LiveDocument:
         from bokeh.models import (
             ColorBar,
             ColumnDataSource,
-            DataTable,
             Div,
             LinearColorMapper,
             RadioButtonGroup,
             Select,
-            TableColumn,
             TabPanel,
             Tabs,
         )
@@ -141,48 +154,25 @@ class LiveDocument:
             text="no predictions yet (is the live scorer running with a champion?)", name="prediction_text"
         )
 
-        self.health_source = ColumnDataSource(
-            {k: [] for k in ("device", "state", "rate", "losses", "spool", "offset", "bpm", "temperature", "motion")}
-        )
-        self.health = DataTable(
-            source=self.health_source,
+        self.health_source, self.health = _table(
+            "health",
+            {"device": "device", "state": "state", "rate": "Hz", "losses": "losses", "spool": "spool depth",
+             "offset": "clock offset ms", "bpm": "heart bpm", "temperature": "room C", "motion": "gyro rad/s"},
             height=160,
             width=900,
-            name="health",
-            columns=[
-                TableColumn(field=f, title=t)
-                for f, t in (
-                    ("device", "device"),
-                    ("state", "state"),
-                    ("rate", "Hz"),
-                    ("losses", "losses"),
-                    ("spool", "spool depth"),
-                    ("offset", "clock offset ms"),
-                    ("bpm", "heart bpm"),
-                    ("temperature", "room C"),
-                    ("motion", "gyro rad/s"),
-                )
-            ],
-        )
+        )  # fmt: skip
         self.camera = Div(text="", name="camera")
-        self.quality_source = ColumnDataSource(
-            {k: [] for k in ("channel", "status", "sd_uv", "railed_pct", "line_pct")}
-        )
-        self.quality = DataTable(
-            source=self.quality_source,
+        self.quality_source, self.quality = _table(
+            "quality",
+            {
+                "channel": "channel",
+                "status": "signal",
+                "sd_uv": "SD uV",
+                "railed_pct": "railed %",
+                "line_pct": "mains %",
+            },
             height=200,
             width=520,
-            name="quality",
-            columns=[
-                TableColumn(field=f, title=t)
-                for f, t in (
-                    ("channel", "channel"),
-                    ("status", "signal"),
-                    ("sd_uv", "SD uV"),
-                    ("railed_pct", "railed %"),
-                    ("line_pct", "mains %"),
-                )
-            ],
         )
 
         live = column(
