@@ -8,6 +8,7 @@ Commands from the control thread are queued and carried out by the acquisition l
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -15,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -35,6 +36,9 @@ from schemas.catalog import CAMERA_FRAMES, CONTROL, DEVICE_LOGS, DEVICE_STATUS, 
 from schemas.codec import AvroCodec, default_codec
 from schemas.records import control_record, eeg_block_record, marker_record, session_record
 from schemas.signing import DeviceKey, Keyring, new_key, sign
+
+# The camera and the room sensors: optional devices the edge runs without when they fail to start.
+OptionalDevice = TypeVar("OptionalDevice", Camera, RoomSensors)
 
 log = logging.getLogger(__name__)
 # Past a block's due time, so that its last sample is on the board when the loop reads.
@@ -131,7 +135,7 @@ class DeviceRunner:
             self._device_failed(str(exc))
             return
         # A missing camera or Sense HAT degrades the device; EEG goes on.
-        problems = []
+        problems: list[str] = []
         camera = self._start_optional(make_camera(self.edge.camera), "camera", problems)
         sensors = self._start_optional(
             make_sensors(self.edge.sensors.source, seed=self.edge.simulation.seed), "sensors", problems
@@ -156,7 +160,7 @@ class DeviceRunner:
             source.info.n_channels,
         )
 
-    def _start_optional(self, device, name: str, problems: list[str]):  # type: ignore[no-untyped-def]
+    def _start_optional(self, device: OptionalDevice | None, name: str, problems: list[str]) -> OptionalDevice | None:
         if device is None:
             return None
         try:
@@ -606,7 +610,7 @@ class EdgeRuntime:
                 self.clock,
                 self.codec,
                 source_factory,
-                sender_stats=lambda device_id=edge.device_id: self.sender.sent_count(device_id),
+                sender_stats=functools.partial(self.sender.sent_count, edge.device_id),
                 on_spooled=self.sender.notify if edge.tick_ms == 0 else (lambda: None),
                 signing_key=self.keyring.active_key(edge.device_id),
             )

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from neurolake.errors import NeurolakeError
 from neurolake.settings import Settings, load_settings
 from schemas.signing import DeviceKey, Keyring, ensure_key
 
-QUESTIONS = (
+QUESTIONS: tuple[tuple[str, str, Callable[[Settings], str]], ...] = (
     # (flag attribute, prompt, default from current settings)
     ("device_id", "Device id of this Pi", lambda s: s.edge.device_id),
     ("board", "EEG board (simulated, synthetic, playback, cyton, cyton_daisy, ganglion)", lambda s: s.edge.board),

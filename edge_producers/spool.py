@@ -172,7 +172,8 @@ class Spool:
                 freed_delivered,
                 lost,
             )
-        return self._bytes + size <= self.max_bytes
+        fits: bool = self._bytes + size <= self.max_bytes
+        return fits
 
     def _evict(self, condition: str, target_bytes: float) -> int:
         evicted = 0
@@ -222,7 +223,8 @@ class Spool:
     def first_undelivered_id(self) -> int | None:
         with self._lock:
             row = self._db.execute("SELECT MIN(id) FROM records WHERE delivered = 0").fetchone()
-        return row[0]
+        first: int | None = row[0]
+        return first
 
     def last_id(self) -> int:
         """The newest row id ever stored (ids only grow: AUTOINCREMENT)."""

@@ -213,13 +213,13 @@ def commit_files(
     table on first use. False (and nothing written) when that batch is committed already."""
     from deltalake import CommitProperties, DeltaTable, Schema, Transaction
     from deltalake.exceptions import TableNotFoundError
-    from deltalake.transaction import AddAction, create_table_with_add_actions
+    from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
     done = committed_version(table_dir, app_id)
     if done is not None and done >= batch_id:
         log.info("%s: batch %d already committed by %s; skipped", table_dir, batch_id, app_id)
         return False
-    actions = [
+    adds = [
         AddAction(f.relative_path, f.size, dict(f.partition_values), f.modification_ms, True, f.stats) for f in files
     ]
     properties = CommitProperties(
@@ -234,12 +234,13 @@ def commit_files(
         create_table_with_add_actions(
             str(table_dir),
             delta_schema,
-            actions,
+            adds,
             mode="append",
             partition_by=[partition_by],
             commit_properties=properties,
         )
         return True
+    actions: list[AddAction | RemoveAction] = list(adds)
     table.create_write_transaction(
         actions, mode="append", schema=delta_schema, partition_by=[partition_by], commit_properties=properties
     )

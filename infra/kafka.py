@@ -222,7 +222,7 @@ class LiveReader:
             if message.error():
                 continue
             value, topic = message.value(), message.topic()
-            if value is None:  # a tombstone: nothing to show
+            if value is None or topic is None:  # a tombstone: nothing to show
                 self.undecodable += 1
                 continue
             try:
@@ -239,5 +239,5 @@ class LiveReader:
             except CodecError:
                 self.undecodable += 1
                 continue
-            records.append(LiveRecord(message.topic(), record_type, record, message.timestamp()[1]))
+            records.append(LiveRecord(topic, record_type, record, message.timestamp()[1]))
         return records

@@ -236,7 +236,8 @@ def http_ok(url: str, timeout_s: float = 2.0) -> bool:
 
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            return 200 <= response.status < 300
+            status: int = response.status
+            return 200 <= status < 300
     except OSError:
         return False
 

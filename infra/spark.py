@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ from neurolake.errors import ServiceError
 from neurolake.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
@@ -100,7 +102,7 @@ def _training_workload(spark: SparkSession, scratch: Path) -> None:
     """What a streaming start loads: a micro-batch query with foreachBatch, Arrow to Python and back."""
     import time
 
-    def passthrough(batches):  # type: ignore[no-untyped-def]
+    def passthrough(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         yield from batches
 
     spark.range(1000, numPartitions=2).mapInArrow(passthrough, "id long").toArrow()
@@ -153,7 +155,9 @@ def _train(partial: Path) -> None:
             settings, "neurolake-class-archive", java_options=f"-XX:ArchiveClassesAtExit={partial}"
         )
         _training_workload(spark, Path(scratch))
-        jvm = spark.sparkContext._gateway.proc  # type: ignore[attr-defined]
+        # PySpark keeps the JVM's Popen only on this private py4j attribute, and the archive is
+        # written as that JVM exits: no public handle exists to wait on it.
+        jvm = spark.sparkContext._gateway.proc  # type: ignore[union-attr]
         spark.stop()
         # The JVM writes the archive as it exits, after this process would: end it and wait.
         jvm.stdin.close()

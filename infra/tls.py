@@ -19,9 +19,13 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from neurolake.errors import NeurolakeError
 from neurolake.settings import Settings
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
 STUNNEL_BINARIES = ("stunnel4", "stunnel")
 
@@ -56,13 +60,14 @@ def _write_private(path: Path, data: bytes) -> None:
         out.write(data)
 
 
-def _new_key():  # type: ignore[no-untyped-def]
+def _new_key() -> EllipticCurvePrivateKey:
+    # Imported here: the Pi runs `tls tunnel` from this module without the lake's cryptography.
     from cryptography.hazmat.primitives.asymmetric import ec
 
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _key_pem(key) -> bytes:  # type: ignore[no-untyped-def]
+def _key_pem(key: EllipticCurvePrivateKey) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     return key.private_bytes(
@@ -103,6 +108,7 @@ def issue(directory: Path, name: str, server: bool, hosts: tuple[str, ...] = (),
     """A certificate and key signed by the CA: a server's (with ``hosts`` as names) or a client's."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     ca_path, ca_key_path = directory / "ca.pem", directory / "ca.key"
@@ -134,7 +140,9 @@ def issue(directory: Path, name: str, server: bool, hosts: tuple[str, ...] = (),
             except ValueError:
                 names.append(x509.DNSName(host))
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    cert = builder.sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise NeurolakeError(f"{ca_key_path} is not the EC key `neurolake tls init` writes; run it again")
+    cert = builder.sign(ca_key, hashes.SHA256())
     certificate, key_path = directory / f"{name}.pem", directory / f"{name}.key"
     _write_private(key_path, _key_pem(key))
     certificate.write_bytes(cert.public_bytes(serialization.Encoding.PEM))

@@ -165,11 +165,12 @@ def label_intervals(lake_root: Path, settings: MlSettings, sessions: list[str]) 
 
 
 def quality_mask(windows: pd.DataFrame, settings: MlSettings) -> np.ndarray:
-    return (
+    mask: np.ndarray = (
         (windows["railed_pct"].to_numpy(float) <= settings.max_railed_pct)
         & (windows["line_noise_ratio"].to_numpy(float) <= settings.max_line_noise_ratio)
         & (windows["flat_channels"].to_numpy(int) <= settings.max_flat_channels)
     )
+    return mask
 
 
 def build_training_set(lake_root: Path, settings: MlSettings, version: int | None = None) -> TrainingSet:

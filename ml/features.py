@@ -8,7 +8,8 @@ one layout is refused, by its signature, for another.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,13 @@ def _matrix(item: object) -> np.ndarray:
     """A (bands, channels) array from an array, nested lists, or Arrow's object array of arrays."""
     if isinstance(item, np.ndarray) and item.dtype != object:
         return item.astype(np.float64, copy=False)
-    return np.stack([np.asarray(row, dtype=np.float64) for row in item])  # type: ignore[union-attr]
+    return np.stack([np.asarray(row, dtype=np.float64) for row in _rows(item)])
+
+
+def _rows(item: object) -> Iterable[Any]:
+    if not isinstance(item, Iterable):
+        raise FeatureLayoutError(f"expected a sequence of values per window, got {type(item).__name__}")
+    return item
 
 
 def feature_frame(
@@ -45,7 +52,7 @@ def feature_frame(
         return pd.DataFrame()
     bp = [_matrix(item) for item in band_power]
     shapes = {b.shape for b in bp}
-    hz = {tuple(float(f) for f in item) for item in ssvep_hz}  # type: ignore[union-attr]
+    hz = {tuple(float(f) for f in _rows(item)) for item in ssvep_hz}
     if len(shapes) != 1 or len(hz) != 1:
         raise FeatureLayoutError(
             f"windows mix layouts (band power shapes {sorted(shapes)}, stimulus frequencies "

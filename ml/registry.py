@@ -16,7 +16,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,9 @@ from ml.pipelines import make_pipeline, pipeline_params
 from ml.trust import SHA256_TAG, artifact_sha256, load_trusted
 from neurolake.errors import NeurolakeError, ServiceError
 from neurolake.settings import Settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +74,7 @@ class TrainResult:
         return asdict(self)
 
 
-def connect(settings: Settings):  # type: ignore[no-untyped-def]
+def connect(settings: Settings) -> MlflowClient:
     """An MlflowClient for the configured server, after a quick reachability check."""
     import mlflow
     from mlflow import MlflowClient
@@ -104,13 +107,14 @@ def _log_scores(prefix: str, scores: Scores) -> None:
         import matplotlib
 
         matplotlib.use("Agg")
+        from matplotlib import pyplot
         from sklearn.metrics import ConfusionMatrixDisplay
 
         display = ConfusionMatrixDisplay(scores.confusion.to_numpy(), display_labels=list(scores.confusion.index))
         display.plot(colorbar=False, xticks_rotation=45)
         display.ax_.set_title(f"{prefix}: balanced accuracy {scores.balanced_accuracy:.3f}")
         mlflow.log_figure(display.figure_, f"{prefix}_confusion_matrix.png")
-        matplotlib.pyplot.close(display.figure_)
+        pyplot.close(display.figure_)
     except ImportError:  # the CSV carries the same numbers
         pass
 
@@ -138,6 +142,7 @@ def train_candidates(
     ``shuffle_labels`` trains on permuted labels: a control whose model the gate must refuse.
     """
     import mlflow
+    from mlflow.data.pandas_dataset import from_pandas
     from mlflow.models import infer_signature
 
     client = connect(settings)
@@ -175,7 +180,7 @@ def train_candidates(
                 }
             )
             mlflow.log_input(
-                mlflow.data.from_pandas(
+                from_pandas(
                     training_set.features.assign(label=training_set.labels, session_id=training_set.sessions),
                     source=f"{settings.paths.lake_root / 'gold' / 'eeg_windows'}@v{training_set.table_version}",
                     name=f"gold.eeg_windows@v{training_set.table_version}",

@@ -2,8 +2,10 @@
 
 Sources, lowest precedence first: built-in defaults (a single lab machine), an optional TOML file,
 then environment variables ``NEUROLAKE_<SECTION>__<KEY>`` (for example
-``NEUROLAKE_KAFKA__BOOTSTRAP_SERVERS``). The result is validated once, frozen, and passed to whatever
-needs it; nothing below the CLI reads the environment.
+``NEUROLAKE_KAFKA__BOOTSTRAP_SERVERS``). pydantic-settings merges them key by key; the two sources
+here add what it lacks: an unknown key or variable fails with the nearest real setting instead of
+being ignored. The result is validated once, frozen, and passed to whatever needs it; nothing below
+the CLI reads the environment.
 """
 
 from __future__ import annotations
@@ -17,6 +19,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from neurolake.errors import SettingsError
 from schemas.records import identifier_problem
@@ -343,13 +352,16 @@ class LakeSettings(_Section):
         return self
 
 
+PipelineName = Literal["bandpower_lr", "ssvep_lda"]
+
+
 class MlSettings(_Section):
     """Training sets, pipelines, the promotion gate and the scorers."""
 
     # "markers": stimulus markers (the SSVEP task). "motion": still/moving from the room sensors'
     # gyroscope, joined to the windows in lab time. Both label windows through lab-time intervals.
     label_source: Literal["markers", "motion"] = "markers"
-    pipelines: list[Literal["bandpower_lr", "ssvep_lda"]] = Field(default_factory=lambda: ["bandpower_lr", "ssvep_lda"])
+    pipelines: list[PipelineName] = Field(default_factory=lambda: list(typing.get_args(PipelineName)))
     # Windows worse than these are left out of training sets.
     max_railed_pct: float = Field(default=1.0, ge=0, le=100)
     max_line_noise_ratio: float = Field(default=0.5, ge=0, le=1)
@@ -434,7 +446,13 @@ class PathSettings(_Section):
         return self.home / "logs"
 
 
-class Settings(_Section):
+class Settings(BaseSettings):
+    """Every section; :func:`load_settings` is the one way to build it from TOML and the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True, validate_default=True
+    )
+
     kafka: KafkaSettings = KafkaSettings()
     broker: BrokerSettings = BrokerSettings()
     topics: TopicSettings = TopicSettings()
@@ -449,6 +467,19 @@ class Settings(_Section):
     security: SecuritySettings = SecuritySettings()
     paths: PathSettings = PathSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Only load_settings passes sources; a bare Settings() is the defaults and never reads the
+        # environment behind the caller's back (nothing below the CLI does).
+        return (init_settings,)
 
     @model_validator(mode="after")
     def _web_uis_on_loopback(self) -> Settings:
@@ -495,47 +526,65 @@ def load_settings(
     """Build and validate the settings once.
 
     ``config_file`` wins over ``NEUROLAKE_CONFIG``; ``./neurolake.toml`` is read when present.
-    Raises :class:`SettingsError` with the offending key and the fix.
+    Environment variables win over the file. Raises :class:`SettingsError` with the offending key
+    and the fix.
     """
     env = dict(os.environ if environ is None else environ)
     base = cwd or Path.cwd()
-    raw: dict[str, Any] = {}
-
     explicit = config_file or env.get(ENV_CONFIG_FILE)
-    path = Path(explicit) if explicit else base / DEFAULT_CONFIG_FILE
-    if explicit or path.exists():
-        raw = _read_toml(path if path.is_absolute() else base / path)
-
-    for key, value in env.items():
-        if not key.startswith(ENV_PREFIX) or key == ENV_CONFIG_FILE:
-            continue
-        dotted = key[len(ENV_PREFIX) :].lower().split("__")
-        annotation = _check_known(dotted, source=key)
-        parsed: Any = value
-        if typing.get_origin(annotation) is dict:
-            parsed = _parse_mapping(value, ".".join(dotted))
-        elif typing.get_origin(annotation) is list:
-            parsed = [item.strip() for item in value.split(",") if item.strip()]
-        _set_nested(raw, dotted, parsed)
-
-    _check_known_tree(raw, prefix=[], source=str(path))
+    path = Path(explicit) if explicit else Path(DEFAULT_CONFIG_FILE)
+    path = path if path.is_absolute() else base / path
+    if explicit and not path.exists():
+        raise SettingsError(f"config file {path} does not exist; fix the path given by --config or {ENV_CONFIG_FILE}")
     try:
-        settings = Settings.model_validate(raw)
+        sources = (CheckedEnvironmentSource(Settings, env), CheckedTomlSource(Settings, path))
+        settings = Settings(_build_sources=(sources, {}))
     except ValidationError as exc:
         raise SettingsError(_explain(exc)) from None
     return _resolve_paths(settings, base)
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        raise SettingsError(
-            f"config file {path} does not exist; fix the path given by --config or {ENV_CONFIG_FILE}"
-        ) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(f"config file {path} is not valid TOML ({exc}); fix the syntax") from None
+class CheckedEnvironmentSource(PydanticBaseSettingsSource):
+    """``NEUROLAKE_<SECTION>__<KEY>`` variables, each checked against the model first.
+
+    pydantic-settings would silently ignore a misspelt variable; here it fails with the nearest real
+    setting. Mappings and lists keep the lab's shell-friendly forms (``a=1,b=2`` and ``a,b``) rather
+    than JSON.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        super().__init__(settings_cls)
+        self.environ = environ
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        # Unused: __call__ walks the variables instead of the fields, to catch unknown names.
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        tree: dict[str, Any] = {}
+        for key, value in self.environ.items():
+            if not key.startswith(ENV_PREFIX) or key == ENV_CONFIG_FILE:
+                continue
+            dotted = key[len(ENV_PREFIX) :].lower().split("__")
+            annotation = _check_known(dotted, source=key)
+            parsed: Any = value
+            if typing.get_origin(annotation) is dict:
+                parsed = _parse_mapping(value, ".".join(dotted))
+            elif typing.get_origin(annotation) is list:
+                parsed = [item.strip() for item in value.split(",") if item.strip()]
+            _set_nested(tree, dotted, parsed)
+        return tree
+
+
+class CheckedTomlSource(TomlConfigSettingsSource):
+    """The TOML file, when present, with unknown keys named before validation (with a suggestion)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        try:
+            super().__init__(settings_cls, toml_file=path)
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path} is not valid TOML ({exc}); fix the syntax") from None
+        _check_known_tree(self.toml_data, prefix=[], source=str(path))
 
 
 def _set_nested(tree: dict[str, Any], dotted: list[str], value: Any) -> None:
@@ -581,7 +630,9 @@ def _check_known(dotted: list[str], source: str) -> Any:
 def _check_known_tree(tree: Mapping[str, Any], prefix: list[str], source: str) -> None:
     model: type[BaseModel] = Settings
     for part in prefix:
-        model = _fields_of(model)[part].annotation  # type: ignore[assignment]
+        section = _fields_of(model)[part].annotation
+        assert isinstance(section, type) and issubclass(section, BaseModel), "prefix holds only sections"
+        model = section
     fields = _fields_of(model)
     for key, value in tree.items():
         if key not in fields:

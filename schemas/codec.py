@@ -135,7 +135,9 @@ class AvroCodec:
             raise CodecError(f"corrupt {writer.record_type} body: {type(exc).__name__}: {exc}") from None
         if body.tell() != len(payload):
             raise CodecError(f"{len(payload) - body.tell()} trailing bytes after the {writer.record_type} record")
-        return writer.record_type, record  # type: ignore[return-value]
+        if not isinstance(record, dict):  # every .avsc here is a record; fastavro types it loosely
+            raise CodecError(f"{writer.record_type} body decoded to a {type(record).__name__}, not a record")
+        return writer.record_type, record
 
     @staticmethod
     def _explain_invalid(version: SchemaVersion, record: Mapping[str, Any], exc: Exception) -> str:

@@ -72,7 +72,7 @@ class PiCamera2Camera:
 
     def start(self) -> None:
         try:
-            from picamera2 import Picamera2  # type: ignore[import-not-found]
+            from picamera2 import Picamera2
         except ImportError:
             raise DeviceError(
                 "picamera2 is not installed: on Raspberry Pi OS run `sudo apt install "

@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Protocol
+from types import ModuleType, TracebackType
+from typing import Protocol, Self
 
 import numpy as np
 
@@ -60,13 +61,21 @@ class EegSource(Protocol):
     def stop(self) -> None: ...
 
 
-class ContextSource:
-    def __enter__(self):  # type: ignore[no-untyped-def]
-        self.start()  # type: ignore[attr-defined]
+class ContextSource(ABC):
+    """``with source:`` starts and stops it, so a board is released however the block ends."""
+
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        self.start()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
-        self.stop()  # type: ignore[attr-defined]
+        self.stop()
 
 
 def empty_chunk(n_channels: int) -> EegChunk:
@@ -132,14 +141,15 @@ BOARD_IDS = {
 }
 
 
-def brainflow_module():  # type: ignore[no-untyped-def]
+def brainflow_module() -> ModuleType:
     with warnings.catch_warnings():
         # BrainFlow 5.23 locates its native library through the deprecated pkg_resources.
         warnings.simplefilter("ignore", UserWarning)
         from brainflow import board_shim
 
         board_shim.BoardShim.get_board_descr(board_shim.BoardIds.SYNTHETIC_BOARD)
-    return board_shim
+    module: ModuleType = board_shim
+    return module
 
 
 class BrainFlowSource(ContextSource):

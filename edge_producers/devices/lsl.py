@@ -19,6 +19,8 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -58,28 +60,29 @@ def parse_marker(text: str, last_trial: int) -> tuple[MarkerEvent, int]:
     return MarkerEvent("INSTANT", text.strip()[:200] or "marker", None, None, None), last_trial
 
 
-def _pylsl():  # type: ignore[no-untyped-def]
+def _pylsl() -> ModuleType:
     try:
         import pylsl
     except ImportError:
         raise DeviceError("edge.board=lsl needs pylsl: install neurolake with the lsl extra") from None
-    return pylsl
+    module: ModuleType = pylsl
+    return module
 
 
-def _wall_us(pylsl, stamps: list[float] | np.ndarray) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _wall_us(pylsl: ModuleType, stamps: list[float] | np.ndarray) -> np.ndarray:
     """LSL-clock timestamps (already clock-synchronised) as this machine's wall time."""
-    shift = time.time() - pylsl.local_clock()
+    shift: float = time.time() - pylsl.local_clock()
     return ((np.asarray(stamps, dtype=np.float64) + shift) * 1e6).astype(np.int64)
 
 
 class LslSource(ContextSource):
     def __init__(self, stream: str, markers: str | None = None, timeout_s: float = 10.0) -> None:
         self._query, self._markers_query, self._timeout_s = stream, markers, timeout_s
-        self._inlet = None
+        self._inlet: Any = None  # a pylsl.StreamInlet once started
         self._markers = None
         self.info = BoardInfo("lsl", 0.0, (), ())
 
-    def _open(self, query: str):  # type: ignore[no-untyped-def]
+    def _open(self, query: str) -> Any:  # a pylsl.StreamInlet; pylsl ships no type hints
         pylsl = _pylsl()
         found = pylsl.resolve_bypred(query, 1, self._timeout_s)
         if not found:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -32,7 +33,7 @@ class SenseHatSensors:
 
     def start(self) -> None:
         try:
-            from sense_hat import SenseHat  # type: ignore[import-not-found]
+            from sense_hat import SenseHat
         except ImportError:
             raise DeviceError(
                 "sense_hat is not installed: on Raspberry Pi OS run `sudo apt install sense-hat`; "
@@ -73,7 +74,7 @@ class SimulatedRoomSensors:
 
     name = "simulated"
 
-    def __init__(self, seed: int = 0, clock_s=time.time) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, seed: int = 0, clock_s: Callable[[], float] = time.time) -> None:
         self._rng = np.random.default_rng(seed)
         self._clock_s = clock_s
         self._start = 0.0

@@ -4,7 +4,7 @@ import pytest
 from pydantic import ValidationError
 
 from neurolake.errors import SettingsError
-from neurolake.settings import load_settings
+from neurolake.settings import Settings, load_settings
 
 
 def test_defaults_are_a_single_local_machine(tmp_path: Path) -> None:
@@ -26,6 +26,18 @@ def test_env_overrides_toml_which_overrides_defaults(tmp_path: Path) -> None:
     assert settings.kafka.bootstrap_servers == "env:9092"
     assert settings.kafka.linger_ms == 20
     assert settings.topics.partitions_for("eeg.raw") == 8
+
+
+def test_env_overrides_toml_within_a_section_and_keeps_the_rest(tmp_path: Path) -> None:
+    # pydantic-settings merges the sources key by key: one variable must not reset its section.
+    (tmp_path / "neurolake.toml").write_text("[lake]\nband_low_hz = 2.0\nband_high_hz = 30.0\n")
+    settings = load_settings(environ={"NEUROLAKE_LAKE__BAND_HIGH_HZ": "35"}, cwd=tmp_path)
+    assert (settings.lake.band_low_hz, settings.lake.band_high_hz) == (2.0, 35.0)
+
+
+def test_a_bare_settings_object_is_the_defaults_and_ignores_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEUROLAKE_KAFKA__BOOTSTRAP_SERVERS", "elsewhere:9092")
+    assert Settings().kafka.bootstrap_servers == "127.0.0.1:19092"
 
 
 def test_partitions_from_env(tmp_path: Path) -> None:
