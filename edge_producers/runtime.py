@@ -34,7 +34,16 @@ from neurolake.errors import NeurolakeError
 from neurolake.settings import EdgeSettings, Settings
 from schemas.catalog import CAMERA_FRAMES, CONTROL, DEVICE_LOGS, DEVICE_STATUS, EEG_RAW, MARKERS, SENSORS_ENV, SESSIONS
 from schemas.codec import AvroCodec, default_codec
-from schemas.records import control_record, eeg_block_record, marker_record, session_record
+from schemas.records import (
+    camera_frame_record,
+    control_record,
+    device_log_record,
+    device_status_record,
+    eeg_block_record,
+    marker_record,
+    sensor_reading_record,
+    session_record,
+)
 from schemas.signing import DeviceKey, Keyring, new_key, sign
 
 # The camera and the room sensors: optional devices the edge runs without when they fail to start.
@@ -378,6 +387,8 @@ class DeviceRunner:
 
     def _publish_frame(self) -> None:
         assert self._camera is not None
+        if self.session_id is None:  # the session ended in this tick (a device error): frames need one
+            return
         try:
             frame = self._camera.capture()
         except DeviceError as exc:
@@ -398,23 +409,23 @@ class DeviceRunner:
         self._spool_record(
             CAMERA_FRAMES,
             "camera_frame",
-            {
-                "device_id": self.edge.device_id,
-                "session_id": self.session_id,
-                "seq": 0,
-                "frame_index": self.counters.frames,
-                "captured_us": frame.captured_us,
-                "clock_offset_us": self.clock.estimate.offset_us,
-                "width": frame.width,
-                "height": frame.height,
-                "encoding": "JPEG",
-                "data": frame.jpeg,
-            },
+            camera_frame_record(
+                device_id=self.edge.device_id,
+                session_id=self.session_id,
+                frame_index=self.counters.frames,
+                captured_us=frame.captured_us,
+                clock_offset_us=self.clock.estimate.offset_us,
+                width=frame.width,
+                height=frame.height,
+                data=frame.jpeg,
+            ),
         )
         self.counters.frames += 1
 
     def _publish_sensors(self) -> None:
         assert self._sensors is not None
+        if self.session_id is None:  # as for frames: a reading belongs to a session
+            return
         try:
             values = self._sensors.read()
         except (DeviceError, OSError) as exc:
@@ -423,15 +434,14 @@ class DeviceRunner:
         self._spool_record(
             SENSORS_ENV,
             "sensor_reading",
-            {
-                "device_id": self.edge.device_id,
-                "session_id": self.session_id,
-                "seq": 0,
-                "measured_us": now_us(),
-                "clock_offset_us": self.clock.estimate.offset_us,
-                "sensor": self._sensors.name,
-                **values,
-            },
+            sensor_reading_record(
+                device_id=self.edge.device_id,
+                session_id=self.session_id,
+                measured_us=now_us(),
+                clock_offset_us=self.clock.estimate.offset_us,
+                sensor=self._sensors.name,
+                values=values,
+            ),
         )
         self.counters.sensor_readings += 1
 
@@ -446,21 +456,20 @@ class DeviceRunner:
         self._spool_record(
             DEVICE_STATUS,
             "device_status",
-            {
-                "device_id": self.edge.device_id,
-                "session_id": self.session_id,
-                "seq": 0,
-                "timestamp_us": now,
-                "state": self.state,
-                "spool_depth": stats.records,
-                "spool_bytes": stats.bytes,
-                "records_sent": self._sender_stats(),
-                "losses": stats.losses,
-                "clock_offset_us": estimate.offset_us,
-                "clock_rtt_us": estimate.rtt_us,
-                "sample_rate_hz": round(self._rate_hz, 3),
-                "message": self._message,
-            },
+            device_status_record(
+                device_id=self.edge.device_id,
+                session_id=self.session_id,
+                timestamp_us=now,
+                state=self.state,
+                spool_depth=stats.records,
+                spool_bytes=stats.bytes,
+                records_sent=self._sender_stats(),
+                losses=stats.losses,
+                clock_offset_us=estimate.offset_us,
+                clock_rtt_us=estimate.rtt_us,
+                sample_rate_hz=round(self._rate_hz, 3),
+                message=self._message,
+            ),
         )
 
     # -- commands ----------------------------------------------------------------------------
@@ -538,15 +547,14 @@ class SpoolLogHandler(logging.Handler):
             runner._spool_record(
                 DEVICE_LOGS,
                 "device_log",
-                {
-                    "device_id": device_id,
-                    "session_id": runner.session_id,
-                    "seq": 0,
-                    "timestamp_us": int(record.created * 1e6),
-                    "level": record.levelname,
-                    "logger": record.name,
-                    "message": record.getMessage()[:4000],
-                },
+                device_log_record(
+                    device_id=device_id,
+                    session_id=runner.session_id,
+                    timestamp_us=int(record.created * 1e6),
+                    level=record.levelname,
+                    logger=record.name,
+                    message=record.getMessage(),
+                ),
             )
         except Exception:  # logging must never take the producer down
             pass

@@ -174,3 +174,102 @@ def session_record(
         "block_size": int(block_size), "subject_id": subject_id, "task": task,
         "software_version": software_version, "metadata": dict(metadata or {}),
     }  # fmt: skip
+
+
+FRAME_ENCODINGS = _enum_symbols("camera_frame", "encoding")
+DEVICE_STATES = _enum_symbols("device_status", "state")
+SENSOR_VALUES = (
+    "temperature_c", "humidity_pct", "pressure_hpa", "accel_x_g", "accel_y_g", "accel_z_g",
+    "gyro_x_rad_s", "gyro_y_rad_s", "gyro_z_rad_s",
+)  # fmt: skip
+
+
+def camera_frame_record(
+    *,
+    device_id: str,
+    session_id: str,
+    frame_index: int,
+    captured_us: int,
+    clock_offset_us: int,
+    width: int,
+    height: int,
+    data: bytes,
+    encoding: str = "JPEG",
+    seq: int = 0,
+) -> dict[str, Any]:
+    """A ``camera_frame``: one encoded image on the device clock."""
+    if encoding not in FRAME_ENCODINGS:
+        raise ValueError(f"camera_frame encoding {encoding!r} is not one of {', '.join(sorted(FRAME_ENCODINGS))}")
+    if width <= 0 or height <= 0:
+        raise ValueError(f"camera_frame width={width} height={height} must both be positive")
+    return {
+        "device_id": device_id, "session_id": session_id, "seq": int(seq), "frame_index": int(frame_index),
+        "captured_us": int(captured_us), "clock_offset_us": int(clock_offset_us), "width": int(width),
+        "height": int(height), "encoding": encoding, "data": bytes(data),
+    }  # fmt: skip
+
+
+def sensor_reading_record(
+    *,
+    device_id: str,
+    session_id: str,
+    measured_us: int,
+    clock_offset_us: int,
+    sensor: str,
+    values: dict[str, float | None],
+    seq: int = 0,
+) -> dict[str, Any]:
+    """A ``sensor_reading``: whichever of the room values the sensor has; the rest stay null."""
+    unknown = set(values) - set(SENSOR_VALUES)
+    if unknown:
+        raise ValueError(f"sensor_reading has no field {', '.join(sorted(unknown))}; known: {', '.join(SENSOR_VALUES)}")
+    return {
+        "device_id": device_id, "session_id": session_id, "seq": int(seq), "measured_us": int(measured_us),
+        "clock_offset_us": int(clock_offset_us), "sensor": sensor,
+        **{name: None if (value := values.get(name)) is None else float(value) for name in SENSOR_VALUES},
+    }  # fmt: skip
+
+
+def device_status_record(
+    *,
+    device_id: str,
+    session_id: str | None,
+    timestamp_us: int,
+    state: str,
+    spool_depth: int,
+    spool_bytes: int,
+    records_sent: int,
+    losses: int,
+    clock_offset_us: int,
+    clock_rtt_us: int,
+    sample_rate_hz: float,
+    message: str | None = None,
+    seq: int = 0,
+) -> dict[str, Any]:
+    """A ``device_status`` heartbeat: what the Pi is doing and how full its spool is."""
+    if state not in DEVICE_STATES:
+        raise ValueError(f"device_status state {state!r} is not one of {', '.join(sorted(DEVICE_STATES))}")
+    return {
+        "device_id": device_id, "session_id": session_id, "seq": int(seq), "timestamp_us": int(timestamp_us),
+        "state": state, "spool_depth": int(spool_depth), "spool_bytes": int(spool_bytes),
+        "records_sent": int(records_sent), "losses": int(losses), "clock_offset_us": int(clock_offset_us),
+        "clock_rtt_us": int(clock_rtt_us), "sample_rate_hz": float(sample_rate_hz), "message": message,
+    }  # fmt: skip
+
+
+def device_log_record(
+    *,
+    device_id: str,
+    session_id: str | None,
+    timestamp_us: int,
+    level: str,
+    logger: str,
+    message: str,
+    seq: int = 0,
+    max_message_chars: int = 4000,
+) -> dict[str, Any]:
+    """A ``device_log`` line; long messages are cut so one log call cannot fill a spool."""
+    return {
+        "device_id": device_id, "session_id": session_id, "seq": int(seq), "timestamp_us": int(timestamp_us),
+        "level": level, "logger": logger, "message": message[:max_message_chars],
+    }  # fmt: skip

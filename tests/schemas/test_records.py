@@ -80,3 +80,38 @@ def test_marker_and_session_builders_refuse_what_the_contract_refuses() -> None:
     with pytest.raises(ValueError, match="2 channel_names but 1 channel_types"):
         session_record(device_id="pi-1", session_id="s1", started_us=1, board="b", sample_rate_hz=250.0,
                        channel_names=["a", "b"], channel_types=["eeg"], block_size=25)  # fmt: skip
+
+
+def test_edge_record_builders_encode_and_refuse_what_the_contract_refuses() -> None:
+    from schemas.records import (
+        camera_frame_record,
+        device_log_record,
+        device_status_record,
+        sensor_reading_record,
+    )
+
+    codec = default_codec()
+    frame = camera_frame_record(device_id="pi-1", session_id="s1", frame_index=3, captured_us=1,
+                                clock_offset_us=0, width=4, height=2, data=b"\xff\xd8")  # fmt: skip
+    reading = sensor_reading_record(device_id="pi-1", session_id="s1", measured_us=1, clock_offset_us=0,
+                                    sensor="simulated", values={"temperature_c": 21, "gyro_x_rad_s": None})  # fmt: skip
+    status = device_status_record(device_id="pi-1", session_id=None, timestamp_us=1, state="STREAMING",
+                                  spool_depth=0, spool_bytes=0, records_sent=5, losses=0, clock_offset_us=0,
+                                  clock_rtt_us=300, sample_rate_hz=250.0)  # fmt: skip
+    line = device_log_record(device_id="pi-1", session_id=None, timestamp_us=1, level="INFO", logger="edge",
+                             message="x" * 5000)  # fmt: skip
+    for record_type, record in (("camera_frame", frame), ("sensor_reading", reading),
+                                ("device_status", status), ("device_log", line)):  # fmt: skip
+        assert codec.decode(codec.encode(record_type, record)) == (record_type, {**record, "spool_epoch": 0})
+    assert reading["temperature_c"] == 21.0 and reading["humidity_pct"] is None
+    assert len(line["message"]) == 4000
+    with pytest.raises(ValueError, match="sensor_reading has no field temp_c"):
+        sensor_reading_record(device_id="pi-1", session_id="s1", measured_us=1, clock_offset_us=0,
+                              sensor="simulated", values={"temp_c": 21.0})  # fmt: skip
+    with pytest.raises(ValueError, match="device_status state 'RUNNING' is not one of"):
+        device_status_record(device_id="pi-1", session_id=None, timestamp_us=1, state="RUNNING", spool_depth=0,
+                             spool_bytes=0, records_sent=0, losses=0, clock_offset_us=0, clock_rtt_us=0,
+                             sample_rate_hz=250.0)  # fmt: skip
+    with pytest.raises(ValueError, match="encoding 'GIF' is not one of JPEG, PNG"):
+        camera_frame_record(device_id="pi-1", session_id="s1", frame_index=0, captured_us=1, clock_offset_us=0,
+                            width=4, height=2, data=b"", encoding="GIF")  # fmt: skip
