@@ -25,6 +25,7 @@ from infra.delta import LakeTable, utc_date
 from ml.features import windows_feature_frame
 from neurolake.settings import Settings
 from schemas.catalog import GOLD_EEG_WINDOWS, GOLD_PREDICTIONS
+from schemas.timebase import now_us
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def score_partition(
                 "probabilities": [dict(zip(classes, map(float, row))) for row in probabilities],
                 "model_name": model_name,
                 "model_version": model_version,
-                "scored_us": time.time_ns() // 1000,
+                "scored_us": now_us(),
             }
         )
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from schemas.catalog import (
     SILVER_SESSION_ERRORS,
     SILVER_SKIPPED_BLOCKS,
 )
+from schemas.timebase import now_us
 from streaming_jobs.bronze_source import BLOCK_COLUMNS, ROWS_ARROW, session_json
 from streaming_jobs.silver_gold import (
     OUTPUT_TABLES,
@@ -149,7 +149,7 @@ def rebuild_session(
     rate = blocks.column("sample_rate_hz")[0].as_py() if blocks.num_rows else 0.0
     per_block = blocks.column("n_samples")[0].as_py() if blocks.num_rows else 1
     per_chunk = max(1, int(CHUNK_S * rate / max(1, per_block)))
-    noted_us = time.time_ns() // 1000
+    noted_us = now_us()
     clock_ms = 0
     pending_records = records
     for start in range(0, max(blocks.num_rows, 1), per_chunk):

@@ -8,7 +8,6 @@ live one would. Pure numpy here; the lake readers and writers at the bottom wrap
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,6 +26,7 @@ from schemas.catalog import (
     SILVER_MARKERS,
 )
 from schemas.records import identifier_problem, marker_record, session_record
+from schemas.timebase import now_us
 
 log = logging.getLogger(__name__)
 
@@ -438,7 +438,7 @@ def _bronze_table(record_type: str, records: list[dict[str, Any]], topic: str): 
     from infra.delta import utc_date
     from streaming_jobs.bronze import TIME_FIELD, bronze_schema
 
-    now = time.time_ns() // 1000
+    now = now_us()
     # Imported records come from no spool: epoch 0, as the schema's default says.
     rows = [
         {

@@ -19,6 +19,7 @@ from typing import Any
 
 from batch_jobs.recording import Recording, RecordingError
 from neurolake.settings import Settings
+from schemas import timebase
 from schemas.catalog import EEG_RAW, MARKERS, SESSIONS
 from schemas.signing import Keyring, ensure_key, sign
 
@@ -39,7 +40,7 @@ def as_new_session(
 ) -> Recording:
     """The recording as a new session of a new device (default ids: ``~r<start ms>`` appended),
     its first sample now."""
-    now_us = now_us if now_us is not None else time.time_ns() // 1000
+    now_us = now_us if now_us is not None else timebase.now_us()
     tag = f"~r{now_us // 1000}"
     return recording.moved(
         session_id or recording.session_id + tag,
@@ -110,7 +111,7 @@ def publish(
                 if wait > 0 and (stop.wait(wait) if stop else time.sleep(wait) or False):
                     break
             if record_type == "eeg_block":
-                record = {**record, "produced_us": time.time_ns() // 1000}
+                record = {**record, "produced_us": timebase.now_us()}
                 blocks += 1
                 if progress:
                     progress(record["n_samples"])

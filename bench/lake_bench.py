@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._stack import cli_environment, private_broker
 from schemas.catalog import BRONZE_EEG_BLOCKS, GOLD_EEG_WINDOWS, SILVER_EEG_SAMPLES
+from schemas.timebase import now_us
 
 
 def newest_sample_us(table_path: Path) -> int | None:
@@ -131,7 +132,7 @@ def main() -> None:
                             **{p.parent.name + "." + p.name: committed_rows(p) for p in (bronze, silver, gold)},
                         }
                     if newest is not None:
-                        ages.append((time.time_ns() // 1000 - newest) / 1e6)
+                        ages.append((now_us() - newest) / 1e6)
                 time.sleep(0.5)
             elapsed = time.monotonic() - counted["t"]
             rates = {

@@ -30,6 +30,7 @@ from bench._stack import cli_environment, latency_summary, private_broker
 from infra.kafka import LiveReader
 from schemas.catalog import EEG_RAW
 from schemas.codec import eeg_block_device_times
+from schemas.timebase import now_us
 
 
 def neurolake_latencies(seconds: float, warmup_s: float) -> list[float]:
@@ -59,7 +60,7 @@ def neurolake_latencies(seconds: float, warmup_s: float) -> list[float]:
                     for item in reader.read(100, timeout_s=0.05):
                         if item.topic != EEG_RAW:
                             continue
-                        arrived_us = time.time_ns() // 1000
+                        arrived_us = now_us()
                         last_us = int(eeg_block_device_times(item.record)[-1]) + int(item.record["clock_offset_us"])
                         if time.monotonic() - started >= warmup_s:
                             latencies.append((arrived_us - last_us) / 1000)

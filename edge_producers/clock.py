@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from schemas.clock_wire import MAGIC, REPLY, REQUEST
+from schemas.timebase import now_us
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +57,6 @@ def best_estimate(samples: Sequence[ProbeSample]) -> ClockEstimate | None:
         return None
     winner = min(valid, key=lambda sample: sample.rtt_us)
     return ClockEstimate(winner.offset_us, winner.rtt_us, winner.t3_us)
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 class ClockProbe:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -24,6 +23,7 @@ from pydantic import ValidationError
 from neurolake.settings import EdgeSettings
 from schemas.codec import AvroCodec, CodecError
 from schemas.signing import DEVICE, HUB, Keyring, SignatureError
+from schemas.timebase import now_us
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class ControlListener:
         keyring: Keyring,
         devices: set[str],
         max_age_us: int = 120_000_000,
-        clock: Callable[[], int] = lambda: time.time_ns() // 1000,
+        clock: Callable[[], int] = now_us,
     ) -> None:
         self._config = {
             **consumer_config,

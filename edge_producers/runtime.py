@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from edge_producers.clock import ClockProbe, now_us
+from edge_producers.clock import ClockProbe
 from edge_producers.control import CommandRefused, ControlListener, apply_config
 from edge_producers.devices.camera import Camera, make_camera
 from edge_producers.devices.eeg import DeviceError, EegChunk, EegSource, make_eeg_source
@@ -45,6 +45,7 @@ from schemas.records import (
     session_record,
 )
 from schemas.signing import DeviceKey, Keyring, new_key, sign
+from schemas.timebase import now_us
 
 # The camera and the room sensors: optional devices the edge runs without when they fail to start.
 OptionalDevice = TypeVar("OptionalDevice", Camera, RoomSensors)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
+from schemas.timebase import now_us
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class Spool:
         self._db.executescript(_SCHEMA)
         # The spool's generation: a spool made anew (new SD card, reset home) numbers seqs from 0
         # again, and its records must not be taken for the old ones (bronze keys on the epoch too).
-        self._db.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('epoch', ?)", (time.time_ns() // 1000,))
+        self._db.execute("INSERT OR IGNORE INTO meta (name, value) VALUES ('epoch', ?)", (now_us(),))
         self.epoch = int(self._db.execute("SELECT value FROM meta WHERE name = 'epoch'").fetchone()[0])
         self._next_seq: dict[str, int] = {}
         for topic, next_seq in self._db.execute("SELECT topic, next_seq FROM counters"):

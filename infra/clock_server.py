@@ -7,6 +7,7 @@ import socket
 import time
 
 from schemas.clock_wire import MAGIC, REPLY, REQUEST
+from schemas.timebase import now_us
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +24,13 @@ def serve_clock(host: str, port: int, stop_after: float | None = None) -> None:
                 data, peer = sock.recvfrom(64)
             except TimeoutError:
                 continue
-            received = time.time_ns() // 1000
+            received = now_us()
             if len(data) != REQUEST.size:
                 continue
             magic, t0 = REQUEST.unpack(data)
             if magic != MAGIC:
                 continue
-            sock.sendto(REPLY.pack(MAGIC, t0, received, time.time_ns() // 1000), peer)
+            sock.sendto(REPLY.pack(MAGIC, t0, received, now_us()), peer)
 
 
 def udp_clock_alive(host: str, port: int) -> bool:

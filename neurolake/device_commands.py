@@ -15,6 +15,7 @@ from schemas.catalog import CONTROL
 from schemas.codec import default_codec
 from schemas.records import CONTROL_KINDS, control_record
 from schemas.signing import DEVICE, HUB, Keyring, SignatureError, sign
+from schemas.timebase import now_us
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ def send_command(
         device_id=device_id,
         kind=kind,
         sender="hub-cli",
-        issued_us=time.time_ns() // 1000,
+        issued_us=now_us(),
         command_id=command_id,
         config=config,
     )

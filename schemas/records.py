@@ -25,6 +25,7 @@ def _enum_symbols(record_type: str, field: str) -> frozenset[str]:
 
 CONTROL_KINDS = _enum_symbols("control", "kind")
 
+
 # Device and session ids become file and folder names (spools, exports, BIDS, Delta filters): they
 # must never climb out of a folder or carry markup.
 IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._~-]{0,127}")

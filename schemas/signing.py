@@ -22,10 +22,11 @@ import hmac
 import json
 import os
 import secrets
-import time
 from dataclasses import asdict, dataclass
 from hashlib import sha256
 from pathlib import Path
+
+from schemas.timebase import now_us
 
 TRAILER_MAGIC = b"NLS1"
 MAC_SIZE = 32
@@ -51,7 +52,7 @@ class DeviceKey:
 
 
 def new_key(device_id: str) -> DeviceKey:
-    created = time.time_ns() // 1000
+    created = now_us()
     return DeviceKey(device_id, f"{device_id}.{secrets.token_hex(4)}", secrets.token_hex(32), created)
 
 
@@ -126,7 +127,7 @@ class Keyring:
         if key is None:
             raise SignatureError(f"no key {key_id!r} in {self.path}; `neurolake keys list` shows them")
         if key.active:
-            key = DeviceKey(key.device_id, key.key_id, key.secret, key.created_us, time.time_ns() // 1000)
+            key = DeviceKey(key.device_id, key.key_id, key.secret, key.created_us, now_us())
             self._keys[key_id] = key
             self._save()
         return key

@@ -36,6 +36,7 @@ from neurolake.dsp.session import (
     is_finite_number,
     session_record_problem,
 )
+from schemas import timebase
 from schemas.catalog import (
     BRONZE_QUARANTINE,
     BRONZE_SESSIONS,
@@ -255,7 +256,7 @@ def decode_batch(
     carry a valid signature by a key of the device it names (schemas/signing.py)."""
     codec = codec or default_codec()
     sessions = sessions if sessions is not None else {}
-    ingest = now_us if now_us is not None else time.time_ns() // 1000
+    ingest = now_us if now_us is not None else timebase.now_us()
     by_table: dict[str, list[dict[str, Any]]] = defaultdict(list)
     quarantined: list[dict[str, Any]] = []
     duplicates = 0

@@ -12,6 +12,7 @@ from schemas.catalog import CONTROL
 from schemas.codec import default_codec
 from schemas.records import control_record
 from schemas.signing import HUB, Keyring, sign
+from schemas.timebase import now_us
 from streaming_jobs.bronze import BRONZE_TOPICS, BronzeBatchWriter
 from streaming_jobs.kafka_source import SOURCE_NAME, KafkaPyDataSource
 
@@ -73,7 +74,7 @@ class AckPublisher:
         self._keyless: set[str] = set()
 
     def __call__(self, contiguous: dict[tuple[str, str, int], int]) -> None:
-        now = time.time_ns() // 1000
+        now = now_us()
         self._keyring.reload()
         for (topic, device_id, epoch), seq in contiguous.items():
             # Signed with the device's own key: its Pi obeys nothing else.

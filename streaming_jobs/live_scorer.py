@@ -33,6 +33,7 @@ from neurolake.dsp.session import (
 from neurolake.settings import Settings
 from neurolake.stopping import stop_on_signals
 from schemas.catalog import EEG_RAW, PREDICTIONS
+from schemas.timebase import now_us
 from streaming_jobs.bronze import validate
 
 log = logging.getLogger(__name__)
@@ -47,10 +48,6 @@ class LoadedModel:
     @property
     def columns(self) -> list[str]:
         return list(getattr(self.model, "feature_names_in_", []))
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Any
 from neurolake.errors import NeurolakeError
 from neurolake.settings import Settings
 from neurolake.stopping import stop_on_signals
+from schemas.timebase import now_us
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def _lag(progress: dict[str, Any]) -> dict[str, int]:
 
 
 def snapshot(supervised: dict[str, Supervised]) -> dict[str, Any]:
-    result: dict[str, Any] = {"pid": os.getpid(), "updated_us": time.time_ns() // 1000, "queries": {}}
+    result: dict[str, Any] = {"pid": os.getpid(), "updated_us": now_us(), "queries": {}}
     for name, item in supervised.items():
         query = item.query
         progress = (query.lastProgress if query is not None else None) or {}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -11,6 +10,7 @@ import numpy as np
 
 from edge_producers.devices.eeg import DeviceError
 from neurolake.settings import CameraSettings
+from schemas.timebase import now_us
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class TestPatternCamera:
         buffer = io.BytesIO()
         Image.fromarray(image).save(buffer, format="JPEG", quality=self._settings.jpeg_quality)
         self._count += 1
-        return Frame(buffer.getvalue(), self._settings.width, self._settings.height, time.time_ns() // 1000)
+        return Frame(buffer.getvalue(), self._settings.width, self._settings.height, now_us())
 
     def stop(self) -> None:
         pass
@@ -94,7 +94,7 @@ class PiCamera2Camera:
         buffer = io.BytesIO()
         self._camera.options["quality"] = self._settings.jpeg_quality
         self._camera.capture_file(buffer, format="jpeg")
-        return Frame(buffer.getvalue(), self._settings.width, self._settings.height, time.time_ns() // 1000)
+        return Frame(buffer.getvalue(), self._settings.width, self._settings.height, now_us())
 
     def stop(self) -> None:
         if self._camera is not None:

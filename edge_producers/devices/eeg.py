@@ -4,7 +4,6 @@ lab headset. The runtime only sees :class:`EegSource`."""
 from __future__ import annotations
 
 import logging
-import time
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -17,6 +16,7 @@ import numpy as np
 
 from edge_producers.devices.simulated import SimulatedEeg, StimulusAt
 from neurolake.settings import EdgeSettings
+from schemas.timebase import now_us
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class SimulatedHeadset(ContextSource):
         self,
         settings: EdgeSettings,
         stimulus_at: StimulusAt | None = None,
-        clock_us: Callable[[], int] = lambda: time.time_ns() // 1000,
+        clock_us: Callable[[], int] = now_us,
         to_lab_us: Callable[[np.ndarray], np.ndarray] = lambda t: t,
     ) -> None:
         self._sim = settings.simulation
