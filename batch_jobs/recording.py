@@ -25,7 +25,7 @@ from schemas.catalog import (
     SESSIONS,
     SILVER_MARKERS,
 )
-from schemas.records import identifier_problem, marker_record, session_record
+from schemas.records import MARKER_COLUMNS, identifier_problem, marker_record, session_record
 from schemas.timebase import now_us
 
 log = logging.getLogger(__name__)
@@ -360,19 +360,8 @@ def read_session(lake_root: Path, session_id: str) -> Recording:
     markers_ds, _ = delta_dataset(BRONZE_MARKERS.path(lake_root))
     markers = []
     if markers_ds is not None:
-        marker_columns = [
-            "device_id",
-            "session_id",
-            "seq",
-            "timestamp_us",
-            "event",
-            "label",
-            "trial",
-            "stimulus_hz",
-            "duration_s",
-        ]
         markers = (
-            markers_ds.to_table(columns=marker_columns, filter=pc.field("session_id") == session_id)
+            markers_ds.to_table(columns=list(MARKER_COLUMNS), filter=pc.field("session_id") == session_id)
             .sort_by([("timestamp_us", "ascending"), ("seq", "ascending")])
             .to_pylist()
         )

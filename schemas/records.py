@@ -23,6 +23,16 @@ def _enum_symbols(record_type: str, field: str) -> frozenset[str]:
     return frozenset(spec["type"]["symbols"])
 
 
+def record_fields(record_type: str) -> tuple[str, ...]:
+    """The field names of ``record_type`` in schema order, from its .avsc."""
+    schema = json.loads((SCHEMA_DIR / f"{record_type}.avsc").read_text())
+    return tuple(field["name"] for field in schema["fields"])
+
+
+# What a marker says, without its delivery bookkeeping (the spool epoch): the columns markers are
+# read back with, by recordings and by silver.markers.
+MARKER_COLUMNS = tuple(name for name in record_fields("marker") if name != "spool_epoch")
+
 CONTROL_KINDS = _enum_symbols("control", "kind")
 
 

@@ -45,7 +45,7 @@ from schemas.catalog import (
     TOPICS,
 )
 from schemas.codec import EEG_DTYPE, TIME_DTYPE, AvroCodec, CodecError, default_codec
-from schemas.records import identifier_problem
+from schemas.records import MARKER_COLUMNS, identifier_problem
 from schemas.signing import Keyring, SignatureError
 from streaming_jobs.arrow_schema import record_schema
 
@@ -374,32 +374,11 @@ def silver_projections(tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
     result = {}
     markers = tables.get("markers")
     if markers is not None:
-        result["markers"] = markers.select(
-            [
-                "session_id",
-                "device_id",
-                "seq",
-                "timestamp_us",
-                "event",
-                "label",
-                "trial",
-                "stimulus_hz",
-                "duration_s",
-                "date",
-            ]
-        ).rename_columns(
-            [
-                "session_id",
-                "device_id",
-                "seq",
-                "time_us",
-                "event",
-                "label",
-                "trial",
-                "stimulus_hz",
-                "duration_s",
-                "date",
-            ]
+        # silver.markers has always led with the session (existing tables keep their column order).
+        columns = ["session_id", *(name for name in MARKER_COLUMNS if name != "session_id"), "date"]
+        # Markers are in lab time already: silver names the time the way every silver table does.
+        result["markers"] = markers.select(columns).rename_columns(
+            ["time_us" if name == "timestamp_us" else name for name in columns]
         )
     readings = tables.get("sensor_readings")
     if readings is not None:
