@@ -94,7 +94,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="measured, after warm-up")
     parser.add_argument("--warmup", type=float, default=20.0)
     parser.add_argument("--logs", type=Path, default=None, help="keep the processes' logs here")
-    parser.add_argument("--edge-defaults", action="store_true", help="simulated Pis with the edge's own defaults")
+    parser.add_argument(
+        "--load",
+        choices=("light", "edge"),
+        default="light",
+        help="light: bench/_load.py sends the Pis' records from one cheap process (the lake's figure); "
+        "edge: the full edge simulator per headset, on the lake's own cores",
+    )
+    parser.add_argument("--edge-defaults", action="store_true", help="with --load edge: the edge's own defaults")
     args = parser.parse_args()
     with private_broker() as settings:
         env = cli_environment(settings)
@@ -109,8 +116,13 @@ def main() -> None:
             **env, "NEUROLAKE_EDGE__SPOOL__SYNCHRONOUS": "NORMAL", "NEUROLAKE_EDGE__LINGER_MS": "20",
             "NEUROLAKE_EDGE__TICK_MS": "50",
         }  # fmt: skip
+        load = (
+            [*cli, "edge", "simulate"]
+            if args.load == "edge"
+            else [sys.executable, str(Path(__file__).with_name("_load.py"))]
+        )
         headsets = subprocess.Popen(
-            [*cli, "edge", "simulate", "--headsets", str(args.headsets), "--duration", str(duration)],
+            [*load, "--headsets", str(args.headsets), "--duration", str(duration)],
             env=edge_env,
             stdout=subprocess.PIPE,
             stderr=open(logs / "headsets.log", "w"),
@@ -161,10 +173,14 @@ def main() -> None:
             if headsets.poll() is None:
                 headsets.kill()
         produced = sum(d["samples"] for d in summary["devices"])
+        if args.load == "light":
+            load_note = "the Pis' records from bench/_load.py (one light process on the same cores)"
+        else:
+            settings_note = "the edge defaults" if args.edge_defaults else "spool NORMAL, linger 20 ms, tick 50 ms"
+            load_note = f"full edge simulators on the same cores with {settings_note}"
         print(
             f"lake bench: {args.headsets} headsets (16 EEG + pulse at 250 Hz), bronze + silver/gold "
-            f"queries in one local[2] Spark, {args.seconds:.0f} s measured after {args.warmup:.0f} s; simulated "
-            f"Pis on the same cores with {'the edge defaults' if args.edge_defaults else 'spool NORMAL, linger 20 ms, tick 50 ms'}"
+            f"queries in one local[2] Spark, {args.seconds:.0f} s measured after {args.warmup:.0f} s; {load_note}"
         )
         if ages:
             a = np.array(ages)
