@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,9 +74,24 @@ ROWS_DDL = (
 
 @dataclass(frozen=True)
 class BronzeFiles(InputPartition):
-    """The bronze files one Spark task reads: ``(table, path)`` pairs."""
+    """What one Spark task reads: the batch's bronze files, ``(table, path)`` pairs, keeping only
+    the sessions of its bucket. Every session of a batch then lands in exactly one task, which is
+    what the session processor needs, without a shuffle to regroup the rows."""
 
     files: tuple[tuple[str, str], ...]
+    bucket: int = 0
+    buckets: int = 1
+
+
+def session_bucket(session_id: str, buckets: int) -> int:
+    """A session's task: stable across processes and runs (Python's own hash() is salted)."""
+    return zlib.crc32(session_id.encode()) % buckets
+
+
+def _in_bucket(batch: pa.RecordBatch, bucket: int, buckets: int) -> pa.RecordBatch:
+    ids = batch.column(ROWS_ARROW.get_field_index("session_id")).to_pylist()
+    of = {sid: session_bucket(sid or "", buckets) for sid in set(ids)}
+    return batch.filter(pa.array([of[sid] == bucket for sid in ids], pa.bool_()))
 
 
 def session_json(row: dict[str, Any]) -> str:
@@ -157,20 +173,16 @@ class BronzeStreamReader(DataSourceStreamReader):
             files += [(table, f) for f in added_files(self.bronze / table, begin[table], stop[table])]
         if not files:
             return []
-        # Largest first, dealt to the emptiest task: tasks of similar size.
-        files.sort(key=lambda item: item[1].size, reverse=True)
-        tasks = min(self.max_tasks, len(files))
-        buckets: list[list[tuple[str, str]]] = [[] for _ in range(tasks)]
-        sizes = [0] * tasks
-        for table, file in files:
-            emptiest = sizes.index(min(sizes))
-            buckets[emptiest].append((table, file.path))
-            sizes[emptiest] += file.size
-        return [BronzeFiles(tuple(bucket)) for bucket in buckets]
+        paths = tuple((table, file.path) for table, file in files)
+        return [BronzeFiles(paths, bucket, self.max_tasks) for bucket in range(self.max_tasks)]
 
     def read(self, partition: BronzeFiles) -> Iterator[pa.RecordBatch]:
         for table, path in partition.files:
-            yield from read_bronze_file(table, path)
+            for batch in read_bronze_file(table, path):
+                if partition.buckets > 1:
+                    batch = _in_bucket(batch, partition.bucket, partition.buckets)
+                if batch.num_rows:
+                    yield batch
 
     def commit(self, end: dict) -> None:
         pass  # offsets live in Spark's checkpoint

@@ -145,19 +145,28 @@ class KafkaStreamReader(DataSourceStreamReader):
             for partition in partitions:
                 low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
                 bounds[(topic, partition)] = (low, high)
-                if self.probe_true_end and high > low:
-                    start_at = max(low, high - 1, known.get((topic, partition), 0))
-                    probes.append(TopicPartition(topic, partition, start_at))
+                read_to = known.get((topic, partition), 0)
+                # A watermark at or below what was read already means no new batch: nothing to probe.
+                if self.probe_true_end and high > low and high > read_to:
+                    probes.append(TopicPartition(topic, partition, max(low, high - 1, read_to)))
         if probes:
             consumer.assign(probes)
             last_seen: dict[tuple[str, int], int] = {}
+            unseen = {(p.topic, p.partition) for p in probes}
             quiet_since = probe_start = time.monotonic()
+            # Done once each probed partition showed its last batch (a fetch delivers whole batches,
+            # and any record seen is a valid end); QUIET_S bounds a partition that shows nothing.
             while time.monotonic() - quiet_since < QUIET_S and time.monotonic() - probe_start < PROBE_MAX_S:
-                messages = consumer.consume(10_000, timeout=QUIET_S / 3)
+                # Once all were seen, one last call takes what the same fetches delivered.
+                finishing = not unseen
+                messages = consumer.consume(10_000, timeout=0 if finishing else QUIET_S / 3)
                 useful = [m for m in messages if m.error() is None]
                 for message in useful:
                     key = (message.topic(), message.partition())
                     last_seen[key] = max(last_seen.get(key, -1), message.offset())
+                    unseen.discard(key)
+                if finishing:
+                    break
                 if useful:
                     quiet_since = time.monotonic()
             consumer.unassign()
@@ -271,7 +280,10 @@ class KafkaStreamReader(DataSourceStreamReader):
             consumer.assign([TopicPartition(r.topic, r.partition, r.start) for r in partition.ranges])
             progress = time.monotonic()
             while any(last[key] < r.until - 1 for key, r in wanted.items()):
-                for message in consumer.consume(5_000, timeout=0.2):
+                # Ask for exactly what is missing: consume() otherwise waits out its whole timeout
+                # when the range ends at the partition's end, as it does in every live batch.
+                missing = sum(r.until - 1 - last[key] for key, r in wanted.items() if last[key] < r.until - 1)
+                for message in consumer.consume(min(5_000, missing), timeout=0.2):
                     if message.error() is not None:
                         continue
                     key = (message.topic(), message.partition())

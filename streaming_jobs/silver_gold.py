@@ -4,7 +4,8 @@ Flow per micro-batch (``foreachBatch``; bronze rows come from :mod:`streaming_jo
 
 1. The driver reads the batch's offset from the checkpoint (bronze versions and the batch clock)
    and the sessions whose gap wait ends by that clock (timers).
-2. Executors (``mapInArrow`` after ``repartition`` by session) run
+2. Executors (``mapInArrow`` over the source's partitions, each one bucket of sessions; regrouped
+   by a shuffle only in batches that add timer ticks) run
    :func:`neurolake.dsp.session.process` per session, with that session's state loaded
    from the state directory (the newest state saved before this batch), write the Parquet files of
    ``silver.eeg_samples``, ``silver.heart_rate``, ``gold.eeg_windows``, ``silver.skipped_blocks`` and
@@ -457,20 +458,17 @@ class SilverGoldBatch:
         if not has_data and not due:
             self.timers.save(batch_id, timers)
             return
+        # The source already puts each session in one task (bronze_source.BronzeFiles); ticks made
+        # here on the driver must be regrouped with their sessions' rows, which costs a shuffle.
         frame = batch_df
         if due:
             spark = batch_df.sparkSession
             ticks = [("tick", s, None, None, None, None, None, None, None, None, None, None) for s in due]
-            frame = batch_df.unionByName(spark.createDataFrame(ticks, ROWS_DDL))
+            frame = batch_df.unionByName(spark.createDataFrame(ticks, ROWS_DDL)).repartition(self.tasks, "session_id")
         context = BatchContext(
             batch_id, offset["clock_ms"], offset["markers"], str(self.lake_root), str(self.state_dir), self.config
         )
-        results = (
-            frame.repartition(self.tasks, "session_id")
-            .mapInArrow(functools.partial(process_partition, context), RESULT_DDL)
-            .toArrow()
-            .to_pylist()
-        )
+        results = frame.mapInArrow(functools.partial(process_partition, context), RESULT_DDL).toArrow().to_pylist()
         processed = time.monotonic()
         files: dict[str, list[WrittenFile]] = {}
         for result in results:

@@ -8,10 +8,9 @@ imported by each worker on its first silver task instead: preloading them here d
 first commit after a restart by as much, and bronze's commit is what frees the Pis' spools.
 """
 
+# Imported for the forked workers, not used here.
 from pyspark import daemon
 
-# Imported for the forked workers, not used here.
-import pyspark.worker
 import streaming_jobs.bronze_source
 import streaming_jobs.kafka_source  # noqa: F401
 
