@@ -329,6 +329,9 @@ class LakeSettings(_Section):
     gap_wait_s: float = Field(default=30.0, ge=0)
     trigger_s: float = Field(default=1.0, gt=0)
     max_records_per_trigger: int = Field(default=50_000, ge=1)
+    # Bronze's first batch after a (re)start is kept this small, so acks flow again within seconds
+    # of a restart; the backlog follows in full-size batches.
+    startup_max_records: int = Field(default=2_000, ge=1)
     # Silver/gold: Spark tasks that process sessions in parallel (one per core is right locally),
     # and how many bronze commits one micro-batch may take (bounds a catch-up batch).
     silver_tasks: int = Field(default=2, ge=1, le=1024)

@@ -50,7 +50,11 @@ def clear_unfinished_writes(checkpoint: Path) -> list[Path]:
 
 
 def kafka_stream(
-    spark: SparkSession, settings: Settings, topics: tuple[str, ...], max_records_per_trigger: int | None = None
+    spark: SparkSession,
+    settings: Settings,
+    topics: tuple[str, ...],
+    max_records_per_trigger: int | None = None,
+    startup_max_records: int | None = None,
 ) -> DataFrame:
     spark.dataSource.register(KafkaPyDataSource)
     reader = spark.readStream.format(SOURCE_NAME).option("subscribe", ",".join(topics))
@@ -58,6 +62,8 @@ def kafka_stream(
         reader = reader.option(f"kafka.{key}", str(value))
     if max_records_per_trigger:
         reader = reader.option("maxRecordsPerTrigger", str(max_records_per_trigger))
+    if startup_max_records:
+        reader = reader.option("startupMaxRecords", str(startup_max_records))
     return reader.load()
 
 
@@ -117,7 +123,13 @@ def start_bronze(
     checkpoint = checkpoint_dir(settings, "bronze")
     clear_unfinished_writes(checkpoint)
     return (
-        kafka_stream(spark, settings, BRONZE_TOPICS, max_records_per_trigger=settings.lake.max_records_per_trigger)
+        kafka_stream(
+            spark,
+            settings,
+            BRONZE_TOPICS,
+            max_records_per_trigger=settings.lake.max_records_per_trigger,
+            startup_max_records=settings.lake.startup_max_records,
+        )
         .writeStream.queryName("bronze")
         .foreachBatch(writer)
         .option("checkpointLocation", str(checkpoint))

@@ -11,7 +11,9 @@ source reads with confluent-kafka instead and runs on any Spark whose workers ha
   partitions are then read again from their beginning rather than from a stale position.
 
 Options: ``subscribe`` (comma-separated topics), ``startingOffsets`` (earliest | latest | JSON
-``{"topic": {"0": offset}}``), ``maxRecordsPerTrigger``, ``probeTrueEnd`` (true), and ``kafka.*``
+``{"topic": {"0": offset}}``), ``maxRecordsPerTrigger``, ``startupMaxRecords`` (the first batch a
+query plans takes at most this many: it commits quickly, the backlog follows), ``probeTrueEnd``
+(true), and ``kafka.*``
 (librdkafka client properties such as ``kafka.bootstrap.servers``, SASL and TLS settings).
 """
 
@@ -101,6 +103,11 @@ class KafkaStreamReader(DataSourceStreamReader):
         self.max_records = int(limit) if limit else None
         if self.max_records is not None and self.max_records < 1:
             raise ValueError(f"maxRecordsPerTrigger must be >= 1, got {limit}")
+        startup = options.get("startupmaxrecords")
+        self.startup_records = int(startup) if startup else None
+        if self.startup_records is not None and self.startup_records < 1:
+            raise ValueError(f"startupMaxRecords must be >= 1, got {startup}")
+        self._planned_a_batch = False
         self.probe_true_end = options.get("probetrueend", "true").lower() == "true"
         self.max_tasks = int(options.get("maxtasks", "2"))
         self._consumer_instance = None
@@ -213,6 +220,9 @@ class KafkaStreamReader(DataSourceStreamReader):
         bounds = self._ends(layout, known)
         end: dict[str, Any] = {}
         budget = self.max_records
+        if not self._planned_a_batch and self.startup_records is not None:
+            budget = min(budget or self.startup_records, self.startup_records)
+        planned = 0
         for topic in self.topics:
             topic_id, partitions = layout.get(topic, ("", []))
             previous = start.get(topic, {})
@@ -233,8 +243,11 @@ class KafkaStreamReader(DataSourceStreamReader):
                 if budget is not None:
                     stop = min(stop, begin + budget)
                     budget -= stop - begin
+                planned += stop - begin
                 positions[str(p)] = stop
             end[topic] = {"id": topic_id, "p": positions}
+        if planned:
+            self._planned_a_batch = True
         self._last_latest = {
             topic: {"id": layout[topic][0], "p": {str(p): bounds[(topic, p)][1] for p in layout[topic][1]}}
             for topic in layout

@@ -86,6 +86,10 @@ class Supervised:
 
 
 MAX_BACKOFF_S = 60.0
+# silver/gold starts once bronze has committed its first batch, or after this long at most: on 2
+# cores its start-up (a source runner, workers importing scipy) slowed bronze's first commit, which
+# is what frees the Pis' spools after a restart.
+SILVER_WAITS_FOR_BRONZE_S = 20.0
 
 
 def run_streams(
@@ -127,7 +131,16 @@ def _supervise(
         deadline = None if duration_s is None else time.monotonic() + duration_s
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             now = time.monotonic()
+            bronze = supervised.get("bronze")
+            bronze_pending = (
+                bronze is not None
+                and not first_batch_logged
+                and now - started < SILVER_WAITS_FOR_BRONZE_S
+                and not (bronze.query is not None and bronze.query.lastProgress)
+            )
             for item in supervised.values():
+                if item.name == "silver_gold" and bronze_pending:
+                    continue
                 if item.query is None and (item.restart_at is None or now >= item.restart_at):
                     try:
                         item.query = starters[item.name](spark, settings, trigger_s=trigger_s)
@@ -172,7 +185,7 @@ def _supervise(
                 path.write_text(json.dumps(snapshot(supervised), indent=2))
             except Exception:  # reporting must never take the queries down
                 log.exception("could not write the stream status")
-            stop.wait(1.0)
+            stop.wait(0.2 if bronze_pending else 1.0)
         return 0
     finally:
         for item in supervised.values():
