@@ -14,7 +14,7 @@ from schemas.records import control_record
 from schemas.signing import HUB, Keyring, sign
 from schemas.timebase import now_us
 from streaming_jobs.bronze import BRONZE_TOPICS, BronzeBatchWriter
-from streaming_jobs.kafka_source import SOURCE_NAME, KafkaPyDataSource
+from streaming_jobs.kafka_source import SCHEMA, SOURCE_NAME, KafkaPyDataSource
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -57,7 +57,8 @@ def kafka_stream(
     startup_max_records: int | None = None,
 ) -> DataFrame:
     spark.dataSource.register(KafkaPyDataSource)
-    reader = spark.readStream.format(SOURCE_NAME).option("subscribe", ",".join(topics))
+    # The schema given here spares Spark asking the source's Python for it: about 1 s of a start.
+    reader = spark.readStream.format(SOURCE_NAME).schema(SCHEMA).option("subscribe", ",".join(topics))
     for key, value in settings.kafka.client_config().items():
         reader = reader.option(f"kafka.{key}", str(value))
     if max_records_per_trigger:

@@ -527,6 +527,7 @@ def start_silver_gold(spark: Any, settings: Any, trigger_s: float | None = None)
     tasks = settings.lake.silver_tasks
     rows = (
         spark.readStream.format(SOURCE_NAME)
+        .schema(ROWS_DDL)  # given, so Spark need not ask the source's Python for it (faster start)
         .option("root", str(settings.paths.lake_root))
         .option("maxVersionsPerTrigger", str(settings.lake.max_bronze_versions_per_trigger))
         .option("maxTasks", str(tasks))
