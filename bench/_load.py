@@ -21,6 +21,7 @@ import logging
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,12 +34,22 @@ from neurolake.settings import load_settings
 from schemas.catalog import EEG_RAW, SESSIONS
 from schemas.codec import default_codec
 from schemas.records import eeg_block_record, session_record
-from schemas.signing import Keyring, ensure_key, sign
+from schemas.signing import DeviceKey, Keyring, ensure_key, sign
 from schemas.timebase import now_us
 
 log = logging.getLogger("bench.load")
 
 CYCLE_BLOCKS = 50  # distinct blocks of signal per headset, cycled
+
+
+@dataclass
+class Headset:
+    device_id: str
+    session_id: str
+    key: DeviceKey
+    signal_blocks: np.ndarray  # (CYCLE_BLOCKS, block, channels)
+    first_us: int
+    sent: int = 0
 
 
 def main() -> None:
@@ -66,7 +77,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, request_stop)
 
     started = now_us()
-    devices = []
+    devices: list[Headset] = []
     for number in range(args.headsets):
         device_id = f"load-{number:03d}"
         key = ensure_key(keyring, device_id)
@@ -84,42 +95,39 @@ def main() -> None:
         producer.produce(SESSIONS, key=device_id.encode(), value=value)
         # Headsets start spread over one block period, as a lab's do.
         offset_us = int(number * period_us / max(args.headsets, 1))
-        devices.append([device_id, session_id, key, signal_blocks, started + offset_us, 0])
+        devices.append(Headset(device_id, session_id, key, signal_blocks, started + offset_us))
     producer.flush(10)
 
-    blocks = 0
     deadline = started + int(args.duration * 1e6)
     while not stop and now_us() < deadline:
         now = now_us()
         next_due = deadline
-        for device in devices:
-            device_id, session_id, key, signal_blocks, first_us, sent = device
+        for headset in devices:
             # Block k holds samples k*block .. (k+1)*block-1, sent once its last sample is taken.
-            while first_us + (sent + 1) * period_us <= now:
-                index = sent * block
-                times = first_us + ((index + np.arange(block)) * (1e6 / rate)).astype(np.int64)
+            while headset.first_us + (headset.sent + 1) * period_us <= now:
+                index = headset.sent * block
+                times = headset.first_us + ((index + np.arange(block)) * (1e6 / rate)).astype(np.int64)
                 record = eeg_block_record(
-                    device_id=device_id, session_id=session_id, seq=sent, first_sample_index=index,
-                    samples=signal_blocks[sent % CYCLE_BLOCKS], device_times_us=times, sample_rate_hz=rate,
-                    produced_us=now_us(), clock_offset_us=0, clock_rtt_us=0, spool_epoch=started,
+                    device_id=headset.device_id, session_id=headset.session_id, seq=headset.sent,
+                    first_sample_index=index, samples=headset.signal_blocks[headset.sent % CYCLE_BLOCKS],
+                    device_times_us=times, sample_rate_hz=rate, produced_us=now_us(), clock_offset_us=0,
+                    clock_rtt_us=0, spool_epoch=started,
                 )  # fmt: skip
-                value = sign(codec.encode("eeg_block", record), EEG_RAW, key)
+                value = sign(codec.encode("eeg_block", record), EEG_RAW, headset.key)
                 while True:
                     try:
-                        producer.produce(EEG_RAW, key=device_id.encode(), value=value)
+                        producer.produce(EEG_RAW, key=headset.device_id.encode(), value=value)
                         break
                     except BufferError:
                         producer.poll(0.05)
-                sent += 1
-            device[5] = sent
-            next_due = min(next_due, int(first_us + (sent + 1) * period_us))
-        blocks = sum(device[5] for device in devices)
+                headset.sent += 1
+            next_due = min(next_due, int(headset.first_us + (headset.sent + 1) * period_us))
         producer.poll(0)
         time.sleep(max(0.0, (next_due - now_us()) / 1e6))
     producer.flush(30)
     summary = {
-        "devices": [{"device_id": d[0], "samples": d[5] * block, "blocks": d[5]} for d in devices],
-        "blocks": blocks,
+        "devices": [{"device_id": h.device_id, "samples": h.sent * block, "blocks": h.sent} for h in devices],
+        "blocks": sum(h.sent for h in devices),
     }
     print(json.dumps(summary))
 
