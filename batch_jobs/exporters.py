@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from batch_jobs.formats import EXPORT_FORMATS
 from batch_jobs.recording import Recording, RecordingError, annotations
 from batch_jobs.xdf import XdfStream, offsets_every, write_xdf
 
@@ -31,7 +32,6 @@ SKIP = "BAD_ACQ_SKIP"
 MNE_TYPES = {"eeg": "eeg", "eog": "eog", "emg": "emg", "ecg": "ecg", "pulse": "bio", "stim": "stim"}
 TO_VOLTS = {"uV": 1e-6, "µV": 1e-6, "mV": 1e-3, "V": 1.0, "nV": 1e-9}
 DIGITAL_RANGE = {"edf": (-32768, 32767), "bdf": (-8388608, 8388607)}
-FORMATS = ("edf", "bdf", "bids", "xdf")
 
 
 def _volts_per_unit(recording: Recording) -> float:
@@ -297,8 +297,8 @@ def export(
 ) -> list[Path]:
     """Write into ``out_dir`` (which must be empty or absent), through a temporary folder that is
     moved into place at the end: an export that fails leaves nothing behind."""
-    if fmt not in FORMATS:
-        raise RecordingError(f"unknown export format {fmt!r}; choose {', '.join(FORMATS)}")
+    if fmt not in EXPORT_FORMATS:
+        raise RecordingError(f"unknown export format {fmt!r}; choose {', '.join(EXPORT_FORMATS)}")
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise RecordingError(
             f"--out {out_dir} is not an empty directory; give a new or empty one (nothing was written)"

@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from batch_jobs.formats import IMPORT_FORMATS
 from batch_jobs.recording import Recording, RecordingError, markers_from_annotations, recording_from_arrays
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("brainflow", "openbci", "edf", "bdf", "xdf")
 EXTENSIONS = {".edf": "edf", ".bdf": "bdf", ".xdf": "xdf", ".xdfz": "xdf"}
 TO_MICROVOLTS = {"uv": 1.0, "µv": 1.0, "microvolts": 1.0, "mv": 1e3, "v": 1e6, "volts": 1e6, "nv": 1e-3}
 SKIP = "BAD_ACQ_SKIP"
@@ -64,14 +64,14 @@ def detect_format(path: Path) -> str:
         pass
     raise RecordingError(
         f"{path}: cannot tell what kind of recording this is (expected .edf, .bdf, .xdf, a BrainFlow "
-        f"CSV or an OpenBCI GUI .txt); give --format {'|'.join(FORMATS)} if it is one of these"
+        f"CSV or an OpenBCI GUI .txt); give --format {'|'.join(IMPORT_FORMATS)} if it is one of these"
     )
 
 
 def read_recording(path: Path, fmt: str | None = None, options: ImportOptions = ImportOptions()) -> Recording:
     fmt = fmt or detect_format(path)
-    if fmt not in FORMATS:
-        raise RecordingError(f"unknown format {fmt!r}; choose {', '.join(FORMATS)}")
+    if fmt not in IMPORT_FORMATS:
+        raise RecordingError(f"unknown format {fmt!r}; choose {', '.join(IMPORT_FORMATS)}")
     if not path.is_file():
         raise RecordingError(f"{path}: no such file")
     reader: Callable[[Path, ImportOptions, str], Recording] = {

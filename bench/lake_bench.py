@@ -133,11 +133,12 @@ def main() -> None:
         ages = []
         try:
             cold = wait_for_commit([bronze, silver], {}, spawned)
-            start = spawned
+            # The warm-up counts from the spawn; a warm-up shorter than the cold start ends with it.
+            measured_from = max(spawned + args.warmup, time.monotonic())
             counted: dict[str, int] = {}
-            while time.monotonic() - start < args.warmup + args.seconds:
+            while time.monotonic() < measured_from + args.seconds:
                 newest = newest_sample_us(silver)
-                if time.monotonic() - start >= args.warmup:
+                if time.monotonic() >= measured_from:
                     if not counted:
                         counted = {
                             "t": time.monotonic(),

@@ -16,7 +16,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from infra.preflight import check_java, java_executable
 from neurolake.errors import ServiceError
@@ -24,9 +24,12 @@ from neurolake.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
+
+FILE_SYSTEM_CHECKPOINTS = "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
+NO_DATA_SOURCE_SCAN = "neurolake-driver-no-python-data-source-scan"
 
 
 def spark_environment(settings: Settings) -> dict[str, str]:
@@ -35,8 +38,13 @@ def spark_environment(settings: Settings) -> dict[str, str]:
         # Without these, Python workers fail with "Timed out while waiting for the Python worker
         # to connect back", and the driver may bind a non-loopback address.
         "PYSPARK_PYTHON": sys.executable,
-        "PYSPARK_DRIVER_PYTHON": sys.executable,
         "SPARK_LOCAL_IP": "127.0.0.1",
+        # The JVM reads this variable for one thing only: whether it may start a Python process
+        # that scans the installed packages for Python data sources (``pyspark_*`` modules), which
+        # it does when the first source is registered. We register ours by class and use none of
+        # those, and the scan (a worker daemon of its own) cost 1.1-1.5 s of every streaming start.
+        # A name that is no command turns the scan off; this process is already the driver.
+        "PYSPARK_DRIVER_PYTHON": NO_DATA_SOURCE_SCAN,
     }
     java = java_executable(settings)
     env["JAVA_HOME"] = str(java.resolve().parent.parent)
@@ -88,6 +96,12 @@ def build_spark_session(
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.local.dir", str(settings.paths.home / "spark-tmp"))
         .config("spark.sql.warehouse.dir", str(settings.paths.home / "spark-warehouse"))
+        # Without Hadoop's native library, the default checkpoint manager starts a `readlink`
+        # process for each path it renames (16 per micro-batch) and the checksummed local file
+        # system a `chmod` for each .crc file: ~70 ms of every micro-batch of every query. The file
+        # system based manager renames with java.io, and a local rename is atomic all the same.
+        .config("spark.sql.streaming.checkpointFileManagerClass", FILE_SYSTEM_CHECKPOINTS)
+        .config("spark.hadoop.fs.file.impl", "org.apache.hadoop.fs.RawLocalFileSystem")
     )
     if java_options:
         builder = builder.config("spark.driver.extraJavaOptions", java_options)
@@ -98,21 +112,13 @@ def build_spark_session(
     return session
 
 
-def _training_workload(spark: SparkSession, scratch: Path) -> None:
-    """What a streaming start loads: a micro-batch query with foreachBatch, Arrow to Python and back."""
+def _stream_a_few_batches(frame: DataFrame, checkpoint: Path) -> None:
     import time
 
-    def passthrough(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        yield from batches
-
-    spark.range(1000, numPartitions=2).mapInArrow(passthrough, "id long").toArrow()
     seen: list[int] = []
     query = (
-        spark.readStream.format("rate")
-        .option("rowsPerSecond", 100)
-        .load()
-        .writeStream.foreachBatch(lambda frame, batch_id: seen.append(len(frame.toArrow())))
-        .option("checkpointLocation", str(scratch / "checkpoint"))
+        frame.writeStream.foreachBatch(lambda batch, batch_id: seen.append(len(batch.toArrow())))
+        .option("checkpointLocation", str(checkpoint))
         .trigger(processingTime="0.2 seconds")
         .start()
     )
@@ -120,6 +126,45 @@ def _training_workload(spark: SparkSession, scratch: Path) -> None:
     while len(seen) < 3 and time.monotonic() < deadline and query.exception() is None:
         time.sleep(0.1)
     query.stop()
+
+
+def _training_workload(spark: SparkSession, scratch: Path) -> None:
+    """What a streaming start loads: micro-batch queries with foreachBatch, Arrow to Python and
+    back, over a built-in source and over a Python data source (as both streaming jobs read): the
+    latter's planning, Python runners and generated code load ~500 classes of their own."""
+    from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
+
+    def passthrough(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        yield from batches
+
+    class Counter(DataSource):
+        @classmethod
+        def name(cls) -> str:
+            return "neurolake-class-archive-counter"
+
+        def streamReader(self, schema: Any) -> DataSourceStreamReader:
+            return CounterReader()
+
+    class CounterReader(DataSourceStreamReader):
+        def initialOffset(self) -> dict[str, int]:
+            return {"n": 0}
+
+        def latestOffset(self, start: dict[str, int] | None = None, limit: Any = None) -> dict[str, int]:
+            return {"n": (start or {"n": 0})["n"] + 10}
+
+        def partitions(self, start: dict[str, int], end: dict[str, int]) -> list[InputPartition]:
+            return [InputPartition((start["n"], end["n"]))]
+
+        def read(self, partition: InputPartition) -> Iterator[tuple[int, bytes]]:
+            first, last = partition.value
+            for n in range(first, last):
+                yield n, n.to_bytes(8, "little")
+
+    spark.range(1000, numPartitions=2).mapInArrow(passthrough, "id long").toArrow()
+    _stream_a_few_batches(spark.readStream.format("rate").option("rowsPerSecond", 100).load(), scratch / "rate")
+    spark.dataSource.register(Counter)
+    counter = spark.readStream.format(Counter.name()).schema("n long, payload binary").load()
+    _stream_a_few_batches(counter, scratch / "counter")
 
 
 def record_class_archive(settings: Settings) -> Path:

@@ -254,8 +254,7 @@ def _existing_file(text: str) -> Path:
 
 
 def add_access_commands(commands: Any) -> None:
-    from batch_jobs.exporters import FORMATS as EXPORT_FORMATS
-    from batch_jobs.importers import FORMATS as IMPORT_FORMATS
+    from batch_jobs.formats import EXPORT_FORMATS, IMPORT_FORMATS
 
     sessions = commands.add_parser("sessions", help="the sessions in the lake (recorded or imported)")
     sessions.add_argument("--json", action="store_true")
