@@ -73,10 +73,12 @@ def build_spark_session(
     app_name: str = "neurolake",
     extra_conf: dict[str, str] | None = None,
     java_options: str | None = None,
+    environment: dict[str, str] | None = None,
 ) -> SparkSession:
+    """``environment`` goes over :func:`spark_environment`, e.g. a zygote's Python for Spark's."""
     check_java(settings)
     # Spark's launcher reads these from the environment; this is the one place that sets them.
-    os.environ.update(spark_environment(settings))
+    os.environ.update({**spark_environment(settings), **(environment or {})})
     from pyspark.sql import SparkSession
 
     spark_conf = settings.spark

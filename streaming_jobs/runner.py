@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,9 @@ MAX_BACKOFF_S = 60.0
 # cores its start-up (a source runner, workers importing scipy) slowed bronze's first commit, which
 # is what frees the Pis' spools after a restart.
 SILVER_WAITS_FOR_BRONZE_S = 20.0
+# What Spark's Python processes import for these queries: the sources, and silver's processor.
+ZYGOTE_PRELOAD = ("streaming_jobs.worker_daemon",)
+ZYGOTE_LATER = ("streaming_jobs.silver_gold",)
 
 
 def run_streams(
@@ -105,25 +109,68 @@ def _supervise(
     settings: Settings, target: str, stop: threading.Event, duration_s: float | None, trigger_s: float | None
 ) -> int:
     from concurrent.futures import ThreadPoolExecutor
+    from contextlib import ExitStack
 
+    from infra.python_zygote import running_zygote
     from infra.spark import build_spark_session
 
     started = time.monotonic()
-    # The JVM starts in its own process: import the jobs (scipy, pyarrow: ~2 s) while it does.
-    with ThreadPoolExecutor(1) as pool:
-        starting = pool.submit(
-            build_spark_session,
-            settings,
-            f"neurolake-stream-{target}",
-            extra_conf={"spark.python.daemon.module": "streaming_jobs.worker_daemon"},
+    with ExitStack() as stack:
+        # Spark's Python processes come from a zygote that imports what they need meanwhile.
+        zygote = (
+            stack.enter_context(running_zygote(settings.paths.run_dir, ZYGOTE_PRELOAD, later=ZYGOTE_LATER))
+            if settings.spark.python_zygote
+            else None
         )
-        from streaming_jobs.jobs import start_bronze
-        from streaming_jobs.silver_gold import start_silver_gold
+        # The JVM starts in its own process: import bronze's job (pyarrow, deltalake) while it does.
+        with ThreadPoolExecutor(1) as pool:
+            starting = pool.submit(
+                build_spark_session,
+                settings,
+                f"neurolake-stream-{target}",
+                extra_conf={"spark.python.daemon.module": "streaming_jobs.worker_daemon"},
+                environment=zygote.environment if zygote else None,
+            )
+            from streaming_jobs.jobs import start_bronze
 
-        spark = starting.result()
-    log.info("Spark session ready %.1f s after start", time.monotonic() - started)
-    starters = {"bronze": start_bronze, "silver_gold": start_silver_gold}
+            spark = starting.result()
+        log.info("Spark session ready %.1f s after start", time.monotonic() - started)
+        return _run_queries(
+            settings,
+            target,
+            stop,
+            duration_s,
+            trigger_s,
+            spark,
+            started,
+            {"bronze": start_bronze, "silver_gold": _start_silver_gold},
+            after_first_batch=zygote.import_later_modules if zygote else None,
+        )
+
+
+def _start_silver_gold(spark: Any, settings: Settings, trigger_s: float | None = None) -> Any:
+    # Imported when silver starts, after bronze's first commit: scipy and the session processor
+    # (~2 s) would otherwise compete with the JVM's start for the 2 cores.
+    from streaming_jobs.silver_gold import start_silver_gold
+
+    return start_silver_gold(spark, settings, trigger_s=trigger_s)
+
+
+def _run_queries(
+    settings: Settings,
+    target: str,
+    stop: threading.Event,
+    duration_s: float | None,
+    trigger_s: float | None,
+    spark: Any,
+    started: float,
+    starters: dict[str, Any],
+    after_first_batch: Callable[[], None] | None = None,
+) -> int:
     supervised = {name: Supervised(name) for name in TARGETS[target]}
+    if "bronze" not in supervised and after_first_batch is not None:
+        after_first_batch()  # nothing to wait for: silver starts now
+        after_first_batch = None
     path = status_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     first_batch_logged = False
@@ -131,6 +178,13 @@ def _supervise(
         deadline = None if duration_s is None else time.monotonic() + duration_s
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             now = time.monotonic()
+            if not first_batch_logged and any(
+                i.query is not None and i.query.lastProgress for i in supervised.values()
+            ):
+                first_batch_logged = True
+                log.info("first batch committed %.1f s after start", now - started)
+                if after_first_batch is not None:
+                    after_first_batch()
             bronze = supervised.get("bronze")
             bronze_pending = (
                 bronze is not None
@@ -176,11 +230,6 @@ def _supervise(
                 ):
                     item.failures = 0  # healthy for two minutes: the next failure starts over
                     item.restart_at = None
-            if not first_batch_logged and any(
-                i.query is not None and i.query.lastProgress for i in supervised.values()
-            ):
-                first_batch_logged = True
-                log.info("first batch committed %.1f s after start", time.monotonic() - started)
             try:
                 path.write_text(json.dumps(snapshot(supervised), indent=2))
             except Exception:  # reporting must never take the queries down
