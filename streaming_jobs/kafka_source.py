@@ -265,9 +265,9 @@ class KafkaStreamReader(DataSourceStreamReader):
             if spec.get("id") and topic in current and current[topic][0] != spec["id"]:
                 # Planned before the broker lost the topic (a restarted in-memory broker), and
                 # replayed after a restart: those offsets now name other records or none, and a
-                # read would wait for them for ever. Nothing in the range reached bronze, so the
-                # Pis still hold it and resend it, and the next batch reads the new topic from
-                # its start. A topic that is merely not there (broker down) is not skipped: the
+                # read would wait for them for ever. Whatever of the range bronze did not commit
+                # was never acknowledged, so the Pis still hold it and resend it, and the next
+                # batch reads the new topic from its start. A topic that is merely not there (broker down) is not skipped: the
                 # read fails and the query retries.
                 log.warning(
                     "topic %s was recreated after this batch was planned (id %s -> %s): its planned "
