@@ -111,16 +111,27 @@ class AckPublisher:
         self._producer.flush(5)
 
 
-def start_bronze(
-    spark: SparkSession, settings: Settings, trigger_s: float | None = None, publish_acks: bool = True
-) -> StreamingQuery:
-    trigger_s = trigger_s or settings.lake.trigger_s
-    writer = BronzeBatchWriter(
+def bronze_writer(settings: Settings, publish_acks: bool = True) -> BronzeBatchWriter:
+    """Bronze's foreachBatch writer, seeded from what bronze holds (needs no Spark session, so a
+    start can build it while the JVM starts)."""
+    return BronzeBatchWriter(
         settings.paths.lake_root,
         "bronze",
         publish_acks=AckPublisher(settings) if publish_acks else None,
         keyring=Keyring(settings.security.keyring) if settings.security.require_signed_records else None,
     )
+
+
+def start_bronze(
+    spark: SparkSession,
+    settings: Settings,
+    trigger_s: float | None = None,
+    publish_acks: bool = True,
+    writer: BronzeBatchWriter | None = None,
+) -> StreamingQuery:
+    """``writer``: one built by :func:`bronze_writer` just before; by default a new one."""
+    trigger_s = trigger_s or settings.lake.trigger_s
+    writer = writer or bronze_writer(settings, publish_acks)
     checkpoint = checkpoint_dir(settings, "bronze")
     clear_unfinished_writes(checkpoint)
     return (
