@@ -38,9 +38,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from infra.zygote_launch import SOCKET_ENV
+
 log = logging.getLogger(__name__)
 
-SOCKET_ENV = "NEUROLAKE_PYTHON_ZYGOTE"
 # What every Spark Python process of a streaming start imports before it answers.
 PYSPARK_MODULES = (
     "pyspark.daemon",

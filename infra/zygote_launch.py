@@ -18,6 +18,7 @@ import sys
 import time
 from typing import NoReturn
 
+# The zygote's socket; infra/python_zygote.py sets it from here.
 SOCKET_ENV = "NEUROLAKE_PYTHON_ZYGOTE"
 
 

@@ -113,6 +113,8 @@ class KafkaStreamReader(DataSourceStreamReader):
         self._consumer_instance = None
         self._admin_instance = None
         self._last_latest: dict | None = None
+        # The topic layout latestOffset just saw, for the partitions() call of the same batch.
+        self._planned_layout: dict[str, tuple[str, list[int]]] | None = None
 
     # -- driver side: offsets ------------------------------------------------------------------
 
@@ -210,7 +212,7 @@ class KafkaStreamReader(DataSourceStreamReader):
         return offsets
 
     def latestOffset(self, start: dict, limit: Any = None) -> dict:
-        layout = self._topic_layout()
+        layout = self._planned_layout = self._topic_layout()
         known = {}
         for topic, (topic_id, partitions) in layout.items():
             previous = start.get(topic, {})
@@ -259,7 +261,8 @@ class KafkaStreamReader(DataSourceStreamReader):
         return self._last_latest
 
     def partitions(self, start: dict, end: dict) -> list[KafkaRanges]:
-        current = self._topic_layout()
+        # A batch replayed after a restart has no fresh layout: ask the broker.
+        current, self._planned_layout = self._planned_layout or self._topic_layout(), None
         ranges = []
         for topic, spec in end.items():
             if spec.get("id") and topic in current and current[topic][0] != spec["id"]:
