@@ -84,6 +84,18 @@ def _file(table: Path, add: Mapping[str, Any]) -> DataFile:
     return DataFile(str(table / unquote(add["path"])), int(add.get("size") or 0), values)
 
 
+def commit_actions(table: Path, version: int) -> list[dict[str, Any]]:
+    """The actions (``add``, ``remove``, ``txn``, ...) that one commit of the table wrote."""
+    try:
+        lines = _log_file(table, version).read_text().splitlines()
+    except FileNotFoundError:
+        raise RuntimeError(
+            f"{table}: commit {version} is missing from the Delta log (cleaned up?); "
+            f"rebuild from the table with `neurolake lake rebuild`"
+        ) from None
+    return [json.loads(line) for line in lines if line.strip()]
+
+
 def added_files(table: Path, after: int, until: int) -> list[DataFile]:
     """Data files added by versions ``after`` (exclusive) to ``until`` (inclusive), in commit order.
 
@@ -104,15 +116,7 @@ def added_files(table: Path, after: int, until: int) -> list[DataFile]:
         return files
     files = []
     for version in range(after + 1, until + 1):
-        try:
-            lines = _log_file(table, version).read_text().splitlines()
-        except FileNotFoundError:
-            raise RuntimeError(
-                f"{table}: commit {version} is missing from the Delta log (cleaned up?); "
-                f"rebuild from the table with `neurolake lake rebuild`"
-            ) from None
-        for line in lines:
-            action = json.loads(line)
+        for action in commit_actions(table, version):
             if "add" in action and action["add"].get("dataChange", True):
                 files.append(_file(table, action["add"]))
             elif "remove" in action and action["remove"].get("dataChange", True):
