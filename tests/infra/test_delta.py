@@ -55,3 +55,14 @@ def test_a_missing_commit_names_the_fix(tmp_path: Path) -> None:
     (table / "_delta_log" / f"{1:020d}.json").unlink()
     with pytest.raises(RuntimeError, match="neurolake lake rebuild"):
         commit_actions(table, 1)
+
+
+def test_only_text_columns_get_a_dictionary(tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    table = pa.table({"date": ["2026-11-23"] * 300, "id": ["a", "b", "c"] * 100, "value": [1.0, 2.0, 3.0] * 100})
+    (written,) = write_files(tmp_path / "t", table)
+    columns = pq.ParquetFile(tmp_path / "t" / written.relative_path).metadata.row_group(0)
+    encodings = {columns.column(i).path_in_schema: columns.column(i).encodings for i in range(columns.num_columns)}
+    assert "RLE_DICTIONARY" in encodings["id"]
+    assert "RLE_DICTIONARY" not in encodings["value"]
