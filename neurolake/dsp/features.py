@@ -33,38 +33,39 @@ def _median_bias(n_segments: int) -> float:
 def welch_psd(
     x: np.ndarray, sample_rate_hz: float, nperseg: int, average: str = "mean"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Welch PSD along axis 0: scipy.signal.welch's defaults (periodic Hann, half overlap, constant
-    detrend, one-sided density), computed in one batched FFT.
+    """Welch PSD of ``x`` (samples, channels), or of a stack of windows (..., samples, channels):
+    scipy.signal.welch's defaults (periodic Hann, half overlap, constant detrend, one-sided
+    density), computed in one batched FFT. The PSD is (..., frequencies, channels).
 
     scipy's general path costs ~0.7 ms per call on a 2 s window; gold computes two per window per
     headset, which was the largest share of silver/gold CPU at 100 headsets.
     """
     step = nperseg - nperseg // 2
-    n_segments = (len(x) - nperseg) // step + 1
+    n_segments = (x.shape[-2] - nperseg) // step + 1
     starts = np.arange(n_segments) * step
-    segments = x[starts[:, None] + np.arange(nperseg)]  # (segments, nperseg, channels)
-    segments = segments - segments.mean(axis=1, keepdims=True)
+    segments = x[..., starts[:, None] + np.arange(nperseg), :]  # (..., segments, nperseg, channels)
+    segments = segments - segments.mean(axis=-2, keepdims=True)
     window = _hann(nperseg)
-    spectrum = np.fft.rfft(segments * window[None, :, None], axis=1)
+    spectrum = np.fft.rfft(segments * window[:, None], axis=-2)
     psd = (spectrum.real**2 + spectrum.imag**2) / (sample_rate_hz * float(window @ window))
-    psd[:, 1 : None if nperseg % 2 else -1] *= 2  # one-sided: DC (and Nyquist when even) once
+    psd[..., 1 : None if nperseg % 2 else -1, :] *= 2  # one-sided: DC (and Nyquist when even) once
     if average == "median":
-        psd = np.median(psd, axis=0) / _median_bias(n_segments)
+        psd = np.median(psd, axis=-3) / _median_bias(n_segments)
     else:
-        psd = psd.mean(axis=0)
+        psd = psd.mean(axis=-3)
     return np.fft.rfftfreq(nperseg, 1.0 / sample_rate_hz), psd
 
 
 def band_powers(window: np.ndarray, sample_rate_hz: float) -> np.ndarray:
-    """log10 band power (uV^2), shape (n_bands, n_channels), bands in ``BANDS`` order."""
-    nperseg = min(len(window), int(sample_rate_hz))
+    """log10 band power (uV^2), shape (..., n_bands, n_channels), bands in ``BANDS`` order."""
+    nperseg = min(window.shape[-2], int(sample_rate_hz))
     freqs, psd = welch_psd(window, sample_rate_hz, nperseg, average="median")
     resolution = freqs[1] - freqs[0]
     powers = []
     for low, high in BANDS.values():
         mask = (freqs >= low) & (freqs < min(high, sample_rate_hz / 2))
-        powers.append(psd[mask].sum(axis=0) * resolution)
-    return np.asarray(np.log10(np.maximum(np.asarray(powers), 1e-12)))
+        powers.append(psd[..., mask, :].sum(axis=-2) * resolution)
+    return np.asarray(np.log10(np.maximum(np.stack(powers, axis=-2), 1e-12)))
 
 
 def reference_signals(n_samples: int, sample_rate_hz: float, frequency_hz: float, harmonics: int = 2) -> np.ndarray:
@@ -76,7 +77,7 @@ def reference_signals(n_samples: int, sample_rate_hz: float, frequency_hz: float
 
 
 def _orthonormal_basis(x: np.ndarray) -> np.ndarray:
-    qx, _ = np.linalg.qr(x - x.mean(axis=0))
+    qx, _ = np.linalg.qr(x - x.mean(axis=-2, keepdims=True))
     return qx
 
 
@@ -88,25 +89,28 @@ def _reference_basis(n_samples: int, sample_rate_hz: float, frequency_hz: float,
     return basis
 
 
-def _largest_correlation(qx: np.ndarray, qy: np.ndarray) -> float:
-    return float(np.clip(np.linalg.svd(qx.T @ qy, compute_uv=False)[0], 0.0, 1.0))
+def _largest_correlation(qx: np.ndarray, qy: np.ndarray) -> np.ndarray:
+    return np.clip(np.linalg.svd(np.swapaxes(qx, -1, -2) @ qy, compute_uv=False)[..., 0], 0.0, 1.0)
 
 
 def canonical_correlation(x: np.ndarray, y: np.ndarray) -> float:
     """The largest canonical correlation between the columns of x and y."""
-    return _largest_correlation(_orthonormal_basis(x), _orthonormal_basis(y))
+    return float(_largest_correlation(_orthonormal_basis(x), _orthonormal_basis(y)))
 
 
 def ssvep_scores(
     window: np.ndarray, sample_rate_hz: float, frequencies: Sequence[float], harmonics: int = 2
 ) -> np.ndarray:
-    """CCA correlation of the window with reference sinusoids at each stimulus frequency."""
+    """CCA correlation of the window (samples, channels) with reference sinusoids at each stimulus
+    frequency: shape (n_frequencies,), or (..., n_frequencies) for a stack of windows."""
     qx = _orthonormal_basis(window)
-    return np.array(
+    n_samples = window.shape[-2]
+    return np.stack(
         [
-            _largest_correlation(qx, _reference_basis(len(window), float(sample_rate_hz), float(f), harmonics))
+            _largest_correlation(qx, _reference_basis(n_samples, float(sample_rate_hz), float(f), harmonics))
             for f in frequencies
-        ]
+        ],
+        axis=-1,
     )
 
 
@@ -117,17 +121,30 @@ def channel_quality(
     railed_uv: float = RAILED_UV,
     flat_uv: float = 0.1,
 ) -> dict[str, np.ndarray]:
-    """Per channel of a raw window: share of railed samples (%), mains power (``line_hz`` +- 2 Hz) over
-    the power above 1 Hz, and whether it is flat (standard deviation under ``flat_uv``)."""
-    railed = np.mean(np.abs(raw_window) >= 0.99 * railed_uv, axis=0) * 100.0
-    nperseg = min(len(raw_window), int(sample_rate_hz))
+    """Per channel of a raw window (samples, channels), or of a stack of them: share of railed
+    samples (%), mains power (``line_hz`` +- 2 Hz) over the power above 1 Hz, and whether it is flat
+    (standard deviation under ``flat_uv``). Each is (..., channels)."""
+    railed = np.mean(np.abs(raw_window) >= 0.99 * railed_uv, axis=-2) * 100.0
+    nperseg = min(raw_window.shape[-2], int(sample_rate_hz))
     freqs, psd = welch_psd(raw_window, sample_rate_hz, nperseg)  # each segment is detrended
-    total = psd[(freqs >= 1)].sum(axis=0)
-    mains = psd[(freqs >= line_hz - 2) & (freqs <= line_hz + 2)].sum(axis=0)
+    total = psd[..., freqs >= 1, :].sum(axis=-2)
+    mains = psd[..., (freqs >= line_hz - 2) & (freqs <= line_hz + 2), :].sum(axis=-2)
     return {
         "railed_pct": railed,
         "line_noise_ratio": mains / np.maximum(total, 1e-12),
-        "flat": raw_window.std(axis=0) < flat_uv,
+        "flat": raw_window.std(axis=-2) < flat_uv,
+    }
+
+
+def window_quality(
+    raw_windows: np.ndarray, sample_rate_hz: float, railed_uv: float = RAILED_UV, flat_uv: float = 0.1
+) -> dict[str, np.ndarray]:
+    """:func:`quality` of each window of a stack (..., samples, channels): arrays of shape (...)."""
+    per_channel = channel_quality(raw_windows, sample_rate_hz, railed_uv=railed_uv, flat_uv=flat_uv)
+    return {
+        "railed_pct": np.mean(per_channel["railed_pct"], axis=-1),
+        "line_noise_ratio": np.median(per_channel["line_noise_ratio"], axis=-1),
+        "flat_channels": np.sum(per_channel["flat"], axis=-1),
     }
 
 
@@ -135,9 +152,9 @@ def quality(
     raw_window: np.ndarray, sample_rate_hz: float, railed_uv: float = RAILED_UV, flat_uv: float = 0.1
 ) -> dict[str, float]:
     """Railed sample share, mains-to-total power ratio and flat channel count of a raw window."""
-    per_channel = channel_quality(raw_window, sample_rate_hz, railed_uv=railed_uv, flat_uv=flat_uv)
+    measured = window_quality(raw_window, sample_rate_hz, railed_uv=railed_uv, flat_uv=flat_uv)
     return {
-        "railed_pct": float(np.mean(per_channel["railed_pct"])),
-        "line_noise_ratio": float(np.median(per_channel["line_noise_ratio"])),
-        "flat_channels": int(np.sum(per_channel["flat"])),
+        "railed_pct": float(measured["railed_pct"]),
+        "line_noise_ratio": float(measured["line_noise_ratio"]),
+        "flat_channels": int(measured["flat_channels"]),
     }

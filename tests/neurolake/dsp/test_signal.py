@@ -16,6 +16,7 @@ from neurolake.dsp.features import (
     reference_signals,
     ssvep_scores,
     welch_psd,
+    window_quality,
 )
 from neurolake.dsp.filters import FilterSpec, design_sos, filter_chunk, initial_state
 from neurolake.dsp.heart import detect_beats, heart_rate_bpm
@@ -142,6 +143,21 @@ def test_ssvep_scores_pick_the_flicker() -> None:
     window = np.column_stack([3 * np.sin(2 * np.pi * 12 * t + 0.3) + rng.normal(0, 5, 500) for _ in range(4)])
     scores = ssvep_scores(window, FS, [8, 10, 12, 15])
     assert scores.argmax() == 2 and 0 <= scores.min() and scores.max() <= 1
+
+
+def test_a_stack_of_windows_gives_each_window_s_own_features() -> None:
+    # Gold computes a run's windows in one stack; a replay or another chunking stacks them
+    # differently, so each window's features must not depend on its neighbours, bit for bit.
+    windows = np.random.default_rng(5).normal(0, 10, (3, 500, 4))
+    windows[1, :50, 2] = 187_500
+    powers = band_powers(windows, FS)
+    scores = ssvep_scores(windows, FS, [8.0, 12.0])
+    stacked_quality = window_quality(windows, FS)
+    for number, window in enumerate(windows):
+        np.testing.assert_array_equal(powers[number], band_powers(window, FS))
+        np.testing.assert_array_equal(scores[number], ssvep_scores(window, FS, [8.0, 12.0]))
+        single = quality(window, FS)
+        assert {key: stacked_quality[key][number] for key in single} == single
 
 
 def test_quality_flags() -> None:
