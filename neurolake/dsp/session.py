@@ -361,7 +361,7 @@ def _emit_run(state: SessionState, run: list[Block], config: ProcessorConfig, ou
     stack = np.stack([window.samples for window in windows])
     raw_w = stack[:, :, :n_channels]
     filt_w = stack[:, :, n_channels : 2 * n_channels]
-    times = stack[:, :, -1]
+    window_times = stack[:, :, -1]
     q = window_quality(raw_w[..., eeg], fs)
     powers = band_powers(filt_w[..., eeg], fs).astype(np.float32)
     scores = ssvep_scores(filt_w[..., occipital], fs, info.ssvep_hz)
@@ -372,8 +372,8 @@ def _emit_run(state: SessionState, run: list[Block], config: ProcessorConfig, ou
                 "device_id": run[0].device_id,
                 "window_start_index": window.start_index,
                 "window_end_index": window.end_index,
-                "window_start_us": int(times[number, 0]),
-                "window_end_us": int(times[number, -1]),
+                "window_start_us": int(window_times[number, 0]),
+                "window_end_us": int(window_times[number, -1]),
                 "band_power": powers[number],
                 "ssvep_hz": ssvep_hz,
                 "ssvep_score": scores[number],
