@@ -61,11 +61,13 @@ def class_archive_path(settings: Settings) -> Path:
     return Path(sys.prefix) / "var" / "neurolake" / f"spark-{pyspark.__version__}-{key}.jsa"
 
 
-def driver_java_options(settings: Settings) -> str | None:
-    if not settings.spark.class_archive or not class_archive_path(settings).is_file():
-        return None
-    # -Xshare:auto (the default) falls back to a plain start if the archive does not match.
-    return f"-XX:SharedArchiveFile={class_archive_path(settings)} -Xlog:cds=off -Xlog:cds+dynamic=off"
+def driver_java_options(settings: Settings, archive: bool = True) -> str | None:
+    """``spark.java_options`` plus, when ``archive`` and recorded, the class archive to start from."""
+    options = [settings.spark.java_options.strip()]
+    if archive and settings.spark.class_archive and class_archive_path(settings).is_file():
+        # -Xshare:auto (the default) falls back to a plain start if the archive does not match.
+        options.append(f"-XX:SharedArchiveFile={class_archive_path(settings)} -Xlog:cds=off -Xlog:cds+dynamic=off")
+    return " ".join(option for option in options if option) or None
 
 
 def build_spark_session(
@@ -200,7 +202,9 @@ def _train(partial: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="neurolake-spark-train-") as scratch:
         settings = settings.model_copy(update={"paths": settings.paths.model_copy(update={"home": Path(scratch)})})
         spark = build_spark_session(
-            settings, "neurolake-class-archive", java_options=f"-XX:ArchiveClassesAtExit={partial}"
+            settings,
+            "neurolake-class-archive",
+            java_options=f"{driver_java_options(settings, archive=False) or ''} -XX:ArchiveClassesAtExit={partial}",
         )
         _training_workload(spark, Path(scratch))
         # PySpark keeps the JVM's Popen only on this private py4j attribute, and the archive is

@@ -174,6 +174,11 @@ class SparkSettings(_Section):
     # Streaming starts fork Spark's Python processes from a zygote that imported PySpark and the
     # sources while the JVM started (infra/python_zygote.py): ~4 s less to the first commit.
     python_zygote: bool = True
+    # Extra options for the driver JVM. The default stops the JIT at its quick compiler: on 2 cores
+    # shared with the lake's Python, the optimizing compiler's threads competed with every start
+    # (restart to bronze's first commit ~12.9 -> ~9.9 s at 100 headsets) and the JVM's share of
+    # the work (planning, moving Arrow batches) never runs long enough to repay them. "" for none.
+    java_options: str = "-XX:TieredStopAtLevel=1"
 
 
 class ClockSettings(_Section):

@@ -51,5 +51,8 @@ def test_sessions_start_from_the_recorded_class_archive(make_settings) -> None:
         assert f"-XX:SharedArchiveFile={class_archive_path(settings)}" in options
     finally:
         spark.stop()
+    assert settings.spark.java_options in options
     off = settings.model_copy(update={"spark": settings.spark.model_copy(update={"class_archive": False})})
-    assert driver_java_options(off) is None
+    assert driver_java_options(off) == settings.spark.java_options
+    bare = off.model_copy(update={"spark": off.spark.model_copy(update={"java_options": ""})})
+    assert driver_java_options(bare) is None
