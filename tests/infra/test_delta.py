@@ -66,3 +66,17 @@ def test_only_text_columns_get_a_dictionary(tmp_path: Path) -> None:
     encodings = {columns.column(i).path_in_schema: columns.column(i).encodings for i in range(columns.num_columns)}
     assert "RLE_DICTIONARY" in encodings["id"]
     assert "RLE_DICTIONARY" not in encodings["value"]
+
+
+def test_a_table_deleted_and_made_again_is_not_mistaken_for_the_old_one(tmp_path: Path) -> None:
+    import shutil
+
+    table = tmp_path / "t"
+    commit(table, [1], 0)
+    commit(table, [2], 1)
+    assert committed_version(table, "test:app") == 1  # this thread now keeps the table loaded
+    shutil.rmtree(table)
+    assert committed_version(table, "test:app") is None
+    assert commit(table, [3], 0)  # a new table: batch 0 is not "already committed"
+    assert latest_version(table) == 0
+    assert committed_version(table, "test:app") == 0
