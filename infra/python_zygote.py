@@ -34,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,6 +213,9 @@ def _become(module: str, args: list[str], env: dict[str, str], cwd: str, fds: li
         os.environ.update(env)
         os.chdir(cwd)
         sys.argv = [module, *args]
+        # The zygote imported the module on purpose; runpy then warns at every fork that it runs
+        # the module's code again as __main__, which is exactly what `python -m module` asks for.
+        warnings.filterwarnings("ignore", r".*found in sys\.modules after import of package", RuntimeWarning)
         runpy.run_module(module, run_name="__main__", alter_sys=True)
         code = 0
     except SystemExit as stop:

@@ -27,11 +27,14 @@ def zygote(tmp_path: Path):
     modules.mkdir()
     (modules / "zygote_probe.py").write_text(PROBE)
     (modules / "held_back.py").write_text("import os\nLOADED_IN = os.getpid()\n")
+    (modules / "probe_package").mkdir()
+    (modules / "probe_package" / "__init__.py").write_text("")
+    (modules / "probe_package" / "preloaded.py").write_text("if __name__ == '__main__':\n    print('ran as main')\n")
     environment = {**os.environ, "PYTHONPATH": str(modules)}
     old = dict(os.environ)
     os.environ.update(environment)  # the zygote inherits this process's environment
     try:
-        with running_zygote(tmp_path / "run", ["json"], later=["held_back"]) as running:
+        with running_zygote(tmp_path / "run", ["json", "probe_package.preloaded"], later=["held_back"]) as running:
             deadline = time.monotonic() + 30
             while not Path(running.environment[SOCKET_ENV]).exists():
                 assert time.monotonic() < deadline, "the zygote never started listening"
@@ -60,6 +63,22 @@ def test_a_module_runs_with_the_launchers_arguments_streams_environment_and_dire
     # Forked by the zygote, not started by the launcher: the launcher is not its parent.
     parent = int(result.stdout.split("parent ")[1].split()[0])
     assert parent == running.process.pid
+
+
+def test_a_preloaded_module_of_a_package_runs_as_main_without_a_warning(zygote) -> None:
+    # Spark's worker modules (pyspark.daemon, ...) are preloaded; runpy's "found in sys.modules"
+    # warning at every fork would fill the stream's log.
+    running, environment = zygote
+    result = subprocess.run(
+        [running.environment["PYSPARK_PYTHON"], "-m", "probe_package.preloaded"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ran as main" in result.stdout
+    assert "RuntimeWarning" not in result.stderr
 
 
 def test_the_launcher_passes_sigterm_on_and_ends_as_the_child_did(zygote) -> None:
