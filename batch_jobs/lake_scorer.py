@@ -21,9 +21,9 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from core.settings import Settings
 from infra.delta import LakeTable, utc_date
 from ml.features import windows_feature_frame
-from neurolake.settings import Settings
 from schemas.catalog import GOLD_EEG_WINDOWS, GOLD_PREDICTIONS
 from schemas.timebase import now_us
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from neurolake.errors import NeurolakeError
+from core.errors import NeurolakeError
 from schemas.catalog import LAYERS
 
 

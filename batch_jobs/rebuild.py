@@ -23,9 +23,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from core.errors import NeurolakeError
+from dsp.session import ProcessorConfig, SessionState
 from infra.delta import delta_dataset, latest_version
-from neurolake.dsp.session import ProcessorConfig, SessionState
-from neurolake.errors import NeurolakeError
 from schemas.catalog import (
     BRONZE_EEG_BLOCKS,
     BRONZE_MARKERS,

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from neurolake.errors import NeurolakeError
+from core.errors import NeurolakeError
 from schemas.catalog import (
     BRONZE_EEG_BLOCKS,
     BRONZE_MARKERS,
@@ -209,7 +209,7 @@ def recording_from_arrays(
 ) -> Recording:
     """A recording from plain arrays, as importers find them. ``markers`` are (lab time us, event,
     label, duration_s); without device times, samples are evenly spaced from ``start_us``."""
-    from neurolake import __version__
+    from core import __version__
 
     n = samples.shape[0]
     if device_times_us is None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from batch_jobs.recording import Recording, RecordingError
-from neurolake.settings import Settings
+from core.settings import Settings
 from schemas import timebase
 from schemas.catalog import EEG_RAW, MARKERS, SESSIONS
 from schemas.signing import Keyring, ensure_key, sign

@@ -18,12 +18,12 @@ import numpy as np
 import pyarrow as pa
 
 from batch_jobs.recording import Recording
+from core.settings import Settings, StimulusSettings
+from dsp.session import Block, SessionState, info_from_session_record, process
 from edge_producers.devices.sensors import SimulatedRoomSensors
 from edge_producers.devices.simulated import SimulatedEeg
 from edge_producers.stimulus import StimulusSchedule
 from infra.delta import LakeTable, utc_date
-from neurolake.dsp.session import Block, SessionState, info_from_session_record, process
-from neurolake.settings import Settings, StimulusSettings
 from schemas.catalog import GOLD_EEG_WINDOWS, SILVER_MARKERS, SILVER_SENSOR_READINGS
 from streaming_jobs.lake_rows import WINDOWS_SCHEMA, windows_table
 from streaming_jobs.silver_gold import label_windows, processor_config

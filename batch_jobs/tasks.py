@@ -17,8 +17,8 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from neurolake.errors import NeurolakeError
-from neurolake.settings import LakeSettings, Settings, load_settings
+from core.errors import NeurolakeError
+from core.settings import LakeSettings, Settings, load_settings
 from schemas.catalog import BRONZE_DEVICE_STATUS, GOLD_EEG_WINDOWS, SILVER_EEG_SAMPLES, TableSpec
 
 log = logging.getLogger(__name__)

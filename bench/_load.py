@@ -28,9 +28,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core import __version__
+from core.settings import load_settings
 from edge_producers.devices.simulated import SimulatedEeg
-from neurolake import __version__
-from neurolake.settings import load_settings
 from schemas.catalog import EEG_RAW, SESSIONS
 from schemas.codec import default_codec
 from schemas.records import eeg_block_record, session_record

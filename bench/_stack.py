@@ -7,8 +7,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from core.settings import Settings, load_settings
 from infra.ports import free_ports
-from neurolake.settings import Settings, load_settings
 
 
 @contextlib.contextmanager

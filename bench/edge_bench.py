@@ -23,12 +23,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._stack import private_broker
+from core.settings import EdgeSettings, Settings
 from edge_producers.cli import simulated_devices
 from edge_producers.devices.eeg import BoardInfo, EegChunk, make_eeg_source
 from edge_producers.devices.simulated import SimulatedEeg
 from edge_producers.runtime import EdgeRuntime
 from edge_producers.spool import Spool
-from neurolake.settings import EdgeSettings, Settings
 from schemas.codec import default_codec
 from schemas.records import eeg_block_record
 from schemas.signing import Keyring, ensure_key, new_key, sign

@@ -16,7 +16,7 @@ from scipy.signal import sosfilt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from neurolake.dsp.filters import FilterSpec, design_sos, filter_chunk, initial_state
+from dsp.filters import FilterSpec, design_sos, filter_chunk, initial_state
 
 
 def best_rate(run, n_samples: int, repeats: int = 5) -> tuple[float, np.ndarray]:

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
+from core.settings import Settings
 from dashboard import views
 from dashboard.feed import LiveFeed, SessionBuffer
+from dsp.features import BANDS
 from infra.delta import LakeTable
-from neurolake.dsp.features import BANDS
-from neurolake.settings import Settings
 from schemas.catalog import BRONZE_SESSIONS, SILVER_EEG_SAMPLES
 
 log = logging.getLogger(__name__)

@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.errors import ServiceError
+from core.settings import Settings
+from dsp.filters import FilterSpec, design_sos, filter_block
+from dsp.heart import detect_beats
+from dsp.labels import intervals_from_markers
+from dsp.session import session_record_problem
 from infra.kafka import LiveReader
-from neurolake.dsp.filters import FilterSpec, design_sos, filter_block
-from neurolake.dsp.heart import detect_beats
-from neurolake.dsp.labels import intervals_from_markers
-from neurolake.dsp.session import session_record_problem
-from neurolake.errors import ServiceError
-from neurolake.settings import Settings
 from schemas.catalog import CAMERA_FRAMES, DEVICE_STATUS, EEG_RAW, MARKERS, PREDICTIONS, SENSORS_ENV, SESSIONS
 from schemas.codec import eeg_block_device_times, eeg_block_samples
 

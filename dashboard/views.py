@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 from scipy.signal import spectrogram as scipy_spectrogram
 
-from neurolake.dsp.features import BANDS, band_powers, channel_quality, welch_psd
-from neurolake.dsp.labels import label_windows
+from dsp.features import BANDS, band_powers, channel_quality, welch_psd
+from dsp.labels import label_windows
 
 
 def channel_scales(window: np.ndarray, floor_uv: float = 1.0) -> np.ndarray:
@@ -140,7 +140,7 @@ def running_accuracy(
     predictions: Sequence[tuple[int, int, str]], trials: Sequence[tuple[int, int, str]]
 ) -> tuple[float | None, int]:
     """Share of predictions (window start, end, label) matching the trial that holds the window by
-    gold's labelling rule (:func:`~neurolake.dsp.labels.label_windows`); (None, 0) while no window is
+    gold's labelling rule (:func:`~dsp.labels.label_windows`); (None, 0) while no window is
     known to lie in a trial."""
     if not predictions or not trials:
         return None, 0

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from neurolake.errors import NeurolakeError
-from neurolake.settings import EdgeSettings, Settings
-from neurolake.stopping import stop_on_signals
+from core.errors import NeurolakeError
+from core.settings import EdgeSettings, Settings
+from core.stopping import stop_on_signals
 from schemas.signing import Keyring, ensure_key
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 from pydantic import ValidationError
 
-from neurolake.settings import EdgeSettings
+from core.settings import EdgeSettings
 from schemas.codec import AvroCodec, CodecError
 from schemas.signing import DEVICE, HUB, Keyring, SignatureError
 from schemas.timebase import now_us

@@ -20,6 +20,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from core import __version__
+from core.errors import NeurolakeError
+from core.settings import EdgeSettings, Settings
 from edge_producers.clock import ClockProbe
 from edge_producers.control import CommandRefused, ControlListener, apply_config
 from edge_producers.devices.camera import Camera, make_camera
@@ -29,9 +32,6 @@ from edge_producers.devices.sensors import RoomSensors, make_sensors
 from edge_producers.spool import AckRefused, Spool
 from edge_producers.stimulus import StimulusEvent, StimulusSchedule
 from edge_producers.transport import KafkaSender
-from neurolake import __version__
-from neurolake.errors import NeurolakeError
-from neurolake.settings import EdgeSettings, Settings
 from schemas.catalog import CAMERA_FRAMES, CONTROL, DEVICE_LOGS, DEVICE_STATUS, EEG_RAW, MARKERS, SENSORS_ENV, SESSIONS
 from schemas.codec import AvroCodec, default_codec
 from schemas.records import (

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
-from neurolake.errors import NeurolakeError
-from neurolake.settings import Settings, load_settings
+from core.errors import NeurolakeError
+from core.settings import Settings, load_settings
 from schemas.signing import DeviceKey, Keyring, ensure_key
 
 QUESTIONS: tuple[tuple[str, str, Callable[[Settings], str]], ...] = (
@@ -37,7 +37,7 @@ def _quote(value: str) -> str:
 
 def render(answers: dict[str, str], analog_mode: bool) -> str:
     lines = [
-        "# Written by `neurolake edge setup`. Every key is documented in neurolake/settings.py.",
+        "# Written by `neurolake edge setup`. Every key is documented in core/settings.py.",
         "[kafka]",
         f"bootstrap_servers = {_quote(answers['bootstrap_servers'])}",
         "",

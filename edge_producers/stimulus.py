@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neurolake.settings import StimulusSettings
+from core.settings import StimulusSettings
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ matplotlib.use("Agg")  # files, not windows
 import mne  # noqa: E402
 
 from neurolake import lake  # noqa: E402
-from neurolake.settings import load_settings  # noqa: E402
+from core.settings import load_settings  # noqa: E402
 
 log = logging.getLogger("explore_session")
 

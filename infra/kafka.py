@@ -11,8 +11,8 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
-from neurolake.errors import ServiceError
-from neurolake.settings import Settings
+from core.errors import ServiceError
+from core.settings import Settings
 from schemas.catalog import BRONZE_TABLE_OF_TOPIC, SESSIONS, TOPICS
 from schemas.codec import CodecError, default_codec
 from schemas.signing import DeviceKey, Keyring, SignatureError

@@ -9,8 +9,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from neurolake.errors import ServiceError
-from neurolake.settings import Settings
+from core.errors import ServiceError
+from core.settings import Settings
 
 _JAVA_VERSION = re.compile(r'version "(\d+)(?:\.(\d+))?')
 

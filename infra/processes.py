@@ -21,7 +21,7 @@ from pathlib import Path
 
 import psutil
 
-from neurolake.errors import ServiceError
+from core.errors import ServiceError
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.errors import ServiceError
+from core.settings import Settings, load_settings
 from infra.preflight import check_java, java_executable
-from neurolake.errors import ServiceError
-from neurolake.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     import pyarrow as pa

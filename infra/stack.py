@@ -16,11 +16,11 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.settings import Settings
 from infra.clock_server import udp_clock_alive
 from infra.kafka import broker_reachable, ensure_topics
 from infra.preflight import broker_binary, check_java
 from infra.processes import ProcessSupervisor, ServiceSpec, ServiceState, http_ok
-from neurolake.settings import Settings
 
 log = logging.getLogger(__name__)
 

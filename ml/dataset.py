@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.errors import NeurolakeError
+from core.settings import MlSettings
+from dsp.labels import intervals_from_markers, intervals_from_motion, label_windows
 from infra.delta import LakeTable
 from ml.features import FeatureLayoutError, windows_feature_frame
-from neurolake.dsp.labels import intervals_from_markers, intervals_from_motion, label_windows
-from neurolake.errors import NeurolakeError
-from neurolake.settings import MlSettings
 from schemas.catalog import GOLD_EEG_WINDOWS, SILVER_MARKERS, SILVER_SENSOR_READINGS
 
 log = logging.getLogger(__name__)

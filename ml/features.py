@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from neurolake.dsp.features import BANDS
+from dsp.features import BANDS
 
 BAND_PREFIX = "bp_"
 SSVEP_PREFIX = "ssvep_"

@@ -8,8 +8,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from core.settings import MlSettings
 from ml.features import BAND_PREFIX, SSVEP_PREFIX
-from neurolake.settings import MlSettings
 
 PIPELINES = ("bandpower_lr", "ssvep_lda")
 

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from core.errors import NeurolakeError, ServiceError
+from core.settings import Settings
 from ml.dataset import TrainingSet
 from ml.evaluation import Scores, cross_validate, score
 from ml.pipelines import make_pipeline, pipeline_params
 from ml.trust import SHA256_TAG, artifact_sha256, load_trusted
-from neurolake.errors import NeurolakeError, ServiceError
-from neurolake.settings import Settings
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -13,7 +13,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from neurolake.errors import NeurolakeError
+from core.errors import NeurolakeError
 
 # Every type in our pipelines that skops does not trust by default (ml/pipelines.py); a new pipeline
 # step with such a type is added here, reviewed, not taken from the model.

@@ -1,3 +1,5 @@
-"""neurolake: the shared core (settings, CLI, logging). Kept small: edge Pis import it too."""
+"""neurolake's top: the CLI, the demo and the lake API. Nothing below imports it."""
 
-__version__ = "0.1.0"
+from core import __version__
+
+__all__ = ["__version__"]

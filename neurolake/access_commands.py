@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from neurolake.settings import Settings
+from core.settings import Settings
 
 log = logging.getLogger(__name__)
 

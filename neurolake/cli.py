@@ -9,10 +9,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from neurolake import __version__
-from neurolake.errors import NeurolakeError
-from neurolake.logs import setup_logging
-from neurolake.settings import Settings, load_settings
+from core import __version__
+from core.errors import NeurolakeError
+from core.logs import setup_logging
+from core.settings import Settings, load_settings
 
 log = logging.getLogger("neurolake")
 

@@ -12,9 +12,9 @@ import sys
 import threading
 import time
 
+from core.settings import Settings
+from core.stopping import stop_on_signals
 from infra.processes import ServiceSpec
-from neurolake.settings import Settings
-from neurolake.stopping import stop_on_signals
 
 log = logging.getLogger(__name__)
 

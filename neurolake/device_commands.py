@@ -9,8 +9,8 @@ import logging
 import time
 import uuid
 
-from neurolake.errors import NeurolakeError
-from neurolake.settings import Settings
+from core.errors import NeurolakeError
+from core.settings import Settings
 from schemas.catalog import CONTROL
 from schemas.codec import default_codec
 from schemas.records import CONTROL_KINDS, control_record

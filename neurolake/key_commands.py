@@ -9,8 +9,8 @@ import os
 from dataclasses import asdict
 from pathlib import Path
 
-from neurolake.errors import NeurolakeError
-from neurolake.settings import Settings
+from core.errors import NeurolakeError
+from core.settings import Settings
 from schemas.signing import DeviceKey, Keyring, SignatureError, new_key
 
 

@@ -20,8 +20,8 @@ import datetime as dt
 from pathlib import Path
 from typing import Any, Literal
 
-from neurolake.errors import NeurolakeError
-from neurolake.settings import Settings, load_settings
+from core.errors import NeurolakeError
+from core.settings import Settings, load_settings
 
 Format = Literal["arrow", "pandas", "polars"]
 Where = tuple[str, str, Any] | list[tuple[str, str, Any]]

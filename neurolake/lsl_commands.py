@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from neurolake.settings import Settings
+from core.settings import Settings
 
 
 def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from neurolake.settings import Settings
+from core.settings import Settings
 
 
 def _settings_with(settings: Settings, **ml_updates: Any) -> Settings:

@@ -10,8 +10,8 @@ import shutil
 import socket
 from pathlib import Path
 
+from core.settings import Settings
 from infra.tls import Credentials, TlsError, hub_tunnel_config, init_ca, issue, stunnel_binary, stunnel_config, tls_dir
-from neurolake.settings import Settings
 
 
 def _cmd_init(args: argparse.Namespace, settings: Settings) -> int:

@@ -29,13 +29,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from infra.delta import LakeTable, utc_date
-from neurolake.dsp.session import (
+from dsp.session import (
     MAX_CHANNELS,
     MAX_SAMPLE_RATE_HZ,
     is_finite_number,
     session_record_problem,
 )
+from infra.delta import LakeTable, utc_date
 from schemas import timebase
 from schemas.catalog import (
     BRONZE_QUARANTINE,

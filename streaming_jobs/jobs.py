@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from neurolake.settings import Settings
+from core.settings import Settings
 from schemas.catalog import CONTROL
 from schemas.codec import default_codec
 from schemas.records import control_record

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from neurolake.dsp.session import BlockNote
+from dsp.session import BlockNote
 
 SAMPLES_SCHEMA = pa.schema(
     [

@@ -1,7 +1,7 @@
 """The live scorer: eeg.raw -> the lake's own filter/window/feature functions -> @champion -> eeg.predictions.
 
 Kafka-native (no Spark) for sub-second latency. Per session it keeps the same
-:class:`~neurolake.dsp.session.SessionState` the silver/gold job keeps, so a window scored
+:class:`~dsp.session.SessionState` the silver/gold job keeps, so a window scored
 live has the same boundaries and features as its row in ``gold.eeg_windows`` (when both start at the
 session's first block). A watcher thread follows the ``@champion`` alias and swaps a newly loaded
 model in between two polls: no restart, no window skipped. Undecodable records are counted and left
@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from infra.kafka import LiveReader
-from ml.features import FeatureLayoutError, feature_frame
-from neurolake.dsp.session import (
+from core.settings import Settings
+from core.stopping import stop_on_signals
+from dsp.session import (
     Block,
     ProcessorConfig,
     SessionInfo,
@@ -30,8 +30,8 @@ from neurolake.dsp.session import (
     info_from_session_record,
     process,
 )
-from neurolake.settings import Settings
-from neurolake.stopping import stop_on_signals
+from infra.kafka import LiveReader
+from ml.features import FeatureLayoutError, feature_frame
 from schemas.catalog import EEG_RAW, PREDICTIONS
 from schemas.timebase import now_us
 from streaming_jobs.bronze import validate

@@ -2,7 +2,7 @@
 outlets, so LSL tools (MNE-LSL, OpenViBE, BCI2000, LabRecorder) read them as they read any amplifier.
 
 One reader of the live topics (infra.kafka.LiveReader: authenticated device records only), the
-lake's own filter per session (neurolake.dsp.filters), and per session two outlets:
+lake's own filter per session (dsp.filters), and per session two outlets:
 
 - ``neurolake <session> EEG``: type EEG, float32, the session's channels and rate, its channel
   labels and types in the stream description; each block pushed with its last sample's time;
@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from core.settings import Settings
+from core.stopping import stop_on_signals
+from dsp.filters import FilterSpec, design_sos, filter_block
+from dsp.session import session_record_problem
 from infra.kafka import LiveReader
-from neurolake.dsp.filters import FilterSpec, design_sos, filter_block
-from neurolake.dsp.session import session_record_problem
-from neurolake.settings import Settings
-from neurolake.stopping import stop_on_signals
 from schemas.catalog import EEG_RAW, PREDICTIONS, SESSIONS
 from schemas.codec import eeg_block_device_times, eeg_block_samples
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from neurolake.errors import NeurolakeError
-from neurolake.settings import Settings
-from neurolake.stopping import stop_on_signals
+from core.errors import NeurolakeError
+from core.settings import Settings
+from core.stopping import stop_on_signals
 from schemas.timebase import now_us
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ Flow per micro-batch (``foreachBatch``; bronze rows come from :mod:`streaming_jo
    and the sessions whose gap wait ends by that clock (timers).
 2. Executors (``mapInArrow`` over the source's partitions, each one bucket of sessions; regrouped
    by a shuffle only in batches that add timer ticks) run
-   :func:`neurolake.dsp.session.process` per session, with that session's state loaded
+   :func:`dsp.session.process` per session, with that session's state loaded
    from the state directory (the newest state saved before this batch), write the Parquet files of
    ``silver.eeg_samples``, ``silver.heart_rate``, ``gold.eeg_windows``, ``silver.skipped_blocks`` and
    ``silver.session_errors``, save each session's new state, and return the files' descriptions.
@@ -43,9 +43,8 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from infra.delta import LakeTable, WrittenFile
-from neurolake.dsp.labels import stimulus_labels
-from neurolake.dsp.session import (
+from dsp.labels import stimulus_labels
+from dsp.session import (
     BlockNote,
     Output,
     ProcessorConfig,
@@ -54,6 +53,7 @@ from neurolake.dsp.session import (
     info_from_session_record,
     process,
 )
+from infra.delta import LakeTable, WrittenFile
 from schemas.catalog import (
     BRONZE_MARKERS,
     GOLD_EEG_WINDOWS,
@@ -180,7 +180,7 @@ def hold_state_lock(state_dir: Path, holder: str) -> None:
     """Take the state lock for the rest of this process (a query restarted in it keeps it)."""
     if state_dir in _HELD_LOCKS:
         return
-    from neurolake.errors import NeurolakeError
+    from core.errors import NeurolakeError
 
     if (state_dir / REBUILD_JOURNAL).exists():
         raise NeurolakeError(
@@ -397,7 +397,7 @@ def process_partition(context: BatchContext, batches: Iterator[pa.RecordBatch]) 
 
 
 def label_windows(windows: pa.Table, markers: pa.Table | None) -> pa.Array:
-    """Gold's labels (``neurolake.dsp.labels.stimulus_labels``) for windows and bronze markers."""
+    """Gold's labels (``dsp.labels.stimulus_labels``) for windows and bronze markers."""
     if markers is None or markers.num_rows == 0 or windows.num_rows == 0:
         return pa.nulls(windows.num_rows, pa.string())
     frame = windows.select(["session_id", "window_start_us", "window_end_us"]).to_pandas()

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import Settings, load_settings
 from infra.ports import free_ports
-from neurolake.settings import Settings, load_settings
 
 
 def free_port() -> int:

@@ -8,8 +8,8 @@ from typing import Protocol
 
 import numpy as np
 
+from core.settings import CameraSettings
 from edge_producers.devices.eeg import DeviceError
-from neurolake.settings import CameraSettings
 from schemas.timebase import now_us
 
 

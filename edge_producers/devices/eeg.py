@@ -14,8 +14,8 @@ from typing import Protocol, Self
 
 import numpy as np
 
+from core.settings import EdgeSettings
 from edge_producers.devices.simulated import SimulatedEeg, StimulusAt
-from neurolake.settings import EdgeSettings
 from schemas.timebase import now_us
 
 log = logging.getLogger(__name__)

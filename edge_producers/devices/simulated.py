@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import lfilter, lfilter_zi
 
-from neurolake.settings import SimulationSettings
+from core.settings import SimulationSettings
 
 # OpenBCI Cyton+Daisy default 16-electrode layout (10-20 names); the first 8 are the Cyton's.
 CHANNELS_16 = (

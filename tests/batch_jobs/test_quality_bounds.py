@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from batch_jobs.tasks import quality_problems
-from neurolake.settings import load_settings
+from core.settings import load_settings
 
 
 def test_within_every_bound_there_is_no_problem(tmp_path: Path) -> None:

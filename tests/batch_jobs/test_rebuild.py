@@ -15,8 +15,8 @@ from deltalake import DeltaTable
 from batch_jobs.rebuild import rebuild
 from batch_jobs.recording import write_session
 from batch_jobs.sample_lake import SESSION_START_US, simulate_session
+from core.errors import NeurolakeError
 from infra.delta import delta_dataset
-from neurolake.errors import NeurolakeError
 from schemas.catalog import SILVER_EEG_SAMPLES
 from streaming_jobs.silver_gold import StateLock, processor_config, session_state_dir
 

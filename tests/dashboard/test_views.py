@@ -61,12 +61,12 @@ def test_psd_finds_a_sinusoid() -> None:
 def test_the_head_map_shows_golds_band_power_for_the_same_window(tmp_path) -> None:
     """The dashboard filters what it receives and takes band power of its newest window; for the
     window gold ends at the same sample, every band and channel must agree with gold's row."""
+    from core.settings import SimulationSettings, load_settings
     from dashboard.feed import SessionBuffer
+    from dsp.features import BANDS
+    from dsp.filters import FilterSpec, design_sos
+    from dsp.session import Block, ProcessorConfig, SessionInfo, SessionState, process
     from edge_producers.devices.simulated import SimulatedEeg, layout_for
-    from neurolake.dsp.features import BANDS
-    from neurolake.dsp.filters import FilterSpec, design_sos
-    from neurolake.dsp.session import Block, ProcessorConfig, SessionInfo, SessionState, process
-    from neurolake.settings import SimulationSettings, load_settings
 
     fs = 200.0  # not 250: the rate travels with the data
     lake = load_settings(environ={}, cwd=tmp_path).lake

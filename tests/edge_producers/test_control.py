@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import EdgeSettings
 from edge_producers.control import CommandRefused, ControlListener, apply_config
-from neurolake.settings import EdgeSettings
 from schemas.codec import default_codec
 from schemas.signing import DEVICE, HUB, Keyring, new_key, sign
 from tests.schemas.samples import sample_records

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.settings import CameraSettings
 from edge_producers.devices.camera import PiCamera2Camera, TestPatternCamera
 from edge_producers.devices.eeg import BrainFlowSource, DeviceError
 from edge_producers.devices.sensors import SenseHatSensors, SimulatedRoomSensors
-from neurolake.settings import CameraSettings
 
 
 def test_synthetic_board_description_comes_from_brainflow() -> None:

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from core.settings import EdgeSettings
 from edge_producers.clock import ClockProbe
 from edge_producers.devices.eeg import DeviceError
 from edge_producers.runtime import DeviceRunner
 from edge_producers.spool import Spool
-from neurolake.settings import EdgeSettings
 from schemas.codec import default_codec, eeg_block_samples
 from tests.conftest import free_port
 

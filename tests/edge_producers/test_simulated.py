@@ -1,8 +1,8 @@
 import numpy as np
 from scipy.signal import welch
 
+from core.settings import SimulationSettings
 from edge_producers.devices.simulated import CHANNELS_16, SimulatedEeg, layout_for
-from neurolake.settings import SimulationSettings
 
 
 def _stimulus(t_us: np.ndarray) -> np.ndarray:

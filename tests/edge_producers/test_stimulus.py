@@ -2,8 +2,8 @@ from collections import Counter
 
 import numpy as np
 
+from core.settings import StimulusSettings
 from edge_producers.stimulus import StimulusSchedule
-from neurolake.settings import StimulusSettings
 
 
 def test_schedule_blocks_show_each_class_per_repetition() -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from core.errors import ServiceError
 from infra.processes import ProcessSupervisor, ServiceSpec, port_is_free, tcp_open
-from neurolake.errors import ServiceError
 from tests.conftest import free_port
 
 # A tiny "service": listens on a port and spawns a grandchild, like a server with workers.

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from core.settings import Settings
 from infra.stack import airflow_environment
-from neurolake.settings import Settings
 
 
 def test_airflow_tasks_reach_this_api_server_and_this_lake(make_settings: Callable[..., Settings]) -> None:

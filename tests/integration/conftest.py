@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import load_settings
 from infra.stack import BrokerAndClock
-from neurolake.settings import load_settings
 from schemas.catalog import CONTROL
 from schemas.signing import HUB, Keyring, ensure_key, sign
 from tests.conftest import isolated_environ

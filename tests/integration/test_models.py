@@ -167,8 +167,8 @@ def test_live_scorer_waits_for_a_champion_swaps_without_a_gap_and_agrees_with_th
 
 
 def _airflow(stack: ModelStack, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    from core.settings import load_settings
     from infra.stack import airflow_environment
-    from neurolake.settings import load_settings
 
     settings = load_settings(environ={**stack.env, **extra}, cwd=stack.home)
     env = {**stack.env, **extra, **airflow_environment(settings)}

@@ -13,8 +13,8 @@ import pytest
 from deltalake import DeltaTable
 from scipy.signal import sosfilt
 
+from dsp.filters import FilterSpec, design_sos
 from infra.spark import build_spark_session
-from neurolake.dsp.filters import FilterSpec, design_sos
 from streaming_jobs.jobs import drain, start_bronze
 from streaming_jobs.silver_gold import start_silver_gold
 from tests.integration.conftest import BrokerStack

@@ -11,8 +11,8 @@ import psutil
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from core.settings import load_settings
 from infra.processes import port_is_free
-from neurolake.settings import load_settings
 from schemas.catalog import TOPICS
 from schemas.codec import default_codec
 from tests.integration.conftest import Cli

@@ -9,15 +9,15 @@ import numpy as np
 import pytest
 
 from batch_jobs.sample_lake import write_sample_lake
+from core.settings import Settings
 from ml.dataset import TrainingSet, TrainingSetError, build_training_set, session_hash, split_sessions
 from ml.evaluation import score
 from ml.pipelines import make_pipeline
-from neurolake.settings import Settings
 
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    from neurolake.settings import load_settings
+    from core.settings import load_settings
 
     root = tmp_path_factory.mktemp("lake")
     settings = load_settings(environ={"NEUROLAKE_PATHS__LAKE_ROOT": str(root / "lake")}, cwd=root)

@@ -11,9 +11,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline as sk_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+from core.settings import MlSettings
 from ml.pipelines import make_pipeline
 from ml.trust import UntrustedModelError, artifact_sha256, load_trusted
-from neurolake.settings import MlSettings
 
 
 def _frame() -> tuple[pd.DataFrame, np.ndarray]:

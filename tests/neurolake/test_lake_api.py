@@ -14,8 +14,8 @@ import pytest
 from batch_jobs.lake_sql import run_query
 from batch_jobs.recording import write_session
 from batch_jobs.sample_lake import SESSION_START_US, simulate_session
+from core.errors import NeurolakeError
 from neurolake import lake
-from neurolake.errors import NeurolakeError
 from streaming_jobs.silver_gold import processor_config
 
 

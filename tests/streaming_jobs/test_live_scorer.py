@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from batch_jobs.sample_lake import SESSION_START_US, session_tables, simulate_session
+from core.settings import Settings, load_settings
 from ml.features import windows_feature_frame
 from ml.pipelines import make_pipeline
-from neurolake.settings import Settings, load_settings
 from streaming_jobs.live_scorer import LiveScorer, LoadedModel, live_config
 
 

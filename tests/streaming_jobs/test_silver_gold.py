@@ -10,8 +10,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dsp.session import ProcessorConfig
 from infra.delta import WrittenFile
-from neurolake.dsp.session import ProcessorConfig
 from streaming_jobs.bronze_source import ROWS_ARROW
 from streaming_jobs.silver_gold import BatchContext, SessionStateStore, process_partition
 

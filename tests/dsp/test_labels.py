@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from neurolake.dsp.labels import (
+from dsp.labels import (
     REST_LABEL,
     intervals_from_markers,
     intervals_from_motion,

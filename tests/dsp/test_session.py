@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 from scipy.signal import sosfilt
 
-from edge_producers.devices.simulated import SimulatedEeg, layout_for
-from neurolake.dsp.filters import FilterSpec, design_sos
-from neurolake.dsp.session import (
+from core.settings import SimulationSettings
+from dsp.filters import FilterSpec, design_sos
+from dsp.session import (
     Block,
     ProcessorConfig,
     SessionInfo,
     SessionState,
     process,
 )
-from neurolake.settings import SimulationSettings
+from edge_producers.devices.simulated import SimulatedEeg, layout_for
 
 FS = 250.0
 CONFIG = ProcessorConfig(gap_wait_ms=5_000)

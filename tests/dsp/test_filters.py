@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from neurolake.dsp.filters import FilterSpec, design_sos, filter_block, filter_chunk, initial_state
+from dsp.filters import FilterSpec, design_sos, filter_block, filter_chunk, initial_state
 
 
 def test_live_blocks_continue_the_filter_and_a_gap_restarts_it() -> None:

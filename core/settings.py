@@ -27,7 +27,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from neurolake.errors import SettingsError
+from core.errors import SettingsError
 from schemas.records import identifier_problem
 
 ENV_PREFIX = "NEUROLAKE_"

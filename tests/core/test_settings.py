@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from neurolake.errors import SettingsError
-from neurolake.settings import Settings, load_settings
+from core.errors import SettingsError
+from core.settings import Settings, load_settings
 
 
 def test_defaults_are_a_single_local_machine(tmp_path: Path) -> None:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy.signal import sosfilt, welch
 
-from edge_producers.devices.simulated import SimulatedEeg
-from neurolake.dsp.dejitter import DejitterState, dejitter_block
-from neurolake.dsp.features import (
+from core.settings import SimulationSettings
+from dsp.dejitter import DejitterState, dejitter_block
+from dsp.features import (
     BANDS,
     band_powers,
     canonical_correlation,
@@ -18,10 +18,10 @@ from neurolake.dsp.features import (
     welch_psd,
     window_quality,
 )
-from neurolake.dsp.filters import FilterSpec, design_sos, filter_chunk, initial_state
-from neurolake.dsp.heart import detect_beats, heart_rate_bpm
-from neurolake.dsp.windows import WindowSpec, initial_window_state, windows_from_chunk
-from neurolake.settings import SimulationSettings
+from dsp.filters import FilterSpec, design_sos, filter_chunk, initial_state
+from dsp.heart import detect_beats, heart_rate_bpm
+from dsp.windows import WindowSpec, initial_window_state, windows_from_chunk
+from edge_producers.devices.simulated import SimulatedEeg
 
 FS = 250.0
 

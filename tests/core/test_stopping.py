@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
-from neurolake.stopping import stop_on_signals
+from core.stopping import stop_on_signals
 
 
 def test_a_signal_sets_the_event_and_the_previous_handler_returns() -> None:

@@ -18,11 +18,11 @@ from typing import Any, TypeGuard
 
 import numpy as np
 
-from neurolake.dsp.dejitter import DejitterState, dejitter_block
-from neurolake.dsp.features import band_powers, ssvep_scores, window_quality
-from neurolake.dsp.filters import FilterSpec, design_sos, filter_chunk, initial_state
-from neurolake.dsp.heart import MIN_BEAT_INTERVAL_S, detect_beats
-from neurolake.dsp.windows import WindowSpec, WindowState, initial_window_state, windows_from_chunk
+from dsp.dejitter import DejitterState, dejitter_block
+from dsp.features import band_powers, ssvep_scores, window_quality
+from dsp.filters import FilterSpec, design_sos, filter_chunk, initial_state
+from dsp.heart import MIN_BEAT_INTERVAL_S, detect_beats
+from dsp.windows import WindowSpec, WindowState, initial_window_state, windows_from_chunk
 from schemas.codec import eeg_block_device_times, eeg_block_samples
 
 OCCIPITAL_PREFIXES = ("O", "PO", "P")
