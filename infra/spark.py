@@ -29,7 +29,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FILE_SYSTEM_CHECKPOINTS = "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
-NO_DATA_SOURCE_SCAN = "neurolake-driver-no-python-data-source-scan"
+# Delta Lake for Spark: its SQL (DESCRIBE HISTORY, OPTIMIZE, VACUUM, MERGE, VERSION AS OF) and catalog.
+DELTA_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    # Loading a table's state is a Spark job over its log; the default 50 partitions are for tables
+    # of millions of files, and made each small-table commit ~10x slower here.
+    "spark.databricks.delta.snapshotPartitions": "2",
+    # Tables stay readable by delta-rs, DuckDB and Polars: no deletion vectors (a reader feature).
+    "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
+}
+# Option keys whose values Spark must not print in plans and logs (Kafka credentials, PEM keys).
+REDACTED_OPTIONS = "(?i)url|password|secret|token|jaas|keystore|truststore"
 
 
 def spark_environment(settings: Settings) -> dict[str, str]:
@@ -39,12 +50,6 @@ def spark_environment(settings: Settings) -> dict[str, str]:
         # to connect back", and the driver may bind a non-loopback address.
         "PYSPARK_PYTHON": sys.executable,
         "SPARK_LOCAL_IP": "127.0.0.1",
-        # The JVM reads this variable for one thing only: whether it may start a Python process
-        # that scans the installed packages for Python data sources (``pyspark_*`` modules), which
-        # it does when the first source is registered. We register ours by class and use none of
-        # those, and the scan (a worker daemon of its own) cost 1.1-1.5 s of every streaming start.
-        # A name that is no command turns the scan off; this process is already the driver.
-        "PYSPARK_DRIVER_PYTHON": NO_DATA_SOURCE_SCAN,
     }
     java = java_executable(settings)
     env["JAVA_HOME"] = str(java.resolve().parent.parent)
@@ -68,6 +73,18 @@ def driver_java_options(settings: Settings, archive: bool = True) -> str | None:
         # -Xshare:auto (the default) falls back to a plain start if the archive does not match.
         options.append(f"-XX:SharedArchiveFile={class_archive_path(settings)} -Xlog:cds=off -Xlog:cds+dynamic=off")
     return " ".join(option for option in options if option) or None
+
+
+def spark_jars(settings: Settings) -> str:
+    """``spark.jars``: Spark's Kafka source and Delta Lake, from the folder `make setup` filled
+    (infra/jvm/spark/pom.xml); Spark never downloads anything at run time."""
+    jars = sorted((settings.paths.jars / "spark").glob("*.jar"))
+    if not any(j.name.startswith("delta-spark_") for j in jars) or not any(j.name.startswith("spark-sql-kafka") for j in jars):
+        raise ServiceError(
+            f"Spark's Kafka and Delta jars are missing from {settings.paths.jars / 'spark'}; run `make setup` "
+            f"(it fetches them once with Maven: infra/scripts/fetch_jars.sh)"
+        )
+    return ",".join(str(j) for j in jars)
 
 
 def build_spark_session(
@@ -106,7 +123,11 @@ def build_spark_session(
         # system based manager renames with java.io, and a local rename is atomic all the same.
         .config("spark.sql.streaming.checkpointFileManagerClass", FILE_SYSTEM_CHECKPOINTS)
         .config("spark.hadoop.fs.file.impl", "org.apache.hadoop.fs.RawLocalFileSystem")
+        .config("spark.jars", spark_jars(settings))
+        .config("spark.sql.redaction.options.regex", REDACTED_OPTIONS)
     )
+    for key, value in DELTA_CONF.items():
+        builder = builder.config(key, value)
     if java_options:
         builder = builder.config("spark.driver.extraJavaOptions", java_options)
     for key, value in (extra_conf or {}).items():

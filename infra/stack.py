@@ -1,4 +1,5 @@
-"""The embedded stack: Tansu broker, MLflow tracking server and (on request) Airflow standalone.
+"""The embedded stack: Apache Kafka (one KRaft node), the clock service, the MLflow tracking server
+and (on request) Airflow standalone.
 
 ``up`` is idempotent and all-or-nothing: prerequisites and ports are checked before anything starts,
 and if one service fails to come up, the ones this call started are stopped again.
@@ -10,7 +11,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import urllib.request
 from dataclasses import dataclass
@@ -18,15 +18,16 @@ from pathlib import Path
 
 from core.settings import Settings
 from infra.clock_server import udp_clock_alive
-from infra.kafka import broker_reachable, ensure_topics
-from infra.preflight import broker_binary, check_java
+from infra.kafka import broker_reachable, ensure_device_acls, ensure_topics
+from infra.kafka_broker import broker_command, check_jars, prepare
+from infra.preflight import check_java
 from infra.processes import ProcessSupervisor, ServiceSpec, ServiceState, http_ok
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DAGS_FOLDER = REPO_ROOT / "airflow" / "dags"
-BROKER, TUNNEL, CLOCK, MLFLOW, AIRFLOW = "broker", "tunnel", "clock", "mlflow", "airflow"
+BROKER, CLOCK, MLFLOW, AIRFLOW = "broker", "clock", "mlflow", "airflow"
 
 
 @dataclass(frozen=True)
@@ -62,54 +63,17 @@ def supervisor(settings: Settings) -> ProcessSupervisor:
     return ProcessSupervisor(settings.paths.run_dir, settings.paths.log_dir)
 
 
-def broker_spec(settings: Settings, binary: Path | None = None) -> ServiceSpec:
-    url = f"tcp://{settings.broker.host}:{settings.broker.port}"
-    advertised = f"tcp://{settings.broker.advertised_host or settings.broker.host}:{settings.broker.port}"
+def broker_spec(settings: Settings) -> ServiceSpec:
+    ports = {"broker.port": settings.broker.port, "broker.controller_port": settings.broker.controller_port}
+    if settings.broker.tls_port:
+        ports["broker.tls_port"] = settings.broker.tls_port
     return ServiceSpec(
         name=BROKER,
-        argv=[
-            str(binary or "tansu"),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            advertised,
-            # This build has memory:// and s3:// only: topics do not survive a broker restart.
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        ports={"broker.port": settings.broker.port},
+        argv=broker_command(settings),
+        ports=ports,
         health=lambda: broker_reachable(settings),
         startup_timeout_s=settings.broker.startup_timeout_s,
-    )
-
-
-def _tcp_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
-def tunnel_spec(settings: Settings) -> ServiceSpec:
-    """The TLS front of the broker (infra/tls.py): `neurolake tls serve` writes stunnel's
-    configuration and becomes stunnel, so the PID file names stunnel itself."""
-    probe_host = "127.0.0.1" if settings.broker.tls_host in ("0.0.0.0", "::") else settings.broker.tls_host
-    return ServiceSpec(
-        name=TUNNEL,
-        argv=[sys.executable, "-m", "neurolake.cli", "tls", "serve"],
-        ports={"broker.tls_port": settings.broker.tls_port},
-        health=lambda: _tcp_open(probe_host, settings.broker.tls_port),
-        # The child reads its settings again: hand it the ones it needs, whatever file `up` was given.
-        env={
-            "NEUROLAKE_PATHS__HOME": str(settings.paths.home),
-            "NEUROLAKE_BROKER__HOST": settings.broker.host,
-            "NEUROLAKE_BROKER__PORT": str(settings.broker.port),
-            "NEUROLAKE_BROKER__TLS_PORT": str(settings.broker.tls_port),
-            "NEUROLAKE_BROKER__TLS_HOST": settings.broker.tls_host,
-        },
-        startup_timeout_s=15,
+        prepare=lambda: prepare(settings),
     )
 
 
@@ -211,12 +175,10 @@ def airflow_spec(settings: Settings) -> ServiceSpec:
     )
 
 
-def managed_specs(settings: Settings, with_airflow: bool, binary: Path | None = None) -> list[ServiceSpec]:
+def managed_specs(settings: Settings, with_airflow: bool) -> list[ServiceSpec]:
     specs = []
     if settings.broker.embedded:
-        specs.append(broker_spec(settings, binary))
-        if settings.broker.tls_port:
-            specs.append(tunnel_spec(settings))
+        specs.append(broker_spec(settings))
     specs.append(clock_spec(settings))
     if settings.mlflow.tracking_uri is None:
         specs.append(mlflow_spec(settings))
@@ -227,9 +189,10 @@ def managed_specs(settings: Settings, with_airflow: bool, binary: Path | None = 
 
 def up(settings: Settings, with_airflow: bool = False) -> StackStatus:
     sup = supervisor(settings)
-    binary = broker_binary(settings) if settings.broker.embedded else None
+    if settings.broker.embedded:
+        check_jars(settings)
     check_java(settings)
-    specs = managed_specs(settings, with_airflow, binary)
+    specs = managed_specs(settings, with_airflow)
     # Every port is checked before the first start: a conflict must not leave half a stack.
     for spec in specs:
         if sup.running_process(spec.name) is None:
@@ -242,6 +205,7 @@ def up(settings: Settings, with_airflow: bool = False) -> StackStatus:
             if not was_running:
                 started.append(spec)
         ensure_topics(settings)
+        ensure_device_acls(settings)
     except BaseException:
         for spec in reversed(started):
             sup.stop(spec)
@@ -274,13 +238,13 @@ def status(settings: Settings) -> StackStatus:
 
 
 class BrokerAndClock:
-    """Just the broker and the clock service, for tests and benchmarks that need a private pair
-    (the broker can be restarted on its own, topics recreated, as after a real broker restart)."""
+    """Just the broker and the clock service, for tests and benchmarks that need a private pair.
+    The broker can be stopped, killed and started on its own; its log (topics, records) stays."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.supervisor = supervisor(settings)
-        self.broker = broker_spec(settings, broker_binary(settings))
+        self.broker = broker_spec(settings)
         self.clock = clock_spec(settings)
 
     def start(self) -> None:
@@ -294,6 +258,14 @@ class BrokerAndClock:
 
     def stop_broker(self) -> None:
         self.supervisor.stop(self.broker)
+
+    def kill_broker(self) -> None:
+        """SIGKILL, as a power cut would: no clean shutdown, no final flush."""
+        process = self.supervisor.running_process(self.broker.name)
+        if process is not None:
+            process.kill()
+            process.wait(30)
+            self.supervisor.pid_file(self.broker.name).unlink(missing_ok=True)
 
     def stop(self) -> None:
         self.supervisor.stop(self.clock)

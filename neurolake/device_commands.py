@@ -11,7 +11,7 @@ import uuid
 
 from core.errors import NeurolakeError
 from core.settings import Settings
-from schemas.catalog import CONTROL
+from schemas.catalog import COMMAND_ACKS, CONTROL
 from schemas.codec import default_codec
 from schemas.records import CONTROL_KINDS, control_record
 from schemas.signing import DEVICE, HUB, Keyring, SignatureError, sign
@@ -59,8 +59,9 @@ def send_command(
         {**settings.kafka.client_config(), "group.id": "neurolake-command", "enable.auto.commit": False}
     )
     try:
-        partitions = consumer.list_topics(CONTROL, timeout=10).topics[CONTROL].partitions
-        consumer.assign([TopicPartition(CONTROL, p, OFFSET_END) for p in partitions])
+        # Devices acknowledge on their own topic: they may write it and never devices.control.
+        partitions = consumer.list_topics(COMMAND_ACKS, timeout=10).topics[COMMAND_ACKS].partitions
+        consumer.assign([TopicPartition(COMMAND_ACKS, p, OFFSET_END) for p in partitions])
         producer = Producer(settings.kafka.producer_config())
         producer.produce(
             CONTROL, key=device_id.encode(), value=sign(codec.encode("control", record), CONTROL, key, HUB)
@@ -73,7 +74,7 @@ def send_command(
             if message is None or message.error() is not None:
                 continue
             try:
-                signed, signer = keyring.verify(message.value(), CONTROL, direction=DEVICE)
+                signed, signer = keyring.verify(message.value(), COMMAND_ACKS, direction=DEVICE)
                 _, ack = codec.decode(signed, expected_type="control")
             except (SignatureError, ValueError):
                 continue  # not a reply we can trust

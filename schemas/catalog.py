@@ -32,6 +32,7 @@ SESSIONS = "sessions"
 DEVICE_STATUS = "devices.status"
 DEVICE_LOGS = "devices.logs"
 CONTROL = "devices.control"
+COMMAND_ACKS = "devices.acks"
 PREDICTIONS = "eeg.predictions"
 DEADLETTER = "deadletter"
 
@@ -57,8 +58,10 @@ TOPICS: dict[str, TopicSpec] = {
             "control",
             "device_id",
             1,
-            description="commands, command acks, lake spool acks",
+            description="hub to devices: commands and lake spool acks (signed by the hub)",
         ),
+        # Apart from devices.control so that a Pi may write its acks and never a command (ACLs).
+        TopicSpec(COMMAND_ACKS, "control", "device_id", 1, description="devices' acks of commands"),
         TopicSpec(PREDICTIONS, "prediction", "device_id", 2, description="live model output"),
         TopicSpec(DEADLETTER, "dead_letter", "source_topic", 1, description="undecodable records"),
     )
@@ -123,6 +126,19 @@ TABLES: dict[str, TableSpec] = {
         GOLD_PREDICTIONS,
     )
 }
+
+# What a Pi's certificate may do on the broker (infra/kafka.py grants it; nothing else is allowed).
+DEVICE_WRITES: tuple[str, ...] = (
+    EEG_RAW,
+    CAMERA_FRAMES,
+    SENSORS_ENV,
+    MARKERS,
+    SESSIONS,
+    DEVICE_STATUS,
+    DEVICE_LOGS,
+    COMMAND_ACKS,
+)
+DEVICE_READS: tuple[str, ...] = (CONTROL,)
 
 # The bronze table each topic lands in (control, predictions and dead letters are not landed).
 BRONZE_TABLE_OF_TOPIC: dict[str, TableSpec] = {

@@ -1,10 +1,9 @@
-"""Wiring of the streaming queries: Kafka source -> foreachBatch writers. The CLI starts these."""
+"""Wiring of the streaming queries: Spark's Kafka source -> bronze's foreachBatch writer; the CLI starts these."""
 
 from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.settings import Settings
@@ -14,7 +13,7 @@ from schemas.records import control_record
 from schemas.signing import HUB, Keyring, sign
 from schemas.timebase import now_us
 from streaming_jobs.bronze import BRONZE_TOPICS, BronzeBatchWriter
-from streaming_jobs.kafka_source import SCHEMA, SOURCE_NAME, KafkaPyDataSource
+from streaming_jobs.checkpoints import checkpoint_dir, clear_unfinished_writes
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -23,48 +22,25 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def checkpoint_dir(settings: Settings, query: str) -> Path:
-    return settings.paths.lake_root / "_checkpoints" / query
-
-
-def clear_unfinished_writes(checkpoint: Path) -> list[Path]:
-    """Remove what a killed process left half-written in Spark's checkpoint log.
-
-    Spark writes each log entry to a hidden ``.N.<uuid>.tmp`` file and renames it; a kill before
-    the rename leaves the temp file, which is no entry at all. Spark still counts it: a query
-    killed while planning its first batch then refuses to start again ("should be empty on batch
-    0") and would fail forever. Removing the temp files loses nothing, since no batch was planned.
-    """
-    removed = []
-    for log_dir in ("offsets", "commits", "sources"):
-        directory = checkpoint / log_dir
-        if not directory.is_dir():
-            continue
-        for leftover in directory.rglob(".*.tmp*"):
-            if leftover.is_file() and (leftover.name.endswith(".tmp") or leftover.name.endswith(".tmp.crc")):
-                leftover.unlink()
-                removed.append(leftover)
-    if removed:
-        log.warning("removed %d unfinished checkpoint write(s) under %s (a killed run)", len(removed), checkpoint)
-    return removed
-
-
 def kafka_stream(
     spark: SparkSession,
     settings: Settings,
     topics: tuple[str, ...],
     max_records_per_trigger: int | None = None,
-    startup_max_records: int | None = None,
 ) -> DataFrame:
-    spark.dataSource.register(KafkaPyDataSource)
-    # The schema given here spares Spark asking the source's Python for it: about 1 s of a start.
-    reader = spark.readStream.format(SOURCE_NAME).schema(SCHEMA).option("subscribe", ",".join(topics))
-    for key, value in settings.kafka.client_config().items():
-        reader = reader.option(f"kafka.{key}", str(value))
+    """Spark's own Kafka source over ``topics``: offsets live in the query's checkpoint; a new
+    checkpoint starts from the earliest record Kafka keeps."""
+    reader = (
+        spark.readStream.format("kafka")
+        .option("subscribe", ",".join(topics))
+        .option("startingOffsets", "earliest")
+        # Records Kafka deleted before bronze read them (retention) fail the query loudly.
+        .option("failOnDataLoss", "true")
+    )
+    for key, value in settings.kafka.java_client_config().items():
+        reader = reader.option(f"kafka.{key}", value)
     if max_records_per_trigger:
-        reader = reader.option("maxRecordsPerTrigger", str(max_records_per_trigger))
-    if startup_max_records:
-        reader = reader.option("startupMaxRecords", str(startup_max_records))
+        reader = reader.option("maxOffsetsPerTrigger", str(max_records_per_trigger))
     return reader.load()
 
 
@@ -130,20 +106,14 @@ def start_bronze(
     writer: BronzeBatchWriter | None = None,
 ) -> StreamingQuery:
     """``writer``: one built by :func:`bronze_writer` just before; by default a new one."""
-    trigger_s = trigger_s or settings.lake.trigger_s
+    trigger_s = settings.lake.trigger_s if trigger_s is None else trigger_s
     writer = writer or bronze_writer(settings, publish_acks)
     checkpoint = checkpoint_dir(settings, "bronze")
     clear_unfinished_writes(checkpoint)
     return (
-        kafka_stream(
-            spark,
-            settings,
-            BRONZE_TOPICS,
-            max_records_per_trigger=settings.lake.max_records_per_trigger,
-            startup_max_records=settings.lake.startup_max_records,
-        )
+        kafka_stream(spark, settings, BRONZE_TOPICS, max_records_per_trigger=settings.lake.max_records_per_trigger)
         .writeStream.queryName("bronze")
-        .foreachBatch(writer)
+        .foreachBatch(writer.for_checkpoint(checkpoint))
         .option("checkpointLocation", str(checkpoint))
         .trigger(processingTime=f"{trigger_s} seconds")
         .start()

@@ -88,12 +88,8 @@ class Supervised:
 
 MAX_BACKOFF_S = 60.0
 # silver/gold starts once bronze has committed its first batch, or after this long at most: on 2
-# cores its start-up (a source runner, workers importing scipy) slowed bronze's first commit, which
-# is what frees the Pis' spools after a restart.
+# cores its start-up slowed bronze's first commit, which is what frees the Pis' spools after a restart.
 SILVER_WAITS_FOR_BRONZE_S = 20.0
-# What Spark's Python processes import for these queries: the sources, and silver's processor.
-ZYGOTE_PRELOAD = ("streaming_jobs.worker_daemon",)
-ZYGOTE_LATER = ("streaming_jobs.silver_gold",)
 
 
 def run_streams(
@@ -109,44 +105,28 @@ def _supervise(
     settings: Settings, target: str, stop: threading.Event, duration_s: float | None, trigger_s: float | None
 ) -> int:
     from concurrent.futures import ThreadPoolExecutor
-    from contextlib import ExitStack
 
-    from infra.python_zygote import running_zygote
     from infra.spark import build_spark_session
 
     started = time.monotonic()
-    with ExitStack() as stack:
-        # Spark's Python processes come from a zygote that imports what they need meanwhile.
-        zygote = (
-            stack.enter_context(running_zygote(settings.paths.run_dir, ZYGOTE_PRELOAD, later=ZYGOTE_LATER))
-            if settings.spark.python_zygote
-            else None
-        )
-        # The JVM starts in its own process: import bronze's job (pyarrow, deltalake) while it does.
-        with ThreadPoolExecutor(1) as pool:
-            starting = pool.submit(
-                build_spark_session,
-                settings,
-                f"neurolake-stream-{target}",
-                extra_conf={"spark.python.daemon.module": "streaming_jobs.worker_daemon"},
-                environment=zygote.environment if zygote else None,
-            )
-            from streaming_jobs.jobs import start_bronze
+    # The JVM starts in its own process: seed bronze's writer (Delta reads, a producer) meanwhile.
+    with ThreadPoolExecutor(1) as pool:
+        starting = pool.submit(build_spark_session, settings, f"neurolake-stream-{target}")
+        from streaming_jobs.jobs import start_bronze
 
-            prepared = _prepared_bronze_writer(settings) if "bronze" in TARGETS[target] else None
-            spark = starting.result()
-        log.info("Spark session ready %.1f s after start", time.monotonic() - started)
-        return _run_queries(
-            settings,
-            target,
-            stop,
-            duration_s,
-            trigger_s,
-            spark,
-            started,
-            {"bronze": _first_with(prepared, start_bronze), "silver_gold": _start_silver_gold},
-            after_first_batch=zygote.import_later_modules if zygote else None,
-        )
+        prepared = _prepared_bronze_writer(settings) if "bronze" in TARGETS[target] else None
+        spark = starting.result()
+    log.info("Spark session ready %.1f s after start", time.monotonic() - started)
+    return _run_queries(
+        settings,
+        target,
+        stop,
+        duration_s,
+        trigger_s,
+        spark,
+        started,
+        {"bronze": _first_with(prepared, start_bronze), "silver_gold": _start_silver_gold},
+    )
 
 
 def _prepared_bronze_writer(settings: Settings) -> Any:
@@ -189,12 +169,8 @@ def _run_queries(
     spark: Any,
     started: float,
     starters: dict[str, Any],
-    after_first_batch: Callable[[], None] | None = None,
 ) -> int:
     supervised = {name: Supervised(name) for name in TARGETS[target]}
-    if "bronze" not in supervised and after_first_batch is not None:
-        after_first_batch()  # nothing to wait for: silver starts now
-        after_first_batch = None
     path = status_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     first_batch_logged = False
@@ -207,8 +183,6 @@ def _run_queries(
             ):
                 first_batch_logged = True
                 log.info("first batch committed %.1f s after start", now - started)
-                if after_first_batch is not None:
-                    after_first_batch()
             bronze = supervised.get("bronze")
             bronze_pending = (
                 bronze is not None

@@ -17,11 +17,12 @@ def free_port() -> int:
 
 def isolated_environ(home: Path, **extra: str) -> dict[str, str]:
     """NEUROLAKE_* variables for a private stack under ``home`` on free ports."""
-    broker, mlflow, airflow, airflow_logs, spark_ui, clock, dashboard = free_ports(7)
+    broker, controller, mlflow, airflow, airflow_logs, spark_ui, clock, dashboard = free_ports(8)
     env = {
         "NEUROLAKE_PATHS__HOME": str(home / "state"),
         "NEUROLAKE_PATHS__LAKE_ROOT": str(home / "lake"),
         "NEUROLAKE_BROKER__PORT": str(broker),
+        "NEUROLAKE_BROKER__CONTROLLER_PORT": str(controller),
         "NEUROLAKE_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{broker}",
         "NEUROLAKE_MLFLOW__PORT": str(mlflow),
         "NEUROLAKE_AIRFLOW__PORT": str(airflow),
