@@ -29,8 +29,9 @@ from edge_producers.devices.camera import Camera, make_camera
 from edge_producers.devices.eeg import DeviceError, EegChunk, EegSource, make_eeg_source
 from edge_producers.devices.lsl import parse_marker
 from edge_producers.devices.sensors import RoomSensors, make_sensors
+from edge_producers.presenter import StimulusPresenter
 from edge_producers.spool import AckRefused, Spool
-from edge_producers.stimulus import StimulusEvent, StimulusSchedule
+from edge_producers.stimulus import StimulusEvent, StimulusSchedule, Trial
 from edge_producers.transport import KafkaSender
 from schemas.catalog import CAMERA_FRAMES, CONTROL, DEVICE_LOGS, DEVICE_STATUS, EEG_RAW, MARKERS, SENSORS_ENV, SESSIONS
 from schemas.codec import AvroCodec, default_codec
@@ -55,6 +56,10 @@ log = logging.getLogger(__name__)
 BLOCK_WAKE_MARGIN_S = 0.0005
 
 DEVICE_RETRY_S = 5.0
+# How far ahead the presenter's page is told the schedule (it needs each trial before its cue).
+PLAN_AHEAD_US = 10_000_000
+# How long a closing session waits for the page's last frame (a few frames and a round trip).
+PRESENTER_CLOSE_WAIT_S = 0.3
 
 SourceFactory = Callable[..., EegSource]
 
@@ -91,8 +96,12 @@ class DeviceRunner:
         sender_stats: Callable[[], int] = lambda: 0,
         signing_key: DeviceKey | None = None,
         on_spooled: Callable[[], None] = lambda: None,
+        presenter: StimulusPresenter | None = None,
     ) -> None:
         self.edge = edge
+        # With a presenter, stimulus markers come from the frames its page drew, not the timetable.
+        self._presenter = presenter
+        self._open_trials: dict[int, Trial] = {}
         # Every record leaves signed with the device's key, so the lake can tell it from a forgery.
         self.signing_key = signing_key or new_key(edge.device_id)
         self.spool = spool
@@ -153,6 +162,9 @@ class DeviceRunner:
         self._source, self._camera, self._sensors, self._schedule = source, camera, sensors, schedule
         self.session_id = new_session_id(self.edge.device_id, started)
         self.counters.sessions.append(self.session_id)
+        self._open_trials = {}
+        if self._presenter is not None and schedule is not None:
+            self._presenter.begin(self.session_id, schedule.targets)
         self._sample_index = 0
         self._pending = EegChunk(np.empty((0, source.info.n_channels), np.float32), np.empty(0, np.int64))
         self._last_marker_check_us = started
@@ -202,6 +214,8 @@ class DeviceRunner:
                 device.stop()
         if self._schedule is not None and self.session_id is not None:
             self._publish_markers(self.clock.estimate.to_lab(now_us()), closing=True)
+        if self._presenter is not None:
+            self._presenter.end()
         self._source = self._camera = self._sensors = self._schedule = None
         if self.session_id is not None:
             log.info("%s: session %s stopped", self.edge.device_id, self.session_id)
@@ -348,26 +362,44 @@ class DeviceRunner:
 
     def _publish_markers(self, lab_now_us: int, closing: bool = False) -> None:
         assert self._schedule is not None
-        events = self._schedule.events_between(self._last_marker_check_us, lab_now_us)
-        self._last_marker_check_us = lab_now_us
-        if closing:
-            # A trial cut short by the end of the session still gets its END marker.
-            open_trials = [t for t in self._schedule.trials if t.start_us <= lab_now_us < t.end_us]
-            events = [*events, *(StimulusEvent(lab_now_us, "END", t) for t in open_trials)]
+        if self._presenter is not None:
+            # Stamped from the frames the page drew; the page learns the coming trials here.
+            if not closing:
+                self._presenter.plan(self._schedule.upcoming(lab_now_us, lab_now_us + PLAN_AHEAD_US))
+            events = self._presenter.take_events()
+        else:
+            events = self._schedule.events_between(self._last_marker_check_us, lab_now_us)
+            self._last_marker_check_us = lab_now_us
         for event in events:
-            trial = event.trial
-            record = marker_record(
-                device_id=self.edge.device_id,
-                session_id=self.session_id or "",
-                timestamp_us=event.time_us,
-                event=event.event,
-                label=trial.label,
-                trial=trial.trial,
-                stimulus_hz=trial.hz,
-                duration_s=(trial.end_us - trial.start_us) / 1e6,
-            )
-            self._spool_record(MARKERS, "marker", record, key=(self.session_id or "").encode())
-            self.counters.markers += 1
+            self._publish_stimulus_event(event)
+        if closing:
+            if self._presenter is not None:
+                # The page stops the flicker on its next frame: that frame is the END, when it comes.
+                for event in self._presenter.end(wait_s=PRESENTER_CLOSE_WAIT_S if self._open_trials else 0.0):
+                    self._publish_stimulus_event(event)
+            # A trial cut short by the end of the session still gets its END marker.
+            for trial in list(self._open_trials.values()):
+                self._publish_stimulus_event(StimulusEvent(max(lab_now_us, trial.start_us), "END", trial))
+
+    def _publish_stimulus_event(self, event: StimulusEvent) -> None:
+        trial = event.trial
+        if event.event == "START":
+            self._open_trials[trial.trial] = trial
+        elif self._open_trials.pop(trial.trial, None) is None:
+            return  # an END without its START (a trial the display skipped or already closed)
+        record = marker_record(
+            device_id=self.edge.device_id,
+            session_id=self.session_id or "",
+            timestamp_us=event.time_us,
+            event=event.event,
+            label=trial.label,
+            trial=trial.trial,
+            stimulus_hz=trial.hz,
+            # The presenter's page knows the whole frames it shows; a timetable, its plan.
+            duration_s=(event.duration_us if event.duration_us is not None else trial.end_us - trial.start_us) / 1e6,
+        )
+        self._spool_record(MARKERS, "marker", record, key=(self.session_id or "").encode())
+        self.counters.markers += 1
 
     def _publish_source_markers(self, markers: list[tuple[int, str]]) -> None:
         """Markers a source brings with it (an LSL marker stream), in lab time."""
@@ -454,6 +486,9 @@ class DeviceRunner:
         self._rate_window = (now, self.counters.samples)
         stats = self.spool.stats()
         estimate = self.clock.estimate
+        message = self._message
+        if self._presenter is not None and self.streaming and not self._presenter.status().connected:
+            message = "; ".join(filter(None, [message, f"stimulus page not open: open {self._presenter.url}"]))
         self._spool_record(
             DEVICE_STATUS,
             "device_status",
@@ -469,7 +504,7 @@ class DeviceRunner:
                 clock_offset_us=estimate.offset_us,
                 clock_rtt_us=estimate.rtt_us,
                 sample_rate_hz=round(self._rate_hz, 3),
-                message=self._message,
+                message=message,
             ),
         )
 
@@ -524,6 +559,7 @@ class DeviceRunner:
             "device_errors": self.counters.device_errors,
             "next_seq": {t: self.spool.next_seq(t) for t in (EEG_RAW, MARKERS, DEVICE_STATUS)},
             "spool": stats.__dict__,
+            **({"presenter": self._presenter.status().__dict__} if self._presenter is not None else {}),
         }
 
 
@@ -605,6 +641,14 @@ class EdgeRuntime:
                 "refuses unsigned records. On a Pi run `neurolake edge setup` (it makes the key and prints "
                 "how to register it on the hub); on the hub, `neurolake keys add DEVICE`"
             )
+        shown = [d for d in devices if d.stimulus.enabled and d.stimulus.presenter]
+        if len(shown) > 1:
+            raise NeurolakeError(
+                f"edge.stimulus.presenter is on for {len(shown)} devices; one stimulus monitor serves one "
+                "device: turn it on for one"
+            )
+        # The page on the stimulus monitor; markers of that device come from the frames it drew.
+        self.presenter = StimulusPresenter(shown[0].stimulus, lambda: self.clock.estimate) if shown else None
         self.runners: dict[str, DeviceRunner] = {}
         for edge in devices:
             spool = Spool(
@@ -622,6 +666,7 @@ class EdgeRuntime:
                 sender_stats=functools.partial(self.sender.sent_count, edge.device_id),
                 on_spooled=self.sender.notify if edge.tick_ms == 0 else (lambda: None),
                 signing_key=self.keyring.active_key(edge.device_id),
+                presenter=self.presenter if shown and edge is shown[0] else None,
             )
             self.sender.add_device(edge.device_id, spool)
         self._commands: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -686,6 +731,11 @@ class EdgeRuntime:
                 self.sender.wait_for_work(0.005)
 
     def __enter__(self) -> EdgeRuntime:
+        if self.presenter is not None:
+            try:
+                self.presenter.start()
+            except DeviceError as exc:
+                raise NeurolakeError(str(exc)) from None
         self.clock.start()
         self.clock.probe_round()
         self.control.start()
@@ -746,6 +796,8 @@ class EdgeRuntime:
             log.warning("%d records not yet delivered; they stay in the spool", remaining)
         self.control.stop()
         self.clock.stop()
+        if self.presenter is not None:
+            self.presenter.stop()
         for runner in self.runners.values():
             runner.spool.close()
 
