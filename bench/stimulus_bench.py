@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -134,6 +135,7 @@ def run_session(
 
     codec = default_codec()
     before = runner.spool.next_seq(MARKERS)
+    driver.execute_script("return presenter.takeLog()")  # frames drawn between sessions are not this one's
     runner.start_session()
     log: list[list[Any]] = []
     deadline = time.monotonic() + seconds
@@ -277,6 +279,9 @@ def main() -> int:
     parser.add_argument("--flags", default="", help="extra Chromium flags, space-separated")
     parser.add_argument("--survey", action="store_true", help="first measure rAF pacing per flag set")
     parser.add_argument("--survey-seconds", type=float, default=4.0)
+    parser.add_argument(
+        "--load", type=int, default=0, help="busy-loop processes competing for the CPU meanwhile (stopped after)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.survey:
@@ -284,12 +289,24 @@ def main() -> int:
     flags = tuple(args.flags.split())
     layouts = ["classes", "benchmark40"] if args.layout == "both" else [args.layout]
     everything: list[SessionResult] = []
-    for layout in layouts:
-        results = run_layout(layout, args.seconds, args.trial_s, flags)
-        print(f"presenter, layout {layout}, {args.seconds:.0f} s per session, flags: {' '.join(flags) or '-'}")
-        for result in results:
-            print_session(result, layout)
-        everything += results
+    burners = [
+        subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 900\nwhile time.time() < end: pass"])
+        for _ in range(args.load)
+    ]
+    try:
+        for layout in layouts:
+            results = run_layout(layout, args.seconds, args.trial_s, flags)
+            print(
+                f"presenter, layout {layout}, {args.seconds:.0f} s per session, flags: {' '.join(flags) or '-'}, "
+                f"CPU burners: {args.load}"
+            )
+            for result in results:
+                print_session(result, layout)
+            everything += results
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
     frequency = max((abs(e) for r in everything for e in r.frequency_errors), default=float("nan"))
     onsets = [abs(e) for r in everything for e in r.onset_errors_ms]
     onset_p95 = float(np.percentile(onsets, 95)) if onsets else float("nan")

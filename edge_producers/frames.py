@@ -63,13 +63,14 @@ def fit_sinusoid(times_s: np.ndarray, values: np.ndarray, near_hz: float, search
     """The sinusoid (least squares, frequency included) that best explains ``values`` drawn at
     ``times_s`` (seconds, any spacing), searched within ``near_hz`` +- ``search_hz``.
 
-    A 1 mHz grid finds the basin; a golden-section search then refines the frequency to ~1e-6 Hz.
+    A 5 mHz grid finds the basin (a peak is ~1/duration wide); a golden-section search then refines
+    the frequency to ~1e-6 Hz.
     """
     t = np.asarray(times_s, dtype=np.float64)
     y = np.asarray(values, dtype=np.float64)
     if t.size < 4:
         raise ValueError(f"a sinusoid fit needs at least 4 frames, got {t.size}")
-    grid = np.arange(max(near_hz - search_hz, 1e-3), near_hz + search_hz, 1e-3)
+    grid = np.arange(max(near_hz - search_hz, 1e-3), near_hz + search_hz, 5e-3)
     costs = np.array([_fit_at(t, y, f)[1] for f in grid])
     best = int(np.argmin(costs))
     low, high = grid[max(best - 1, 0)], grid[min(best + 1, grid.size - 1)]

@@ -49,8 +49,14 @@ PAGE_FILES = {"/": ("index.html", "text/html"), "/presenter.js": ("presenter.js"
 # (long enough to catch a quiet round trip, short enough that clock drift stays far below 0.1 ms).
 PROBE_INTERVAL_S = 0.25
 PROBE_WINDOW_S = 10.0
+# A new page is probed quickly first, while it may still be busy loading.
+FIRST_PROBES, FIRST_PROBE_INTERVAL_S = 20, 0.025
 # The plan is checked this often and sent when it changed.
 PLAN_INTERVAL_S = 0.1
+# A frame event waits (at most MAX_HOLD_US) for a page clock estimate whose round trip is at most
+# GOOD_RTT_US, i.e. good to 1 ms: a page that has just loaded answers its first probes late.
+GOOD_RTT_US = 2_000
+MAX_HOLD_US = 2_000_000
 
 
 def page_to_lab_us(page_us: float, page: ClockEstimate, lab: ClockEstimate, latency_us: int = 0) -> int:
@@ -93,7 +99,9 @@ class StimulusPresenter:
         self._targets: tuple[Target, ...] = ()
         self._trials: dict[int, Trial] = {}  # every trial planned this session, by number
         self._plan: list[Trial] = []
-        self._events: list[StimulusEvent] = []
+        # (page time, time received, event, trial, duration): converted to lab time once the
+        # page's clock is known well enough (take_events).
+        self._events: list[tuple[float, int, str, Trial, int | None]] = []
         self._samples: deque[tuple[int, ProbeSample]] = deque()
         self._page_estimate: ClockEstimate | None = None
         self._page: Any = None  # the connected websocket
@@ -131,13 +139,13 @@ class StimulusPresenter:
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline and self._page is not None:
             with self._lock:
-                if any(event.event == "END" for event in self._events):
+                if any(event[2] == "END" for event in self._events):
                     break
             time.sleep(0.005)
+        events = self._convert(final=True)
         with self._lock:
-            events, self._events = self._events, []
             self._session, self._trials, self._stopping_session = None, {}, False
-        return sorted(events, key=lambda e: e.time_us)
+        return events
 
     def plan(self, trials: list[Trial]) -> None:
         """The trials the page must know of now (the runner passes the schedule's ``upcoming``)."""
@@ -148,8 +156,26 @@ class StimulusPresenter:
 
     def take_events(self) -> list[StimulusEvent]:
         """Onsets and offsets the page drew since the last call, in lab time, in time order."""
+        return self._convert(final=False)
+
+    def _convert(self, final: bool) -> list[StimulusEvent]:
+        page, lab, now = self._page_estimate, self._lab_clock(), self._clock_us()
+        if page is None:
+            return []  # events come from a page, which answers probes first: this is a moment
+        good = 0 <= page.rtt_us <= GOOD_RTT_US
         with self._lock:
-            events, self._events = self._events, []
+            ready = [e for e in self._events if good or final or now - e[1] > MAX_HOLD_US]
+            self._events = [e for e in self._events if e not in ready]
+        if ready and not good:
+            log.warning(
+                "%d stimulus marker(s) stamped with a page clock known only to +-%.1f ms (round trip)",
+                len(ready),
+                page.rtt_us / 2000,
+            )
+        events = [
+            StimulusEvent(page_to_lab_us(page_us, page, lab, self._latency_us), event, trial, duration_us)
+            for page_us, _, event, trial, duration_us in ready
+        ]
         return sorted(events, key=lambda e: e.time_us)
 
     def status(self) -> PresenterStatus:
@@ -272,9 +298,11 @@ class StimulusPresenter:
                 log.warning("stimulus page disconnected: trials are not shown until it reconnects")
 
     async def _probe(self, websocket: Any) -> None:
+        sent = 0
         while True:
             await websocket.send(json.dumps({"type": "ping", "t0": self._clock_us()}))
-            await asyncio.sleep(PROBE_INTERVAL_S)
+            sent += 1
+            await asyncio.sleep(FIRST_PROBE_INTERVAL_S if sent < FIRST_PROBES else PROBE_INTERVAL_S)
 
     def _on_message(self, message: str | bytes) -> None:
         received = self._clock_us()
@@ -300,13 +328,10 @@ class StimulusPresenter:
         self._page_estimate = best_estimate([s for _, s in self._samples])
 
     def _on_event(self, data: dict[str, Any]) -> None:
-        page = self._page_estimate
-        if page is None:
-            raise ValueError("a frame event before the page's clock is known")
         event = str(data["event"])
         if event not in ("START", "END"):
             raise ValueError(f"event {event!r}")
-        time_us = page_to_lab_us(float(data["t"]), page, self._lab_clock(), self._latency_us)
+        page_us = float(data["t"])
         with self._lock:
             trial = self._trials.get(int(data["trial"]))
             if data.get("session") != self._session or trial is None:
@@ -314,7 +339,7 @@ class StimulusPresenter:
             duration_us = None
             if event == "START":
                 duration_us = int(round(int(data["frames"]) * float(data["period_ms"]) * 1000))
-            self._events.append(StimulusEvent(time_us, event, trial, duration_us))
+            self._events.append((page_us, self._clock_us(), event, trial, duration_us))
 
     def _on_frames(self, times_ms: np.ndarray) -> None:
         timing = frame_timing(times_ms)
