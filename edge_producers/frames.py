@@ -71,9 +71,9 @@ def fit_sinusoid(times_s: np.ndarray, values: np.ndarray, near_hz: float, search
     if t.size < 4:
         raise ValueError(f"a sinusoid fit needs at least 4 frames, got {t.size}")
     grid = np.arange(max(near_hz - search_hz, 1e-3), near_hz + search_hz, 5e-3)
-    costs = np.array([_fit_at(t, y, f)[1] for f in grid])
+    costs = np.array([_fit_at(t, y, float(f))[1] for f in grid])
     best = int(np.argmin(costs))
-    low, high = grid[max(best - 1, 0)], grid[min(best + 1, grid.size - 1)]
+    low, high = float(grid[max(best - 1, 0)]), float(grid[min(best + 1, grid.size - 1)])
     ratio = (np.sqrt(5) - 1) / 2
     a, b = low + (1 - ratio) * (high - low), low + ratio * (high - low)
     cost_a, cost_b = _fit_at(t, y, a)[1], _fit_at(t, y, b)[1]

@@ -256,7 +256,8 @@ class StimulusPresenter:
             self._ready.set()
             planner = asyncio.create_task(self._send_plans())
             await self._stopping.wait()
-            planner.cancel()
+            self._wake.set()
+            await planner
             if self._page is not None:
                 await self._page.close()
 
@@ -385,7 +386,8 @@ class StimulusPresenter:
         )
 
     async def _send_plans(self) -> None:
-        while True:
+        assert self._stopping is not None
+        while not self._stopping.is_set():
             page = self._page
             message = self._plan_message() if page is not None else None
             if page is not None and message is not None and message != self._sent_plan:
