@@ -79,6 +79,8 @@ class DeviceCounters:
     sensor_readings: int = 0
     commands: int = 0
     device_errors: int = 0
+    # Samples the board's radio lost (from its packet counter), and counted in the heartbeat's losses.
+    samples_lost: int = 0
     sessions: list[str] = field(default_factory=list)
 
 
@@ -262,33 +264,51 @@ class DeviceRunner:
         chunk = self._source.read()
         if chunk.n_samples:
             self._last_sample_us = int(chunk.device_times_us[-1])
+            missing = chunk.missing_before if chunk.missing_before is not None else np.zeros(chunk.n_samples, np.int64)
+            self.counters.samples_lost += int(missing.sum())
             self._pending = EegChunk(
                 np.concatenate([self._pending.samples, chunk.samples]),
                 np.concatenate([self._pending.device_times_us, chunk.device_times_us]),
+                missing_before=np.concatenate([self._pending_missing(), missing]),
             )
         size = self.edge.block_size
-        n_full = self._pending.n_samples // size
-        cut = n_full * size
-        if final:
-            cut = self._pending.n_samples
-        if cut == 0:
-            return
-        samples, times = self._pending.samples, self._pending.device_times_us
-        bounds = list(range(0, cut, size))
+        samples, times, missing = self._pending.samples, self._pending.device_times_us, self._pending_missing()
+        n = len(times)
         encoders = []
-        for i in bounds:
+        start = 0
+        while start < n:
+            if missing[start]:
+                # Samples the radio lost: the index moves on by them, so everything after keeps the
+                # index (and the dejittered time) it would have had, and silver marks the gap.
+                self._sample_index += int(missing[start])
+                missing = missing.copy()
+                missing[start] = 0
+            losses = np.flatnonzero(missing[start + 1 : start + size]) + start + 1
+            if losses.size:
+                end = int(losses[0])  # a block never spans a loss: it ends short, complete
+            elif start + size <= n:
+                end = start + size
+            elif final:
+                end = n
+            else:
+                break
             self._blocks_acquired += 1
             drop_every = self.edge.simulation.drop_block_every if self.edge.board == "simulated" else 0
             if drop_every and self._blocks_acquired % drop_every == 0:
                 # Fault injection (simulation.drop_block_every): this block is lost, its samples too.
-                self._sample_index += len(samples[i : i + size])
-                continue
-            encoders.append(self._block_encoder(samples[i : i + size], times[i : i + size]))
+                self._sample_index += end - start
+            else:
+                encoders.append(self._block_encoder(samples[start:end], times[start:end]))
+            start = end
         if encoders:
             self.spool.append_many(EEG_RAW, self.key, encoders)
             self._on_spooled()
-        self._pending = EegChunk(samples[cut:], times[cut:])
+        self._pending = EegChunk(samples[start:], times[start:], missing_before=missing[start:])
         self.counters.blocks += len(encoders)
+
+    def _pending_missing(self) -> np.ndarray:
+        missing = self._pending.missing_before
+        return missing if missing is not None else np.zeros(self._pending.n_samples, np.int64)
 
     def next_block_in_s(self, now: int) -> float | None:
         """Seconds until the board should hold the next block's last sample (None when not streaming):
@@ -500,7 +520,7 @@ class DeviceRunner:
                 spool_depth=stats.records,
                 spool_bytes=stats.bytes,
                 records_sent=self._sender_stats(),
-                losses=stats.losses,
+                losses=stats.losses + self.counters.samples_lost,
                 clock_offset_us=estimate.offset_us,
                 clock_rtt_us=estimate.rtt_us,
                 sample_rate_hz=round(self._rate_hz, 3),
@@ -557,6 +577,7 @@ class DeviceRunner:
             "frames_refused": self.counters.frames_refused,
             "sensor_readings": self.counters.sensor_readings,
             "device_errors": self.counters.device_errors,
+            "samples_lost": self.counters.samples_lost,
             "next_seq": {t: self.spool.next_seq(t) for t in (EEG_RAW, MARKERS, DEVICE_STATUS)},
             "spool": stats.__dict__,
             **({"presenter": self._presenter.status().__dict__} if self._presenter is not None else {}),
