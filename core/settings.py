@@ -296,8 +296,9 @@ class EdgeSettings(_Section):
     playback_file: Path | None = None
     # The board the playback recording was made with (its description: rate, rows, names).
     playback_board: Literal["synthetic", "cyton", "cyton_daisy", "ganglion"] = "synthetic"
-    # board = "lsl": the LSL stream to record (an LSL predicate, e.g. "type='EEG'" or "name='ActiCHamp'"),
-    # and optionally a marker stream whose START/END strings label gold windows (devices/lsl.py).
+    # board = "lsl": the LSL stream to record (an LSL predicate, e.g. "type='EEG'" or "name='ActiCHamp'").
+    # lsl_markers, with any board: a marker stream (PsychoPy, OpenSesame) recorded beside the EEG,
+    # whose START/END strings label gold windows (devices/lsl.py).
     lsl_stream: str = "type='EEG'"
     lsl_markers: str | None = None
     lsl_timeout_s: float = Field(default=10.0, gt=0)

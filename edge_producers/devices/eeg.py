@@ -324,10 +324,24 @@ def make_eeg_source(
     stimulus_at: StimulusAt | None = None,
     to_lab_us: Callable[[np.ndarray], np.ndarray] = lambda t: t,
 ) -> EegSource:
+    source = _board_source(settings, stimulus_at, to_lab_us)
+    if settings.lsl_markers:
+        # Stimulus software's markers (PsychoPy over LSL) beside whatever board records the EEG.
+        from edge_producers.devices.lsl import LslMarkers
+
+        return LslMarkers(source, settings.lsl_markers, settings.lsl_timeout_s)
+    return source
+
+
+def _board_source(
+    settings: EdgeSettings,
+    stimulus_at: StimulusAt | None,
+    to_lab_us: Callable[[np.ndarray], np.ndarray],
+) -> EegSource:
     if settings.board == "lsl":
         from edge_producers.devices.lsl import LslSource
 
-        return LslSource(settings.lsl_stream, settings.lsl_markers, settings.lsl_timeout_s)
+        return LslSource(settings.lsl_stream, settings.lsl_timeout_s)
     source: SimulatedHeadset | BrainFlowSource
     if settings.board == "simulated":
         source = SimulatedHeadset(settings, stimulus_at, to_lab_us=to_lab_us)
