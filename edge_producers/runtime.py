@@ -22,7 +22,7 @@ import numpy as np
 
 from core import __version__
 from core.errors import NeurolakeError
-from core.settings import EdgeSettings, Settings
+from core.settings import EdgeSettings, Settings, StimulusSettings
 from edge_producers.clock import ClockProbe
 from edge_producers.control import CommandRefused, ControlListener, apply_config
 from edge_producers.devices.camera import Camera, make_camera
@@ -31,7 +31,7 @@ from edge_producers.devices.lsl import parse_marker
 from edge_producers.devices.sensors import RoomSensors, make_sensors
 from edge_producers.presenter import StimulusPresenter
 from edge_producers.spool import AckRefused, Spool
-from edge_producers.stimulus import StimulusEvent, StimulusSchedule, Trial
+from edge_producers.stimulus import StimulusEvent, StimulusSchedule, Trial, stimulus_targets
 from edge_producers.transport import KafkaSender
 from schemas.catalog import CAMERA_FRAMES, CONTROL, DEVICE_LOGS, DEVICE_STATUS, EEG_RAW, MARKERS, SENSORS_ENV, SESSIONS
 from schemas.codec import AvroCodec, default_codec
@@ -62,6 +62,19 @@ PLAN_AHEAD_US = 10_000_000
 PRESENTER_CLOSE_WAIT_S = 0.3
 
 SourceFactory = Callable[..., EegSource]
+
+
+def stimulus_metadata(stimulus: StimulusSettings) -> dict[str, str]:
+    """The session's stimulus: ``stimulus.<label>`` = Hz for every target (the lake scores SSVEP at
+    those frequencies and reads nothing else under that prefix), phases and layout beside it."""
+    targets = stimulus_targets(stimulus)
+    metadata = {f"stimulus.{t.label}": str(t.hz) for t in targets}
+    metadata["stimulus_layout"] = stimulus.layout
+    if any(t.phase for t in targets):
+        metadata.update({f"stimulus_phase.{t.label}": f"{t.phase:.6f}" for t in targets})
+    if stimulus.presenter:
+        metadata["stimulus_markers"] = "frames"  # stamped from the frames the presenter's page drew
+    return metadata
 
 
 def new_session_id(device_id: str, at_us: int) -> str:
@@ -374,9 +387,7 @@ class DeviceRunner:
             subject_id=self.edge.subject_id,
             task=self.edge.task or ("ssvep" if stimulus.enabled else None),
             software_version=__version__,
-            metadata={f"stimulus.{label}": str(hz) for label, hz in stimulus.classes.items()}
-            if stimulus.enabled
-            else {},
+            metadata=stimulus_metadata(stimulus) if stimulus.enabled else {},
         )
         self._spool_record(SESSIONS, "session", record, key=self.session_id.encode())
 

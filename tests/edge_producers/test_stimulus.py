@@ -1,6 +1,7 @@
 from collections import Counter
 
 import numpy as np
+import pytest
 
 from core.settings import StimulusSettings
 from edge_producers.frames import fit_sinusoid
@@ -82,3 +83,24 @@ def test_sampled_sinusoid_luminance() -> None:
     # 13 Hz on a 60 Hz screen (not a divisor): the frames are samples of the 13 Hz sinusoid.
     fit = fit_sinusoid(frames / 60.0, luminance(frames, 13.0, np.pi / 2, 60.0), 13.0)
     assert abs(fit.hz - 13.0) < 1e-6 and abs(fit.phase - np.pi / 2) < 1e-6
+
+
+def test_the_session_names_every_target_frequency_for_the_lake() -> None:
+    from dsp.session import session_record_problem
+    from edge_producers.runtime import stimulus_metadata
+
+    metadata = stimulus_metadata(StimulusSettings(layout="benchmark40", presenter=True))
+    frequencies = {k: float(v) for k, v in metadata.items() if k.startswith("stimulus.")}
+    assert len(frequencies) == 40 and frequencies["stimulus.flicker_8.2hz"] == 8.2
+    assert float(metadata["stimulus_phase.flicker_8.2hz"]) == pytest.approx(np.pi / 2, abs=1e-6)
+    assert metadata["stimulus_layout"] == "benchmark40" and metadata["stimulus_markers"] == "frames"
+    record = {"sample_rate_hz": 250.0, "channel_names": ["O1"], "channel_types": ["eeg"], "metadata": metadata}
+    assert session_record_problem(record) is None  # the lake takes such a session
+    lab = stimulus_metadata(StimulusSettings())
+    assert lab == {
+        "stimulus.flicker_8hz": "8.0",
+        "stimulus.flicker_10hz": "10.0",
+        "stimulus.flicker_12hz": "12.0",
+        "stimulus.flicker_15hz": "15.0",
+        "stimulus_layout": "classes",
+    }
