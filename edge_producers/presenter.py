@@ -102,6 +102,8 @@ class StimulusPresenter:
         # (page time, time received, event, trial, duration): converted to lab time once the
         # page's clock is known well enough (take_events).
         self._events: list[tuple[float, int, str, Trial, int | None]] = []
+        # Events of a page that went away, already in lab time (a new page has another clock).
+        self._converted: list[StimulusEvent] = []
         self._samples: deque[tuple[int, ProbeSample]] = deque()
         self._page_estimate: ClockEstimate | None = None
         self._page: Any = None  # the connected websocket
@@ -160,8 +162,11 @@ class StimulusPresenter:
 
     def _convert(self, final: bool) -> list[StimulusEvent]:
         page, lab, now = self._page_estimate, self._lab_clock(), self._clock_us()
+        with self._lock:
+            converted, self._converted = self._converted, []
         if page is None:
-            return []  # events come from a page, which answers probes first: this is a moment
+            # Events come from a page, which answers probes first: none wait for long here.
+            return sorted(converted, key=lambda e: e.time_us)
         good = 0 <= page.rtt_us <= GOOD_RTT_US
         with self._lock:
             ready = [e for e in self._events if good or final or now - e[1] > MAX_HOLD_US]
@@ -176,7 +181,7 @@ class StimulusPresenter:
             StimulusEvent(page_to_lab_us(page_us, page, lab, self._latency_us), event, trial, duration_us)
             for page_us, _, event, trial, duration_us in ready
         ]
-        return sorted(events, key=lambda e: e.time_us)
+        return sorted([*converted, *events], key=lambda e: e.time_us)
 
     def status(self) -> PresenterStatus:
         estimate = self._page_estimate
@@ -282,6 +287,10 @@ class StimulusPresenter:
         previous, self._page = self._page, websocket
         if previous is not None:
             await previous.close(4000, "another page took over the display")
+        # What the previous page reported is on its clock: into lab time before a new clock comes.
+        waiting = self._convert(final=True)
+        with self._lock:
+            self._converted += waiting
         self._samples.clear()
         self._page_estimate = None
         self._sent_plan = None
