@@ -305,7 +305,8 @@ class StimulusPresenter:
             prober.cancel()
             if self._page is websocket:
                 self._page = None
-                log.warning("stimulus page disconnected: trials are not shown until it reconnects")
+                if self._stopping is not None and not self._stopping.is_set():
+                    log.warning("stimulus page disconnected: trials are not shown until it reconnects")
 
     async def _probe(self, websocket: Any) -> None:
         sent = 0

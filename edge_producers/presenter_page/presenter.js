@@ -109,11 +109,13 @@ function layout() {
   back.fillStyle = "#000";
   back.fillRect(0, 0, width, height);
   back.fillStyle = "#777";
-  back.font = `${Math.max(10, Math.floor(size / 6))}px sans-serif`;
+  const fontSize = Math.max(10, Math.floor(size / 6));
+  back.font = `${fontSize}px sans-serif`;
   back.textAlign = "center";
   state.targets.forEach((t, i) => {
     const b = state.boxes[i];
-    back.fillText(`${t.hz} Hz`, b.cx, b.y + size + Math.max(12, size / 5));
+    // Below the cue outline (drawn 6 px wide, 6 px out from the box).
+    back.fillText(`${t.hz} Hz`, b.cx, b.y + size + 14 + fontSize);
   });
   ctx.clearRect(0, 0, width, height);  // transparent where nothing flickers: the labels show through
 }
