@@ -269,8 +269,24 @@ class StimulusSettings(_Section):
     stimulus_s: float = Field(default=4.0, ge=0.25, le=600)
     rest_s: float = Field(default=2.0, ge=0.1, le=600)
     lead_in_s: float = Field(default=2.0, ge=0, le=600)
+    # The cue (the target outlined) shown before each trial's flicker; 0: none (the flicker's onset
+    # keeps its place in the schedule either way, the cue is taken from the rest before it).
+    cue_s: float = Field(default=0.0, ge=0, le=600)
     repetitions: int = Field(default=10, ge=1, le=10_000)
     seed: int = 0
+    # "classes": the lab's targets (`classes`, phase 0). "benchmark40": the 40-target grid of the
+    # Tsinghua SSVEP benchmark (Wang et al. 2017): 8.0-15.8 Hz in 0.2 Hz steps, phases 0, pi/2, pi,
+    # 3pi/2 in turn, 5 rows x 8 columns; `classes` is then not used.
+    layout: Literal["classes", "benchmark40"] = "classes"
+    # The presenter (`neurolake stimulus serve`, or `edge run` with this on): a page on the stimulus
+    # monitor draws the flicker frame by frame and the markers are stamped from the frames it drew,
+    # not from the timetable. It listens on loopback: its page reports frames that become markers.
+    presenter: bool = False
+    presenter_host: str = "127.0.0.1"
+    presenter_port: int = Field(default=15010, ge=1, le=65535)
+    # Added to every presenter marker: the monitor's own delay from the frame the browser drew to
+    # light, measured with a photodiode on the page's sync patch (0 when unmeasured).
+    display_latency_ms: float = Field(default=0.0, ge=0, le=1000)
 
     @model_validator(mode="after")
     def _frequencies_positive(self) -> StimulusSettings:
@@ -300,6 +316,10 @@ class SimulationSettings(_Section):
     # Fault injection: every Nth block is lost after acquisition, as over a failing radio link, so
     # the page's loss alert and the lake's gap handling can be seen; 0: none.
     drop_block_every: int = Field(default=0, ge=0)
+    # Fault injection at the radio (boards without one of their own: simulated, synthetic, playback):
+    # each packet is lost with this probability, and found again from the packet counter like a
+    # real Cyton's losses (devices/packets.py); 0: none.
+    packet_loss: float = Field(default=0.0, ge=0, le=0.5)
 
 
 class EdgeSettings(_Section):
@@ -311,8 +331,9 @@ class EdgeSettings(_Section):
     playback_file: Path | None = None
     # The board the playback recording was made with (its description: rate, rows, names).
     playback_board: Literal["synthetic", "cyton", "cyton_daisy", "ganglion"] = "synthetic"
-    # board = "lsl": the LSL stream to record (an LSL predicate, e.g. "type='EEG'" or "name='ActiCHamp'"),
-    # and optionally a marker stream whose START/END strings label gold windows (devices/lsl.py).
+    # board = "lsl": the LSL stream to record (an LSL predicate, e.g. "type='EEG'" or "name='ActiCHamp'").
+    # lsl_markers, with any board: a marker stream (PsychoPy, OpenSesame) recorded beside the EEG,
+    # whose START/END strings label gold windows (devices/lsl.py).
     lsl_stream: str = "type='EEG'"
     lsl_markers: str | None = None
     lsl_timeout_s: float = Field(default=10.0, gt=0)
@@ -538,6 +559,8 @@ class Settings(BaseSettings):
             ("airflow.host", self.airflow.host),
             ("dashboard.host", self.dashboard.host),
             ("broker.host", self.broker.host),
+            # The presenter's page reports the frames that become signed markers.
+            ("edge.stimulus.presenter_host", self.edge.stimulus.presenter_host),
         ):
             if not _is_loopback(host) and not self.security.allow_unauthenticated_lan:
                 raise ValueError(
@@ -558,6 +581,7 @@ class Settings(BaseSettings):
             "clock.port": self.clock.port,
             "dashboard.port": self.dashboard.port,
             "spark.ui_port": self.spark.ui_port,
+            "edge.stimulus.presenter_port": self.edge.stimulus.presenter_port,
         }
         seen: dict[int, str] = {}
         for name, port in ports.items():

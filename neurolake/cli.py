@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     clock = commands.add_parser("clock-server", help="the hub's UDP time service (started by `up`)")
     clock.set_defaults(handler=_cmd_clock_server)
 
-    from edge_producers.cli import add_edge_commands
+    from edge_producers.cli import add_edge_commands, add_stimulus_commands
     from neurolake.access_commands import add_access_commands
     from neurolake.device_commands import add_device_commands
     from neurolake.key_commands import add_key_commands
@@ -242,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     from neurolake.tls_commands import add_tls_commands
 
     add_edge_commands(commands)
+    add_stimulus_commands(commands)
     add_ml_commands(commands)
     add_access_commands(commands)
     add_key_commands(commands)
