@@ -206,14 +206,10 @@ class SparkSettings(_Section):
     # Start the driver JVM from a class-data-sharing archive that `make setup` records (about 2 s
     # less to a session and 1 s less to its first job); without the archive Spark starts as usual.
     class_archive: bool = True
-    # Streaming starts fork Spark's Python processes from a zygote that imported PySpark and the
-    # sources while the JVM started (infra/python_zygote.py): ~4 s less to the first commit.
-    python_zygote: bool = True
-    # Extra options for the driver JVM. The default stops the JIT at its quick compiler: on 2 cores
-    # shared with the lake's Python, the optimizing compiler's threads competed with every start
-    # (restart to bronze's first commit ~12.9 -> ~9.9 s at 100 headsets) and the JVM's share of
-    # the work (planning, moving Arrow batches) never runs long enough to repay them. "" for none.
-    java_options: str = "-XX:TieredStopAtLevel=1"
+    # Extra options for the driver JVM. The driver now does the lake's heavy lifting (Kafka reads,
+    # Delta commits and their state), so the optimizing compiler pays; its code cache is sized for
+    # Spark, Delta and Kafka's classes (the default ran out: "Out of space in CodeCache"). "" for none.
+    java_options: str = "-XX:ReservedCodeCacheSize=256m"
 
 
 class ClockSettings(_Section):
@@ -391,15 +387,15 @@ class LakeSettings(_Section):
     # How long an out-of-order gap is waited for (the edge resends after outages) before it is
     # recorded as lost and processing goes on after it.
     gap_wait_s: float = Field(default=30.0, ge=0)
-    trigger_s: float = Field(default=1.0, gt=0)
+    trigger_s: float = Field(default=1.0, ge=0)
+    # Bronze's second query (heartbeats, room sensors, camera frames): nothing waits on them.
+    device_trigger_s: float = Field(default=5.0, ge=0)
     max_records_per_trigger: int = Field(default=50_000, ge=1)
-    # Bronze's first batch after a (re)start is kept this small, so acks flow again within seconds
-    # of a restart; the backlog follows in full-size batches.
-    startup_max_records: int = Field(default=2_000, ge=1)
-    # Silver/gold: Spark tasks that process sessions in parallel (one per core is right locally),
-    # and how many bronze commits one micro-batch may take (bounds a catch-up batch).
+    # Spark tasks per micro-batch: bronze decodes in this many, silver/gold keeps its per-session
+    # state in this many partitions (fixed when its checkpoint is made); one per core locally.
     silver_tasks: int = Field(default=2, ge=1, le=1024)
-    max_bronze_versions_per_trigger: int = Field(default=20, ge=1)
+    # How many bronze files one silver/gold micro-batch may take (bounds a catch-up batch).
+    max_bronze_files_per_trigger: int = Field(default=1000, ge=1)
     # Maintenance: vacuum never removes files younger than this (Delta's own floor is one week).
     vacuum_retention_hours: int = Field(default=168, ge=168)
     # Data-quality bounds (the data_quality DAG fails when one is crossed).

@@ -114,6 +114,8 @@ class SessionState:
     skipped: tuple[tuple[int, int], ...] = ()
     # The settings (ProcessorConfig.fingerprint) that made this session's rows so far.
     fingerprints: frozenset[str] = frozenset()
+    # The rebuild this state came from (None: the stream's own); the stream adopts a newer one.
+    rebuild_id: str | None = None
 
 
 @dataclass(frozen=True)

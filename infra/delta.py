@@ -296,6 +296,18 @@ def commit_files(
     return True
 
 
+def ensure_table(table_dir: Path, schema: pa.Schema, partition_by: Sequence[str] = ("date",)) -> bool:
+    """Create an empty table with ``schema`` unless one exists (Delta's streaming source needs its
+    table before the first record arrives). Returns whether it created one."""
+    from deltalake import DeltaTable
+
+    if (table_dir / "_delta_log").is_dir():
+        return False
+    table_dir.mkdir(parents=True, exist_ok=True)
+    DeltaTable.create(str(table_dir), schema, partition_by=list(partition_by) or None, mode="ignore")
+    return True
+
+
 def spark_append(
     frame: Any,
     table_dir: Path,

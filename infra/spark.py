@@ -38,7 +38,13 @@ DELTA_CONF = {
     "spark.databricks.delta.snapshotPartitions": "2",
     # Tables stay readable by delta-rs, DuckDB and Polars: no deletion vectors (a reader feature).
     "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
+    # Without Hadoop's native library the default log store starts a `chmod` and a `readlink`
+    # process for each log file it writes and renames; the local one renames with java.io.
+    "spark.delta.logStore.file.impl": "io.delta.storage.LocalLogStore",
 }
+# The lake's queries are small and many: adaptive execution re-plans each of Delta's own queries
+# (a commit's state reconstruction: 3 jobs instead of 1) and gains nothing at this size.
+SMALL_QUERY_CONF = {"spark.sql.adaptive.enabled": "false"}
 # Option keys whose values Spark must not print in plans and logs (Kafka credentials, PEM keys).
 REDACTED_OPTIONS = "(?i)url|password|secret|token|jaas|keystore|truststore"
 
@@ -79,7 +85,9 @@ def spark_jars(settings: Settings) -> str:
     """``spark.jars``: Spark's Kafka source and Delta Lake, from the folder `make setup` filled
     (infra/jvm/spark/pom.xml); Spark never downloads anything at run time."""
     jars = sorted((settings.paths.jars / "spark").glob("*.jar"))
-    if not any(j.name.startswith("delta-spark_") for j in jars) or not any(j.name.startswith("spark-sql-kafka") for j in jars):
+    if not any(j.name.startswith("delta-spark_") for j in jars) or not any(
+        j.name.startswith("spark-sql-kafka") for j in jars
+    ):
         raise ServiceError(
             f"Spark's Kafka and Delta jars are missing from {settings.paths.jars / 'spark'}; run `make setup` "
             f"(it fetches them once with Maven: infra/scripts/fetch_jars.sh)"
@@ -126,7 +134,7 @@ def build_spark_session(
         .config("spark.jars", spark_jars(settings))
         .config("spark.sql.redaction.options.regex", REDACTED_OPTIONS)
     )
-    for key, value in DELTA_CONF.items():
+    for key, value in {**DELTA_CONF, **SMALL_QUERY_CONF}.items():
         builder = builder.config(key, value)
     if java_options:
         builder = builder.config("spark.driver.extraJavaOptions", java_options)

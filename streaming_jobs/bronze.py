@@ -454,10 +454,11 @@ def quarantine_rows(refused: pa.Table) -> pa.Table:
     return renamed.select(columns).cast(QUARANTINE_SCHEMA)
 
 
-def seed_index(lake_root: Path) -> SeqIndex:
-    """Rebuild the dedup index from what bronze already holds (on query start)."""
+def seed_index(lake_root: Path, topics: Iterable[str] = BRONZE_TOPICS) -> SeqIndex:
+    """Rebuild the dedup index of ``topics`` from what bronze already holds (on query start)."""
     index = SeqIndex()
-    for topic, spec in BRONZE_TABLE_OF_TOPIC.items():
+    for topic in topics:
+        spec = BRONZE_TABLE_OF_TOPIC[topic]
         table = LakeTable(lake_root, spec)
         dataset, _ = table.dataset()
         if dataset is None:
@@ -544,6 +545,42 @@ def decode_task(context: DecodeContext, batches: Iterator[pa.RecordBatch]) -> It
         yield from decoded.select(schema.names).cast(schema).to_batches()
 
 
+def drop_task(dropped: frozenset[tuple[int, int]], batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Executor side of the driver's verdict: one topic's rows without those at ``dropped``
+    (partition, offset) coordinates."""
+    for batch in batches:
+        keep = [
+            (p, o) not in dropped
+            for p, o in zip(batch.column("kafka_partition").to_pylist(), batch.column("kafka_offset").to_pylist())
+        ]
+        yield batch.filter(pa.array(keep, pa.bool_()))
+
+
+def refused_task(
+    refused: dict[tuple[str, int, int], str], ingest_us: int, batches: Iterator[pa.RecordBatch]
+) -> Iterator[pa.RecordBatch]:
+    """Executor side: the raw Kafka rows the driver refused, as ``bronze.quarantine`` rows."""
+    for batch in batches:
+        rows = [
+            {
+                "kafka_topic": t,
+                "kafka_partition": p,
+                "kafka_offset": o,
+                "key": k,
+                "value": v,
+                "reason": refused[(t, p, o)],
+                "ingest_us": ingest_us,
+                "date": utc_date(ingest_us),
+            }
+            for t, p, o, k, v in zip(
+                *(batch.column(c).to_pylist() for c in ("topic", "partition", "offset", "key", "value"))
+            )
+            if (t, p, o) in refused
+        ]
+        if rows:
+            yield pa.RecordBatch.from_pylist(rows, schema=QUARANTINE_SCHEMA)
+
+
 def project_task(name: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """Executor side of a silver projection (:func:`silver_projections`) of one bronze table."""
     received = list(batches)
@@ -567,11 +604,15 @@ class BronzeBatchWriter:
         publish_acks: AckPublisher | None = None,
         gap_timeout_s: float = 60.0,
         keyring: Keyring | None = None,
+        topics: tuple[str, ...] = BRONZE_TOPICS,
+        tasks: int = 2,
     ) -> None:
         self.lake_root = lake_root
         self.keyring = keyring
         self.query_name = query_name
-        self.index = seed_index(lake_root)
+        self.topics = topics
+        self.tasks = tasks
+        self.index = seed_index(lake_root, topics)
         self.sessions = seed_sessions(lake_root)
         self.publish_acks = publish_acks
         self.gap_timeout_s = gap_timeout_s
@@ -600,7 +641,7 @@ class BronzeBatchWriter:
         except BaseException:
             # The index already counts this batch's records as stored; after a failed commit the
             # retry must not take them for duplicates. What bronze really holds is the truth.
-            self.index = seed_index(self.lake_root)
+            self.index = seed_index(self.lake_root, self.topics)
             self.sessions = seed_sessions(self.lake_root)
             raise
         self._after_commit()
@@ -614,8 +655,12 @@ class BronzeBatchWriter:
             self.keyring.reload()  # a key added or revoked from the CLI counts from this batch on
         context = DecodeContext(self.keyring, dict(self.sessions), timebase.now_us())
         spark_schema = spark_struct(wide_schema())
-        decoded = batch_df.select("topic", "partition", "offset", "key", "value").mapInArrow(
-            functools.partial(decode_task, context), spark_schema
+        # Kafka gives one Spark partition per topic partition; a task per core decodes them all
+        # (tasks cost more than decoding here), and every table's write then reads that many.
+        decoded = (
+            batch_df.select("topic", "partition", "offset", "key", "value")
+            .coalesce(self.tasks)
+            .mapInArrow(functools.partial(decode_task, context), spark_schema)
         )
         decoded = decoded.persist()
         try:
@@ -685,21 +730,21 @@ class BronzeBatchWriter:
 
         from infra.delta import spark_append
 
-        spark = decoded.sparkSession
         coordinates = ["kafka_topic", "kafka_partition", "kafka_offset"]
-        flagged = None
-        if refused or duplicates:
-            rows = [(*c, reason) for c, reason in refused.items()] + [(*c, None) for c in duplicates]
-            flagged = F.broadcast(
-                spark.createDataFrame(rows, "kafka_topic string, kafka_partition int, kafka_offset long, reason string")
-            )
+        dropped: dict[str, set[tuple[int, int]]] = {}
+        for topic, partition, offset in [*duplicates, *refused]:
+            dropped.setdefault(topic, set()).add((partition, offset))
         present = set(facts.column("kafka_topic").to_pylist())
         valid_present = set(facts.filter(facts.column("valid")).column("kafka_topic").to_pylist())
         stored: dict[str, Any] = {}
         for topic in sorted(valid_present):
             rows_of_topic = decoded.where((F.col("kafka_topic") == topic) & F.col(PROBLEM).isNull())
-            if flagged is not None:
-                rows_of_topic = rows_of_topic.join(flagged, coordinates, "left_anti")
+            if dropped.get(topic):
+                # The driver's verdicts travel in the task's closure, not as a joined table: a
+                # resend after an outage can make thousands, and a plan holding them gets slow.
+                rows_of_topic = rows_of_topic.mapInArrow(
+                    functools.partial(drop_task, frozenset(dropped[topic])), rows_of_topic.schema
+                )
             stored[topic] = rows_of_topic.select(*bronze_schema(TOPICS[topic].record_type).names)
         quarantine_parts = []
         if len(facts) - len(facts.filter(facts.column("valid"))):
@@ -714,25 +759,11 @@ class BronzeBatchWriter:
                 )
             )
         if refused:
-            assert flagged is not None
             # These records decoded and carry no raw bytes: take them from the batch (the Kafka source
             # reads its fixed offsets again; a rare path: a seq jump, a block contradicting its session).
             quarantine_parts.append(
-                raw.select(
-                    F.col("topic").alias("kafka_topic"),
-                    F.col("partition").alias("kafka_partition"),
-                    F.col("offset").alias("kafka_offset"),
-                    "key",
-                    "value",
-                )
-                .join(flagged.where(F.col("reason").isNotNull()), coordinates)
-                .select(
-                    *coordinates,
-                    "key",
-                    "value",
-                    "reason",
-                    F.lit(ingest_us).alias("ingest_us"),
-                    F.lit(utc_date(ingest_us)).alias("date"),
+                raw.select("topic", "partition", "offset", "key", "value").mapInArrow(
+                    functools.partial(refused_task, dict(refused), ingest_us), spark_struct(QUARANTINE_SCHEMA)
                 )
             )
         jobs: list[list[tuple[str, Any, str, Sequence[str]]]] = [[], []]

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from core.settings import Settings
 
@@ -45,3 +48,26 @@ def checkpoint_identity(checkpoint: Path) -> str:
         return str(json.loads((checkpoint / "metadata").read_text())["id"])[:8]
     except (FileNotFoundError, KeyError, json.JSONDecodeError) as exc:
         raise RuntimeError(f"{checkpoint}/metadata holds no query id ({exc}); was the query started?") from None
+
+
+class BatchInterrupted(RuntimeError):
+    """A micro-batch cut short because its query is stopping."""
+
+
+def interruptible(write: Callable[[Any, int], None]) -> Callable[[Any, int], None]:
+    """A ``foreachBatch`` function whose interruption (the query stopping mid-batch) surfaces as a
+    short error. Spark recognises a stop by matching a regular expression against the error's
+    message, and on the full message of an interrupted Py4J call (a Java stack inside a Python
+    traceback) that match overflowed the stack of the stream's thread. The batch still fails, so
+    it is replayed at the next start, as it must be."""
+
+    @functools.wraps(write)
+    def wrapped(batch_df: Any, batch_id: int) -> None:
+        try:
+            write(batch_df, batch_id)
+        except Exception as exc:
+            if "InterruptedException" in repr(getattr(exc, "java_exception", "")) or isinstance(exc, InterruptedError):
+                raise BatchInterrupted(f"batch {batch_id} interrupted: its query is stopping") from None
+            raise
+
+    return wrapped

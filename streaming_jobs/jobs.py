@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from core.settings import Settings
-from schemas.catalog import CONTROL
+from schemas.catalog import (
+    CAMERA_FRAMES,
+    CONTROL,
+    DEVICE_LOGS,
+    DEVICE_STATUS,
+    EEG_RAW,
+    MARKERS,
+    SENSORS_ENV,
+    SESSIONS,
+)
 from schemas.codec import default_codec
 from schemas.records import control_record
 from schemas.signing import HUB, Keyring, sign
 from schemas.timebase import now_us
-from streaming_jobs.bronze import BRONZE_TOPICS, BronzeBatchWriter
-from streaming_jobs.checkpoints import checkpoint_dir, clear_unfinished_writes
+from streaming_jobs.bronze import BronzeBatchWriter
+from streaming_jobs.checkpoints import checkpoint_dir, clear_unfinished_writes, interruptible
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -87,33 +97,59 @@ class AckPublisher:
         self._producer.flush(5)
 
 
-def bronze_writer(settings: Settings, publish_acks: bool = True) -> BronzeBatchWriter:
-    """Bronze's foreachBatch writer, seeded from what bronze holds (needs no Spark session, so a
-    start can build it while the JVM starts)."""
+@dataclass(frozen=True)
+class BronzeQuery:
+    """One of bronze's two queries: the EEG path silver waits on, commits as often as it can; the
+    devices' own streams (heartbeats, room sensors, camera frames) are many records that nothing
+    downstream waits on, so they commit less often and never delay an EEG commit."""
+
+    name: str
+    topics: tuple[str, ...]
+
+    def trigger_s(self, settings: Settings) -> float:
+        return settings.lake.trigger_s if self.name == "bronze" else settings.lake.device_trigger_s
+
+
+BRONZE_QUERIES = {
+    query.name: query
+    for query in (
+        BronzeQuery("bronze", (EEG_RAW, SESSIONS, MARKERS, DEVICE_LOGS)),
+        BronzeQuery("bronze_devices", (DEVICE_STATUS, SENSORS_ENV, CAMERA_FRAMES)),
+    )
+}
+
+
+def bronze_writer(settings: Settings, query: str = "bronze", publish_acks: bool = True) -> BronzeBatchWriter:
+    """A bronze query's foreachBatch writer, seeded from what bronze holds (needs no Spark session,
+    so a start can build it while the JVM starts)."""
     return BronzeBatchWriter(
         settings.paths.lake_root,
-        "bronze",
+        query,
         publish_acks=AckPublisher(settings) if publish_acks else None,
         keyring=Keyring(settings.security.keyring) if settings.security.require_signed_records else None,
+        topics=BRONZE_QUERIES[query].topics,
+        tasks=settings.lake.silver_tasks,
     )
 
 
 def start_bronze(
     spark: SparkSession,
     settings: Settings,
+    query: str = "bronze",
     trigger_s: float | None = None,
     publish_acks: bool = True,
     writer: BronzeBatchWriter | None = None,
 ) -> StreamingQuery:
     """``writer``: one built by :func:`bronze_writer` just before; by default a new one."""
-    trigger_s = settings.lake.trigger_s if trigger_s is None else trigger_s
-    writer = writer or bronze_writer(settings, publish_acks)
-    checkpoint = checkpoint_dir(settings, "bronze")
+    spec = BRONZE_QUERIES[query]
+    trigger_s = spec.trigger_s(settings) if trigger_s is None else trigger_s
+    writer = writer or bronze_writer(settings, query, publish_acks)
+    checkpoint = checkpoint_dir(settings, query)
     clear_unfinished_writes(checkpoint)
     return (
-        kafka_stream(spark, settings, BRONZE_TOPICS, max_records_per_trigger=settings.lake.max_records_per_trigger)
-        .writeStream.queryName("bronze")
-        .foreachBatch(writer.for_checkpoint(checkpoint))
+        kafka_stream(spark, settings, spec.topics, max_records_per_trigger=settings.lake.max_records_per_trigger)
+        .writeStream.queryName(query)
+        .foreachBatch(interruptible(writer.for_checkpoint(checkpoint)))
         .option("checkpointLocation", str(checkpoint))
         .trigger(processingTime=f"{trigger_s} seconds")
         .start()

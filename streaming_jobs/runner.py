@@ -19,9 +19,14 @@ from schemas.timebase import now_us
 
 log = logging.getLogger(__name__)
 
-QUERIES = ("bronze", "silver_gold")
+QUERIES = ("bronze", "bronze_devices", "silver_gold")
 # silver and gold come from one stateful query: they share the per-session filter state.
-TARGETS = {"bronze": ("bronze",), "silver": ("silver_gold",), "gold": ("silver_gold",), "all": QUERIES}
+TARGETS = {
+    "bronze": ("bronze", "bronze_devices"),
+    "silver": ("silver_gold",),
+    "gold": ("silver_gold",),
+    "all": QUERIES,
+}
 
 
 def status_path(settings: Settings) -> Path:
@@ -114,7 +119,9 @@ def _supervise(
         starting = pool.submit(build_spark_session, settings, f"neurolake-stream-{target}")
         from streaming_jobs.jobs import start_bronze
 
-        prepared = _prepared_bronze_writer(settings) if "bronze" in TARGETS[target] else None
+        prepared = {
+            query: _prepared_bronze_writer(settings, query) for query in TARGETS[target] if query != "silver_gold"
+        }
         spark = starting.result()
     log.info("Spark session ready %.1f s after start", time.monotonic() - started)
     return _run_queries(
@@ -125,29 +132,32 @@ def _supervise(
         trigger_s,
         spark,
         started,
-        {"bronze": _first_with(prepared, start_bronze), "silver_gold": _start_silver_gold},
+        {
+            **{query: _first_with(writer, start_bronze, query) for query, writer in prepared.items()},
+            "silver_gold": _start_silver_gold,
+        },
     )
 
 
-def _prepared_bronze_writer(settings: Settings) -> Any:
+def _prepared_bronze_writer(settings: Settings, query: str) -> Any:
     """Bronze's writer seeds itself from bronze's Delta tables and opens a producer (~0.5 s): done
     while the JVM starts. If that fails, the supervised start builds it again and reports why."""
     from streaming_jobs.jobs import bronze_writer
 
     try:
-        return bronze_writer(settings)
+        return bronze_writer(settings, query)
     except Exception as exc:
-        log.warning("could not prepare bronze's writer ahead of the query (%s); its start will retry", exc)
+        log.warning("could not prepare %s's writer ahead of the query (%s); its start will retry", query, exc)
         return None
 
 
-def _first_with(writer: Any, start: Callable[..., Any]) -> Callable[..., Any]:
+def _first_with(writer: Any, start: Callable[..., Any], query: str) -> Callable[..., Any]:
     """``start`` that uses ``writer`` the first time only: after a failure, a restarted query
     seeds a new writer from what bronze then holds."""
     unused = [writer] if writer is not None else []
 
     def starter(spark: Any, settings: Settings, trigger_s: float | None = None) -> Any:
-        return start(spark, settings, trigger_s=trigger_s, writer=unused.pop() if unused else None)
+        return start(spark, settings, query, trigger_s=trigger_s, writer=unused.pop() if unused else None)
 
     return starter
 
