@@ -21,6 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from pydantic import ValidationError
 
 from core.settings import EdgeSettings
+from schemas.catalog import EDGE_CONTROL_GROUP
 from schemas.codec import AvroCodec, CodecError
 from schemas.signing import HUB, Keyring, SignatureError
 from schemas.timebase import now_us
@@ -87,7 +88,7 @@ class ControlListener:
     ) -> None:
         self._config = {
             **consumer_config,
-            "group.id": "neurolake-edge-control",  # required by librdkafka; never joined
+            "group.id": EDGE_CONTROL_GROUP,  # required by librdkafka; never joined
             "enable.auto.commit": False,
             # After a broker restart our position is past the (new, empty) end: start over.
             "auto.offset.reset": "earliest",

@@ -336,6 +336,44 @@ def spark_append(
     return round(time.monotonic() - started, 3)
 
 
+def spark_replace_sessions(
+    frame: Any, table_dir: Path, sessions: Sequence[str], metadata: Mapping[str, str], partition_by: str = "date"
+) -> int:
+    """Replace the rows of ``sessions`` in a table with ``frame`` in one delta-spark transaction
+    (``replaceWhere`` on ``session_id``); returns the rows written (from the commit's metrics)."""
+    quoted = ", ".join("'" + session.replace("'", "''") + "'" for session in sessions)
+    (
+        frame.write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", f"session_id IN ({quoted})")
+        .option("userMetadata", json.dumps(dict(metadata), sort_keys=True))
+        .partitionBy(partition_by)
+        .save(str(table_dir))
+    )
+    latest = commit_actions(table_dir, latest_version(table_dir))
+    info = next((a["commitInfo"] for a in latest if "commitInfo" in a), {})
+    return int((info.get("operationMetrics") or {}).get("numOutputRows", 0))
+
+
+def read_commit_metadata(table_dir: Path, version: int | None = None) -> dict[str, Any]:
+    """What a commit recorded about itself: delta-spark's ``userMetadata`` (JSON) merged with the
+    custom metadata delta-rs writes into ``commitInfo`` (the latest commit by default)."""
+    info = next(
+        (
+            a["commitInfo"]
+            for a in commit_actions(table_dir, latest_version(table_dir) if version is None else version)
+            if "commitInfo" in a
+        ),
+        {},
+    )
+    merged = {k: v for k, v in info.items() if isinstance(k, str) and k.startswith("neurolake.")}
+    try:
+        merged.update(json.loads(info.get("userMetadata") or "{}"))
+    except json.JSONDecodeError:
+        pass
+    return merged
+
+
 def utc_date(micros: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(micros / 1e6))
 

@@ -22,7 +22,7 @@ from confluent_kafka.admin import (
 
 from core.errors import ServiceError
 from core.settings import Settings
-from schemas.catalog import BRONZE_TABLE_OF_TOPIC, DEVICE_READS, DEVICE_WRITES, SESSIONS, TOPICS
+from schemas.catalog import BRONZE_TABLE_OF_TOPIC, DEVICE_READS, DEVICE_WRITES, EDGE_CONTROL_GROUP, SESSIONS, TOPICS
 from schemas.codec import CodecError, default_codec
 from schemas.signing import DeviceKey, Keyring, SignatureError
 
@@ -111,6 +111,17 @@ def device_acls(principal: str) -> list[AclBinding]:
 
     bindings = [allow(topic, AclOperation.WRITE) for topic in DEVICE_WRITES]
     bindings += [allow(topic, AclOperation.READ) for topic in DEVICE_READS]
+    bindings.append(
+        AclBinding(
+            ResourceType.GROUP,
+            EDGE_CONTROL_GROUP,
+            ResourcePatternType.LITERAL,
+            f"User:{principal}",
+            "*",
+            AclOperation.READ,
+            AclPermissionType.ALLOW,
+        )
+    )
     # DESCRIBE (metadata, offsets) comes with READ and WRITE in Kafka's authorizer.
     return bindings
 
@@ -135,7 +146,8 @@ def ensure_device_acls(settings: Settings, devices: Sequence[str] | None = None,
     ]
     if not wanted:
         return 0
-    futures = admin_client(settings).create_acls(wanted, request_timeout=timeout_s)
+    admin = admin_client(settings)  # kept alive until every future is done
+    futures = admin.create_acls(wanted, request_timeout=timeout_s)
     for binding, future in futures.items():
         try:
             future.result(timeout_s)

@@ -52,6 +52,22 @@ LOG4J2 = """Configuration:
 """
 
 
+# Kafka's command-line tools print records on stdout: their own log goes to stderr, warnings only.
+TOOLS_LOG4J2 = """Configuration:
+  Appenders:
+    Console:
+      name: STDERR
+      target: SYSTEM_ERR
+      PatternLayout:
+        pattern: "[%d] %p %m (%c)%n"
+  Loggers:
+    Root:
+      level: WARN
+      AppenderRef:
+        - ref: STDERR
+"""
+
+
 @dataclass(frozen=True)
 class BrokerFiles:
     """Where one broker keeps its configuration and log."""
@@ -69,6 +85,10 @@ class BrokerFiles:
     @property
     def log4j(self) -> Path:
         return self.root / "log4j2.yaml"
+
+    @property
+    def tools_log4j(self) -> Path:
+        return self.root / "tools-log4j2.yaml"
 
     @property
     def cluster_id(self) -> Path:
@@ -159,7 +179,9 @@ def hub_keystore(settings: Settings, files: BrokerFiles) -> Path:
     return files.keystore
 
 
-def java_command(settings: Settings, main_class: str, *args: str, heap: str | None = None) -> list[str]:
+def java_command(
+    settings: Settings, main_class: str, *args: str, heap: str | None = None, log4j: Path | None = None
+) -> list[str]:
     files = broker_files(settings)
     command = [str(java_executable(settings))]
     if heap:
@@ -170,7 +192,7 @@ def java_command(settings: Settings, main_class: str, *args: str, heap: str | No
         "-XX:TieredStopAtLevel=1",
         "-XX:+UseG1GC",
         "-Djava.awt.headless=true",
-        f"-Dlog4j2.configurationFile={files.log4j}",
+        f"-Dlog4j2.configurationFile={log4j or files.log4j}",
         "-cp",
         classpath(settings),
         main_class,
@@ -228,4 +250,7 @@ def _cluster_id(files: BrokerFiles) -> str:
 def console_command(settings: Settings, tool: str, *args: str) -> list[str]:
     """One of Kafka's own command-line tools (``ConsoleConsumer``, ``AclCommand``, ...) from the
     same jars, e.g. ``console_command(s, "org.apache.kafka.tools.consumer.ConsoleConsumer", ...)``."""
-    return java_command(settings, tool, *args, heap="256m")
+    files = broker_files(settings)
+    files.root.mkdir(parents=True, exist_ok=True)
+    files.tools_log4j.write_text(TOOLS_LOG4J2)
+    return java_command(settings, tool, *args, heap="256m", log4j=files.tools_log4j)

@@ -170,8 +170,15 @@ def _cmd_import(args: argparse.Namespace, settings: Settings) -> int:
             "(give --session NAME to import the file again as another session)"
         )
         return 0
-    with progress_bar(recording.n_samples, "import") as advance:
-        counts = write_session(settings.paths.lake_root, recording, processor_config(settings), advance)
+    from infra.spark import build_spark_session
+
+    log.info("writing session %s to bronze, then silver and gold through Spark", recording.session_id)
+    counts = write_session(
+        settings.paths.lake_root,
+        recording,
+        processor_config(settings),
+        lambda: build_spark_session(settings, "neurolake-import"),
+    )
     print(
         f"imported session {recording.session_id}: {counts['blocks']} blocks to bronze, {counts['samples']} "
         f"samples to silver.eeg_samples, {counts['windows']} windows to gold.eeg_windows, "

@@ -139,6 +139,9 @@ DEVICE_WRITES: tuple[str, ...] = (
     COMMAND_ACKS,
 )
 DEVICE_READS: tuple[str, ...] = (CONTROL,)
+# The consumer group a Pi's control listener names (it assigns its partitions and joins no group,
+# but librdkafka asks for the group's coordinator all the same, which needs READ on the group).
+EDGE_CONTROL_GROUP = "neurolake-edge-control"
 
 # The bronze table each topic lands in (control, predictions and dead letters are not landed).
 BRONZE_TABLE_OF_TOPIC: dict[str, TableSpec] = {

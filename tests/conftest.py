@@ -41,3 +41,16 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         return load_settings(environ=isolated_environ(tmp_path, **extra), cwd=tmp_path)
 
     return build
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """One local Spark session (with Delta and Kafka jars) for every test that needs one: a JVM
+    start costs seconds, and the tests pass their own lake paths."""
+    from infra.spark import build_spark_session
+
+    home = tmp_path_factory.mktemp("spark")
+    settings = load_settings(environ=isolated_environ(home), cwd=home)
+    session = build_spark_session(settings, "neurolake-tests")
+    yield session
+    session.stop()

@@ -11,11 +11,11 @@ from dashboard.app import HistoryPanel
 from streaming_jobs.silver_gold import processor_config
 
 
-def test_the_history_tab_places_samples_at_the_sessions_own_rate(make_settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_history_tab_places_samples_at_the_sessions_own_rate(make_settings, spark) -> None:  # type: ignore[no-untyped-def]
     settings = make_settings(NEUROLAKE_EDGE__SIMULATION__SAMPLE_RATE_HZ="200")
     session = simulate_session(settings, 0, 12.0, SESSION_START_US)
     recording = session.recording()
-    write_session(settings.paths.lake_root, recording, processor_config(settings))
+    write_session(settings.paths.lake_root, recording, processor_config(settings), lambda: spark)
     panel = HistoryPanel(settings)
     panel.load_sessions()
     assert panel.sessions.options == [recording.session_id]
