@@ -350,22 +350,18 @@ def spark_replace_sessions(
         .partitionBy(partition_by)
         .save(str(table_dir))
     )
-    latest = commit_actions(table_dir, latest_version(table_dir))
-    info = next((a["commitInfo"] for a in latest if "commitInfo" in a), {})
+    info = _commit_info(table_dir, latest_version(table_dir))
     return int((info.get("operationMetrics") or {}).get("numOutputRows", 0))
+
+
+def _commit_info(table_dir: Path, version: int) -> dict[str, Any]:
+    return next((a["commitInfo"] for a in commit_actions(table_dir, version) if "commitInfo" in a), {})
 
 
 def read_commit_metadata(table_dir: Path, version: int | None = None) -> dict[str, Any]:
     """What a commit recorded about itself: delta-spark's ``userMetadata`` (JSON) merged with the
     custom metadata delta-rs writes into ``commitInfo`` (the latest commit by default)."""
-    info = next(
-        (
-            a["commitInfo"]
-            for a in commit_actions(table_dir, latest_version(table_dir) if version is None else version)
-            if "commitInfo" in a
-        ),
-        {},
-    )
+    info = _commit_info(table_dir, latest_version(table_dir) if version is None else version)
     merged = {k: v for k, v in info.items() if isinstance(k, str) and k.startswith("neurolake.")}
     try:
         merged.update(json.loads(info.get("userMetadata") or "{}"))

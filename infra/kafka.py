@@ -153,7 +153,7 @@ def ensure_device_acls(settings: Settings, devices: Sequence[str] | None = None,
             future.result(timeout_s)
         except KafkaException as exc:
             raise ServiceError(
-                f"could not grant {binding.principal} {binding.operation.name} on {binding.name}: {exc}"
+                f"could not grant {binding.principal} {binding.operation} on {binding.name}: {exc}"
             ) from None
     return len(wanted)
 

@@ -67,7 +67,7 @@ TOPICS: dict[str, TopicSpec] = {
     )
 }
 
-RECORD_TYPES: tuple[str, ...] = tuple(spec.record_type for spec in TOPICS.values())
+RECORD_TYPES: tuple[str, ...] = tuple(dict.fromkeys(spec.record_type for spec in TOPICS.values()))
 
 
 @dataclass(frozen=True, order=True)

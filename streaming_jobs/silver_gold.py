@@ -254,24 +254,27 @@ def process_session(context: StreamContext, key: tuple[str], frames: Iterator[An
 
     (session_id,) = key
     now_ms = int(group_state.getCurrentProcessingTimeMs())
-    state = adopt_rebuild(
-        context, session_id, pickle.loads(group_state.get[0]) if group_state.exists else SessionState()
-    )
     rows: list[dict[str, Any]] = []
     if not group_state.hasTimedOut:
         for frame in frames:
             rows += rows_of(frame)
-    device_id = next((r["device_id"] for r in rows if r.get("device_id")), state.info.device_id if state.info else "")
     made = SessionTables.empty()
+    state: SessionState | None = None
     try:
-        output, state = process_rows(state, rows, now_ms, context.config)
+        before = pickle.loads(group_state.get[0]) if group_state.exists else SessionState()
+        before = adopt_rebuild(context, session_id, before)
+        device_id = next(
+            (r["device_id"] for r in rows if r.get("device_id")), before.info.device_id if before.info else ""
+        )
+        output, state = process_rows(before, rows, now_ms, context.config)
         made.add(session_id, device_id, output, -1, now_ms * 1000)
     except Exception as exc:  # one session's failure must not stop the others; its state stays
         log.exception("session %s failed", session_id)
         made.error(session_id, -1, exc, now_ms * 1000)
+        state = None
     else:
         group_state.update((pickle.dumps(state, protocol=5),))
-    deadline = timer_deadline(state, context.config) if group_state.exists else None
+    deadline = timer_deadline(state, context.config) if state is not None else None
     if deadline is not None:
         group_state.setTimeoutDuration(max(1, deadline - now_ms))
     tables = [(spec.qualified, table) for spec, table in made.tables().items() if table.num_rows]

@@ -49,10 +49,10 @@ def test_malformed_toml(tmp_path: Path) -> None:
     assert not (tmp_path / "state" / "run").exists()
 
 
-def test_missing_broker_binary_starts_nothing(tmp_path: Path) -> None:
-    env = isolated_environ(tmp_path, NEUROLAKE_BROKER__BINARY=str(tmp_path / "no-tansu"))
+def test_missing_broker_jars_start_nothing(tmp_path: Path) -> None:
+    env = isolated_environ(tmp_path, NEUROLAKE_PATHS__JARS=str(tmp_path / "no-jars"))
     line = _one_error_line(run_cli(["up"], env, tmp_path))
-    assert "broker binary missing" in line and "NEUROLAKE_BROKER__BINARY" in line
+    assert "Kafka broker's jars are missing" in line and "make setup" in line
     assert not list((tmp_path / "state").glob("run/*.pid"))
 
 
