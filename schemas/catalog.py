@@ -77,6 +77,9 @@ class TableSpec:
     layer: str
     name: str
     description: str = ""
+    # Columns the maintenance job clusters the files by (OPTIMIZE ... ZORDER BY): what readers
+    # filter on, so a query for one session reads few files.
+    zorder: tuple[str, ...] = ()
 
     @property
     def qualified(self) -> str:
@@ -88,22 +91,30 @@ class TableSpec:
 
 LAYERS = ("bronze", "silver", "gold")
 
-BRONZE_EEG_BLOCKS = TableSpec("bronze", "eeg_blocks", "eeg.raw as received, one row per block")
-BRONZE_CAMERA_FRAMES = TableSpec("bronze", "camera_frames", "camera.frames as received")
-BRONZE_SENSOR_READINGS = TableSpec("bronze", "sensor_readings", "sensors.env as received")
-BRONZE_MARKERS = TableSpec("bronze", "markers", "markers as received")
-BRONZE_SESSIONS = TableSpec("bronze", "sessions", "one row per session record")
-BRONZE_DEVICE_STATUS = TableSpec("bronze", "device_status", "devices.status heartbeats")
-BRONZE_DEVICE_LOGS = TableSpec("bronze", "device_logs", "devices.logs lines")
+BRONZE_EEG_BLOCKS = TableSpec(
+    "bronze", "eeg_blocks", "eeg.raw as received, one row per block", ("session_id", "first_sample_index")
+)
+BRONZE_CAMERA_FRAMES = TableSpec("bronze", "camera_frames", "camera.frames as received", ("session_id", "seq"))
+BRONZE_SENSOR_READINGS = TableSpec("bronze", "sensor_readings", "sensors.env as received", ("session_id", "seq"))
+BRONZE_MARKERS = TableSpec("bronze", "markers", "markers as received", ("session_id",))
+BRONZE_SESSIONS = TableSpec("bronze", "sessions", "one row per session record", ("session_id",))
+BRONZE_DEVICE_STATUS = TableSpec("bronze", "device_status", "devices.status heartbeats", ("device_id", "seq"))
+BRONZE_DEVICE_LOGS = TableSpec("bronze", "device_logs", "devices.logs lines", ("device_id", "seq"))
 BRONZE_QUARANTINE = TableSpec("bronze", "quarantine", "records that did not decode or validate, with the reason")
-SILVER_EEG_SAMPLES = TableSpec("silver", "eeg_samples", "dejittered, filtered samples, one row per sample")
-SILVER_HEART_RATE = TableSpec("silver", "heart_rate", "heart beats detected in ECG channels")
-SILVER_MARKERS = TableSpec("silver", "markers", "markers in lab time")
-SILVER_SENSOR_READINGS = TableSpec("silver", "sensor_readings", "room sensor readings in lab time")
+SILVER_EEG_SAMPLES = TableSpec(
+    "silver", "eeg_samples", "dejittered, filtered samples, one row per sample", ("session_id", "sample_index")
+)
+SILVER_HEART_RATE = TableSpec("silver", "heart_rate", "heart beats detected in ECG channels", ("session_id",))
+SILVER_MARKERS = TableSpec("silver", "markers", "markers in lab time", ("session_id",))
+SILVER_SENSOR_READINGS = TableSpec(
+    "silver", "sensor_readings", "room sensor readings in lab time", ("session_id", "time_us")
+)
 SILVER_SKIPPED_BLOCKS = TableSpec("silver", "skipped_blocks", "blocks that arrived after their gap was closed")
 SILVER_SESSION_ERRORS = TableSpec("silver", "session_errors", "sessions the processor refused, with the error")
-GOLD_EEG_WINDOWS = TableSpec("gold", "eeg_windows", "windows with features, quality and label")
-GOLD_PREDICTIONS = TableSpec("gold", "predictions", "model predictions per window")
+GOLD_EEG_WINDOWS = TableSpec(
+    "gold", "eeg_windows", "windows with features, quality and label", ("session_id", "window_start_index")
+)
+GOLD_PREDICTIONS = TableSpec("gold", "predictions", "model predictions per window", ("session_id",))
 
 TABLES: dict[str, TableSpec] = {
     spec.qualified: spec

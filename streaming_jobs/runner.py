@@ -33,7 +33,9 @@ def status_path(settings: Settings) -> Path:
     return settings.paths.run_dir / "stream-status.json"
 
 
-def _lag(progress: dict[str, Any]) -> dict[str, int]:
+def source_lag(progress: dict[str, Any]) -> dict[str, int]:
+    """How far each source of a query is behind what is available: Kafka records per topic
+    partition (Spark's Kafka source), table versions per Delta table (Delta's streaming source)."""
     lag: dict[str, int] = {}
     for source in progress.get("sources", []):
         try:
@@ -43,17 +45,17 @@ def _lag(progress: dict[str, Any]) -> dict[str, int]:
             continue
         if not isinstance(end, dict) or not isinstance(latest, dict):
             continue
-        for topic, spec in latest.items():
-            if isinstance(spec, int):  # a Delta source: table versions behind
-                done_version = end.get(topic, spec)
-                if topic != "clock_ms" and isinstance(done_version, int):
-                    lag[topic] = max(0, spec - done_version)
+        if "reservoirVersion" in latest:
+            table = str(source.get("description", "delta")).rstrip("]").rsplit("/", 2)
+            name = ".".join(table[-2:]) if len(table) >= 2 else "delta"
+            lag[name] = max(0, int(latest["reservoirVersion"]) - int(end.get("reservoirVersion", 0)))
+            continue
+        for topic, partitions in latest.items():
+            if not isinstance(partitions, dict):
                 continue
-            done = end.get(topic, {})
-            same = done.get("id") == spec.get("id")
-            for partition, offset in spec.get("p", {}).items():
-                behind = offset - (done.get("p", {}).get(partition, 0) if same else 0)
-                lag[f"{topic}[{partition}]"] = max(0, int(behind))
+            done = end.get(topic, {}) if isinstance(end.get(topic), dict) else {}
+            for partition, offset in partitions.items():
+                lag[f"{topic}[{partition}]"] = max(0, int(offset) - int(done.get(partition, 0)))
     return lag
 
 
@@ -71,7 +73,7 @@ def snapshot(supervised: dict[str, Supervised]) -> dict[str, Any]:
             "input_rows_per_s": round(progress.get("inputRowsPerSecond") or 0.0, 1),
             "processed_rows_per_s": round(progress.get("processedRowsPerSecond") or 0.0, 1),
             "batch_ms": (progress.get("durationMs") or {}).get("triggerExecution"),
-            "lag": _lag(progress),
+            "lag": source_lag(progress),
         }
     return result
 

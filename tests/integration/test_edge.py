@@ -269,9 +269,7 @@ def test_bad_input_is_refused_and_the_producer_keeps_running(broker: BrokerStack
     assert device["samples"] > 2000  # EEG kept flowing without the camera, and no forged STOP stopped it
     assert "picamera2 is not installed" in err
     acks = [
-        r
-        for r in _decodable(read_topic(broker.settings, "devices.acks", idle_s=1))
-        if r.get("kind") == "COMMAND_ACK"
+        r for r in _decodable(read_topic(broker.settings, "devices.acks", idle_s=1)) if r.get("kind") == "COMMAND_ACK"
     ]
     assert acks and acks[0]["in_reply_to"] == "cfg-1" and acks[0]["ok"] is False
     assert "cannot change serial_port live" in acks[0]["message"]

@@ -66,6 +66,7 @@ def _read_error(config: dict[str, object], topic: str) -> KafkaError | None:
 def test_certificates_principals_and_acls_are_kafkas_own(tmp_path: Path) -> None:
     tls_port = free_port()
     stack = BrokerStack(tmp_path, NEUROLAKE_BROKER__TLS_PORT=str(tls_port), NEUROLAKE_BROKER__TLS_HOST="127.0.0.1")
+
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*stack.cli_argv, *args], env=stack.env, capture_output=True, text=True, timeout=120)
 
