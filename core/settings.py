@@ -386,6 +386,14 @@ class LakeSettings(_Section):
     band_high_hz: float = Field(default=60.0, gt=0)
     # None (or 0 in TOML/env) disables the notch; 50.0 for labs on 50 Hz mains.
     notch_hz: float | None = 60.0
+    # The mains filter at notch_hz: "notch" (scipy iirnotch of quality notch_q, -3 dB over
+    # notch_hz / notch_q) or "bandstop" (Butterworth of bandstop_order over notch_hz +-
+    # bandstop_width_hz / 2; the lab's 59-61 Hz order 2 is width 2, order 2). Changing the filter
+    # changes the processor fingerprint, so `neurolake lake rebuild` refilters older sessions.
+    line_filter: Literal["notch", "bandstop"] = "notch"
+    notch_q: float = Field(default=30.0, gt=0)
+    bandstop_width_hz: float = Field(default=2.0, gt=0)
+    bandstop_order: int = Field(default=2, ge=1, le=8)
     window_s: float = Field(default=2.0, gt=0)
     window_overlap: float = Field(default=0.8, ge=0, lt=1)
     # How long an out-of-order gap is waited for (the edge resends after outages) before it is
@@ -416,6 +424,11 @@ class LakeSettings(_Section):
             )
         if self.notch_hz == 0:
             object.__setattr__(self, "notch_hz", None)
+        if self.notch_hz is not None and self.line_filter == "bandstop" and self.bandstop_width_hz / 2 >= self.notch_hz:
+            raise ValueError(
+                f"lake.bandstop_width_hz ({self.bandstop_width_hz}) must be less than twice lake.notch_hz "
+                f"({self.notch_hz}): the band-stop's low edge would be at or below 0 Hz"
+            )
         return self
 
 
