@@ -484,6 +484,13 @@ class DashboardSettings(_Section):
     line_noise_max: float = Field(default=0.5, gt=0, le=1)
     # Samples lost (gaps in the sample index) within this many seconds raise the page's loss alert.
     loss_alert_s: float = Field(default=10.0, gt=0)
+    # The room sensors' time series reach back this far.
+    sensor_history_s: float = Field(default=600.0, gt=0, le=86_400)
+    # The fleet view's start/stop/restart/set-config buttons send hub-signed commands (the hub's
+    # keyring signs them); false makes the dashboard read-only for everyone who can reach it.
+    allow_commands: bool = True
+    # How long the fleet view waits for a device's ack before it says none came.
+    command_wait_s: float = Field(default=15.0, gt=0, le=600)
 
 
 class SecuritySettings(_Section):

@@ -1,0 +1,123 @@
+"""Every other sensor of the chosen session's Pi: its camera, the pulse waveform with the beats
+found in it (dsp/heart.py), and the room sensors as time series."""
+
+from __future__ import annotations
+
+import base64
+import html
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from dashboard import views
+from dashboard.feed import CameraFrame
+
+ROOM_PLOTS = (
+    ("temperature_c", "room temperature (C)"),
+    ("humidity_pct", "humidity (%)"),
+    ("pressure_hpa", "pressure (hPa)"),
+    ("motion", "motion: gyroscope (rad/s)"),
+)
+
+
+class SensorPanel:
+    def __init__(self, window_s: float) -> None:
+        from bokeh.layouts import column, row
+        from bokeh.models import ColumnDataSource, Div
+        from bokeh.plotting import figure
+
+        self.camera = Div(text="no camera frame yet", name="camera", width=360)
+        self.pulse_source = ColumnDataSource({"t": [], "v": []}, name="pulse_source")
+        self.beat_source = ColumnDataSource({"t": [], "v": []}, name="beats_source")
+        self.pulse = figure(
+            height=260,
+            sizing_mode="stretch_width",
+            title="Pulse (PPG) and detected beats",
+            x_axis_label="seconds since session start",
+            tools="xpan,reset,save",
+            name="pulse",
+        )
+        self.pulse.x_range.follow = "end"
+        self.pulse.x_range.follow_interval = window_s
+        self.pulse.x_range.range_padding = 0
+        self.pulse.line("t", "v", source=self.pulse_source, color="#d62728")
+        self.pulse.scatter("t", "v", source=self.beat_source, size=9, marker="inverted_triangle", color="black")
+        self.room_source = ColumnDataSource({"t": [], **{name: [] for name, _ in ROOM_PLOTS}}, name="room_source")
+        plots = []
+        for name, title in ROOM_PLOTS:
+            plot = figure(height=200, width=300, title=title, x_axis_label="s", tools="xpan,reset,save", name=name)
+            if plots:
+                plot.x_range = plots[0].x_range
+            plot.line("t", name, source=self.room_source, color="#1f77b4")
+            plots.append(plot)
+        self.room_note = Div(text="", name="room_note")
+        self.layout = column(
+            row(self.pulse, self.camera, sizing_mode="stretch_width"),
+            self.room_note,
+            row(*plots),
+            sizing_mode="stretch_width",
+        )
+        self._frame_shown: CameraFrame | None = None
+        self._room_until_us: int | None = None
+
+    def reset(self) -> None:
+        """A new session: nothing of the old one stays."""
+        self.pulse_source.data = {"t": [], "v": []}
+        self.beat_source.data = {"t": [], "v": []}
+        self.room_source.data = {"t": [], **{name: [] for name, _ in ROOM_PLOTS}}
+        self.pulse.title.text = "Pulse (PPG) and detected beats"
+        self._frame_shown, self._room_until_us = None, None
+        self.camera.text = "no camera frame yet"
+        self.room_note.text = ""
+
+    def push_pulse(self, seconds: np.ndarray, pulse: np.ndarray, limit: int, reset: bool) -> None:
+        data = {"t": seconds, "v": pulse.astype(np.float64)}
+        if reset:
+            self.pulse_source.data = {k: v[-limit:] for k, v in data.items()}
+        else:
+            self.pulse_source.stream(data, rollover=limit)
+
+    def show_beats(self, seconds: np.ndarray, pulse: np.ndarray | None, sample_rate_hz: float) -> None:
+        if pulse is None:
+            self.pulse.title.text = "Pulse: this session has no pulse channel"
+            return
+        beats, bpm = views.beats_and_bpm(pulse, sample_rate_hz)
+        self.beat_source.data = {"t": seconds[beats], "v": pulse[beats].astype(np.float64)}
+        shown = f"{bpm:.0f} bpm" if bpm else "too few beats for a rate"
+        self.pulse.title.text = f"Pulse (PPG) and detected beats: {len(beats)} beats, {shown}"
+
+    def show_room(self, readings: Sequence[Mapping[str, Any]], started_us: int, session_id: str) -> None:
+        """Streams the readings not yet shown (the session's own; lab time on the x axis)."""
+        mine = [r for r in readings if r["session_id"] == session_id]
+        if not mine:
+            if not self.room_source.data["t"]:
+                self.room_note.text = "no room sensor readings for this session"
+            return
+        new = [r for r in mine if self._room_until_us is None or int(r["measured_us"]) > self._room_until_us]
+        if new:
+            self._room_until_us = int(new[-1]["measured_us"])
+            self.room_source.stream(views.sensor_rows(new, started_us), rollover=len(readings) or None)
+        latest = mine[-1]
+        self.room_note.text = (
+            "room: "
+            + ", ".join(
+                f"{title} {float(latest[name]):.1f}" for name, title in ROOM_PLOTS[:3] if latest.get(name) is not None
+            )
+            + f" ({html.escape(str(latest.get('sensor', '?')))})"
+        )
+
+    def show_frame(self, device: str, frame: CameraFrame | None, fps: float | None) -> None:
+        if frame is None or frame is self._frame_shown:
+            return
+        self._frame_shown = frame
+        kind = "png" if frame.encoding == "PNG" else "jpeg"
+        encoded = base64.b64encode(frame.data).decode()
+        rate = f"{fps:.1f} fps" if fps else "-- fps"
+        age = time.monotonic() - frame.received_at
+        self.camera.text = (
+            f"<div>camera {html.escape(device)} &middot; {frame.width}x{frame.height} &middot; {rate} &middot; "
+            f"frame {frame.frame_index}{f' &middot; {age:.0f} s old' if age > 2 else ''}</div>"
+            f"<img name='camera_frame' src='data:image/{kind};base64,{encoded}' width='360'>"
+        )
