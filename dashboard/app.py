@@ -4,8 +4,8 @@ Traces are pushed as their blocks arrive (and every ``dashboard.refresh_ms`` to 
 ``ColumnDataSource.stream`` over the websocket; the browser never polls. Each tab filters with its
 own controls (the feed keeps the raw signal) and follows its device to a new session after a
 restart. Spectra, spectrogram, head map, pulse beats, room sensors, predictions and the fleet are
-recomputed once a second; camera frames are shown as they arrive. A history tab browses past
-sessions from the Delta tables.
+recomputed once a second; the camera streams to the page as MJPEG (dashboard/camera.py). A history
+tab browses past sessions from the Delta tables.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 
 from core.settings import Settings
 from dashboard import views
+from dashboard.camera import camera_handler
 from dashboard.controls import SignalControls
 from dashboard.feed import LiveFeed, SessionBuffer
 from dashboard.fleet import FleetPanel
@@ -319,10 +320,6 @@ class LiveDocument:
                 return
             cursor, indices, raw, reset = buffer.since(self.cursor)
             last_sample_ms = buffer.last_sample_ms_for(cursor) if len(indices) else None
-            health = self.feed.devices.get(buffer.device_id)
-            frame = health.frame if health is not None else None
-            fps = health.camera_fps() if health is not None and frame is not None else None
-        self.sensors.show_frame(buffer.device_id, frame, fps)
         if not len(indices) or self.sos is None:
             return
         eeg = buffer.eeg_columns
@@ -397,6 +394,8 @@ class LiveDocument:
             trials = buffer.trial_intervals()
             health = self.feed.devices.get(buffer.device_id)
             readings = list(health.sensor_history) if health is not None else []
+            frame = health.frame if health is not None else None
+            fps = health.camera_fps() if health is not None and frame is not None else None
         window = self.history_filter.values if self.history_filter is not None else np.empty((0, raw.shape[1]))
         names = [buffer.channel_names[i] for i in buffer.eeg_columns]
         fs = buffer.sample_rate_hz
@@ -433,6 +432,7 @@ class LiveDocument:
         )
         self.sensors.show_beats(seconds, pulse, fs)
         self.sensors.show_room(readings, buffer.started_us, self.session_id)
+        self.sensors.show_camera(buffer.device_id, frame, fps)
         if len(window) >= fs:
             # The spectrum averages this tab's filtered seconds in windows of the chosen length;
             # the head map shows band power of the newest window of gold's length (with the lake's
@@ -621,7 +621,7 @@ def serve(settings: Settings, duration_s: float | None = None) -> int:
         address=address,
         port=port,
         allow_websocket_origin=[f"{address}:{port}", f"localhost:{port}"],
-        extra_patterns=[("/stats", StatsHandler)],
+        extra_patterns=[("/stats", StatsHandler), (r"/camera/([^/]+)\.mjpg", camera_handler(feed))],
     )
     server.start()
     log.info("dashboard at http://%s:%d/ (a session: /?session=ID)", address, port)

@@ -209,8 +209,7 @@ class LiveFeed:
             self._sender.flush(5)
 
     def subscribe(self, on_arrival: Callable[[set[str]], None]) -> None:
-        """``on_arrival(session_ids)`` is called on the feed's thread after new EEG or camera frames
-        for those sessions."""
+        """``on_arrival(session_ids)`` is called on the feed's thread after new EEG for those sessions."""
         with self.lock:
             self._subscribers.append(on_arrival)
 
@@ -365,7 +364,7 @@ class LiveFeed:
                     for item in arrived:
                         try:
                             self._handle(item.topic, item.record, item.timestamp_ms)
-                            if item.topic in (EEG_RAW, CAMERA_FRAMES):
+                            if item.topic == EEG_RAW:
                                 updated.add(item.record["session_id"])
                         except Exception as exc:  # a record that contradicts its session: skip it
                             self.rejected += 1

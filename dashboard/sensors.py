@@ -3,7 +3,6 @@ found in it (dsp/heart.py), and the room sensors as time series."""
 
 from __future__ import annotations
 
-import base64
 import html
 import time
 from collections.abc import Mapping, Sequence
@@ -12,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from dashboard import views
+from dashboard.camera import stream_path
 from dashboard.feed import CameraFrame
 
 ROOM_PLOTS = (
@@ -28,7 +28,9 @@ class SensorPanel:
         from bokeh.models import ColumnDataSource, Div
         from bokeh.plotting import figure
 
-        self.camera = Div(text="no camera frame yet", name="camera", width=360)
+        self.camera_caption = Div(text="no camera frame yet", name="camera_caption", width=360)
+        # The image is the device's MJPEG stream (dashboard/camera.py), set once per device.
+        self.camera = Div(text="", name="camera", width=360)
         self.pulse_source = ColumnDataSource({"t": [], "v": []}, name="pulse_source")
         self.beat_source = ColumnDataSource({"t": [], "v": []}, name="beats_source")
         self.pulse = figure(
@@ -54,12 +56,12 @@ class SensorPanel:
             plots.append(plot)
         self.room_note = Div(text="", name="room_note")
         self.layout = column(
-            row(self.pulse, self.camera, sizing_mode="stretch_width"),
+            row(self.pulse, column(self.camera_caption, self.camera), sizing_mode="stretch_width"),
             self.room_note,
             row(*plots),
             sizing_mode="stretch_width",
         )
-        self._frame_shown: CameraFrame | None = None
+        self._camera_device: str | None = None
         self._room_until_us: int | None = None
 
     def reset(self) -> None:
@@ -68,8 +70,7 @@ class SensorPanel:
         self.beat_source.data = {"t": [], "v": []}
         self.room_source.data = {"t": [], **{name: [] for name, _ in ROOM_PLOTS}}
         self.pulse.title.text = "Pulse (PPG) and detected beats"
-        self._frame_shown, self._room_until_us = None, None
-        self.camera.text = "no camera frame yet"
+        self._room_until_us = None
         self.room_note.text = ""
 
     def push_pulse(self, seconds: np.ndarray, pulse: np.ndarray, limit: int, reset: bool) -> None:
@@ -108,16 +109,19 @@ class SensorPanel:
             + f" ({html.escape(str(latest.get('sensor', '?')))})"
         )
 
-    def show_frame(self, device: str, frame: CameraFrame | None, fps: float | None) -> None:
-        if frame is None or frame is self._frame_shown:
+    def show_camera(self, device: str, frame: CameraFrame | None, fps: float | None) -> None:
+        """The device's camera stream, and a line on its newest frame (updated once a second)."""
+        if frame is None:
+            self.camera_caption.text = f"no camera frame from {html.escape(device)} yet"
             return
-        self._frame_shown = frame
-        kind = "png" if frame.encoding == "PNG" else "jpeg"
-        encoded = base64.b64encode(frame.data).decode()
+        if self._camera_device != device:
+            self._camera_device = device
+            # A new src (a device change) opens the stream anew; the same text never re-renders.
+            self.camera.text = f"<img name='camera_frame' src='{html.escape(stream_path(device))}' width='360'>"
         rate = f"{fps:.1f} fps" if fps else "-- fps"
         age = time.monotonic() - frame.received_at
-        self.camera.text = (
-            f"<div>camera {html.escape(device)} &middot; {frame.width}x{frame.height} &middot; {rate} &middot; "
-            f"frame {frame.frame_index}{f' &middot; {age:.0f} s old' if age > 2 else ''}</div>"
-            f"<img name='camera_frame' src='data:image/{kind};base64,{encoded}' width='360'>"
+        stale = f" &middot; <b style='color:#b00'>no frame for {age:.0f} s</b>" if age > 3 else ""
+        self.camera_caption.text = (
+            f"camera {html.escape(device)} &middot; {frame.width}x{frame.height} &middot; {rate} &middot; "
+            f"frame {frame.frame_index}{stale}"
         )

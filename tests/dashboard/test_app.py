@@ -153,7 +153,20 @@ def test_the_pulse_its_beats_and_the_room_are_shown_for_the_chosen_session(make_
     assert 8 <= len(page.sensors.beat_source.data["t"]) <= 14 and "bpm" in page.sensors.pulse.title.text
     assert page.sensors.room_source.data["t"] == [0.0, 0.5, 1.0, 1.5, 2.0]
     assert page.sensors.room_source.data["temperature_c"] == [21, 22, 23, 24, 25]
-    assert "camera sim-000 &middot; 320x240" in page.sensors.camera.text and "frame 41" in page.sensors.camera.text
+    assert "camera sim-000 &middot; 320x240" in page.sensors.camera_caption.text
+    assert "frame 41" in page.sensors.camera_caption.text
+    assert "src='/camera/sim-000.mjpg'" in page.sensors.camera.text
+
+
+def test_a_camera_frame_is_one_part_of_the_mjpeg_stream() -> None:
+    from dashboard.camera import BOUNDARY, CONTENT_TYPE, frame_part
+    from dashboard.feed import CameraFrame
+
+    part = frame_part(CameraFrame("s1", 3, 640, 480, "JPEG", b"\xff\xd8jpeg\xff\xd9", 0.0))
+    assert CONTENT_TYPE == f"multipart/x-mixed-replace; boundary={BOUNDARY}"
+    assert part == (
+        f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: 8\r\n\r\n".encode() + b"\xff\xd8jpeg\xff\xd9\r\n"
+    )
 
 
 def test_the_fleet_shows_every_device_and_its_commands_fate(make_settings, monkeypatch) -> None:  # type: ignore[no-untyped-def]
