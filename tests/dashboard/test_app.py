@@ -212,3 +212,57 @@ def _click(button):  # type: ignore[no-untyped-def]
     from bokeh.events import ButtonClick
 
     return ButtonClick(button)
+
+
+def test_the_camera_stream_serves_a_devices_newest_frames_to_the_dashboards_own_page(make_settings) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+    from tornado.web import Application
+
+    from dashboard.camera import BOUNDARY, camera_handler
+    from dashboard.feed import LiveFeed
+    from schemas.catalog import CAMERA_FRAMES
+    from tests.conftest import free_port
+    from tests.schemas.samples import sample_records
+
+    feed = LiveFeed(make_settings())
+    frame = {**sample_records()["camera_frame"], "device_id": "pi-1", "data": b"\xff\xd8first\xff\xd9"}
+    feed._handle(CAMERA_FRAMES, frame, 1)
+
+    async def exercise() -> tuple[bytes, list[int]]:
+        port = free_port()
+        server = Application([(r"/camera/([^/]+)\.mjpg", camera_handler(feed))]).listen(port, address="127.0.0.1")
+        client = AsyncHTTPClient()
+        received = bytearray()
+        refused = []
+        try:
+            for path, headers in (
+                ("/camera/pi-9.mjpg", {}),
+                ("/camera/pi-1.mjpg", {"Sec-Fetch-Site": "cross-site"}),
+            ):
+                try:
+                    await client.fetch(f"http://127.0.0.1:{port}{path}", headers=headers)
+                except HTTPClientError as exc:
+                    refused.append(exc.code)
+
+            def more(chunk: bytes) -> None:
+                received.extend(chunk)
+                if received.count(b"--" + BOUNDARY.encode()) == 1 and b"first" in received:
+                    feed._handle(CAMERA_FRAMES, {**frame, "frame_index": 4, "data": b"\xff\xd8second\xff\xd9"}, 2)
+
+            fetch = client.fetch(
+                f"http://127.0.0.1:{port}/camera/pi-1.mjpg", streaming_callback=more, request_timeout=1.5
+            )
+            try:
+                await fetch
+            except HTTPClientError:
+                pass  # the stream never ends: the client's timeout closes it
+        finally:
+            server.stop()
+        return bytes(received), refused
+
+    received, refused = asyncio.run(exercise())
+    assert refused == [404, 403]
+    assert received.startswith(f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: 9\r\n\r\n".encode())
+    assert b"\xff\xd8first\xff\xd9" in received and b"\xff\xd8second\xff\xd9" in received
