@@ -599,6 +599,11 @@ def serve(settings: Settings, duration_s: float | None = None) -> int:
 
     feed = LiveFeed(settings).start()
 
+    def camera_rates() -> dict[str, float]:
+        with feed.lock:
+            rates = {device: health.camera_fps() for device, health in feed.devices.items()}
+        return {device: fps for device, fps in rates.items() if fps is not None}
+
     class StatsHandler(RequestHandler):
         def get(self) -> None:
             latencies = list(feed.push_latencies_ms)
@@ -611,6 +616,7 @@ def serve(settings: Settings, duration_s: float | None = None) -> int:
                         "undecodable": feed.undecodable,
                         "unauthenticated": feed.unauthenticated,
                         "rejected": feed.rejected,
+                        "camera_fps": camera_rates(),
                     }
                 )
             )
