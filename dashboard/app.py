@@ -41,6 +41,7 @@ class LiveDocument:
             ColorBar,
             ColumnDataSource,
             Div,
+            FixedTicker,
             LinearColorMapper,
             RadioButtonGroup,
             Select,
@@ -73,6 +74,7 @@ class LiveDocument:
         self.controls = SignalControls(settings.lake, self._filter_changed, self._channels_changed)
         self.controls.show_filter("the lake's (lake.*), once a session is chosen")
 
+        # Stacked EEG columns c0..cN, NaN for hidden channels.
         self.trace_source = ColumnDataSource({"t": []}, name="traces_source")
         self.traces = figure(
             height=420,
@@ -85,7 +87,11 @@ class LiveDocument:
         self.traces.x_range.follow = "end"
         self.traces.x_range.follow_interval = settings.dashboard.window_s
         self.traces.x_range.range_padding = 0
-        self.trace_lines: list[Any] = []
+        # Renderers are pooled per column and only shown or hidden: each renderer added to a live
+        # document makes Bokeh walk the whole document again.
+        self.trace_lines: dict[int, Any] = {}
+        self.trace_ticker = FixedTicker(ticks=[])
+        self.traces.yaxis.ticker = self.trace_ticker
 
         self.psd_source = ColumnDataSource({"f": []}, name="psd_source")
         self.spectrum = figure(
@@ -97,7 +103,7 @@ class LiveDocument:
             x_range=(0, 70),
             name="spectrum",
         )
-        self.psd_lines: list[Any] = []
+        self.psd_lines: dict[int, Any] = {}
         self.spec_channel = Select(title="Spectrogram channel", options=[], width=160)
         self.spec_mapper = LinearColorMapper(palette="Viridis256")
         self.spec_source = ColumnDataSource({"image": [], "x": [], "y": [], "dw": [], "dh": []})
@@ -268,33 +274,24 @@ class LiveDocument:
         self._restart_traces()
 
     def _build_channel_glyphs(self, buffer: SessionBuffer) -> None:
-        from bokeh.models import FixedTicker
-
         names = [buffer.channel_names[i] for i in buffer.eeg_columns]
         shown = self.shown
-        for line in self.trace_lines:
-            line.visible = False
-        self.trace_source.data = {"t": [], **{f"c{k}": [] for k in shown}}
-        self.trace_lines = [
-            self.traces.line("t", f"c{k}", source=self.trace_source, line_width=1, color=PALETTE[k % len(PALETTE)])
-            for k in shown
-        ]
+        with self.doc.models.freeze():  # one walk of the document for all new renderers
+            for k in range(len(names)):
+                color = PALETTE[k % len(PALETTE)]
+                if k not in self.trace_lines:
+                    self.trace_lines[k] = self.traces.line("t", f"c{k}", source=self.trace_source, color=color)
+                if k not in self.psd_lines:
+                    self.psd_lines[k] = self.spectrum.line("f", f"c{k}", source=self.psd_source, color=color)
+        for k, line in self.trace_lines.items():
+            line.visible = k in shown
+        for k, line in self.psd_lines.items():
+            line.visible = k in shown
+        self.trace_source.data = {"t": [], **{f"c{k}": [] for k in range(len(self.trace_lines))}}
+        self.psd_source.data = {"f": [], **{f"c{k}": [] for k in range(len(self.psd_lines))}}
         n = len(shown)
-        self.traces.yaxis.ticker = FixedTicker(ticks=list(range(n)))
+        self.trace_ticker.ticks = list(range(n))
         self.traces.yaxis.major_label_overrides = {n - 1 - row: names[k] for row, k in enumerate(shown)}
-        if len(self.psd_lines) != len(names) or self.psd_source.data.keys() != {
-            "f",
-            *(f"c{i}" for i in range(len(names))),
-        }:
-            for line in self.psd_lines:
-                line.visible = False
-            self.psd_source.data = {"f": [], **{f"c{i}": [] for i in range(len(names))}}
-            self.psd_lines = [
-                self.spectrum.line("f", f"c{i}", source=self.psd_source, color=PALETTE[i % len(PALETTE)])
-                for i in range(len(names))
-            ]
-        for i, line in enumerate(self.psd_lines):
-            line.visible = i in shown
         if self.spec_channel.options != names:
             self.spec_channel.options = names
             occipital = [name for name in names if name.upper().startswith("O")]
@@ -333,16 +330,14 @@ class LiveDocument:
             reset = True
         assert self.centres is not None
         stacked = views.stack(values, self.scales, self.centres)
-        seconds = indices / buffer.sample_rate_hz
-        data = {"t": seconds, **{f"c{k}": stacked[:, row] for row, k in enumerate(self.shown)}}
+        columns = np.full((len(indices), len(self.trace_lines)), np.nan)  # hidden channels: NaN
+        columns[:, self.shown] = stacked
+        data = {"t": indices / buffer.sample_rate_hz, **{f"c{k}": columns[:, k] for k in range(columns.shape[1])}}
         limit = int(self.settings.dashboard.window_s * buffer.sample_rate_hz)
         if reset:
             self.trace_source.data = {k: v[-limit:] for k, v in data.items()}
         else:
             self.trace_source.stream(data, rollover=limit)
-        pulse = buffer.pulse_column
-        if pulse is not None:
-            self.sensors.push_pulse(seconds, raw[:, pulse], limit, reset)
         self.cursor = cursor
         if last_sample_ms is not None:
             # The newest sample's lab time -> now, when its data leaves for the browser.
@@ -388,6 +383,7 @@ class LiveDocument:
             buffer = self.feed.sessions[self.session_id]
             raw = buffer.raw[:, buffer.eeg_columns].astype(np.float64)
             pulse = None if buffer.pulse_column is None else buffer.raw[:, buffer.pulse_column].astype(np.float64)
+            pulse_update = buffer.since(self.sensors.pulse_cursor) if pulse is not None else None
             seconds = buffer.seconds
             idle = time.monotonic() - buffer.last_block_at
             predictions = list(buffer.predictions)
@@ -430,6 +426,9 @@ class LiveDocument:
             f"{html.escape(self.session_id)} &middot; {len(names)} EEG channels at "
             f"{fs:g} Hz &middot; showing {self.mode} " + " ".join(notes)
         )
+        if pulse_update is not None and buffer.pulse_column is not None:
+            limit = int(dashboard.window_s * fs)
+            self.sensors.show_pulse(pulse_update, fs, buffer.pulse_column, limit)
         self.sensors.show_beats(seconds, pulse, fs)
         self.sensors.show_room(readings, buffer.started_us, self.session_id)
         self.sensors.show_camera(buffer.device_id, frame, fps)
@@ -438,9 +437,13 @@ class LiveDocument:
             # the head map shows band power of the newest window of gold's length (with the lake's
             # filter, gold's own figures).
             freqs, power = views.psd(window, fs, self.controls.segment_s)
+            floor = np.full(len(freqs), np.nan)
             self.psd_source.data = {
                 "f": freqs,
-                **{f"c{i}": np.maximum(power[:, i], 1e-3) for i in range(power.shape[1])},
+                **{
+                    f"c{k}": np.maximum(power[:, k], 1e-3) if k < power.shape[1] else floor
+                    for k in range(len(self.psd_lines))
+                },
             }
             recent = window[-int(self.settings.lake.window_s * fs) :]
             channel = names.index(self.spec_channel.value) if self.spec_channel.value in names else 0

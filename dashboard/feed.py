@@ -69,6 +69,7 @@ class SessionBuffer:
     losses: deque = field(default_factory=lambda: deque(maxlen=1000))  # (monotonic, samples lost)
     started_us: int = 0
     _bpm: tuple[float, float | None] = (0.0, None)  # (computed at, value): shared by every tab
+    _trials: tuple[Any, list[tuple[int, int, str]]] = (None, [])  # (markers seen, their trials)
 
     def __post_init__(self) -> None:
         self.raw = np.empty((0, len(self.channel_names)), np.float32)
@@ -122,11 +123,17 @@ class SessionBuffer:
         return sum(count for at, count in self.losses if at >= monotonic_s)
 
     def trial_intervals(self) -> list[tuple[int, int, str]]:
-        """The trials seen so far as (start_us, end_us, label), by gold's own marker rule."""
+        """The trials seen so far as (start_us, end_us, label), by gold's own marker rule; worked
+        out again only when a marker came (every open tab asks once a second, under the feed's
+        lock, and the rule costs a pandas frame)."""
         if not self.markers:
             return []
-        intervals = intervals_from_markers(pd.DataFrame(list(self.markers)))
-        return list(zip(intervals["start_us"].tolist(), intervals["end_us"].tolist(), intervals["label"].tolist()))
+        seen = (len(self.markers), self.markers[-1]["time_us"], self.markers[0]["time_us"])
+        if self._trials[0] != seen:
+            intervals = intervals_from_markers(pd.DataFrame(list(self.markers)))
+            trials = zip(intervals["start_us"].tolist(), intervals["end_us"].tolist(), intervals["label"].tolist())
+            self._trials = (seen, list(trials))
+        return list(self._trials[1])
 
     def heart_rate_bpm(self) -> float | None:
         """Median beat interval of the buffered pulse channel, recomputed at most every 2 s (every

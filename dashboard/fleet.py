@@ -135,7 +135,9 @@ class FleetPanel:
         for device in devices:
             if device not in self.device_rows:
                 self._add_device(device)
-        self.source.data = views.fleet_rows(statuses)
+        rows = views.fleet_rows(statuses)
+        if rows != self.source.data:  # every change is a document patch to the browser
+            self.source.data = rows
         options = [ALL_DEVICES, *devices]
         if self.log_device.options != options:
             self.log_device.options = options
@@ -151,4 +153,6 @@ class FleetPanel:
                 if device is None or d == device
                 for line in list(h.logs)[-LOG_ROWS_SHOWN:]
             ]
-        self.log_source.data = views.log_rows(lines, device, self.log_level.value, LOG_ROWS_SHOWN)
+        rows = views.log_rows(lines, device, self.log_level.value, LOG_ROWS_SHOWN)
+        if rows != self.log_source.data:
+            self.log_source.data = rows

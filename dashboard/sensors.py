@@ -31,7 +31,6 @@ class SensorPanel:
         self.camera_caption = Div(text="no camera frame yet", name="camera_caption", width=360)
         # The image is the device's MJPEG stream (dashboard/camera.py), set once per device.
         self.camera = Div(text="", name="camera", width=360)
-        self.pulse_source = ColumnDataSource({"t": [], "v": []}, name="pulse_source")
         self.beat_source = ColumnDataSource({"t": [], "v": []}, name="beats_source")
         self.pulse = figure(
             height=260,
@@ -41,9 +40,15 @@ class SensorPanel:
             tools="xpan,reset,save",
             name="pulse",
         )
+        # Redrawn once a second, not per block: with the pulse streamed at every push (a second
+        # canvas redrawn per block) the tabs read their websockets late and pushes queued
+        # (bench/dashboard_bench.py, 2 tabs, shared machine: p50 118 ms, 111 pushes; once a second:
+        # p50 60-68 ms, 333-366 pushes, as before the console).
         self.pulse.x_range.follow = "end"
         self.pulse.x_range.follow_interval = window_s
         self.pulse.x_range.range_padding = 0
+        self.pulse_source = ColumnDataSource({"t": [], "v": []}, name="pulse_source")
+        self.pulse_cursor = 0
         self.pulse.line("t", "v", source=self.pulse_source, color="#d62728")
         self.pulse.scatter("t", "v", source=self.beat_source, size=9, marker="inverted_triangle", color="black")
         self.room_source = ColumnDataSource({"t": [], **{name: [] for name, _ in ROOM_PLOTS}}, name="room_source")
@@ -66,19 +71,26 @@ class SensorPanel:
 
     def reset(self) -> None:
         """A new session: nothing of the old one stays."""
-        self.pulse_source.data = {"t": [], "v": []}
         self.beat_source.data = {"t": [], "v": []}
+        self.pulse_source.data = {"t": [], "v": []}
+        self.pulse_cursor = 0
         self.room_source.data = {"t": [], **{name: [] for name, _ in ROOM_PLOTS}}
         self.pulse.title.text = "Pulse (PPG) and detected beats"
         self._room_until_us = None
         self.room_note.text = ""
 
-    def push_pulse(self, seconds: np.ndarray, pulse: np.ndarray, limit: int, reset: bool) -> None:
-        data = {"t": seconds, "v": pulse.astype(np.float64)}
-        if reset:
-            self.pulse_source.data = {k: v[-limit:] for k, v in data.items()}
-        else:
-            self.pulse_source.stream(data, rollover=limit)
+    def show_pulse(
+        self, update: tuple[int, np.ndarray, np.ndarray, bool], sample_rate_hz: float, column: int, limit: int
+    ) -> None:
+        """The pulse samples new since the last call (``SessionBuffer.since`` of ``pulse_cursor``)."""
+        cursor, indices, raw, reset = update
+        if len(indices):
+            data = {"t": indices / sample_rate_hz, "v": raw[:, column].astype(np.float64)}
+            if reset:
+                self.pulse_source.data = {k: v[-limit:] for k, v in data.items()}
+            else:
+                self.pulse_source.stream(data, rollover=limit)
+        self.pulse_cursor = cursor
 
     def show_beats(self, seconds: np.ndarray, pulse: np.ndarray | None, sample_rate_hz: float) -> None:
         if pulse is None:
