@@ -275,7 +275,10 @@ def sensor_rows(readings: Sequence[Mapping[str, Any]], started_us: int) -> dict[
 
 
 def _fixed(value: Any, digits: int, scale: float = 1.0) -> str:
-    return "-" if value is None else f"{float(value) * scale:.{digits}f}"
+    if value is None:
+        return "-"
+    rounded = round(float(value) * scale, digits)
+    return f"{rounded if rounded else 0.0:.{digits}f}"  # never "-0.0"
 
 
 FLEET_COLUMNS = {
