@@ -4,6 +4,7 @@ ack, and the devices' log lines."""
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import time
@@ -132,9 +133,13 @@ class FleetPanel:
                 if h.status
             }
             devices = sorted(self.feed.devices)
-        for device in devices:
-            if device not in self.device_rows:
-                self._add_device(device)
+        new = [device for device in devices if device not in self.device_rows]
+        if new:
+            document = self.controls.document
+            # One walk of the document for all new rows (a fleet appears at once when a page opens).
+            with document.models.freeze() if document is not None else contextlib.nullcontext():
+                for device in new:
+                    self._add_device(device)
         rows = views.fleet_rows(statuses)
         if rows != self.source.data:  # every change is a document patch to the browser
             self.source.data = rows
