@@ -382,6 +382,14 @@ class LakeSettings(_Section):
     band_high_hz: float = Field(default=60.0, gt=0)
     # None (or 0 in TOML/env) disables the notch; 50.0 for labs on 50 Hz mains.
     notch_hz: float | None = 60.0
+    # The mains filter at notch_hz: "notch" (scipy iirnotch of quality notch_q, -3 dB over
+    # notch_hz / notch_q) or "bandstop" (Butterworth of bandstop_order over notch_hz +-
+    # bandstop_width_hz / 2; the lab's 59-61 Hz order 2 is width 2, order 2). Changing the filter
+    # changes the processor fingerprint, so `neurolake lake rebuild` refilters older sessions.
+    line_filter: Literal["notch", "bandstop"] = "notch"
+    notch_q: float = Field(default=30.0, gt=0)
+    bandstop_width_hz: float = Field(default=2.0, gt=0)
+    bandstop_order: int = Field(default=2, ge=1, le=8)
     window_s: float = Field(default=2.0, gt=0)
     window_overlap: float = Field(default=0.8, ge=0, lt=1)
     # How long an out-of-order gap is waited for (the edge resends after outages) before it is
@@ -412,6 +420,11 @@ class LakeSettings(_Section):
             )
         if self.notch_hz == 0:
             object.__setattr__(self, "notch_hz", None)
+        if self.notch_hz is not None and self.line_filter == "bandstop" and self.bandstop_width_hz / 2 >= self.notch_hz:
+            raise ValueError(
+                f"lake.bandstop_width_hz ({self.bandstop_width_hz}) must be less than twice lake.notch_hz "
+                f"({self.notch_hz}): the band-stop's low edge would be at or below 0 Hz"
+            )
         return self
 
 
@@ -467,6 +480,13 @@ class DashboardSettings(_Section):
     line_noise_max: float = Field(default=0.5, gt=0, le=1)
     # Samples lost (gaps in the sample index) within this many seconds raise the page's loss alert.
     loss_alert_s: float = Field(default=10.0, gt=0)
+    # The room sensors' time series reach back this far.
+    sensor_history_s: float = Field(default=600.0, gt=0, le=86_400)
+    # The fleet view's start/stop/restart/set-config buttons send hub-signed commands (the hub's
+    # keyring signs them); false makes the dashboard read-only for everyone who can reach it.
+    allow_commands: bool = True
+    # How long the fleet view waits for a device's ack before it says none came.
+    command_wait_s: float = Field(default=15.0, gt=0, le=600)
 
 
 class SecuritySettings(_Section):

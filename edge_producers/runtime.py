@@ -29,6 +29,7 @@ from edge_producers.devices.camera import Camera, make_camera
 from edge_producers.devices.eeg import DeviceError, EegChunk, EegSource, make_eeg_source
 from edge_producers.devices.lsl import parse_marker
 from edge_producers.devices.sensors import RoomSensors, make_sensors
+from edge_producers.host import HostMonitor
 from edge_producers.presenter import StimulusPresenter
 from edge_producers.spool import AckRefused, Spool
 from edge_producers.stimulus import StimulusEvent, StimulusSchedule, Trial, stimulus_targets
@@ -122,8 +123,11 @@ class DeviceRunner:
         signing_key: DeviceKey | None = None,
         on_spooled: Callable[[], None] = lambda: None,
         presenter: StimulusPresenter | None = None,
+        host: HostMonitor | None = None,
     ) -> None:
         self.edge = edge
+        # The Pi's CPU, memory and temperature for the heartbeat (shared by a process's devices).
+        self._host = host or HostMonitor()
         # With a presenter, stimulus markers come from the frames its page drew, not the timetable.
         self._presenter = presenter
         self._open_trials: dict[int, Trial] = {}
@@ -273,7 +277,12 @@ class DeviceRunner:
             if read_markers is not None:
                 self._publish_source_markers(read_markers())
             if self._camera is not None and now >= self._next_frame_us:
-                self._next_frame_us = now + int(1e6 / self.edge.camera.fps)
+                # Paced from the schedule, not from this tick (ticks come late by up to one): the
+                # frame rate is edge.camera.fps. A camera more than a frame behind skips, never bursts.
+                period = int(1e6 / self.edge.camera.fps)
+                self._next_frame_us += period
+                if self._next_frame_us <= now:
+                    self._next_frame_us = now + period
                 self._publish_frame()
             if self._sensors is not None and now >= self._next_sensor_us:
                 self._next_sensor_us = now + int(1e6 / self.edge.sensors.rate_hz)
@@ -341,6 +350,12 @@ class DeviceRunner:
         missing = self.edge.block_size - self._pending.n_samples
         due_us = self._last_sample_us + missing * 1e6 / self._source.info.sample_rate_hz
         return max(0.0, (due_us - now) / 1e6)
+
+    def next_frame_in_s(self, now: int) -> float | None:
+        """Seconds until the camera's next frame is due (None without a camera or a session)."""
+        if not self.streaming or self._camera is None:
+            return None
+        return max(0.0, (self._next_frame_us - now) / 1e6)
 
     def _block_encoder(self, samples: np.ndarray, times: np.ndarray) -> Callable[[int], bytes]:
         first = self._sample_index
@@ -527,6 +542,7 @@ class DeviceRunner:
         self._rate_window = (now, self.counters.samples)
         stats = self.spool.stats()
         estimate = self.clock.estimate
+        vitals = self._host.sample()
         message = self._message
         if self._presenter is not None and self.streaming and not self._presenter.status().connected:
             message = "; ".join(filter(None, [message, f"stimulus page not open: open {self._presenter.url}"]))
@@ -546,6 +562,9 @@ class DeviceRunner:
                 clock_rtt_us=estimate.rtt_us,
                 sample_rate_hz=round(self._rate_hz, 3),
                 message=message,
+                cpu_pct=vitals.cpu_pct,
+                memory_pct=vitals.memory_pct,
+                soc_temperature_c=vitals.soc_temperature_c,
             ),
         )
 
@@ -692,6 +711,7 @@ class EdgeRuntime:
         # The page on the stimulus monitor; markers of that device come from the frames it drew.
         self.presenter = StimulusPresenter(shown[0].stimulus, lambda: self.clock.estimate) if shown else None
         self.runners: dict[str, DeviceRunner] = {}
+        host = HostMonitor()
         for edge in devices:
             spool = Spool(
                 edge.spool.directory / f"{edge.device_id}.sqlite",
@@ -709,6 +729,7 @@ class EdgeRuntime:
                 on_spooled=self.sender.notify if edge.tick_ms == 0 else (lambda: None),
                 signing_key=self.keyring.active_key(edge.device_id),
                 presenter=self.presenter if shown and edge is shown[0] else None,
+                host=host,
             )
             self.sender.add_device(edge.device_id, spool)
         self._commands: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -817,7 +838,11 @@ class EdgeRuntime:
                 if block_in is not None and block_in <= 0:
                     # Overdue yet not read: this board hands samples over later than it stamps them.
                     block_in = 1.0 / runner.sample_rate_hz
-                due[device_id] = now + (tick_s if block_in is None else min(tick_s, block_in + BLOCK_WAKE_MARGIN_S))
+                wake = tick_s if block_in is None else min(tick_s, block_in + BLOCK_WAKE_MARGIN_S)
+                frame_in = None if fixed_tick_ms else runner.next_frame_in_s(wall)
+                if frame_in is not None:
+                    wake = min(wake, frame_in)  # a 24 fps camera needs a tick every 42 ms, on time
+                due[device_id] = now + wake
             if all(r.shutdown_requested for r in self.runners.values()):
                 log.info("every device shut down on command")
                 break

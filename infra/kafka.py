@@ -22,7 +22,7 @@ from confluent_kafka.admin import (
 
 from core.errors import ServiceError
 from core.settings import Settings
-from schemas.catalog import BRONZE_TABLE_OF_TOPIC, DEVICE_READS, DEVICE_WRITES, EDGE_CONTROL_GROUP, SESSIONS, TOPICS
+from schemas.catalog import DEVICE_READS, DEVICE_WRITES, EDGE_CONTROL_GROUP, SESSIONS, TOPICS
 from schemas.codec import CodecError, default_codec
 from schemas.signing import DeviceKey, Keyring, SignatureError
 
@@ -208,8 +208,8 @@ class LiveReader:
 
     ``sessions`` is always read from its beginning: a reader needs each session's channels and rate
     before its first block. The other topics start at ``start`` ("latest" or "earliest"). Records that
-    do not decode are counted in ``undecodable``, and records from the devices' topics that do not
-    carry a valid device signature (with ``security.require_signed_records``) in ``unauthenticated``;
+    do not decode are counted in ``undecodable``, and records from the topics devices write (their
+    data, heartbeats, logs and command acks) that do not carry a valid device signature (with ``security.require_signed_records``) in ``unauthenticated``;
     both are skipped: bronze quarantines them with the reason, a live view only says how many. Use it
     as a context manager so the consumer leaves its group at once.
     """
@@ -300,7 +300,7 @@ class LiveReader:
                 self.undecodable += 1
                 continue
             try:
-                if self.keyring is not None and topic in BRONZE_TABLE_OF_TOPIC:
+                if self.keyring is not None and topic in DEVICE_WRITES:
                     signer = self._verify(value, topic)
                     record_type, record = self.codec.decode(value)
                     if record["device_id"] != signer.device_id:

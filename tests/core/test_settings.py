@@ -153,3 +153,23 @@ def test_web_uis_and_the_broker_stay_on_loopback_unless_the_lan_is_explicitly_tr
     # The stimulus page reports the frames that become signed markers: loopback too.
     with pytest.raises(SettingsError, match="edge.stimulus.presenter_host='0.0.0.0' would serve the lab network"):
         load_settings(environ={"NEUROLAKE_EDGE__STIMULUS__PRESENTER_HOST": "0.0.0.0"})
+
+
+def test_the_lakes_line_filter_is_a_setting_and_describes_the_same_filter_as_the_processor(tmp_path: Path) -> None:
+    import typing
+
+    from dsp.filters import LINE_FILTERS, FilterSpec
+    from dsp.session import ProcessorConfig
+
+    env = {"NEUROLAKE_LAKE__LINE_FILTER": "bandstop", "NEUROLAKE_LAKE__BANDSTOP_ORDER": "2"}
+    lake = load_settings(environ=env, cwd=tmp_path).lake
+    assert typing.get_args(type(lake).model_fields["line_filter"].annotation) == LINE_FILTERS
+    spec = FilterSpec.of(lake, 250.0)
+    assert spec.bandstop_edges_hz == (59.0, 61.0) and spec.bandstop_order == 2
+    assert ProcessorConfig(line_filter="bandstop").filter_spec(250.0) == spec
+    with pytest.raises(SettingsError, match="lake.bandstop_width_hz"):
+        load_settings(environ={**env, "NEUROLAKE_LAKE__BANDSTOP_WIDTH_HZ": "130"}, cwd=tmp_path)
+    with pytest.raises(SettingsError, match="lake.bandstop_order"):
+        load_settings(environ={**env, "NEUROLAKE_LAKE__BANDSTOP_ORDER": "12"}, cwd=tmp_path)
+    with pytest.raises(SettingsError, match="lake.line_filter"):
+        load_settings(environ={"NEUROLAKE_LAKE__LINE_FILTER": "comb"}, cwd=tmp_path)
