@@ -582,6 +582,10 @@ def processor_config(settings: Any) -> ProcessorConfig:
         window_overlap=lake.window_overlap,
         gap_wait_ms=int(lake.gap_wait_s * 1000),
         default_ssvep_hz=tuple(sorted(settings.edge.stimulus.classes.values())),
+        line_filter=lake.line_filter,
+        notch_q=lake.notch_q,
+        bandstop_width_hz=lake.bandstop_width_hz,
+        bandstop_order=lake.bandstop_order,
     )
 
 
