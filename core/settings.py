@@ -210,6 +210,8 @@ class SparkSettings(_Section):
     # Delta commits and their state), so the optimizing compiler pays; its code cache is sized for
     # Spark, Delta and Kafka's classes (the default ran out: "Out of space in CodeCache"). "" for none.
     java_options: str = "-XX:ReservedCodeCacheSize=256m"
+    # More Spark configuration for every session (over neurolake's own), e.g. a cluster's.
+    conf: dict[str, str] = Field(default_factory=dict)
 
 
 class ClockSettings(_Section):
