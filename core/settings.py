@@ -139,14 +139,36 @@ class BrokerSettings(_Section):
     # The broker JVM's heap: a lab's topics need little; Kafka's default (1 GiB) is for servers.
     heap: str = Field(default="512m", pattern=r"^[0-9]+[kmgKMG]$")
     startup_timeout_s: float = Field(default=60.0, gt=0)
+    # 1: one node. 3: a local cluster of three nodes, each a broker and a KRaft controller (a quorum
+    # of three survives one node's loss); node k listens on each port above + k * node_port_step.
+    nodes: Literal[1, 3] = 1
+    node_port_step: int = Field(default=10, ge=3, le=1000)
+
+    def node_ports(self, node: int) -> tuple[int, int, int]:
+        """(client, controller, TLS or 0) ports of node ``node`` (0-based)."""
+        step = node * self.node_port_step
+        return self.port + step, self.controller_port + step, (self.tls_port + step) if self.tls_port else 0
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """Every node's client address (a client must reach the cluster while any node is down)."""
+        return ",".join(f"{self.host}:{self.node_ports(n)[0]}" for n in range(self.nodes))
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> BrokerSettings:
-        ports = {"broker.port": self.port, "broker.controller_port": self.controller_port}
-        if self.tls_port:
-            ports["broker.tls_port"] = self.tls_port
+        ports = {}
+        for node in range(self.nodes):
+            client, controller, tls = self.node_ports(node)
+            suffix = f" (node {node})" if self.nodes > 1 else ""
+            ports[f"broker.port{suffix}"] = client
+            ports[f"broker.controller_port{suffix}"] = controller
+            if tls:
+                ports[f"broker.tls_port{suffix}"] = tls
         if len(set(ports.values())) != len(ports):
-            raise ValueError(f"broker ports must differ: {', '.join(f'{k}={v}' for k, v in ports.items())}")
+            raise ValueError(
+                f"broker ports must differ: {', '.join(f'{k}={v}' for k, v in ports.items())}; "
+                f"change broker.port, broker.controller_port or broker.node_port_step"
+            )
         return self
 
 
@@ -154,7 +176,10 @@ class TopicSettings(_Section):
     """Partition counts per topic; names and record types live in ``schemas.catalog``."""
 
     partitions: dict[str, int] = Field(default_factory=dict)
+    # Copies of each partition, and how many must have a record before the producer (acks=all) is
+    # told it is stored. A local cluster of three nodes (broker.nodes = 3) defaults to 3 and 2.
     replication_factor: int = Field(default=1, ge=1)
+    min_insync_replicas: int = Field(default=1, ge=1)
 
     @model_validator(mode="after")
     def _known_topics(self) -> TopicSettings:
@@ -195,11 +220,20 @@ class AirflowSettings(_Section):
 
 
 class SparkSettings(_Section):
+    # local[2]: driver and executors in one JVM. With ``workers`` > 0 (`neurolake up` starts a
+    # standalone master and that many workers, each its own process) the default is that master.
     master: str = "local[2]"
     shuffle_partitions: int = Field(default=4, ge=1)
     driver_memory: str = "2g"
     ui_enabled: bool = False
     ui_port: int = Field(default=14040, ge=1, le=65535)
+    # A local standalone cluster: the master's ports and each worker's share of the machine.
+    workers: int = Field(default=0, ge=0, le=8)
+    master_port: int = Field(default=17077, ge=1, le=65535)
+    master_ui_port: int = Field(default=18180, ge=1, le=65535)
+    worker_cores: int = Field(default=1, ge=1)
+    worker_memory: str = Field(default="1500m", pattern=r"^[0-9]+[kmgKMG]$")
+    executor_memory: str = Field(default="1g", pattern=r"^[0-9]+[kmgKMG]$")
     # None: JAVA_HOME from the environment the CLI was started in, else `java` on PATH.
     java_home: Path | None = None
     min_java_version: int = 17
@@ -568,6 +602,32 @@ class Settings(BaseSettings):
         # environment behind the caller's back (nothing below the CLI does).
         return (init_settings,)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _cluster_defaults(cls, data: Any) -> Any:
+        """Defaults that follow from the local cluster's shape, unless set: clients bootstrap from
+        every broker node; three nodes keep three copies of each partition, two in sync; with Spark
+        workers, the session's master is the local standalone master."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        broker = dict(data.get("broker") or {})
+        kafka = dict(data.get("kafka") or {})
+        topics = dict(data.get("topics") or {})
+        spark = dict(data.get("spark") or {})
+        if "bootstrap_servers" not in kafka:
+            try:
+                kafka["bootstrap_servers"] = BrokerSettings(**broker).bootstrap_servers
+            except ValidationError:
+                pass  # the broker section's own validation names the problem
+        if str(broker.get("nodes", 1)) == "3":
+            topics.setdefault("replication_factor", 3)
+            topics.setdefault("min_insync_replicas", 2)
+        if int(spark.get("workers", 0) or 0) > 0 and "master" not in spark:
+            spark["master"] = f"spark://127.0.0.1:{spark.get('master_port', 17077)}"
+        data.update(kafka=kafka, topics=topics, spark=spark)
+        return data
+
     @model_validator(mode="after")
     def _web_uis_on_loopback(self) -> Settings:
         # MLflow, Airflow and the dashboard have no neurolake login yet: beyond loopback anyone on
@@ -599,6 +659,11 @@ class Settings(BaseSettings):
             "clock.port": self.clock.port,
             "dashboard.port": self.dashboard.port,
             "spark.ui_port": self.spark.ui_port,
+            **(
+                {"spark.master_port": self.spark.master_port, "spark.master_ui_port": self.spark.master_ui_port}
+                if self.spark.workers
+                else {}
+            ),
             "edge.stimulus.presenter_port": self.edge.stimulus.presenter_port,
         }
         seen: dict[int, str] = {}
@@ -659,7 +724,12 @@ class CheckedEnvironmentSource(PydanticBaseSettingsSource):
             dotted = key[len(ENV_PREFIX) :].lower().split("__")
             annotation = _check_known(dotted, source=key)
             parsed: Any = value
-            if typing.get_origin(annotation) is dict:
+            if typing.get_origin(annotation) is Literal and all(
+                isinstance(a, int) for a in typing.get_args(annotation)
+            ):
+                # A variable is text; a choice of numbers (broker.nodes: 1 or 3) is compared as numbers.
+                parsed = int(value) if value.strip().lstrip("-").isdigit() else value
+            elif typing.get_origin(annotation) is dict:
                 parsed = _parse_mapping(value, ".".join(dotted))
             elif typing.get_origin(annotation) is list:
                 parsed = [item.strip() for item in value.split(",") if item.strip()]

@@ -43,17 +43,22 @@ _quiet = logging.getLogger("infra.kafka.rdkafka")
 _quiet.setLevel(logging.CRITICAL)
 
 
-def admin_client(settings: Settings, quiet: bool = False) -> AdminClient:
+def admin_client(settings: Settings, quiet: bool = False, bootstrap: str | None = None) -> AdminClient:
+    """An admin client of the cluster (or of the one broker at ``bootstrap``)."""
     config = {**settings.kafka.client_config(), "socket.timeout.ms": 3000}
+    if bootstrap is not None:
+        config["bootstrap.servers"] = bootstrap
     if quiet:
         # Health probes expect "connection refused" while a broker starts; keep it off stderr.
         config["logger"] = _quiet
     return AdminClient(config)
 
 
-def broker_reachable(settings: Settings, timeout_s: float = 1.0) -> bool:
+def broker_reachable(settings: Settings, timeout_s: float = 1.0, node: int | None = None) -> bool:
+    """Whether the cluster (or the embedded broker's node ``node``) answers a metadata request."""
+    bootstrap = None if node is None else f"{settings.broker.host}:{settings.broker.node_ports(node)[0]}"
     try:
-        admin_client(settings, quiet=True).list_topics(timeout=timeout_s)
+        admin_client(settings, quiet=True, bootstrap=bootstrap).list_topics(timeout=timeout_s)
         return True
     except KafkaException:
         return False
@@ -68,6 +73,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> dict[str, str]
         if spec.name in existing:
             continue
         config = {"cleanup.policy": "compact"} if spec.compacted else {}
+        config["min.insync.replicas"] = str(settings.topics.min_insync_replicas)
         wanted.append(
             NewTopic(
                 spec.name,

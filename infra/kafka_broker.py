@@ -1,17 +1,19 @@
-"""The embedded Apache Kafka broker: one KRaft node (broker and controller in one JVM) whose log
-lives under ``paths.home/kafka``, started from the jars `make setup` fetched (``paths.jars/kafka``).
+"""The embedded Apache Kafka: one KRaft node (broker and controller in one JVM), or a local cluster of
+three (``broker.nodes = 3``: a quorum of three controllers that survives the loss of one node, topics
+with three replicas and two in sync), started from the jars `make setup` fetched (``paths.jars/kafka``),
+each node's log under ``paths.home/kafka``.
 
-Its storage is formatted once, with a cluster id kept beside it; after that a restart finds its
-topics, records and producer ids where it left them. Listeners:
+Storage is formatted once, with a cluster id kept beside it; after that a restart finds its topics,
+records and producer ids where it left them. Listeners, per node:
 
-- ``PLAINTEXT`` on ``broker.host:broker.port`` (loopback): the hub's own processes. The hub is
-  trusted (README, "Security model"), so this listener's principal, ``User:ANONYMOUS``, is a super
-  user, as is the controller's listener (loopback too).
-- ``SSL`` on ``broker.tls_host:broker.tls_port`` when set: the Pis, each with a client certificate
-  of the lab CA (``neurolake tls issue DEVICE``); the certificate's CN is the principal, and the
-  StandardAuthorizer holds it to the ACLs :func:`infra.kafka.ensure_device_acls` grants (write its
-  data topics, read ``devices.control``; nothing else). A client without a certificate of our CA
-  fails the handshake.
+- ``PLAINTEXT`` on ``broker.host`` (loopback): the hub's own processes. The hub is trusted (README,
+  "Security model"), so this listener's principal, ``User:ANONYMOUS``, is a super user, as is the
+  controllers' listener (loopback too).
+- ``SSL`` on ``broker.tls_host`` when ``broker.tls_port`` is set: the Pis, each with a client
+  certificate of the lab CA (``neurolake tls issue DEVICE``); the certificate's CN is the principal,
+  and the StandardAuthorizer holds it to the ACLs :func:`infra.kafka.ensure_device_acls` grants
+  (write its data topics, read ``devices.control``; nothing else). A client without a certificate
+  of our CA fails the handshake.
 """
 
 from __future__ import annotations
@@ -99,8 +101,15 @@ class BrokerFiles:
         return self.root / "hub-keystore.pem"
 
 
-def broker_files(settings: Settings) -> BrokerFiles:
-    return BrokerFiles(settings.paths.home / "kafka")
+def broker_files(settings: Settings, node: int = 0) -> BrokerFiles:
+    """A node's folder: ``kafka`` for a single node, ``kafka/node-K`` in a local cluster."""
+    root = settings.paths.home / "kafka"
+    return BrokerFiles(root if settings.broker.nodes == 1 else root / f"node-{node}")
+
+
+def node_name(settings: Settings, node: int) -> str:
+    """The service's name: ``broker``, or ``broker-K`` in a local cluster."""
+    return "broker" if settings.broker.nodes == 1 else f"broker-{node}"
 
 
 def classpath(settings: Settings) -> str:
@@ -117,24 +126,35 @@ def check_jars(settings: Settings) -> None:
         )
 
 
-def server_properties(settings: Settings, files: BrokerFiles) -> str:
+def server_properties(settings: Settings, files: BrokerFiles, node: int = 0) -> str:
     broker = settings.broker
-    listeners = [f"PLAINTEXT://{broker.host}:{broker.port}", f"CONTROLLER://127.0.0.1:{broker.controller_port}"]
-    advertised = [f"PLAINTEXT://{broker.host}:{broker.port}"]
+    client, controller, tls = broker.node_ports(node)
+    listeners = [f"PLAINTEXT://{broker.host}:{client}", f"CONTROLLER://127.0.0.1:{controller}"]
+    advertised = [f"PLAINTEXT://{broker.host}:{client}"]
     protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+    replicas, in_sync = settings.topics.replication_factor, settings.topics.min_insync_replicas
+    if broker.nodes == 1:
+        quorum = [f"controller.quorum.bootstrap.servers=127.0.0.1:{controller}"]
+    else:
+        voters = ",".join(f"{n + 1}@127.0.0.1:{broker.node_ports(n)[1]}" for n in range(broker.nodes))
+        quorum = [f"controller.quorum.voters={voters}"]
     lines = [
         "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.bootstrap.servers=127.0.0.1:{broker.controller_port}",
+        f"node.id={node + 1}",
+        *quorum,
         "controller.listener.names=CONTROLLER",
         "inter.broker.listener.name=PLAINTEXT",
         f"log.dirs={files.data}",
-        # One node: every internal topic has one replica.
-        "offsets.topic.replication.factor=1",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "share.coordinator.state.topic.replication.factor=1",
-        "share.coordinator.state.topic.min.isr=1",
+        # Kafka's own topics are kept like the lab's.
+        f"offsets.topic.replication.factor={replicas}",
+        f"transaction.state.log.replication.factor={replicas}",
+        f"transaction.state.log.min.isr={in_sync}",
+        f"share.coordinator.state.topic.replication.factor={replicas}",
+        f"share.coordinator.state.topic.min.isr={in_sync}",
+        f"default.replication.factor={replicas}",
+        f"min.insync.replicas={in_sync}",
+        # A replica that fell out of sync never leads: acknowledged records are never given up.
+        "unclean.leader.election.enable=false",
         "group.initial.rebalance.delay.ms=0",
         # Topics are created by `neurolake up` from the catalog, with their partitions and policies;
         # a typo in a client must not create one.
@@ -143,11 +163,11 @@ def server_properties(settings: Settings, files: BrokerFiles) -> str:
         "allow.everyone.if.no.acl.found=false",
         f"super.users=User:ANONYMOUS;User:{HUB_PRINCIPAL}",
     ]
-    if broker.tls_port:
+    if tls:
         keystore = hub_keystore(settings, files)
         ca = settings.paths.home / "tls" / "ca.pem"
-        listeners.append(f"SSL://{broker.tls_host}:{broker.tls_port}")
-        advertised.append(f"SSL://{broker.advertised_host or broker.host}:{broker.tls_port}")
+        listeners.append(f"SSL://{broker.tls_host}:{tls}")
+        advertised.append(f"SSL://{broker.advertised_host or broker.host}:{tls}")
         protocols.append("SSL:SSL")
         lines += [
             "listener.name.ssl.ssl.client.auth=required",
@@ -182,7 +202,7 @@ def hub_keystore(settings: Settings, files: BrokerFiles) -> Path:
 def java_command(
     settings: Settings, main_class: str, *args: str, heap: str | None = None, log4j: Path | None = None
 ) -> list[str]:
-    files = broker_files(settings)
+    files = broker_files(settings, 0)
     command = [str(java_executable(settings))]
     if heap:
         command += [f"-Xms{heap}", f"-Xmx{heap}"]
@@ -200,30 +220,33 @@ def java_command(
     ]
 
 
-def broker_command(settings: Settings) -> list[str]:
-    return java_command(settings, "kafka.Kafka", str(broker_files(settings).properties), heap=settings.broker.heap)
+def broker_command(settings: Settings, node: int = 0) -> list[str]:
+    files = broker_files(settings, node)
+    return java_command(settings, "kafka.Kafka", str(files.properties), heap=settings.broker.heap, log4j=files.log4j)
 
 
-def prepare(settings: Settings) -> None:
-    """Write the broker's configuration and format its storage the first time (before each start)."""
+def prepare(settings: Settings, node: int = 0) -> None:
+    """Write a node's configuration and format its storage the first time (before each start)."""
     check_jars(settings)
-    files = broker_files(settings)
+    files = broker_files(settings, node)
     files.root.mkdir(parents=True, exist_ok=True)
     files.log4j.write_text(LOG4J2)
-    files.properties.write_text(server_properties(settings, files))
+    files.properties.write_text(server_properties(settings, files, node))
     if not (files.data / "meta.properties").exists():
-        cluster = _cluster_id(files)
+        # Every node of a cluster is formatted with the one cluster id.
+        cluster = _cluster_id(broker_files(settings, 0))
+        quorum = ["--standalone"] if settings.broker.nodes == 1 else []
         result = subprocess.run(
             java_command(
                 settings,
                 "kafka.tools.StorageTool",
                 "format",
-                "--standalone",
+                *quorum,
                 "--ignore-formatted",
-                "-t",
-                cluster,
+                f"--cluster-id={cluster}",
                 "-c",
                 str(files.properties),
+                log4j=files.log4j,
             ),
             capture_output=True,
             text=True,
@@ -237,14 +260,24 @@ def prepare(settings: Settings) -> None:
 
 
 def _cluster_id(files: BrokerFiles) -> str:
-    """The cluster's id, made once (Kafka's own format: a UUID in URL-safe base64, 22 characters)."""
-    if files.cluster_id.exists():
-        return files.cluster_id.read_text().strip()
+    """The cluster's id, made once (Kafka's own format: a UUID in URL-safe base64, 22 characters).
+    A cluster's nodes are prepared side by side: the first to create the file decides it."""
     import base64
+    import os
 
-    cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    files.cluster_id.write_text(cluster + "\n")
-    return cluster
+    files.root.mkdir(parents=True, exist_ok=True)
+    candidate = "-"
+    while candidate.startswith("-"):  # as Kafka's own Uuid.randomUuid: a leading '-' reads as an option
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    partial = files.cluster_id.with_name(f".cluster.id.{os.getpid()}.{uuid.uuid4().hex}")
+    partial.write_text(candidate + "\n")
+    try:
+        os.link(partial, files.cluster_id)  # atomic: fails if another node made it first
+    except FileExistsError:
+        pass
+    finally:
+        partial.unlink(missing_ok=True)
+    return files.cluster_id.read_text().strip()
 
 
 def console_command(settings: Settings, tool: str, *args: str) -> list[str]:

@@ -19,9 +19,10 @@ from pathlib import Path
 from core.settings import Settings
 from infra.clock_server import udp_clock_alive
 from infra.kafka import broker_reachable, ensure_device_acls, ensure_topics
-from infra.kafka_broker import broker_command, check_jars, prepare
+from infra.kafka_broker import broker_command, check_jars, node_name, prepare
 from infra.preflight import check_java
-from infra.processes import ProcessSupervisor, ServiceSpec, ServiceState, http_ok
+from infra.processes import ProcessSupervisor, ServiceSpec, ServiceState, http_ok, tcp_open
+from infra.spark_daemons import spark_daemon_command, spark_daemon_environment
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +38,13 @@ class StackStatus:
 
     @property
     def healthy(self) -> bool:
-        """Broker and MLflow (when managed here) healthy; Airflow healthy if it runs at all."""
+        """Broker nodes, Spark nodes and MLflow (when managed here) healthy; Airflow healthy if it
+        runs at all."""
+        required = (CLOCK, MLFLOW)
         return all(
-            state.healthy for state in self.services if state.running or state.name in (BROKER, CLOCK, MLFLOW)
+            state.healthy
+            for state in self.services
+            if state.running or state.name in required or state.name.startswith((BROKER, "spark-"))
         ) and all("UNREACHABLE" not in detail for detail in self.external.values())
 
     def as_dict(self) -> dict[str, object]:
@@ -63,18 +68,93 @@ def supervisor(settings: Settings) -> ProcessSupervisor:
     return ProcessSupervisor(settings.paths.run_dir, settings.paths.log_dir)
 
 
-def broker_spec(settings: Settings) -> ServiceSpec:
-    ports = {"broker.port": settings.broker.port, "broker.controller_port": settings.broker.controller_port}
-    if settings.broker.tls_port:
-        ports["broker.tls_port"] = settings.broker.tls_port
+def broker_spec(settings: Settings, node: int = 0) -> ServiceSpec:
+    client, controller, tls = settings.broker.node_ports(node)
+    ports = {"broker.port": client, "broker.controller_port": controller}
+    if tls:
+        ports["broker.tls_port"] = tls
     return ServiceSpec(
-        name=BROKER,
-        argv=broker_command(settings),
+        name=node_name(settings, node),
+        argv=broker_command(settings, node),
         ports=ports,
-        health=lambda: broker_reachable(settings),
+        # A node is healthy when it answers on its own listener (a cluster's quorum may still form).
+        health=lambda: tcp_open(settings.broker.host, client) and broker_reachable(settings, node=node),
         startup_timeout_s=settings.broker.startup_timeout_s,
-        prepare=lambda: prepare(settings),
+        prepare=lambda: prepare(settings, node),
     )
+
+
+def broker_specs(settings: Settings) -> list[ServiceSpec]:
+    return [broker_spec(settings, node) for node in range(settings.broker.nodes)]
+
+
+def spark_master_spec(settings: Settings) -> ServiceSpec:
+    """A standalone Spark master (a local cluster), from the pyspark package's own launcher."""
+    spark = settings.spark
+    return ServiceSpec(
+        name="spark-master",
+        argv=spark_daemon_command(
+            settings,
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(spark.master_port),
+            "--webui-port",
+            str(spark.master_ui_port),
+        ),
+        ports={"spark.master_port": spark.master_port, "spark.master_ui_port": spark.master_ui_port},
+        health=lambda: tcp_open("127.0.0.1", spark.master_port),
+        env=spark_daemon_environment(settings, "master"),
+        startup_timeout_s=60,
+    )
+
+
+def spark_worker_spec(settings: Settings, number: int) -> ServiceSpec:
+    """Worker ``number`` (1-based) of the local Spark cluster: its executors are JVMs of their own."""
+    spark = settings.spark
+    name = f"spark-worker-{number}"
+    return ServiceSpec(
+        name=name,
+        argv=spark_daemon_command(
+            settings,
+            "org.apache.spark.deploy.worker.Worker",
+            "--host",
+            "127.0.0.1",
+            "--cores",
+            str(spark.worker_cores),
+            "--memory",
+            spark.worker_memory,
+            "--work-dir",
+            str(settings.paths.home / "spark" / name),
+            "--webui-port",
+            "0",
+            f"spark://127.0.0.1:{spark.master_port}",
+        ),
+        ports={},
+        health=lambda: name in alive_spark_workers(settings),
+        env=spark_daemon_environment(settings, name),
+        startup_timeout_s=60,
+    )
+
+
+def alive_spark_workers(settings: Settings) -> dict[str, str]:
+    """The master's view: worker service name -> worker id, for workers ALIVE."""
+    url = f"http://127.0.0.1:{settings.spark.master_ui_port}/json/"
+    with urllib.request.urlopen(url, timeout=2) as response:
+        state = json.load(response)
+    alive = {}
+    for worker in state.get("workers", []):
+        if worker.get("state") == "ALIVE":
+            folder = Path(worker.get("workDir") or "")  # our work dir is named after the service
+            alive[folder.name] = worker["id"]
+    return alive
+
+
+def spark_specs(settings: Settings) -> list[ServiceSpec]:
+    if not settings.spark.workers:
+        return []
+    return [spark_master_spec(settings)] + [spark_worker_spec(settings, n + 1) for n in range(settings.spark.workers)]
 
 
 def clock_spec(settings: Settings) -> ServiceSpec:
@@ -178,7 +258,8 @@ def airflow_spec(settings: Settings) -> ServiceSpec:
 def managed_specs(settings: Settings, with_airflow: bool) -> list[ServiceSpec]:
     specs = []
     if settings.broker.embedded:
-        specs.append(broker_spec(settings))
+        specs += broker_specs(settings)
+    specs += spark_specs(settings)
     specs.append(clock_spec(settings))
     if settings.mlflow.tracking_uri is None:
         specs.append(mlflow_spec(settings))
@@ -199,7 +280,12 @@ def up(settings: Settings, with_airflow: bool = False) -> StackStatus:
             sup.check_ports_free(spec)
     started: list[ServiceSpec] = []
     try:
+        # A cluster's broker nodes wait for one another's quorum: they start side by side.
+        brokers = [spec for spec in specs if spec.name.startswith(BROKER)]
+        started += _start_together(sup, brokers)
         for spec in specs:
+            if spec in brokers:
+                continue
             was_running = sup.running_process(spec.name) is not None
             sup.start(spec)
             if not was_running:
@@ -211,6 +297,24 @@ def up(settings: Settings, with_airflow: bool = False) -> StackStatus:
             sup.stop(spec)
         raise
     return status(settings)
+
+
+def _start_together(sup: ProcessSupervisor, specs: list[ServiceSpec]) -> list[ServiceSpec]:
+    """Start ``specs`` side by side; the ones this call started (all stopped again if one fails)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fresh = [spec for spec in specs if sup.running_process(spec.name) is None]
+    if not specs:
+        return []
+    with ThreadPoolExecutor(len(specs)) as pool:
+        futures = [pool.submit(sup.start, spec) for spec in specs]
+        errors = [future.exception() for future in futures]
+    failed = [error for error in errors if error is not None]
+    if failed:
+        for spec in fresh:
+            sup.stop(spec)
+        raise failed[0]
+    return fresh
 
 
 def down(settings: Settings) -> list[str]:
@@ -238,35 +342,45 @@ def status(settings: Settings) -> StackStatus:
 
 
 class BrokerAndClock:
-    """Just the broker and the clock service, for tests and benchmarks that need a private pair.
-    The broker can be stopped, killed and started on its own; its log (topics, records) stays."""
+    """Just the broker (every node of it) and the clock service, for tests and benchmarks that need
+    a private pair. A node can be stopped, killed and started on its own; its log stays."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.supervisor = supervisor(settings)
-        self.broker = broker_spec(settings)
+        self.brokers = broker_specs(settings)
+        self.broker = self.brokers[0]
         self.clock = clock_spec(settings)
 
     def start(self) -> None:
-        self.supervisor.start(self.broker)
+        self._start_brokers()
         self.supervisor.start(self.clock)
         ensure_topics(self.settings)
 
-    def start_broker(self) -> None:
-        self.supervisor.start(self.broker)
+    def _start_brokers(self) -> None:
+        _start_together(self.supervisor, self.brokers)
+
+    def start_broker(self, node: int | None = None) -> None:
+        if node is None:
+            self._start_brokers()
+        else:
+            self.supervisor.start(self.brokers[node])
         ensure_topics(self.settings)
 
-    def stop_broker(self) -> None:
-        self.supervisor.stop(self.broker)
+    def stop_broker(self, node: int | None = None) -> None:
+        for spec in self.brokers if node is None else [self.brokers[node]]:
+            self.supervisor.stop(spec)
 
-    def kill_broker(self) -> None:
+    def kill_broker(self, node: int | None = None) -> None:
         """SIGKILL, as a power cut would: no clean shutdown, no final flush."""
-        process = self.supervisor.running_process(self.broker.name)
-        if process is not None:
-            process.kill()
-            process.wait(30)
-            self.supervisor.pid_file(self.broker.name).unlink(missing_ok=True)
+        for spec in self.brokers if node is None else [self.brokers[node]]:
+            process = self.supervisor.running_process(spec.name)
+            if process is not None:
+                process.kill()
+                process.wait(30)
+                self.supervisor.pid_file(spec.name).unlink(missing_ok=True)
 
     def stop(self) -> None:
         self.supervisor.stop(self.clock)
-        self.supervisor.stop(self.broker)
+        for spec in reversed(self.brokers):
+            self.supervisor.stop(spec)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -44,13 +44,22 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
 
 
 @pytest.fixture(scope="session")
-def spark(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def spark_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """The settings of the tests' one local Spark session; stops it at the end."""
+    home = tmp_path_factory.mktemp("spark")
+    yield load_settings(environ=isolated_environ(home), cwd=home)
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        active.stop()
+
+
+@pytest.fixture
+def spark(spark_settings: Settings):  # type: ignore[no-untyped-def]
     """One local Spark session (with Delta and Kafka jars) for every test that needs one: a JVM
-    start costs seconds, and the tests pass their own lake paths."""
+    start costs seconds, and the tests pass their own lake paths. An integration test that stopped
+    it (its own ``build_spark_session`` returns the same session) gets a new one here."""
     from infra.spark import build_spark_session
 
-    home = tmp_path_factory.mktemp("spark")
-    settings = load_settings(environ=isolated_environ(home), cwd=home)
-    session = build_spark_session(settings, "neurolake-tests")
-    yield session
-    session.stop()
+    return build_spark_session(spark_settings, "neurolake-tests")
