@@ -234,6 +234,11 @@ class SparkSettings(_Section):
     worker_cores: int = Field(default=1, ge=1)
     worker_memory: str = Field(default="1500m", pattern=r"^[0-9]+[kmgKMG]$")
     executor_memory: str = Field(default="1g", pattern=r"^[0-9]+[kmgKMG]$")
+
+    def worker_port(self, number: int) -> int:
+        """Worker ``number``'s (1-based) port: the master's + number, so the master's list names it."""
+        return self.master_port + number
+
     # None: JAVA_HOME from the environment the CLI was started in, else `java` on PATH.
     java_home: Path | None = None
     min_java_version: int = 17
@@ -623,8 +628,10 @@ class Settings(BaseSettings):
         if str(broker.get("nodes", 1)) == "3":
             topics.setdefault("replication_factor", 3)
             topics.setdefault("min_insync_replicas", 2)
-        if int(spark.get("workers", 0) or 0) > 0 and "master" not in spark:
-            spark["master"] = f"spark://127.0.0.1:{spark.get('master_port', 17077)}"
+        if int(spark.get("workers", 0) or 0) > 0:
+            spark.setdefault("master", f"spark://127.0.0.1:{spark.get('master_port', 17077)}")
+            # The driver's UI serves the executors' task metrics that `stream status` shows.
+            spark.setdefault("ui_enabled", True)
         data.update(kafka=kafka, topics=topics, spark=spark)
         return data
 
@@ -660,7 +667,11 @@ class Settings(BaseSettings):
             "dashboard.port": self.dashboard.port,
             "spark.ui_port": self.spark.ui_port,
             **(
-                {"spark.master_port": self.spark.master_port, "spark.master_ui_port": self.spark.master_ui_port}
+                {
+                    "spark.master_port": self.spark.master_port,
+                    "spark.master_ui_port": self.spark.master_ui_port,
+                    **{f"spark worker {n}": self.spark.worker_port(n) for n in range(1, self.spark.workers + 1)},
+                }
                 if self.spark.workers
                 else {}
             ),

@@ -103,6 +103,14 @@ def _cmd_stream_status(args: argparse.Namespace, settings: Settings) -> int:
             f"{name:<12} {condition:<8} {q['last_batch'] if q['last_batch'] is not None else '-':>6} "
             f"{q['input_rows_per_s']:>10} {q['processed_rows_per_s']:>12} {q['batch_ms'] or '-':>9}  {lag}"
         )
+    executors = (state.get("work") or {}).get("executors") or {}
+    if executors:
+        print(
+            "last stages' tasks per executor: "
+            + ", ".join(
+                f"{name} {w['tasks']} tasks {w['run_ms']} ms {w['rows']} rows" for name, w in sorted(executors.items())
+            )
+        )
     return 0 if all(q["active"] for q in state["queries"].values()) else 1
 
 
