@@ -143,7 +143,8 @@ def render_topics() -> str:
         "# tests/infra/test_production.py fails when this file and the catalog disagree.\n"
     )
     documents = [topic_manifest(topic) for topic in TOPICS]
-    return header + yaml.safe_dump_all(documents, sort_keys=False, explicit_start=True)
+    body: str = yaml.safe_dump_all(documents, sort_keys=False, explicit_start=True)
+    return header + body
 
 
 def _acl(resource_type: str, name: str, operations: list[str]) -> dict[str, Any]:
@@ -191,7 +192,11 @@ def device_user(device_id: str) -> dict[str, Any]:
         "kind": "KafkaUser",
         "metadata": {
             "name": _resource_name(device_id),
-            "labels": {"strimzi.io/cluster": CLUSTER, "app.kubernetes.io/part-of": "neurolake", "neurolake/role": "device"},
+            "labels": {
+                "strimzi.io/cluster": CLUSTER,
+                "app.kubernetes.io/part-of": "neurolake",
+                "neurolake/role": "device",
+            },
         },
         "spec": {
             "authentication": {"type": "tls"},
@@ -239,7 +244,7 @@ def sizing_table(headsets: int = HEADSETS) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.production.manifests", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    topics = commands.add_parser("topics", help=f"write {TOPICS_FILE.relative_to(HERE)} from the catalog")
+    topics = commands.add_parser("topics", help="write kubernetes/kafka/topics.yaml from the catalog")
     topics.add_argument("--check", action="store_true", help="only compare; exit 1 if the file differs")
     device = commands.add_parser("device", help="print one Pi's KafkaUser")
     device.add_argument("device_id")
