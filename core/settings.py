@@ -12,13 +12,23 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -562,6 +572,18 @@ class PathSettings(_Section):
     lake_root: Path = Path("lake")
     # The Kafka and Spark jars `make setup` fetched (infra/scripts/fetch_jars.sh): never fetched at run time.
     jars: Path = Path(__file__).resolve().parent.parent / ".jvm"
+
+    @field_validator("home", "lake_root", "jars", mode="before")
+    @classmethod
+    def _local_paths(cls, value: Any, info: ValidationInfo) -> Any:
+        # A URI would silently become a local folder named "s3a:" under the working directory.
+        if isinstance(value, str) and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value):
+            raise ValueError(
+                f"paths.{info.field_name} must be a local path, not {value!r}: the lake, its checkpoints and "
+                "locks are files for now; mount the bucket or shared volume and give the mount's path "
+                "(infra/production/README.md, 'The lake on object storage')"
+            )
+        return value
 
     @property
     def run_dir(self) -> Path:

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from core.errors import NeurolakeError
 from core.settings import load_settings
 from infra.production import manifests
 from schemas.catalog import DEVICE_READS, DEVICE_WRITES, EDGE_CONTROL_GROUP, TOPICS
@@ -340,14 +341,11 @@ def test_executors_find_what_the_driver_hands_them_by_path():
     assert template["spec"]["containers"][0]["name"] == conf["spark.kubernetes.executor.podTemplateContainerName"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="paths.lake_root is a pathlib.Path: 's3a://bucket/' becomes a local folder 's3a:/bucket' "
-    "(the lake on object storage waits for URI-typed lake paths; infra/production/README.md)",
-)
-def test_lake_root_can_be_an_object_storage_uri():
-    settings = production_settings(NEUROLAKE_PATHS__LAKE_ROOT="s3a://neurolake-lake/")
-    assert str(settings.paths.lake_root).rstrip("/") == "s3a://neurolake-lake"
+def test_an_object_storage_lake_root_is_refused_by_name():
+    """Until the lake's paths are URIs, an s3a:// root is an error naming the setting, not a local
+    folder called 's3a:'."""
+    with pytest.raises(NeurolakeError, match=r"paths.lake_root must be a local path.*mount"):
+        production_settings(NEUROLAKE_PATHS__LAKE_ROOT="s3a://neurolake-lake/")
 
 
 def dockerfile() -> str:
