@@ -333,6 +333,10 @@ def down(settings: Settings) -> list[str]:
     for spec in reversed(managed_specs(settings, with_airflow=True)):
         if sup.stop(spec):
             stopped.append(spec.name)
+    # Services `up` started under other settings (a local cluster's nodes, say) have PID files too.
+    for name in sup.recorded_names():
+        if sup.stop_recorded(name):
+            stopped.append(name)
     return stopped
 
 
