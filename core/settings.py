@@ -400,8 +400,9 @@ class EdgeSettings(_Section):
     # A producer with records in flight and no delivery report for this long is rebuilt.
     stall_timeout_s: float = Field(default=10.0, gt=0)
     reconnect_backoff_max_s: float = Field(default=5.0, gt=0, le=60)
-    # After a broker outage, resend everything the lake has not acknowledged: the embedded broker
-    # keeps topics in memory. On a replicated Kafka cluster this can be false.
+    # After a broker outage, resend everything the lake has not acknowledged. Kafka keeps what it
+    # acknowledged on disk, so this is a second guard (a broker that lost its disk, an unclean
+    # election on a cluster someone else runs); bronze drops the duplicates it makes.
     resend_unacked_after_outage: bool = True
     # Obey a hub-signed SHUTDOWN addressed to this device by name (never one for "*"). The process
     # then exits 0, so systemd (Restart=on-failure) leaves it down until started again on the Pi.

@@ -108,12 +108,12 @@ def build_spark_session(
     app_name: str = "neurolake",
     extra_conf: dict[str, str] | None = None,
     java_options: str | None = None,
-    environment: dict[str, str] | None = None,
 ) -> SparkSession:
-    """``environment`` goes over :func:`spark_environment`, e.g. a zygote's Python for Spark's."""
+    """The lake's Spark session: Delta's catalog, the Kafka and Delta jars from ``paths.jars``, the
+    small-batch configuration, and on a standalone master executors of the workers' size."""
     check_java(settings)
     # Spark's launcher reads these from the environment; this is the one place that sets them.
-    os.environ.update({**spark_environment(settings), **(environment or {})})
+    os.environ.update(spark_environment(settings))
     from pyspark.sql import SparkSession
 
     spark_conf = settings.spark

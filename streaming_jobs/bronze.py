@@ -4,8 +4,8 @@ topic, seq), in Delta.
 The query reads Kafka with Spark's own Kafka source (offsets in its checkpoint). Per micro-batch
 (``foreachBatch``, :class:`BronzeBatchWriter`):
 
-1. on the executors (``mapInArrow``, one task per Kafka partition), each record's signature is
-   verified against the hub's keyring (schemas/signing.py), the record decoded and validated
+1. on the executors (``mapInArrow`` over the Kafka partitions, coalesced to ``lake.silver_tasks``
+   tasks), each record's signature is verified against the hub's keyring (schemas/signing.py), the record decoded and validated
    (:func:`decode_rows`); what is not authenticated, does not decode or does not validate is kept
    with its raw bytes and the reason for ``bronze.quarantine`` (never dropped);
 2. the driver collects only each record's stream key (topic, device, spool epoch, seq) and decides
