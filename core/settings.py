@@ -124,6 +124,8 @@ class KafkaSettings(_Section):
         return {
             **self.client_config(),
             "enable.idempotence": self.enable_idempotence,
+            # Stored means stored on min.insync.replicas copies (idempotence asks for this too).
+            "acks": "all",
             "compression.type": self.compression_type,
             "linger.ms": self.linger_ms,
             "request.timeout.ms": self.request_timeout_ms,
