@@ -11,9 +11,20 @@ from core.settings import Settings, load_settings
 from infra.ports import free_ports
 
 
+def _exit_on_sigterm() -> None:
+    """A bench stopped with SIGTERM still stops the stack it started (SystemExit runs the finally
+    blocks; Python's default SIGTERM action would leave brokers and streams behind)."""
+    import signal
+    import sys
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 @contextlib.contextmanager
 def private_broker(extra_env: dict[str, str] | None = None, with_mlflow: bool = False) -> Iterator[Settings]:
     from infra.stack import BrokerAndClock, mlflow_spec
+
+    _exit_on_sigterm()
 
     with tempfile.TemporaryDirectory(prefix="neurolake-bench-") as home:
         port, controller, clock, mlflow_port, dashboard = free_ports(5)
@@ -51,6 +62,8 @@ def private_cluster(extra_env: dict[str, str] | None = None) -> Iterator[tuple[S
 
     from infra.processes import port_is_free
     from infra.stack import LocalCluster
+
+    _exit_on_sigterm()
 
     with tempfile.TemporaryDirectory(prefix="neurolake-bench-cluster-") as home:
         while True:
