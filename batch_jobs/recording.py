@@ -441,7 +441,10 @@ def _bronze_table(record_type: str, records: list[dict[str, Any]], topic: str, s
         }
         for r in records
     ]
-    return pa.Table.from_pylist(rows, schema=bronze_schema(record_type))
+    table = pa.Table.from_pylist(rows, schema=bronze_schema(record_type))
+    # Typed and nullable as the stream's own writes make the table: whichever writer creates a bronze
+    # table, the other appends to it (delta-spark refuses a column whose type differs).
+    return table.cast(pa.schema([f.with_nullable(True) for f in table.schema]))
 
 
 def write_bronze(

@@ -31,6 +31,7 @@ from edge_producers.devices.simulated import SimulatedEeg
 from edge_producers.stimulus import StimulusSchedule
 from infra.delta import LakeTable, utc_date
 from schemas.catalog import GOLD_EEG_WINDOWS, SILVER_MARKERS, SILVER_SENSOR_READINGS
+from streaming_jobs.bronze import silver_projections
 from streaming_jobs.checkpoints import checkpoint_dir
 from streaming_jobs.lake_rows import WINDOWS_SCHEMA, windows_table
 from streaming_jobs.silver_gold import QUERY_NAME, label_windows, processor_config, rebuilds_dir, save_rebuild_state
@@ -202,7 +203,12 @@ def write_sample_lake(
         readings = _room_readings(session_id, device_id, number, start_us, seconds)
         # The state before the blocks: a silver/gold stream that then reads them finds them done.
         save_rebuild_state(states, session_id, f"{APP_ID}:{session_id}", state)
-        write_bronze(root, session.recording(), f"{APP_ID}:bronze", number, source=APP_ID, block_size=BLOCK)
+        _, bronze_markers = write_bronze(
+            root, session.recording(), f"{APP_ID}:bronze", number, source=APP_ID, block_size=BLOCK
+        )
+        # silver.markers as bronze's projection makes it: the stream appends to the same table, and
+        # a column typed otherwise (trial as int64 from Python ints) fails its every later commit.
+        markers = silver_projections({"markers": bronze_markers})["markers"]
         # Silver first: a window must never be in gold before the markers that label it.
         markers_table.append(markers, f"{APP_ID}:markers", number)
         readings_table.append(readings, f"{APP_ID}:sensor_readings", number)

@@ -15,7 +15,8 @@ from batch_jobs.sample_lake import SESSION_START_US, simulate_session
 from dsp.session import SessionState, process
 from infra.delta import LakeTable
 from neurolake.cli import main
-from schemas.catalog import BRONZE_EEG_BLOCKS, GOLD_EEG_WINDOWS
+from schemas.catalog import BRONZE_EEG_BLOCKS, BRONZE_MARKERS, GOLD_EEG_WINDOWS, SILVER_MARKERS
+from streaming_jobs.bronze import bronze_schema, projection_schema
 from streaming_jobs.checkpoints import checkpoint_dir
 from streaming_jobs.silver_gold import QUERY_NAME, StreamContext, adopt_rebuild, processor_config, rebuilds_dir
 from tests.conftest import isolated_environ
@@ -54,6 +55,16 @@ def test_sample_lake_sessions_are_listed_exported_and_not_derived_twice(
     assert code == 0, err
     [exported] = (tmp_path / "out").iterdir()
     assert exported.stat().st_size > 0
+
+    # Typed as the stream's own writes type them (it appends to the same tables, and delta-spark
+    # refuses a column of another type: trial as int64 failed every bronze commit of the demo).
+    for spec, schema in (
+        (SILVER_MARKERS, projection_schema("markers")),
+        (BRONZE_MARKERS, bronze_schema("marker")),
+        (BRONZE_EEG_BLOCKS, bronze_schema("eeg_block")),
+    ):
+        held = LakeTable(settings.paths.lake_root, spec).read_columns(schema.names).schema
+        assert [(f.name, f.type) for f in held] == [(f.name, f.type) for f in schema], spec
 
     # A rerun writes nothing twice.
     root = settings.paths.lake_root
