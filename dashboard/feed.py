@@ -26,7 +26,7 @@ from core.errors import ServiceError
 from core.settings import Settings
 from dashboard.views import beats_and_bpm
 from dsp.labels import intervals_from_markers
-from dsp.session import session_record_problem
+from dsp.session_record import session_record_problem
 from infra.commands import CommandSender, SignedCommand, is_ack_of
 from infra.kafka import LiveReader
 from schemas.catalog import (

@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
-from typing import Any, TypeGuard
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from dsp.dejitter import DejitterState, dejitter_block
 from dsp.features import band_powers, ssvep_scores, window_quality
 from dsp.filters import FilterSpec, LineFilter, design_sos, filter_chunk, initial_state
 from dsp.heart import MIN_BEAT_INTERVAL_S, detect_beats
+from dsp.session_record import SessionRecordError, session_record_problem
 from dsp.windows import WindowSpec, WindowState, initial_window_state, windows_from_chunk
 from schemas.codec import eeg_block_device_times, eeg_block_samples
 
@@ -166,39 +167,6 @@ class Output:
 
 PULSE_TAIL_S = 4.0
 BPM_AVERAGE_OVER = 5
-
-
-MAX_SAMPLE_RATE_HZ = 100_000.0
-MAX_CHANNELS = 1024
-
-
-def is_finite_number(value: Any) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and math.isfinite(value)
-
-
-class SessionRecordError(ValueError):
-    """A session record the processor cannot use; the message names the field."""
-
-
-def session_record_problem(record: Mapping[str, Any]) -> str | None:
-    """Why a session record cannot describe its blocks, or None. Bronze quarantines such records."""
-    rate = record.get("sample_rate_hz")
-    if not is_finite_number(rate) or not 0 < rate <= MAX_SAMPLE_RATE_HZ:
-        return f"session sample_rate_hz={rate!r}: must be a finite rate in (0, {MAX_SAMPLE_RATE_HZ:g}] Hz"
-    names, types = record.get("channel_names") or [], record.get("channel_types") or []
-    if not 0 < len(names) <= MAX_CHANNELS:
-        return f"session channel_names has {len(names)} entries; 1..{MAX_CHANNELS} expected"
-    if len(types) != len(names):
-        return f"session channel_types has {len(types)} entries, channel_names {len(names)}: they must match"
-    for key, value in (record.get("metadata") or {}).items():
-        if key.startswith("stimulus."):
-            try:
-                hz = float(value)
-            except (TypeError, ValueError):
-                hz = math.nan
-            if not math.isfinite(hz) or hz <= 0:
-                return f"session metadata {key}={value!r}: a stimulus frequency must be a positive number of Hz"
-    return None
 
 
 def info_from_session_record(record: dict[str, Any], config: ProcessorConfig) -> SessionInfo:

@@ -42,7 +42,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dsp.session import (
+from dsp.session_record import (
     MAX_CHANNELS,
     MAX_SAMPLE_RATE_HZ,
     is_finite_number,

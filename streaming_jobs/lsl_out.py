@@ -26,7 +26,7 @@ import numpy as np
 from core.settings import Settings
 from core.stopping import stop_on_signals
 from dsp.filters import FilterSpec, design_sos, filter_block
-from dsp.session import session_record_problem
+from dsp.session_record import session_record_problem
 from infra.kafka import LiveReader
 from schemas.catalog import EEG_RAW, PREDICTIONS, SESSIONS
 from schemas.codec import eeg_block_device_times, eeg_block_samples

@@ -86,7 +86,7 @@ def test_sampled_sinusoid_luminance() -> None:
 
 
 def test_the_session_names_every_target_frequency_for_the_lake() -> None:
-    from dsp.session import session_record_problem
+    from dsp.session_record import session_record_problem
     from edge_producers.runtime import stimulus_metadata
 
     metadata = stimulus_metadata(StimulusSettings(layout="benchmark40", presenter=True))
