@@ -20,6 +20,7 @@ import pyarrow as pa
 from batch_jobs.recording import Recording
 from core.settings import Settings, StimulusSettings
 from dsp.session import Block, SessionState, info_from_session_record, process
+from dsp.ssvep import layout_from_classes
 from edge_producers.devices.sensors import SimulatedRoomSensors
 from edge_producers.devices.simulated import SimulatedEeg
 from edge_producers.stimulus import StimulusSchedule
@@ -106,7 +107,7 @@ def simulate_session(settings: Settings, number: int, seconds: float, start_us: 
     simulation = settings.edge.simulation.model_copy(update={"seed": settings.edge.simulation.seed + number})
     stimulus = settings.edge.stimulus.model_copy(update={"enabled": True, "seed": settings.edge.stimulus.seed + number})
     schedule = StimulusSchedule(stimulus, start_us)
-    eeg = SimulatedEeg(simulation, stimulus_at=schedule.frequency_at)
+    eeg = SimulatedEeg(simulation, schedule.frequency_at, layout_from_classes(stimulus.classes))
     record = {
         "device_id": device_id,
         "session_id": session_id,
