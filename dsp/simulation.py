@@ -191,24 +191,28 @@ class SsvepModel:
 
 @dataclass(frozen=True)
 class SimulationConfig:
+    """Everything the generator needs; built from ``edge.simulation`` by :func:`config_from_settings`
+    (the settings hold the defaults)."""
+
     headset: Headset
-    snr_db: float = -6.0
-    background_uv: float = 10.0
-    sensor_noise_uv: float = 1.0
-    alpha_uv: float = 6.0
-    mains_uv: float = 5.0
-    mains_hz: float = 60.0
-    blink_uv: float = 80.0
-    blinks_per_minute: float = 12.0
-    emg_uv: float = 40.0
-    emg_bursts_per_minute: float = 2.0
-    drift_uv: float = 10.0
-    channel_faults_per_hour: float = 2.0
-    with_pulse: bool = False
+    snr_db: float
+    background_uv: float
+    alpha_uv: float
+    mains_uv: float
+    mains_hz: float
+    blink_uv: float
+    blinks_per_minute: float
+    emg_uv: float
+    emg_bursts_per_minute: float
+    drift_uv: float
+    channel_faults_per_hour: float
+    with_pulse: bool
     # (frequency Hz, phase rad) of each target; a frequency not listed flickers from phase 0.
     stimulus_phases: tuple[tuple[float, float], ...] = ()
     subject_seed: int = 0
     session_seed: int = 0
+    # Amplifier and electrode noise, independent per channel.
+    sensor_noise_uv: float = 1.0
     ssvep: SsvepModel = field(default_factory=SsvepModel)
 
     @property

@@ -161,7 +161,7 @@ def cca_correlations(bands: np.ndarray, bases: np.ndarray) -> np.ndarray:
     products = np.einsum("nbsc,ksh->nbkch", qx, bases, optimize=True)
     # The squared correlation is the top eigenvalue of M M^T (channels x channels): half an SVD's cost.
     gram = products @ np.swapaxes(products, -1, -2)
-    return np.sqrt(np.clip(np.linalg.eigvalsh(gram)[..., -1], 0.0, 1.0))
+    return np.asarray(np.sqrt(np.clip(np.linalg.eigvalsh(gram)[..., -1], 0.0, 1.0)))
 
 
 # --- TRCA --------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +24,7 @@ import pandas as pd
 from core.errors import NeurolakeError, ServiceError
 from core.settings import Settings
 from ml.dataset import TrainingSet
-from ml.evaluation import Scores, cross_validate, score
+from ml.evaluation import DecodingScore, Scores, cross_validate, decoding_metrics, score
 from ml.pipelines import make_pipeline, pipeline_params
 from ml.trust import SHA256_TAG, artifact_sha256, load_trusted
 
@@ -117,6 +117,16 @@ def _log_scores(prefix: str, scores: Scores) -> None:
         pyplot.close(display.figure_)
     except ImportError:  # the CSV carries the same numbers
         pass
+
+
+def log_decoding_scores(scores: Sequence[DecodingScore], prefix: str = "decoding") -> dict[str, float]:
+    """Log SSVEP decoding accuracy and ITR per method and window length (ml.evaluation) to the active
+    MLflow run, as ``<prefix>_<method>_acc_<window>s`` and ``..._itr_<window>s``; returns them."""
+    import mlflow
+
+    metrics = decoding_metrics(scores, prefix)
+    mlflow.log_metrics(metrics)
+    return metrics
 
 
 def _requirements() -> list[str]:

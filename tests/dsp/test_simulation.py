@@ -36,6 +36,13 @@ QUIET = {
 }
 
 
+def _config(board: str = "simulated", session: int | None = None, **settings: object) -> SimulationConfig:
+    """A generator configuration from ``edge.simulation`` settings (``seed`` is the subject)."""
+    return config_from_settings(
+        SimulationSettings.model_validate({"board": board, "with_pulse": False, **settings}), session_seed=session
+    )
+
+
 def _flicker(hz: float, on_s: float = 1.0, off_s: float = 9.0):  # type: ignore[no-untyped-def]
     return lambda t: np.where((t >= on_s * 1e6) & (t < off_s * 1e6), hz, np.nan)
 
@@ -54,12 +61,8 @@ def _response(config: SimulationConfig, n: int, stimulus) -> np.ndarray:  # type
 
 
 def test_any_chunking_equals_one_pass() -> None:
-    config = SimulationConfig(
-        HEADSETS["simulated"],
-        with_pulse=True,
-        blinks_per_minute=60,
-        emg_bursts_per_minute=30,
-        channel_faults_per_hour=900,
+    config = replace(
+        _config(with_pulse=True, blinks_per_minute=60, emg_bursts_per_minute=30, channel_faults_per_hour=900),
         stimulus_phases=((12.0, np.pi / 2),),
     )
     sim = prepare(config)
@@ -93,7 +96,7 @@ def test_any_chunking_equals_one_pass() -> None:
 def test_hardware_presets(board: str, rate: float, names: tuple[str, ...]) -> None:
     headset = headset_for(SimulationSettings(board=board))  # type: ignore[arg-type]
     assert (headset.sample_rate_hz, headset.channel_names) == (rate, names)
-    samples = _generate(config_from_settings(SimulationSettings(board=board, with_pulse=False)), 100)  # type: ignore[arg-type]
+    samples = _generate(_config(board), 100)
     assert samples.shape == (100, len(names))
 
 
@@ -122,7 +125,7 @@ def test_snr_presets_resolve_in_settings() -> None:
 
 
 def test_background_is_pink_with_alpha_and_correlated_like_a_scalp() -> None:
-    config = SimulationConfig(HEADSETS["simulated"], **{**QUIET, "alpha_uv": 6.0})
+    config = _config(**{**QUIET, "alpha_uv": 6.0})
     eeg = _generate(config, int(120 * FS))
     names = config.headset.channel_names
     freqs, psd = welch(eeg, fs=FS, nperseg=int(4 * FS), axis=0)
@@ -147,7 +150,7 @@ def _fundamental(x: np.ndarray, hz: float, fs: float) -> complex:
 
 
 def test_ssvep_at_the_flicker_frequency_on_occipital_channels() -> None:
-    config = SimulationConfig(HEADSETS["simulated"], snr_db=0.0, **QUIET)
+    config = _config(ssvep_snr_db=0.0, **QUIET)
     names = config.headset.channel_names
     eeg = _generate(config, int(10 * FS), _flicker(12.0))
     freqs, psd = welch(eeg[int(2 * FS) : int(9 * FS)], fs=FS, nperseg=int(2 * FS), axis=0)
@@ -163,7 +166,7 @@ def test_ssvep_at_the_flicker_frequency_on_occipital_channels() -> None:
 
 def test_ssvep_phase_follows_the_stimulus_and_starts_after_the_latency() -> None:
     layout = StimulusLayout(("a", "b"), (10.0, 10.0001), (0.0, np.pi))
-    base = SimulationConfig(HEADSETS["benchmark"], snr_db=0.0, **QUIET)
+    base = _config("benchmark", ssvep_snr_db=0.0, **QUIET)
     oz = base.headset.channel_names.index("Oz")
     responses = []
     for hz in layout.frequencies_hz:
@@ -184,7 +187,7 @@ def test_apparent_latency_is_100_to_160_ms() -> None:
     """The SSVEP's phase lags the flicker by 2 pi f x latency: the slope over frequencies is the latency."""
     frequencies = np.arange(8.0, 16.0, 1.0)
     for subject in range(3):
-        config = SimulationConfig(HEADSETS["benchmark"], snr_db=0.0, subject_seed=subject, **QUIET)
+        config = _config("benchmark", ssvep_snr_db=0.0, seed=subject, **QUIET)
         oz = config.headset.channel_names.index("Oz")
         phases = []
         for hz in frequencies:
@@ -197,23 +200,17 @@ def test_apparent_latency_is_100_to_160_ms() -> None:
 
 def test_subjects_differ_and_sessions_of_a_subject_resemble_each_other() -> None:
     def pattern(subject: int, session: int) -> np.ndarray:
-        sim = prepare(SimulationConfig(HEADSETS["benchmark"], subject_seed=subject, session_seed=session))
+        sim = prepare(_config("benchmark", session=session, seed=subject))
         return np.asarray(sim.ssvep_sin[0])
 
     same = np.corrcoef(pattern(1, 1), pattern(1, 2))[0, 1]
     assert same > 0.9
-    amplitude = [prepare(SimulationConfig(HEADSETS["benchmark"], subject_seed=s)).ssvep_amplitudes[0] for s in range(8)]
+    amplitude = [prepare(_config("benchmark", seed=s)).ssvep_amplitudes[0] for s in range(8)]
     assert np.std(np.log(amplitude)) > 0.1
 
 
 def test_artifacts_blinks_mains_and_emg() -> None:
-    config = SimulationConfig(
-        HEADSETS["simulated"],
-        blinks_per_minute=30,
-        channel_faults_per_hour=0.0,
-        mains_hz=50.0,
-        emg_bursts_per_minute=20,
-    )
+    config = _config(blinks_per_minute=30, channel_faults_per_hour=0.0, mains_hz=50.0, emg_bursts_per_minute=20)
     eeg = _generate(config, int(60 * FS))
     names = config.headset.channel_names
     fp1, o1, c3, t7 = (names.index(n) for n in ("Fp1", "O1", "C3", "T7"))
@@ -228,7 +225,7 @@ def test_artifacts_blinks_mains_and_emg() -> None:
 
 
 def test_channels_go_flat_or_rail_now_and_then() -> None:
-    config = SimulationConfig(HEADSETS["simulated"], channel_faults_per_hour=600)
+    config = _config(channel_faults_per_hour=600)
     eeg = _generate(config, int(60 * FS))
     second = int(FS)
     flat = [np.any(np.convolve(eeg[:, c] == 0, np.ones(second), "valid") == second) for c in range(eeg.shape[1])]
@@ -254,7 +251,7 @@ def test_benchmark_layout_matches_the_dataset() -> None:
 def test_benchmark_session_runs_every_target_once_per_block() -> None:
     layout = StimulusLayout(("a", "b", "c"), (8.0, 10.0, 12.0), (0.0, np.pi / 2, np.pi))
     protocol = BenchmarkProtocol(n_blocks=2)
-    config = SimulationConfig(HEADSETS["benchmark"], snr_db=0.0, subject_seed=3, session_seed=1)
+    config = _config("benchmark", session=1, ssvep_snr_db=0.0, seed=3)
     blocks = benchmark_session(config, layout, protocol)
     assert len(blocks) == 2
     for block in blocks:
@@ -265,7 +262,7 @@ def test_benchmark_session_runs_every_target_once_per_block() -> None:
     np.testing.assert_array_equal(again[1].samples, blocks[1].samples)
     # Each trial's response is at its target's frequency on Oz.
     oz = HEADSETS["benchmark"].channel_names.index("Oz")
-    quiet = benchmark_session(replace(config, snr_db=20.0, **QUIET), layout, protocol)[0]
+    quiet = benchmark_session(_config("benchmark", session=1, ssvep_snr_db=20.0, seed=3, **QUIET), layout, protocol)[0]
     for onset, target in zip(quiet.onsets, quiet.targets):
         x = quiet.samples[onset + int(1 * FS) : onset + int(5 * FS), oz].astype(np.float64)
         powers = [abs(_fundamental(x, f, FS)) for f in layout.frequencies_hz]

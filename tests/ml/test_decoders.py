@@ -10,8 +10,9 @@ import pytest
 from scipy.signal import sosfilt
 from sklearn.base import clone
 
+from core.settings import SimulationSettings
 from dsp.filters import FilterSpec, design_sos
-from dsp.simulation import HEADSETS, BenchmarkProtocol, SimulationConfig, benchmark_session
+from dsp.simulation import BenchmarkProtocol, benchmark_session, config_from_settings
 from dsp.ssvep import BENCHMARK_LATENCY_S, StimulusLayout, benchmark_layout
 from ml.decoders import TDCA, TRCA, FilterBankCCA
 from ml.evaluation import leave_one_block_out
@@ -27,7 +28,8 @@ LAYOUT = StimulusLayout(
 
 
 def _windows(snr_db: float, window_s: float = 1.0, blocks: int = 4) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    config = SimulationConfig(HEADSETS["benchmark"], snr_db=snr_db, mains_hz=50.0, subject_seed=7, session_seed=1)
+    settings = SimulationSettings(board="benchmark", with_pulse=False, ssvep_snr_db=snr_db, mains_hz=50.0, seed=7)
+    config = config_from_settings(settings, session_seed=1)
     sos = design_sos(FilterSpec.at_rate(FS, 1.0, 90.0, 50.0))
     x, y, g = [], [], []
     for b, block in enumerate(benchmark_session(config, LAYOUT, BenchmarkProtocol(n_blocks=blocks))):
