@@ -268,7 +268,8 @@ class SimulationSettings(_Section):
     n_eeg_channels: int | None = Field(default=None, ge=1)
     with_pulse: bool = True
     background_uv: float = Field(default=10.0, ge=0)
-    alpha_uv: float = Field(default=6.0, ge=0)
+    # Posterior alpha at its focus, RMS; the flicker halves it (alpha blocking).
+    alpha_uv: float = Field(default=14.0, ge=0)
     mains_uv: float = Field(default=5.0, ge=0)
     mains_hz: float = Field(default=60.0, gt=0)
     blink_uv: float = Field(default=80.0, ge=0)

@@ -159,10 +159,12 @@ class SsvepModel:
     Amplitudes are relative, per harmonic, before the subject's own variation; the phases of the
     response are the subject's, drawn uniformly."""
 
-    harmonic_amplitudes: tuple[float, ...] = (1.0, 0.55, 0.35, 0.22, 0.14)
+    # Steady-state amplitude of harmonics 1-5 at the focus: with the 1/f background, the 2nd harmonic's
+    # SNR is ~7 dB below the fundamental's and the 5th's ~30 dB below.
+    harmonic_amplitudes: tuple[float, ...] = (1.0, 0.3, 0.12, 0.05, 0.02)
     # Subjects differ by this much in SNR (dB, normal): the benchmark's subjects range from near
     # chance to near perfect.
-    subject_snr_sd_db: float = 4.0
+    subject_snr_sd_db: float = 2.0
     # Per subject, each harmonic's amplitude varies by this factor (log-normal sd).
     harmonic_amplitude_sd: float = 0.3
     # The visual impulse response: a pure delay, then (u/b)^2 exp(-u/b) cos(2 pi f0 u + psi), per subject
@@ -170,9 +172,6 @@ class SsvepModel:
     delay_s: tuple[float, float] = (0.05, 0.08)
     kernel_decay_s: tuple[float, float] = (0.02, 0.03)
     kernel_hz: tuple[float, float] = (10.0, 14.0)
-    # The response grows into its steady state over this time constant after onset (adaptation of the
-    # visual cortex to the flicker; reference-based decoders assume a steady amplitude from the start).
-    build_up_s: float = 0.0
     trial_amplitude_sd: float = 0.25
     trial_latency_sd_s: float = 0.0
     trial_phase_sd_rad: float = 0.05
@@ -186,7 +185,7 @@ class SsvepModel:
     secondary_gain: float = 0.4
     channel_gain_sd: float = 0.2
     # Alpha power while a flicker is seen, relative to rest.
-    alpha_blocking: float = 0.4
+    alpha_blocking: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -636,11 +635,10 @@ def _ssvep(
         if len(rows) == 0:
             continue
         elapsed = (index[rows] - current.onset) / sim.fs
-        gain = current.amplitude * (1.0 - np.exp(-elapsed / model.build_up_s) if model.build_up_s > 0 else 1.0)
         for h in range(n_harmonics):
             theta = (h + 1) * (2 * np.pi * current.hz * elapsed + current.phase) + current.harmonic_phases[h]
-            drive[h, rows, 0] = gain * np.cos(theta)
-            drive[h, rows, 1] = gain * np.sin(theta)
+            drive[h, rows, 0] = current.amplitude * np.cos(theta)
+            drive[h, rows, 1] = current.amplitude * np.sin(theta)
     out = np.zeros((n, sim.n_eeg))
     new_memory = []
     for h, kernel in enumerate(sim.ssvep_kernels):

@@ -144,6 +144,38 @@ def usable_harmonics(sample_rate_hz: float, frequencies_hz: Sequence[float], n_h
     return max(1, min(n_harmonics, int(top)))
 
 
+def phased_references(
+    n_samples: int,
+    sample_rate_hz: float,
+    frequencies_hz: Sequence[float],
+    phases_rad: Sequence[float],
+    n_harmonics: int,
+) -> np.ndarray:
+    """Sine-cosine references that carry each target's phase: (targets, samples, 2H), columns
+    sin(2 pi h f t + h phi), cos(2 pi h f t + h phi). A window starting at the visual latency sees the
+    flicker's own phase (Wang et al. 2017 chose 0.14 s so), which is what multi-stimulus methods share."""
+    t = np.arange(n_samples) / sample_rate_hz
+    out = np.empty((len(frequencies_hz), n_samples, 2 * n_harmonics))
+    for k, (hz, phase) in enumerate(zip(frequencies_hz, phases_rad)):
+        for h in range(1, n_harmonics + 1):
+            out[k, :, 2 * h - 2] = np.sin(2 * np.pi * h * hz * t + h * phase)
+            out[k, :, 2 * h - 1] = np.cos(2 * np.pi * h * hz * t + h * phase)
+    return out
+
+
+def neighbours(frequencies_hz: Sequence[float], n: int) -> list[np.ndarray]:
+    """For each target, the ``n`` targets nearest to it in frequency, itself included (a window of the
+    frequency-sorted list, shifted inwards at the ends), as the multi-stimulus methods pool them."""
+    order = np.argsort(frequencies_hz, kind="stable")
+    n = min(n, len(order))
+    before = n // 2
+    groups: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(order)
+    for rank, target in enumerate(order):
+        start = min(max(rank - before, 0), len(order) - n)
+        groups[int(target)] = order[start : start + n]
+    return groups
+
+
 def reference_bases(
     n_samples: int, sample_rate_hz: float, frequencies_hz: Sequence[float], n_harmonics: int
 ) -> np.ndarray:
@@ -167,19 +199,28 @@ def cca_correlations(bands: np.ndarray, bases: np.ndarray) -> np.ndarray:
 # --- TRCA --------------------------------------------------------------------------------------------
 
 
-def trca_filter(trials: np.ndarray) -> np.ndarray:
-    """The TRCA spatial filter of one target's trials (n_trials, samples, channels): the direction that
-    maximises the covariance between trials relative to the variance (Nakanishi et al. 2018)."""
+def trca_covariances(trials: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """TRCA's two matrices for one target's trials (n_trials, samples, channels): the summed covariance
+    between different trials, and the covariance of all trials (Nakanishi et al. 2018)."""
     if trials.shape[0] < 2:
         raise ValueError(f"TRCA needs at least two trials of each target, got {trials.shape[0]}")
     x = trials - trials.mean(axis=1, keepdims=True)
     total = x.sum(axis=0)
     within = np.einsum("tsc,tsd->cd", x, x)
-    between = total.T @ total - within
+    return total.T @ total - within, within
+
+
+def _top_generalised_eigenvector(between: np.ndarray, within: np.ndarray) -> np.ndarray:
     # A whisper of ridge keeps the generalised problem defined for a flat (or duplicated) channel.
     within = within + 1e-9 * np.trace(within) / len(within) * np.eye(len(within))
     _, vectors = eigh(between, within)
     return np.asarray(vectors[:, -1])
+
+
+def trca_filter(trials: np.ndarray) -> np.ndarray:
+    """The TRCA spatial filter of one target's trials (n_trials, samples, channels): the direction that
+    maximises the covariance between trials relative to the variance (Nakanishi et al. 2018)."""
+    return _top_generalised_eigenvector(*trca_covariances(trials))
 
 
 def class_templates(bands: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -190,11 +231,28 @@ def class_templates(bands: np.ndarray, labels: np.ndarray, n_classes: int) -> np
     return np.stack([bands[labels == k].mean(axis=0) for k in range(n_classes)], axis=1)
 
 
-def trca_filters(bands: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray:
-    """TRCA filters per sub-band and target: (n, bands, samples, channels) -> (bands, targets, channels)."""
-    return np.stack(
-        [np.stack([trca_filter(bands[labels == k, b]) for k in range(n_classes)]) for b in range(bands.shape[1])]
-    )
+def trca_filters(
+    bands: np.ndarray, labels: np.ndarray, n_classes: int, pooled: Sequence[np.ndarray] | None = None
+) -> np.ndarray:
+    """TRCA filters per sub-band and target: (n, bands, samples, channels) -> (bands, targets, channels).
+
+    ``pooled[k]`` lists the targets whose trials make target k's filter (multi-stimulus TRCA, Wong et
+    al. 2020); by default each target's own."""
+    groups = pooled if pooled is not None else [np.array([k]) for k in range(n_classes)]
+    filters = []
+    for b in range(bands.shape[1]):
+        per_target = [trca_covariances(bands[labels == k, b]) for k in range(n_classes)]
+        filters.append(
+            np.stack(
+                [
+                    _top_generalised_eigenvector(
+                        sum(per_target[j][0] for j in group), sum(per_target[j][1] for j in group)
+                    )
+                    for group in groups
+                ]
+            )
+        )
+    return np.stack(filters)
 
 
 def _standardised(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
@@ -218,6 +276,51 @@ def trca_correlations(bands: np.ndarray, templates: np.ndarray, filters: np.ndar
     test = _standardised(np.einsum("nbsc,bkc->nbks", bands, filters, optimize=True), (3,))
     template = _standardised(np.einsum("bksc,bkc->bks", templates, filters, optimize=True), (2,))
     return np.asarray(np.einsum("nbks,bks->nbk", test, template, optimize=True))
+
+
+# --- multi-stimulus CCA (Wong et al. 2020) -----------------------------------------------------------
+
+
+def _first_canonical_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The first pair of canonical weights (for the columns of a and of b)."""
+    qa, ra = np.linalg.qr(a - a.mean(axis=0))
+    qb, rb = np.linalg.qr(b - b.mean(axis=0))
+    left, _, right = np.linalg.svd(qa.T @ qb)
+    return np.linalg.lstsq(ra, left[:, 0], rcond=None)[0], np.linalg.lstsq(rb, right[0], rcond=None)[0]
+
+
+def ms_cca_filters(
+    templates: np.ndarray, references: np.ndarray, pooled: Sequence[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each sub-band and target, the CCA between the templates of its neighbours (``pooled[k]``),
+    concatenated in time, and their phase-carrying references: a spatial filter (bands, targets,
+    channels) and harmonic weights (bands, targets, 2H). Learned across stimuli, ``references @ v``
+    is a noise-free template of the target's steady-state response, phase included."""
+    n_bands, n_classes = templates.shape[:2]
+    spatial = np.empty((n_bands, n_classes, templates.shape[-1]))
+    harmonic = np.empty((n_bands, n_classes, references.shape[-1]))
+    for b in range(n_bands):
+        for k, group in enumerate(pooled):
+            a = templates[b, group].reshape(-1, templates.shape[-1])
+            spatial[b, k], harmonic[b, k] = _first_canonical_pair(
+                a, references[group].reshape(-1, references.shape[-1])
+            )
+    return spatial, harmonic
+
+
+def ms_cca_correlations(
+    bands: np.ndarray, spatial: np.ndarray, harmonic: np.ndarray, references: np.ndarray
+) -> np.ndarray:
+    """Correlation of each window, filtered by each target's ms-CCA filter, with that target's
+    reference template: (n, bands, samples, channels) -> (n, bands, targets)."""
+    test = _standardised(np.einsum("nbsc,bkc->nbks", bands, spatial, optimize=True), (3,))
+    template = _standardised(np.einsum("ksh,bkh->bks", references, harmonic, optimize=True), (2,))
+    return np.asarray(np.einsum("nbks,bks->nbk", test, template, optimize=True))
+
+
+def signed_square(r: np.ndarray) -> np.ndarray:
+    """sign(r) r^2: how the multi-stimulus methods combine correlations."""
+    return np.asarray(np.sign(r) * r * r)
 
 
 # --- TDCA --------------------------------------------------------------------------------------------

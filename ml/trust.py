@@ -23,6 +23,7 @@ TRUSTED_TYPES = (
     "ml.decoders.FilterBankCCA",
     "ml.decoders.TRCA",
     "ml.decoders.TDCA",
+    "ml.decoders.MsCcaMsEtrca",
 )
 SHA256_TAG = "artifact_sha256"
 

