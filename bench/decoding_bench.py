@@ -15,6 +15,7 @@ published ones do, so the simulation is about as hard as real data for these dec
 
     python bench/decoding_bench.py             # benchmark SNR: 8 subjects; -10/-15/-20 dB and 4 targets: 3
     python bench/decoding_bench.py --subjects 35 --snrs benchmark --layouts 40   # the calibration run
+    python bench/decoding_bench.py --snrs=-8,-6 --layouts 40 --methods fbcca,etrca  # (negative dB: use "=")
     python bench/decoding_bench.py --quick     # CI scale: 3 subjects, benchmark SNR, 40 targets, 0.5/1 s
 
 The last line is machine-readable (accuracies as fractions, benchmark SNR or the first one given, 40
@@ -235,7 +236,10 @@ def last_line(results: Results, snr: str, methods: Sequence[str]) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
-        "--subjects", type=int, default=10, help="simulated subjects per SNR (default 10; 35 as published)"
+        "--subjects", type=int, default=8, help="subjects at the first SNR, 40 targets (default 8; 35 as published)"
+    )
+    parser.add_argument(
+        "--sweep-subjects", type=int, default=3, help="subjects at the other SNRs and for 4 targets (default 3)"
     )
     parser.add_argument("--first-subject", type=int, default=0, help="seed offset of the first subject")
     parser.add_argument("--snrs", default="benchmark,-10,-15,-20", help="SNR names or dB, comma-separated")

@@ -20,7 +20,8 @@ The model, in microvolts, per channel, referenced to the headset's reference ele
   with a stimulus-specific transient, settles to a frequency- and phase-specific steady state and
   fades when the flicker stops. Amplitude varies from trial to trial (and its phase a little), and
   from subject to subject (``SsvepModel.subject_snr_sd_db``). The SNR is the steady-state SSVEP's
-  power over the background's at the occipital focus, for an average subject, in dB.
+  power (all harmonics) over the background's at the occipital focus, for an average subject and a
+  10 Hz flicker, in dB; other frequencies get the subject's impulse response's gain there.
 - **artifacts**: mains (per-electrode amplitude, as impedances differ), slow electrode drift, blinks on
   frontal channels, EMG bursts (temporal muscles and neck), and now and then a channel that goes flat
   or rails at the amplifier's full scale for a few seconds.
@@ -160,7 +161,8 @@ class SsvepModel:
     response are the subject's, drawn uniformly."""
 
     # Steady-state amplitude of harmonics 1-5 at the focus: with the 1/f background, the 2nd harmonic's
-    # SNR is ~7 dB below the fundamental's and the 5th's ~30 dB below.
+    # SNR is ~7 dB below the fundamental's and the 5th's ~27 dB below (real SSVEP harmonics fall fast;
+    # strong high harmonics would let CCA tell 0.2 Hz neighbours apart in 0.5 s, which it cannot).
     harmonic_amplitudes: tuple[float, ...] = (1.0, 0.3, 0.12, 0.05, 0.02)
     # Subjects differ by this much in SNR (dB, normal): the benchmark's subjects range from near
     # chance to near perfect.

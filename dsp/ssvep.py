@@ -60,13 +60,6 @@ class StimulusLayout:
     def n_classes(self) -> int:
         return len(self.labels)
 
-    def phase_at(self, frequency_hz: float) -> float:
-        """The phase of the target flickering at ``frequency_hz`` (0 for a frequency not in the layout)."""
-        for hz, phase in zip(self.frequencies_hz, self.phases_rad):
-            if abs(hz - frequency_hz) < 1e-6:
-                return phase
-        return 0.0
-
 
 def layout_from_classes(classes: Mapping[str, float], phases_rad: Mapping[str, float] | None = None) -> StimulusLayout:
     """A layout from ``label -> Hz`` (the lab's ``edge.stimulus.classes``); phases default to 0."""

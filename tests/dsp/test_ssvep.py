@@ -113,7 +113,6 @@ def test_delay_embedding_advances_and_zero_fills() -> None:
 def test_layouts() -> None:
     lab = layout_from_classes({"flicker_8hz": 8.0, "flicker_10hz": 10.0})
     assert lab == StimulusLayout(("flicker_8hz", "flicker_10hz"), (8.0, 10.0), (0.0, 0.0))
-    assert lab.phase_at(10.0) == 0.0
     with pytest.raises(ValueError, match="one frequency and one phase per label"):
         StimulusLayout(("a", "b"), (8.0,), (0.0,))
     with pytest.raises(ValueError, match="unique"):

@@ -45,7 +45,8 @@ def test_train_gates_and_refuses_a_worse_model(stack: ModelStack) -> None:
     assert first.returncode == 0, first.stderr
     assert "version 1 -> @champion: first champion" in first.stdout
     (champion,) = _models(stack)
-    assert champion["aliases"] == ["champion"] and champion["held_out_balanced_accuracy"] >= 0.95
+    # Each sample-lake session is another simulated subject (dsp/simulation.py, issue 25): ~0.92 held out.
+    assert champion["aliases"] == ["champion"] and champion["held_out_balanced_accuracy"] >= 0.85
     assert champion["dataset_version"] == "5" and champion["pipeline"] == "ssvep_lda"
 
     shuffled = stack.run("train", "--shuffle-labels")
@@ -55,7 +56,7 @@ def test_train_gates_and_refuses_a_worse_model(stack: ModelStack) -> None:
     assert newest["aliases"] == ["challenger"] and newest["promotion"] == "challenger"
     assert newest["gate_balanced_accuracy"] < 0.6
     listing = stack.run("models")
-    assert "@champion" in listing.stdout and "1.000" in listing.stdout
+    assert "@champion" in listing.stdout and f"{champion['held_out_balanced_accuracy']:.3f}" in listing.stdout
 
 
 def test_a_model_with_the_wrong_signature_is_refused(stack: ModelStack) -> None:
