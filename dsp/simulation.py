@@ -164,9 +164,9 @@ class SsvepModel:
     # SNR is ~7 dB below the fundamental's and the 5th's ~27 dB below (real SSVEP harmonics fall fast;
     # strong high harmonics would let CCA tell 0.2 Hz neighbours apart in 0.5 s, which it cannot).
     harmonic_amplitudes: tuple[float, ...] = (1.0, 0.3, 0.12, 0.05, 0.02)
-    # Subjects differ by this much in SNR (dB, normal): the benchmark's subjects range from near
-    # chance to near perfect.
-    subject_snr_sd_db: float = 2.0
+    # Subjects differ by this much in SNR (dB, normal), on top of what their anatomy, impulse response
+    # and harmonics make of it: together they range from near chance to near perfect.
+    subject_snr_sd_db: float = 1.0
     # Per subject, each harmonic's amplitude varies by this factor (log-normal sd).
     harmonic_amplitude_sd: float = 0.3
     # The visual impulse response: a pure delay, then (u/b)^2 exp(-u/b) cos(2 pi f0 u + psi), per subject
