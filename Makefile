@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 setup: $(STAMP)
 
 # Rebuilt only when the lock or the project definition changes.
-$(STAMP): requirements.lock pyproject.toml infra/scripts/setup.sh
+$(STAMP): requirements.lock pyproject.toml infra/scripts/setup.sh infra/scripts/fetch_jars.sh infra/jvm/jars.sha256 infra/jvm/kafka/pom.xml infra/jvm/spark/pom.xml
 	@infra/scripts/setup.sh
 
 demo: $(STAMP)

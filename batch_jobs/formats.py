@@ -4,5 +4,5 @@ Kept apart from the importers and exporters (which import pandas, MNE and pyxdf:
 that building the CLI's parser, which offers these as choices, costs no more than this module.
 """
 
-IMPORT_FORMATS = ("brainflow", "openbci", "edf", "bdf", "xdf")
+IMPORT_FORMATS = ("brainflow", "openbci", "edf", "bdf", "gdf", "xdf")
 EXPORT_FORMATS = ("edf", "bdf", "bids", "xdf")

@@ -1,14 +1,19 @@
-"""Recordings from files: BrainFlow CSV, OpenBCI GUI text (v5), EDF/EDF+/BDF/BDF+ and XDF.
+"""Recordings from files: BrainFlow CSV, OpenBCI GUI text (v5), EDF/EDF+/BDF/BDF+, GDF (BNCI
+Horizon's format, through MNE) and XDF.
 
 Each reader turns a file into a validated ``Recording`` before anything is written, so a file that
 is the wrong type, lacks the channels asked for or holds no EEG gives one clear error and leaves the
-lake untouched. Voltages are converted to microvolts (the lake's unit).
+lake untouched. Voltages are converted to microvolts (the lake's unit). EEG channel labels become
+standard electrode names (``EEG FP1-REF`` -> ``Fp1``, dsp/channels.py); what was renamed is kept in
+the session's metadata (``channel_renames``, JSON) and printed by ``neurolake import``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
+import json
 import logging
 import warnings
 from collections.abc import Callable
@@ -20,10 +25,11 @@ import numpy as np
 
 from batch_jobs.formats import IMPORT_FORMATS
 from batch_jobs.recording import Recording, RecordingError, markers_from_annotations, recording_from_arrays
+from dsp.channels import ChannelNaming, normalise_channel_names, standard_name
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = {".edf": "edf", ".bdf": "bdf", ".xdf": "xdf", ".xdfz": "xdf"}
+EXTENSIONS = {".edf": "edf", ".bdf": "bdf", ".gdf": "gdf", ".xdf": "xdf", ".xdfz": "xdf"}
 TO_MICROVOLTS = {"uv": 1.0, "µv": 1.0, "microvolts": 1.0, "mv": 1e3, "v": 1e6, "volts": 1e6, "nv": 1e-3}
 SKIP = "BAD_ACQ_SKIP"
 # EDF+ signal label prefixes (the standard's "type" texts) and what they are here.
@@ -55,6 +61,8 @@ def detect_format(path: Path) -> str:
         return "openbci"
     if head.startswith(b"0       ") or head[:1] == b"\xff" and head[1:8] == b"BIOSEMI":
         return "bdf" if head[:1] == b"\xff" else "edf"
+    if head.startswith(b"GDF "):
+        return "gdf"
     first_line = text.splitlines()[0] if text.strip() else ""
     try:
         values = [float(v) for v in first_line.split("\t")]
@@ -63,7 +71,7 @@ def detect_format(path: Path) -> str:
     except ValueError:
         pass
     raise RecordingError(
-        f"{path}: cannot tell what kind of recording this is (expected .edf, .bdf, .xdf, a BrainFlow "
+        f"{path}: cannot tell what kind of recording this is (expected .edf, .bdf, .gdf, .xdf, a BrainFlow "
         f"CSV or an OpenBCI GUI .txt); give --format {'|'.join(IMPORT_FORMATS)} if it is one of these"
     )
 
@@ -79,11 +87,50 @@ def read_recording(path: Path, fmt: str | None = None, options: ImportOptions = 
         "openbci": _read_openbci,
         "edf": _read_edf,
         "bdf": _read_edf,
+        "gdf": _read_gdf,
         "xdf": _read_xdf,
     }[fmt]
     recording = reader(path, options, _digest(path))
-    recording.session["metadata"] = {**recording.session["metadata"], "source_file": path.name, "source_format": fmt}
+    naming = normalise_channel_names(recording.channel_names, recording.channel_types, standard_electrodes())
+    recording.session["channel_names"] = list(naming.names)
+    recording.session["metadata"] = {
+        **recording.session["metadata"],
+        "source_file": path.name,
+        "source_format": fmt,
+        **naming_metadata(naming),
+    }
     return recording.validate()
+
+
+def naming_metadata(naming: ChannelNaming) -> dict[str, str]:
+    """What the import did to the channel labels, as session metadata (string values)."""
+    metadata = {"channel_renames": json.dumps(naming.renamed)}
+    if naming.kept or naming.duplicates:
+        metadata["channels_not_standard"] = json.dumps([*naming.kept, *naming.duplicates])
+    return metadata
+
+
+@functools.lru_cache(maxsize=1)
+def standard_electrodes() -> tuple[str, ...]:
+    """Electrode names as MNE's standard_1005 montage spells them (10-20 and 10-05)."""
+    import mne
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MNE 1.13 renames the montage (colin27_1005) with a warning
+        return tuple(mne.channels.make_standard_montage("standard_1005").ch_names)
+
+
+def _pick(described: list[tuple[int, str, str]], wanted: tuple[str, ...], what: str) -> list[tuple[int, str, str]]:
+    """The channels ``--channels`` asks for, by the file's label or by its standard name."""
+    standard = {name.lower(): name for name in standard_electrodes()}
+    by_name: dict[str, tuple[int, str, str]] = {}
+    for item in described:
+        by_name.setdefault(item[1], item)
+        by_name.setdefault(standard_name(item[1], standard) or item[1], item)
+    missing = [c for c in wanted if c not in by_name]
+    if missing:
+        raise RecordingError(f"{what}: no channel {', '.join(missing)}; it has {', '.join(n for _, n, _ in described)}")
+    return [by_name[c] for c in wanted]
 
 
 def _digest(path: Path) -> str:
@@ -273,13 +320,7 @@ def _read_edf(path: Path, options: ImportOptions, digest: str) -> Recording:
             for i in keep
         ]
         if options.channels:
-            by_name = {name: (i, name, kind) for i, name, kind in described}
-            missing = [c for c in options.channels if c not in by_name]
-            if missing:
-                raise RecordingError(
-                    f"{path}: no channel {', '.join(missing)}; it has {', '.join(n for _, n, _ in described)}"
-                )
-            described = [by_name[c] for c in options.channels]
+            described = _pick(described, options.channels, str(path))
         columns = []
         for i, _, kind in described:
             values = reader.readSignal(i)
@@ -324,6 +365,58 @@ def _read_edf(path: Path, options: ImportOptions, digest: str) -> Recording:
     if not present[:n].all():
         recording.present = present[:n]
     return recording
+
+
+# Signal types MNE gives GDF channels, as neurolake's channel types.
+MNE_TYPES = {"eeg": "eeg", "eog": "eog", "emg": "emg", "ecg": "ecg", "stim": "stim", "misc": "misc", "bio": "aux"}
+
+
+def _read_gdf(path: Path, options: ImportOptions, digest: str) -> Recording:
+    """GDF 1.x/2.x (BNCI Horizon, BCI Competition) through ``mne.io.read_raw_gdf``. Labels such as
+    ``EOG-left`` give the channel's type; events become markers named by their GDF event code."""
+    import mne
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MNE warns about GDF header fields it fills in itself
+            raw = mne.io.read_raw_gdf(str(path), preload=True, verbose="error")
+    except Exception as exc:  # MNE raises bare ValueError/KeyError/struct errors for files that are not GDF
+        raise RecordingError(f"{path}: not a readable GDF file: {exc}") from None
+    types = []
+    for name, kind in zip(raw.ch_names, raw.get_channel_types()):
+        prefix = name.strip().split("-")[0].split(" ")[0].upper()
+        types.append(EDF_TYPES.get(prefix, MNE_TYPES.get(kind, "misc")))
+    described = [(i, name, kind) for i, (name, kind) in enumerate(zip(raw.ch_names, types))]
+    if options.channels:
+        described = _pick(described, options.channels, str(path))
+    picks = [i for i, _, _ in described]
+    # MNE holds volts; the lake microvolts (for the voltage types).
+    volts = raw.get_data(picks=picks).T
+    scale = np.array([1e6 if kind in ("eeg", "eog", "emg", "ecg") else 1.0 for _, _, kind in described])
+    rate = float(raw.info["sfreq"])
+    meas_date = raw.info["meas_date"]
+    start_us = int(round(meas_date.timestamp() * 1e6)) if meas_date is not None else int(path.stat().st_mtime * 1e6)
+    # A GDF event lasting a sample or less is an instant, not an interval.
+    items = [
+        (float(a["onset"]), float(a["duration"]) if a["duration"] > 1.5 / rate else 0.0, str(a["description"]))
+        for a in raw.annotations
+    ]
+    session_id, device_id = _ids(options, digest, start_us)
+    subject = options.subject or (raw.info.get("subject_info") or {}).get("his_id") or None
+    return recording_from_arrays(
+        session_id=session_id,
+        device_id=device_id,
+        samples=volts * scale,
+        sample_rate_hz=rate,
+        channel_names=[name.strip() for _, name, _ in described],
+        channel_types=[kind for _, _, kind in described],
+        start_us=start_us,
+        board="gdf",
+        markers=markers_from_annotations(items, start_us, volts.shape[0] / rate),
+        subject_id=subject,
+        task=options.task,
+        montage=options.montage,
+    )
 
 
 def _read_xdf(path: Path, options: ImportOptions, digest: str) -> Recording:

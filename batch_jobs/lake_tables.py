@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import NeurolakeError
+from infra.delta import latest_version
 from schemas.catalog import LAYERS
 
 
@@ -21,10 +22,12 @@ class TableError(NeurolakeError):
 
 
 def discover_tables(lake_root: Path) -> dict[str, Path]:
+    """The lake's tables that have a first commit (a writer makes ``_delta_log`` a moment before)."""
     tables = {}
     for layer in LAYERS:
         for log_dir in sorted((lake_root / layer).glob("*/_delta_log")):
-            tables[f"{layer}.{log_dir.parent.name}"] = log_dir.parent
+            if latest_version(log_dir.parent) >= 0:
+                tables[f"{layer}.{log_dir.parent.name}"] = log_dir.parent
     return tables
 
 

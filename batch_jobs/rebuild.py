@@ -1,53 +1,61 @@
 """Re-derive silver and gold from bronze: after a settings change, a fix, or blocks that came late.
 
-Per session, every block bronze holds goes through the streaming job's own processor (same code,
-same Arrow rows), and each table's rows for the session are replaced in one Delta transaction
-whose metadata records the settings that made them. The session's stream state is then replaced
-too, so the stream goes on from the rebuilt rows: blocks it reads again are recognised as done.
+The stream's own code path as a Spark batch job: bronze's rows of the sessions (the same union of
+blocks and session records the stream reads) grouped by session (``applyInPandas``) through the
+processor (:func:`rebuild_session`, chunk by chunk with every gap final, since bronze holds all a
+session will get), the output unpacked and labelled by the stream sink's own task, and each
+table's rows of those sessions replaced in one Delta transaction (``replaceWhere``) whose metadata
+records the settings that made them. Each session's final state is left for the stream, which
+adopts it (``streaming_jobs.silver_gold.adopt_rebuild``), so blocks it reads again are done.
 
-A session is up to date, and skipped, when its rows were all made with the current settings and
-no block of it came late or failed; so a second rebuild writes nothing. The stream and a rebuild
-never run at once (they share the state lock); a rebuild cut short leaves a journal that keeps
-the stream from starting until the rebuild is run again.
+A session is up to date, and skipped, when its rows were all made with the current settings (the
+stream's state, read with Spark's state store reader, or its last rebuild's) and no block of it
+came late or failed; so a second rebuild writes nothing. The stream and a rebuild never run at
+once (they share the state lock); a rebuild cut short leaves a journal that keeps the stream from
+starting until the rebuild is run again.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import pickle
+import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from core.errors import NeurolakeError
 from dsp.session import ProcessorConfig, SessionState
-from infra.delta import delta_dataset, latest_version
+from infra.delta import delta_dataset, spark_replace_sessions
 from schemas.catalog import (
     BRONZE_EEG_BLOCKS,
-    BRONZE_MARKERS,
-    BRONZE_SESSIONS,
     GOLD_EEG_WINDOWS,
     SILVER_EEG_SAMPLES,
     SILVER_HEART_RATE,
     SILVER_SESSION_ERRORS,
     SILVER_SKIPPED_BLOCKS,
 )
-from schemas.timebase import now_us
-from streaming_jobs.bronze_source import BLOCK_COLUMNS, ROWS_ARROW, session_json
+from streaming_jobs.bronze import spark_struct
 from streaming_jobs.silver_gold import (
+    OUTPUT_DDL,
     OUTPUT_TABLES,
     REBUILD_JOURNAL,
-    SessionStateStore,
     SessionTables,
     StateLock,
+    bronze_rows,
     commit_metadata,
     process_rows,
-    read_markers,
-    session_state_dir,
+    rebuilds_dir,
+    rows_of,
+    save_rebuild_state,
+    to_ipc,
+    unpack_task,
 )
 
 log = logging.getLogger(__name__)
@@ -78,12 +86,6 @@ class RebuildReport:
         }
 
 
-def last_committed_batch(checkpoint: Path) -> int:
-    commits = checkpoint / "commits"
-    ids = [int(p.name) for p in commits.iterdir() if p.name.isdigit()] if commits.is_dir() else []
-    return max(ids, default=-1)
-
-
 def bronze_sessions(lake_root: Path) -> list[str]:
     dataset, _ = delta_dataset(BRONZE_EEG_BLOCKS.path(lake_root))
     if dataset is None:
@@ -107,99 +109,78 @@ def sessions_with_notes(lake_root: Path) -> tuple[set[str], dict[str, int]]:
     return flagged, late
 
 
-def needs_rebuild(store: SessionStateStore, session_id: str, config: ProcessorConfig, flagged: set[str]) -> bool:
-    state = store.load(session_id, before=2**62)
-    return state.info is None or state.fingerprints != {config.fingerprint} or session_id in flagged
+def made_with(spark: Any, checkpoint: Path) -> dict[str, frozenset[str]]:
+    """Per session, the settings fingerprints its rows were made with: the stream's state (Spark's
+    state store reader over the checkpoint), or the session's last rebuild when that is newer."""
+    found: dict[str, frozenset[str]] = {}
+    if (checkpoint / "state").is_dir():
+        _ = spark.streams.active  # the state reader needs the driver's state store coordinator
+        for row in spark.read.format("statestore").load(str(checkpoint)).collect():
+            state = pickle.loads(row["value"]["groupState"]["state"])
+            found[row["key"]["session_id"]] = state.fingerprints if state.rebuild_id is None else frozenset()
+    for path in rebuilds_dir(checkpoint).glob("*.state"):
+        with open(path, "rb") as handle:
+            session_id, _rebuild_id, state = pickle.load(handle)
+        if session_id not in found or not found[session_id]:
+            found[session_id] = state.fingerprints
+    return found
 
 
-def _session_rows(lake_root: Path, blocks: ds.Dataset, session_id: str) -> tuple[list[dict], pa.Table]:
-    """(session record rows as the stream sees them, the session's blocks in sample order)."""
-    sessions, _ = delta_dataset(BRONZE_SESSIONS.path(lake_root))
-    records = []
-    if sessions is not None:
-        for row in sessions.to_table(filter=pc.field("session_id") == session_id).to_pylist()[:1]:
-            records.append(
-                {
-                    **{n: None for n in ROWS_ARROW.names},
-                    "kind": "session",
-                    "session_id": session_id,
-                    "device_id": row["device_id"],
-                    "session_json": session_json(row),
-                }
-            )
-    table = blocks.to_table(columns=list(BLOCK_COLUMNS), filter=pc.field("session_id") == session_id)
-    return records, table.sort_by("first_sample_index")
+def rebuild_session(config: ProcessorConfig, rebuild_id: str, key: tuple[str], frame: Any) -> Any:
+    """``applyInPandas`` function: every bronze row of one session through the processor, in chunks
+    of about ``CHUNK_S`` in sample order. Returns the output tables (as the stream's stateful step
+    does) and a ``state`` row with the session's final state."""
+    import pandas as pd
 
-
-def rebuild_session(
-    lake_root: Path,
-    blocks_dataset: ds.Dataset,
-    session_id: str,
-    config: ProcessorConfig,
-    progress: Callable[[int], None] | None = None,
-) -> tuple[SessionTables, SessionState]:
-    """Every bronze block of the session through the processor, in chunks of ``CHUNK_S``."""
-    records, blocks = _session_rows(lake_root, blocks_dataset, session_id)
+    (session_id,) = key
+    rows = rows_of(frame)
+    records = [r for r in rows if r["kind"] == "session"][:1]
+    blocks = sorted((r for r in rows if r["kind"] == "block"), key=lambda r: r["first_sample_index"])
+    device_id = records[0]["device_id"] if records else (blocks[0]["device_id"] if blocks else "")
+    rate = blocks[0]["sample_rate_hz"] if blocks else 0.0
+    per_block = blocks[0]["n_samples"] if blocks else 1
+    per_chunk = max(1, int(CHUNK_S * rate / max(1, per_block)))
     made = SessionTables.empty()
     state = SessionState()
-    device_id = (
-        records[0]["device_id"] if records else (blocks.column("device_id")[0].as_py() if blocks.num_rows else "")
-    )
-    # Chunks of about CHUNK_S at the session's own rate (no rows: one empty chunk).
-    rate = blocks.column("sample_rate_hz")[0].as_py() if blocks.num_rows else 0.0
-    per_block = blocks.column("n_samples")[0].as_py() if blocks.num_rows else 1
-    per_chunk = max(1, int(CHUNK_S * rate / max(1, per_block)))
-    noted_us = now_us()
     clock_ms = 0
     pending_records = records
-    for start in range(0, max(blocks.num_rows, 1), per_chunk):
-        chunk = blocks.slice(start, per_chunk).to_pylist()
-        rows = pending_records + [{**r, "kind": "block", "session_json": None} for r in chunk]
+    for start in range(0, max(len(blocks), 1), per_chunk):
+        chunk = pending_records + blocks[start : start + per_chunk]
         pending_records = []
-        output, state = process_rows(state, rows, clock_ms, config)
-        made.add(session_id, device_id, output, -1, noted_us)
+        output, state = process_rows(state, chunk, clock_ms, config)
+        made.add(session_id, device_id, output, -1, 0)
         # Bronze holds every block this stretch will get: a gap in it is final, no need to wait.
         clock_ms += config.gap_wait_ms + 1
         output, state = process_rows(state, [], clock_ms, config)
-        made.add(session_id, device_id, output, -1, noted_us)
+        made.add(session_id, device_id, output, -1, 0)
         clock_ms += 1
-        if progress:
-            progress(sum(r["n_samples"] or 0 for r in chunk))
-    return made, state
-
-
-def _replace_rows(
-    path: Path, rows: pa.Table, sessions: Sequence[str], metadata: dict[str, str], schema: pa.Schema
-) -> None:
-    from deltalake import CommitProperties, write_deltalake
-
-    quoted = ", ".join("'" + s.replace("'", "''") + "'" for s in sessions)
-    if not path.exists() and rows.num_rows == 0:
-        return
-    path.mkdir(parents=True, exist_ok=True)
-    write_deltalake(
-        str(path),
-        rows.cast(schema),
-        mode="overwrite",
-        predicate=f"session_id IN ({quoted})",
-        partition_by=["date"],
-        commit_properties=CommitProperties(custom_metadata={**metadata, "neurolake.rebuild": "1"}),
+    state.rebuild_id = rebuild_id
+    tables = [(spec.qualified, table) for spec, table in made.tables().items()]
+    return pd.DataFrame(
+        {
+            "table": [name for name, _ in tables] + ["state"],
+            "session_id": [session_id] * (len(tables) + 1),
+            "rows": [to_ipc(table) for _, table in tables] + [pickle.dumps(state, protocol=5)],
+        }
     )
 
 
 def rebuild(
+    spark: Any,
     lake_root: Path,
     checkpoint: Path,
     config: ProcessorConfig,
     target: str = "all",
     sessions: Sequence[str] | None = None,
     force: bool = False,
-    progress: Callable[[str, int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    group_size: int = 8,
 ) -> RebuildReport:
-    """Rebuild ``target`` tables for ``sessions`` (default: every session in bronze)."""
+    """Rebuild ``target`` tables for ``sessions`` (default: every session in bronze), ``group_size``
+    sessions per Spark job; ``progress(done, total)`` after each group."""
     if target not in TARGETS:
         raise NeurolakeError(f"unknown rebuild target {target!r}; choose silver, gold or all")
-    state_dir = session_state_dir(checkpoint)
+    state_dir = rebuilds_dir(checkpoint)
     lock = StateLock(state_dir)
     if not lock.acquire("a rebuild"):
         raise NeurolakeError(
@@ -214,41 +195,71 @@ def rebuild(
             raise NeurolakeError(
                 f"no EEG blocks in bronze for session(s) {', '.join(unknown)}; `neurolake sessions` lists the sessions"
             )
-        store = SessionStateStore(state_dir)
         journal = state_dir / REBUILD_JOURNAL
         report = RebuildReport()
         flagged, late = sessions_with_notes(lake_root)
-        todo = [s for s in wanted if force or journal.exists() or needs_rebuild(store, s, config, flagged)]
+        current = made_with(spark, checkpoint)
+        todo = [
+            s
+            for s in wanted
+            if force or journal.exists() or s in flagged or current.get(s) != frozenset({config.fingerprint})
+        ]
         report.up_to_date = [s for s in wanted if s not in todo]
-        batch = last_committed_batch(checkpoint)
-        metadata = commit_metadata(config, {"stream_batch": batch})
-        markers_version = latest_version(BRONZE_MARKERS.path(lake_root))
-        blocks_dataset, _ = delta_dataset(BRONZE_EEG_BLOCKS.path(lake_root))
-        for number, session_id in enumerate(todo, 1):
-            journal.write_text(json.dumps({"session": session_id, "target": target}))
-            report.late_blocks_included += late.get(session_id, 0)
-            made, state = rebuild_session(
-                lake_root,
-                blocks_dataset,
-                session_id,
-                config,
-                (lambda n, s=session_id, k=number: progress(s, k, n)) if progress else None,
-            )
-            markers = read_markers(lake_root, markers_version, [session_id])
-            tables = made.tables(markers)
-            for spec in sorted(TARGETS[target] | BOOKKEEPING):
-                _replace_rows(spec.path(lake_root), tables[spec], [session_id], metadata, OUTPUT_TABLES[spec])
-                report.rows[spec.qualified] = report.rows.get(spec.qualified, 0) + tables[spec].num_rows
-            store.replace(session_id, batch, state)
-            report.rebuilt.append(session_id)
-            log.info(
-                "rebuilt %s (%d of %d): %s",
-                session_id,
-                number,
-                len(todo),
-                {spec.qualified: tables[spec].num_rows for spec in sorted(TARGETS[target])},
-            )
+        metadata = {**commit_metadata(config), "neurolake.rebuild": "1"}
+        for first in range(0, len(todo), group_size):
+            group = todo[first : first + group_size]
+            journal.write_text(json.dumps({"sessions": group, "target": target}))
+            _rebuild_group(spark, lake_root, state_dir, config, target, group, metadata, report)
+            for session_id in group:
+                report.late_blocks_included += late.get(session_id, 0)
+            report.rebuilt += group
+            if progress:
+                progress(len(report.rebuilt), len(todo))
         journal.unlink(missing_ok=True)
         return report
     finally:
         lock.release()
+
+
+def _rebuild_group(
+    spark: Any,
+    lake_root: Path,
+    state_dir: Path,
+    config: ProcessorConfig,
+    target: str,
+    sessions: list[str],
+    metadata: dict[str, str],
+    report: RebuildReport,
+) -> None:
+    rebuild_id = uuid.uuid4().hex[:12]
+    out = (
+        bronze_rows(spark, lake_root, streaming=False, sessions=sessions)
+        .groupBy("session_id")
+        .applyInPandas(functools.partial(rebuild_session, config, rebuild_id), OUTPUT_DDL)
+        .persist()
+    )
+    try:
+        specs = sorted(TARGETS[target] | BOOKKEEPING)
+        # The tables commit side by side (each a Spark job and a Delta commit of its own).
+        with ThreadPoolExecutor(len(specs)) as pool:
+            futures = {
+                spec: pool.submit(
+                    spark_replace_sessions,
+                    out.where(out["table"] == spec.qualified).mapInArrow(
+                        functools.partial(unpack_task, spec.qualified, -1, str(lake_root)),
+                        spark_struct(OUTPUT_TABLES[spec]),
+                    ),
+                    spec.path(lake_root),
+                    sessions,
+                    metadata,
+                )
+                for spec in specs
+            }
+            for spec, future in futures.items():
+                report.rows[spec.qualified] = report.rows.get(spec.qualified, 0) + future.result()
+        # States last: once a session's state is here, the stream goes on from the rebuilt rows.
+        for row in out.where(out["table"] == "state").select("session_id", "rows").collect():
+            save_rebuild_state(state_dir, row["session_id"], rebuild_id, pickle.loads(row["rows"]))
+        log.info("rebuilt %s: %s", ", ".join(sessions), report.rows)
+    finally:
+        out.unpersist()

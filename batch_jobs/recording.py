@@ -448,18 +448,18 @@ def write_session(
     lake_root: Path,
     recording: Recording,
     config: Any,
-    progress: Callable[[int], None] | None = None,
+    spark: Callable[[], Any],
     checkpoint: Path | None = None,
 ) -> dict[str, int]:
     """Backfill a recording into bronze (session, blocks, markers); silver and gold are derived from
-    bronze as for any session: here by a rebuild of this session (the streaming job's own
-    processor), or by the silver/gold stream when it is running (it reads what bronze gained).
-    Each bronze commit carries the app transaction ``import:SESSION``: a rerun writes nothing twice.
-    ``progress`` gets samples done."""
+    bronze as for any session: here by a rebuild of this session (the streaming job's own code
+    path, in the Spark session ``spark()`` makes), or by the silver/gold stream when it is running
+    (it reads what bronze gained). Each bronze commit carries the app transaction
+    ``import:SESSION``: a rerun writes nothing twice."""
     from batch_jobs.rebuild import rebuild
     from infra.delta import LakeTable
     from streaming_jobs.bronze import silver_projections
-    from streaming_jobs.silver_gold import StateLock, session_state_dir
+    from streaming_jobs.silver_gold import StateLock, rebuilds_dir
 
     recording.validate()
     app = f"import:{recording.session_id}"
@@ -477,20 +477,13 @@ def write_session(
         "windows": 0,
     }
     checkpoint = checkpoint or lake_root / "_checkpoints" / "silver_gold"
-    probe = StateLock(session_state_dir(checkpoint))
+    probe = StateLock(rebuilds_dir(checkpoint))
     if not probe.acquire("an import"):
         log.info(
             "session %s is in bronze; the running silver/gold stream derives its silver and gold", recording.session_id
         )
         return counts
     probe.release()
-    report = rebuild(
-        lake_root,
-        checkpoint,
-        config,
-        "all",
-        [recording.session_id],
-        progress=(lambda _s, _k, n: progress(n)) if progress else None,
-    )
+    report = rebuild(spark(), lake_root, checkpoint, config, "all", [recording.session_id])
     counts["windows"] = report.rows.get("gold.eeg_windows", 0)
     return counts

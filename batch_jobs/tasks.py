@@ -17,9 +17,10 @@ from typing import Any
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from batch_jobs.lake_tables import discover_tables
 from core.errors import NeurolakeError
 from core.settings import LakeSettings, Settings, load_settings
-from schemas.catalog import BRONZE_DEVICE_STATUS, GOLD_EEG_WINDOWS, SILVER_EEG_SAMPLES, TableSpec
+from schemas.catalog import BRONZE_DEVICE_STATUS, GOLD_EEG_WINDOWS, SILVER_EEG_SAMPLES, TABLES, TableSpec
 
 log = logging.getLogger(__name__)
 
@@ -91,49 +92,40 @@ def promote(settings: Settings, decision: dict[str, Any]) -> dict[str, Any]:
 # --- lake maintenance ----------------------------------------------------------------------------
 
 
-def delta_tables(settings: Settings) -> list[Path]:
-    root = settings.paths.lake_root
-    return sorted(p.parent for p in root.glob("*/*/_delta_log") if p.is_dir())
+def optimize(settings: Settings) -> dict[str, Any]:
+    """Compact each table's small micro-batch files into larger ones, clustered by what readers
+    filter on (``OPTIMIZE ... ZORDER BY``, Delta's own SQL through Spark). A new version that
+    changes no data: streams reading the table skip it, time travel still sees the old files."""
+    from infra.spark import build_spark_session, register_lake_tables
+    from schemas.catalog import TABLES
 
-
-def compact(settings: Settings) -> dict[str, Any]:
-    """Small files from micro-batches -> fewer, larger files (a new version; readers unaffected)."""
-    from deltalake import DeltaTable
-
-    report = {}
-    for path in delta_tables(settings):
-        metrics = DeltaTable(str(path)).optimize.compact()
-        report[f"{path.parent.name}.{path.name}"] = {
-            "files_removed": metrics.get("numFilesRemoved"),
-            "files_added": metrics.get("numFilesAdded"),
-        }
-    log.info("compaction: %s", report)
-    return report
-
-
-def checkpoint(settings: Settings) -> dict[str, Any]:
-    """A checkpoint per table, so opening it reads one Parquet file instead of every JSON commit."""
-    from deltalake import DeltaTable
-
-    report = {}
-    for path in delta_tables(settings):
-        table = DeltaTable(str(path))
-        table.create_checkpoint()
-        table.cleanup_metadata()
-        report[f"{path.parent.name}.{path.name}"] = table.version()
+    spark = build_spark_session(settings, "neurolake-optimize")
+    report: dict[str, Any] = {}
+    try:
+        for name in register_lake_tables(spark, settings.paths.lake_root):
+            zorder = TABLES[name].zorder
+            sql = f"OPTIMIZE {name}" + (f" ZORDER BY ({', '.join(zorder)})" if zorder else "")
+            metrics = spark.sql(sql).collect()[0]["metrics"]
+            report[name] = {"files_removed": metrics["numFilesRemoved"], "files_added": metrics["numFilesAdded"]}
+    finally:
+        spark.stop()
+    log.info("optimize: %s", report)
     return report
 
 
 def vacuum(settings: Settings) -> dict[str, Any]:
-    """Delete files no version younger than the retention refers to (time travel stays possible
-    within it)."""
-    from deltalake import DeltaTable
+    """Delete files no version younger than ``lake.vacuum_retention_hours`` refers to (``VACUUM``
+    through Spark; time travel stays possible within the retention)."""
+    from infra.spark import build_spark_session, register_lake_tables
 
     hours = settings.lake.vacuum_retention_hours
-    report = {}
-    for path in delta_tables(settings):
-        removed = DeltaTable(str(path)).vacuum(retention_hours=hours, dry_run=False, enforce_retention_duration=True)
-        report[f"{path.parent.name}.{path.name}"] = len(removed)
+    spark = build_spark_session(settings, "neurolake-vacuum")
+    report: dict[str, Any] = {}
+    try:
+        for name in register_lake_tables(spark, settings.paths.lake_root):
+            report[name] = len(spark.sql(f"VACUUM {name} RETAIN {hours} HOURS").collect())
+    finally:
+        spark.stop()
     log.info("vacuum (retention %d h): %s", hours, report)
     return report
 
@@ -184,9 +176,9 @@ def data_quality(settings: Settings) -> dict[str, Any]:
     """Counts, gaps, quarantine growth and clock offsets; raises DataQualityError past a bound."""
     lake = settings.lake
     counts = {}
-    for path in delta_tables(settings):
-        dataset = _dataset(settings, TableSpec(path.parent.name, path.name))
-        counts[f"{path.parent.name}.{path.name}"] = dataset.count_rows() if dataset else 0
+    for name in discover_tables(settings.paths.lake_root):
+        dataset = _dataset(settings, TABLES[name])
+        counts[name] = dataset.count_rows() if dataset else 0
     samples = counts.get("silver.eeg_samples", 0)
     lost = 0
     gaps = _dataset(settings, SILVER_EEG_SAMPLES)

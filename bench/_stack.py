@@ -16,10 +16,12 @@ def private_broker(extra_env: dict[str, str] | None = None, with_mlflow: bool = 
     from infra.stack import BrokerAndClock, mlflow_spec
 
     with tempfile.TemporaryDirectory(prefix="neurolake-bench-") as home:
-        port, clock, mlflow_port, dashboard = free_ports(4)
+        port, controller, clock, mlflow_port, dashboard = free_ports(5)
         env = {
             "NEUROLAKE_PATHS__HOME": str(Path(home) / "state"),
             "NEUROLAKE_BROKER__PORT": str(port),
+            # The KRaft controller listens too: a dev stack on the machine holds the default port.
+            "NEUROLAKE_BROKER__CONTROLLER_PORT": str(controller),
             "NEUROLAKE_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
             "NEUROLAKE_CLOCK__PORT": str(clock),
             "NEUROLAKE_MLFLOW__PORT": str(mlflow_port),
@@ -49,6 +51,7 @@ def cli_environment(settings: Settings) -> dict[str, str]:
         "NEUROLAKE_PATHS__HOME": str(settings.paths.home),
         "NEUROLAKE_PATHS__LAKE_ROOT": str(settings.paths.lake_root),
         "NEUROLAKE_BROKER__PORT": str(settings.broker.port),
+        "NEUROLAKE_BROKER__CONTROLLER_PORT": str(settings.broker.controller_port),
         "NEUROLAKE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
         "NEUROLAKE_CLOCK__PORT": str(settings.clock.port),
         "NEUROLAKE_MLFLOW__PORT": str(settings.mlflow.port),

@@ -4,7 +4,10 @@ Private broker; one `neurolake dashboard` process; N simulated headsets; K tabs 
 Chromium on the live page. The server records, each time it streams new samples into a session's
 document, now minus the lab time of the newest sample pushed (the block's last sample; same machine,
 same clock); /stats serves those figures. Traces are pushed when their block arrives. CPU is the dashboard process's CPU time over the
-measurement, with no tab open and then with K tabs: the difference per tab is the cost of a session.
+measurement, with no tab open and then with K tabs: the difference per tab is the cost of a session
+(each tab filters its own copy of the traces with its own controls, the lake's filter by default).
+``--camera`` adds each Pi's test-pattern camera at 640x480 and 24 fps, which every tab shows as an
+MJPEG stream; the server's /stats gives the frames per second that reached it.
 """
 
 from __future__ import annotations
@@ -43,12 +46,23 @@ def main() -> None:
     parser.add_argument("--headsets", type=int, default=1)
     parser.add_argument("--tabs", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--camera", action="store_true", help="640x480 camera at 24 fps on every headset")
     args = parser.parse_args()
     from tests.integration.browser import headless_chromium
 
     with private_broker() as settings:
         port = settings.dashboard.port
         env = cli_environment(settings)
+        camera = ["--camera"] if args.camera else []
+        edge_env = {
+            **env,
+            **(
+                {"NEUROLAKE_EDGE__CAMERA__WIDTH": "640", "NEUROLAKE_EDGE__CAMERA__HEIGHT": "480",
+                 "NEUROLAKE_EDGE__CAMERA__FPS": "24"}
+                if args.camera
+                else {}
+            ),
+        }  # fmt: skip
         logs = settings.paths.home / "bench-logs"
         logs.mkdir(parents=True, exist_ok=True)
         cli = [sys.executable, "-m", "neurolake.cli"]
@@ -63,10 +77,11 @@ def main() -> None:
                 "--headsets",
                 str(args.headsets),
                 "--stimulus",
+                *camera,
                 "--duration",
                 str(3 * args.seconds + 60),
             ],
-            env=env,
+            env=edge_env,
             stdout=subprocess.DEVNULL,
             stderr=(logs / "edge.log").open("w"),
         )
@@ -91,7 +106,8 @@ def main() -> None:
             time.sleep(8)  # pages load, first full redraw
             skip = len(_stats(port)["push_latencies_ms"])
             busy_cpu = _cpu_share(dashboard.pid, args.seconds)
-            latencies = _stats(port)["push_latencies_ms"][skip:]
+            stats = _stats(port)
+            latencies = stats["push_latencies_ms"][skip:]
         finally:
             if browser is not None:
                 browser.quit()
@@ -100,7 +116,7 @@ def main() -> None:
                 process.wait(timeout=30)
     print(
         f"dashboard bench: {args.headsets} headset(s), {args.tabs} Chromium tab(s), {args.seconds:.0f} s "
-        "measured, traces pushed on arrival"
+        "measured, traces pushed on arrival" + (", 640x480 24 fps cameras" if args.camera else "")
     )
     if latencies:
         a = np.asarray(latencies)
@@ -110,6 +126,9 @@ def main() -> None:
         )
     else:
         print("  no pushes recorded")
+    if args.camera:
+        rates = ", ".join(f"{device} {fps:.1f}" for device, fps in sorted(stats["camera_fps"].items()))
+        print(f"  camera frames reaching the server per s: {rates or 'none'} (edge.camera.fps = 24)")
     print(
         f"  server CPU: {idle_cpu:.1f} % of a core with no tab, {busy_cpu:.1f} % with {args.tabs}: "
         f"{(busy_cpu - idle_cpu) / args.tabs:.1f} % per open session"

@@ -79,12 +79,25 @@ def table_version(table_path: Path) -> int:
     return latest_version(table_path)
 
 
+def added_rows(table: Path, after: int) -> bool:
+    """Whether a version of ``table`` newer than ``after`` added rows (an empty table made for a
+    streaming source to start on is no commit of data)."""
+    from infra.delta import commit_actions
+
+    for version in range(after + 1, table_version(table) + 1):
+        for action in commit_actions(table, version):
+            add = action.get("add")
+            if add and json.loads(add.get("stats") or "{}").get("numRecords", 1) > 0:
+                return True
+    return False
+
+
 def wait_for_commit(tables: list[Path], after: dict[Path, int], since: float, limit_s: float = 180) -> dict[str, float]:
-    """Seconds from ``since`` until each table has a version newer than ``after``."""
+    """Seconds from ``since`` until each table has a version newer than ``after`` that added rows."""
     seconds: dict[str, float] = {}
     while len(seconds) < len(tables) and time.monotonic() - since < limit_s:
         for table in tables:
-            if table.name not in seconds and table_version(table) > after.get(table, -1):
+            if table.name not in seconds and added_rows(table, after.get(table, -1)):
                 seconds[table.name] = time.monotonic() - since
         time.sleep(0.1)
     return seconds
@@ -193,8 +206,9 @@ def main() -> None:
             settings_note = "the edge defaults" if args.edge_defaults else "spool NORMAL, linger 20 ms, tick 50 ms"
             load_note = f"full edge simulators on the same cores with {settings_note}"
         print(
-            f"lake bench: {args.headsets} headsets (16 EEG + pulse at 250 Hz), bronze + silver/gold "
-            f"queries in one local[2] Spark, {args.seconds:.0f} s measured after {args.warmup:.0f} s; {load_note}"
+            f"lake bench: {args.headsets} headsets (16 EEG + pulse at 250 Hz), Apache Kafka -> Spark's Kafka "
+            f"source -> bronze (delta-spark) -> Delta's streaming source -> silver/gold, in one local[2] Spark; "
+            f"{args.seconds:.0f} s measured after {args.warmup:.0f} s; {load_note}"
         )
         if ages:
             a = np.array(ages)

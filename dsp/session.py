@@ -20,12 +20,18 @@ import numpy as np
 
 from dsp.dejitter import DejitterState, dejitter_block
 from dsp.features import band_powers, ssvep_scores, window_quality
-from dsp.filters import FilterSpec, design_sos, filter_chunk, initial_state
+from dsp.filters import FilterSpec, LineFilter, design_sos, filter_chunk, initial_state
 from dsp.heart import MIN_BEAT_INTERVAL_S, detect_beats
 from dsp.windows import WindowSpec, WindowState, initial_window_state, windows_from_chunk
 from schemas.codec import eeg_block_device_times, eeg_block_samples
 
 OCCIPITAL_PREFIXES = ("O", "PO", "P")
+
+
+# The line filter's fields came after the first release: they are named in the fingerprint only
+# when they shape the filter, so a lake whose filter did not change keeps its fingerprint.
+_LINE_FILTER_FIELDS = ("line_filter", "notch_q", "bandstop_width_hz", "bandstop_order")
+_DEFAULT_NOTCH_Q = 30.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,11 @@ class ProcessorConfig:
     window_overlap: float = 0.8
     gap_wait_ms: int = 30_000
     default_ssvep_hz: tuple[float, ...] = (8.0, 10.0, 12.0, 15.0)
+    # The mains filter at notch_hz (dsp.filters.FilterSpec): iirnotch, or a Butterworth band-stop.
+    line_filter: LineFilter = "notch"
+    notch_q: float = _DEFAULT_NOTCH_Q
+    bandstop_width_hz: float = 2.0
+    bandstop_order: int = 2
 
     @cached_property
     def fingerprint(self) -> str:
@@ -45,7 +56,20 @@ class ProcessorConfig:
         return hashlib.sha256(json.dumps(self.describe(), sort_keys=True).encode()).hexdigest()[:16]
 
     def describe(self) -> dict[str, Any]:
-        return asdict(self)
+        described = {k: v for k, v in asdict(self).items() if k not in _LINE_FILTER_FIELDS}
+        if self.notch_hz is not None and self.line_filter == "bandstop":
+            described.update(
+                line_filter=self.line_filter,
+                bandstop_width_hz=self.bandstop_width_hz,
+                bandstop_order=self.bandstop_order,
+            )
+        elif self.notch_hz is not None and self.notch_q != _DEFAULT_NOTCH_Q:
+            described["notch_q"] = self.notch_q
+        return described
+
+    def filter_spec(self, sample_rate_hz: float) -> FilterSpec:
+        """Silver's filter for a session at ``sample_rate_hz``."""
+        return FilterSpec.of(self, sample_rate_hz)
 
 
 @dataclass(frozen=True)
@@ -114,6 +138,8 @@ class SessionState:
     skipped: tuple[tuple[int, int], ...] = ()
     # The settings (ProcessorConfig.fingerprint) that made this session's rows so far.
     fingerprints: frozenset[str] = frozenset()
+    # The rebuild this state came from (None: the stream's own); the stream adopts a newer one.
+    rebuild_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -309,7 +335,7 @@ def _emit_run(state: SessionState, run: list[Block], config: ProcessorConfig, ou
     first = run[0].first_sample_index
     gap = first - state.next_index
     fs = info.sample_rate_hz
-    sos = design_sos(FilterSpec.at_rate(fs, config.band_low_hz, config.band_high_hz, config.notch_hz))
+    sos = design_sos(config.filter_spec(fs))
     raw = np.vstack([b.samples for b in run]).astype(np.float64)
     n_channels = raw.shape[1]
     fresh_zi = initial_state(sos, n_channels)

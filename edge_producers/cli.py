@@ -53,6 +53,41 @@ def add_edge_commands(commands: argparse._SubParsersAction) -> None:  # type: ig
     setup.set_defaults(handler=cmd_setup)
 
 
+def add_stimulus_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    stimulus = commands.add_parser("stimulus", help="the visual stimulus (runs on the machine driving its monitor)")
+    sub = stimulus.add_subparsers(dest="stimulus_command", metavar="STIMULUS_COMMAND", required=True)
+    serve = sub.add_parser(
+        "serve",
+        help="this Pi's devices with the stimulus page: open its URL full screen on the stimulus monitor; "
+        "markers are stamped from the frames it draws",
+    )
+    serve.add_argument(
+        "--layout",
+        choices=["classes", "benchmark40"],
+        default=None,
+        help="the lab's classes (edge.stimulus.classes) or the 40-target benchmark grid (default: edge.stimulus.layout)",
+    )
+    serve.add_argument("--port", type=int, default=None, help="default: edge.stimulus.presenter_port (15010)")
+    serve.add_argument("--duration", type=float, default=None, help="seconds (default: until stopped)")
+    serve.set_defaults(handler=cmd_stimulus_serve)
+
+
+def cmd_stimulus_serve(args: argparse.Namespace, settings: Settings) -> int:
+    if args.duration is not None and args.duration <= 0:
+        raise NeurolakeError("--duration must be > 0 seconds")
+    if args.port is not None and not 0 < args.port < 65536:
+        raise NeurolakeError(f"--port {args.port} is not a TCP port (1-65535)")
+    update: dict[str, Any] = {"enabled": True, "presenter": True}
+    if args.layout:
+        update["layout"] = args.layout
+    if args.port:
+        update["presenter_port"] = args.port
+    edge = settings.edge.model_copy(update={"stimulus": settings.edge.stimulus.model_copy(update=update)})
+    summary = _run_runtime(settings, [edge], args.duration)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def _run_runtime(settings: Settings, devices: list[EdgeSettings], duration: float | None) -> dict[str, Any]:
     from edge_producers.runtime import EdgeRuntime
 
@@ -81,8 +116,13 @@ def simulated_devices(
                     "device_id": f"{prefix}-{index:03d}",
                     "board": "simulated",
                     "simulation": base.simulation.model_copy(update={"seed": base.simulation.seed + index}),
+                    # Simulated Pis keep the timetable: one stimulus monitor serves one real device.
                     "stimulus": base.stimulus.model_copy(
-                        update={"enabled": stimulus or base.stimulus.enabled, "seed": base.stimulus.seed + index}
+                        update={
+                            "enabled": stimulus or base.stimulus.enabled,
+                            "seed": base.stimulus.seed + index,
+                            "presenter": False,
+                        }
                     ),
                     "camera": base.camera.model_copy(
                         update={"source": "test_pattern" if camera else base.camera.source}

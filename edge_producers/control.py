@@ -21,8 +21,9 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 from pydantic import ValidationError
 
 from core.settings import EdgeSettings
+from schemas.catalog import EDGE_CONTROL_GROUP
 from schemas.codec import AvroCodec, CodecError
-from schemas.signing import DEVICE, HUB, Keyring, SignatureError
+from schemas.signing import HUB, Keyring, SignatureError
 from schemas.timebase import now_us
 
 log = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ class ControlListener:
     ) -> None:
         self._config = {
             **consumer_config,
-            "group.id": "neurolake-edge-control",  # required by librdkafka; never joined
+            "group.id": EDGE_CONTROL_GROUP,  # required by librdkafka; never joined
             "enable.auto.commit": False,
             # After a broker restart our position is past the (new, empty) end: start over.
             "auto.offset.reset": "earliest",
@@ -167,8 +168,7 @@ class ControlListener:
         try:
             signed, key = self._keyring.verify(payload, self._topic, direction=HUB)
         except SignatureError as exc:
-            if not self._own_reply(payload):
-                self._refuse(str(exc))
+            self._refuse(str(exc))
             return
         try:
             _, record = self._codec.decode(signed, expected_type="control")
@@ -193,15 +193,6 @@ class ControlListener:
             while len(self._seen) > 10_000:
                 self._seen.popitem(last=False)
         self._handler(record)
-
-    def _own_reply(self, payload: bytes) -> bool:
-        """One of our devices' own COMMAND_ACKs, which share the topic."""
-        try:
-            signed, _ = self._keyring.verify(payload, self._topic, direction=DEVICE)
-            _, record = self._codec.decode(signed, expected_type="control")
-        except (SignatureError, CodecError):
-            return False
-        return bool(record["kind"] == "COMMAND_ACK")
 
     def _refuse(self, reason: str) -> None:
         self.refused += 1

@@ -22,7 +22,7 @@ import numpy as np
 
 from core import __version__
 from core.errors import NeurolakeError
-from core.settings import EdgeSettings, Settings
+from core.settings import EdgeSettings, Settings, StimulusSettings
 from dsp.simulation import headset_for
 from edge_producers.clock import ClockProbe
 from edge_producers.control import CommandRefused, ControlListener, apply_config
@@ -30,10 +30,22 @@ from edge_producers.devices.camera import Camera, make_camera
 from edge_producers.devices.eeg import DeviceError, EegChunk, EegSource, make_eeg_source
 from edge_producers.devices.lsl import parse_marker
 from edge_producers.devices.sensors import RoomSensors, make_sensors
+from edge_producers.host import HostMonitor
+from edge_producers.presenter import StimulusPresenter
 from edge_producers.spool import AckRefused, Spool
-from edge_producers.stimulus import StimulusEvent, StimulusSchedule
+from edge_producers.stimulus import StimulusEvent, StimulusSchedule, Trial, stimulus_targets
 from edge_producers.transport import KafkaSender
-from schemas.catalog import CAMERA_FRAMES, CONTROL, DEVICE_LOGS, DEVICE_STATUS, EEG_RAW, MARKERS, SENSORS_ENV, SESSIONS
+from schemas.catalog import (
+    CAMERA_FRAMES,
+    COMMAND_ACKS,
+    CONTROL,
+    DEVICE_LOGS,
+    DEVICE_STATUS,
+    EEG_RAW,
+    MARKERS,
+    SENSORS_ENV,
+    SESSIONS,
+)
 from schemas.codec import AvroCodec, default_codec
 from schemas.records import (
     camera_frame_record,
@@ -56,8 +68,25 @@ log = logging.getLogger(__name__)
 BLOCK_WAKE_MARGIN_S = 0.0005
 
 DEVICE_RETRY_S = 5.0
+# How far ahead the presenter's page is told the schedule (it needs each trial before its cue).
+PLAN_AHEAD_US = 10_000_000
+# How long a closing session waits for the page's last frame (a few frames and a round trip).
+PRESENTER_CLOSE_WAIT_S = 0.3
 
 SourceFactory = Callable[..., EegSource]
+
+
+def stimulus_metadata(stimulus: StimulusSettings) -> dict[str, str]:
+    """The session's stimulus: ``stimulus.<label>`` = Hz for every target (the lake scores SSVEP at
+    those frequencies and reads nothing else under that prefix), phases and layout beside it."""
+    targets = stimulus_targets(stimulus)
+    metadata = {f"stimulus.{t.label}": str(t.hz) for t in targets}
+    metadata["stimulus_layout"] = stimulus.layout
+    if any(t.phase for t in targets):
+        metadata.update({f"stimulus_phase.{t.label}": f"{t.phase:.6f}" for t in targets})
+    if stimulus.presenter:
+        metadata["stimulus_markers"] = "frames"  # stamped from the frames the presenter's page drew
+    return metadata
 
 
 def new_session_id(device_id: str, at_us: int) -> str:
@@ -75,6 +104,8 @@ class DeviceCounters:
     sensor_readings: int = 0
     commands: int = 0
     device_errors: int = 0
+    # Samples the board's radio lost (from its packet counter), and counted in the heartbeat's losses.
+    samples_lost: int = 0
     sessions: list[str] = field(default_factory=list)
 
 
@@ -92,8 +123,15 @@ class DeviceRunner:
         sender_stats: Callable[[], int] = lambda: 0,
         signing_key: DeviceKey | None = None,
         on_spooled: Callable[[], None] = lambda: None,
+        presenter: StimulusPresenter | None = None,
+        host: HostMonitor | None = None,
     ) -> None:
         self.edge = edge
+        # The Pi's CPU, memory and temperature for the heartbeat (shared by a process's devices).
+        self._host = host or HostMonitor()
+        # With a presenter, stimulus markers come from the frames its page drew, not the timetable.
+        self._presenter = presenter
+        self._open_trials: dict[int, Trial] = {}
         # Every record leaves signed with the device's key, so the lake can tell it from a forgery.
         self.signing_key = signing_key or new_key(edge.device_id)
         self.spool = spool
@@ -154,6 +192,9 @@ class DeviceRunner:
         self._source, self._camera, self._sensors, self._schedule = source, camera, sensors, schedule
         self.session_id = new_session_id(self.edge.device_id, started)
         self.counters.sessions.append(self.session_id)
+        self._open_trials = {}
+        if self._presenter is not None and schedule is not None:
+            self._presenter.begin(self.session_id, schedule.targets)
         self._sample_index = 0
         self._pending = EegChunk(np.empty((0, source.info.n_channels), np.float32), np.empty(0, np.int64))
         self._last_marker_check_us = started
@@ -203,6 +244,8 @@ class DeviceRunner:
                 device.stop()
         if self._schedule is not None and self.session_id is not None:
             self._publish_markers(self.clock.estimate.to_lab(now_us()), closing=True)
+        if self._presenter is not None:
+            self._presenter.end()
         self._source = self._camera = self._sensors = self._schedule = None
         if self.session_id is not None:
             log.info("%s: session %s stopped", self.edge.device_id, self.session_id)
@@ -235,7 +278,12 @@ class DeviceRunner:
             if read_markers is not None:
                 self._publish_source_markers(read_markers())
             if self._camera is not None and now >= self._next_frame_us:
-                self._next_frame_us = now + int(1e6 / self.edge.camera.fps)
+                # Paced from the schedule, not from this tick (ticks come late by up to one): the
+                # frame rate is edge.camera.fps. A camera more than a frame behind skips, never bursts.
+                period = int(1e6 / self.edge.camera.fps)
+                self._next_frame_us += period
+                if self._next_frame_us <= now:
+                    self._next_frame_us = now + period
                 self._publish_frame()
             if self._sensors is not None and now >= self._next_sensor_us:
                 self._next_sensor_us = now + int(1e6 / self.edge.sensors.rate_hz)
@@ -249,33 +297,51 @@ class DeviceRunner:
         chunk = self._source.read()
         if chunk.n_samples:
             self._last_sample_us = int(chunk.device_times_us[-1])
+            missing = chunk.missing_before if chunk.missing_before is not None else np.zeros(chunk.n_samples, np.int64)
+            self.counters.samples_lost += int(missing.sum())
             self._pending = EegChunk(
                 np.concatenate([self._pending.samples, chunk.samples]),
                 np.concatenate([self._pending.device_times_us, chunk.device_times_us]),
+                missing_before=np.concatenate([self._pending_missing(), missing]),
             )
         size = self.edge.block_size
-        n_full = self._pending.n_samples // size
-        cut = n_full * size
-        if final:
-            cut = self._pending.n_samples
-        if cut == 0:
-            return
-        samples, times = self._pending.samples, self._pending.device_times_us
-        bounds = list(range(0, cut, size))
+        samples, times, missing = self._pending.samples, self._pending.device_times_us, self._pending_missing()
+        n = len(times)
         encoders = []
-        for i in bounds:
+        start = 0
+        while start < n:
+            if missing[start]:
+                # Samples the radio lost: the index moves on by them, so everything after keeps the
+                # index (and the dejittered time) it would have had, and silver marks the gap.
+                self._sample_index += int(missing[start])
+                missing = missing.copy()
+                missing[start] = 0
+            losses = np.flatnonzero(missing[start + 1 : start + size]) + start + 1
+            if losses.size:
+                end = int(losses[0])  # a block never spans a loss: it ends short, complete
+            elif start + size <= n:
+                end = start + size
+            elif final:
+                end = n
+            else:
+                break
             self._blocks_acquired += 1
             drop_every = self.edge.simulation.drop_block_every if self.edge.board == "simulated" else 0
             if drop_every and self._blocks_acquired % drop_every == 0:
                 # Fault injection (simulation.drop_block_every): this block is lost, its samples too.
-                self._sample_index += len(samples[i : i + size])
-                continue
-            encoders.append(self._block_encoder(samples[i : i + size], times[i : i + size]))
+                self._sample_index += end - start
+            else:
+                encoders.append(self._block_encoder(samples[start:end], times[start:end]))
+            start = end
         if encoders:
             self.spool.append_many(EEG_RAW, self.key, encoders)
             self._on_spooled()
-        self._pending = EegChunk(samples[cut:], times[cut:])
+        self._pending = EegChunk(samples[start:], times[start:], missing_before=missing[start:])
         self.counters.blocks += len(encoders)
+
+    def _pending_missing(self) -> np.ndarray:
+        missing = self._pending.missing_before
+        return missing if missing is not None else np.zeros(self._pending.n_samples, np.int64)
 
     def next_block_in_s(self, now: int) -> float | None:
         """Seconds until the board should hold the next block's last sample (None when not streaming):
@@ -285,6 +351,12 @@ class DeviceRunner:
         missing = self.edge.block_size - self._pending.n_samples
         due_us = self._last_sample_us + missing * 1e6 / self._source.info.sample_rate_hz
         return max(0.0, (due_us - now) / 1e6)
+
+    def next_frame_in_s(self, now: int) -> float | None:
+        """Seconds until the camera's next frame is due (None without a camera or a session)."""
+        if not self.streaming or self._camera is None:
+            return None
+        return max(0.0, (self._next_frame_us - now) / 1e6)
 
     def _block_encoder(self, samples: np.ndarray, times: np.ndarray) -> Callable[[int], bytes]:
         first = self._sample_index
@@ -341,34 +413,50 @@ class DeviceRunner:
             subject_id=self.edge.subject_id,
             task=self.edge.task or ("ssvep" if stimulus.enabled else None),
             software_version=__version__,
-            metadata={f"stimulus.{label}": str(hz) for label, hz in stimulus.classes.items()}
-            if stimulus.enabled
-            else {},
+            metadata=stimulus_metadata(stimulus) if stimulus.enabled else {},
         )
         self._spool_record(SESSIONS, "session", record, key=self.session_id.encode())
 
     def _publish_markers(self, lab_now_us: int, closing: bool = False) -> None:
         assert self._schedule is not None
-        events = self._schedule.events_between(self._last_marker_check_us, lab_now_us)
-        self._last_marker_check_us = lab_now_us
-        if closing:
-            # A trial cut short by the end of the session still gets its END marker.
-            open_trials = [t for t in self._schedule.trials if t.start_us <= lab_now_us < t.end_us]
-            events = [*events, *(StimulusEvent(lab_now_us, "END", t) for t in open_trials)]
+        if self._presenter is not None:
+            # Stamped from the frames the page drew; the page learns the coming trials here.
+            if not closing:
+                self._presenter.plan(self._schedule.upcoming(lab_now_us, lab_now_us + PLAN_AHEAD_US))
+            events = self._presenter.take_events()
+        else:
+            events = self._schedule.events_between(self._last_marker_check_us, lab_now_us)
+            self._last_marker_check_us = lab_now_us
         for event in events:
-            trial = event.trial
-            record = marker_record(
-                device_id=self.edge.device_id,
-                session_id=self.session_id or "",
-                timestamp_us=event.time_us,
-                event=event.event,
-                label=trial.label,
-                trial=trial.trial,
-                stimulus_hz=trial.hz,
-                duration_s=(trial.end_us - trial.start_us) / 1e6,
-            )
-            self._spool_record(MARKERS, "marker", record, key=(self.session_id or "").encode())
-            self.counters.markers += 1
+            self._publish_stimulus_event(event)
+        if closing:
+            if self._presenter is not None:
+                # The page stops the flicker on its next frame: that frame is the END, when it comes.
+                for event in self._presenter.end(wait_s=PRESENTER_CLOSE_WAIT_S if self._open_trials else 0.0):
+                    self._publish_stimulus_event(event)
+            # A trial cut short by the end of the session still gets its END marker.
+            for trial in list(self._open_trials.values()):
+                self._publish_stimulus_event(StimulusEvent(max(lab_now_us, trial.start_us), "END", trial))
+
+    def _publish_stimulus_event(self, event: StimulusEvent) -> None:
+        trial = event.trial
+        if event.event == "START":
+            self._open_trials[trial.trial] = trial
+        elif self._open_trials.pop(trial.trial, None) is None:
+            return  # an END without its START (a trial the display skipped or already closed)
+        record = marker_record(
+            device_id=self.edge.device_id,
+            session_id=self.session_id or "",
+            timestamp_us=event.time_us,
+            event=event.event,
+            label=trial.label,
+            trial=trial.trial,
+            stimulus_hz=trial.hz,
+            # The presenter's page knows the whole frames it shows; a timetable, its plan.
+            duration_s=(event.duration_us if event.duration_us is not None else trial.end_us - trial.start_us) / 1e6,
+        )
+        self._spool_record(MARKERS, "marker", record, key=(self.session_id or "").encode())
+        self.counters.markers += 1
 
     def _publish_source_markers(self, markers: list[tuple[int, str]]) -> None:
         """Markers a source brings with it (an LSL marker stream), in lab time."""
@@ -455,6 +543,10 @@ class DeviceRunner:
         self._rate_window = (now, self.counters.samples)
         stats = self.spool.stats()
         estimate = self.clock.estimate
+        vitals = self._host.sample()
+        message = self._message
+        if self._presenter is not None and self.streaming and not self._presenter.status().connected:
+            message = "; ".join(filter(None, [message, f"stimulus page not open: open {self._presenter.url}"]))
         self._spool_record(
             DEVICE_STATUS,
             "device_status",
@@ -466,11 +558,14 @@ class DeviceRunner:
                 spool_depth=stats.records,
                 spool_bytes=stats.bytes,
                 records_sent=self._sender_stats(),
-                losses=stats.losses,
+                losses=stats.losses + self.counters.samples_lost,
                 clock_offset_us=estimate.offset_us,
                 clock_rtt_us=estimate.rtt_us,
                 sample_rate_hz=round(self._rate_hz, 3),
-                message=self._message,
+                message=message,
+                cpu_pct=vitals.cpu_pct,
+                memory_pct=vitals.memory_pct,
+                soc_temperature_c=vitals.soc_temperature_c,
             ),
         )
 
@@ -523,8 +618,10 @@ class DeviceRunner:
             "frames_refused": self.counters.frames_refused,
             "sensor_readings": self.counters.sensor_readings,
             "device_errors": self.counters.device_errors,
+            "samples_lost": self.counters.samples_lost,
             "next_seq": {t: self.spool.next_seq(t) for t in (EEG_RAW, MARKERS, DEVICE_STATUS)},
             "spool": stats.__dict__,
+            **({"presenter": self._presenter.status().__dict__} if self._presenter is not None else {}),
         }
 
 
@@ -606,7 +703,16 @@ class EdgeRuntime:
                 "refuses unsigned records. On a Pi run `neurolake edge setup` (it makes the key and prints "
                 "how to register it on the hub); on the hub, `neurolake keys add DEVICE`"
             )
+        shown = [d for d in devices if d.stimulus.enabled and d.stimulus.presenter]
+        if len(shown) > 1:
+            raise NeurolakeError(
+                f"edge.stimulus.presenter is on for {len(shown)} devices; one stimulus monitor serves one "
+                "device: turn it on for one"
+            )
+        # The page on the stimulus monitor; markers of that device come from the frames it drew.
+        self.presenter = StimulusPresenter(shown[0].stimulus, lambda: self.clock.estimate) if shown else None
         self.runners: dict[str, DeviceRunner] = {}
+        host = HostMonitor()
         for edge in devices:
             spool = Spool(
                 edge.spool.directory / f"{edge.device_id}.sqlite",
@@ -623,6 +729,8 @@ class EdgeRuntime:
                 sender_stats=functools.partial(self.sender.sent_count, edge.device_id),
                 on_spooled=self.sender.notify if edge.tick_ms == 0 else (lambda: None),
                 signing_key=self.keyring.active_key(edge.device_id),
+                presenter=self.presenter if shown and edge is shown[0] else None,
+                host=host,
             )
             self.sender.add_device(edge.device_id, spool)
         self._commands: queue.Queue[dict[str, Any]] = queue.Queue()
@@ -676,7 +784,7 @@ class EdgeRuntime:
                 message=message,
             )
             self.sender.send_now(
-                CONTROL, runner.key, sign(self.codec.encode("control", ack), CONTROL, runner.signing_key)
+                COMMAND_ACKS, runner.key, sign(self.codec.encode("control", ack), COMMAND_ACKS, runner.signing_key)
             )
 
     def _send_loop(self) -> None:
@@ -687,6 +795,11 @@ class EdgeRuntime:
                 self.sender.wait_for_work(0.005)
 
     def __enter__(self) -> EdgeRuntime:
+        if self.presenter is not None:
+            try:
+                self.presenter.start()
+            except DeviceError as exc:
+                raise NeurolakeError(str(exc)) from None
         self.clock.start()
         self.clock.probe_round()
         self.control.start()
@@ -726,7 +839,11 @@ class EdgeRuntime:
                 if block_in is not None and block_in <= 0:
                     # Overdue yet not read: this board hands samples over later than it stamps them.
                     block_in = 1.0 / runner.sample_rate_hz
-                due[device_id] = now + (tick_s if block_in is None else min(tick_s, block_in + BLOCK_WAKE_MARGIN_S))
+                wake = tick_s if block_in is None else min(tick_s, block_in + BLOCK_WAKE_MARGIN_S)
+                frame_in = None if fixed_tick_ms else runner.next_frame_in_s(wall)
+                if frame_in is not None:
+                    wake = min(wake, frame_in)  # a 24 fps camera needs a tick every 42 ms, on time
+                due[device_id] = now + wake
             if all(r.shutdown_requested for r in self.runners.values()):
                 log.info("every device shut down on command")
                 break
@@ -747,6 +864,8 @@ class EdgeRuntime:
             log.warning("%d records not yet delivered; they stay in the spool", remaining)
         self.control.stop()
         self.clock.stop()
+        if self.presenter is not None:
+            self.presenter.stop()
         for runner in self.runners.values():
             runner.spool.close()
 

@@ -36,7 +36,11 @@ def ensure_a_session(settings) -> str:  # type: ignore[no-untyped-def]
 
     log.info("the lake at %s has no session: backfilling a simulated one", settings.paths.lake_root)
     recording = simulate_session(settings, 0, 60.0, SESSION_START_US).recording()
-    write_session(settings.paths.lake_root, recording, processor_config(settings))
+    from infra.spark import build_spark_session
+
+    write_session(
+        settings.paths.lake_root, recording, processor_config(settings), lambda: build_spark_session(settings, "explore")
+    )
     return recording.session_id
 
 

@@ -296,6 +296,80 @@ def commit_files(
     return True
 
 
+def ensure_table(table_dir: Path, schema: pa.Schema, partition_by: Sequence[str] = ("date",)) -> bool:
+    """Create an empty table with ``schema`` unless one exists (Delta's streaming source needs its
+    table before the first record arrives). Returns whether it created one."""
+    from deltalake import DeltaTable
+
+    if (table_dir / "_delta_log").is_dir():
+        return False
+    table_dir.mkdir(parents=True, exist_ok=True)
+    DeltaTable.create(str(table_dir), schema, partition_by=list(partition_by) or None, mode="ignore")
+    return True
+
+
+def spark_append(
+    frame: Any,
+    table_dir: Path,
+    app_id: str,
+    batch_id: int,
+    partition_by: Sequence[str] = ("date",),
+    metadata: Mapping[str, str] | None = None,
+) -> float:
+    """Append a Spark DataFrame with delta-spark, from the executors, unless ``(app_id, batch_id)``
+    is already committed (Delta's idempotent writes: ``txnAppId``/``txnVersion``; a new checkpoint
+    must come with a new ``app_id``, or its batches 0, 1, ... are taken for done). ``metadata`` goes
+    to the commit's ``userMetadata`` as JSON. Creates the table on first use; returns the seconds."""
+    started = time.monotonic()
+    writer = (
+        frame.write.format("delta")
+        .mode("append")
+        .option("txnAppId", app_id)
+        .option("txnVersion", str(batch_id))
+        # A schema that gained a field (BACKWARD-compatible .avsc change) adds the column.
+        .option("mergeSchema", "true")
+        .option("userMetadata", json.dumps({"neurolake.batch_id": str(batch_id), **(metadata or {})}, sort_keys=True))
+    )
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    writer.save(str(table_dir))
+    return round(time.monotonic() - started, 3)
+
+
+def spark_replace_sessions(
+    frame: Any, table_dir: Path, sessions: Sequence[str], metadata: Mapping[str, str], partition_by: str = "date"
+) -> int:
+    """Replace the rows of ``sessions`` in a table with ``frame`` in one delta-spark transaction
+    (``replaceWhere`` on ``session_id``); returns the rows written (from the commit's metrics)."""
+    quoted = ", ".join("'" + session.replace("'", "''") + "'" for session in sessions)
+    (
+        frame.write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", f"session_id IN ({quoted})")
+        .option("userMetadata", json.dumps(dict(metadata), sort_keys=True))
+        .partitionBy(partition_by)
+        .save(str(table_dir))
+    )
+    info = _commit_info(table_dir, latest_version(table_dir))
+    return int((info.get("operationMetrics") or {}).get("numOutputRows", 0))
+
+
+def _commit_info(table_dir: Path, version: int) -> dict[str, Any]:
+    return next((a["commitInfo"] for a in commit_actions(table_dir, version) if "commitInfo" in a), {})
+
+
+def read_commit_metadata(table_dir: Path, version: int | None = None) -> dict[str, Any]:
+    """What a commit recorded about itself: delta-spark's ``userMetadata`` (JSON) merged with the
+    custom metadata delta-rs writes into ``commitInfo`` (the latest commit by default)."""
+    info = _commit_info(table_dir, latest_version(table_dir) if version is None else version)
+    merged = {k: v for k, v in info.items() if isinstance(k, str) and k.startswith("neurolake.")}
+    try:
+        merged.update(json.loads(info.get("userMetadata") or "{}"))
+    except json.JSONDecodeError:
+        pass
+    return merged
+
+
 def utc_date(micros: int) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(micros / 1e6))
 

@@ -9,11 +9,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.admin import (
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ConfigResource,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+)
 
 from core.errors import ServiceError
 from core.settings import Settings
-from schemas.catalog import BRONZE_TABLE_OF_TOPIC, SESSIONS, TOPICS
+from schemas.catalog import DEVICE_READS, DEVICE_WRITES, EDGE_CONTROL_GROUP, SESSIONS, TOPICS
 from schemas.codec import CodecError, default_codec
 from schemas.signing import DeviceKey, Keyring, SignatureError
 
@@ -34,17 +43,22 @@ _quiet = logging.getLogger("infra.kafka.rdkafka")
 _quiet.setLevel(logging.CRITICAL)
 
 
-def admin_client(settings: Settings, quiet: bool = False) -> AdminClient:
+def admin_client(settings: Settings, quiet: bool = False, bootstrap: str | None = None) -> AdminClient:
+    """An admin client of the cluster (or of the one broker at ``bootstrap``)."""
     config = {**settings.kafka.client_config(), "socket.timeout.ms": 3000}
+    if bootstrap is not None:
+        config["bootstrap.servers"] = bootstrap
     if quiet:
         # Health probes expect "connection refused" while a broker starts; keep it off stderr.
         config["logger"] = _quiet
     return AdminClient(config)
 
 
-def broker_reachable(settings: Settings, timeout_s: float = 1.0) -> bool:
+def broker_reachable(settings: Settings, timeout_s: float = 1.0, node: int | None = None) -> bool:
+    """Whether the cluster (or the embedded broker's node ``node``) answers a metadata request."""
+    bootstrap = None if node is None else f"{settings.broker.host}:{settings.broker.node_ports(node)[0]}"
     try:
-        admin_client(settings, quiet=True).list_topics(timeout=timeout_s)
+        admin_client(settings, quiet=True, bootstrap=bootstrap).list_topics(timeout=timeout_s)
         return True
     except KafkaException:
         return False
@@ -59,6 +73,7 @@ def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> dict[str, str]
         if spec.name in existing:
             continue
         config = {"cleanup.policy": "compact"} if spec.compacted else {}
+        config["min.insync.replicas"] = str(settings.topics.min_insync_replicas)
         wanted.append(
             NewTopic(
                 spec.name,
@@ -82,6 +97,71 @@ def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> dict[str, str]
             raise ServiceError(f"could not create topic {name}: {error}") from None
     log.info("topics: %s", ", ".join(f"{k}={v}" for k, v in sorted(result.items())))
     return result
+
+
+def device_acls(principal: str) -> list[AclBinding]:
+    """What one Pi's certificate may do: write its data topics and its command acks, read the hub's
+    control records. Everything else (writing ``devices.control``, reading any other topic) is
+    refused by the broker, since no ACL allows it."""
+
+    def allow(topic: str, operation: AclOperation) -> AclBinding:
+        return AclBinding(
+            ResourceType.TOPIC,
+            topic,
+            ResourcePatternType.LITERAL,
+            f"User:{principal}",
+            "*",
+            operation,
+            AclPermissionType.ALLOW,
+        )
+
+    bindings = [allow(topic, AclOperation.WRITE) for topic in DEVICE_WRITES]
+    bindings += [allow(topic, AclOperation.READ) for topic in DEVICE_READS]
+    bindings.append(
+        AclBinding(
+            ResourceType.GROUP,
+            EDGE_CONTROL_GROUP,
+            ResourcePatternType.LITERAL,
+            f"User:{principal}",
+            "*",
+            AclOperation.READ,
+            AclPermissionType.ALLOW,
+        )
+    )
+    # DESCRIBE (metadata, offsets) comes with READ and WRITE in Kafka's authorizer.
+    return bindings
+
+
+def issued_devices(settings: Settings) -> list[str]:
+    """The devices the lab CA issued a client certificate to (``neurolake tls issue``)."""
+    directory = settings.paths.home / "tls"
+    if not directory.is_dir():
+        return []
+    return sorted(p.stem for p in directory.glob("*.pem") if p.stem not in ("ca", "hub"))
+
+
+def ensure_device_acls(settings: Settings, devices: Sequence[str] | None = None, timeout_s: float = 15.0) -> int:
+    """Grant each device's certificate its ACLs (idempotent: Kafka keeps one copy of a binding).
+    Only the embedded broker with a TLS listener is ours to configure; returns bindings sent."""
+    if not (settings.broker.embedded and settings.broker.tls_port):
+        return 0
+    wanted = [
+        binding
+        for device in (issued_devices(settings) if devices is None else devices)
+        for binding in device_acls(device)
+    ]
+    if not wanted:
+        return 0
+    admin = admin_client(settings)  # kept alive until every future is done
+    futures = admin.create_acls(wanted, request_timeout=timeout_s)
+    for binding, future in futures.items():
+        try:
+            future.result(timeout_s)
+        except KafkaException as exc:
+            raise ServiceError(
+                f"could not grant {binding.principal} {binding.operation} on {binding.name}: {exc}"
+            ) from None
+    return len(wanted)
 
 
 def describe_topics(settings: Settings, timeout_s: float = 5.0) -> list[TopicInfo]:
@@ -134,8 +214,8 @@ class LiveReader:
 
     ``sessions`` is always read from its beginning: a reader needs each session's channels and rate
     before its first block. The other topics start at ``start`` ("latest" or "earliest"). Records that
-    do not decode are counted in ``undecodable``, and records from the devices' topics that do not
-    carry a valid device signature (with ``security.require_signed_records``) in ``unauthenticated``;
+    do not decode are counted in ``undecodable``, and records from the topics devices write (their
+    data, heartbeats, logs and command acks) that do not carry a valid device signature (with ``security.require_signed_records``) in ``unauthenticated``;
     both are skipped: bronze quarantines them with the reason, a live view only says how many. Use it
     as a context manager so the consumer leaves its group at once.
     """
@@ -226,7 +306,7 @@ class LiveReader:
                 self.undecodable += 1
                 continue
             try:
-                if self.keyring is not None and topic in BRONZE_TABLE_OF_TOPIC:
+                if self.keyring is not None and topic in DEVICE_WRITES:
                     signer = self._verify(value, topic)
                     record_type, record = self.codec.decode(value)
                     if record["device_id"] != signer.device_id:

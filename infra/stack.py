@@ -1,4 +1,5 @@
-"""The embedded stack: Tansu broker, MLflow tracking server and (on request) Airflow standalone.
+"""The embedded stack: Apache Kafka (one KRaft node), the clock service, the MLflow tracking server
+and (on request) Airflow standalone.
 
 ``up`` is idempotent and all-or-nothing: prerequisites and ports are checked before anything starts,
 and if one service fails to come up, the ones this call started are stopped again.
@@ -10,7 +11,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import urllib.request
 from dataclasses import dataclass
@@ -18,15 +18,17 @@ from pathlib import Path
 
 from core.settings import Settings
 from infra.clock_server import udp_clock_alive
-from infra.kafka import broker_reachable, ensure_topics
-from infra.preflight import broker_binary, check_java
-from infra.processes import ProcessSupervisor, ServiceSpec, ServiceState, http_ok
+from infra.kafka import broker_reachable, ensure_device_acls, ensure_topics
+from infra.kafka_broker import broker_command, check_jars, node_name, prepare
+from infra.preflight import check_java
+from infra.processes import ProcessSupervisor, ServiceSpec, ServiceState, http_ok, tcp_open
+from infra.spark_daemons import spark_daemon_command, spark_daemon_environment
 
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DAGS_FOLDER = REPO_ROOT / "airflow" / "dags"
-BROKER, TUNNEL, CLOCK, MLFLOW, AIRFLOW = "broker", "tunnel", "clock", "mlflow", "airflow"
+BROKER, CLOCK, MLFLOW, AIRFLOW = "broker", "clock", "mlflow", "airflow"
 
 
 @dataclass(frozen=True)
@@ -36,9 +38,13 @@ class StackStatus:
 
     @property
     def healthy(self) -> bool:
-        """Broker and MLflow (when managed here) healthy; Airflow healthy if it runs at all."""
+        """Broker nodes, Spark nodes and MLflow (when managed here) healthy; Airflow healthy if it
+        runs at all."""
+        required = (CLOCK, MLFLOW)
         return all(
-            state.healthy for state in self.services if state.running or state.name in (BROKER, CLOCK, MLFLOW)
+            state.healthy
+            for state in self.services
+            if state.running or state.name in required or state.name.startswith((BROKER, "spark-"))
         ) and all("UNREACHABLE" not in detail for detail in self.external.values())
 
     def as_dict(self) -> dict[str, object]:
@@ -62,55 +68,93 @@ def supervisor(settings: Settings) -> ProcessSupervisor:
     return ProcessSupervisor(settings.paths.run_dir, settings.paths.log_dir)
 
 
-def broker_spec(settings: Settings, binary: Path | None = None) -> ServiceSpec:
-    url = f"tcp://{settings.broker.host}:{settings.broker.port}"
-    advertised = f"tcp://{settings.broker.advertised_host or settings.broker.host}:{settings.broker.port}"
+def broker_spec(settings: Settings, node: int = 0) -> ServiceSpec:
+    client, controller, tls = settings.broker.node_ports(node)
+    ports = {"broker.port": client, "broker.controller_port": controller}
+    if tls:
+        ports["broker.tls_port"] = tls
     return ServiceSpec(
-        name=BROKER,
-        argv=[
-            str(binary or "tansu"),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            advertised,
-            # This build has memory:// and s3:// only: topics do not survive a broker restart.
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        ports={"broker.port": settings.broker.port},
-        health=lambda: broker_reachable(settings),
+        name=node_name(settings, node),
+        argv=broker_command(settings, node),
+        ports=ports,
+        # A node is healthy when it answers on its own listener (a cluster's quorum may still form).
+        health=lambda: tcp_open(settings.broker.host, client) and broker_reachable(settings, node=node),
         startup_timeout_s=settings.broker.startup_timeout_s,
+        prepare=lambda: prepare(settings, node),
     )
 
 
-def _tcp_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
+def broker_specs(settings: Settings) -> list[ServiceSpec]:
+    return [broker_spec(settings, node) for node in range(settings.broker.nodes)]
 
 
-def tunnel_spec(settings: Settings) -> ServiceSpec:
-    """The TLS front of the broker (infra/tls.py): `neurolake tls serve` writes stunnel's
-    configuration and becomes stunnel, so the PID file names stunnel itself."""
-    probe_host = "127.0.0.1" if settings.broker.tls_host in ("0.0.0.0", "::") else settings.broker.tls_host
+def spark_master_spec(settings: Settings) -> ServiceSpec:
+    """A standalone Spark master (a local cluster), from the pyspark package's own launcher."""
+    spark = settings.spark
     return ServiceSpec(
-        name=TUNNEL,
-        argv=[sys.executable, "-m", "neurolake.cli", "tls", "serve"],
-        ports={"broker.tls_port": settings.broker.tls_port},
-        health=lambda: _tcp_open(probe_host, settings.broker.tls_port),
-        # The child reads its settings again: hand it the ones it needs, whatever file `up` was given.
-        env={
-            "NEUROLAKE_PATHS__HOME": str(settings.paths.home),
-            "NEUROLAKE_BROKER__HOST": settings.broker.host,
-            "NEUROLAKE_BROKER__PORT": str(settings.broker.port),
-            "NEUROLAKE_BROKER__TLS_PORT": str(settings.broker.tls_port),
-            "NEUROLAKE_BROKER__TLS_HOST": settings.broker.tls_host,
-        },
-        startup_timeout_s=15,
+        name="spark-master",
+        argv=spark_daemon_command(
+            settings,
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(spark.master_port),
+            "--webui-port",
+            str(spark.master_ui_port),
+        ),
+        ports={"spark.master_port": spark.master_port, "spark.master_ui_port": spark.master_ui_port},
+        health=lambda: tcp_open("127.0.0.1", spark.master_port),
+        env=spark_daemon_environment(settings, "master"),
+        startup_timeout_s=60,
     )
+
+
+def spark_worker_spec(settings: Settings, number: int) -> ServiceSpec:
+    """Worker ``number`` (1-based) of the local Spark cluster: its executors are JVMs of their own."""
+    spark = settings.spark
+    name = f"spark-worker-{number}"
+    return ServiceSpec(
+        name=name,
+        argv=spark_daemon_command(
+            settings,
+            "org.apache.spark.deploy.worker.Worker",
+            "--host",
+            "127.0.0.1",
+            "--cores",
+            str(spark.worker_cores),
+            "--memory",
+            spark.worker_memory,
+            "--work-dir",
+            str(settings.paths.home / "spark" / name),
+            "--webui-port",
+            "0",
+            f"spark://127.0.0.1:{spark.master_port}",
+        ),
+        ports={},
+        health=lambda: name in alive_spark_workers(settings),
+        env=spark_daemon_environment(settings, name),
+        startup_timeout_s=60,
+    )
+
+
+def alive_spark_workers(settings: Settings) -> dict[str, str]:
+    """The master's view: worker service name -> worker id, for workers ALIVE."""
+    url = f"http://127.0.0.1:{settings.spark.master_ui_port}/json/"
+    with urllib.request.urlopen(url, timeout=2) as response:
+        state = json.load(response)
+    alive = {}
+    for worker in state.get("workers", []):
+        if worker.get("state") == "ALIVE":
+            folder = Path(worker.get("workDir") or "")  # our work dir is named after the service
+            alive[folder.name] = worker["id"]
+    return alive
+
+
+def spark_specs(settings: Settings) -> list[ServiceSpec]:
+    if not settings.spark.workers:
+        return []
+    return [spark_master_spec(settings)] + [spark_worker_spec(settings, n + 1) for n in range(settings.spark.workers)]
 
 
 def clock_spec(settings: Settings) -> ServiceSpec:
@@ -211,12 +255,11 @@ def airflow_spec(settings: Settings) -> ServiceSpec:
     )
 
 
-def managed_specs(settings: Settings, with_airflow: bool, binary: Path | None = None) -> list[ServiceSpec]:
+def managed_specs(settings: Settings, with_airflow: bool) -> list[ServiceSpec]:
     specs = []
     if settings.broker.embedded:
-        specs.append(broker_spec(settings, binary))
-        if settings.broker.tls_port:
-            specs.append(tunnel_spec(settings))
+        specs += broker_specs(settings)
+    specs += spark_specs(settings)
     specs.append(clock_spec(settings))
     if settings.mlflow.tracking_uri is None:
         specs.append(mlflow_spec(settings))
@@ -227,26 +270,51 @@ def managed_specs(settings: Settings, with_airflow: bool, binary: Path | None = 
 
 def up(settings: Settings, with_airflow: bool = False) -> StackStatus:
     sup = supervisor(settings)
-    binary = broker_binary(settings) if settings.broker.embedded else None
+    if settings.broker.embedded:
+        check_jars(settings)
     check_java(settings)
-    specs = managed_specs(settings, with_airflow, binary)
+    specs = managed_specs(settings, with_airflow)
     # Every port is checked before the first start: a conflict must not leave half a stack.
     for spec in specs:
         if sup.running_process(spec.name) is None:
             sup.check_ports_free(spec)
     started: list[ServiceSpec] = []
     try:
+        # A cluster's broker nodes wait for one another's quorum: they start side by side.
+        brokers = [spec for spec in specs if spec.name.startswith(BROKER)]
+        started += _start_together(sup, brokers)
         for spec in specs:
+            if spec in brokers:
+                continue
             was_running = sup.running_process(spec.name) is not None
             sup.start(spec)
             if not was_running:
                 started.append(spec)
         ensure_topics(settings)
+        ensure_device_acls(settings)
     except BaseException:
         for spec in reversed(started):
             sup.stop(spec)
         raise
     return status(settings)
+
+
+def _start_together(sup: ProcessSupervisor, specs: list[ServiceSpec]) -> list[ServiceSpec]:
+    """Start ``specs`` side by side; the ones this call started (all stopped again if one fails)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    fresh = [spec for spec in specs if sup.running_process(spec.name) is None]
+    if not specs:
+        return []
+    with ThreadPoolExecutor(len(specs)) as pool:
+        futures = [pool.submit(sup.start, spec) for spec in specs]
+        errors = [future.exception() for future in futures]
+    failed = [error for error in errors if error is not None]
+    if failed:
+        for spec in fresh:
+            sup.stop(spec)
+        raise failed[0]
+    return fresh
 
 
 def down(settings: Settings) -> list[str]:
@@ -274,27 +342,45 @@ def status(settings: Settings) -> StackStatus:
 
 
 class BrokerAndClock:
-    """Just the broker and the clock service, for tests and benchmarks that need a private pair
-    (the broker can be restarted on its own, topics recreated, as after a real broker restart)."""
+    """Just the broker (every node of it) and the clock service, for tests and benchmarks that need
+    a private pair. A node can be stopped, killed and started on its own; its log stays."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.supervisor = supervisor(settings)
-        self.broker = broker_spec(settings, broker_binary(settings))
+        self.brokers = broker_specs(settings)
+        self.broker = self.brokers[0]
         self.clock = clock_spec(settings)
 
     def start(self) -> None:
-        self.supervisor.start(self.broker)
+        self._start_brokers()
         self.supervisor.start(self.clock)
         ensure_topics(self.settings)
 
-    def start_broker(self) -> None:
-        self.supervisor.start(self.broker)
+    def _start_brokers(self) -> None:
+        _start_together(self.supervisor, self.brokers)
+
+    def start_broker(self, node: int | None = None) -> None:
+        if node is None:
+            self._start_brokers()
+        else:
+            self.supervisor.start(self.brokers[node])
         ensure_topics(self.settings)
 
-    def stop_broker(self) -> None:
-        self.supervisor.stop(self.broker)
+    def stop_broker(self, node: int | None = None) -> None:
+        for spec in self.brokers if node is None else [self.brokers[node]]:
+            self.supervisor.stop(spec)
+
+    def kill_broker(self, node: int | None = None) -> None:
+        """SIGKILL, as a power cut would: no clean shutdown, no final flush."""
+        for spec in self.brokers if node is None else [self.brokers[node]]:
+            process = self.supervisor.running_process(spec.name)
+            if process is not None:
+                process.kill()
+                process.wait(30)
+                self.supervisor.pid_file(spec.name).unlink(missing_ok=True)
 
     def stop(self) -> None:
         self.supervisor.stop(self.clock)
-        self.supervisor.stop(self.broker)
+        for spec in reversed(self.brokers):
+            self.supervisor.stop(spec)

@@ -1,14 +1,9 @@
-"""TLS with client certificates in front of the embedded broker, with Debian's stunnel4.
+"""The lab's certificate authority: the hub's server certificate and one client certificate per Pi.
 
-The embedded broker cannot secure itself (ARCHITECTURE.md), so it listens on the hub's loopback only
-and advertises that address. On the hub, an stunnel server accepts TLS on ``broker.tls_port`` from
-clients whose certificate our CA signed, and forwards to the broker. On each Pi, an stunnel client
-listens on the Pi's own loopback at the broker's advertised address and forwards over TLS, with the
-Pi's certificate, to the hub: the Kafka clients on the Pi see the same address as the hub's, and the
-hub's own processes keep plain loopback.
-
-The CA is neurolake's own (``neurolake tls init``), kept under ``paths.home/tls``; one certificate per
-Pi (``neurolake tls issue DEVICE``). Keys are written mode 0600.
+Kafka itself does the rest (infra/kafka_broker.py): its TLS listener accepts only certificates this CA
+signed, takes each certificate's CN as the principal, and holds that principal to its ACLs. The CA is
+neurolake's own (``neurolake tls init``), kept under ``paths.home/tls``; one certificate per Pi
+(``neurolake tls issue DEVICE``). Keys are written mode 0600.
 """
 
 from __future__ import annotations
@@ -16,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,11 +21,9 @@ from core.settings import Settings
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
-STUNNEL_BINARIES = ("stunnel4", "stunnel")
-
 
 class TlsError(NeurolakeError):
-    """A missing CA, certificate or stunnel binary."""
+    """A missing CA or certificate."""
 
 
 @dataclass(frozen=True)
@@ -43,14 +35,6 @@ class Credentials:
 
 def tls_dir(settings: Settings) -> Path:
     return settings.paths.home / "tls"
-
-
-def stunnel_binary() -> str:
-    for name in STUNNEL_BINARIES:
-        found = shutil.which(name)
-        if found:
-            return found
-    raise TlsError("stunnel is not installed; `make setup` installs Debian's stunnel4 (or: apt-get install stunnel4)")
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -158,48 +142,3 @@ def server_credentials(settings: Settings) -> Credentials:
             "`neurolake tls init --host HUB_NAME` (the name the Pis use for the hub)"
         )
     return credentials
-
-
-def stunnel_config(
-    name: str, accept: str, connect: str, credentials: Credentials, client: bool, check_host: str | None = None
-) -> str:
-    """An stunnel service in the foreground: TLS 1.2+, the peer's certificate required and checked
-    against our CA (and, for a client, the hub's name)."""
-    lines = [
-        "foreground = yes",
-        "pid =",
-        "syslog = no",
-        "debug = notice",
-        f"[{name}]",
-        f"client = {'yes' if client else 'no'}",
-        f"accept = {accept}",
-        f"connect = {connect}",
-        f"cert = {credentials.certificate}",
-        f"key = {credentials.key}",
-        f"CAfile = {credentials.ca}",
-        "verifyChain = yes",
-        "requireCert = yes",
-        "sslVersionMin = TLSv1.2",
-    ]
-    if check_host:
-        try:
-            ipaddress.ip_address(check_host)
-            lines.append(f"checkIP = {check_host}")
-        except ValueError:
-            lines.append(f"checkHost = {check_host}")
-    return "\n".join(lines) + "\n"
-
-
-def hub_tunnel_config(settings: Settings) -> Path:
-    """The hub's stunnel server configuration, written under ``paths.run_dir``."""
-    config = stunnel_config(
-        "kafka-tls",
-        f"{settings.broker.tls_host}:{settings.broker.tls_port}",
-        f"{settings.broker.host}:{settings.broker.port}",
-        server_credentials(settings),
-        client=False,
-    )
-    path = settings.paths.run_dir / "stunnel-hub.conf"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(config)
-    return path

@@ -286,4 +286,4 @@ class MsCcaMsEtrca(_TemplateDecoder):
         bands = self._bands(x)
         cca = ms_cca_correlations(bands, self.cca_spatial_, self.cca_harmonic_, self._references())
         trca = trca_correlations(bands, self.templates_, self.filters_, ensemble=True)
-        return signed_square(cca) + signed_square(trca)
+        return np.asarray(signed_square(cca) + signed_square(trca))

@@ -113,6 +113,18 @@ def render_dictionary(summaries: list[Any]) -> str:
     return "\n".join(lines).rstrip()
 
 
+def channel_report(metadata: dict[str, str]) -> str:
+    """What an import did to the channel labels (kept in the session's metadata), for people."""
+    renamed = json.loads(metadata.get("channel_renames") or "{}")
+    other = json.loads(metadata.get("channels_not_standard") or "[]")
+    parts = []
+    if renamed:
+        parts.append("renamed " + ", ".join(f"{a} -> {b}" for a, b in renamed.items()))
+    if other:
+        parts.append("not standard electrode names, kept: " + ", ".join(other))
+    return "; ".join(parts) or "every EEG channel already has its standard name"
+
+
 def _import_options(args: argparse.Namespace) -> Any:
     from batch_jobs.importers import ImportOptions
 
@@ -141,6 +153,7 @@ def _cmd_import(args: argparse.Namespace, settings: Settings) -> int:
         f"{recording.sample_rate_hz:g} Hz ({recording.duration_s:.1f} s), {len(recording.markers)} markers; "
         f"session {recording.session_id}"
     )
+    print(f"channels: {channel_report(recording.session['metadata'])}")
     if args.replay:
         from batch_jobs.replay import publish
 
@@ -157,8 +170,15 @@ def _cmd_import(args: argparse.Namespace, settings: Settings) -> int:
             "(give --session NAME to import the file again as another session)"
         )
         return 0
-    with progress_bar(recording.n_samples, "import") as advance:
-        counts = write_session(settings.paths.lake_root, recording, processor_config(settings), advance)
+    from infra.spark import build_spark_session
+
+    log.info("writing session %s to bronze, then silver and gold through Spark", recording.session_id)
+    counts = write_session(
+        settings.paths.lake_root,
+        recording,
+        processor_config(settings),
+        lambda: build_spark_session(settings, "neurolake-import"),
+    )
     print(
         f"imported session {recording.session_id}: {counts['blocks']} blocks to bronze, {counts['samples']} "
         f"samples to silver.eeg_samples, {counts['windows']} windows to gold.eeg_windows, "
@@ -278,7 +298,11 @@ def add_access_commands(commands: Any) -> None:
     imp = commands.add_parser(
         "import", help="a recording file into the lake as a session (or into Kafka with --replay)"
     )
-    imp.add_argument("file", type=_existing_file, help="BrainFlow CSV, OpenBCI GUI .txt, .edf/.bdf (EDF+/BDF+), .xdf")
+    imp.add_argument(
+        "file",
+        type=_existing_file,
+        help="BrainFlow CSV, OpenBCI GUI .txt, .edf/.bdf (EDF+/BDF+), .gdf (BNCI Horizon), .xdf",
+    )
     imp.add_argument("--format", choices=IMPORT_FORMATS, default=None, help="default: from the name/content")
     imp.add_argument("--subject", default=None, help="subject id stored with the session")
     imp.add_argument("--task", default=None, help="task name stored with the session")

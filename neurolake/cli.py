@@ -107,14 +107,29 @@ def _cmd_stream_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_sql(args: argparse.Namespace, settings: Settings) -> int:
-    import duckdb
+    from batch_jobs.lake_sql import render, run_query, run_spark_query
 
-    from batch_jobs.lake_sql import render, run_query
+    if args.engine == "spark":
+        if args.version is not None or args.as_of is not None:
+            raise NeurolakeError("--version and --as-of go with the DuckDB engine; in Spark write `VERSION AS OF N`")
+        from pyspark.errors import PySparkException
 
-    try:
-        result = run_query(settings.paths.lake_root, args.query, version=args.version, as_of=args.as_of)
-    except duckdb.Error as exc:
-        raise NeurolakeError(f"query failed: {str(exc).splitlines()[0]}") from None
+        from infra.spark import build_spark_session
+
+        spark = build_spark_session(settings, "neurolake-sql")
+        try:
+            result = run_spark_query(spark, settings.paths.lake_root, args.query)
+        except PySparkException as exc:
+            raise NeurolakeError(f"query failed: {str(exc).splitlines()[0]}") from None
+        finally:
+            spark.stop()
+    else:
+        import duckdb
+
+        try:
+            result = run_query(settings.paths.lake_root, args.query, version=args.version, as_of=args.as_of)
+        except duckdb.Error as exc:
+            raise NeurolakeError(f"query failed: {str(exc).splitlines()[0]}") from None
     log.info("read %s", ", ".join(f"{name}@v{v}" for name, v in result.versions) or "no table")
     print(render(result.columns, result.rows, args.format))
     return 0
@@ -208,6 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     sql = commands.add_parser("sql", help="SQL over the Delta tables (bronze.*, silver.*, gold.*)")
     sql.add_argument("query", help='e.g. "SELECT count(*) FROM silver.eeg_samples"')
     sql.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    sql.add_argument(
+        "--engine",
+        choices=["duckdb", "spark"],
+        default="duckdb",
+        help="duckdb (default: instant, in this process) or spark (Delta's own SQL: DESCRIBE HISTORY, "
+        "OPTIMIZE, VACUUM, MERGE; a JVM start first)",
+    )
     travel = sql.add_mutually_exclusive_group()
     travel.add_argument(
         "--version",
@@ -233,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     clock = commands.add_parser("clock-server", help="the hub's UDP time service (started by `up`)")
     clock.set_defaults(handler=_cmd_clock_server)
 
-    from edge_producers.cli import add_edge_commands
+    from edge_producers.cli import add_edge_commands, add_stimulus_commands
     from neurolake.access_commands import add_access_commands
     from neurolake.device_commands import add_device_commands
     from neurolake.key_commands import add_key_commands
@@ -242,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     from neurolake.tls_commands import add_tls_commands
 
     add_edge_commands(commands)
+    add_stimulus_commands(commands)
     add_ml_commands(commands)
     add_access_commands(commands)
     add_key_commands(commands)

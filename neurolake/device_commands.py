@@ -1,91 +1,19 @@
 """``neurolake command DEVICE KIND``: the hub commands one Pi, signed with that device's key, and
-waits for the device's own (signed) COMMAND_ACK."""
+waits for the device's own (signed) COMMAND_ACK. The signing and the ack check are
+``infra/commands.py``'s, shared with the dashboard's fleet controls."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-import time
-import uuid
 
 from core.errors import NeurolakeError
 from core.settings import Settings
-from schemas.catalog import CONTROL
-from schemas.codec import default_codec
-from schemas.records import CONTROL_KINDS, control_record
-from schemas.signing import DEVICE, HUB, Keyring, SignatureError, sign
-from schemas.timebase import now_us
-
-log = logging.getLogger(__name__)
-
-COMMAND_KINDS = sorted(CONTROL_KINDS - {"SPOOL_ACK", "COMMAND_ACK"})
-
-
-def _settings_pairs(pairs: list[str]) -> dict[str, str]:
-    config = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise NeurolakeError(f"--set {pair!r}: write KEY=VALUE, e.g. --set stimulus.rest_s=3")
-        config[name.strip()] = value.strip()
-    return config
-
-
-def send_command(
-    settings: Settings, device_id: str, kind: str, config: dict[str, str], wait_s: float
-) -> dict[str, object] | None:
-    """Send one signed command; the device's ack (None if none came within ``wait_s``)."""
-    from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
-
-    keyring = Keyring(settings.security.keyring)
-    key = keyring.active_key(device_id)
-    if key is None:
-        raise NeurolakeError(
-            f"no active key for {device_id!r}: a Pi obeys only commands signed with its key "
-            f"(`neurolake keys list`; `neurolake keys add {device_id}`)"
-        )
-    codec = default_codec()
-    command_id = uuid.uuid4().hex
-    record = control_record(
-        device_id=device_id,
-        kind=kind,
-        sender="hub-cli",
-        issued_us=now_us(),
-        command_id=command_id,
-        config=config,
-    )
-    consumer = Consumer(
-        {**settings.kafka.client_config(), "group.id": "neurolake-command", "enable.auto.commit": False}
-    )
-    try:
-        partitions = consumer.list_topics(CONTROL, timeout=10).topics[CONTROL].partitions
-        consumer.assign([TopicPartition(CONTROL, p, OFFSET_END) for p in partitions])
-        producer = Producer(settings.kafka.producer_config())
-        producer.produce(
-            CONTROL, key=device_id.encode(), value=sign(codec.encode("control", record), CONTROL, key, HUB)
-        )
-        if producer.flush(10):
-            raise NeurolakeError(f"the command was not delivered to Kafka at {settings.kafka.bootstrap_servers}")
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            message = consumer.poll(0.2)
-            if message is None or message.error() is not None:
-                continue
-            try:
-                signed, signer = keyring.verify(message.value(), CONTROL, direction=DEVICE)
-                _, ack = codec.decode(signed, expected_type="control")
-            except (SignatureError, ValueError):
-                continue  # not a reply we can trust
-            if ack["kind"] == "COMMAND_ACK" and ack["in_reply_to"] == command_id and signer.device_id == device_id:
-                return ack
-        return None
-    finally:
-        consumer.close()
+from infra.commands import COMMAND_KINDS, send_command, settings_pairs
 
 
 def _cmd_command(args: argparse.Namespace, settings: Settings) -> int:
-    config = _settings_pairs(args.set or [])
+    config = settings_pairs(args.set or [])
     if config and args.kind != "SET_CONFIG":
         raise NeurolakeError("--set goes with SET_CONFIG only")
     ack = send_command(settings, args.device, args.kind, config, args.wait)

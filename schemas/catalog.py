@@ -32,6 +32,7 @@ SESSIONS = "sessions"
 DEVICE_STATUS = "devices.status"
 DEVICE_LOGS = "devices.logs"
 CONTROL = "devices.control"
+COMMAND_ACKS = "devices.acks"
 PREDICTIONS = "eeg.predictions"
 DEADLETTER = "deadletter"
 
@@ -57,14 +58,16 @@ TOPICS: dict[str, TopicSpec] = {
             "control",
             "device_id",
             1,
-            description="commands, command acks, lake spool acks",
+            description="hub to devices: commands and lake spool acks (signed by the hub)",
         ),
+        # Apart from devices.control so that a Pi may write its acks and never a command (ACLs).
+        TopicSpec(COMMAND_ACKS, "control", "device_id", 1, description="devices' acks of commands"),
         TopicSpec(PREDICTIONS, "prediction", "device_id", 2, description="live model output"),
         TopicSpec(DEADLETTER, "dead_letter", "source_topic", 1, description="undecodable records"),
     )
 }
 
-RECORD_TYPES: tuple[str, ...] = tuple(spec.record_type for spec in TOPICS.values())
+RECORD_TYPES: tuple[str, ...] = tuple(dict.fromkeys(spec.record_type for spec in TOPICS.values()))
 
 
 @dataclass(frozen=True, order=True)
@@ -74,6 +77,9 @@ class TableSpec:
     layer: str
     name: str
     description: str = ""
+    # Columns the maintenance job clusters the files by (OPTIMIZE ... ZORDER BY): what readers
+    # filter on, so a query for one session reads few files.
+    zorder: tuple[str, ...] = ()
 
     @property
     def qualified(self) -> str:
@@ -85,22 +91,30 @@ class TableSpec:
 
 LAYERS = ("bronze", "silver", "gold")
 
-BRONZE_EEG_BLOCKS = TableSpec("bronze", "eeg_blocks", "eeg.raw as received, one row per block")
-BRONZE_CAMERA_FRAMES = TableSpec("bronze", "camera_frames", "camera.frames as received")
-BRONZE_SENSOR_READINGS = TableSpec("bronze", "sensor_readings", "sensors.env as received")
-BRONZE_MARKERS = TableSpec("bronze", "markers", "markers as received")
-BRONZE_SESSIONS = TableSpec("bronze", "sessions", "one row per session record")
-BRONZE_DEVICE_STATUS = TableSpec("bronze", "device_status", "devices.status heartbeats")
-BRONZE_DEVICE_LOGS = TableSpec("bronze", "device_logs", "devices.logs lines")
+BRONZE_EEG_BLOCKS = TableSpec(
+    "bronze", "eeg_blocks", "eeg.raw as received, one row per block", ("session_id", "first_sample_index")
+)
+BRONZE_CAMERA_FRAMES = TableSpec("bronze", "camera_frames", "camera.frames as received", ("session_id", "seq"))
+BRONZE_SENSOR_READINGS = TableSpec("bronze", "sensor_readings", "sensors.env as received", ("session_id", "seq"))
+BRONZE_MARKERS = TableSpec("bronze", "markers", "markers as received", ("session_id",))
+BRONZE_SESSIONS = TableSpec("bronze", "sessions", "one row per session record", ("session_id",))
+BRONZE_DEVICE_STATUS = TableSpec("bronze", "device_status", "devices.status heartbeats", ("device_id", "seq"))
+BRONZE_DEVICE_LOGS = TableSpec("bronze", "device_logs", "devices.logs lines", ("device_id", "seq"))
 BRONZE_QUARANTINE = TableSpec("bronze", "quarantine", "records that did not decode or validate, with the reason")
-SILVER_EEG_SAMPLES = TableSpec("silver", "eeg_samples", "dejittered, filtered samples, one row per sample")
-SILVER_HEART_RATE = TableSpec("silver", "heart_rate", "heart beats detected in ECG channels")
-SILVER_MARKERS = TableSpec("silver", "markers", "markers in lab time")
-SILVER_SENSOR_READINGS = TableSpec("silver", "sensor_readings", "room sensor readings in lab time")
+SILVER_EEG_SAMPLES = TableSpec(
+    "silver", "eeg_samples", "dejittered, filtered samples, one row per sample", ("session_id", "sample_index")
+)
+SILVER_HEART_RATE = TableSpec("silver", "heart_rate", "heart beats detected in ECG channels", ("session_id",))
+SILVER_MARKERS = TableSpec("silver", "markers", "markers in lab time", ("session_id",))
+SILVER_SENSOR_READINGS = TableSpec(
+    "silver", "sensor_readings", "room sensor readings in lab time", ("session_id", "time_us")
+)
 SILVER_SKIPPED_BLOCKS = TableSpec("silver", "skipped_blocks", "blocks that arrived after their gap was closed")
 SILVER_SESSION_ERRORS = TableSpec("silver", "session_errors", "sessions the processor refused, with the error")
-GOLD_EEG_WINDOWS = TableSpec("gold", "eeg_windows", "windows with features, quality and label")
-GOLD_PREDICTIONS = TableSpec("gold", "predictions", "model predictions per window")
+GOLD_EEG_WINDOWS = TableSpec(
+    "gold", "eeg_windows", "windows with features, quality and label", ("session_id", "window_start_index")
+)
+GOLD_PREDICTIONS = TableSpec("gold", "predictions", "model predictions per window", ("session_id",))
 
 TABLES: dict[str, TableSpec] = {
     spec.qualified: spec
@@ -123,6 +137,22 @@ TABLES: dict[str, TableSpec] = {
         GOLD_PREDICTIONS,
     )
 }
+
+# What a Pi's certificate may do on the broker (infra/kafka.py grants it; nothing else is allowed).
+DEVICE_WRITES: tuple[str, ...] = (
+    EEG_RAW,
+    CAMERA_FRAMES,
+    SENSORS_ENV,
+    MARKERS,
+    SESSIONS,
+    DEVICE_STATUS,
+    DEVICE_LOGS,
+    COMMAND_ACKS,
+)
+DEVICE_READS: tuple[str, ...] = (CONTROL,)
+# The consumer group a Pi's control listener names (it assigns its partitions and joins no group,
+# but librdkafka asks for the group's coordinator all the same, which needs READ on the group).
+EDGE_CONTROL_GROUP = "neurolake-edge-control"
 
 # The bronze table each topic lands in (control, predictions and dead letters are not landed).
 BRONZE_TABLE_OF_TOPIC: dict[str, TableSpec] = {

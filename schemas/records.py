@@ -256,8 +256,12 @@ def device_status_record(
     sample_rate_hz: float,
     message: str | None = None,
     seq: int = 0,
+    cpu_pct: float | None = None,
+    memory_pct: float | None = None,
+    soc_temperature_c: float | None = None,
 ) -> dict[str, Any]:
-    """A ``device_status`` heartbeat: what the Pi is doing and how full its spool is."""
+    """A ``device_status`` heartbeat: what the Pi is doing, how full its spool is and how the Pi
+    itself fares (CPU, memory, processor temperature; None where not measured)."""
     if state not in DEVICE_STATES:
         raise ValueError(f"device_status state {state!r} is not one of {', '.join(sorted(DEVICE_STATES))}")
     return {
@@ -265,6 +269,9 @@ def device_status_record(
         "state": state, "spool_depth": int(spool_depth), "spool_bytes": int(spool_bytes),
         "records_sent": int(records_sent), "losses": int(losses), "clock_offset_us": int(clock_offset_us),
         "clock_rtt_us": int(clock_rtt_us), "sample_rate_hz": float(sample_rate_hz), "message": message,
+        "cpu_pct": None if cpu_pct is None else float(cpu_pct),
+        "memory_pct": None if memory_pct is None else float(memory_pct),
+        "soc_temperature_c": None if soc_temperature_c is None else float(soc_temperature_c),
     }  # fmt: skip
 
 

@@ -1,27 +1,36 @@
 """Bronze: every Kafka record, authenticated and decoded, exactly once per (device, spool epoch,
 topic, seq), in Delta.
 
-Per micro-batch (Spark ``foreachBatch`` on the driver):
-1. verify each record's signature against the hub's keyring (schemas/signing.py) and decode it;
-   what is not authenticated, does not decode or does not validate goes to ``bronze.quarantine``
-   with its raw bytes and the reason (never dropped);
-2. drop duplicates (the edge resends after outages) against an index of what bronze holds, per
-   device, spool epoch and topic: the highest contiguous seq plus the seqs seen above it;
-3. append each table with delta-rs, the commit carrying the app transaction
-   (``query id + table``, ``batch id``): a batch replayed after a crash finds its version committed
-   and is skipped, so a commit happens exactly once;
-4. publish, per device, epoch and topic, the highest contiguous seq stored (a hub-signed
-   ``SPOOL_ACK`` on ``devices.control``), which lets the edge delete its spool up to there.
+The query reads Kafka with Spark's own Kafka source (offsets in its checkpoint). Per micro-batch
+(``foreachBatch``, :class:`BronzeBatchWriter`):
+
+1. on the executors (``mapInArrow``, one task per Kafka partition), each record's signature is
+   verified against the hub's keyring (schemas/signing.py), the record decoded and validated
+   (:func:`decode_rows`); what is not authenticated, does not decode or does not validate is kept
+   with its raw bytes and the reason for ``bronze.quarantine`` (never dropped);
+2. the driver collects only each record's stream key (topic, device, spool epoch, seq) and decides
+   against an index of what bronze holds which records are new, which are duplicates (the edge
+   resends after outages) and which jump implausibly far (:func:`decide`);
+3. each table is appended with delta-spark from the executors, the commit carrying the app
+   transaction (``txnAppId`` = query + table, ``txnVersion`` = batch id): a batch replayed after a
+   crash finds its commit and writes nothing twice. ``silver.markers`` and ``silver.sensor_readings``
+   (lab-time projections) commit before the bronze tables they come from, so a crash between the
+   two is replayed safely;
+4. after the commits, per device, epoch and topic, the highest contiguous seq stored is published
+   (a hub-signed ``SPOOL_ACK`` on ``devices.control``), which lets the edge delete its spool up to there.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +50,8 @@ from schemas.catalog import (
     BRONZE_QUARANTINE,
     BRONZE_SESSIONS,
     BRONZE_TABLE_OF_TOPIC,
+    EEG_RAW,
+    SESSIONS,
     TABLES,
     TOPICS,
 )
@@ -48,6 +59,7 @@ from schemas.codec import EEG_DTYPE, TIME_DTYPE, AvroCodec, CodecError, default_
 from schemas.records import MARKER_COLUMNS, identifier_problem
 from schemas.signing import Keyring, SignatureError
 from streaming_jobs.arrow_schema import record_schema
+from streaming_jobs.checkpoints import checkpoint_identity
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +158,17 @@ def validate(
                 f"days of samples at {rate:g} Hz"
             )
         return None
+    return block_session_problem(record, session)
+
+
+# What block_session_problem reads of a block: few scalars, so the driver can check a batch's blocks
+# against sessions that arrived in the same batch without their samples.
+BLOCK_FACT_COLUMNS = ("session_id", "n_channels", "sample_rate_hz", "first_sample_index", "produced_us")
+
+
+def block_session_problem(record: Mapping[str, Any], session: SessionFacts) -> str | None:
+    """Why an EEG block (any mapping with ``BLOCK_FACT_COLUMNS``) contradicts its session, or None."""
+    c, rate, first = record["n_channels"], record["sample_rate_hz"], record["first_sample_index"]
     if c != session.n_channels:
         return f"eeg_block n_channels={c} but session {record['session_id']} has {session.n_channels} channels"
     if not math.isclose(rate, session.sample_rate_hz, rel_tol=1e-6):
@@ -235,6 +258,126 @@ class SeqIndex:
         return {key: track.contiguous for key, track in self.tracks.items()}
 
 
+@dataclass(frozen=True)
+class DecodeContext:
+    """What a decoding task needs (pickled into it): the keyring as of this batch (None when records
+    need no signature), the sessions bronze knows (blocks are checked against them), the ingest time."""
+
+    keyring: Keyring | None
+    sessions: Mapping[str, SessionFacts]
+    ingest_us: int
+
+
+# Columns a decoded topic's rows carry beside its bronze table's: why a record is refused (None when
+# it is fine) and, for refused records only, the raw key and value that bronze.quarantine keeps.
+PROBLEM, RAW_KEY, RAW_VALUE = "_problem", "_raw_key", "_raw_value"
+ENVELOPE_FIELDS = [pa.field(PROBLEM, pa.string()), pa.field(RAW_KEY, pa.binary()), pa.field(RAW_VALUE, pa.binary())]
+STREAM_KEY_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset", "device_id", "spool_epoch", "seq")
+
+
+@cache
+def decoded_schema(record_type: str) -> pa.Schema:
+    """A topic's decoded rows: its bronze table's columns (nullable: a refused record has none of
+    them) and the envelope columns."""
+    return pa.schema([f.with_nullable(True) for f in bronze_schema(record_type)] + ENVELOPE_FIELDS)
+
+
+def decode_rows(topic: str, rows: pa.Table, context: DecodeContext, codec: AvroCodec | None = None) -> pa.Table:
+    """One topic's raw Kafka rows (``topic, partition, offset, key, value``) as its bronze table's
+    rows plus the envelope: pure, and the same on any executor. With a keyring every record must
+    carry a valid signature by a key of the device it names."""
+    codec = codec or default_codec()
+    record_type = TOPICS[topic].record_type
+    out: list[dict[str, Any]] = []
+    ingest = context.ingest_us
+    columns = rows.to_pydict()
+
+    def refuse(kafka: dict[str, Any], key: bytes | None, value: bytes | None, reason: str) -> None:
+        out.append({**kafka, PROBLEM: reason, RAW_KEY: key, RAW_VALUE: value, "date": utc_date(ingest)})
+
+    for partition, offset, key, value in zip(columns["partition"], columns["offset"], columns["key"], columns["value"]):
+        kafka = {"kafka_topic": topic, "kafka_partition": partition, "kafka_offset": offset, "ingest_us": ingest}
+        if value is not None and len(value) > MAX_RECORD_BYTES:
+            refuse(
+                kafka,
+                key,
+                value[:1024],
+                f"record is {len(value):,} bytes; the cap is {MAX_RECORD_BYTES:,} (first 1 KiB kept)",
+            )
+            continue
+        try:
+            if value is None:
+                raise CodecError("record has no value (tombstone or empty message)")
+            body, signer = context.keyring.verify(value, topic) if context.keyring is not None else (value, None)
+            decoded_type, record = codec.decode(body, expected_type=record_type)
+        except SignatureError as exc:
+            refuse(kafka, key, value, f"not authenticated: {exc}")
+            continue
+        except CodecError as exc:
+            refuse(kafka, key, value, str(exc))
+            continue
+        if signer is not None and record.get("device_id") != signer.device_id:
+            refuse(
+                kafka,
+                key,
+                value,
+                f"not authenticated: a {decoded_type} for device {record.get('device_id')!r} "
+                f"signed with key {signer.key_id!r} of device {signer.device_id!r}",
+            )
+            continue
+        problem = validate(decoded_type, record, context.sessions)
+        if problem is not None:
+            refuse(kafka, key, value, problem)
+            continue
+        record.update(kafka)
+        record["date"] = utc_date(record[TIME_FIELD[decoded_type]])
+        out.append(record)
+    return pa.Table.from_pylist(out, schema=decoded_schema(record_type))
+
+
+def sessions_in(decoded: pa.Table) -> dict[str, SessionFacts]:
+    """The sessions described by a ``sessions`` topic's decoded rows (valid ones only)."""
+    valid = decoded.filter(pc.is_null(decoded.column(PROBLEM)))
+    return {row["session_id"]: session_facts(row) for row in valid.select(list(SESSION_FACT_COLUMNS)).to_pylist()}
+
+
+SESSION_FACT_COLUMNS = ("session_id", "channel_names", "sample_rate_hz", "started_us")
+
+
+@dataclass
+class Decision:
+    """The driver's verdict on a batch's valid records: which are duplicates (dropped, counted) and
+    which jump implausibly far past what is stored (quarantined, not indexed); both by Kafka
+    coordinates (topic, partition, offset)."""
+
+    duplicates: set[tuple[str, int, int]] = field(default_factory=set)
+    jumped: dict[tuple[str, int, int], str] = field(default_factory=dict)
+    stored: int = 0
+
+
+def decide(keys: pa.Table, index: SeqIndex) -> Decision:
+    """Walk the batch's stream keys (``STREAM_KEY_COLUMNS``, valid records only) in Kafka order and
+    update ``index`` with what will be stored."""
+    decision = Decision()
+    ordered = keys.sort_by(
+        [("kafka_topic", "ascending"), ("kafka_partition", "ascending"), ("kafka_offset", "ascending")]
+    )
+    for row in ordered.to_pylist():
+        coordinates = (row["kafka_topic"], row["kafka_partition"], row["kafka_offset"])
+        stream = (row["kafka_topic"], row["device_id"], int(row["spool_epoch"] or 0))
+        jump = index.jump(stream, row["seq"])
+        if jump > MAX_SEQ_JUMP:
+            decision.jumped[coordinates] = (
+                f"{TOPICS[row['kafka_topic']].record_type} seq={row['seq']} from {row['device_id']} jumps "
+                f"{jump:,} past the last stored (more than {MAX_SEQ_JUMP:,}); not indexed"
+            )
+        elif index.add(stream, row["seq"]):
+            decision.stored += 1
+        else:
+            decision.duplicates.add(coordinates)
+    return decision
+
+
 @dataclass
 class DecodedBatch:
     tables: dict[str, pa.Table]
@@ -251,92 +394,71 @@ def decode_batch(
     sessions: dict[str, SessionFacts] | None = None,
     keyring: Keyring | None = None,
 ) -> DecodedBatch:
-    """Split a micro-batch of raw Kafka rows into bronze tables and quarantine (pure but for the
-    index and the ``sessions`` bronze knows, which it updates). With a ``keyring`` every record must
-    carry a valid signature by a key of the device it names (schemas/signing.py)."""
+    """The whole of a bronze batch in one process, as the stream does it across executors and the
+    driver: session records first (a block is checked against its session even when both came in
+    this batch), then every topic decoded, then the driver's decision. ``sessions`` is updated."""
     codec = codec or default_codec()
     sessions = sessions if sessions is not None else {}
     ingest = now_us if now_us is not None else timebase.now_us()
-    by_table: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    quarantined: list[dict[str, Any]] = []
-    duplicates = 0
-    columns = rows.to_pydict()
-    decoded: list[tuple[dict[str, Any], bytes | None, bytes | None, str, dict[str, Any]]] = []
-
-    def refuse(kafka: dict[str, Any], key: bytes | None, value: bytes | None, reason: str) -> None:
-        quarantined.append({**kafka, "key": key, "value": value, "reason": reason, "date": utc_date(ingest)})
-
-    for topic, partition, offset, key, value in zip(
-        columns["topic"], columns["partition"], columns["offset"], columns["key"], columns["value"]
-    ):
-        kafka = {"kafka_topic": topic, "kafka_partition": partition, "kafka_offset": offset, "ingest_us": ingest}
-        expected = TOPICS[topic].record_type if topic in TOPICS else None
-        if value is not None and len(value) > MAX_RECORD_BYTES:
-            refuse(
-                kafka,
-                key,
-                value[:1024],
-                f"record is {len(value):,} bytes; the cap is {MAX_RECORD_BYTES:,} (first 1 KiB kept)",
+    by_topic = {
+        topic: rows.filter(pc.equal(rows.column("topic"), topic))
+        for topic in pc.unique(rows.column("topic")).to_pylist()
+    }
+    if SESSIONS in by_topic:
+        found = sessions_in(decode_rows(SESSIONS, by_topic[SESSIONS], DecodeContext(keyring, sessions, ingest), codec))
+        for session_id, facts in found.items():
+            sessions.setdefault(session_id, facts)
+    context = DecodeContext(keyring, dict(sessions), ingest)
+    quarantined: list[pa.Table] = []
+    decoded = {topic: decode_rows(topic, part, context, codec) for topic, part in by_topic.items()}
+    valid = [t.filter(pc.is_null(t.column(PROBLEM))).select(list(STREAM_KEY_COLUMNS)) for t in decoded.values()]
+    decision = decide(pa.concat_tables(valid) if valid else pa.table({c: [] for c in STREAM_KEY_COLUMNS}), index)
+    tables: dict[str, pa.Table] = {}
+    for topic, table in decoded.items():
+        coordinates = list(
+            zip(
+                table.column("kafka_topic").to_pylist(),
+                table.column("kafka_partition").to_pylist(),
+                table.column("kafka_offset").to_pylist(),
             )
-            continue
-        try:
-            if value is None:
-                raise CodecError("record has no value (tombstone or empty message)")
-            body, signer = keyring.verify(value, topic) if keyring is not None else (value, None)
-            record_type, record = codec.decode(body, expected_type=expected)
-        except SignatureError as exc:
-            refuse(kafka, key, value, f"not authenticated: {exc}")
-            continue
-        except CodecError as exc:
-            refuse(kafka, key, value, str(exc))
-            continue
-        if signer is not None and record.get("device_id") != signer.device_id:
-            refuse(
-                kafka,
-                key,
-                value,
-                f"not authenticated: a {record_type} for device {record.get('device_id')!r} "
-                f"signed with key {signer.key_id!r} of device {signer.device_id!r}",
-            )
-            continue
-        decoded.append((kafka, key, value, record_type, record))
-    # Sessions first: a block is checked against its session even when both came in this batch.
-    for *_, record_type, record in decoded:
-        if record_type == "session" and validate(record_type, record) is None:
-            sessions.setdefault(record["session_id"], session_facts(record))
-    for kafka, key, value, record_type, record in decoded:
-        topic = kafka["kafka_topic"]
-        problem = validate(record_type, record, sessions)
-        if problem is None:
-            stream = (topic, record["device_id"], int(record.get("spool_epoch") or 0))
-            jump = index.jump(stream, record["seq"])
-            if jump > MAX_SEQ_JUMP:
-                problem = (
-                    f"{record_type} seq={record['seq']} from {record['device_id']} jumps {jump:,} "
-                    f"past the last stored (more than {MAX_SEQ_JUMP:,}); not indexed"
-                )
-        if problem is not None:
-            refuse(kafka, key, value, problem)
-            continue
-        if not index.add((topic, record["device_id"], int(record.get("spool_epoch") or 0)), record["seq"]):
-            duplicates += 1
-            continue
-        record.update(kafka)
-        record["date"] = utc_date(record[TIME_FIELD[record_type]])
-        by_table[BRONZE_TABLES[topic]].append(record)
-    tables = {}
-    for topic, table_name in BRONZE_TABLES.items():
-        if by_table.get(table_name):
-            schema = bronze_schema(TOPICS[topic].record_type)
-            tables[table_name] = pa.Table.from_pylist(by_table[table_name], schema=schema)
-    quarantine = pa.Table.from_pylist(quarantined, schema=QUARANTINE_SCHEMA)
-    return DecodedBatch(tables, quarantine, duplicates, rows.num_rows)
+        )
+        problems = [
+            problem if problem is not None else decision.jumped.get(c)
+            for problem, c in zip(table.column(PROBLEM).to_pylist(), coordinates)
+        ]
+        keep = [p is None and c not in decision.duplicates for p, c in zip(problems, coordinates)]
+        refused = table.set_column(table.schema.get_field_index(PROBLEM), PROBLEM, pa.array(problems, pa.string()))
+        refused = refused.filter(pc.invert(pc.is_null(refused.column(PROBLEM))))
+        if refused.num_rows:
+            quarantined.append(quarantine_rows(refused))
+        stored = table.filter(pa.array(keep)).drop_columns([f.name for f in ENVELOPE_FIELDS])
+        if stored.num_rows:
+            tables[BRONZE_TABLES[topic]] = stored.cast(bronze_schema(TOPICS[topic].record_type))
+    quarantine = (
+        pa.concat_tables([q.cast(QUARANTINE_SCHEMA) for q in quarantined])
+        if quarantined
+        else QUARANTINE_SCHEMA.empty_table()
+    )
+    return DecodedBatch(tables, quarantine, len(decision.duplicates), rows.num_rows)
 
 
-def seed_index(lake_root: Path) -> SeqIndex:
-    """Rebuild the dedup index from what bronze already holds (on query start)."""
+def quarantine_rows(refused: pa.Table) -> pa.Table:
+    """Refused decoded rows as ``bronze.quarantine`` rows (pure; also run in Spark tasks)."""
+    columns = [f.name for f in QUARANTINE_SCHEMA]
+    renamed = refused.rename_columns(
+        [
+            "key" if n == RAW_KEY else "value" if n == RAW_VALUE else "reason" if n == PROBLEM else n
+            for n in refused.column_names
+        ]
+    )
+    return renamed.select(columns).cast(QUARANTINE_SCHEMA)
+
+
+def seed_index(lake_root: Path, topics: Iterable[str] = BRONZE_TOPICS) -> SeqIndex:
+    """Rebuild the dedup index of ``topics`` from what bronze already holds (on query start)."""
     index = SeqIndex()
-    for topic, spec in BRONZE_TABLE_OF_TOPIC.items():
+    for topic in topics:
+        spec = BRONZE_TABLE_OF_TOPIC[topic]
         table = LakeTable(lake_root, spec)
         dataset, _ = table.dataset()
         if dataset is None:
@@ -395,8 +517,85 @@ def silver_projections(tables: dict[str, pa.Table]) -> dict[str, pa.Table]:
 AckPublisher = Callable[[dict[StreamKey, int]], None]
 
 
+@cache
+def wide_schema() -> pa.Schema:
+    """Every bronze topic's decoded rows in one schema (no column name means two things: a test
+    checks it), so that one Spark task per Kafka partition decodes whatever topic it holds."""
+    fields: dict[str, pa.Field] = {}
+    for topic in BRONZE_TOPICS:
+        for f in decoded_schema(TOPICS[topic].record_type):
+            fields.setdefault(f.name, f)
+    return pa.schema(list(fields.values()))
+
+
+def decode_task(context: DecodeContext, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Executor side of step 1: a Spark task's raw Kafka rows (one Kafka partition, so one topic) as
+    decoded rows in :func:`wide_schema`."""
+    received = list(batches)
+    if not received:
+        return
+    raw = pa.Table.from_batches(received)
+    codec = default_codec()
+    schema = wide_schema()
+    for topic in pc.unique(raw.column("topic")).to_pylist():
+        decoded = decode_rows(topic, raw.filter(pc.equal(raw.column("topic"), topic)), context, codec)
+        missing = [f for f in schema if f.name not in decoded.schema.names]
+        for f in missing:
+            decoded = decoded.append_column(f, pa.nulls(decoded.num_rows, f.type))
+        yield from decoded.select(schema.names).cast(schema).to_batches()
+
+
+def drop_task(dropped: frozenset[tuple[int, int]], batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Executor side of the driver's verdict: one topic's rows without those at ``dropped``
+    (partition, offset) coordinates."""
+    for batch in batches:
+        keep = [
+            (p, o) not in dropped
+            for p, o in zip(batch.column("kafka_partition").to_pylist(), batch.column("kafka_offset").to_pylist())
+        ]
+        yield batch.filter(pa.array(keep, pa.bool_()))
+
+
+def refused_task(
+    refused: dict[tuple[str, int, int], str], ingest_us: int, batches: Iterator[pa.RecordBatch]
+) -> Iterator[pa.RecordBatch]:
+    """Executor side: the raw Kafka rows the driver refused, as ``bronze.quarantine`` rows."""
+    for batch in batches:
+        rows = [
+            {
+                "kafka_topic": t,
+                "kafka_partition": p,
+                "kafka_offset": o,
+                "key": k,
+                "value": v,
+                "reason": refused[(t, p, o)],
+                "ingest_us": ingest_us,
+                "date": utc_date(ingest_us),
+            }
+            for t, p, o, k, v in zip(
+                *(batch.column(c).to_pylist() for c in ("topic", "partition", "offset", "key", "value"))
+            )
+            if (t, p, o) in refused
+        ]
+        if rows:
+            yield pa.RecordBatch.from_pylist(rows, schema=QUARANTINE_SCHEMA)
+
+
+def project_task(name: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Executor side of a silver projection (:func:`silver_projections`) of one bronze table."""
+    received = list(batches)
+    if received:
+        yield from silver_projections({name: pa.Table.from_batches(received)})[name].to_batches()
+
+
+def projection_schema(name: str) -> pa.Schema:
+    example = {"markers": bronze_schema("marker"), "sensor_readings": bronze_schema("sensor_reading")}[name]
+    return silver_projections({name: example.empty_table()})[name].schema
+
+
 class BronzeBatchWriter:
-    """The ``foreachBatch`` function of the bronze query."""
+    """The ``foreachBatch`` function of the bronze query (runs on the driver; the data stays on the
+    executors but for each record's stream key)."""
 
     def __init__(
         self,
@@ -405,54 +604,202 @@ class BronzeBatchWriter:
         publish_acks: AckPublisher | None = None,
         gap_timeout_s: float = 60.0,
         keyring: Keyring | None = None,
+        topics: tuple[str, ...] = BRONZE_TOPICS,
+        tasks: int = 2,
     ) -> None:
         self.lake_root = lake_root
         self.keyring = keyring
         self.query_name = query_name
-        self.index = seed_index(lake_root)
+        self.topics = topics
+        self.tasks = tasks
+        self.index = seed_index(lake_root, topics)
         self.sessions = seed_sessions(lake_root)
         self.publish_acks = publish_acks
         self.gap_timeout_s = gap_timeout_s
-        self._acked: dict[tuple[str, str], int] = {}
+        self._acked: dict[tuple[str, str, int], int] = {}
         self.lost_seqs = 0
+        self.last_batch: dict[str, Any] = {}
+        self.checkpoint: Path | None = None
+        self._app_prefix: str | None = None
+
+    def for_checkpoint(self, checkpoint: Path) -> BronzeBatchWriter:
+        """Tie the Delta app ids to the query's checkpoint (:func:`checkpoint_identity`)."""
+        self.checkpoint = checkpoint
+        self._app_prefix = None
+        return self
+
+    def app_id(self, table: str) -> str:
+        if self._app_prefix is None:
+            identity = checkpoint_identity(self.checkpoint) if self.checkpoint is not None else "adhoc"
+            self._app_prefix = f"{self.query_name}-{identity}"
+        return f"{self._app_prefix}:{table}"
 
     def __call__(self, batch_df: Any, batch_id: int) -> None:
         started = time.monotonic()
-        rows = batch_df.toArrow()
-        collected = time.monotonic()
-        self.write(rows, batch_id)
-        log.info(
-            "bronze batch %d: %d records, read %.2f s, decode+write %.2f s",
-            batch_id,
-            rows.num_rows,
-            collected - started,
-            time.monotonic() - collected,
-        )
-
-    def write(self, rows: pa.Table, batch_id: int) -> DecodedBatch:
         try:
-            if self.keyring is not None:
-                self.keyring.reload()  # a key added or revoked from the CLI counts from this batch on
-            decoded = decode_batch(rows, self.index, sessions=self.sessions, keyring=self.keyring)
-            # Silver first: if bronze then fails, the replay (no longer deduplicated away) finds
-            # silver's transaction committed and skips only that.
-            for name, table in silver_projections(decoded.tables).items():
-                LakeTable(self.lake_root, TABLES[f"silver.{name}"]).append(
-                    table, f"{self.query_name}:silver_{name}", batch_id
-                )
-            for name, table in decoded.tables.items():
-                LakeTable(self.lake_root, TABLES[f"bronze.{name}"]).append(table, f"{self.query_name}:{name}", batch_id)
-            if decoded.quarantine.num_rows:
-                LakeTable(self.lake_root, BRONZE_QUARANTINE).append(
-                    decoded.quarantine, f"{self.query_name}:{QUARANTINE_TABLE}", batch_id
-                )
-                log.warning("batch %d: %d record(s) quarantined", batch_id, decoded.quarantine.num_rows)
+            counts = self._write(batch_df, batch_id)
         except BaseException:
             # The index already counts this batch's records as stored; after a failed commit the
             # retry must not take them for duplicates. What bronze really holds is the truth.
-            self.index = seed_index(self.lake_root)
+            self.index = seed_index(self.lake_root, self.topics)
             self.sessions = seed_sessions(self.lake_root)
             raise
+        self._after_commit()
+        self.last_batch = {"batch_id": batch_id, **counts, "seconds": round(time.monotonic() - started, 3)}
+        log.info("bronze batch %d: %s", batch_id, self.last_batch)
+
+    def _write(self, batch_df: Any, batch_id: int) -> dict[str, Any]:
+        from pyspark.sql import functions as F
+
+        if self.keyring is not None:
+            self.keyring.reload()  # a key added or revoked from the CLI counts from this batch on
+        context = DecodeContext(self.keyring, dict(self.sessions), timebase.now_us())
+        spark_schema = spark_struct(wide_schema())
+        # Kafka gives one Spark partition per topic partition; a task per core decodes them all
+        # (tasks cost more than decoding here), and every table's write then reads that many.
+        decoded = (
+            batch_df.select("topic", "partition", "offset", "key", "value")
+            .coalesce(self.tasks)
+            .mapInArrow(functools.partial(decode_task, context), spark_schema)
+        )
+        decoded = decoded.persist()
+        try:
+            facts = decoded.select(
+                *STREAM_KEY_COLUMNS,
+                F.col(PROBLEM).isNull().alias("valid"),
+                *(c for c in BLOCK_FACT_COLUMNS if c not in ("session_id",)),
+                "session_id",
+                F.size("channel_names").alias("session_channels"),
+                "started_us",
+            ).toArrow()
+            refused, duplicates = self._decide(facts, context)
+            written = self._commit(batch_df, decoded, facts, refused, duplicates, batch_id, context.ingest_us)
+        finally:
+            decoded.unpersist()
+        return {"records": facts.num_rows, "duplicates": len(duplicates), **written}
+
+    def _decide(
+        self, facts: pa.Table, context: DecodeContext
+    ) -> tuple[dict[tuple[str, int, int], str], set[tuple[str, int, int]]]:
+        """The driver's part: sessions first, then blocks whose session came in this same batch
+        checked against it, then duplicates and seq jumps against the index."""
+        valid = facts.filter(facts.column("valid"))
+        is_session = pc.equal(valid.column("kafka_topic"), SESSIONS)
+        for row in valid.filter(is_session).to_pylist():
+            self.sessions.setdefault(
+                row["session_id"],
+                SessionFacts(int(row["session_channels"]), float(row["sample_rate_hz"]), int(row["started_us"])),
+            )
+        refused: dict[tuple[str, int, int], str] = {}
+        blocks = valid.filter(pc.equal(valid.column("kafka_topic"), EEG_RAW))
+        for row in blocks.to_pylist():
+            session = self.sessions.get(row["session_id"])
+            if row["session_id"] in context.sessions or session is None:
+                continue  # checked on the executor, or no session to check against yet
+            problem = block_session_problem(row, session)
+            if problem is not None:
+                refused[(row["kafka_topic"], row["kafka_partition"], row["kafka_offset"])] = problem
+        checked = valid.filter(
+            pa.array(
+                [
+                    (t, p, o) not in refused
+                    for t, p, o in zip(
+                        valid.column("kafka_topic").to_pylist(),
+                        valid.column("kafka_partition").to_pylist(),
+                        valid.column("kafka_offset").to_pylist(),
+                    )
+                ],
+                pa.bool_(),
+            )
+        )
+        decision = decide(checked.select(list(STREAM_KEY_COLUMNS)), self.index)
+        refused.update(decision.jumped)
+        return refused, decision.duplicates
+
+    def _commit(
+        self,
+        raw: Any,
+        decoded: Any,
+        facts: pa.Table,
+        refused: dict[tuple[str, int, int], str],
+        duplicates: set[tuple[str, int, int]],
+        batch_id: int,
+        ingest_us: int,
+    ) -> dict[str, Any]:
+        from pyspark.sql import functions as F
+
+        from infra.delta import spark_append
+
+        coordinates = ["kafka_topic", "kafka_partition", "kafka_offset"]
+        dropped: dict[str, set[tuple[int, int]]] = {}
+        for topic, partition, offset in [*duplicates, *refused]:
+            dropped.setdefault(topic, set()).add((partition, offset))
+        present = set(facts.column("kafka_topic").to_pylist())
+        valid_present = set(facts.filter(facts.column("valid")).column("kafka_topic").to_pylist())
+        stored: dict[str, Any] = {}
+        for topic in sorted(valid_present):
+            rows_of_topic = decoded.where((F.col("kafka_topic") == topic) & F.col(PROBLEM).isNull())
+            if dropped.get(topic):
+                # The driver's verdicts travel in the task's closure, not as a joined table: a
+                # resend after an outage can make thousands, and a plan holding them gets slow.
+                rows_of_topic = rows_of_topic.mapInArrow(
+                    functools.partial(drop_task, frozenset(dropped[topic])), rows_of_topic.schema
+                )
+            stored[topic] = rows_of_topic.select(*bronze_schema(TOPICS[topic].record_type).names)
+        quarantine_parts = []
+        if len(facts) - len(facts.filter(facts.column("valid"))):
+            quarantine_parts.append(
+                decoded.where(F.col(PROBLEM).isNotNull()).select(
+                    *coordinates,
+                    F.col(RAW_KEY).alias("key"),
+                    F.col(RAW_VALUE).alias("value"),
+                    F.col(PROBLEM).alias("reason"),
+                    "ingest_us",
+                    "date",
+                )
+            )
+        if refused:
+            # These records decoded and carry no raw bytes: take them from the batch (the Kafka source
+            # reads its fixed offsets again; a rare path: a seq jump, a block contradicting its session).
+            quarantine_parts.append(
+                raw.select("topic", "partition", "offset", "key", "value").mapInArrow(
+                    functools.partial(refused_task, dict(refused), ingest_us), spark_struct(QUARANTINE_SCHEMA)
+                )
+            )
+        jobs: list[list[tuple[str, Any, str, Sequence[str]]]] = [[], []]
+        for topic, frame in stored.items():
+            name = BRONZE_TABLES[topic]
+            if name in SILVER_PROJECTED:
+                projected = frame.mapInArrow(
+                    functools.partial(project_task, name), spark_struct(projection_schema(name))
+                )
+                # Silver first: if bronze then fails, the replay (no longer deduplicated away) finds
+                # silver's transaction committed and skips only that.
+                jobs[0].append((f"silver.{name}", projected, self.app_id(f"silver_{name}"), ("date",)))
+            jobs[1].append((f"bronze.{name}", frame, self.app_id(name), ("date",)))
+        if quarantine_parts:
+            quarantine = functools.reduce(lambda a, b: a.unionByName(b), quarantine_parts)
+            jobs[1].append((BRONZE_QUARANTINE.qualified, quarantine, self.app_id(QUARANTINE_TABLE), ("date",)))
+        committed: dict[str, float] = {}
+        for phase in jobs:
+            # The tables of a phase commit side by side: each is a Spark job and a Delta commit
+            # of its own, mostly waiting on the driver's log work, which threads overlap.
+            with ThreadPoolExecutor(max(1, len(phase))) as pool:
+                futures = {
+                    pool.submit(
+                        spark_append, frame, TABLES[name].path(self.lake_root), app_id, batch_id, partition_by
+                    ): name
+                    for name, frame, app_id, partition_by in phase
+                }
+                for future, name in futures.items():
+                    committed[name] = future.result()
+        return {
+            "quarantined": len(refused) + len(facts) - len(facts.filter(facts.column("valid"))),
+            "topics": sorted(present),
+            "commit_s": committed,
+        }
+
+    def _after_commit(self) -> None:
         now = time.monotonic()
         for key, track in self.index.tracks.items():
             lost = track.give_up_gap(now, self.gap_timeout_s)
@@ -471,4 +818,14 @@ class BronzeBatchWriter:
             if changed:
                 self.publish_acks(changed)
                 self._acked.update(changed)
-        return decoded
+
+
+# Bronze tables whose lab-time projection silver keeps (written with bronze, before it).
+SILVER_PROJECTED = ("markers", "sensor_readings")
+
+
+def spark_struct(schema: pa.Schema) -> Any:
+    """The Spark schema of an Arrow schema (for ``mapInArrow`` outputs)."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema)

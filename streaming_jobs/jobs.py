@@ -1,20 +1,29 @@
-"""Wiring of the streaming queries: Kafka source -> foreachBatch writers. The CLI starts these."""
+"""Wiring of the streaming queries: Spark's Kafka source -> bronze's foreachBatch writer; the CLI starts these."""
 
 from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from core.settings import Settings
-from schemas.catalog import CONTROL
+from schemas.catalog import (
+    CAMERA_FRAMES,
+    CONTROL,
+    DEVICE_LOGS,
+    DEVICE_STATUS,
+    EEG_RAW,
+    MARKERS,
+    SENSORS_ENV,
+    SESSIONS,
+)
 from schemas.codec import default_codec
 from schemas.records import control_record
 from schemas.signing import HUB, Keyring, sign
 from schemas.timebase import now_us
-from streaming_jobs.bronze import BRONZE_TOPICS, BronzeBatchWriter
-from streaming_jobs.kafka_source import SCHEMA, SOURCE_NAME, KafkaPyDataSource
+from streaming_jobs.bronze import BronzeBatchWriter
+from streaming_jobs.checkpoints import checkpoint_dir, clear_unfinished_writes, interruptible
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -23,48 +32,25 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def checkpoint_dir(settings: Settings, query: str) -> Path:
-    return settings.paths.lake_root / "_checkpoints" / query
-
-
-def clear_unfinished_writes(checkpoint: Path) -> list[Path]:
-    """Remove what a killed process left half-written in Spark's checkpoint log.
-
-    Spark writes each log entry to a hidden ``.N.<uuid>.tmp`` file and renames it; a kill before
-    the rename leaves the temp file, which is no entry at all. Spark still counts it: a query
-    killed while planning its first batch then refuses to start again ("should be empty on batch
-    0") and would fail forever. Removing the temp files loses nothing, since no batch was planned.
-    """
-    removed = []
-    for log_dir in ("offsets", "commits", "sources"):
-        directory = checkpoint / log_dir
-        if not directory.is_dir():
-            continue
-        for leftover in directory.rglob(".*.tmp*"):
-            if leftover.is_file() and (leftover.name.endswith(".tmp") or leftover.name.endswith(".tmp.crc")):
-                leftover.unlink()
-                removed.append(leftover)
-    if removed:
-        log.warning("removed %d unfinished checkpoint write(s) under %s (a killed run)", len(removed), checkpoint)
-    return removed
-
-
 def kafka_stream(
     spark: SparkSession,
     settings: Settings,
     topics: tuple[str, ...],
     max_records_per_trigger: int | None = None,
-    startup_max_records: int | None = None,
 ) -> DataFrame:
-    spark.dataSource.register(KafkaPyDataSource)
-    # The schema given here spares Spark asking the source's Python for it: about 1 s of a start.
-    reader = spark.readStream.format(SOURCE_NAME).schema(SCHEMA).option("subscribe", ",".join(topics))
-    for key, value in settings.kafka.client_config().items():
-        reader = reader.option(f"kafka.{key}", str(value))
+    """Spark's own Kafka source over ``topics``: offsets live in the query's checkpoint; a new
+    checkpoint starts from the earliest record Kafka keeps."""
+    reader = (
+        spark.readStream.format("kafka")
+        .option("subscribe", ",".join(topics))
+        .option("startingOffsets", "earliest")
+        # Records Kafka deleted before bronze read them (retention) fail the query loudly.
+        .option("failOnDataLoss", "true")
+    )
+    for key, value in settings.kafka.java_client_config().items():
+        reader = reader.option(f"kafka.{key}", value)
     if max_records_per_trigger:
-        reader = reader.option("maxRecordsPerTrigger", str(max_records_per_trigger))
-    if startup_max_records:
-        reader = reader.option("startupMaxRecords", str(startup_max_records))
+        reader = reader.option("maxOffsetsPerTrigger", str(max_records_per_trigger))
     return reader.load()
 
 
@@ -111,39 +97,59 @@ class AckPublisher:
         self._producer.flush(5)
 
 
-def bronze_writer(settings: Settings, publish_acks: bool = True) -> BronzeBatchWriter:
-    """Bronze's foreachBatch writer, seeded from what bronze holds (needs no Spark session, so a
-    start can build it while the JVM starts)."""
+@dataclass(frozen=True)
+class BronzeQuery:
+    """One of bronze's two queries: the EEG path silver waits on, commits as often as it can; the
+    devices' own streams (heartbeats, room sensors, camera frames) are many records that nothing
+    downstream waits on, so they commit less often and never delay an EEG commit."""
+
+    name: str
+    topics: tuple[str, ...]
+
+    def trigger_s(self, settings: Settings) -> float:
+        return settings.lake.trigger_s if self.name == "bronze" else settings.lake.device_trigger_s
+
+
+BRONZE_QUERIES = {
+    query.name: query
+    for query in (
+        BronzeQuery("bronze", (EEG_RAW, SESSIONS, MARKERS, DEVICE_LOGS)),
+        BronzeQuery("bronze_devices", (DEVICE_STATUS, SENSORS_ENV, CAMERA_FRAMES)),
+    )
+}
+
+
+def bronze_writer(settings: Settings, query: str = "bronze", publish_acks: bool = True) -> BronzeBatchWriter:
+    """A bronze query's foreachBatch writer, seeded from what bronze holds (needs no Spark session,
+    so a start can build it while the JVM starts)."""
     return BronzeBatchWriter(
         settings.paths.lake_root,
-        "bronze",
+        query,
         publish_acks=AckPublisher(settings) if publish_acks else None,
         keyring=Keyring(settings.security.keyring) if settings.security.require_signed_records else None,
+        topics=BRONZE_QUERIES[query].topics,
+        tasks=settings.lake.silver_tasks,
     )
 
 
 def start_bronze(
     spark: SparkSession,
     settings: Settings,
+    query: str = "bronze",
     trigger_s: float | None = None,
     publish_acks: bool = True,
     writer: BronzeBatchWriter | None = None,
 ) -> StreamingQuery:
     """``writer``: one built by :func:`bronze_writer` just before; by default a new one."""
-    trigger_s = trigger_s or settings.lake.trigger_s
-    writer = writer or bronze_writer(settings, publish_acks)
-    checkpoint = checkpoint_dir(settings, "bronze")
+    spec = BRONZE_QUERIES[query]
+    trigger_s = spec.trigger_s(settings) if trigger_s is None else trigger_s
+    writer = writer or bronze_writer(settings, query, publish_acks)
+    checkpoint = checkpoint_dir(settings, query)
     clear_unfinished_writes(checkpoint)
     return (
-        kafka_stream(
-            spark,
-            settings,
-            BRONZE_TOPICS,
-            max_records_per_trigger=settings.lake.max_records_per_trigger,
-            startup_max_records=settings.lake.startup_max_records,
-        )
-        .writeStream.queryName("bronze")
-        .foreachBatch(writer)
+        kafka_stream(spark, settings, spec.topics, max_records_per_trigger=settings.lake.max_records_per_trigger)
+        .writeStream.queryName(query)
+        .foreachBatch(interruptible(writer.for_checkpoint(checkpoint)))
         .option("checkpointLocation", str(checkpoint))
         .trigger(processingTime=f"{trigger_s} seconds")
         .start()

@@ -89,7 +89,7 @@ class LslBridge:
             f"neurolake-{session_id}-predictions",
         )
         lake = self.settings.lake
-        sos = design_sos(FilterSpec.at_rate(rate, lake.band_low_hz, lake.band_high_hz, lake.notch_hz))
+        sos = design_sos(FilterSpec.of(lake, rate))
         outlets = SessionOutlets(pylsl.StreamOutlet(info, chunk_size=32), pylsl.StreamOutlet(markers), sos)
         self.outlets[session_id] = outlets
         log.info("LSL outlets for %s: %d channels at %g Hz, and its predictions", session_id, len(names), rate)

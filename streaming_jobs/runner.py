@@ -19,16 +19,23 @@ from schemas.timebase import now_us
 
 log = logging.getLogger(__name__)
 
-QUERIES = ("bronze", "silver_gold")
+QUERIES = ("bronze", "bronze_devices", "silver_gold")
 # silver and gold come from one stateful query: they share the per-session filter state.
-TARGETS = {"bronze": ("bronze",), "silver": ("silver_gold",), "gold": ("silver_gold",), "all": QUERIES}
+TARGETS = {
+    "bronze": ("bronze", "bronze_devices"),
+    "silver": ("silver_gold",),
+    "gold": ("silver_gold",),
+    "all": QUERIES,
+}
 
 
 def status_path(settings: Settings) -> Path:
     return settings.paths.run_dir / "stream-status.json"
 
 
-def _lag(progress: dict[str, Any]) -> dict[str, int]:
+def source_lag(progress: dict[str, Any]) -> dict[str, int]:
+    """How far each source of a query is behind what is available: Kafka records per topic
+    partition (Spark's Kafka source), table versions per Delta table (Delta's streaming source)."""
     lag: dict[str, int] = {}
     for source in progress.get("sources", []):
         try:
@@ -38,17 +45,17 @@ def _lag(progress: dict[str, Any]) -> dict[str, int]:
             continue
         if not isinstance(end, dict) or not isinstance(latest, dict):
             continue
-        for topic, spec in latest.items():
-            if isinstance(spec, int):  # a Delta source: table versions behind
-                done_version = end.get(topic, spec)
-                if topic != "clock_ms" and isinstance(done_version, int):
-                    lag[topic] = max(0, spec - done_version)
+        if "reservoirVersion" in latest:
+            table = str(source.get("description", "delta")).rstrip("]").rsplit("/", 2)
+            name = ".".join(table[-2:]) if len(table) >= 2 else "delta"
+            lag[name] = max(0, int(latest["reservoirVersion"]) - int(end.get("reservoirVersion", 0)))
+            continue
+        for topic, partitions in latest.items():
+            if not isinstance(partitions, dict):
                 continue
-            done = end.get(topic, {})
-            same = done.get("id") == spec.get("id")
-            for partition, offset in spec.get("p", {}).items():
-                behind = offset - (done.get("p", {}).get(partition, 0) if same else 0)
-                lag[f"{topic}[{partition}]"] = max(0, int(behind))
+            done = end.get(topic, {}) if isinstance(end.get(topic), dict) else {}
+            for partition, offset in partitions.items():
+                lag[f"{topic}[{partition}]"] = max(0, int(offset) - int(done.get(partition, 0)))
     return lag
 
 
@@ -66,7 +73,7 @@ def snapshot(supervised: dict[str, Supervised]) -> dict[str, Any]:
             "input_rows_per_s": round(progress.get("inputRowsPerSecond") or 0.0, 1),
             "processed_rows_per_s": round(progress.get("processedRowsPerSecond") or 0.0, 1),
             "batch_ms": (progress.get("durationMs") or {}).get("triggerExecution"),
-            "lag": _lag(progress),
+            "lag": source_lag(progress),
         }
     return result
 
@@ -88,12 +95,8 @@ class Supervised:
 
 MAX_BACKOFF_S = 60.0
 # silver/gold starts once bronze has committed its first batch, or after this long at most: on 2
-# cores its start-up (a source runner, workers importing scipy) slowed bronze's first commit, which
-# is what frees the Pis' spools after a restart.
+# cores its start-up slowed bronze's first commit, which is what frees the Pis' spools after a restart.
 SILVER_WAITS_FOR_BRONZE_S = 20.0
-# What Spark's Python processes import for these queries: the sources, and silver's processor.
-ZYGOTE_PRELOAD = ("streaming_jobs.worker_daemon",)
-ZYGOTE_LATER = ("streaming_jobs.silver_gold",)
 
 
 def run_streams(
@@ -109,65 +112,54 @@ def _supervise(
     settings: Settings, target: str, stop: threading.Event, duration_s: float | None, trigger_s: float | None
 ) -> int:
     from concurrent.futures import ThreadPoolExecutor
-    from contextlib import ExitStack
 
-    from infra.python_zygote import running_zygote
     from infra.spark import build_spark_session
 
     started = time.monotonic()
-    with ExitStack() as stack:
-        # Spark's Python processes come from a zygote that imports what they need meanwhile.
-        zygote = (
-            stack.enter_context(running_zygote(settings.paths.run_dir, ZYGOTE_PRELOAD, later=ZYGOTE_LATER))
-            if settings.spark.python_zygote
-            else None
-        )
-        # The JVM starts in its own process: import bronze's job (pyarrow, deltalake) while it does.
-        with ThreadPoolExecutor(1) as pool:
-            starting = pool.submit(
-                build_spark_session,
-                settings,
-                f"neurolake-stream-{target}",
-                extra_conf={"spark.python.daemon.module": "streaming_jobs.worker_daemon"},
-                environment=zygote.environment if zygote else None,
-            )
-            from streaming_jobs.jobs import start_bronze
+    # The JVM starts in its own process: seed bronze's writer (Delta reads, a producer) meanwhile.
+    with ThreadPoolExecutor(1) as pool:
+        starting = pool.submit(build_spark_session, settings, f"neurolake-stream-{target}")
+        from streaming_jobs.jobs import start_bronze
 
-            prepared = _prepared_bronze_writer(settings) if "bronze" in TARGETS[target] else None
-            spark = starting.result()
-        log.info("Spark session ready %.1f s after start", time.monotonic() - started)
-        return _run_queries(
-            settings,
-            target,
-            stop,
-            duration_s,
-            trigger_s,
-            spark,
-            started,
-            {"bronze": _first_with(prepared, start_bronze), "silver_gold": _start_silver_gold},
-            after_first_batch=zygote.import_later_modules if zygote else None,
-        )
+        prepared = {
+            query: _prepared_bronze_writer(settings, query) for query in TARGETS[target] if query != "silver_gold"
+        }
+        spark = starting.result()
+    log.info("Spark session ready %.1f s after start", time.monotonic() - started)
+    return _run_queries(
+        settings,
+        target,
+        stop,
+        duration_s,
+        trigger_s,
+        spark,
+        started,
+        {
+            **{query: _first_with(writer, start_bronze, query) for query, writer in prepared.items()},
+            "silver_gold": _start_silver_gold,
+        },
+    )
 
 
-def _prepared_bronze_writer(settings: Settings) -> Any:
+def _prepared_bronze_writer(settings: Settings, query: str) -> Any:
     """Bronze's writer seeds itself from bronze's Delta tables and opens a producer (~0.5 s): done
     while the JVM starts. If that fails, the supervised start builds it again and reports why."""
     from streaming_jobs.jobs import bronze_writer
 
     try:
-        return bronze_writer(settings)
+        return bronze_writer(settings, query)
     except Exception as exc:
-        log.warning("could not prepare bronze's writer ahead of the query (%s); its start will retry", exc)
+        log.warning("could not prepare %s's writer ahead of the query (%s); its start will retry", query, exc)
         return None
 
 
-def _first_with(writer: Any, start: Callable[..., Any]) -> Callable[..., Any]:
+def _first_with(writer: Any, start: Callable[..., Any], query: str) -> Callable[..., Any]:
     """``start`` that uses ``writer`` the first time only: after a failure, a restarted query
     seeds a new writer from what bronze then holds."""
     unused = [writer] if writer is not None else []
 
     def starter(spark: Any, settings: Settings, trigger_s: float | None = None) -> Any:
-        return start(spark, settings, trigger_s=trigger_s, writer=unused.pop() if unused else None)
+        return start(spark, settings, query, trigger_s=trigger_s, writer=unused.pop() if unused else None)
 
     return starter
 
@@ -189,12 +181,8 @@ def _run_queries(
     spark: Any,
     started: float,
     starters: dict[str, Any],
-    after_first_batch: Callable[[], None] | None = None,
 ) -> int:
     supervised = {name: Supervised(name) for name in TARGETS[target]}
-    if "bronze" not in supervised and after_first_batch is not None:
-        after_first_batch()  # nothing to wait for: silver starts now
-        after_first_batch = None
     path = status_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     first_batch_logged = False
@@ -207,8 +195,6 @@ def _run_queries(
             ):
                 first_batch_logged = True
                 log.info("first batch committed %.1f s after start", now - started)
-                if after_first_batch is not None:
-                    after_first_batch()
             bronze = supervised.get("bronze")
             bronze_pending = (
                 bronze is not None

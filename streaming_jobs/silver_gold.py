@@ -1,23 +1,20 @@
-"""Silver and gold from bronze: one stateful query, exactly once, one session's failure isolated.
+"""Silver and gold from bronze: one stateful Spark query keyed by session, exactly once into Delta.
 
-Flow per micro-batch (``foreachBatch``; bronze rows come from :mod:`streaming_jobs.bronze_source`):
-
-1. The driver reads the batch's offset from the checkpoint (bronze versions and the batch clock)
-   and the sessions whose gap wait ends by that clock (timers).
-2. Executors (``mapInArrow`` over the source's partitions, each one bucket of sessions; regrouped
-   by a shuffle only in batches that add timer ticks) run
-   :func:`dsp.session.process` per session, with that session's state loaded
-   from the state directory (the newest state saved before this batch), write the Parquet files of
-   ``silver.eeg_samples``, ``silver.heart_rate``, ``gold.eeg_windows``, ``silver.skipped_blocks`` and
-   ``silver.session_errors``, save each session's new state, and return the files' descriptions.
-   A session that raises is written to ``silver.session_errors``; the others go on.
-3. The driver commits each table's files in one Delta transaction carrying the app transaction
-   ``(silver_gold:<table>, batch id)`` and the settings that made the rows.
-
-Exactly once: the batch's input (files, clock, marker version) is fixed in Spark's offset log
-before it runs and the processor is deterministic, so a replay after a crash makes the same rows;
-tables that had committed the batch skip it, the others commit it. States are versioned by batch
-id, so a replay starts from the state before it.
+- **Source**: Delta's own streaming source over ``bronze.eeg_blocks`` and ``bronze.sessions`` (a
+  union of the two): silver never reads Kafka, so whatever bronze acknowledged to a Pi can always
+  be (re)processed.
+- **State**: each session's processor state (filter memory, dejitter fit, window buffer, blocks
+  waiting on a gap) lives in Spark's state store, keyed by session, through
+  ``applyInPandasWithState``: :func:`process_session` feeds the session's new rows to
+  :func:`dsp.session.process` and returns its rows as Arrow tables (one per output table,
+  serialised; the executors build them with the same functions a rebuild and an import use). A
+  session waiting on a gap gets a processing-time timeout, so its wait ends even if no block comes;
+  the clock is the batch's, fixed in Spark's offset log, so a replayed batch makes the same rows.
+- **Sink**: ``foreachBatch`` appends each output table with delta-spark from the executors, gold's
+  windows labelled from ``bronze.markers`` on the way; each commit carries the app transaction
+  (``txnAppId`` = query + checkpoint + table, ``txnVersion`` = batch id), so a batch replayed after a
+  crash is written once. A session whose processing raises goes to ``silver.session_errors`` with
+  its state unchanged (its blocks wait in bronze for a rebuild); the other sessions go on.
 
 ``silver.eeg_samples``: one row per sample; ``raw`` and ``filtered`` are float arrays in the
 session's channel order (names in ``bronze.sessions``); ``time_us`` is lab time (dejittered device
@@ -28,7 +25,6 @@ from __future__ import annotations
 
 import fcntl
 import functools
-import hashlib
 import json
 import logging
 import os
@@ -36,6 +32,7 @@ import pickle
 import time
 import traceback
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -53,9 +50,10 @@ from dsp.session import (
     info_from_session_record,
     process,
 )
-from infra.delta import LakeTable, WrittenFile
 from schemas.catalog import (
+    BRONZE_EEG_BLOCKS,
     BRONZE_MARKERS,
+    BRONZE_SESSIONS,
     GOLD_EEG_WINDOWS,
     SILVER_EEG_SAMPLES,
     SILVER_HEART_RATE,
@@ -63,7 +61,6 @@ from schemas.catalog import (
     SILVER_SKIPPED_BLOCKS,
     TableSpec,
 )
-from streaming_jobs.bronze_source import ROWS_DDL, SOURCE_NAME, BronzeDeltaSource, parse_offset
 from streaming_jobs.lake_rows import (
     BEATS_SCHEMA,
     BLOCK_NOTES_SCHEMA,
@@ -89,86 +86,304 @@ OUTPUT_TABLES: dict[TableSpec, pa.Schema] = {
     SILVER_SKIPPED_BLOCKS: BLOCK_NOTES_SCHEMA,
     SILVER_SESSION_ERRORS: SESSION_ERRORS_SCHEMA,
 }
-RESULT_DDL = "kind STRING, name STRING, session_id STRING, payload STRING"
-RESULT_ARROW = pa.schema(
-    [("kind", pa.string()), ("name", pa.string()), ("session_id", pa.string()), ("payload", pa.string())]
+# What the processor reads of bronze: blocks and session records as one stream of rows.
+BLOCK_COLUMNS = (
+    "session_id",
+    "device_id",
+    "seq",
+    "first_sample_index",
+    "n_samples",
+    "n_channels",
+    "sample_rate_hz",
+    "data",
+    "device_times_us",
+    "clock_offset_us",
 )
+SESSION_COLUMNS = ("session_id", "device_id", "seq", "sample_rate_hz", "channel_names", "channel_types", "metadata")
+ROWS_ARROW = pa.schema(
+    [
+        ("kind", pa.string()),
+        ("session_id", pa.string()),
+        ("device_id", pa.string()),
+        ("seq", pa.int64()),
+        ("first_sample_index", pa.int64()),
+        ("n_samples", pa.int32()),
+        ("n_channels", pa.int32()),
+        ("sample_rate_hz", pa.float64()),
+        ("data", pa.binary()),
+        ("device_times_us", pa.binary()),
+        ("clock_offset_us", pa.int64()),
+        ("channel_names", pa.list_(pa.string())),
+        ("channel_types", pa.list_(pa.string())),
+        ("metadata", pa.map_(pa.string(), pa.string())),
+    ]
+)
+# The stateful step's output: per session and table, that table's rows as an Arrow IPC stream.
+OUTPUT_DDL = "table STRING, session_id STRING, rows BINARY"
+STATE_DDL = "state BINARY"
 
 
-# -- state ----------------------------------------------------------------------------------------
+# -- per-session work (executors, rebuild) ---------------------------------------------------------
 
 
-class SessionStateStore:
-    """Each session's processor state, one file per batch that changed it.
+def session_record(row: dict[str, Any]) -> dict[str, Any]:
+    """A ``session`` row of the stream as the session record the processor reads."""
+    metadata = row.get("metadata") or {}
+    if not isinstance(metadata, dict):  # an Arrow map comes out of pandas as (key, value) pairs
+        metadata = dict(metadata)
+    return {
+        "device_id": row["device_id"],
+        "channel_names": list(row["channel_names"]),
+        "channel_types": list(row["channel_types"]),
+        "sample_rate_hz": row["sample_rate_hz"],
+        "metadata": metadata,
+    }
 
-    ``load(session, before=b)`` gives the newest state saved by a batch before ``b``: a replayed
-    batch starts where its first attempt did. Only the last few versions are kept.
-    """
 
-    def __init__(self, root: Path, keep: int = 3) -> None:
-        self.root = root
-        self.keep = keep
+def timer_deadline(state: SessionState, config: ProcessorConfig) -> int | None:
+    """When the processor must look at this session again though no block arrives."""
+    if state.pending and state.gap_since_ms is not None:
+        return state.gap_since_ms + config.gap_wait_ms + 1
+    return None
 
-    def _dir(self, session_id: str) -> Path:
-        digest = hashlib.sha256(session_id.encode()).hexdigest()[:32]
-        return self.root / digest[:2] / digest
 
-    def _tags(self, session_id: str) -> list[int]:
-        directory = self._dir(session_id)
-        if not directory.is_dir():
-            return []
-        return sorted(int(p.stem) for p in directory.glob("*.state") if p.stem.lstrip("-").isdigit())
+def process_rows(
+    state: SessionState, rows: list[dict[str, Any]], clock_ms: int, config: ProcessorConfig
+) -> tuple[Output, SessionState]:
+    """Feed one session's bronze rows (source schema: blocks, session records, ticks) to the
+    processor. A block that cannot be read is rejected with its reason, not raised."""
+    info = None
+    blocks = []
+    rejected = []
+    for row in rows:
+        if row["kind"] == "session" and info is None and state.info is None:
+            info = info_from_session_record(session_record(row), config)
+        elif row["kind"] == "block":
+            try:
+                blocks.append(block_from_record(row))
+            except (ValueError, TypeError) as exc:
+                rejected.append(
+                    BlockNote(
+                        int(row["seq"]),
+                        int(row["first_sample_index"]),
+                        int(row["n_samples"] or 0),
+                        f"unreadable block: {exc}",
+                    )
+                )
+    output, state = process(state, blocks, clock_ms, config, info)
+    output.rejected.extend(rejected)
+    return output, state
 
-    def load(self, session_id: str, before: int) -> SessionState:
-        tags = [t for t in self._tags(session_id) if t < before]
-        if not tags:
-            return SessionState()
-        with open(self._dir(session_id) / f"{tags[-1]}.state", "rb") as handle:
-            stored_id, state = pickle.load(handle)
-        if stored_id != session_id:
-            raise RuntimeError(f"state file for {session_id!r} holds {stored_id!r}")
+
+@dataclass
+class SessionTables:
+    """Rows made from one or more sessions, one Arrow table per output."""
+
+    samples: list[pa.Table]
+    beats: list[pa.Table]
+    windows: list[tuple[str, list[dict[str, Any]]]]
+    notes: list[pa.Table]
+    errors: list[dict[str, Any]]
+
+    @classmethod
+    def empty(cls) -> SessionTables:
+        return cls([], [], [], [], [])
+
+    def add(self, session_id: str, device_id: str, output: Output, batch_id: int, noted_us: int) -> None:
+        self.samples.append(samples_table(session_id, output.samples))
+        self.beats.append(beats_table(session_id, output.beats))
+        if output.windows:
+            self.windows.append((session_id, output.windows))
+        late = notes_table(session_id, device_id, output.late, batch_id, noted_us, "late")
+        rejected = notes_table(session_id, device_id, output.rejected, batch_id, noted_us, "rejected")
+        self.notes += [late, rejected]
+
+    def error(self, session_id: str, batch_id: int, exc: BaseException, noted_us: int) -> None:
+        self.errors.append(
+            {
+                "session_id": session_id,
+                "batch_id": batch_id,
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": traceback.format_exc(limit=8),
+                "noted_us": noted_us,
+                "date": utc_dates([noted_us])[0].as_py(),
+            }
+        )
+
+    def tables(self, markers: pa.Table | None = None) -> dict[TableSpec, pa.Table]:
+        """Each output table's rows; windows labelled from ``markers`` when given (the stream
+        labels them in its sink, from bronze as it is then)."""
+        windows = []
+        for session_id, rows in self.windows:
+            table = windows_table(session_id, rows)
+            if markers is not None:
+                table = table.set_column(table.schema.get_field_index("label"), "label", label_windows(table, markers))
+            windows.append(table)
+        return {
+            SILVER_EEG_SAMPLES: concat(self.samples, SAMPLES_SCHEMA),
+            SILVER_HEART_RATE: concat(self.beats, BEATS_SCHEMA),
+            GOLD_EEG_WINDOWS: concat(windows, WINDOWS_SCHEMA),
+            SILVER_SKIPPED_BLOCKS: concat(self.notes, BLOCK_NOTES_SCHEMA),
+            SILVER_SESSION_ERRORS: pa.Table.from_pylist(self.errors, schema=SESSION_ERRORS_SCHEMA),
+        }
+
+
+def to_ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue())
+
+
+def from_ipc(payload: bytes) -> pa.Table:
+    return pa.ipc.open_stream(payload).read_all()
+
+
+@dataclass(frozen=True)
+class StreamContext:
+    """What the stateful step needs on every executor (pickled into its tasks)."""
+
+    config: ProcessorConfig
+    rebuilds_dir: str
+
+
+def process_session(context: StreamContext, key: tuple[str], frames: Iterator[Any], group_state: Any) -> Iterator[Any]:
+    """``applyInPandasWithState`` function: one session's new bronze rows (or a timeout) through the
+    processor, its state in and out of Spark's state store. Yields one row per non-empty table."""
+    import pandas as pd
+
+    (session_id,) = key
+    now_ms = int(group_state.getCurrentProcessingTimeMs())
+    rows: list[dict[str, Any]] = []
+    if not group_state.hasTimedOut:
+        for frame in frames:
+            rows += rows_of(frame)
+    made = SessionTables.empty()
+    state: SessionState | None = None
+    try:
+        before = pickle.loads(group_state.get[0]) if group_state.exists else SessionState()
+        before = adopt_rebuild(context, session_id, before)
+        device_id = next(
+            (r["device_id"] for r in rows if r.get("device_id")), before.info.device_id if before.info else ""
+        )
+        output, state = process_rows(before, rows, now_ms, context.config)
+        made.add(session_id, device_id, output, -1, now_ms * 1000)
+    except Exception as exc:  # one session's failure must not stop the others; its state stays
+        log.exception("session %s failed", session_id)
+        made.error(session_id, -1, exc, now_ms * 1000)
+        state = None
+    else:
+        group_state.update((pickle.dumps(state, protocol=5),))
+    deadline = timer_deadline(state, context.config) if state is not None else None
+    if deadline is not None:
+        group_state.setTimeoutDuration(max(1, deadline - now_ms))
+    tables = [(spec.qualified, table) for spec, table in made.tables().items() if table.num_rows]
+    yield pd.DataFrame(
+        {
+            "table": [name for name, _ in tables],
+            "session_id": [session_id] * len(tables),
+            "rows": [to_ipc(table) for _, table in tables],
+        }
+    )
+
+
+INTEGER_COLUMNS = ("seq", "first_sample_index", "n_samples", "n_channels", "clock_offset_us")
+
+
+def rows_of(frame: Any) -> list[dict[str, Any]]:
+    """A pandas frame of ``ROWS_ARROW`` rows as dicts, integers as integers (pandas makes a column
+    with a null, as session rows have for block fields, a float column)."""
+    rows: list[dict[str, Any]] = frame.to_dict("records")
+    for row in rows:
+        if row["kind"] == "block":
+            for name in INTEGER_COLUMNS:
+                row[name] = int(row[name])
+    return rows
+
+
+def adopt_rebuild(context: StreamContext, session_id: str, state: SessionState) -> SessionState:
+    """A session rebuilt since the stream last saw it goes on from the rebuild's state (the rebuild
+    replaced its rows), so blocks read again are recognised as done."""
+    path = rebuild_state_path(Path(context.rebuilds_dir), session_id)
+    try:
+        with open(path, "rb") as handle:
+            stored_id, rebuild_id, rebuilt = pickle.load(handle)
+    except FileNotFoundError:
         return state
-
-    def save(self, session_id: str, batch_id: int, state: SessionState) -> None:
-        directory = self._dir(session_id)
-        directory.mkdir(parents=True, exist_ok=True)
-        temporary = directory / f".{batch_id}.{os.getpid()}.tmp"
-        with open(temporary, "wb") as handle:
-            pickle.dump((session_id, state), handle, protocol=5)
-        os.replace(temporary, directory / f"{batch_id}.state")
-        for old in self._tags(session_id)[: -self.keep]:
-            (directory / f"{old}.state").unlink(missing_ok=True)
-
-    def replace(self, session_id: str, batch_id: int, state: SessionState) -> None:
-        """Make ``state`` the session's only state, as of ``batch_id`` (a rebuild)."""
-        for tag in self._tags(session_id):
-            (self._dir(session_id) / f"{tag}.state").unlink(missing_ok=True)
-        self.save(session_id, batch_id, state)
+    if stored_id != session_id:
+        raise RuntimeError(f"rebuild state {path} holds {stored_id!r}, not {session_id!r}")
+    if getattr(state, "rebuild_id", None) == rebuild_id:
+        return state
+    rebuilt.rebuild_id = rebuild_id
+    return rebuilt
 
 
-class TimerStore:
-    """Per batch, the sessions waiting on a gap and the clock (ms) at which their wait ends."""
+def rebuild_state_path(rebuilds_dir: Path, session_id: str) -> Path:
+    import hashlib
 
-    def __init__(self, root: Path, keep: int = 5) -> None:
-        self.root = root / "_timers"
-        self.keep = keep
+    return rebuilds_dir / f"{hashlib.sha256(session_id.encode()).hexdigest()[:32]}.state"
 
-    def _tags(self) -> list[int]:
-        if not self.root.is_dir():
-            return []
-        return sorted(int(p.stem) for p in self.root.glob("*.json") if p.stem.isdigit())
 
-    def load(self, before: int) -> dict[str, int]:
-        tags = [t for t in self._tags() if t < before]
-        return json.loads((self.root / f"{tags[-1]}.json").read_text()) if tags else {}
+def save_rebuild_state(rebuilds_dir: Path, session_id: str, rebuild_id: str, state: SessionState) -> None:
+    rebuilds_dir.mkdir(parents=True, exist_ok=True)
+    target = rebuild_state_path(rebuilds_dir, session_id)
+    partial = target.with_suffix(f".{os.getpid()}.tmp")
+    with open(partial, "wb") as handle:
+        pickle.dump((session_id, rebuild_id, state), handle, protocol=5)
+    os.replace(partial, target)
 
-    def save(self, batch_id: int, timers: dict[str, int]) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        temporary = self.root / f".{batch_id}.tmp"
-        temporary.write_text(json.dumps(timers, sort_keys=True))
-        os.replace(temporary, self.root / f"{batch_id}.json")
-        for old in self._tags()[: -self.keep]:
-            (self.root / f"{old}.json").unlink(missing_ok=True)
+
+def unpack_task(
+    table: str, batch_id: int, lake_root: str, batches: Iterator[pa.RecordBatch]
+) -> Iterator[pa.RecordBatch]:
+    """Executor side of the sink: the stateful step's serialised rows of one table as that table's
+    rows; windows labelled from bronze.markers, notes and errors stamped with the batch id."""
+    received = list(batches)
+    if not received:
+        return
+    parts = pa.Table.from_batches(received)
+    tables = [from_ipc(payload) for payload in parts.column("rows").to_pylist()]
+    rows = pa.concat_tables(tables) if tables else None
+    if rows is None or rows.num_rows == 0:
+        return
+    if table == GOLD_EEG_WINDOWS.qualified:
+        sessions = pc.unique(rows.column("session_id")).to_pylist()
+        markers = read_markers(Path(lake_root), None, sessions)
+        rows = rows.set_column(rows.schema.get_field_index("label"), "label", label_windows(rows, markers))
+    if "batch_id" in rows.schema.names:
+        rows = rows.set_column(
+            rows.schema.get_field_index("batch_id"), "batch_id", pa.array([batch_id] * rows.num_rows, pa.int64())
+        )
+    yield from rows.to_batches()
+
+
+def read_markers(lake_root: Path, version: int | None, sessions: list[str]) -> pa.Table | None:
+    """The markers of ``sessions`` from bronze at ``version`` (default latest; None without any),
+    with their trial numbers: a START without a duration lasts until its trial's END (LSL marker
+    streams)."""
+    if (version is not None and version < 0) or not sessions:
+        return None
+    from infra.delta import delta_dataset
+
+    dataset, _ = delta_dataset(BRONZE_MARKERS.path(lake_root), version=version)
+    if dataset is None:
+        return None
+    return dataset.to_table(
+        columns=["session_id", "event", "timestamp_us", "duration_s", "label", "trial"],
+        filter=pc.field("session_id").isin(sessions),
+    )
+
+
+# -- labels --------------------------------------------------------------------------------------
+
+
+def label_windows(windows: pa.Table, markers: pa.Table | None) -> pa.Array:
+    """Gold's labels (``dsp.labels.stimulus_labels``) for windows and bronze markers."""
+    if markers is None or markers.num_rows == 0 or windows.num_rows == 0:
+        return pa.nulls(windows.num_rows, pa.string())
+    frame = windows.select(["session_id", "window_start_us", "window_end_us"]).to_pandas()
+    marker_frame = markers.to_pandas().rename(columns={"timestamp_us": "time_us"})
+    return pa.array(stimulus_labels(frame, marker_frame), pa.string(), from_pandas=True)
 
 
 _HELD_LOCKS: dict[Path, StateLock] = {}
@@ -232,275 +447,129 @@ class StateLock:
             self._handle = None
 
 
-# -- per-session work (executors, rebuild) ---------------------------------------------------------
-
-
-def timer_deadline(state: SessionState, config: ProcessorConfig) -> int | None:
-    """When the processor must look at this session again though no block arrives."""
-    if state.pending and state.gap_since_ms is not None:
-        return state.gap_since_ms + config.gap_wait_ms + 1
-    return None
-
-
-def process_rows(
-    state: SessionState, rows: list[dict[str, Any]], clock_ms: int, config: ProcessorConfig
-) -> tuple[Output, SessionState]:
-    """Feed one session's bronze rows (source schema: blocks, session records, ticks) to the
-    processor. A block that cannot be read is rejected with its reason, not raised."""
-    info = None
-    blocks = []
-    rejected = []
-    for row in rows:
-        if row["kind"] == "session" and info is None and state.info is None:
-            info = info_from_session_record(json.loads(row["session_json"]), config)
-        elif row["kind"] == "block":
-            try:
-                blocks.append(block_from_record(row))
-            except (ValueError, TypeError) as exc:
-                rejected.append(
-                    BlockNote(
-                        int(row["seq"]),
-                        int(row["first_sample_index"]),
-                        int(row["n_samples"] or 0),
-                        f"unreadable block: {exc}",
-                    )
-                )
-    output, state = process(state, blocks, clock_ms, config, info)
-    output.rejected.extend(rejected)
-    return output, state
-
-
-@dataclass
-class SessionTables:
-    """Rows made from one or more sessions, one Arrow table per output."""
-
-    samples: list[pa.Table]
-    beats: list[pa.Table]
-    windows: list[tuple[str, list[dict[str, Any]]]]
-    notes: list[pa.Table]
-    errors: list[dict[str, Any]]
-
-    @classmethod
-    def empty(cls) -> SessionTables:
-        return cls([], [], [], [], [])
-
-    def add(self, session_id: str, device_id: str, output: Output, batch_id: int, noted_us: int) -> None:
-        self.samples.append(samples_table(session_id, output.samples))
-        self.beats.append(beats_table(session_id, output.beats))
-        if output.windows:
-            self.windows.append((session_id, output.windows))
-        late = notes_table(session_id, device_id, output.late, batch_id, noted_us, "late")
-        rejected = notes_table(session_id, device_id, output.rejected, batch_id, noted_us, "rejected")
-        self.notes += [late, rejected]
-
-    def error(self, session_id: str, batch_id: int, exc: BaseException, noted_us: int) -> None:
-        self.errors.append(
-            {
-                "session_id": session_id,
-                "batch_id": batch_id,
-                "error": f"{type(exc).__name__}: {exc}",
-                "traceback": traceback.format_exc(limit=8),
-                "noted_us": noted_us,
-                "date": utc_dates([noted_us])[0].as_py(),
-            }
-        )
-
-    def tables(self, markers: pa.Table | None) -> dict[TableSpec, pa.Table]:
-        windows = []
-        for session_id, rows in self.windows:
-            table = windows_table(session_id, rows)
-            windows.append(
-                table.set_column(table.schema.get_field_index("label"), "label", label_windows(table, markers))
-            )
-        return {
-            SILVER_EEG_SAMPLES: concat(self.samples, SAMPLES_SCHEMA),
-            SILVER_HEART_RATE: concat(self.beats, BEATS_SCHEMA),
-            GOLD_EEG_WINDOWS: concat(windows, WINDOWS_SCHEMA),
-            SILVER_SKIPPED_BLOCKS: concat(self.notes, BLOCK_NOTES_SCHEMA),
-            SILVER_SESSION_ERRORS: pa.Table.from_pylist(self.errors, schema=SESSION_ERRORS_SCHEMA),
-        }
-
-
-def read_markers(lake_root: Path, version: int, sessions: list[str]) -> pa.Table | None:
-    """The markers of ``sessions`` from bronze at ``version`` (None before any), with their trial
-    numbers: a START without a duration lasts until its trial's END (LSL marker streams)."""
-    if version < 0 or not sessions:
-        return None
-    from infra.delta import delta_dataset
-
-    dataset, _ = delta_dataset(BRONZE_MARKERS.path(lake_root), version=version)
-    if dataset is None:
-        return None
-    return dataset.to_table(
-        columns=["session_id", "event", "timestamp_us", "duration_s", "label", "trial"],
-        filter=pc.field("session_id").isin(sessions),
-    )
-
-
-@dataclass(frozen=True)
-class BatchContext:
-    """What every executor task of one batch needs (pickled into the task)."""
-
-    batch_id: int
-    clock_ms: int
-    markers_version: int
-    lake_root: str
-    state_dir: str
-    config: ProcessorConfig
-
-
-def process_partition(context: BatchContext, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Executor side: this task's sessions through the processor; files written, states saved."""
-    batch_list = list(batches)
-    if not batch_list:
-        return
-    rows = pa.Table.from_batches(batch_list).to_pylist()
-    by_session: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_session.setdefault(row["session_id"], []).append(row)
-    store = SessionStateStore(Path(context.state_dir))
-    noted_us = context.clock_ms * 1000
-    made = SessionTables.empty()
-    states: dict[str, SessionState] = {}
-    for session_id in sorted(by_session):
-        session_rows = by_session[session_id]
-        device_id = next((r["device_id"] for r in session_rows if r["device_id"]), "")
-        try:
-            state = store.load(session_id, before=context.batch_id)
-            output, state = process_rows(state, session_rows, context.clock_ms, context.config)
-            made.add(session_id, device_id, output, context.batch_id, noted_us)
-            states[session_id] = state
-        except Exception as exc:  # one session's failure must not stop the others
-            log.exception("session %s failed in batch %d", session_id, context.batch_id)
-            made.error(session_id, context.batch_id, exc, noted_us)
-    window_sessions = [s for s, _ in made.windows]
-    markers = read_markers(Path(context.lake_root), context.markers_version, window_sessions)
-    results: list[dict[str, Any]] = []
-    for spec, table in made.tables(markers).items():
-        for file in LakeTable(Path(context.lake_root), spec).write_files(table, prefix=f"part-b{context.batch_id}"):
-            results.append({"kind": "file", "name": spec.qualified, "session_id": None, "payload": file.to_json()})
-    for session_id, state in states.items():
-        store.save(session_id, context.batch_id, state)
-        deadline = timer_deadline(state, context.config)
-        results.append(
-            {
-                "kind": "timer",
-                "name": None,
-                "session_id": session_id,
-                "payload": None if deadline is None else str(deadline),
-            }
-        )
-    yield pa.RecordBatch.from_pylist(results, schema=RESULT_ARROW)
-
-
-# -- labels --------------------------------------------------------------------------------------
-
-
-def label_windows(windows: pa.Table, markers: pa.Table | None) -> pa.Array:
-    """Gold's labels (``dsp.labels.stimulus_labels``) for windows and bronze markers."""
-    if markers is None or markers.num_rows == 0 or windows.num_rows == 0:
-        return pa.nulls(windows.num_rows, pa.string())
-    frame = windows.select(["session_id", "window_start_us", "window_end_us"]).to_pandas()
-    marker_frame = markers.to_pandas().rename(columns={"timestamp_us": "time_us"})
-    return pa.array(stimulus_labels(frame, marker_frame), pa.string(), from_pandas=True)
+def commit_metadata(config: ProcessorConfig) -> dict[str, str]:
+    """Recorded with every silver/gold commit: the settings that made the rows."""
+    return {
+        "neurolake.settings": json.dumps(config.describe(), sort_keys=True),
+        "neurolake.settings_fingerprint": config.fingerprint,
+    }
 
 
 # -- the driver ----------------------------------------------------------------------------------
 
 
-def session_state_dir(checkpoint: Path) -> Path:
-    """Beside Spark's checkpoint, not in it: Spark claims ``<checkpoint>/state`` for its own."""
-    return checkpoint.parent / f"{checkpoint.name}_sessions"
-
-
-def read_batch_offset(checkpoint: Path, batch_id: int) -> dict[str, int] | None:
-    """This query's source offset for ``batch_id`` from Spark's offset log (None if absent)."""
-    try:
-        lines = (checkpoint / "offsets" / str(batch_id)).read_text().splitlines()
-    except FileNotFoundError:
-        return None
-    # line 1: version, line 2: batch metadata, then one line per source (this query has one).
-    return parse_offset(lines[2])
-
-
-def commit_metadata(config: ProcessorConfig, offset: dict[str, int]) -> dict[str, str]:
-    return {
-        "neurolake.settings": json.dumps(config.describe(), sort_keys=True),
-        "neurolake.settings_fingerprint": config.fingerprint,
-        "neurolake.bronze_versions": json.dumps(offset, sort_keys=True),
-    }
-
-
-class SilverGoldBatch:
-    """The ``foreachBatch`` function of the silver/gold query (runs on the driver)."""
+class SilverGoldSink:
+    """The ``foreachBatch`` function of the silver/gold query (runs on the driver; rows stay on the
+    executors): each output table appended in one Delta commit per batch."""
 
     def __init__(
-        self, lake_root: Path, checkpoint: Path, config: ProcessorConfig, tasks: int = 2, query_name: str = QUERY_NAME
+        self, lake_root: Path, checkpoint: Path, config: ProcessorConfig, query_name: str = QUERY_NAME
     ) -> None:
         self.lake_root = lake_root
         self.checkpoint = checkpoint
-        self.state_dir = session_state_dir(checkpoint)
         self.config = config
-        self.tasks = tasks
         self.query_name = query_name
-        self.timers = TimerStore(self.state_dir)
         self.last_batch: dict[str, Any] = {}
+        self._app_prefix: str | None = None
+
+    def app_id(self, table: str) -> str:
+        if self._app_prefix is None:
+            from streaming_jobs.checkpoints import checkpoint_identity
+
+            self._app_prefix = f"{self.query_name}-{checkpoint_identity(self.checkpoint)}"
+        return f"{self._app_prefix}:{table}"
 
     def __call__(self, batch_df: Any, batch_id: int) -> None:
+        from infra.delta import spark_append
+        from streaming_jobs.bronze import spark_struct
+
         started = time.monotonic()
-        offset = read_batch_offset(self.checkpoint, batch_id)
-        if offset is None:
-            raise RuntimeError(f"no offset for batch {batch_id} in {self.checkpoint}/offsets")
-        previous = read_batch_offset(self.checkpoint, batch_id - 1) or parse_offset({})
-        timers = self.timers.load(before=batch_id)
-        due = sorted(s for s, deadline in timers.items() if deadline <= offset["clock_ms"])
-        has_data = any(offset[t] != previous[t] for t in ("eeg_blocks", "sessions"))
-        if not has_data and not due:
-            self.timers.save(batch_id, timers)
-            return
-        # The source already puts each session in one task (bronze_source.BronzeFiles); ticks made
-        # here on the driver must be regrouped with their sessions' rows, which costs a shuffle.
-        frame = batch_df
-        if due:
-            spark = batch_df.sparkSession
-            ticks = [("tick", s, None, None, None, None, None, None, None, None, None, None) for s in due]
-            frame = batch_df.unionByName(spark.createDataFrame(ticks, ROWS_DDL)).repartition(self.tasks, "session_id")
-        context = BatchContext(
-            batch_id, offset["clock_ms"], offset["markers"], str(self.lake_root), str(self.state_dir), self.config
-        )
-        results = frame.mapInArrow(functools.partial(process_partition, context), RESULT_DDL).toArrow().to_pylist()
-        processed = time.monotonic()
-        files: dict[str, list[WrittenFile]] = {}
-        for result in results:
-            if result["kind"] == "file":
-                files.setdefault(result["name"], []).append(WrittenFile.from_json(result["payload"]))
-            elif result["kind"] == "timer":
-                timers.pop(result["session_id"], None)
-                if result["payload"] is not None:
-                    timers[result["session_id"]] = int(result["payload"])
-        # Before the commits: a replay that finds every table committed still needs the timers.
-        self.timers.save(batch_id, timers)
-        metadata = commit_metadata(self.config, offset)
-        rows = {}
-        for spec, schema in OUTPUT_TABLES.items():
-            table_files = files.get(spec.qualified, [])
-            if table_files:
-                LakeTable(self.lake_root, spec).commit_files(
-                    schema, table_files, f"{self.query_name}:{spec.name}", batch_id, metadata
+        out = batch_df.persist()
+        try:
+            present = {
+                row["table"]: row["n"] for row in out.groupBy("table").count().withColumnRenamed("count", "n").collect()
+            }
+            metadata = commit_metadata(self.config)
+            jobs = []
+            for spec, schema in OUTPUT_TABLES.items():
+                if spec.qualified not in present:
+                    continue
+                rows = out.where(out["table"] == spec.qualified).mapInArrow(
+                    functools.partial(unpack_task, spec.qualified, batch_id, str(self.lake_root)), spark_struct(schema)
                 )
-            rows[spec.qualified] = sum(json.loads(f.stats)["numRecords"] for f in table_files)
+                jobs.append((spec, rows))
+            with ThreadPoolExecutor(max(1, len(jobs))) as pool:
+                futures = {
+                    spec.qualified: pool.submit(
+                        spark_append,
+                        rows,
+                        spec.path(self.lake_root),
+                        self.app_id(spec.name),
+                        batch_id,
+                        ("date",),
+                        metadata,
+                    )
+                    for spec, rows in jobs
+                }
+                commit_s = {name: future.result() for name, future in futures.items()}
+        finally:
+            out.unpersist()
         self.last_batch = {
             "batch_id": batch_id,
-            "rows": rows,
-            "timers": len(timers),
-            "process_s": round(processed - started, 3),
-            "commit_s": round(time.monotonic() - processed, 3),
+            "sessions_by_table": present,
+            "commit_s": commit_s,
+            "seconds": round(time.monotonic() - started, 3),
         }
         log.info("silver/gold batch %d: %s", batch_id, self.last_batch)
-        if rows["silver.session_errors"]:
+        if SILVER_SESSION_ERRORS.qualified in present:
             log.error(
-                "batch %d: %d session(s) failed; see silver.session_errors", batch_id, rows["silver.session_errors"]
+                "batch %d: %d session(s) failed; see silver.session_errors",
+                batch_id,
+                present[SILVER_SESSION_ERRORS.qualified],
             )
+
+
+def rebuilds_dir(checkpoint: Path) -> Path:
+    """Beside the checkpoint, not in it: where a rebuild leaves each rebuilt session's state."""
+    return checkpoint.parent / f"{checkpoint.name}_rebuilds"
+
+
+def bronze_rows(
+    spark: Any, lake_root: Path, streaming: bool = True, sessions: list[str] | None = None, max_files: int = 1000
+) -> Any:
+    """What the processor reads of bronze, as one DataFrame of ``ROWS_ARROW`` rows: a stream from
+    Delta's streaming source, or (for a rebuild) the tables as they are, for ``sessions``."""
+    from pyspark.sql import functions as F
+
+    def read(spec: TableSpec) -> Any:
+        reader = spark.readStream if streaming else spark.read
+        frame = reader.format("delta")
+        if streaming:
+            frame = frame.option("maxFilesPerTrigger", str(max_files))
+        frame = frame.load(str(spec.path(lake_root)))
+        return frame if sessions is None else frame.where(F.col("session_id").isin(sessions))
+
+    def typed(frame: Any, kind: str, columns: tuple[str, ...]) -> Any:
+        return frame.select(
+            F.lit(kind).alias("kind"),
+            *(
+                F.col(field.name).cast(spark_type(field.type)).alias(field.name)
+                if field.name in columns
+                else F.lit(None).cast(spark_type(field.type)).alias(field.name)
+                for field in ROWS_ARROW
+                if field.name != "kind"
+            ),
+        )
+
+    return typed(read(BRONZE_EEG_BLOCKS), "block", BLOCK_COLUMNS).unionByName(
+        typed(read(BRONZE_SESSIONS), "session", SESSION_COLUMNS)
+    )
+
+
+def spark_type(arrow_type: pa.DataType) -> Any:
+    from pyspark.sql.pandas.types import from_arrow_type
+
+    return from_arrow_type(arrow_type)
 
 
 def processor_config(settings: Any) -> ProcessorConfig:
@@ -513,30 +582,46 @@ def processor_config(settings: Any) -> ProcessorConfig:
         window_overlap=lake.window_overlap,
         gap_wait_ms=int(lake.gap_wait_s * 1000),
         default_ssvep_hz=tuple(sorted(settings.edge.stimulus.classes.values())),
+        line_filter=lake.line_filter,
+        notch_q=lake.notch_q,
+        bandstop_width_hz=lake.bandstop_width_hz,
+        bandstop_order=lake.bandstop_order,
     )
 
 
 def start_silver_gold(spark: Any, settings: Any, trigger_s: float | None = None) -> Any:
-    from streaming_jobs.jobs import checkpoint_dir, clear_unfinished_writes
+    from pyspark.sql.streaming.state import GroupStateTimeout
+
+    from infra.delta import ensure_table
+    from streaming_jobs.bronze import bronze_schema
+    from streaming_jobs.checkpoints import checkpoint_dir, clear_unfinished_writes, interruptible
 
     checkpoint = checkpoint_dir(settings, QUERY_NAME)
     clear_unfinished_writes(checkpoint)
-    hold_state_lock(session_state_dir(checkpoint), "the silver/gold stream")
-    trigger_s = trigger_s or settings.lake.trigger_s
-    spark.dataSource.register(BronzeDeltaSource)
-    tasks = settings.lake.silver_tasks
+    hold_state_lock(rebuilds_dir(checkpoint), "the silver/gold stream")
+    trigger_s = settings.lake.trigger_s if trigger_s is None else trigger_s
+    lake_root = settings.paths.lake_root
+    # Delta's source needs its tables to exist; an empty lake has none until the first records.
+    ensure_table(BRONZE_EEG_BLOCKS.path(lake_root), bronze_schema("eeg_block"))
+    ensure_table(BRONZE_SESSIONS.path(lake_root), bronze_schema("session"))
+    # The state store's partitions are fixed when the checkpoint is made: one per core locally.
+    spark.conf.set("spark.sql.shuffle.partitions", str(settings.lake.silver_tasks))
+    context = StreamContext(processor_config(settings), str(rebuilds_dir(checkpoint)))
     rows = (
-        spark.readStream.format(SOURCE_NAME)
-        .schema(ROWS_DDL)  # given, so Spark need not ask the source's Python for it (faster start)
-        .option("root", str(settings.paths.lake_root))
-        .option("maxVersionsPerTrigger", str(settings.lake.max_bronze_versions_per_trigger))
-        .option("maxTasks", str(tasks))
-        .load()
+        bronze_rows(spark, lake_root)
+        .groupBy("session_id")
+        .applyInPandasWithState(
+            functools.partial(process_session, context),
+            OUTPUT_DDL,
+            STATE_DDL,
+            "append",
+            GroupStateTimeout.ProcessingTimeTimeout,
+        )
     )
-    writer = SilverGoldBatch(settings.paths.lake_root, checkpoint, processor_config(settings), tasks)
+    sink = SilverGoldSink(lake_root, checkpoint, context.config)
     return (
         rows.writeStream.queryName(QUERY_NAME)
-        .foreachBatch(writer)
+        .foreachBatch(interruptible(sink))
         .option("checkpointLocation", str(checkpoint))
         .trigger(processingTime=f"{trigger_s} seconds")
         .start()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,11 +17,12 @@ def free_port() -> int:
 
 def isolated_environ(home: Path, **extra: str) -> dict[str, str]:
     """NEUROLAKE_* variables for a private stack under ``home`` on free ports."""
-    broker, mlflow, airflow, airflow_logs, spark_ui, clock, dashboard = free_ports(7)
+    broker, controller, mlflow, airflow, airflow_logs, spark_ui, clock, dashboard = free_ports(8)
     env = {
         "NEUROLAKE_PATHS__HOME": str(home / "state"),
         "NEUROLAKE_PATHS__LAKE_ROOT": str(home / "lake"),
         "NEUROLAKE_BROKER__PORT": str(broker),
+        "NEUROLAKE_BROKER__CONTROLLER_PORT": str(controller),
         "NEUROLAKE_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{broker}",
         "NEUROLAKE_MLFLOW__PORT": str(mlflow),
         "NEUROLAKE_AIRFLOW__PORT": str(airflow),
@@ -40,3 +41,25 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
         return load_settings(environ=isolated_environ(tmp_path, **extra), cwd=tmp_path)
 
     return build
+
+
+@pytest.fixture(scope="session")
+def spark_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """The settings of the tests' one local Spark session; stops it at the end."""
+    home = tmp_path_factory.mktemp("spark")
+    yield load_settings(environ=isolated_environ(home), cwd=home)
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        active.stop()
+
+
+@pytest.fixture
+def spark(spark_settings: Settings):  # type: ignore[no-untyped-def]
+    """One local Spark session (with Delta and Kafka jars) for every test that needs one: a JVM
+    start costs seconds, and the tests pass their own lake paths. An integration test that stopped
+    it (its own ``build_spark_session`` returns the same session) gets a new one here."""
+    from infra.spark import build_spark_session
+
+    return build_spark_session(spark_settings, "neurolake-tests")

@@ -1,5 +1,7 @@
-"""lake_maintenance: hourly compaction of small files, a checkpoint per table, and a vacuum that
-keeps ``lake.vacuum_retention_hours`` of history (never below Delta's one-week floor)."""
+"""lake_maintenance: hourly, Delta's own SQL through Spark: ``OPTIMIZE ... ZORDER BY`` compacts each
+table's micro-batch files clustered by what readers filter on, then ``VACUUM`` deletes files older
+than ``lake.vacuum_retention_hours`` (never below Delta's one-week floor). Delta writes a checkpoint
+every 10 commits by itself."""
 
 from __future__ import annotations
 
@@ -20,16 +22,10 @@ from airflow.sdk import dag, task
 )
 def lake_maintenance() -> None:
     @task
-    def compact() -> dict:
+    def optimize() -> dict:
         from batch_jobs import tasks
 
-        return tasks.compact(tasks.settings())
-
-    @task
-    def checkpoint() -> dict:
-        from batch_jobs import tasks
-
-        return tasks.checkpoint(tasks.settings())
+        return tasks.optimize(tasks.settings())
 
     @task
     def vacuum() -> dict:
@@ -37,7 +33,7 @@ def lake_maintenance() -> None:
 
         return tasks.vacuum(tasks.settings())
 
-    compact() >> checkpoint() >> vacuum()
+    optimize() >> vacuum()
 
 
 lake_maintenance()

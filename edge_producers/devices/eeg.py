@@ -15,6 +15,7 @@ from typing import Protocol, Self
 import numpy as np
 
 from core.settings import EdgeSettings
+from edge_producers.devices.packets import BOARD_COUNTERS, CounterState, PacketCounter, drop_packets, samples_missing
 from edge_producers.devices.simulated import SimulatedEeg, StimulusAt
 from schemas.timebase import now_us
 
@@ -43,6 +44,10 @@ class BoardInfo:
 class EegChunk:
     samples: np.ndarray  # (n_samples, n_channels) float32, microvolts
     device_times_us: np.ndarray  # (n_samples,) int64, device clock
+    # The board's radio packet counter per sample (sources that have one), and, once a RadioLink
+    # has read it, how many samples were lost just before each sample.
+    counter: np.ndarray | None = None
+    missing_before: np.ndarray | None = None
 
     @property
     def n_samples(self) -> int:
@@ -98,6 +103,8 @@ class SimulatedHeadset(ContextSource):
         # The stimulus schedule is in lab time; the generator sees device times.
         lookup = (lambda t: stimulus_at(to_lab_us(t))) if stimulus_at is not None else None
         self._generator = SimulatedEeg(self._sim, lookup)
+        # Counted like a Cyton's radio packets, so a RadioLink finds losses the same way.
+        self.packet_counter: PacketCounter | None = PacketCounter()
         self._clock_us = clock_us
         self._jitter = np.random.default_rng(self._sim.seed + 7919)
         self._start_us: int | None = None
@@ -127,7 +134,7 @@ class SimulatedHeadset(ContextSource):
         jitter = self._jitter.normal(0.0, self._sim.timestamp_jitter_us, n)
         times = (ideal + jitter).astype(np.int64)
         samples = self._generator.generate(n, times)
-        return EegChunk(samples, times)
+        return EegChunk(samples, times, counter=index % self.packet_counter.modulus if self.packet_counter else None)
 
     def stop(self) -> None:
         self._start_us = None
@@ -205,6 +212,10 @@ class BrainFlowSource(ContextSource):
             types += ["pulse"] + ["aux"] * (len(analog) - 1)
         self._rows = np.array(rows)
         self._timestamp_row = int(descr["timestamp_channel"])
+        # The radio's packet counter (BrainFlow's package_num row), on boards where it counts packets.
+        counted = playback_board if board == "playback" else board
+        self.packet_counter: PacketCounter | None = BOARD_COUNTERS.get(counted)
+        self._counter_row = int(descr["package_num_channel"])
         self.info = BoardInfo(
             board=descr.get("name", board),
             sample_rate_hz=float(descr["sampling_rate"]),
@@ -242,7 +253,7 @@ class BrainFlowSource(ContextSource):
             return empty_chunk(self.info.n_channels)
         samples = np.ascontiguousarray(data[self._rows].T, dtype=np.float32)
         times = (data[self._timestamp_row] * 1e6).astype(np.int64)
-        return EegChunk(samples, times)
+        return EegChunk(samples, times, counter=data[self._counter_row] if self.packet_counter else None)
 
     def stop(self) -> None:
         if self._board is None:
@@ -259,21 +270,92 @@ class BrainFlowSource(ContextSource):
         self._board = None
 
 
+class RadioLink(ContextSource):
+    """Every sample of a board with a packet counter passes through here on its way to the runner:
+    the samples the radio lost, found from the counter (devices/packets.py), are marked on the
+    sample after them (``missing_before``). With ``packet_loss`` (fault injection,
+    ``edge.simulation.packet_loss``) the link also loses packets itself, which are then found the
+    same way as a real radio's."""
+
+    def __init__(self, source: EegSource, counter: PacketCounter, packet_loss: float = 0.0, seed: int = 0) -> None:
+        self._source = source
+        self._counter = counter
+        self._loss = packet_loss
+        self._rng = np.random.default_rng(seed + 104729)
+        self._state = CounterState()
+        self._last_time_us: int | None = None
+        self.info = source.info
+
+    def start(self) -> None:
+        self._state, self._last_time_us = CounterState(), None
+        self._source.start()
+        self.info = self._source.info
+
+    def read(self) -> EegChunk:
+        chunk = self._source.read()
+        if chunk.counter is None or chunk.n_samples == 0:
+            return chunk
+        keep = drop_packets(chunk.n_samples, self._loss, self._rng)
+        samples, times, counter = chunk.samples[keep], chunk.device_times_us[keep], chunk.counter[keep]
+        if not len(times):
+            return empty_chunk(self.info.n_channels)
+        missing, self._state = samples_missing(counter, self._counter, self._state)
+        # A silence of a whole counter period or more hides how many periods went by.
+        previous = self._last_time_us if self._last_time_us is not None else int(times[0])
+        silence_s = float(np.max(np.diff(np.concatenate([[previous], times])))) / 1e6
+        if silence_s * self.info.sample_rate_hz >= self._counter.period:
+            log.warning(
+                "%s: no sample for %.2f s, as long as the packet counter's period: whole periods of "
+                "lost samples cannot be counted",
+                self.info.board,
+                silence_s,
+            )
+        self._last_time_us = int(times[-1])
+        return EegChunk(samples, times, counter, missing)
+
+    def stop(self) -> None:
+        self._source.stop()
+
+
+SIMULATED_RADIO = ("simulated", "synthetic", "playback")
+
+
 def make_eeg_source(
     settings: EdgeSettings,
     stimulus_at: StimulusAt | None = None,
     to_lab_us: Callable[[np.ndarray], np.ndarray] = lambda t: t,
 ) -> EegSource:
-    if settings.board == "simulated":
-        return SimulatedHeadset(settings, stimulus_at, to_lab_us=to_lab_us)
+    source = _board_source(settings, stimulus_at, to_lab_us)
+    if settings.lsl_markers:
+        # Stimulus software's markers (PsychoPy over LSL) beside whatever board records the EEG.
+        from edge_producers.devices.lsl import LslMarkers
+
+        return LslMarkers(source, settings.lsl_markers, settings.lsl_timeout_s)
+    return source
+
+
+def _board_source(
+    settings: EdgeSettings,
+    stimulus_at: StimulusAt | None,
+    to_lab_us: Callable[[np.ndarray], np.ndarray],
+) -> EegSource:
     if settings.board == "lsl":
         from edge_producers.devices.lsl import LslSource
 
-        return LslSource(settings.lsl_stream, settings.lsl_markers, settings.lsl_timeout_s)
-    return BrainFlowSource(
-        settings.board,
-        serial_port=settings.serial_port,
-        playback_file=settings.playback_file,
-        playback_board=settings.playback_board,
-        analog_mode=settings.analog_mode,
-    )
+        return LslSource(settings.lsl_stream, settings.lsl_timeout_s)
+    source: SimulatedHeadset | BrainFlowSource
+    if settings.board == "simulated":
+        source = SimulatedHeadset(settings, stimulus_at, to_lab_us=to_lab_us)
+    else:
+        source = BrainFlowSource(
+            settings.board,
+            serial_port=settings.serial_port,
+            playback_file=settings.playback_file,
+            playback_board=settings.playback_board,
+            analog_mode=settings.analog_mode,
+        )
+    if source.packet_counter is None:
+        return source
+    # Injected losses only where no real radio is: a Cyton's own losses are counted, not made.
+    loss = settings.simulation.packet_loss if settings.board in SIMULATED_RADIO else 0.0
+    return RadioLink(source, source.packet_counter, loss, seed=settings.simulation.seed)

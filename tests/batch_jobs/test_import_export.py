@@ -15,13 +15,14 @@ from batch_jobs.exporters import export, physical_range
 from batch_jobs.lake_tables import discover_tables
 from batch_jobs.recording import RecordingError, read_session, write_session
 from batch_jobs.sample_lake import SESSION_START_US, simulate_session
+from infra.spark import build_spark_session
 from neurolake.cli import main
 from streaming_jobs.silver_gold import processor_config
 from tests.conftest import isolated_environ
 
 
 @pytest.fixture
-def lake(tmp_path: Path, monkeypatch, make_settings):  # type: ignore[no-untyped-def]
+def lake(tmp_path: Path, monkeypatch, make_settings, spark):  # type: ignore[no-untyped-def]
     for key, value in isolated_environ(tmp_path).items():
         monkeypatch.setenv(key, value)
     return make_settings()
@@ -36,7 +37,10 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:  # type: ignore[no-untyped-
 def _simulated_in_lake(settings, seconds: float = 20.0, start_us: int = SESSION_START_US + 123_456):  # type: ignore[no-untyped-def]
     """A simulated session starting at a time with microseconds (EDF+ keeps sub-second starts)."""
     recording = simulate_session(settings, 0, seconds, start_us).recording()
-    write_session(settings.paths.lake_root, recording, processor_config(settings))
+    # The test session's Spark (the `lake` fixture made it), as the CLI's own import gets it too.
+    write_session(
+        settings.paths.lake_root, recording, processor_config(settings), lambda: build_spark_session(settings)
+    )
     return recording
 
 

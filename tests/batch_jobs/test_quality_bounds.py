@@ -28,7 +28,7 @@ def test_each_broken_bound_names_its_setting(tmp_path: Path) -> None:
     assert problems[3].startswith("pi-2: clock probe round trip") and "lake.max_clock_rtt_ms" in problems[3]
 
 
-def test_the_check_reads_a_lake_on_disk(make_settings) -> None:  # type: ignore[no-untyped-def]
+def test_the_check_reads_a_lake_on_disk(make_settings, spark) -> None:  # type: ignore[no-untyped-def]
     from batch_jobs.recording import write_session
     from batch_jobs.sample_lake import SESSION_START_US, simulate_session
     from batch_jobs.tasks import data_quality
@@ -36,7 +36,7 @@ def test_the_check_reads_a_lake_on_disk(make_settings) -> None:  # type: ignore[
 
     settings = make_settings()
     session = simulate_session(settings, 0, 6.0, SESSION_START_US)
-    write_session(settings.paths.lake_root, session.recording(), processor_config(settings))
+    write_session(settings.paths.lake_root, session.recording(), processor_config(settings), lambda: spark)
     report = data_quality(settings)
     assert report["counts"]["silver.eeg_samples"] == 1500
     assert report["samples_lost"] == 0 and report["problems"] == [] and report["quarantine_growth"] == 0

@@ -16,9 +16,9 @@ from batch_jobs.rebuild import rebuild
 from batch_jobs.recording import write_session
 from batch_jobs.sample_lake import SESSION_START_US, simulate_session
 from core.errors import NeurolakeError
-from infra.delta import delta_dataset
+from infra.delta import delta_dataset, read_commit_metadata
 from schemas.catalog import SILVER_EEG_SAMPLES
-from streaming_jobs.silver_gold import StateLock, processor_config, session_state_dir
+from streaming_jobs.silver_gold import StateLock, processor_config, rebuilds_dir
 
 TABLES = ("silver/eeg_samples", "silver/heart_rate", "gold/eeg_windows")
 
@@ -34,49 +34,49 @@ def _filtered(root: Path, session_id: str) -> np.ndarray:
 
 
 @pytest.fixture
-def lake(tmp_path: Path, make_settings):  # type: ignore[no-untyped-def]
+def lake(tmp_path: Path, make_settings, spark):  # type: ignore[no-untyped-def]
     settings = make_settings()
     recording = simulate_session(settings, 0, 20.0, SESSION_START_US).recording()
-    write_session(settings.paths.lake_root, recording, processor_config(settings))
-    return settings, recording.session_id
+    write_session(settings.paths.lake_root, recording, processor_config(settings), lambda: spark)
+    return settings, recording.session_id, spark
 
 
 def test_new_band_rewrites_silver_and_gold_then_a_second_rebuild_writes_nothing(lake) -> None:  # type: ignore[no-untyped-def]
-    settings, session_id = lake
+    settings, session_id, spark = lake
     root = settings.paths.lake_root
     checkpoint = root / "_checkpoints" / "silver_gold"
     before = _filtered(root, session_id)
     samples_before = delta_dataset(SILVER_EEG_SAMPLES.path(root))[0].count_rows()
-    unchanged = rebuild(root, checkpoint, processor_config(settings))
+    unchanged = rebuild(spark, root, checkpoint, processor_config(settings))
     assert unchanged.rebuilt == [] and unchanged.up_to_date == [session_id]
 
     narrower = replace(processor_config(settings), band_high_hz=30.0)
-    report = rebuild(root, checkpoint, narrower)
+    report = rebuild(spark, root, checkpoint, narrower)
     assert report.rebuilt == [session_id]
     after = _filtered(root, session_id)
     assert after.shape == before.shape and not np.allclose(after, before)
     for table in TABLES:
-        metadata = DeltaTable(str(root / table)).history(1)[0]
+        metadata = read_commit_metadata(root / table)
         assert metadata["neurolake.settings_fingerprint"] == narrower.fingerprint, table
         assert json.loads(metadata["neurolake.settings"])["band_high_hz"] == 30.0
     dataset, _ = delta_dataset(SILVER_EEG_SAMPLES.path(root))
     assert dataset.count_rows() == report.rows["silver.eeg_samples"] == samples_before
 
     versions = _versions(root)
-    again = rebuild(root, checkpoint, narrower)
+    again = rebuild(spark, root, checkpoint, narrower)
     assert again.rebuilt == [] and _versions(root) == versions
 
 
 def test_a_rebuild_waits_for_no_running_stream(lake) -> None:  # type: ignore[no-untyped-def]
-    settings, _ = lake
+    settings, _, spark = lake
     root = settings.paths.lake_root
     checkpoint = root / "_checkpoints" / "silver_gold"
-    stream = StateLock(session_state_dir(checkpoint))
+    stream = StateLock(rebuilds_dir(checkpoint))
     assert stream.acquire("the silver/gold stream")
     try:
         with pytest.raises(NeurolakeError, match="stream .* is running; stop it first"):
-            rebuild(root, checkpoint, processor_config(settings), force=True)
+            rebuild(spark, root, checkpoint, processor_config(settings), force=True)
     finally:
         stream.release()
     with pytest.raises(NeurolakeError, match="no EEG blocks in bronze for session"):
-        rebuild(root, checkpoint, processor_config(settings), sessions=["nope"])
+        rebuild(spark, root, checkpoint, processor_config(settings), sessions=["nope"])

@@ -34,11 +34,11 @@ def _gold(root: Path, session_id: str):  # type: ignore[no-untyped-def]
     return dataset.to_table(filter=pc.field("session_id") == session_id).sort_by("window_start_index")
 
 
-def test_backfill_gives_the_streaming_processors_rows_and_reads_back_exactly(simulated) -> None:  # type: ignore[no-untyped-def]
+def test_backfill_gives_the_streaming_processors_rows_and_reads_back_exactly(simulated, spark) -> None:  # type: ignore[no-untyped-def]
     settings, session = simulated
     root = settings.paths.lake_root
     recording = session.recording()
-    counts = write_session(root, recording, processor_config(settings))
+    counts = write_session(root, recording, processor_config(settings), lambda: spark)
     assert counts["samples"] == 7500 and counts["markers"] == len(recording.markers) > 0
     expected, _ = session_tables(settings, session)
     gold = _gold(root, recording.session_id)
@@ -57,18 +57,18 @@ def test_backfill_gives_the_streaming_processors_rows_and_reads_back_exactly(sim
         (m["timestamp_us"], m["event"], m["label"]) for m in recording.markers
     ]
     # A second backfill of the same session writes nothing (app transactions).
-    write_session(root, recording, processor_config(settings))
+    write_session(root, recording, processor_config(settings), lambda: spark)
     assert _gold(root, recording.session_id).num_rows == gold.num_rows
     [listed] = list_sessions(root)
     assert listed["samples"] == 7500 and listed["duration_s"] == 30.0 and listed["markers"] == len(recording.markers)
 
 
-def test_lost_blocks_become_a_mask_and_are_never_sent(simulated) -> None:  # type: ignore[no-untyped-def]
+def test_lost_blocks_become_a_mask_and_are_never_sent(simulated, spark) -> None:  # type: ignore[no-untyped-def]
     settings, session = simulated
     recording = session.recording()
     recording.present = np.ones(recording.n_samples, bool)
     recording.present[1000:1100] = False
-    write_session(settings.paths.lake_root, recording, processor_config(settings))
+    write_session(settings.paths.lake_root, recording, processor_config(settings), lambda: spark)
     back = read_session(settings.paths.lake_root, recording.session_id)
     assert back.present is not None and not back.present[1000:1100].any() and back.present[:1000].all()
     assert back.runs() == [(0, 1000), (1100, 7500)]
@@ -91,11 +91,11 @@ def test_markers_as_annotations_and_back(simulated) -> None:  # type: ignore[no-
     ]
 
 
-def test_clear_errors(simulated, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_clear_errors(simulated, tmp_path: Path, spark) -> None:  # type: ignore[no-untyped-def]
     settings, session = simulated
     with pytest.raises(RecordingError, match="no sessions in the lake"):
         read_session(tmp_path / "empty", "x")
-    write_session(settings.paths.lake_root, session.recording(), processor_config(settings))
+    write_session(settings.paths.lake_root, session.recording(), processor_config(settings), lambda: spark)
     with pytest.raises(RecordingError, match="unknown session 'sim-1'.*did you mean sim-1-1790000000000"):
         read_session(settings.paths.lake_root, "sim-1")
     recording = session.recording()

@@ -102,6 +102,13 @@ def test_real_cluster_by_configuration_alone(tmp_path: Path) -> None:
         ({"NEUROLAKE_TOPICS__PARTITIONS": "eeg.raw"}, "is not NAME=VALUE"),
         ({"NEUROLAKE_MLFLOW__PORT": "19092"}, "are both 19092"),
         ({"NEUROLAKE_DASHBOARD__PORT": "15000"}, "dashboard.port and mlflow.port are both 15000"),
+        (
+            {"NEUROLAKE_EDGE__STIMULUS__PRESENTER_PORT": "15006"},
+            "edge.stimulus.presenter_port and dashboard.port are both 15006",
+        ),
+        ({"NEUROLAKE_EDGE__STIMULUS__LAYOUT": "grid"}, "edge.stimulus.layout"),
+        ({"NEUROLAKE_EDGE__SIMULATION__PACKET_LOSS": "0.9"}, "edge.simulation.packet_loss"),
+        ({"NEUROLAKE_EDGE__STIMULUS__CUE_S": "-1"}, "edge.stimulus.cue_s"),
     ],
 )
 def test_bad_settings_name_the_field_and_fix(tmp_path: Path, env: dict, expected: str) -> None:
@@ -143,3 +150,26 @@ def test_web_uis_and_the_broker_stay_on_loopback_unless_the_lan_is_explicitly_tr
     )
     assert trusted.dashboard.host == "0.0.0.0"
     assert load_settings(environ={"NEUROLAKE_DASHBOARD__HOST": "::1"}).dashboard.host == "::1"
+    # The stimulus page reports the frames that become signed markers: loopback too.
+    with pytest.raises(SettingsError, match="edge.stimulus.presenter_host='0.0.0.0' would serve the lab network"):
+        load_settings(environ={"NEUROLAKE_EDGE__STIMULUS__PRESENTER_HOST": "0.0.0.0"})
+
+
+def test_the_lakes_line_filter_is_a_setting_and_describes_the_same_filter_as_the_processor(tmp_path: Path) -> None:
+    import typing
+
+    from dsp.filters import LINE_FILTERS, FilterSpec
+    from dsp.session import ProcessorConfig
+
+    env = {"NEUROLAKE_LAKE__LINE_FILTER": "bandstop", "NEUROLAKE_LAKE__BANDSTOP_ORDER": "2"}
+    lake = load_settings(environ=env, cwd=tmp_path).lake
+    assert typing.get_args(type(lake).model_fields["line_filter"].annotation) == LINE_FILTERS
+    spec = FilterSpec.of(lake, 250.0)
+    assert spec.bandstop_edges_hz == (59.0, 61.0) and spec.bandstop_order == 2
+    assert ProcessorConfig(line_filter="bandstop").filter_spec(250.0) == spec
+    with pytest.raises(SettingsError, match="lake.bandstop_width_hz"):
+        load_settings(environ={**env, "NEUROLAKE_LAKE__BANDSTOP_WIDTH_HZ": "130"}, cwd=tmp_path)
+    with pytest.raises(SettingsError, match="lake.bandstop_order"):
+        load_settings(environ={**env, "NEUROLAKE_LAKE__BANDSTOP_ORDER": "12"}, cwd=tmp_path)
+    with pytest.raises(SettingsError, match="lake.line_filter"):
+        load_settings(environ={"NEUROLAKE_LAKE__LINE_FILTER": "comb"}, cwd=tmp_path)

@@ -117,3 +117,53 @@ def test_the_page_shows_channel_quality_and_alerts_on_lost_blocks(make_settings)
     assert quality["channel"] == sample_records()["session"]["channel_names"]
     assert quality["status"][3] == "FLAT" and quality["status"].count("ok") == 15
     assert "flat channels: ch3" in page.status.text
+
+
+def test_a_restarted_device_s_newest_session_is_the_one_with_data(make_settings) -> None:  # type: ignore[no-untyped-def]
+    feed = LiveFeed(make_settings())
+    session, block = sample_records()["session"], sample_records()["eeg_block"]
+    for session_id, started in (("s1", T0), ("s2", T0 + 60_000_000), ("other", T0 + 90_000_000)):
+        device = "pi-2" if session_id == "other" else "pi-1"
+        feed._handle(SESSIONS, {**session, "session_id": session_id, "started_us": started, "device_id": device}, 0)
+    feed._handle(EEG_RAW, {**block, "session_id": "s1", "first_sample_index": 0}, 1)
+    assert feed.newest_session_of("pi-1") == "s1"
+    feed._handle(EEG_RAW, {**block, "session_id": "s2", "first_sample_index": 0}, 2)
+    assert feed.newest_session_of("pi-1") == "s2" and feed.newest_session_of("pi-9") is None
+
+
+def test_acks_are_matched_to_the_commands_this_server_sent(make_settings) -> None:  # type: ignore[no-untyped-def]
+    from dashboard.feed import CommandStatus
+    from infra.commands import SignedCommand
+    from schemas.catalog import COMMAND_ACKS
+
+    feed = LiveFeed(make_settings())
+    command = SignedCommand("c-7", "pi-1", "STOP", {}, T0, b"")
+    feed.commands["c-7"] = status = CommandStatus(command, sent_at=0.0)
+    ack = {**sample_records()["control"], "kind": "COMMAND_ACK", "in_reply_to": "c-7", "ok": True, "message": "stopped"}
+    feed._handle(COMMAND_ACKS, {**ack, "device_id": "pi-2"}, 1)  # another device's word on pi-1's command
+    feed._handle(COMMAND_ACKS, {**ack, "in_reply_to": "c-8"}, 1)  # not a command of this server
+    assert status.ack is None
+    feed._handle(COMMAND_ACKS, ack, 2)
+    assert status.ack is not None and status.ack["message"] == "stopped" and status.ack_after_s is not None
+
+
+def test_every_devices_frames_logs_and_room_readings_are_kept(make_settings) -> None:  # type: ignore[no-untyped-def]
+    from schemas.catalog import CAMERA_FRAMES, DEVICE_LOGS, SENSORS_ENV
+
+    feed = LiveFeed(make_settings(NEUROLAKE_DASHBOARD__SENSOR_HISTORY_S="10"))
+    frame, reading, line = (
+        sample_records()["camera_frame"],
+        sample_records()["sensor_reading"],
+        sample_records()["device_log"],
+    )
+    for device in ("pi-1", "pi-2"):
+        feed._handle(CAMERA_FRAMES, {**frame, "device_id": device, "frame_index": 7, "width": 640, "height": 480}, 1)
+        feed._handle(DEVICE_LOGS, {**line, "device_id": device}, 1)
+    assert {d: (h.frame.frame_index, h.frame.width) for d, h in feed.devices.items() if h.frame} == {
+        "pi-1": (7, 640), "pi-2": (7, 640)
+    }  # fmt: skip
+    assert [len(h.logs) for h in feed.devices.values()] == [1, 1]
+    for second in range(30):
+        feed._handle(SENSORS_ENV, {**reading, "measured_us": T0 + second * 1_000_000}, 1)
+    history = feed.devices["pi-1"].sensor_history
+    assert len(history) == 11 and history[-1]["measured_us"] == T0 + 29_000_000  # the last 10 s

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from dashboard import views
 
@@ -59,10 +60,10 @@ def test_psd_finds_a_sinusoid() -> None:
 
 
 def test_the_head_map_shows_golds_band_power_for_the_same_window(tmp_path) -> None:
-    """The dashboard filters what it receives and takes band power of its newest window; for the
-    window gold ends at the same sample, every band and channel must agree with gold's row."""
+    """A tab filters what it receives with its own filter, by default the lake's, and takes band
+    power of its newest window; for the window gold ends at the same sample, every band and
+    channel must agree with gold's row."""
     from core.settings import SimulationSettings, load_settings
-    from dashboard.feed import SessionBuffer
     from dsp.features import BANDS
     from dsp.filters import FilterSpec, design_sos
     from dsp.session import Block, ProcessorConfig, SessionInfo, SessionState, process
@@ -75,27 +76,18 @@ def test_the_head_map_shows_golds_band_power_for_the_same_window(tmp_path) -> No
     data = SimulatedEeg(simulation).generate(int(12 * fs))
     config = ProcessorConfig(lake.band_low_hz, lake.band_high_hz, lake.notch_hz, lake.window_s)
     info = SessionInfo("dev", layout.channel_names, layout.channel_types, fs, (8.0, 10.0, 12.0, 15.0))
-    buffer = SessionBuffer(
-        "s",
-        "dev",
-        layout.channel_names,
-        layout.channel_types,
-        fs,
-        "standard_1020",
-        len(data),
-        design_sos(FilterSpec.at_rate(fs, lake.band_low_hz, lake.band_high_hz, lake.notch_hz)),
-    )
+    eeg = [i for i, kind in enumerate(layout.channel_types) if kind == "eeg"]
+    tab = views.FilteredHistory(design_sos(FilterSpec.of(lake, fs)), len(data), len(eeg))
     blocks = [
         Block("dev", i // 20, i, data[i : i + 20], (1_700_000_000_000_000 + (i + np.arange(20)) * 5000), 0, fs)
         for i in range(0, len(data), 20)
     ]
     output, _ = process(SessionState(), blocks, 0, config, info)
     for block in blocks:
-        buffer.append(block.first_sample_index, block.samples, 0)
+        tab.push(block.first_sample_index + np.arange(len(block.samples)), block.samples[:, eeg].astype(np.float64))
     newest = output.windows[-1]
     assert newest["window_end_index"] == len(data)
-    eeg = buffer.eeg_columns
-    recent = buffer.filtered[:, eeg].astype(np.float64)[-int(lake.window_s * fs) :]
+    recent = tab.values[-int(lake.window_s * fs) :]
     for row, band in enumerate(BANDS):
         np.testing.assert_allclose(
             views.band_power_per_channel(recent, fs, band), newest["band_power"][row], rtol=1e-5, atol=1e-6
@@ -113,3 +105,111 @@ def test_running_accuracy_ignores_a_window_that_a_later_trial_starts_inside() ->
     # Gold leaves such a window unlabelled; the dashboard's accuracy must not count it either.
     trials = [(0, 4_000_000, "a"), (1_500_000, 5_000_000, "b")]
     assert views.running_accuracy([(0, 2_000_000, "a")], trials) == (None, 0)
+
+
+def test_a_tabs_controls_describe_the_lakes_filters_with_one_width() -> None:
+    notch = views.trace_filter(1.0, 40.0, "notch", 50.0, 2.5, 2)
+    assert notch.notch_hz == 50.0 and notch.line_filter == "notch" and notch.notch_q == 20.0
+    spec, _ = views.fitted_filter(views.trace_filter(1.0, 60.0, "bandstop", 60.0, 2.0, 2), 250.0)
+    assert spec.bandstop_edges_hz == (59.0, 61.0) and spec.bandstop_order == 2
+    assert views.fitted_filter(views.trace_filter(0.5, 30.0, "off", 60.0, 2.0, 2), 250.0)[0].notch_hz is None
+    with pytest.raises(ValueError, match="line width must be a positive number of Hz"):
+        views.trace_filter(1.0, 40.0, "notch", 50.0, 0.0, 2)
+    with pytest.raises(ValueError, match="band-pass needs 0 < low < high"):
+        views.fitted_filter(views.trace_filter(30.0, 10.0, "off", 60.0, 2.0, 2), 250.0)
+    with pytest.raises(ValueError, match="band-stop order must be 1-8"):
+        views.fitted_filter(views.trace_filter(1.0, 40.0, "bandstop", 50.0, 2.0, 12), 250.0)
+
+
+def test_a_tabs_filtered_history_is_the_same_in_any_chunking_of_its_pushes() -> None:
+    from dsp.filters import FilterSpec, design_sos
+
+    sos = design_sos(FilterSpec(250.0, line_filter="bandstop"))
+    rng = np.random.default_rng(5)
+    indices = np.r_[np.arange(0, 400), np.arange(450, 900)]  # a lost stretch in the middle
+    raw = rng.normal(size=(len(indices), 4)) + [3000, -200, 0, 50]
+    whole = views.FilteredHistory(sos, 600, 4)
+    whole.push(indices, raw)
+    pushed = views.FilteredHistory(sos, 600, 4)
+    for start in range(0, len(indices), 25):
+        pushed.push(indices[start : start + 25], raw[start : start + 25])
+    np.testing.assert_array_equal(pushed.indices, indices[-600:])
+    np.testing.assert_allclose(pushed.values, whole.values, atol=1e-9)
+    assert len(pushed.values) == 600
+    # Settled on the first sample of each run: no transient from the electrodes' DC offsets.
+    assert np.abs(whole.values).max() < 10
+
+
+def test_shown_channels_solo_wins_over_the_ticks() -> None:
+    assert views.shown_channels(4, [3, 0, 9], None) == [0, 3]
+    assert views.shown_channels(4, [0, 1], 2) == [2]
+    assert views.shown_channels(4, [], None) == []
+
+
+def test_the_spectrum_window_sets_the_resolution() -> None:
+    t = np.arange(2000) / 250.0
+    x = np.sin(2 * np.pi * 10.25 * t)[:, None]
+    assert np.diff(views.psd(x, 250.0, 1.0)[0])[0] == 1.0
+    freqs, power = views.psd(x, 250.0, 4.0)
+    assert np.diff(freqs)[0] == 0.25 and freqs[np.argmax(power[:, 0])] == 10.25
+
+
+def test_the_fleet_table_shows_what_each_heartbeat_carries() -> None:
+    new = {"state": "STREAMING", "session_id": "s1", "sample_rate_hz": 249.96, "losses": 3, "spool_depth": 12,
+           "spool_bytes": 2_500_000, "clock_offset_us": -1234, "cpu_pct": 37.4, "memory_pct": 61.2,
+           "soc_temperature_c": 55.25, "message": None}  # fmt: skip
+    old = {"state": "DEGRADED", "session_id": None, "sample_rate_hz": 125.0, "losses": 0, "spool_depth": 0,
+           "clock_offset_us": 0, "message": "camera: no camera"}  # an edge from before device_status v3  # fmt: skip
+    rows = views.fleet_rows({"pi-2": (old, 31.0), "pi-1": (new, 0.4)})
+    assert rows["device"] == ["pi-1", "pi-2"]
+    assert rows["cpu"] == ["37", "-"] and rows["memory"] == ["61", "-"] and rows["soc"] == ["55.2", "-"]
+    assert rows["rate"] == ["250.0", "125.0"] and rows["offset"] == ["-1.2", "0.0"] and rows["spool_mb"][0] == "2.50"
+    assert rows["heartbeat"] == ["0", "31"] and rows["message"] == ["", "camera: no camera"]
+
+
+def test_log_rows_newest_first_per_device_and_level() -> None:
+    lines = [
+        {
+            "device_id": "pi-1",
+            "timestamp_us": 1_790_000_000_000_000 + i,
+            "level": level,
+            "logger": "edge",
+            "message": f"m{i}",
+        }
+        for i, level in enumerate(["INFO", "WARNING", "DEBUG", "ERROR"])
+    ] + [{"device_id": "pi-2", "timestamp_us": 1_790_000_000_000_009, "level": "ERROR", "logger": "x", "message": "b"}]
+    rows = views.log_rows(lines, "pi-1", "WARNING", 10)
+    assert rows["message"] == ["m3", "m1"] and rows["time"][0].endswith(".000")
+    assert views.log_rows(lines, None, "DEBUG", 2)["message"] == ["b", "m3"]
+
+
+def test_a_commands_fate_is_said_with_the_devices_text_escaped() -> None:
+    waiting = views.command_html("STOP", 0.4, None, None, None, 15.0)
+    assert "STOP: sent 0.4 s ago, waiting" in waiting
+    ack = {"ok": True, "message": "stopped <b>"}
+    assert "STOP: <b>ok</b>: stopped &lt;b&gt; (ack after 45 ms)" in views.command_html("STOP", 1, ack, 0.045, None, 15)
+    refused = views.command_html("SET_CONFIG", 1, {"ok": False, "message": "cannot change x live"}, 0.1, None, 15)
+    assert "SET_CONFIG: <b>refused</b>: cannot change x live" in refused
+    assert "no ack within 15 s" in views.command_html("START", 16, None, None, None, 15)
+    assert "not delivered" in views.command_html("START", 1, None, None, "not delivered to Kafka: x", 15)
+
+
+def test_room_readings_become_time_series_in_lab_time() -> None:
+    base = {"clock_offset_us": 2_000_000, "temperature_c": 21.0, "humidity_pct": None, "pressure_hpa": 1000.0,
+            "gyro_x_rad_s": 0.3, "gyro_y_rad_s": 0.4, "gyro_z_rad_s": 0.0}  # fmt: skip
+    rows = views.sensor_rows([{**base, "measured_us": 10_000_000}, {**base, "measured_us": 10_500_000,
+                              "gyro_z_rad_s": None}], started_us=11_000_000)  # fmt: skip
+    assert rows["t"] == [1.0, 1.5] and rows["temperature_c"] == [21.0, 21.0]
+    assert (
+        np.isnan(rows["humidity_pct"]).all() and rows["motion"][0] == pytest.approx(0.5) and np.isnan(rows["motion"][1])
+    )
+
+
+def test_beats_are_found_in_the_simulated_pulse() -> None:
+    from core.settings import SimulationSettings
+    from edge_producers.devices.simulated import SimulatedEeg
+
+    data = SimulatedEeg(SimulationSettings(seed=1, n_eeg_channels=8)).generate(2500)
+    beats, bpm = views.beats_and_bpm(data[:, -1], 250.0)
+    assert 8 <= len(beats) <= 14 and bpm is not None and 55 < bpm < 85
+    assert views.beats_and_bpm(data[:100, -1], 250.0) == (pytest.approx(np.empty(0)), None)

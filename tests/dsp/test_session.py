@@ -135,3 +135,35 @@ def test_heart_rate_beats_from_the_pulse_channel_in_any_grouping() -> None:
     assert [b for b, _ in beats_many] == [b for b, _ in beats_one]
     bpms = [bpm for _, bpm in beats_one if bpm is not None]
     assert np.median(bpms) == pytest.approx(heart_hz * 60, rel=0.03)
+
+
+def test_a_bandstop_lake_has_its_own_fingerprint_and_takes_wandering_mains_out_of_silver() -> None:
+    # The fingerprint is what tells `neurolake lake rebuild` which sessions were made otherwise;
+    # a lake that did not change its filter keeps the fingerprint it had before band-stops existed.
+    assert ProcessorConfig().fingerprint == "942c06c808716048"
+    assert ProcessorConfig(notch_q=30.0, bandstop_width_hz=4.0).fingerprint == ProcessorConfig().fingerprint
+    bandstop = ProcessorConfig(gap_wait_ms=5_000, line_filter="bandstop", bandstop_width_hz=2.0, bandstop_order=2)
+    assert bandstop.fingerprint != CONFIG.fingerprint
+    assert ProcessorConfig(notch_q=10.0).fingerprint != ProcessorConfig().fingerprint
+    assert (
+        ProcessorConfig(line_filter="bandstop", notch_hz=None).fingerprint == ProcessorConfig(notch_hz=None).fingerprint
+    )
+
+    blocks, data, info = _blocks(seconds=12)
+    t = np.arange(len(data)) / FS
+    mains = (20.0 * np.sin(2 * np.pi * 60.15 * t)).astype(np.float32)  # the grid a little off 60 Hz
+    hummed = [
+        Block(b.device_id, b.seq, b.first_sample_index, b.samples + mains[b.first_sample_index : b.first_sample_index + len(b.samples), None],
+              b.device_times_us, b.clock_offset_us, b.sample_rate_hz)
+        for b in blocks
+    ]  # fmt: skip
+
+    def mains_left(config: ProcessorConfig) -> float:
+        out, state = process(SessionState(), hummed, 0, config, info)
+        assert state.fingerprints == {config.fingerprint}
+        filtered = _concat(out.samples, "filtered")[int(4 * FS) :, :16]
+        spectrum = np.abs(np.fft.rfft(filtered, axis=0))
+        freqs = np.fft.rfftfreq(len(filtered), 1 / FS)
+        return float(spectrum[np.abs(freqs - 60.15) < 0.3].max() / np.median(spectrum[(freqs > 40) & (freqs < 50)]))
+
+    assert mains_left(bandstop) < mains_left(CONFIG) / 5

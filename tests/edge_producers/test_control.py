@@ -80,14 +80,14 @@ def test_only_the_hub_signing_for_this_device_is_obeyed(tmp_path: Path) -> None:
     tampered[30] ^= 1
     listener.accept(bytes(tampered))
     assert seen == [] and listener.refused == 5
-    # A device's own COMMAND_ACK (signed as a device) shares the topic: skipped, not refused.
-    listener.accept(_command(command_id="reply", kind="COMMAND_ACK", direction=DEVICE))
     # A message keyed to another device is not this Pi's business.
     listener.accept(_unsigned(command_id="elsewhere"), b"pi-2")
     assert seen == [] and listener.refused == 5
-    # Anything else signed as a device (a reflected or leaked device record) is refused.
+    # Anything signed as a device (a reflected or leaked device record, even a command ack, which
+    # devices send on devices.acks) is refused.
     listener.accept(_command(command_id="reflected", kind="SHUTDOWN", direction=DEVICE))
-    assert seen == [] and listener.refused == 6
+    listener.accept(_command(command_id="reply", kind="COMMAND_ACK", direction=DEVICE))
+    assert seen == [] and listener.refused == 7
     listener.accept(_command(command_id="real"), b"pi-1")
     assert [r["command_id"] for r in seen] == ["real"]
 

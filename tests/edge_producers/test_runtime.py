@@ -160,3 +160,48 @@ def test_markers_follow_the_schedule(tmp_path: Path) -> None:
     assert events[:4] == ["START", "END", "START", "END"]
     assert events.count("START") == events.count("END")  # a cut-short trial still ends
     assert np.all(np.diff([m["timestamp_us"] for m in markers]) >= 0)
+
+
+def test_a_640x480_camera_at_24_fps_is_within_bounds_and_keeps_its_rate(tmp_path: Path, monkeypatch) -> None:
+    from core.settings import load_settings
+    from edge_producers import runtime
+
+    env = {
+        "NEUROLAKE_EDGE__CAMERA__SOURCE": "test_pattern",
+        "NEUROLAKE_EDGE__CAMERA__WIDTH": "640",
+        "NEUROLAKE_EDGE__CAMERA__HEIGHT": "480",
+        "NEUROLAKE_EDGE__CAMERA__FPS": "24",
+    }
+    edge = load_settings(environ=env, cwd=tmp_path).edge
+    clock = [1_800_000_000_000_000]
+    monkeypatch.setattr(runtime, "now_us", lambda: clock[0])
+    runner = _runner(tmp_path, **edge.model_dump(include={"camera"}))
+    runner.start_session()
+    # Ticks that come 10 ms apart (the loop's own pace) must not slow a 24 fps camera to 20.
+    for _ in range(500):
+        clock[0] += 10_000
+        runner.tick()
+        assert runner.next_frame_in_s(clock[0]) is not None and runner.next_frame_in_s(clock[0]) <= 1 / 24
+    runner.stop_session()
+    frames = [r for t, r in _records(runner) if t == "camera.frames"]
+    assert runner.counters.frames_refused == 0
+    assert len(frames) in (120, 121)  # 5 s at 24 fps
+    assert {(f["width"], f["height"]) for f in frames} == {(640, 480)}
+    assert max(len(f["data"]) for f in frames) < edge.camera.max_frame_bytes
+
+
+def test_the_heartbeat_carries_the_hosts_cpu_memory_and_temperature(tmp_path: Path) -> None:
+    from edge_producers.host import HostMonitor
+
+    zone = tmp_path / "temp"
+    zone.write_text("48312\n")
+    runner = _runner(tmp_path)
+    runner._host = HostMonitor(thermal_zone=zone, min_interval_s=0)
+    time.sleep(0.1)  # the host's CPU times tick every 10 ms: let some pass between two samples
+    runner.publish_status()
+    status = [r for t, r in _records(runner) if t == "devices.status"][-1]
+    assert status["soc_temperature_c"] == 48.312
+    assert 0 <= status["cpu_pct"] <= 100 and 0 < status["memory_pct"] < 100
+    runner._host = HostMonitor(thermal_zone=tmp_path / "none", min_interval_s=0)
+    runner.publish_status()
+    assert [r for t, r in _records(runner) if t == "devices.status"][-1]["soc_temperature_c"] is None

@@ -54,3 +54,62 @@ return {traces: source('traces_source'), predictions: source('predictions_source
         headmap_pixels: painted, status: text('session_status'), message: text('message'),
         prediction_text: text('prediction_text')};
 """
+
+
+# A Bokeh widget's clickable element (a Button, the index-th button of a button group, the
+# index-th header of Tabs), found through BokehJS's own view of the model with that name: the
+# widgets live in shadow DOM, so CSS selectors cannot reach them, but selenium can click what
+# this returns like a user would.
+BOKEH_CLICKABLE_JS = """
+const [name, index] = arguments;
+if (!window.Bokeh || !Bokeh.documents || !Bokeh.documents.length || !Bokeh.index) return null;
+const model = Bokeh.documents[0].get_model_by_name(name);
+if (!model) return null;
+const view = Bokeh.index.find_one(model);
+if (!view) return null;
+if (view.button_el) return view.button_el;
+if (view._buttons) return view._buttons[index] || null;
+if (view.header_els) return view.header_els[index] || null;
+return null;
+"""
+
+# A named model's property (a Div's text, a Select's value) or a named data source's columns.
+BOKEH_MODEL_JS = """
+const [name, attribute] = arguments;
+if (!window.Bokeh || !Bokeh.documents || !Bokeh.documents.length) return null;
+const model = Bokeh.documents[0].get_model_by_name(name);
+if (!model) return null;
+const value = model[attribute];
+if (attribute !== 'data') return value;
+const columns = {};
+for (const key of Object.keys(value)) columns[key] = Array.from(value[key]);
+return columns;
+"""
+
+
+def click_bokeh(browser: Any, name: str, index: int = 0, timeout_s: float = 30.0) -> None:
+    """Click the widget ``name`` (see BOKEH_CLICKABLE_JS) once the page has rendered it."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while (element := browser.execute_script(BOKEH_CLICKABLE_JS, name, index)) is None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no clickable Bokeh widget named {name!r} on the page")
+        time.sleep(0.2)
+    element.click()
+
+
+def bokeh_model(browser: Any, name: str, attribute: str) -> Any:
+    return browser.execute_script(BOKEH_MODEL_JS, name, attribute)
+
+
+# (naturalWidth, naturalHeight) of the image a named Div shows, as the browser decoded it.
+BOKEH_IMAGE_SIZE_JS = """
+const [name] = arguments;
+if (!window.Bokeh || !Bokeh.documents || !Bokeh.documents.length || !Bokeh.index) return null;
+const model = Bokeh.documents[0].get_model_by_name(name);
+const view = model ? Bokeh.index.find_one(model) : null;
+const root = view ? (view.shadow_el || view.el.shadowRoot || view.el) : null;
+const image = root ? root.querySelector('img') : null;
+return image && image.naturalWidth ? [image.naturalWidth, image.naturalHeight] : null;
+"""

@@ -15,7 +15,7 @@ from infra.spark import build_spark_session
 from schemas.catalog import SILVER_SENSOR_READINGS
 from schemas.codec import default_codec
 from schemas.signing import new_key, sign
-from streaming_jobs.jobs import start_bronze
+from streaming_jobs.jobs import BRONZE_QUERIES, start_bronze
 from tests.integration.conftest import BrokerStack, read_topic, signed
 from tests.schemas.samples import sample_records
 
@@ -28,10 +28,8 @@ def _table(root, name):
 
 
 def _positions_of(broker: BrokerStack, topics: list[str], values: list[bytes]) -> set[tuple]:
-    """Where ``values`` sit in ``topics``. The test producers are not idempotent (nor is the edge's,
-    on this broker): a retried send can put a record on a topic twice, and each copy is its own
-    Kafka record that bronze must quarantine once. So quarantine is compared with what the topics
-    hold, not with what was sent."""
+    """Where ``values`` sit in ``topics``: quarantine is compared with what the topics hold (each
+    Kafka record quarantined once), not with what was sent."""
     wanted = set(values)
     return {
         (topic, m.partition(), m.offset())
@@ -115,10 +113,11 @@ def test_bronze_exactly_once_with_quarantine_and_acks(broker: BrokerStack) -> No
 
     spark = build_spark_session(broker.settings, "bronze-test")
     try:
-        for _ in range(2):  # a second run over the same checkpoint adds nothing
-            query = start_bronze(spark, broker.settings, trigger_s=0.5)
-            query.processAllAvailable()
-            query.stop()
+        for _ in range(2):  # a second run over the same checkpoints adds nothing
+            for name in BRONZE_QUERIES:
+                query = start_bronze(spark, broker.settings, name, trigger_s=0.5)
+                query.processAllAvailable()
+                query.stop()
     finally:
         spark.stop()
     root = broker.settings.paths.lake_root
@@ -204,10 +203,11 @@ def test_a_thousand_malformed_records_are_quarantined_and_the_query_keeps_going(
     try:
         from streaming_jobs.jobs import drain
 
-        query = start_bronze(spark, broker.settings, trigger_s=0.5, publish_acks=False)
-        drain(query)
-        assert query.isActive and query.exception() is None
-        query.stop()
+        for name in BRONZE_QUERIES:
+            query = start_bronze(spark, broker.settings, name, trigger_s=0.5, publish_acks=False)
+            drain(query)
+            assert query.isActive and query.exception() is None
+            query.stop()
     finally:
         spark.stop()
     root = broker.settings.paths.lake_root

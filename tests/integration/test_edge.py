@@ -198,7 +198,7 @@ def test_sigkill_and_restart_loses_nothing_spooled(broker: BrokerStack) -> None:
     undelivered = spool.stats().undelivered
     spool.close()
     assert undelivered > 0 and spooled
-    broker.start_broker()  # the restarted broker is empty: everything must come from the spool
+    broker.start_broker()  # what the broker never took must come from the spool
     summary = _run_simulator(broker, "--headsets", "1", "--duration", "8")
     blocks = _decode(read_topic(broker.settings, "eeg.raw"))
     on_topic = {b["seq"] for b in blocks}
@@ -269,9 +269,7 @@ def test_bad_input_is_refused_and_the_producer_keeps_running(broker: BrokerStack
     assert device["samples"] > 2000  # EEG kept flowing without the camera, and no forged STOP stopped it
     assert "picamera2 is not installed" in err
     acks = [
-        r
-        for r in _decodable(read_topic(broker.settings, "devices.control", idle_s=1))
-        if r.get("kind") == "COMMAND_ACK"
+        r for r in _decodable(read_topic(broker.settings, "devices.acks", idle_s=1)) if r.get("kind") == "COMMAND_ACK"
     ]
     assert acks and acks[0]["in_reply_to"] == "cfg-1" and acks[0]["ok"] is False
     assert "cannot change serial_port live" in acks[0]["message"]

@@ -161,14 +161,14 @@ def test_an_lsl_amplifier_and_marker_stream_recorded_through_the_edge_label_gold
     lab.terminate()
     assert edge.returncode == 0, edge.stderr[-3000:]
     spark = build_spark_session(broker.settings, "lsl-in-test")
+    root = broker.settings.paths.lake_root
     try:
         query = start_bronze(spark, broker.settings, trigger_s=0.5, publish_acks=False)
         query.processAllAvailable()
         query.stop()
+        rebuild(spark, root, root / "_checkpoints" / "silver_gold", processor_config(broker.settings))
     finally:
         spark.stop()
-    root = broker.settings.paths.lake_root
-    rebuild(root, root / "_checkpoints" / "silver_gold", processor_config(broker.settings))
     windows = LakeTable(root, GOLD_EEG_WINDOWS).read_columns(["session_id", "label"])
     assert windows is not None and windows.num_rows > 50
     labels = pc.value_counts(windows.column("label")).to_pylist()

@@ -15,7 +15,7 @@ from scipy.signal import sosfilt
 
 from dsp.filters import FilterSpec, design_sos
 from infra.spark import build_spark_session
-from streaming_jobs.jobs import drain, start_bronze
+from streaming_jobs.jobs import BRONZE_QUERIES, drain, start_bronze
 from streaming_jobs.silver_gold import start_silver_gold
 from tests.integration.conftest import BrokerStack
 
@@ -36,6 +36,8 @@ def test_silver_and_gold_from_a_simulated_session(broker: BrokerStack) -> None:
         "--duration",
         "20",
         "--stimulus",
+        "--sensors",
+        "--camera",
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -43,9 +45,10 @@ def test_silver_and_gold_from_a_simulated_session(broker: BrokerStack) -> None:
     device = json.loads(process.communicate(timeout=120)[0])["devices"][0]
     spark = build_spark_session(broker.settings, "silver-gold-test")
     try:
-        bronze = start_bronze(spark, broker.settings, trigger_s=0.5, publish_acks=False)
-        drain(bronze)
-        bronze.stop()
+        for name in BRONZE_QUERIES:
+            bronze = start_bronze(spark, broker.settings, name, trigger_s=0.5, publish_acks=False)
+            drain(bronze)
+            bronze.stop()
         for _ in range(2):  # restarting from the checkpoint adds nothing
             query = start_silver_gold(spark, broker.settings, trigger_s=0.5)
             drain(query)
@@ -78,3 +81,46 @@ def test_silver_and_gold_from_a_simulated_session(broker: BrokerStack) -> None:
         hz = row["ssvep_hz"][int(np.argmax(row["ssvep_score"]))]
         hits += row["label"] == f"flicker_{hz:g}hz"
     assert hits / stimulus.num_rows > 0.9
+    _every_table_reads_in_delta_rs_duckdb_and_polars(root)
+    _maintenance_compacts_and_keeps_every_row(broker, root)
+
+
+def _every_table_reads_in_delta_rs_duckdb_and_polars(root) -> None:  # type: ignore[no-untyped-def]
+    """The tables delta-spark wrote keep to Delta features that delta-rs, DuckDB's Delta extension
+    and Polars read: the same row count from each."""
+    import polars as pl
+
+    from batch_jobs.lake_sql import connect
+    from batch_jobs.lake_tables import discover_tables
+
+    tables = discover_tables(root)
+    assert len(tables) >= 12, sorted(tables)  # bronze's tables, silver's and gold's
+    con = connect()
+    try:
+        for name, path in tables.items():
+            rows = ds.dataset(DeltaTable(str(path)).file_uris(), format="parquet").count_rows()
+            (duck,) = con.execute(f"SELECT count(*) FROM delta_scan('{path}')").fetchone()
+            polars = pl.read_delta(str(path)).height
+            assert rows == duck == polars, (name, rows, duck, polars)
+    finally:
+        con.close()
+
+
+def _maintenance_compacts_and_keeps_every_row(broker: BrokerStack, root) -> None:  # type: ignore[no-untyped-def]
+    """The maintenance DAG's tasks: OPTIMIZE ... ZORDER BY through Spark leaves fewer files and the
+    same rows; VACUUM within the retention deletes nothing time travel needs."""
+    from batch_jobs import tasks
+    from batch_jobs.lake_sql import run_query
+
+    path = root / "silver" / "eeg_samples"
+    files_before = len(DeltaTable(str(path)).file_uris())
+    rows_before = run_query(root, "SELECT count(*) FROM silver.eeg_samples").rows[0][0]
+    version_before = DeltaTable(str(path)).version()
+    report = tasks.optimize(broker.settings)
+    assert report["silver.eeg_samples"]["files_removed"] >= 2
+    assert len(DeltaTable(str(path)).file_uris()) < files_before
+    assert run_query(root, "SELECT count(*) FROM silver.eeg_samples").rows[0][0] == rows_before
+    assert DeltaTable(str(path)).history(1)[0]["operation"] == "OPTIMIZE"
+    tasks.vacuum(broker.settings)
+    travelled = run_query(root, f"SELECT count(*) FROM silver.eeg_samples VERSION AS OF {version_before}")
+    assert travelled.rows[0][0] == rows_before

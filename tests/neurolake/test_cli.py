@@ -49,10 +49,10 @@ def test_malformed_toml(tmp_path: Path) -> None:
     assert not (tmp_path / "state" / "run").exists()
 
 
-def test_missing_broker_binary_starts_nothing(tmp_path: Path) -> None:
-    env = isolated_environ(tmp_path, NEUROLAKE_BROKER__BINARY=str(tmp_path / "no-tansu"))
+def test_missing_broker_jars_start_nothing(tmp_path: Path) -> None:
+    env = isolated_environ(tmp_path, NEUROLAKE_PATHS__JARS=str(tmp_path / "no-jars"))
     line = _one_error_line(run_cli(["up"], env, tmp_path))
-    assert "broker binary missing" in line and "NEUROLAKE_BROKER__BINARY" in line
+    assert "Kafka broker's jars are missing" in line and "make setup" in line
     assert not list((tmp_path / "state").glob("run/*.pid"))
 
 
@@ -73,3 +73,24 @@ def test_status_of_a_stopped_stack(tmp_path: Path) -> None:
     result = run_cli(["status", "--json"], isolated_environ(tmp_path), tmp_path)
     assert result.returncode == 1, result.stderr
     assert '"running": false' in result.stdout
+
+
+def test_stimulus_serve_on_a_port_in_use_starts_nothing(tmp_path: Path) -> None:
+    import socket
+
+    from core.settings import load_settings
+    from schemas.signing import Keyring, ensure_key
+
+    env = isolated_environ(tmp_path)
+    ensure_key(Keyring(load_settings(environ=env, cwd=tmp_path).security.keyring), "pi-1")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        line = _one_error_line(run_cli(["stimulus", "serve", "--port", str(port), "--duration", "5"], env, tmp_path))
+    assert f"cannot listen on 127.0.0.1:{port}" in line and "edge.stimulus.presenter_port" in line
+    from edge_producers.spool import Spool
+
+    for path in (tmp_path / "state").glob("spool/*.sqlite"):
+        assert Spool(path, 10**8).stats().records == 0  # no session was started
+    assert run_cli(["stimulus", "serve", "--help"], env, tmp_path).returncode == 0

@@ -20,16 +20,16 @@ from streaming_jobs.silver_gold import processor_config
 
 
 @pytest.fixture
-def two_versions(make_settings):  # type: ignore[no-untyped-def]
+def two_versions(make_settings, spark):  # type: ignore[no-untyped-def]
     """gold.eeg_windows v0 with one session, v1 with two; the time between the commits."""
     settings = make_settings()
     first = simulate_session(settings, 0, 12.0, SESSION_START_US).recording()
-    write_session(settings.paths.lake_root, first, processor_config(settings))
+    write_session(settings.paths.lake_root, first, processor_config(settings), lambda: spark)
     time.sleep(0.05)
     between = dt.datetime.now(dt.UTC)
     time.sleep(0.05)
     second = simulate_session(settings, 1, 12.0, SESSION_START_US + 10**9).recording()
-    write_session(settings.paths.lake_root, second, processor_config(settings))
+    write_session(settings.paths.lake_root, second, processor_config(settings), lambda: spark)
     return settings, first, second, between
 
 

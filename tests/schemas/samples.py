@@ -106,6 +106,9 @@ def sample_records() -> dict[str, dict[str, Any]]:
             "clock_rtt_us": 800,
             "sample_rate_hz": 249.9,
             "message": None,
+            "cpu_pct": 23.5,
+            "memory_pct": 41.0,
+            "soc_temperature_c": 52.1,
         },
         "device_log": {
             "device_id": "pi-1",
