@@ -421,7 +421,8 @@ def list_sessions(lake_root: Path) -> list[dict[str, Any]]:
     return result
 
 
-def _bronze_table(record_type: str, records: list[dict[str, Any]], topic: str):  # type: ignore[no-untyped-def]
+def bronze_table(record_type: str, records: list[dict[str, Any]], topic: str):  # type: ignore[no-untyped-def]
+    """Records as bronze rows, as if read from ``import:<topic>`` (no Kafka offsets of their own)."""
     import pyarrow as pa
 
     from infra.delta import utc_date
@@ -463,13 +464,13 @@ def write_session(
 
     recording.validate()
     app = f"import:{recording.session_id}"
-    LakeTable(lake_root, BRONZE_SESSIONS).append(_bronze_table("session", [recording.session], SESSIONS), app, 0)
+    LakeTable(lake_root, BRONZE_SESSIONS).append(bronze_table("session", [recording.session], SESSIONS), app, 0)
     if recording.markers:
-        markers = _bronze_table("marker", recording.markers, MARKERS)
+        markers = bronze_table("marker", recording.markers, MARKERS)
         LakeTable(lake_root, BRONZE_MARKERS).append(markers, app, 0)
         LakeTable(lake_root, SILVER_MARKERS).append(silver_projections({"markers": markers})["markers"], app, 0)
     records = list(recording.block_records())
-    LakeTable(lake_root, BRONZE_EEG_BLOCKS).append(_bronze_table("eeg_block", records, EEG_RAW), app, 0)
+    LakeTable(lake_root, BRONZE_EEG_BLOCKS).append(bronze_table("eeg_block", records, EEG_RAW), app, 0)
     counts = {
         "blocks": len(records),
         "samples": sum(r["n_samples"] for r in records),

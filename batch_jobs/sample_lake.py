@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from batch_jobs.recording import Recording
+from batch_jobs.recording import Recording, bronze_table
 from core.settings import Settings, StimulusSettings
 from dsp.session import Block, SessionState, info_from_session_record, process
 from dsp.ssvep import layout_from_classes
@@ -25,7 +25,7 @@ from edge_producers.devices.sensors import SimulatedRoomSensors
 from edge_producers.devices.simulated import SimulatedEeg
 from edge_producers.stimulus import StimulusSchedule
 from infra.delta import LakeTable, utc_date
-from schemas.catalog import GOLD_EEG_WINDOWS, SILVER_MARKERS, SILVER_SENSOR_READINGS
+from schemas.catalog import BRONZE_SESSIONS, GOLD_EEG_WINDOWS, SESSIONS, SILVER_MARKERS, SILVER_SENSOR_READINGS
 from streaming_jobs.lake_rows import WINDOWS_SCHEMA, windows_table
 from streaming_jobs.silver_gold import label_windows, processor_config
 
@@ -180,6 +180,7 @@ def write_sample_lake(
     root: Path = settings.paths.lake_root
     windows_table, markers_table = LakeTable(root, GOLD_EEG_WINDOWS), LakeTable(root, SILVER_MARKERS)
     readings_table = LakeTable(root, SILVER_SENSOR_READINGS)
+    sessions_table = LakeTable(root, BRONZE_SESSIONS)
     ids = []
     for number in range(sessions):
         start_us = SESSION_START_US + number * int((seconds + 60) * 1e6)
@@ -187,7 +188,9 @@ def write_sample_lake(
         windows, markers = session_tables(settings, session)
         session_id, device_id = session.session_id, session.session_record["device_id"]
         readings = _room_readings(session_id, device_id, number, start_us, seconds)
-        # Silver first: a window must never be in gold before the markers that label it.
+        # The session record first (training reads each session's montage from it), then silver:
+        # a window must never be in gold before the markers that label it.
+        sessions_table.append(bronze_table("session", [session.session_record], SESSIONS), f"{APP_ID}:sessions", number)
         markers_table.append(markers, f"{APP_ID}:markers", number)
         readings_table.append(readings, f"{APP_ID}:sensor_readings", number)
         windows_table.append(windows, f"{APP_ID}:eeg_windows", number)

@@ -64,7 +64,7 @@ def measure_live(settings, env: dict[str, str], headsets: int, seconds: float, l
         }
     )
     try:
-        _wait_for_text(scorer_log, "scoring with", 120)
+        _wait_for_text(scorer_log, "live scorer reading", 120)
         metadata = consumer.list_topics(timeout=10).topics
         consumer.assign(
             [TopicPartition(t, p, OFFSET_END) for t in ("eeg.raw", "eeg.predictions") for p in metadata[t].partitions]
@@ -77,6 +77,7 @@ def measure_live(settings, env: dict[str, str], headsets: int, seconds: float, l
         )
         block_ms: dict[tuple[str, int], int] = {}
         latencies, scorer_ms = [], []
+        models: dict[str, int] = {}
         warmup_until = time.monotonic() + 8
         end = time.monotonic() + seconds + 8
         while time.monotonic() < end:
@@ -90,6 +91,7 @@ def measure_live(settings, env: dict[str, str], headsets: int, seconds: float, l
                     key = (record["session_id"], record["first_sample_index"] + record["n_samples"])
                     block_ms[key] = (int(eeg_block_device_times(record)[-1]) + int(record["clock_offset_us"])) / 1000
                 elif time.monotonic() > warmup_until:
+                    models[record["model_name"]] = models.get(record["model_name"], 0) + 1
                     produced = block_ms.get((record["session_id"], record["window_end_index"]))
                     if produced is not None:
                         latencies.append(received_ms - produced)
@@ -101,6 +103,7 @@ def measure_live(settings, env: dict[str, str], headsets: int, seconds: float, l
         scorer.wait(timeout=30)
     print(f"  live scorer, {headsets:>3} headset(s): window end -> prediction received  {latency_summary(latencies)}")
     print(f"  {'':>28} scorer only (block arrival -> produced)   {latency_summary(scorer_ms)}")
+    print(f"  {'':>28} predictions by model: {', '.join(f'{m} {n}' for m, n in sorted(models.items())) or 'none'}")
 
 
 def measure_lake(settings, env: dict[str, str], headsets: int, seconds: float, logs: Path) -> None:  # type: ignore[no-untyped-def]
@@ -169,7 +172,7 @@ def main() -> None:
         write_sample_lake(settings, sessions=4, seconds=60)
         result = train(settings, build_training_set(settings.paths.lake_root, settings.ml))
         print(
-            f"scoring bench: champion {settings.mlflow.model_name} v{result.registered_version}, "
+            f"scoring bench: champion {result.model_name} v{result.registered_version}, "
             f"{args.seconds:.0f} s per run after 8 s warm-up, 16 EEG ch + pulse at 250 Hz, "
             f"2 s windows every 0.4 s (target: window end -> prediction p95 <= 50 ms)"
         )

@@ -537,6 +537,9 @@ class MlSettings(_Section):
     reload_interval_s: float = Field(default=2.0, gt=0)
     live_gap_wait_s: float = Field(default=1.0, ge=0)
     live_start: Literal["latest", "earliest"] = "latest"
+    # A session whose (task, montage, rate) has no champion yet (ml/montage.py) is scored by
+    # filter-bank CCA, which needs no training; "none" leaves it unscored until one is promoted.
+    live_fallback: Literal["fbcca", "none"] = "fbcca"
     # The retrain DAG's Asset event fires once this many new labelled windows reached gold.
     retrain_min_new_windows: int = Field(default=200, ge=1)
 

@@ -233,8 +233,12 @@ def process(
     now_ms: int,
     config: ProcessorConfig,
     session_info: SessionInfo | None = None,
+    window_samples: bool = False,
 ) -> tuple[Output, SessionState]:
     """Take new blocks (any order, duplicates allowed); return the rows they complete.
+
+    ``window_samples``: each window also carries its filtered EEG, ``eeg`` (samples x EEG channels,
+    float32), for decoders that read the signal rather than the features (the live scorer).
 
     Feeding a block again is harmless: one already emitted is counted as a duplicate, one that
     falls in a gap given up earlier is reported as late; neither makes rows twice. That is what
@@ -289,11 +293,11 @@ def process(
         if not waited:
             break
         # The gap will not be filled: emit what we have, then go on after it.
-        _emit_run(state, run, config, output)
+        _emit_run(state, run, config, output, window_samples)
         state.skipped = (*state.skipped, (expected, block.first_sample_index))
         run = [ordered.pop(0)]
         state.gap_since_ms = None
-    _emit_run(state, run, config, output)
+    _emit_run(state, run, config, output, window_samples)
     state.pending = ordered
     if ordered and state.gap_since_ms is None:
         state.gap_since_ms = now_ms
@@ -327,7 +331,9 @@ def _mismatch(block: Block, info: SessionInfo | None) -> str | None:
     return None
 
 
-def _emit_run(state: SessionState, run: list[Block], config: ProcessorConfig, output: Output) -> None:
+def _emit_run(
+    state: SessionState, run: list[Block], config: ProcessorConfig, output: Output, window_samples: bool = False
+) -> None:
     if not run:
         return
     info = state.info
@@ -410,6 +416,8 @@ def _emit_run(state: SessionState, run: list[Block], config: ProcessorConfig, ou
                 "samples_lost": int(lost) if number == 0 else 0,
             }
         )
+        if window_samples:
+            output.windows[-1]["eeg"] = filt_w[number][:, eeg].astype(np.float32)
 
 
 def _heart_beats(

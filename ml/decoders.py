@@ -43,6 +43,9 @@ from dsp.ssvep import (
 class _SsvepDecoder(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
     """What every SSVEP decoder shares: the layout, the filter bank, labels, scores to predictions."""
 
+    # What a scorer feeds it: filtered multichannel windows, not the lake's feature columns.
+    input_kind = "windows"
+
     def __init__(
         self,
         sample_rate_hz: float = 250.0,
