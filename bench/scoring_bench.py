@@ -29,6 +29,15 @@ from bench._stack import cli_environment, latency_summary, private_broker
 from infra.delta import LakeTable
 from schemas.catalog import GOLD_PREDICTIONS
 
+# Where a prediction's time goes (every figure per prediction, on this machine's one clock).
+STAGES = {
+    "edge": "window's last sample -> edge producer",
+    "to scorer": "edge producer -> scorer has the block",
+    "to bench": "(edge producer -> this reader has it)",
+    "scorer": "scorer has the block -> prediction produced",
+    "out": "prediction produced -> received here",
+}
+
 
 def _simulate(cli: list[str], headsets: int, seconds: float, prefix: str) -> list[str]:
     """`neurolake edge simulate` for ``headsets`` headsets running the stimulus task."""
@@ -75,8 +84,11 @@ def measure_live(settings, env: dict[str, str], headsets: int, seconds: float, l
             stdout=subprocess.DEVNULL,
             stderr=(logs / f"edge-{headsets}.log").open("w"),
         )
-        block_ms: dict[tuple[str, int], int] = {}
+        # Per block: lab time of its last sample, when the edge's producer took it (the record's
+        # CreateTime), when this process received it.
+        block_ms: dict[tuple[str, int], tuple[float, float, float]] = {}
         latencies, scorer_ms = [], []
+        stages: dict[str, list[float]] = {name: [] for name in STAGES}
         models: dict[str, int] = {}
         warmup_until = time.monotonic() + 8
         end = time.monotonic() + seconds + 8
@@ -89,13 +101,21 @@ def measure_live(settings, env: dict[str, str], headsets: int, seconds: float, l
                 _, record = codec.decode(message.value())
                 if message.topic() == "eeg.raw":
                     key = (record["session_id"], record["first_sample_index"] + record["n_samples"])
-                    block_ms[key] = (int(eeg_block_device_times(record)[-1]) + int(record["clock_offset_us"])) / 1000
+                    sampled = (int(eeg_block_device_times(record)[-1]) + int(record["clock_offset_us"])) / 1000
+                    block_ms[key] = (sampled, float(message.timestamp()[1]), received_ms)
                 elif time.monotonic() > warmup_until:
                     models[record["model_name"]] = models.get(record["model_name"], 0) + 1
-                    produced = block_ms.get((record["session_id"], record["window_end_index"]))
-                    if produced is not None:
-                        latencies.append(received_ms - produced)
+                    block = block_ms.get((record["session_id"], record["window_end_index"]))
+                    if block is not None:
+                        sampled, handed, seen = block
+                        latencies.append(received_ms - sampled)
                         scorer_ms.append(record["latency_us"] / 1000)
+                        scorer_in = (record["scored_us"] - record["latency_us"]) / 1000
+                        stages["edge"].append(handed - sampled)
+                        stages["to scorer"].append(scorer_in - handed)
+                        stages["to bench"].append(seen - handed)
+                        stages["scorer"].append(record["latency_us"] / 1000)
+                        stages["out"].append(received_ms - record["scored_us"] / 1000)
         edge.wait(timeout=60)
     finally:
         consumer.close()
@@ -103,6 +123,8 @@ def measure_live(settings, env: dict[str, str], headsets: int, seconds: float, l
         scorer.wait(timeout=30)
     print(f"  live scorer, {headsets:>3} headset(s): window end -> prediction received  {latency_summary(latencies)}")
     print(f"  {'':>28} scorer only (block arrival -> produced)   {latency_summary(scorer_ms)}")
+    for name, values in stages.items():
+        print(f"  {'':>28} {STAGES[name]:<40} {latency_summary(values)}")
     print(f"  {'':>28} predictions by model: {', '.join(f'{m} {n}' for m, n in sorted(models.items())) or 'none'}")
 
 

@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -37,8 +38,9 @@ from dsp.session import (
 )
 from infra.kafka import LiveReader
 from ml.decoders import FilterBankCCA
-from ml.features import FeatureLayoutError, feature_frame
+from ml.features import FeatureLayoutError, feature_matrix
 from ml.montage import ModelKey, key_for_session
+from ml.serving import FeatureScorer
 from schemas.catalog import EEG_RAW, PREDICTIONS
 from schemas.timebase import now_us
 from streaming_jobs.bronze import validate
@@ -61,6 +63,10 @@ class LoadedModel:
     @property
     def takes_windows(self) -> bool:
         return getattr(self.model, "input_kind", "features") == "windows"
+
+    @cached_property
+    def feature_scorer(self) -> FeatureScorer:
+        return FeatureScorer(self.model)
 
 
 FALLBACK_NAME, FALLBACK_VERSION = "fbcca", "training-free"
@@ -148,21 +154,31 @@ class LiveScorer:
         if state is None:
             # Joining a running session: start at the first block seen, not at sample 0.
             state = SessionState(next_index=min(b.first_sample_index for b in blocks))
+        # The model first: the session processor then computes only what it reads (features or
+        # the filtered signal) and no heart rate (that is the lake's).
+        loaded = self.model_for(session_id)
         output, state = process(
-            state, blocks, arrival_us // 1000, self.config, self.infos.get(session_id), window_samples=True
+            state,
+            blocks,
+            arrival_us // 1000,
+            self.config,
+            self.infos.get(session_id),
+            window_samples=loaded is not None and loaded.takes_windows,
+            window_features=loaded is not None and not loaded.takes_windows,
+            heart_rate=False,
+            window_quality=False,
         )
         self.sessions[session_id] = state
         self.counters.rejected += len(output.rejected)
         if not output.windows:
             return []
         self.counters.windows += len(output.windows)
-        loaded = self.model_for(session_id)
         if loaded is None:
             self.counters.unscored_no_model += len(output.windows)
             return []
         windows = output.windows
         try:
-            inputs = self._inputs(loaded, windows, state)
+            predict = self._predictor(loaded, windows, state)
         except FeatureLayoutError as exc:
             self.counters.unscored_layout += len(windows)
             if (session_id, loaded.version) not in self._layout_warned:
@@ -175,7 +191,7 @@ class LiveScorer:
                     exc,
                 )
             return []
-        probabilities = loaded.model.predict_proba(inputs)
+        probabilities = predict()
         classes = [str(c) for c in loaded.model.classes_]
         scored_us = now_us()
         predictions = []
@@ -211,27 +227,27 @@ class LiveScorer:
         return predictions
 
     @staticmethod
-    def _inputs(loaded: LoadedModel, windows: list[dict[str, Any]], state: SessionState) -> Any:
-        """What the model reads: the occipital channels' filtered windows for a decoder (windows x
-        samples x channels), the lake's feature columns for a feature pipeline."""
+    def _predictor(loaded: LoadedModel, windows: list[dict[str, Any]], state: SessionState) -> Callable[[], Any]:
+        """The model on what it reads: the occipital channels' filtered windows for a decoder
+        (windows x samples x channels), the lake's feature columns for a feature pipeline. A
+        feature layout the model was not trained on raises FeatureLayoutError here, before scoring."""
         if loaded.takes_windows:
             stack = np.stack([w["eeg"] for w in windows])
             info = state.info
-            if info is None:
-                return stack
-            # Columns of the EEG-only window that are occipital (as the lake's SSVEP features use).
-            eeg = info.eeg_columns.tolist()
-            occipital = [eeg.index(c) for c in info.occipital_columns if c in eeg]
-            return stack[:, :, occipital] if occipital else stack
-        features = feature_frame(
+            if info is not None:
+                # Columns of the EEG-only window that are occipital (as the lake's SSVEP features use).
+                eeg = info.eeg_columns.tolist()
+                occipital = [eeg.index(c) for c in info.occipital_columns if c in eeg]
+                stack = stack[:, :, occipital] if occipital else stack
+            return lambda: loaded.model.predict_proba(stack)
+        matrix, columns = feature_matrix(
             [w["band_power"] for w in windows],
             [w["ssvep_hz"] for w in windows],
             [w["ssvep_score"] for w in windows],
         )
-        missing = [c for c in loaded.columns if c not in features.columns]
-        if missing or not loaded.columns:
-            raise FeatureLayoutError(f"the model needs columns the session lacks, e.g. {missing[:3]}")
-        return features[loaded.columns]
+        scorer = loaded.feature_scorer
+        scorer.check(columns)
+        return lambda: scorer.predict_proba(matrix, columns)
 
 
 class ChampionWatcher:
