@@ -201,6 +201,7 @@ def session_keys(lake_root: Path, sessions: list[str] | None = None) -> dict[str
     for row in frame.to_dict("records"):
         if sessions is not None and row["session_id"] not in sessions:
             continue
+        # A map column reads back as (key, value) pairs.
         metadata = row.get("metadata")
         row["metadata"] = dict(metadata) if metadata is not None else {}
         try:

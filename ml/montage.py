@@ -80,10 +80,15 @@ def stimulus_targets(metadata: Mapping[str, Any] | None) -> tuple[tuple[str, flo
     return tuple(sorted(targets, key=lambda t: (t[1], t[0])))
 
 
+def _sequence(value: Any) -> list[Any]:
+    """A list from a record's array field: None, a list, or (a bronze row read back) a numpy array."""
+    return [] if value is None else list(value)
+
+
 def key_for_session(record: Mapping[str, Any]) -> ModelKey:
     """The key of a ``session`` record (decoded Avro or a bronze.sessions row)."""
-    names = [str(n) for n in record.get("channel_names") or []]
-    types = [str(t) for t in record.get("channel_types") or []] or ["eeg"] * len(names)
+    names = [str(n) for n in _sequence(record.get("channel_names"))]
+    types = [str(t) for t in _sequence(record.get("channel_types"))] or ["eeg"] * len(names)
     eeg = tuple(n for n, t in zip(names, types) if t == "eeg")
     board = str(record.get("board") or "unknown")
     stimulus = stimulus_targets(record.get("metadata"))

@@ -46,6 +46,9 @@ def test_training_set_never_mixes_sessions(lake: Settings) -> None:
     assert not set(train_sessions) & set(test_sessions)
     assert training_set.classes == sorted(lake.edge.stimulus.classes)
     assert training_set.dropped["unlabelled"] > 0  # rest periods and windows straddling a change
+    # The sessions' records in bronze.sessions give the set its (task, montage, rate).
+    assert training_set.key is not None and training_set.key.sample_rate_hz == 250.0
+    assert training_set.key.task.startswith("ssvep4-") and training_set.dropped["no_session_record"] == 0
 
 
 def test_training_set_survives_a_parquet_round_trip(lake: Settings, tmp_path: Path) -> None:
@@ -54,6 +57,7 @@ def test_training_set_survives_a_parquet_round_trip(lake: Settings, tmp_path: Pa
     assert loaded.features.equals(training_set.features)
     assert list(loaded.labels) == list(training_set.labels)
     assert loaded.held_out_sessions == training_set.held_out_sessions
+    assert loaded.key == training_set.key
 
 
 def test_ssvep_pipeline_decodes_held_out_sessions(lake: Settings) -> None:
