@@ -75,6 +75,9 @@ class TrainResult:
     # The registered model (its training set's key's).
     model_name: str | None = None
 
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 def model_name_for(settings: Settings, key: ModelKey | None) -> str:
     """The registered model that serves ``key`` (None: the plain ``mlflow.model_name``)."""
@@ -91,9 +94,6 @@ def keyed_settings(settings: Settings, key: ModelKey | None) -> Settings:
     if name == settings.mlflow.model_name:
         return settings
     return settings.model_copy(update={"mlflow": settings.mlflow.model_copy(update={"model_name": name})})
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def connect(settings: Settings) -> MlflowClient:
