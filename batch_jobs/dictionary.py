@@ -7,6 +7,7 @@ the streaming jobs; they are described here, next to nothing else.
 
 from __future__ import annotations
 
+from schemas.catalog import LAKE_TABLE_OF_TOPIC
 from streaming_jobs.bronze import BRONZE_TABLES, QUARANTINE_TABLE
 
 KAFKA_DOCS = {
@@ -59,6 +60,15 @@ DERIVED_DOCS: dict[str, dict[str, str]] = {
         "model_version": "Its version.",
         "scored_us": "When the lake scorer scored the window.",
     },
+    "gold.live_predictions": {
+        "label": "Predicted class.",
+        "probabilities": "Probability per class.",
+        "model_name": "Registered MLflow model (the @champion the live scorer followed).",
+        "model_version": "Its version.",
+        "seq": "The live scorer's record number (per scorer process: it starts over when the scorer restarts).",
+        "arrival_us": "When the prediction arrived in the lake (bronze's batch), lab clock, microseconds.",
+        "date": "Partition column: UTC date of scored_us (yyyy-mm-dd).",
+    },
     "bronze.quarantine": {
         "key": "The record's Kafka key, as received.",
         "value": "The record's bytes, as received (never dropped).",
@@ -81,6 +91,10 @@ def _avro_docs(record_type: str) -> dict[str, str]:
     return {f["name"]: f.get("doc", "") for f in fields}
 
 
+# Tables outside bronze that a topic's records land in as they are (gold.live_predictions).
+LANDED_OUTSIDE_BRONZE = {spec.qualified: topic for topic, spec in LAKE_TABLE_OF_TOPIC.items() if spec.layer != "bronze"}
+
+
 def column_docs(table: str) -> dict[str, str]:
     from schemas.catalog import TOPICS
 
@@ -90,6 +104,10 @@ def column_docs(table: str) -> dict[str, str]:
         topic = next((t for t, n in BRONZE_TABLES.items() if n == name), None)
         if topic is not None:
             docs.update({k: v for k, v in _avro_docs(TOPICS[topic].record_type).items() if v})
+        docs.update(KAFKA_DOCS)
+    landed = LANDED_OUTSIDE_BRONZE.get(table)
+    if landed is not None:
+        docs.update({k: v for k, v in _avro_docs(TOPICS[landed].record_type).items() if v})
         docs.update(KAFKA_DOCS)
     if layer == "silver" and name in ("markers", "sensor_readings"):
         source = {"markers": "marker", "sensor_readings": "sensor_reading"}[name]

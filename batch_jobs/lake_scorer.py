@@ -7,7 +7,7 @@ plain ``mlflow.model_name``'s champion.
 Each pass scores the windows of one Delta version of ``gold.eeg_windows`` that this model version
 has not scored yet, and commits with an app transaction ``(lake_scorer:NAME:vN, source version)``:
 a pass that crashes after its commit is not written twice, and a rerun adds only new windows.
-Windows are read as the Parquet files delta-rs lists (partitions = files, no Delta jar needed).
+Windows are read as the Parquet files delta-rs lists (partitions = files), not through Delta's source.
 The model is loaded once per partition from artifacts downloaded by the driver: fine for local
 mode; on a cluster, swap in ``mlflow.pyfunc.spark_udf``, which ships the model itself.
 """

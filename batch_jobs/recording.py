@@ -421,8 +421,8 @@ def list_sessions(lake_root: Path) -> list[dict[str, Any]]:
     return result
 
 
-def bronze_table(record_type: str, records: list[dict[str, Any]], topic: str):  # type: ignore[no-untyped-def]
-    """Records as bronze rows, as if read from ``import:<topic>`` (no Kafka offsets of their own)."""
+def bronze_table(record_type: str, records: list[dict[str, Any]], topic: str, source: str = "import"):  # type: ignore[no-untyped-def]
+    """Records as bronze rows, as if read from ``<source>:<topic>`` (no Kafka offsets of their own)."""
     import pyarrow as pa
 
     from infra.delta import utc_date
@@ -434,7 +434,7 @@ def bronze_table(record_type: str, records: list[dict[str, Any]], topic: str):  
         {
             "spool_epoch": 0,
             **r,
-            "kafka_topic": f"import:{topic}",
+            "kafka_topic": f"{source}:{topic}",
             "kafka_partition": -1,
             "kafka_offset": int(r["seq"]),
             "ingest_us": now,
@@ -442,7 +442,35 @@ def bronze_table(record_type: str, records: list[dict[str, Any]], topic: str):  
         }
         for r in records
     ]
-    return pa.Table.from_pylist(rows, schema=bronze_schema(record_type))
+    table = pa.Table.from_pylist(rows, schema=bronze_schema(record_type))
+    # Typed and nullable as the stream's own writes make the table: whichever writer creates a bronze
+    # table, the other appends to it (delta-spark refuses a column whose type differs).
+    return table.cast(pa.schema([f.with_nullable(True) for f in table.schema]))
+
+
+def write_bronze(
+    lake_root: Path,
+    recording: Recording,
+    app: str,
+    version: int = 0,
+    source: str = "import",
+    block_size: int | None = None,
+) -> tuple[list[dict[str, Any]], Any]:
+    """A recording's session, markers and EEG blocks into bronze, as if its headset had sent them
+    (``kafka_topic`` is ``SOURCE:TOPIC``); each commit carries the app transaction ``(app,
+    version)``, so a rerun writes nothing twice. Returns the block records and the bronze markers
+    (an Arrow table; None without markers)."""
+    from infra.delta import LakeTable
+
+    LakeTable(lake_root, BRONZE_SESSIONS).append(
+        bronze_table("session", [recording.session], SESSIONS, source), app, version
+    )
+    markers = bronze_table("marker", recording.markers, MARKERS, source) if recording.markers else None
+    if markers is not None:
+        LakeTable(lake_root, BRONZE_MARKERS).append(markers, app, version)
+    records = list(recording.block_records(block_size))
+    LakeTable(lake_root, BRONZE_EEG_BLOCKS).append(bronze_table("eeg_block", records, EEG_RAW, source), app, version)
+    return records, markers
 
 
 def write_session(
@@ -464,13 +492,9 @@ def write_session(
 
     recording.validate()
     app = f"import:{recording.session_id}"
-    LakeTable(lake_root, BRONZE_SESSIONS).append(bronze_table("session", [recording.session], SESSIONS), app, 0)
-    if recording.markers:
-        markers = bronze_table("marker", recording.markers, MARKERS)
-        LakeTable(lake_root, BRONZE_MARKERS).append(markers, app, 0)
+    records, markers = write_bronze(lake_root, recording, app)
+    if markers is not None:
         LakeTable(lake_root, SILVER_MARKERS).append(silver_projections({"markers": markers})["markers"], app, 0)
-    records = list(recording.block_records())
-    LakeTable(lake_root, BRONZE_EEG_BLOCKS).append(bronze_table("eeg_block", records, EEG_RAW), app, 0)
     counts = {
         "blocks": len(records),
         "samples": sum(r["n_samples"] for r in records),

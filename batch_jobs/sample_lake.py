@@ -4,6 +4,12 @@ For tests, benchmarks, the Airflow DAG test and anyone who wants to try training
 for headsets. Each session runs the simulated lab headset against the stimulus schedule, through the
 same session processor the streaming job uses, into ``gold.eeg_windows`` and ``silver.markers``
 (and ``silver.sensor_readings`` from the simulated room, for motion labels).
+
+Bronze gets each session's record, blocks and markers as an import would (``kafka_topic``
+``sample_lake:TOPIC``), so that ``neurolake sessions`` lists the sessions, ``export`` and ``replay``
+read them and ``lake rebuild`` can derive them again. The processor's final state of each session is
+left where a rebuild leaves its states: the silver/gold stream (running, or started later) adopts it
+and counts the session's blocks as done instead of deriving its windows a second time.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from batch_jobs.recording import Recording, bronze_table
+from batch_jobs.recording import Recording, write_bronze
 from core.settings import Settings, StimulusSettings
 from dsp.session import Block, SessionState, info_from_session_record, process
 from dsp.ssvep import layout_from_classes
@@ -25,9 +31,11 @@ from edge_producers.devices.sensors import SimulatedRoomSensors
 from edge_producers.devices.simulated import SimulatedEeg
 from edge_producers.stimulus import StimulusSchedule
 from infra.delta import LakeTable, utc_date
-from schemas.catalog import BRONZE_SESSIONS, GOLD_EEG_WINDOWS, SESSIONS, SILVER_MARKERS, SILVER_SENSOR_READINGS
+from schemas.catalog import GOLD_EEG_WINDOWS, SILVER_MARKERS, SILVER_SENSOR_READINGS
+from streaming_jobs.bronze import silver_projections
+from streaming_jobs.checkpoints import checkpoint_dir
 from streaming_jobs.lake_rows import WINDOWS_SCHEMA, windows_table
-from streaming_jobs.silver_gold import label_windows, processor_config
+from streaming_jobs.silver_gold import QUERY_NAME, label_windows, processor_config, rebuilds_dir, save_rebuild_state
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +143,12 @@ def simulate_session(settings: Settings, number: int, seconds: float, start_us: 
 
 def session_tables(settings: Settings, session: SimulatedSession) -> tuple[pa.Table, pa.Table]:
     """Gold windows (through the streaming job's session processor) and silver markers."""
+    windows, markers, _ = processed_session(settings, session)
+    return windows, markers
+
+
+def processed_session(settings: Settings, session: SimulatedSession) -> tuple[pa.Table, pa.Table, SessionState]:
+    """:func:`session_tables` and the processor's state after the session's last block."""
     config = processor_config(settings)
     info = info_from_session_record(session.session_record, config)
     state, windows = SessionState(), []
@@ -147,7 +161,7 @@ def session_tables(settings: Settings, session: SimulatedSession) -> tuple[pa.Ta
     window_table = window_table.set_column(
         WINDOWS_SCHEMA.get_field_index("label"), "label", label_windows(window_table, bronze_style)
     )
-    return window_table, markers
+    return window_table, markers, state
 
 
 def _room_readings(session_id: str, device_id: str, number: int, start_us: int, seconds: float) -> pa.Table:
@@ -178,19 +192,26 @@ def write_sample_lake(
     """Append ``sessions`` simulated sessions to the lake; returns their ids. Idempotent per session
     number (a rerun with the same settings writes nothing new)."""
     root: Path = settings.paths.lake_root
+    states = rebuilds_dir(checkpoint_dir(settings, QUERY_NAME))
     windows_table, markers_table = LakeTable(root, GOLD_EEG_WINDOWS), LakeTable(root, SILVER_MARKERS)
     readings_table = LakeTable(root, SILVER_SENSOR_READINGS)
-    sessions_table = LakeTable(root, BRONZE_SESSIONS)
     ids = []
     for number in range(sessions):
         start_us = SESSION_START_US + number * int((seconds + 60) * 1e6)
         session = simulate_session(settings, number, seconds, start_us)
-        windows, markers = session_tables(settings, session)
+        windows, markers, state = processed_session(settings, session)
         session_id, device_id = session.session_id, session.session_record["device_id"]
         readings = _room_readings(session_id, device_id, number, start_us, seconds)
-        # The session record first (training reads each session's montage from it), then silver:
-        # a window must never be in gold before the markers that label it.
-        sessions_table.append(bronze_table("session", [session.session_record], SESSIONS), f"{APP_ID}:sessions", number)
+        # The state before the blocks: a silver/gold stream that then reads them finds them done. The
+        # session record lands in bronze.sessions first (training reads each session's montage from it).
+        save_rebuild_state(states, session_id, f"{APP_ID}:{session_id}", state)
+        _, bronze_markers = write_bronze(
+            root, session.recording(), f"{APP_ID}:bronze", number, source=APP_ID, block_size=BLOCK
+        )
+        # silver.markers as bronze's projection makes it: the stream appends to the same table, and
+        # a column typed otherwise (trial as int64 from Python ints) fails its every later commit.
+        markers = silver_projections({"markers": bronze_markers})["markers"]
+        # Silver first: a window must never be in gold before the markers that label it.
         markers_table.append(markers, f"{APP_ID}:markers", number)
         readings_table.append(readings, f"{APP_ID}:sensor_readings", number)
         windows_table.append(windows, f"{APP_ID}:eeg_windows", number)

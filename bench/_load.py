@@ -99,6 +99,14 @@ def main() -> None:
         devices.append(Headset(device_id, session_id, key, signal_blocks, started + offset_us))
     producer.flush(10)
 
+    failed: dict[str, int] = {}
+
+    def delivered(error: object, message: object) -> None:
+        # What Kafka never acknowledged counts as the producer's loss, not the lake's.
+        if error is not None:
+            device = message.key().decode()  # type: ignore[attr-defined]
+            failed[device] = failed.get(device, 0) + 1
+
     deadline = started + int(args.duration * 1e6)
     while not stop and now_us() < deadline:
         now = now_us()
@@ -117,7 +125,7 @@ def main() -> None:
                 value = sign(codec.encode("eeg_block", record), EEG_RAW, headset.key)
                 while True:
                     try:
-                        producer.produce(EEG_RAW, key=headset.device_id.encode(), value=value)
+                        producer.produce(EEG_RAW, key=headset.device_id.encode(), value=value, on_delivery=delivered)
                         break
                     except BufferError:
                         producer.poll(0.05)
@@ -127,7 +135,15 @@ def main() -> None:
         time.sleep(max(0.0, (next_due - now_us()) / 1e6))
     producer.flush(30)
     summary = {
-        "devices": [{"device_id": h.device_id, "samples": h.sent * block, "blocks": h.sent} for h in devices],
+        "devices": [
+            {
+                "device_id": h.device_id,
+                "samples": h.sent * block,
+                "blocks": h.sent,
+                "failed": failed.get(h.device_id, 0),
+            }
+            for h in devices
+        ],
         "blocks": sum(h.sent for h in devices),
     }
     print(json.dumps(summary))

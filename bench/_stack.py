@@ -11,9 +11,20 @@ from core.settings import Settings, load_settings
 from infra.ports import free_ports
 
 
+def _exit_on_sigterm() -> None:
+    """A bench stopped with SIGTERM still stops the stack it started (SystemExit runs the finally
+    blocks; Python's default SIGTERM action would leave brokers and streams behind)."""
+    import signal
+    import sys
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 @contextlib.contextmanager
 def private_broker(extra_env: dict[str, str] | None = None, with_mlflow: bool = False) -> Iterator[Settings]:
     from infra.stack import BrokerAndClock, mlflow_spec
+
+    _exit_on_sigterm()
 
     with tempfile.TemporaryDirectory(prefix="neurolake-bench-") as home:
         port, controller, clock, mlflow_port, dashboard = free_ports(5)
@@ -40,6 +51,50 @@ def private_broker(extra_env: dict[str, str] | None = None, with_mlflow: bool = 
         finally:
             services.supervisor.stop(mlflow)
             services.stop()
+
+
+@contextlib.contextmanager
+def private_cluster(extra_env: dict[str, str] | None = None) -> Iterator[tuple[Settings, dict[str, str], object]]:
+    """A private local cluster: three broker nodes (KRaft quorum of three, RF 3, min ISR 2), a Spark
+    standalone master with two workers, and the clock. Yields the settings, the environment for
+    `neurolake` subprocesses, and the :class:`infra.stack.LocalCluster` (to take nodes away)."""
+    import os
+
+    from infra.processes import port_is_free
+    from infra.stack import LocalCluster
+
+    _exit_on_sigterm()
+
+    with tempfile.TemporaryDirectory(prefix="neurolake-bench-cluster-") as home:
+        while True:
+            broker, controller, master, master_ui, clock, mlflow_port, dashboard, ui = free_ports(8)
+            nodes = [p + 10 * k for p in (broker, controller) for k in range(1, 3)] + [master + 1, master + 2]
+            taken = {broker, controller, master, master_ui, clock, mlflow_port, dashboard, ui}
+            if all(port_is_free(p) for p in nodes) and not taken & set(nodes) and len(set(nodes)) == len(nodes):
+                break
+        env = {
+            "NEUROLAKE_PATHS__HOME": str(Path(home) / "state"),
+            "NEUROLAKE_PATHS__LAKE_ROOT": str(Path(home) / "lake"),
+            "NEUROLAKE_BROKER__NODES": "3",
+            "NEUROLAKE_BROKER__NODE_PORT_STEP": "10",
+            "NEUROLAKE_BROKER__PORT": str(broker),
+            "NEUROLAKE_BROKER__CONTROLLER_PORT": str(controller),
+            "NEUROLAKE_SPARK__WORKERS": "2",
+            "NEUROLAKE_SPARK__MASTER_PORT": str(master),
+            "NEUROLAKE_SPARK__MASTER_UI_PORT": str(master_ui),
+            "NEUROLAKE_SPARK__UI_PORT": str(ui),
+            "NEUROLAKE_CLOCK__PORT": str(clock),
+            "NEUROLAKE_MLFLOW__PORT": str(mlflow_port),
+            "NEUROLAKE_DASHBOARD__PORT": str(dashboard),
+            **(extra_env or {}),
+        }
+        settings = load_settings(environ=env, cwd=Path(home))
+        cluster = LocalCluster(settings)
+        try:
+            cluster.start()
+            yield settings, {**{k: v for k, v in os.environ.items() if not k.startswith("NEUROLAKE_")}, **env}, cluster
+        finally:
+            cluster.stop()
 
 
 def cli_environment(settings: Settings) -> dict[str, str]:

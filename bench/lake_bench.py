@@ -24,7 +24,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -113,7 +115,7 @@ def start_streams(cli: list[str], env: dict[str, str], log_path: Path) -> subpro
     )
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--headsets", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=60.0, help="measured, after warm-up")
@@ -127,109 +129,188 @@ def main() -> None:
         "edge: the full edge simulator per headset, on the lake's own cores",
     )
     parser.add_argument("--edge-defaults", action="store_true", help="with --load edge: the edge's own defaults")
-    args = parser.parse_args()
-    with private_broker() as settings:
-        env = cli_environment(settings)
-        cli = [sys.executable, "-m", "neurolake.cli"]
-        logs = args.logs or settings.paths.home / "bench-logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        lake = settings.paths.lake_root
-        bronze, silver, gold = BRONZE_EEG_BLOCKS.path(lake), SILVER_EEG_SAMPLES.path(lake), GOLD_EEG_WINDOWS.path(lake)
-        restart_window = 60.0
-        duration = args.warmup + args.seconds + restart_window
-        edge_env = env if args.edge_defaults else {
-            **env, "NEUROLAKE_EDGE__SPOOL__SYNCHRONOUS": "NORMAL", "NEUROLAKE_EDGE__LINGER_MS": "20",
-            "NEUROLAKE_EDGE__TICK_MS": "50",
-        }  # fmt: skip
-        load = (
-            [*cli, "edge", "simulate"]
-            if args.load == "edge"
-            else [sys.executable, str(Path(__file__).with_name("_load.py"))]
-        )
-        headsets = subprocess.Popen(
-            [*load, "--headsets", str(args.headsets), "--duration", str(duration)],
-            env=edge_env,
-            stdout=subprocess.PIPE,
-            stderr=open(logs / "headsets.log", "w"),
-            text=True,
-        )
-        spawned = time.monotonic()
-        streams = start_streams(cli, env, logs / "streams.log")
-        ages = []
-        newest_silver = NewestSample(silver)
-        try:
-            cold = wait_for_commit([bronze, silver], {}, spawned)
-            # The warm-up counts from the spawn; a warm-up shorter than the cold start ends with it.
-            measured_from = max(spawned + args.warmup, time.monotonic())
-            counted: dict[str, int] = {}
-            while time.monotonic() < measured_from + args.seconds:
-                newest = newest_silver.poll()
-                if time.monotonic() >= measured_from:
-                    if not counted:
-                        counted = {
-                            "t": time.monotonic(),
-                            **{p.parent.name + "." + p.name: committed_rows(p) for p in (bronze, silver, gold)},
-                        }
-                    if newest is not None:
-                        ages.append((now_us() - newest) / 1e6)
-                time.sleep(0.5)
-            elapsed = time.monotonic() - counted["t"]
-            rates = {
-                name: (committed_rows(lake / name.replace(".", "/")) - rows) / elapsed
-                for name, rows in counted.items()
-                if name != "t"
-            }
+    return parser.parse_args(argv)
+
+
+def run(
+    settings: Any,
+    env: dict[str, str],
+    headsets_n: int,
+    seconds: float,
+    warmup: float,
+    logs: Path,
+    load_kind: str = "light",
+    edge_defaults: bool = False,
+    restart: bool = True,
+    during: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """One measured run against the stack ``settings`` names (started by the caller): freshness,
+    rows/s, start-up to first commit (cold, and after a SIGKILL when ``restart``), and what reached
+    the lake. ``during`` runs once, at the start of the measured period (faults, for the cluster)."""
+    cli = [sys.executable, "-m", "neurolake.cli"]
+    logs.mkdir(parents=True, exist_ok=True)
+    lake = settings.paths.lake_root
+    bronze, silver, gold = BRONZE_EEG_BLOCKS.path(lake), SILVER_EEG_SAMPLES.path(lake), GOLD_EEG_WINDOWS.path(lake)
+    restart_window = 60.0 if restart else 0.0
+    duration = warmup + seconds + restart_window
+    edge_env = env if edge_defaults else {
+        **env, "NEUROLAKE_EDGE__SPOOL__SYNCHRONOUS": "NORMAL", "NEUROLAKE_EDGE__LINGER_MS": "20",
+        "NEUROLAKE_EDGE__TICK_MS": "50",
+    }  # fmt: skip
+    load = (
+        [*cli, "edge", "simulate"]
+        if load_kind == "edge"
+        else [sys.executable, str(Path(__file__).with_name("_load.py"))]
+    )
+    headsets = subprocess.Popen(
+        [*load, "--headsets", str(headsets_n), "--duration", str(duration)],
+        env=edge_env,
+        stdout=subprocess.PIPE,
+        stderr=open(logs / "headsets.log", "w"),
+        text=True,
+    )
+    spawned = time.monotonic()
+    streams = start_streams(cli, env, logs / "streams.log")
+    ages = []
+    newest_silver = NewestSample(silver)
+    restart_figures: dict[str, float] = {}
+    try:
+        cold = wait_for_commit([bronze, silver], {}, spawned)
+        # The warm-up counts from the spawn; a warm-up shorter than the cold start ends with it.
+        measured_from = max(spawned + warmup, time.monotonic())
+        counted: dict[str, float] = {}
+        while time.monotonic() < measured_from + seconds:
+            newest = newest_silver.poll()
+            if time.monotonic() >= measured_from:
+                if not counted:
+                    counted = {
+                        "t": time.monotonic(),
+                        **{p.parent.name + "." + p.name: committed_rows(p) for p in (bronze, silver, gold)},
+                    }
+                    if during is not None:
+                        during()
+                if newest is not None:
+                    ages.append((now_us() - newest) / 1e6)
+            time.sleep(0.5)
+        elapsed = time.monotonic() - counted["t"]
+        rates = {
+            name: (committed_rows(lake / name.replace(".", "/")) - rows) / elapsed
+            for name, rows in counted.items()
+            if name != "t"
+        }
+        if restart:
             # A crash while the lab records: how long until the restarted process commits again.
             os.killpg(streams.pid, signal.SIGKILL)
             streams.wait(30)
             before = {t: table_version(t) for t in (bronze, silver)}
             restarted_at = time.monotonic()
             streams = start_streams(cli, env, logs / "streams.log")
-            restart = wait_for_commit([bronze, silver], before, restarted_at)
-            summary = json.loads(headsets.communicate(timeout=300)[0])
-            time.sleep(15)
-            from batch_jobs.lake_sql import run_query
-
-            rows = run_query(lake, "SELECT count(*) FROM silver.eeg_samples").rows[0][0]
-        finally:
-            os.killpg(streams.pid, signal.SIGTERM)
-            try:
-                streams.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(streams.pid, signal.SIGKILL)
-            if headsets.poll() is None:
-                headsets.kill()
+            restart_figures = wait_for_commit([bronze, silver], before, restarted_at)
+        summary = json.loads(headsets.communicate(timeout=300)[0])
         produced = sum(d["samples"] for d in summary["devices"])
-        if args.load == "light":
-            load_note = "the Pis' records from bench/_load.py (one light process on the same cores)"
-        else:
-            settings_note = "the edge defaults" if args.edge_defaults else "spool NORMAL, linger 20 ms, tick 50 ms"
-            load_note = f"full edge simulators on the same cores with {settings_note}"
+        # What the lake holds once it has caught up (or stopped moving for a minute).
+        caught_up = time.monotonic()
+        rows, last_change, previous = 0, time.monotonic(), -1
+        while time.monotonic() - last_change < 60 and time.monotonic() - caught_up < 600:
+            rows = committed_rows(silver)
+            if rows >= produced:
+                break
+            if rows != previous:
+                previous, last_change = rows, time.monotonic()
+            time.sleep(1)
+        catch_up_s = time.monotonic() - caught_up
+        time.sleep(5)  # anything more would be a duplicate: give it the chance to show up
+        from batch_jobs.lake_sql import run_query
+
+        blocks = run_query(lake, "SELECT device_id, seq FROM bronze.eeg_blocks").rows
+        samples = run_query(lake, "SELECT session_id, sample_index FROM silver.eeg_samples").rows
+    finally:
+        os.killpg(streams.pid, signal.SIGTERM)
+        try:
+            streams.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(streams.pid, signal.SIGKILL)
+        if headsets.poll() is None:
+            headsets.kill()
+    sent_blocks = sum(d["blocks"] for d in summary["devices"])
+    return {
+        "headsets": headsets_n,
+        "seconds": seconds,
+        "warmup": warmup,
+        "load": load_kind,
+        "edge_defaults": edge_defaults,
+        "ages": ages,
+        "rates": rates,
+        "cold": cold,
+        "restart": restart_figures,
+        "produced_samples": produced,
+        "sent_blocks": sent_blocks,
+        "producer_failures": sum(d.get("failed", 0) for d in summary["devices"]),
+        "lost_blocks": max(0, sent_blocks - len(set(blocks))),
+        "dup_blocks": len(blocks) - len(set(blocks)),
+        "lost_samples": max(0, produced - len(set(samples))),
+        "dup_samples": len(samples) - len(set(samples)),
+        "catch_up_s": catch_up_s,
+    }
+
+
+def report(figures: dict[str, Any], engine: str = "one local[2] Spark") -> None:
+    if figures["load"] == "light":
+        load_note = "the Pis' records from bench/_load.py (one light process on the same cores)"
+    else:
+        settings_note = "the edge defaults" if figures["edge_defaults"] else "spool NORMAL, linger 20 ms, tick 50 ms"
+        load_note = f"full edge simulators on the same cores with {settings_note}"
+    print(
+        f"lake bench: {figures['headsets']} headsets (16 EEG + pulse at 250 Hz), Apache Kafka -> Spark's Kafka "
+        f"source -> bronze (delta-spark) -> Delta's streaming source -> silver/gold, in {engine}; "
+        f"{figures['seconds']:.0f} s measured after {figures['warmup']:.0f} s; {load_note}"
+    )
+    if figures["ages"]:
+        a = np.array(figures["ages"])
         print(
-            f"lake bench: {args.headsets} headsets (16 EEG + pulse at 250 Hz), Apache Kafka -> Spark's Kafka "
-            f"source -> bronze (delta-spark) -> Delta's streaming source -> silver/gold, in one local[2] Spark; "
-            f"{args.seconds:.0f} s measured after {args.warmup:.0f} s; {load_note}"
+            f"  newest silver sample age  p50 {np.percentile(a, 50):.2f} s  p95 "
+            f"{np.percentile(a, 95):.2f} s  max {a.max():.2f} s  ({len(a)} polls; target p95 <= 5 s)"
         )
-        if ages:
-            a = np.array(ages)
-            print(
-                f"  newest silver sample age  p50 {np.percentile(a, 50):.2f} s  p95 "
-                f"{np.percentile(a, 95):.2f} s  max {a.max():.2f} s  ({len(a)} polls; target p95 <= 5 s)"
-            )
-        else:
-            print("  silver had no rows during the measurement")
-        print(
-            "  rows/s while measured: "
-            + ", ".join(f"{name} {rate:,.0f}" for name, rate in rates.items())
-            + f"  (produced: {args.headsets * 250:,} samples/s, {args.headsets * 10:,} blocks/s)"
+    else:
+        print("  silver had no rows during the measurement")
+    print(
+        "  rows/s while measured: "
+        + ", ".join(f"{name} {rate:,.0f}" for name, rate in figures["rates"].items())
+        + f"  (produced: {figures['headsets'] * 250:,} samples/s, {figures['headsets'] * 10:,} blocks/s)"
+    )
+    cold, restart = figures["cold"], figures["restart"]
+    line = (
+        f"  start-up to first commit: cold bronze {cold.get('eeg_blocks', float('nan')):.1f} s, "
+        f"silver {cold.get('eeg_samples', float('nan')):.1f} s"
+    )
+    if restart:
+        line += (
+            f"; after SIGKILL bronze {restart.get('eeg_blocks', float('nan')):.1f} s, "
+            f"silver {restart.get('eeg_samples', float('nan')):.1f} s"
         )
-        print(
-            f"  start-up to first commit: cold bronze {cold.get('eeg_blocks', float('nan')):.1f} s, "
-            f"silver {cold.get('eeg_samples', float('nan')):.1f} s; after SIGKILL bronze "
-            f"{restart.get('eeg_blocks', float('nan')):.1f} s, silver {restart.get('eeg_samples', float('nan')):.1f} s"
-            f"  (target <= 15 s)"
+    print(line + "  (target <= 15 s)")
+    print(
+        f"  the lake after the headsets stopped ({figures['catch_up_s']:.0f} s to catch up): "
+        f"lost blocks {figures['lost_blocks']}, duplicate blocks {figures['dup_blocks']}, lost samples "
+        f"{figures['lost_samples']}, duplicate samples {figures['dup_samples']} (of {figures['produced_samples']:,}); "
+        f"producer delivery failures {figures['producer_failures']}"
+    )
+
+
+def main() -> None:
+    args = parse_args()
+    with private_broker() as settings:
+        figures = run(
+            settings,
+            cli_environment(settings),
+            args.headsets,
+            args.seconds,
+            args.warmup,
+            args.logs or settings.paths.home / "bench-logs",
+            args.load,
+            args.edge_defaults,
         )
-        print(f"  silver rows {rows:,} of {produced:,} samples produced (15 s after the headsets stopped)")
+    report(figures)
 
 
 if __name__ == "__main__":

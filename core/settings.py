@@ -12,13 +12,23 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -114,6 +124,8 @@ class KafkaSettings(_Section):
         return {
             **self.client_config(),
             "enable.idempotence": self.enable_idempotence,
+            # Stored means stored on min.insync.replicas copies (idempotence asks for this too).
+            "acks": "all",
             "compression.type": self.compression_type,
             "linger.ms": self.linger_ms,
             "request.timeout.ms": self.request_timeout_ms,
@@ -234,6 +246,11 @@ class SparkSettings(_Section):
     worker_cores: int = Field(default=1, ge=1)
     worker_memory: str = Field(default="1500m", pattern=r"^[0-9]+[kmgKMG]$")
     executor_memory: str = Field(default="1g", pattern=r"^[0-9]+[kmgKMG]$")
+
+    def worker_port(self, number: int) -> int:
+        """Worker ``number``'s (1-based) port: the master's + number, so the master's list names it."""
+        return self.master_port + number
+
     # None: JAVA_HOME from the environment the CLI was started in, else `java` on PATH.
     java_home: Path | None = None
     min_java_version: int = 17
@@ -427,8 +444,9 @@ class EdgeSettings(_Section):
     # A producer with records in flight and no delivery report for this long is rebuilt.
     stall_timeout_s: float = Field(default=10.0, gt=0)
     reconnect_backoff_max_s: float = Field(default=5.0, gt=0, le=60)
-    # After a broker outage, resend everything the lake has not acknowledged: the embedded broker
-    # keeps topics in memory. On a replicated Kafka cluster this can be false.
+    # After a broker outage, resend everything the lake has not acknowledged. Kafka keeps what it
+    # acknowledged on disk, so this is a second guard (a broker that lost its disk, an unclean
+    # election on a cluster someone else runs); bronze drops the duplicates it makes.
     resend_unacked_after_outage: bool = True
     # Obey a hub-signed SHUTDOWN addressed to this device by name (never one for "*"). The process
     # then exits 0, so systemd (Restart=on-failure) leaves it down until started again on the Pi.
@@ -607,6 +625,18 @@ class PathSettings(_Section):
     # The Kafka and Spark jars `make setup` fetched (infra/scripts/fetch_jars.sh): never fetched at run time.
     jars: Path = Path(__file__).resolve().parent.parent / ".jvm"
 
+    @field_validator("home", "lake_root", "jars", mode="before")
+    @classmethod
+    def _local_paths(cls, value: Any, info: ValidationInfo) -> Any:
+        # A URI would silently become a local folder named "s3a:" under the working directory.
+        if isinstance(value, str) and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value):
+            raise ValueError(
+                f"paths.{info.field_name} must be a local path, not {value!r}: the lake, its checkpoints and "
+                "locks are files for now; mount the bucket or shared volume and give the mount's path "
+                "(infra/production/README.md, 'The lake on object storage')"
+            )
+        return value
+
     @property
     def run_dir(self) -> Path:
         return self.home / "run"
@@ -672,8 +702,10 @@ class Settings(BaseSettings):
         if str(broker.get("nodes", 1)) == "3":
             topics.setdefault("replication_factor", 3)
             topics.setdefault("min_insync_replicas", 2)
-        if int(spark.get("workers", 0) or 0) > 0 and "master" not in spark:
-            spark["master"] = f"spark://127.0.0.1:{spark.get('master_port', 17077)}"
+        if int(spark.get("workers", 0) or 0) > 0:
+            spark.setdefault("master", f"spark://127.0.0.1:{spark.get('master_port', 17077)}")
+            # The driver's UI serves the executors' task metrics that `stream status` shows.
+            spark.setdefault("ui_enabled", True)
         data.update(kafka=kafka, topics=topics, spark=spark)
         return data
 
@@ -709,7 +741,11 @@ class Settings(BaseSettings):
             "dashboard.port": self.dashboard.port,
             "spark.ui_port": self.spark.ui_port,
             **(
-                {"spark.master_port": self.spark.master_port, "spark.master_ui_port": self.spark.master_ui_port}
+                {
+                    "spark.master_port": self.spark.master_port,
+                    "spark.master_ui_port": self.spark.master_ui_port,
+                    **{f"spark worker {n}": self.spark.worker_port(n) for n in range(1, self.spark.workers + 1)},
+                }
                 if self.spark.workers
                 else {}
             ),

@@ -2,8 +2,8 @@
 
 - A broker that is down is not an error: records wait in the spool, librdkafka reconnects with
   backoff (first retry well within 5 s).
-- After an outage, everything not yet acknowledged by the lake is sent again (the embedded broker
-  keeps topics in memory, so a restart loses what it had); bronze drops the duplicates.
+- After an outage, everything not yet acknowledged by the lake is sent again (Kafka keeps what it
+  acknowledged on disk; this guards against a broker that lost its disk); bronze drops the duplicates.
 - A producer with records in flight and no delivery report for ``stall_timeout_s`` is rebuilt,
   because an idempotent producer stalls forever after the broker forgets its producer id.
 """
@@ -90,8 +90,8 @@ class KafkaSender:
         """Start sending a device's spool.
 
         With ``resend_unacked_after_outage`` a start counts as a recovery: while this process was
-        down the broker may have restarted and lost what it had, so everything the lake has not
-        acknowledged is sent again. Otherwise sending starts at the first undelivered record.
+        down the broker may have lost what it had (a disk, an unclean leader election), so everything
+        the lake has not acknowledged is sent again. Otherwise sending starts at the first undelivered record.
         """
         if self._resend_after_outage:
             after_id = 0

@@ -1,49 +1,30 @@
-"""Delta table access, the one home for it: read a table at a version, append with an app
-transaction, follow its log as a stream, and commit Parquet files written elsewhere.
+"""Delta table access, the one home for it: read a table at a version or follow its log, and write.
 
-A Delta table is a log of versions; each version's JSON file lists the files it added and removed.
-A reader that remembers the last version it saw can take exactly the files added since, which is
-how silver and gold follow bronze (Delta's own streaming source does the same): only ``add``
-actions with ``dataChange`` count, so compaction (which rewrites files with ``dataChange: false``)
-never shows the same rows twice.
-
-Writers on the other side write Parquet files wherever the work happens (Spark executors) and the
-driver commits them in one transaction carrying an app transaction ``(app_id, batch_id)``, so a
-replayed batch finds its commit and writes nothing twice.
+The lake's streams write through delta-spark (:func:`spark_append`, :func:`spark_replace_sessions`):
+the executors write the Parquet files, the driver commits them with an app transaction
+``(txnAppId, txnVersion)``, so a replayed batch finds its commit and writes nothing twice. Small
+writers outside Spark (sample sessions, tests, the batch scorer) append through delta-rs with the same
+kind of app transaction (:meth:`LakeTable.append`). Readers (DuckDB, Polars, pandas, the dashboard)
+go through delta-rs, so every table keeps to Delta features that delta-rs reads.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from schemas.catalog import TableSpec
 
 log = logging.getLogger(__name__)
 
 _VERSION_DIGITS = 20
-
-
-@dataclass(frozen=True)
-class DataFile:
-    """One Parquet file of a table: where it is, how big, its partition values."""
-
-    path: str  # absolute
-    size: int
-    partition_values: tuple[tuple[str, str | None], ...] = ()
 
 
 def _log_file(table: Path, version: int) -> Path:
@@ -80,11 +61,6 @@ def latest_version(table: Path, known: int = -1) -> int:
     return version
 
 
-def _file(table: Path, add: Mapping[str, Any]) -> DataFile:
-    values = tuple(sorted((add.get("partitionValues") or {}).items()))
-    return DataFile(str(table / unquote(add["path"])), int(add.get("size") or 0), values)
-
-
 def commit_actions(table: Path, version: int) -> list[dict[str, Any]]:
     """The actions (``add``, ``remove``, ``txn``, ...) that one commit of the table wrote."""
     try:
@@ -95,39 +71,6 @@ def commit_actions(table: Path, version: int) -> list[dict[str, Any]]:
             f"rebuild from the table with `neurolake lake rebuild`"
         ) from None
     return [json.loads(line) for line in lines if line.strip()]
-
-
-def added_files(table: Path, after: int, until: int) -> list[DataFile]:
-    """Data files added by versions ``after`` (exclusive) to ``until`` (inclusive), in commit order.
-
-    From version -1 the table's snapshot at ``until`` is taken instead of replaying its whole log
-    (old commit files may have been cleaned up).
-    """
-    if until <= after:
-        return []
-    if after < 0:
-        from deltalake import DeltaTable
-
-        actions = pa.table(DeltaTable(str(table), version=until).get_add_actions(flatten=False)).to_pydict()
-        partitions = actions.get("partition") or [None] * len(actions["path"])
-        files = [
-            _file(table, {"path": path, "size": size, "partitionValues": values or {}})
-            for path, size, values in zip(actions["path"], actions["size_bytes"], partitions)
-        ]
-        return files
-    files = []
-    for version in range(after + 1, until + 1):
-        for action in commit_actions(table, version):
-            if "add" in action and action["add"].get("dataChange", True):
-                files.append(_file(table, action["add"]))
-            elif "remove" in action and action["remove"].get("dataChange", True):
-                log.warning(
-                    "%s version %d removed %s; a stream reading it keeps the rows it took",
-                    table,
-                    version,
-                    action["remove"].get("path"),
-                )
-    return files
 
 
 class _Writers(threading.local):
@@ -178,122 +121,6 @@ def committed_version(table: Path, app_id: str) -> int | None:
     """The last batch id ``app_id`` committed to the table, None if never (or no table)."""
     loaded = writable_table(table)
     return None if loaded is None else loaded.transaction_version(app_id)
-
-
-# -- writing files for a later commit ------------------------------------------------------------
-
-
-def _stats(table: pa.Table) -> str:
-    """Delta file statistics (row count, min/max of scalar columns), so readers can skip files."""
-    minimum: dict[str, Any] = {}
-    maximum: dict[str, Any] = {}
-    nulls: dict[str, int] = {}
-    for name, column in zip(table.column_names, table.columns):
-        if pa.types.is_integer(column.type) or pa.types.is_floating(column.type) or pa.types.is_string(column.type):
-            extremes = pc.min_max(column)
-            if extremes["min"].is_valid:
-                minimum[name] = extremes["min"].as_py()
-                maximum[name] = extremes["max"].as_py()
-            nulls[name] = column.null_count
-    return json.dumps({"numRecords": table.num_rows, "minValues": minimum, "maxValues": maximum, "nullCount": nulls})
-
-
-@dataclass(frozen=True)
-class WrittenFile:
-    """A Parquet file written under a table's directory, not yet committed."""
-
-    relative_path: str
-    size: int
-    partition_values: tuple[tuple[str, str], ...]
-    modification_ms: int
-    stats: str
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "path": self.relative_path,
-                "size": self.size,
-                "partition": dict(self.partition_values),
-                "mtime": self.modification_ms,
-                "stats": self.stats,
-            }
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> WrittenFile:
-        raw = json.loads(text)
-        return cls(raw["path"], raw["size"], tuple(sorted(raw["partition"].items())), raw["mtime"], raw["stats"])
-
-
-def _dictionary_columns(schema: pa.Schema) -> list[str]:
-    """Only text columns (ids, labels) repeat enough for a dictionary. pyarrow's default tries one
-    for every column: on sample values it never pays, makes files ~50% larger, and made a silver
-    batch's Parquet writes ~6x slower (the largest cost of silver's tasks after the processor)."""
-    return [field.name for field in schema if pa.types.is_string(field.type) or pa.types.is_large_string(field.type)]
-
-
-def write_files(table_dir: Path, rows: pa.Table, partition_by: str = "date", prefix: str = "part") -> list[WrittenFile]:
-    """Write ``rows`` as one Parquet file per value of ``partition_by`` (hive layout), uncommitted."""
-    if rows.num_rows == 0:
-        return []
-    written = []
-    values = rows.column(partition_by)
-    for value in pc.unique(values).to_pylist():
-        part = rows.filter(pc.equal(values, value)).drop_columns([partition_by])
-        relative = f"{partition_by}={value}/{prefix}-{uuid.uuid4().hex}.parquet"
-        path = table_dir / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(part, path, compression="snappy", use_dictionary=_dictionary_columns(part.schema))
-        stat = os.stat(path)
-        written.append(
-            WrittenFile(relative, stat.st_size, ((partition_by, value),), int(stat.st_mtime * 1000), _stats(part))
-        )
-    return written
-
-
-def commit_files(
-    table_dir: Path,
-    schema: pa.Schema,
-    files: Iterable[WrittenFile],
-    app_id: str,
-    batch_id: int,
-    metadata: Mapping[str, str] | None = None,
-    partition_by: str = "date",
-) -> bool:
-    """Commit ``files`` to the table in one transaction carrying ``(app_id, batch_id)``; creates the
-    table on first use. False (and nothing written) when that batch is committed already."""
-    from deltalake import CommitProperties, Schema, Transaction
-    from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
-
-    table = writable_table(table_dir)
-    done = None if table is None else table.transaction_version(app_id)
-    if done is not None and done >= batch_id:
-        log.info("%s: batch %d already committed by %s; skipped", table_dir, batch_id, app_id)
-        return False
-    adds = [
-        AddAction(f.relative_path, f.size, dict(f.partition_values), f.modification_ms, True, f.stats) for f in files
-    ]
-    properties = CommitProperties(
-        app_transactions=[Transaction(app_id=app_id, version=batch_id)],
-        custom_metadata={"neurolake.batch_id": str(batch_id), **(metadata or {})},
-    )
-    delta_schema = Schema.from_arrow(schema)
-    if table is None:
-        table_dir.mkdir(parents=True, exist_ok=True)
-        create_table_with_add_actions(
-            str(table_dir),
-            delta_schema,
-            adds,
-            mode="append",
-            partition_by=[partition_by],
-            commit_properties=properties,
-        )
-        return True
-    actions: list[AddAction | RemoveAction] = list(adds)
-    table.create_write_transaction(
-        actions, mode="append", schema=delta_schema, partition_by=[partition_by], commit_properties=properties
-    )
-    return True
 
 
 def ensure_table(table_dir: Path, schema: pa.Schema, partition_by: Sequence[str] = ("date",)) -> bool:
@@ -409,9 +236,6 @@ class LakeTable:
             return pd.DataFrame(columns=columns or []), read_version
         return dataset.to_table(columns=columns).to_pandas(), read_version
 
-    def added_files(self, after: int, until: int) -> list[DataFile]:
-        return added_files(self.path, after, until)
-
     def committed_version(self, app_id: str) -> int | None:
         return committed_version(self.path, app_id)
 
@@ -438,19 +262,6 @@ class LakeTable:
             ),
         )
         return True
-
-    def write_files(self, rows: pa.Table, prefix: str = "part") -> list[WrittenFile]:
-        return write_files(self.path, rows, prefix=prefix)
-
-    def commit_files(
-        self,
-        schema: pa.Schema,
-        files: Iterable[WrittenFile],
-        app_id: str,
-        batch_id: int,
-        metadata: Mapping[str, str] | None = None,
-    ) -> bool:
-        return commit_files(self.path, schema, files, app_id, batch_id, metadata)
 
     def history(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Commits, newest first, with their operation and custom metadata; [] without a table."""

@@ -287,3 +287,21 @@ def console_command(settings: Settings, tool: str, *args: str) -> list[str]:
     files.root.mkdir(parents=True, exist_ok=True)
     files.tools_log4j.write_text(TOOLS_LOG4J2)
     return java_command(settings, tool, *args, heap="256m", log4j=files.tools_log4j)
+
+
+def quorum_leader(settings: Settings, timeout_s: float = 60.0) -> int:
+    """The node id (1-based) of the KRaft quorum's leader: the active controller, from Kafka's own
+    ``kafka-metadata-quorum describe --status``."""
+    command = console_command(
+        settings,
+        "org.apache.kafka.tools.MetadataQuorumCommand",
+        "--bootstrap-server",
+        settings.kafka.bootstrap_servers,
+        "describe",
+        "--status",
+    )
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+    for line in result.stdout.splitlines():
+        if line.startswith("LeaderId:"):
+            return int(line.split(":", 1)[1])
+    raise ServiceError(f"the KRaft quorum named no leader: {(result.stderr or result.stdout).strip()[-300:]}")

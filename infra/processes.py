@@ -150,6 +150,20 @@ class ProcessSupervisor:
         self.pid_file(spec.name).unlink(missing_ok=True)
         return True
 
+    def recorded_names(self) -> list[str]:
+        """Every service with a PID file here (running or stale)."""
+        return sorted(path.stem for path in self.run_dir.glob("*.pid")) if self.run_dir.is_dir() else []
+
+    def stop_recorded(self, name: str, timeout_s: float = 30.0) -> bool:
+        """Stop a service known only by its PID file (started under other settings)."""
+        process = self.running_process(name)
+        if process is None:
+            return False
+        log.info("stopping %s (pid %d) with SIGTERM", name, process.pid)
+        terminate_tree(process, signal.SIGTERM, timeout_s)
+        self.pid_file(name).unlink(missing_ok=True)
+        return True
+
     def state(self, spec: ServiceSpec) -> ServiceState:
         process = self.running_process(spec.name)
         if process is None:

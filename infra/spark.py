@@ -108,12 +108,12 @@ def build_spark_session(
     app_name: str = "neurolake",
     extra_conf: dict[str, str] | None = None,
     java_options: str | None = None,
-    environment: dict[str, str] | None = None,
 ) -> SparkSession:
-    """``environment`` goes over :func:`spark_environment`, e.g. a zygote's Python for Spark's."""
+    """The lake's Spark session: Delta's catalog, the Kafka and Delta jars from ``paths.jars``, the
+    small-batch configuration, and on a standalone master executors of the workers' size."""
     check_java(settings)
     # Spark's launcher reads these from the environment; this is the one place that sets them.
-    os.environ.update({**spark_environment(settings), **(environment or {})})
+    os.environ.update(spark_environment(settings))
     from pyspark.sql import SparkSession
 
     spark_conf = settings.spark
@@ -129,6 +129,10 @@ def build_spark_session(
         .config("spark.default.parallelism", str(spark_conf.shuffle_partitions))
         .config("spark.ui.enabled", str(spark_conf.ui_enabled).lower())
         .config("spark.ui.port", str(spark_conf.ui_port))
+        # A stream runs a few stages a second: keep the UI's memory (and its REST lists) short.
+        .config("spark.ui.retainedStages", "200")
+        .config("spark.ui.retainedJobs", "200")
+        .config("spark.sql.ui.retainedExecutions", "50")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .config("spark.ui.showConsoleProgress", "false")
@@ -145,7 +149,7 @@ def build_spark_session(
         .config("spark.executor.extraClassPath", classpath)
         .config("spark.sql.redaction.options.regex", REDACTED_OPTIONS)
     )
-    for key, value in {**DELTA_CONF, **SMALL_QUERY_CONF}.items():
+    for key, value in {**DELTA_CONF, **SMALL_QUERY_CONF, **standalone_conf(settings)}.items():
         builder = builder.config(key, value)
     if java_options:
         builder = builder.config("spark.driver.extraJavaOptions", java_options)
@@ -154,6 +158,26 @@ def build_spark_session(
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
     return session
+
+
+def standalone_conf(settings: Settings) -> dict[str, str]:
+    """On a standalone master (the local cluster's, or any): executors of the workers' size, every
+    worker's cores for the lake, and this venv's Python in the executors (the project is installed in
+    it, so the tasks' functions import there as they do on the driver)."""
+    spark = settings.spark
+    if not spark.master.startswith("spark://"):
+        return {}
+    import sys
+
+    conf = {
+        "spark.executor.memory": spark.executor_memory,
+        "spark.executor.cores": str(spark.worker_cores),
+        "spark.pyspark.python": sys.executable,
+        "spark.executorEnv.PYSPARK_PYTHON": sys.executable,
+    }
+    if spark.workers:
+        conf["spark.cores.max"] = str(spark.workers * spark.worker_cores)
+    return conf
 
 
 def register_lake_tables(spark: SparkSession, lake_root: Path, names: Iterable[str] | None = None) -> list[str]:

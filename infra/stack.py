@@ -16,6 +16,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from core.settings import Settings
 from infra.clock_server import udp_clock_alive
 from infra.kafka import broker_reachable, ensure_device_acls, ensure_topics
@@ -114,6 +116,7 @@ def spark_worker_spec(settings: Settings, number: int) -> ServiceSpec:
     """Worker ``number`` (1-based) of the local Spark cluster: its executors are JVMs of their own."""
     spark = settings.spark
     name = f"spark-worker-{number}"
+    port = spark.worker_port(number)
     return ServiceSpec(
         name=name,
         argv=spark_daemon_command(
@@ -121,6 +124,8 @@ def spark_worker_spec(settings: Settings, number: int) -> ServiceSpec:
             "org.apache.spark.deploy.worker.Worker",
             "--host",
             "127.0.0.1",
+            "--port",
+            str(port),
             "--cores",
             str(spark.worker_cores),
             "--memory",
@@ -131,7 +136,7 @@ def spark_worker_spec(settings: Settings, number: int) -> ServiceSpec:
             "0",
             f"spark://127.0.0.1:{spark.master_port}",
         ),
-        ports={},
+        ports={"spark.worker_port": port},
         health=lambda: name in alive_spark_workers(settings),
         env=spark_daemon_environment(settings, name),
         startup_timeout_s=60,
@@ -139,16 +144,20 @@ def spark_worker_spec(settings: Settings, number: int) -> ServiceSpec:
 
 
 def alive_spark_workers(settings: Settings) -> dict[str, str]:
-    """The master's view: worker service name -> worker id, for workers ALIVE."""
+    """The master's view: worker service name -> worker id, for the workers it has ALIVE (each of
+    ours listens on its own port, which names it)."""
     url = f"http://127.0.0.1:{settings.spark.master_ui_port}/json/"
-    with urllib.request.urlopen(url, timeout=2) as response:
-        state = json.load(response)
-    alive = {}
-    for worker in state.get("workers", []):
-        if worker.get("state") == "ALIVE":
-            folder = Path(worker.get("workDir") or "")  # our work dir is named after the service
-            alive[folder.name] = worker["id"]
-    return alive
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            state = json.load(response)
+    except OSError:
+        return {}
+    names = {settings.spark.worker_port(n + 1): f"spark-worker-{n + 1}" for n in range(settings.spark.workers)}
+    return {
+        names[worker["port"]]: worker["id"]
+        for worker in state.get("workers", [])
+        if worker.get("state") == "ALIVE" and worker.get("port") in names
+    }
 
 
 def spark_specs(settings: Settings) -> list[ServiceSpec]:
@@ -324,6 +333,10 @@ def down(settings: Settings) -> list[str]:
     for spec in reversed(managed_specs(settings, with_airflow=True)):
         if sup.stop(spec):
             stopped.append(spec.name)
+    # Services `up` started under other settings (a local cluster's nodes, say) have PID files too.
+    for name in sup.recorded_names():
+        if sup.stop_recorded(name):
+            stopped.append(name)
     return stopped
 
 
@@ -384,3 +397,40 @@ class BrokerAndClock:
         self.supervisor.stop(self.clock)
         for spec in reversed(self.brokers):
             self.supervisor.stop(spec)
+
+
+class LocalCluster(BrokerAndClock):
+    """The broker's nodes, the clock and the local Spark cluster (master and workers), for the
+    tests and benches that take nodes away: a broker node or a worker can be SIGKILLed on its own."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.spark = spark_specs(settings)
+
+    def start(self) -> None:
+        super().start()
+        for spec in self.spark:
+            self.supervisor.start(spec)
+
+    def start_spark_worker(self, number: int) -> None:
+        self.supervisor.start(self.spark[number])
+
+    def kill_spark_worker(self, number: int) -> None:
+        """SIGKILL worker ``number`` (1-based) and the executors it started, together: a machine
+        lost, not a daemon restarted (an orphaned executor would keep its tasks)."""
+        process = self.supervisor.running_process(f"spark-worker-{number}")
+        if process is None:
+            return
+        members = [process, *process.children(recursive=True)]
+        for member in members:
+            try:
+                member.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(members, timeout=30)
+        self.supervisor.pid_file(f"spark-worker-{number}").unlink(missing_ok=True)
+
+    def stop(self) -> None:
+        for spec in reversed(self.spark):
+            self.supervisor.stop(spec)
+        super().stop()

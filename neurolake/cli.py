@@ -47,13 +47,14 @@ def _print_status(status: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(status, indent=2))
         return
-    print(f"{'service':<10} {'state':<10} {'pid':>8}  log / detail")
+    width = max([10, *(len(name) for name in (*status["services"], *status["external"]))])
+    print(f"{'service':<{width}} {'state':<10} {'pid':>8}  log / detail")
     for name, info in status["services"].items():
         state = "healthy" if info["healthy"] else ("UNHEALTHY" if info["running"] else "stopped")
         pid = str(info["pid"] or "-")
-        print(f"{name:<10} {state:<10} {pid:>8}  {info['detail'] or info['log']}")
+        print(f"{name:<{width}} {state:<10} {pid:>8}  {info['detail'] or info['log']}")
     for name, detail in status["external"].items():
-        print(f"{name:<10} {'external':<10} {'-':>8}  {detail}")
+        print(f"{name:<{width}} {'external':<10} {'-':>8}  {detail}")
 
 
 def _cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
@@ -102,6 +103,14 @@ def _cmd_stream_status(args: argparse.Namespace, settings: Settings) -> int:
         print(
             f"{name:<12} {condition:<8} {q['last_batch'] if q['last_batch'] is not None else '-':>6} "
             f"{q['input_rows_per_s']:>10} {q['processed_rows_per_s']:>12} {q['batch_ms'] or '-':>9}  {lag}"
+        )
+    executors = (state.get("work") or {}).get("executors") or {}
+    if executors:
+        print(
+            "last stages' tasks per executor: "
+            + ", ".join(
+                f"{name} {w['tasks']} tasks {w['run_ms']} ms {w['rows']} rows" for name, w in sorted(executors.items())
+            )
         )
     return 0 if all(q["active"] for q in state["queries"].values()) else 1
 

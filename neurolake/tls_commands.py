@@ -8,7 +8,7 @@ import argparse
 import os
 import shutil
 import socket
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from core.settings import Settings
 from infra.kafka import broker_reachable, ensure_device_acls
@@ -41,13 +41,15 @@ def _cmd_issue(args: argparse.Namespace, settings: Settings) -> int:
         else "granted at the next `neurolake up`"
     )
     hub = settings.broker.advertised_host or "HUB"
+    # Absolute: the Pi's service runs in its own working directory (infra/pi/neurolake-edge.service).
+    on_pi = args.pi_dir
     print(
         f"{out}/: {credentials.certificate.name}, {credentials.key.name}, {credentials.ca.name}; copy the folder "
-        f"privately to the Pi as <paths.home>/tls/ and give the Pi these settings:\n"
+        f"privately to the Pi as {on_pi}/ and give the Pi these settings:\n"
         f'  [kafka]\n  bootstrap_servers = "{hub}:{settings.broker.tls_port or 19093}"\n'
-        f'  security_protocol = "SSL"\n  ssl_ca_location = "tls/ca.pem"\n'
-        f'  ssl_certificate_location = "tls/{credentials.certificate.name}"\n'
-        f'  ssl_key_location = "tls/{credentials.key.name}"\n'
+        f'  security_protocol = "SSL"\n  ssl_ca_location = "{on_pi}/{credentials.ca.name}"\n'
+        f'  ssl_certificate_location = "{on_pi}/{credentials.certificate.name}"\n'
+        f'  ssl_key_location = "{on_pi}/{credentials.key.name}"\n'
         f"{args.device}'s broker ACLs (write its data topics, read devices.control): {granted}"
     )
     return 0
@@ -62,4 +64,10 @@ def add_tls_commands(commands: argparse._SubParsersAction) -> None:  # type: ign
     certificate = sub.add_parser("issue", help="a client certificate for one Pi, and its broker ACLs")
     certificate.add_argument("device")
     certificate.add_argument("--out", type=Path, help="folder to copy to the Pi (default DEVICE-tls)")
+    certificate.add_argument(
+        "--pi-dir",
+        type=PurePosixPath,
+        default=PurePosixPath("/var/lib/neurolake/tls"),
+        help="where the folder goes on the Pi (absolute; default: infra/pi/README.md's place)",
+    )
     certificate.set_defaults(handler=_cmd_issue)

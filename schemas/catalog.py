@@ -115,6 +115,12 @@ GOLD_EEG_WINDOWS = TableSpec(
     "gold", "eeg_windows", "windows with features, quality and label", ("session_id", "window_start_index")
 )
 GOLD_PREDICTIONS = TableSpec("gold", "predictions", "model predictions per window", ("session_id",))
+GOLD_LIVE_PREDICTIONS = TableSpec(
+    "gold",
+    "live_predictions",
+    "the live scorer's predictions (eeg.predictions) with their arrival, one row per window and model version",
+    ("session_id",),
+)
 
 TABLES: dict[str, TableSpec] = {
     spec.qualified: spec
@@ -135,6 +141,7 @@ TABLES: dict[str, TableSpec] = {
         SILVER_SESSION_ERRORS,
         GOLD_EEG_WINDOWS,
         GOLD_PREDICTIONS,
+        GOLD_LIVE_PREDICTIONS,
     )
 }
 
@@ -154,7 +161,8 @@ DEVICE_READS: tuple[str, ...] = (CONTROL,)
 # but librdkafka asks for the group's coordinator all the same, which needs READ on the group).
 EDGE_CONTROL_GROUP = "neurolake-edge-control"
 
-# The bronze table each topic lands in (control, predictions and dead letters are not landed).
+# The bronze table each topic lands in (control and dead letters are not landed; predictions land in
+# gold, below).
 BRONZE_TABLE_OF_TOPIC: dict[str, TableSpec] = {
     EEG_RAW: BRONZE_EEG_BLOCKS,
     CAMERA_FRAMES: BRONZE_CAMERA_FRAMES,
@@ -164,3 +172,10 @@ BRONZE_TABLE_OF_TOPIC: dict[str, TableSpec] = {
     DEVICE_STATUS: BRONZE_DEVICE_STATUS,
     DEVICE_LOGS: BRONZE_DEVICE_LOGS,
 }
+
+# Every topic bronze's queries read, and the table its records land in: the devices' topics in
+# bronze, and the live scorer's output, a result that nothing is derived from, straight in gold.
+LAKE_TABLE_OF_TOPIC: dict[str, TableSpec] = {**BRONZE_TABLE_OF_TOPIC, PREDICTIONS: GOLD_LIVE_PREDICTIONS}
+
+# Topics the hub writes about a device: signed as the hub (schemas/signing.HUB), with that device's key.
+HUB_SIGNED: tuple[str, ...] = (CONTROL, PREDICTIONS)

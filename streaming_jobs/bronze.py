@@ -4,8 +4,8 @@ topic, seq), in Delta.
 The query reads Kafka with Spark's own Kafka source (offsets in its checkpoint). Per micro-batch
 (``foreachBatch``, :class:`BronzeBatchWriter`):
 
-1. on the executors (``mapInArrow``, one task per Kafka partition), each record's signature is
-   verified against the hub's keyring (schemas/signing.py), the record decoded and validated
+1. on the executors (``mapInArrow`` over the Kafka partitions, coalesced to ``lake.silver_tasks``
+   tasks), each record's signature is verified against the hub's keyring (schemas/signing.py), the record decoded and validated
    (:func:`decode_rows`); what is not authenticated, does not decode or does not validate is kept
    with its raw bytes and the reason for ``bronze.quarantine`` (never dropped);
 2. the driver collects only each record's stream key (topic, device, spool epoch, seq) and decides
@@ -18,6 +18,10 @@ The query reads Kafka with Spark's own Kafka source (offsets in its checkpoint).
    two is replayed safely;
 4. after the commits, per device, epoch and topic, the highest contiguous seq stored is published
    (a hub-signed ``SPOOL_ACK`` on ``devices.control``), which lets the edge delete its spool up to there.
+
+The live scorer's ``eeg.predictions`` come in the same way (hub-signed, see ``HUB_SIGNED``) and land in
+``gold.live_predictions``, exactly once per (session, window, model version): a prediction has no
+spool, and the scorer's seqs start over with each of its processes.
 """
 
 from __future__ import annotations
@@ -51,13 +55,16 @@ from schemas.catalog import (
     BRONZE_SESSIONS,
     BRONZE_TABLE_OF_TOPIC,
     EEG_RAW,
+    HUB_SIGNED,
+    LAKE_TABLE_OF_TOPIC,
+    PREDICTIONS,
     SESSIONS,
     TABLES,
     TOPICS,
 )
 from schemas.codec import EEG_DTYPE, TIME_DTYPE, AvroCodec, CodecError, default_codec
 from schemas.records import MARKER_COLUMNS, identifier_problem
-from schemas.signing import Keyring, SignatureError
+from schemas.signing import DEVICE, HUB, Keyring, SignatureError
 from streaming_jobs.arrow_schema import record_schema
 from streaming_jobs.checkpoints import checkpoint_identity
 
@@ -66,7 +73,17 @@ log = logging.getLogger(__name__)
 # topic -> its bronze table's name (the catalog's BRONZE_TABLE_OF_TOPIC, keyed as decoded batches are).
 BRONZE_TABLES: dict[str, str] = {topic: spec.name for topic, spec in BRONZE_TABLE_OF_TOPIC.items()}
 BRONZE_TOPICS = tuple(BRONZE_TABLES)
+# Every topic the bronze queries may read: the devices' and the live scorer's (eeg.predictions, which
+# lands in gold.live_predictions: :data:`schemas.catalog.LAKE_TABLE_OF_TOPIC`).
+LANDED_TOPICS = tuple(LAKE_TABLE_OF_TOPIC)
 QUARANTINE_TABLE = BRONZE_QUARANTINE.name
+# A prediction is one window scored by one model version: the same again (a scorer restarted from
+# the earliest offsets, a record resent) is a duplicate, whatever its seq (the scorer numbers its
+# records per process, so seqs start over when it restarts).
+PREDICTION_KEY_COLUMNS = ("session_id", "window_start_index", "window_end_index", "model_name", "model_version")
+# What a landed table calls a column of its topic's records: to a prediction's reader, bronze's
+# ingest time is the prediction's arrival in the lake.
+RENAMED_COLUMNS: dict[str, dict[str, str]] = {PREDICTIONS: {"ingest_us": "arrival_us"}}
 # The record's own time, which decides its date partition.
 TIME_FIELD = {
     "eeg_block": "produced_us",
@@ -76,6 +93,7 @@ TIME_FIELD = {
     "session": "started_us",
     "device_status": "timestamp_us",
     "device_log": "timestamp_us",
+    "prediction": "scored_us",
 }
 KAFKA_COLUMNS = [
     pa.field("kafka_topic", pa.string(), nullable=False),
@@ -97,6 +115,13 @@ QUARANTINE_SCHEMA = pa.schema(
 
 def bronze_schema(record_type: str) -> pa.Schema:
     return pa.schema([*record_schema(record_type), *KAFKA_COLUMNS])
+
+
+def landed_schema(topic: str) -> pa.Schema:
+    """The schema of the table ``topic`` lands in: its records' bronze columns, some renamed."""
+    schema = bronze_schema(TOPICS[topic].record_type)
+    renamed = RENAMED_COLUMNS.get(topic, {})
+    return pa.schema([f.with_name(renamed.get(f.name, f.name)) for f in schema])
 
 
 # Caps no real record comes near; past them a record is a mistake or an attack, not data.
@@ -136,6 +161,8 @@ def validate(
             if value is not None and (not is_finite_number(value) or value < 0):
                 return f"marker {name}={value!r} must be a finite, non-negative number"
         return None
+    if record_type == "prediction":
+        return prediction_problem(record)
     if record_type != "eeg_block":
         return None
     n, c, rate = record["n_samples"], record["n_channels"], record["sample_rate_hz"]
@@ -159,6 +186,18 @@ def validate(
             )
         return None
     return block_session_problem(record, session)
+
+
+def prediction_problem(record: Mapping[str, Any]) -> str | None:
+    start, end = record["window_start_index"], record["window_end_index"]
+    if not 0 <= start < end:
+        return f"prediction window [{start}, {end}) must be a non-empty range of sample indices >= 0"
+    probabilities = record["probabilities"] or {}
+    if record["label"] not in probabilities:
+        return f"prediction label {record['label']!r} is not among its probabilities' classes"
+    if not all(is_finite_number(p) and 0.0 <= p <= 1.0 for p in probabilities.values()):
+        return "prediction probabilities must be finite numbers in [0, 1]"
+    return None
 
 
 # What block_session_problem reads of a block: few scalars, so the driver can check a batch's blocks
@@ -237,10 +276,20 @@ StreamKey = tuple[str, str, int]  # (topic, device_id, spool_epoch)
 
 class SeqIndex:
     """Dedup and acknowledgment index, per (topic, device, spool epoch): a device whose spool was made
-    anew numbers from 0 again under a new epoch, and those records are new, not duplicates."""
+    anew numbers from 0 again under a new epoch, and those records are new, not duplicates.
+    Predictions, which no spool numbers, are kept by what they are (``PREDICTION_KEY_COLUMNS``) and
+    never acknowledged."""
 
     def __init__(self) -> None:
         self.tracks: dict[StreamKey, SeqTrack] = defaultdict(SeqTrack)
+        self.predictions: set[tuple[Any, ...]] = set()
+
+    def add_prediction(self, key: tuple[Any, ...]) -> bool:
+        """Record a prediction's key; False when bronze already holds it (a duplicate)."""
+        if key in self.predictions:
+            return False
+        self.predictions.add(key)
+        return True
 
     def seed(self, key: StreamKey, seqs: Iterable[int]) -> None:
         track = self.tracks[key]
@@ -273,6 +322,8 @@ class DecodeContext:
 PROBLEM, RAW_KEY, RAW_VALUE = "_problem", "_raw_key", "_raw_value"
 ENVELOPE_FIELDS = [pa.field(PROBLEM, pa.string()), pa.field(RAW_KEY, pa.binary()), pa.field(RAW_VALUE, pa.binary())]
 STREAM_KEY_COLUMNS = ("kafka_topic", "kafka_partition", "kafka_offset", "device_id", "spool_epoch", "seq")
+# What the driver decides duplicates on: the stream key, and a prediction's own key.
+DECISION_COLUMNS = (*STREAM_KEY_COLUMNS, *(c for c in PREDICTION_KEY_COLUMNS if c not in STREAM_KEY_COLUMNS))
 
 
 @cache
@@ -308,7 +359,10 @@ def decode_rows(topic: str, rows: pa.Table, context: DecodeContext, codec: AvroC
         try:
             if value is None:
                 raise CodecError("record has no value (tombstone or empty message)")
-            body, signer = context.keyring.verify(value, topic) if context.keyring is not None else (value, None)
+            direction = HUB if topic in HUB_SIGNED else DEVICE
+            body, signer = (
+                context.keyring.verify(value, topic, direction) if context.keyring is not None else (value, None)
+            )
             decoded_type, record = codec.decode(body, expected_type=record_type)
         except SignatureError as exc:
             refuse(kafka, key, value, f"not authenticated: {exc}")
@@ -356,15 +410,22 @@ class Decision:
 
 
 def decide(keys: pa.Table, index: SeqIndex) -> Decision:
-    """Walk the batch's stream keys (``STREAM_KEY_COLUMNS``, valid records only) in Kafka order and
-    update ``index`` with what will be stored."""
+    """Walk the batch's stream keys (``STREAM_KEY_COLUMNS``, and for predictions
+    ``PREDICTION_KEY_COLUMNS``; valid records only) in Kafka order and update ``index`` with what
+    will be stored."""
     decision = Decision()
     ordered = keys.sort_by(
         [("kafka_topic", "ascending"), ("kafka_partition", "ascending"), ("kafka_offset", "ascending")]
     )
     for row in ordered.to_pylist():
         coordinates = (row["kafka_topic"], row["kafka_partition"], row["kafka_offset"])
-        stream = (row["kafka_topic"], row["device_id"], int(row["spool_epoch"] or 0))
+        if row["kafka_topic"] == PREDICTIONS:
+            if index.add_prediction(tuple(row[c] for c in PREDICTION_KEY_COLUMNS)):
+                decision.stored += 1
+            else:
+                decision.duplicates.add(coordinates)
+            continue
+        stream = (row["kafka_topic"], row["device_id"], int(row.get("spool_epoch") or 0))
         jump = index.jump(stream, row["seq"])
         if jump > MAX_SEQ_JUMP:
             decision.jumped[coordinates] = (
@@ -411,8 +472,12 @@ def decode_batch(
     context = DecodeContext(keyring, dict(sessions), ingest)
     quarantined: list[pa.Table] = []
     decoded = {topic: decode_rows(topic, part, context, codec) for topic, part in by_topic.items()}
-    valid = [t.filter(pc.is_null(t.column(PROBLEM))).select(list(STREAM_KEY_COLUMNS)) for t in decoded.values()]
-    decision = decide(pa.concat_tables(valid) if valid else pa.table({c: [] for c in STREAM_KEY_COLUMNS}), index)
+    valid = [
+        t.filter(pc.is_null(t.column(PROBLEM))).select([c for c in DECISION_COLUMNS if c in t.schema.names])
+        for t in decoded.values()
+    ]
+    keys = pa.concat_tables(valid, promote_options="permissive") if valid else None
+    decision = decide(keys if keys is not None else pa.table({c: [] for c in STREAM_KEY_COLUMNS}), index)
     tables: dict[str, pa.Table] = {}
     for topic, table in decoded.items():
         coordinates = list(
@@ -433,7 +498,8 @@ def decode_batch(
             quarantined.append(quarantine_rows(refused))
         stored = table.filter(pa.array(keep)).drop_columns([f.name for f in ENVELOPE_FIELDS])
         if stored.num_rows:
-            tables[BRONZE_TABLES[topic]] = stored.cast(bronze_schema(TOPICS[topic].record_type))
+            stored = stored.cast(bronze_schema(TOPICS[topic].record_type))
+            tables[LAKE_TABLE_OF_TOPIC[topic].name] = stored.rename_columns(landed_schema(topic).names)
     quarantine = (
         pa.concat_tables([q.cast(QUARANTINE_SCHEMA) for q in quarantined])
         if quarantined
@@ -458,8 +524,13 @@ def seed_index(lake_root: Path, topics: Iterable[str] = BRONZE_TOPICS) -> SeqInd
     """Rebuild the dedup index of ``topics`` from what bronze already holds (on query start)."""
     index = SeqIndex()
     for topic in topics:
-        spec = BRONZE_TABLE_OF_TOPIC[topic]
+        spec = LAKE_TABLE_OF_TOPIC[topic]
         table = LakeTable(lake_root, spec)
+        if topic == PREDICTIONS:
+            held = table.read_columns(list(PREDICTION_KEY_COLUMNS))
+            if held is not None:
+                index.predictions.update(zip(*(held.column(c).to_pylist() for c in PREDICTION_KEY_COLUMNS)))
+            continue
         dataset, _ = table.dataset()
         if dataset is None:
             continue
@@ -522,7 +593,7 @@ def wide_schema() -> pa.Schema:
     """Every bronze topic's decoded rows in one schema (no column name means two things: a test
     checks it), so that one Spark task per Kafka partition decodes whatever topic it holds."""
     fields: dict[str, pa.Field] = {}
-    for topic in BRONZE_TOPICS:
+    for topic in LANDED_TOPICS:
         for f in decoded_schema(TOPICS[topic].record_type):
             fields.setdefault(f.name, f)
     return pa.schema(list(fields.values()))
@@ -671,6 +742,7 @@ class BronzeBatchWriter:
                 "session_id",
                 F.size("channel_names").alias("session_channels"),
                 "started_us",
+                *(c for c in PREDICTION_KEY_COLUMNS if c != "session_id"),
             ).toArrow()
             refused, duplicates = self._decide(facts, context)
             written = self._commit(batch_df, decoded, facts, refused, duplicates, batch_id, context.ingest_us)
@@ -712,7 +784,7 @@ class BronzeBatchWriter:
                 pa.bool_(),
             )
         )
-        decision = decide(checked.select(list(STREAM_KEY_COLUMNS)), self.index)
+        decision = decide(checked.select(list(DECISION_COLUMNS)), self.index)
         refused.update(decision.jumped)
         return refused, decision.duplicates
 
@@ -745,7 +817,10 @@ class BronzeBatchWriter:
                 rows_of_topic = rows_of_topic.mapInArrow(
                     functools.partial(drop_task, frozenset(dropped[topic])), rows_of_topic.schema
                 )
-            stored[topic] = rows_of_topic.select(*bronze_schema(TOPICS[topic].record_type).names)
+            renamed = RENAMED_COLUMNS.get(topic, {})
+            stored[topic] = rows_of_topic.select(
+                *(F.col(n).alias(renamed.get(n, n)) for n in bronze_schema(TOPICS[topic].record_type).names)
+            )
         quarantine_parts = []
         if len(facts) - len(facts.filter(facts.column("valid"))):
             quarantine_parts.append(
@@ -768,15 +843,16 @@ class BronzeBatchWriter:
             )
         jobs: list[list[tuple[str, Any, str, Sequence[str]]]] = [[], []]
         for topic, frame in stored.items():
-            name = BRONZE_TABLES[topic]
-            if name in SILVER_PROJECTED:
+            spec = LAKE_TABLE_OF_TOPIC[topic]
+            name = spec.name
+            if spec.layer == "bronze" and name in SILVER_PROJECTED:
                 projected = frame.mapInArrow(
                     functools.partial(project_task, name), spark_struct(projection_schema(name))
                 )
                 # Silver first: if bronze then fails, the replay (no longer deduplicated away) finds
                 # silver's transaction committed and skips only that.
                 jobs[0].append((f"silver.{name}", projected, self.app_id(f"silver_{name}"), ("date",)))
-            jobs[1].append((f"bronze.{name}", frame, self.app_id(name), ("date",)))
+            jobs[1].append((spec.qualified, frame, self.app_id(name), ("date",)))
         if quarantine_parts:
             quarantine = functools.reduce(lambda a, b: a.unionByName(b), quarantine_parts)
             jobs[1].append((BRONZE_QUARANTINE.qualified, quarantine, self.app_id(QUARANTINE_TABLE), ("date",)))

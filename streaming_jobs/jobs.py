@@ -15,6 +15,7 @@ from schemas.catalog import (
     DEVICE_STATUS,
     EEG_RAW,
     MARKERS,
+    PREDICTIONS,
     SENSORS_ENV,
     SESSIONS,
 )
@@ -100,8 +101,9 @@ class AckPublisher:
 @dataclass(frozen=True)
 class BronzeQuery:
     """One of bronze's two queries: the EEG path silver waits on, commits as often as it can; the
-    devices' own streams (heartbeats, room sensors, camera frames) are many records that nothing
-    downstream waits on, so they commit less often and never delay an EEG commit."""
+    devices' own streams (heartbeats, room sensors, camera frames) and the live scorer's predictions
+    (into gold.live_predictions) are records that nothing downstream waits on, so they commit less
+    often and never delay an EEG commit."""
 
     name: str
     topics: tuple[str, ...]
@@ -114,7 +116,7 @@ BRONZE_QUERIES = {
     query.name: query
     for query in (
         BronzeQuery("bronze", (EEG_RAW, SESSIONS, MARKERS, DEVICE_LOGS)),
-        BronzeQuery("bronze_devices", (DEVICE_STATUS, SENSORS_ENV, CAMERA_FRAMES)),
+        BronzeQuery("bronze_devices", (DEVICE_STATUS, SENSORS_ENV, CAMERA_FRAMES, PREDICTIONS)),
     )
 }
 

@@ -10,7 +10,8 @@ A model per montage: each session is routed by its session record's (task, monta
 thread follows every key's alias and swaps a newly loaded model in between two polls: no restart, no
 window skipped. A session whose key has no champion yet is scored by filter-bank CCA, which needs no
 training (``ml.live_fallback``). Undecodable records are counted and left to bronze, which
-quarantines every record of ``eeg.raw``.
+quarantines every record of ``eeg.raw``. Bronze lands the predictions in ``gold.live_predictions``;
+they are signed as the hub, like everything else the hub says about a device.
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ from ml.features import FeatureLayoutError, feature_matrix
 from ml.montage import ModelKey, key_for_session
 from ml.serving import FeatureScorer
 from schemas.catalog import EEG_RAW, PREDICTIONS
+from schemas.codec import default_codec
+from schemas.signing import HUB, Keyring, sign
 from schemas.timebase import now_us
 from streaming_jobs.bronze import validate
 
@@ -391,6 +394,36 @@ class ChampionRouter:
             self._wake.clear()
 
 
+class PredictionPublisher:
+    """Publishes prediction records on eeg.predictions (keyed by device). With
+    ``security.require_signed_records`` each is signed as the hub with the key of the device it
+    scores, so that bronze lands in ``gold.live_predictions`` only what the hub's scorer said."""
+
+    def __init__(self, settings: Settings, producer: Any) -> None:
+        self.producer = producer
+        self.codec = default_codec()
+        self.keyring = Keyring(settings.security.keyring) if settings.security.require_signed_records else None
+        self._keyless: set[str] = set()
+
+    def __call__(self, prediction: dict[str, Any]) -> None:
+        device = prediction["device_id"]
+        value = self.codec.encode("prediction", prediction)
+        if self.keyring is not None:
+            key = self.keyring.active_key(device)
+            if key is None:
+                self.keyring.reload()  # a device registered since (a stat; read only if it changed)
+                key = self.keyring.active_key(device)
+            if key is not None:
+                value = sign(value, PREDICTIONS, key, HUB)
+            elif device not in self._keyless:
+                self._keyless.add(device)
+                log.warning(
+                    "no active key for %s: its predictions go out unsigned and the lake quarantines them",
+                    device,
+                )
+        self.producer.produce(PREDICTIONS, key=device.encode(), value=value)
+
+
 def live_config(settings: Settings) -> ProcessorConfig:
     from streaming_jobs.silver_gold import processor_config
 
@@ -424,9 +457,10 @@ def run_live_scorer(
     reader = LiveReader(
         settings, "neurolake-live-scorer", (EEG_RAW,), start, logger_name="streaming_jobs.rdkafka.scorer"
     )
+    publish = PredictionPublisher(settings, producer)
     with stop_on_signals() as stop, reader:
         try:
-            return _score_until_stopped(reader, scorer, producer, stop, duration_s)
+            return _score_until_stopped(reader, scorer, producer, publish, stop, duration_s)
         finally:
             if router is not None:
                 router.stop()
@@ -434,7 +468,12 @@ def run_live_scorer(
 
 
 def _score_until_stopped(
-    reader: LiveReader, scorer: LiveScorer, producer: Any, stop: threading.Event, duration_s: float | None
+    reader: LiveReader,
+    scorer: LiveScorer,
+    producer: Any,
+    publish: Callable[[dict[str, Any]], None],
+    stop: threading.Event,
+    duration_s: float | None,
 ) -> int:
     missing = reader.assign()
     if missing:
@@ -473,11 +512,7 @@ def _score_until_stopped(
                 log.exception("live scorer: session %s failed; its state is reset", session_id)
                 continue
             for prediction in predictions:
-                producer.produce(
-                    PREDICTIONS,
-                    key=prediction["device_id"].encode(),
-                    value=reader.codec.encode("prediction", prediction),
-                )
+                publish(prediction)
         producer.poll(0)
         if time.monotonic() >= next_report:
             next_report = time.monotonic() + 10

@@ -59,8 +59,10 @@ def source_lag(progress: dict[str, Any]) -> dict[str, int]:
     return lag
 
 
-def snapshot(supervised: dict[str, Supervised]) -> dict[str, Any]:
+def snapshot(supervised: dict[str, Supervised], work: dict[str, Any] | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {"pid": os.getpid(), "updated_us": now_us(), "queries": {}}
+    if work is not None:
+        result["work"] = work
     for name, item in supervised.items():
         query = item.query
         progress = (query.lastProgress if query is not None else None) or {}
@@ -94,6 +96,8 @@ class Supervised:
 
 
 MAX_BACKOFF_S = 60.0
+# How often the status reads the driver's completed stages (executor task metrics) from its UI.
+STAGES_EVERY_S = 10.0
 # silver/gold starts once bronze has committed its first batch, or after this long at most: on 2
 # cores its start-up slowed bronze's first commit, which is what frees the Pis' spools after a restart.
 SILVER_WAITS_FOR_BRONZE_S = 20.0
@@ -186,6 +190,10 @@ def _run_queries(
     path = status_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     first_batch_logged = False
+    from streaming_jobs.stage_metrics import stage_metrics_for
+
+    stages = stage_metrics_for(spark)
+    stages_read_at = 0.0
     try:
         deadline = None if duration_s is None else time.monotonic() + duration_s
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
@@ -240,8 +248,15 @@ def _run_queries(
                 ):
                     item.failures = 0  # healthy for two minutes: the next failure starts over
                     item.restart_at = None
+            if stages is not None and now - stages_read_at >= STAGES_EVERY_S:
+                stages_read_at = now
+                try:
+                    stages.refresh()
+                except Exception as exc:  # the UI's figures are a report, never a reason to stop
+                    log.debug("stage metrics: %s", exc)
             try:
-                path.write_text(json.dumps(snapshot(supervised), indent=2))
+                work = stages.report() if stages is not None else None
+                path.write_text(json.dumps(snapshot(supervised, work), indent=2))
             except Exception:  # reporting must never take the queries down
                 log.exception("could not write the stream status")
             stop.wait(0.2 if bronze_pending else 1.0)

@@ -608,7 +608,7 @@ def start_silver_gold(spark: Any, settings: Any, trigger_s: float | None = None)
     spark.conf.set("spark.sql.shuffle.partitions", str(settings.lake.silver_tasks))
     context = StreamContext(processor_config(settings), str(rebuilds_dir(checkpoint)))
     rows = (
-        bronze_rows(spark, lake_root)
+        bronze_rows(spark, lake_root, max_files=settings.lake.max_bronze_files_per_trigger)
         .groupBy("session_id")
         .applyInPandasWithState(
             functools.partial(process_session, context),

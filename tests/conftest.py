@@ -63,3 +63,44 @@ def spark(spark_settings: Settings):  # type: ignore[no-untyped-def]
     from infra.spark import build_spark_session
 
     return build_spark_session(spark_settings, "neurolake-tests")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Nothing a test started outlives the run: any process still running from the run's temporary
+    folders (a broker, a clock server, a stream a test forgot) is named and killed here, and the
+    run fails, so the test that leaked it gets fixed."""
+    import os
+
+    import psutil
+
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None:
+        return
+    base = str(factory.getbasetemp())
+    mine = {psutil.Process().pid, *(p.pid for p in psutil.Process().parents())}
+    leftovers = []
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        if process.pid in mine:
+            continue
+        try:
+            command = " ".join(process.info["cmdline"] or [])
+            home = process.environ().get("NEUROLAKE_PATHS__HOME", "")
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+        own_spark = "SparkSubmit" in command and process.ppid() == os.getpid()  # py4j's JVM: exits with us
+        if (base in command or home.startswith(base)) and not own_spark:
+            leftovers.append((process, command))
+    for process, _ in leftovers:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs([p for p, _ in leftovers], timeout=10)
+    if leftovers:
+        report = "\n".join(f"  pid {p.pid}: {command[:200]}" for p, command in leftovers)
+        session.config.get_terminal_writer().line(
+            f"\n{len(leftovers)} process(es) outlived the tests that started them and were killed:\n{report}",
+            red=True,
+        )
+        if session.exitstatus == 0:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from core.settings import load_settings
-from infra.stack import BrokerAndClock
+from infra.ports import free_ports
+from infra.processes import port_is_free
+from infra.stack import BrokerAndClock, LocalCluster
 from schemas.catalog import CONTROL
 from schemas.signing import HUB, Keyring, ensure_key, sign
 from tests.conftest import isolated_environ
@@ -43,15 +45,11 @@ def cli(tmp_path: Path) -> Iterator[Cli]:
     runner("down")
 
 
-class BrokerStack(BrokerAndClock):
-    """A private broker and clock service for one test, with the env to run the CLI against them."""
+class CliHome:
+    """The env to run the CLI against a private stack under ``home``."""
 
-    def __init__(self, home: Path, **extra: str) -> None:
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("NEUROLAKE_")}
-        self.env.update(isolated_environ(home, **extra))
-        self.home = home
-        super().__init__(load_settings(environ=self.env, cwd=home))
-
+    env: dict[str, str]
+    home: Path
     cli_argv = (sys.executable, "-m", "neurolake.cli")
 
     def neurolake(self, *args: str, **popen) -> subprocess.Popen:
@@ -69,6 +67,49 @@ class BrokerStack(BrokerAndClock):
             stderr=log_file,
             start_new_session=True,
         )
+
+
+class BrokerStack(CliHome, BrokerAndClock):
+    """A private broker and clock service for one test, with the env to run the CLI against them."""
+
+    def __init__(self, home: Path, **extra: str) -> None:
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("NEUROLAKE_")}
+        self.env.update(isolated_environ(home, **extra))
+        self.home = home
+        BrokerAndClock.__init__(self, load_settings(environ=self.env, cwd=home))
+
+
+class ClusterStack(CliHome, LocalCluster):
+    """A private local cluster (three broker nodes, a Spark master and two workers) and the clock."""
+
+    def __init__(self, home: Path, **extra: str) -> None:
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("NEUROLAKE_")}
+        self.env.update(cluster_environ(home, **extra))
+        self.home = home
+        LocalCluster.__init__(self, load_settings(environ=self.env, cwd=home))
+
+
+def cluster_environ(home: Path, **extra: str) -> dict[str, str]:
+    """NEUROLAKE_* variables for a private local cluster: three broker nodes (each on the base
+    ports + 10 k) and a Spark master with two workers (on the master's port + 1, + 2), all free."""
+    env = isolated_environ(home, **extra)
+    del env["NEUROLAKE_KAFKA__BOOTSTRAP_SERVERS"]  # every node's address, from the settings
+    while True:
+        broker, controller, master, master_ui = free_ports(4)
+        wanted = [p + 10 * k for p in (broker, controller) for k in range(3)] + [master + 1, master + 2]
+        if all(port_is_free(p) for p in wanted) and len(set(wanted + [master, master_ui])) == len(wanted) + 2:
+            break
+    env.update(
+        NEUROLAKE_BROKER__NODES="3",
+        NEUROLAKE_BROKER__NODE_PORT_STEP="10",
+        NEUROLAKE_BROKER__PORT=str(broker),
+        NEUROLAKE_BROKER__CONTROLLER_PORT=str(controller),
+        NEUROLAKE_SPARK__WORKERS="2",
+        NEUROLAKE_SPARK__MASTER_PORT=str(master),
+        NEUROLAKE_SPARK__MASTER_UI_PORT=str(master_ui),
+    )
+    env.update(extra)
+    return env
 
 
 def signed(settings, topic: str, value: bytes, device_id: str) -> bytes:  # type: ignore[no-untyped-def]

@@ -44,13 +44,22 @@ def test_silver_and_gold_from_a_simulated_session(broker: BrokerStack) -> None:
     )
     device = json.loads(process.communicate(timeout=120)[0])["devices"][0]
     spark = build_spark_session(broker.settings, "silver-gold-test")
+    # Bronze and silver take their backlog a little at a time, so that each writes several files
+    # (which the maintenance below compacts) and silver's state crosses micro-batches.
+    in_steps = broker.settings.model_copy(
+        update={
+            "lake": broker.settings.lake.model_copy(
+                update={"max_records_per_trigger": 100, "max_bronze_files_per_trigger": 2}
+            )
+        }
+    )
     try:
         for name in BRONZE_QUERIES:
-            bronze = start_bronze(spark, broker.settings, name, trigger_s=0.5, publish_acks=False)
+            bronze = start_bronze(spark, in_steps, name, trigger_s=0.5, publish_acks=False)
             drain(bronze)
             bronze.stop()
         for _ in range(2):  # restarting from the checkpoint adds nothing
-            query = start_silver_gold(spark, broker.settings, trigger_s=0.5)
+            query = start_silver_gold(spark, in_steps, trigger_s=0.5)
             drain(query)
             query.stop()
     finally:

@@ -87,3 +87,83 @@ def test_a_reset_spools_restarted_seqs_are_new_records_not_duplicates(tmp_path: 
     assert first.tables["eeg_blocks"].num_rows == 3
     assert again.duplicates == 3 and again.tables["eeg_blocks"].column("spool_epoch").to_pylist() == [222] * 3
     assert index.contiguous() == {("eeg.raw", "pi-1", 111): 2, ("eeg.raw", "pi-1", 222): 2}
+
+
+def _prediction(seq: int, start: int, version: str = "3", **changes: object) -> dict:
+    return {
+        **sample_records()["prediction"],
+        "seq": seq,
+        "window_start_index": start,
+        "window_end_index": start + 500,
+        "model_version": version,
+        **changes,
+    }
+
+
+def test_live_predictions_land_once_per_window_and_model_version_whatever_their_seq(tmp_path: Path) -> None:
+    keyring = Keyring(tmp_path / "keyring.json")
+    key = ensure_key(keyring, "pi-1")
+    codec = default_codec()
+
+    def hub_signed(prediction: dict) -> tuple[str, bytes]:
+        return "eeg.predictions", sign(codec.encode("prediction", prediction), "eeg.predictions", key, HUB)
+
+    index = SeqIndex()
+    first = decode_batch(_rows([hub_signed(_prediction(s, s * 100)) for s in range(3)]), index, codec, keyring=keyring)
+    table = first.tables["live_predictions"]
+    assert table.column("window_start_index").to_pylist() == [0, 100, 200]
+    assert "arrival_us" in table.schema.names and "ingest_us" not in table.schema.names
+    assert table.column("probabilities").to_pylist()[0] == [("flicker_12hz", 0.9), ("flicker_15hz", 0.1)]
+    # A restarted scorer numbers from 0 again: its windows are new unless already scored by that version.
+    again = decode_batch(
+        _rows(
+            [
+                hub_signed(_prediction(0, 100)),  # the same window and version: a duplicate
+                hub_signed(_prediction(1, 300)),  # a new window
+                hub_signed(_prediction(2, 100, version="4")),  # the same window by a new version
+            ]
+        ),
+        index,
+        codec,
+        keyring=keyring,
+    )
+    assert again.duplicates == 1
+    assert again.tables["live_predictions"].column("window_start_index").to_pylist() == [300, 100]
+    assert index.contiguous() == {}  # predictions are never acknowledged to a device
+
+
+def test_a_live_prediction_must_be_signed_by_the_hub_for_its_device(tmp_path: Path) -> None:
+    keyring = Keyring(tmp_path / "keyring.json")
+    key, other = ensure_key(keyring, "pi-1"), ensure_key(keyring, "pi-2")
+    codec = default_codec()
+    encoded = codec.encode("prediction", _prediction(0, 0))
+    rows = _rows(
+        [
+            ("eeg.predictions", encoded),  # unsigned
+            ("eeg.predictions", sign(encoded, "eeg.predictions", key)),  # as the device, not the hub
+            ("eeg.predictions", sign(encoded, "eeg.predictions", other, HUB)),  # for another device
+            (
+                "eeg.predictions",
+                sign(codec.encode("prediction", _prediction(1, 0, label="nope")), "eeg.predictions", key, HUB),
+            ),
+            ("eeg.predictions", sign(encoded, "eeg.predictions", key, HUB)),
+        ]
+    )
+    decoded = decode_batch(rows, SeqIndex(), codec, keyring=keyring)
+    assert decoded.tables["live_predictions"].num_rows == 1
+    reasons = decoded.quarantine.column("reason").to_pylist()
+    assert "unsigned" in reasons[0] and "bad signature" in reasons[1] and "of device 'pi-2'" in reasons[2]
+    assert "not among its probabilities" in reasons[3]
+
+
+def test_the_prediction_index_is_seeded_from_gold_live_predictions(tmp_path: Path) -> None:
+    from infra.delta import LakeTable
+    from schemas.catalog import GOLD_LIVE_PREDICTIONS
+    from streaming_jobs.bronze import seed_index
+
+    codec = default_codec()
+    rows = _rows([("eeg.predictions", codec.encode("prediction", _prediction(s, s * 100))) for s in range(2)])
+    landed = decode_batch(rows, SeqIndex(), codec).tables["live_predictions"]
+    LakeTable(tmp_path, GOLD_LIVE_PREDICTIONS).append(landed, "test", 0)
+    index = seed_index(tmp_path, ("eeg.predictions", "eeg.raw"))
+    assert decode_batch(rows, index, codec).duplicates == 2
