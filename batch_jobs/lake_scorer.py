@@ -1,4 +1,8 @@
-"""The lake scorer: ``gold.eeg_windows`` -> the @champion model -> ``gold.predictions`` (Spark).
+"""The lake scorer: ``gold.eeg_windows`` -> each montage's @champion -> ``gold.predictions`` (Spark).
+
+A model per montage (ml/montage.py): a session's windows are scored by the champion of its own
+(task, montage, rate), read from its record in bronze.sessions; sessions without one there by the
+plain ``mlflow.model_name``'s champion.
 
 Each pass scores the windows of one Delta version of ``gold.eeg_windows`` that this model version
 has not scored yet, and commits with an app transaction ``(lake_scorer:NAME:vN, source version)``:
@@ -21,6 +25,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from core.errors import NeurolakeError
 from core.settings import Settings
 from infra.delta import LakeTable, utc_date
 from ml.features import windows_feature_frame
@@ -52,11 +57,12 @@ class LakeScoreResult:
     model_version: str
     source_version: int
     scored: int
+    model_name: str = ""
 
     def __str__(self) -> str:
         return (
-            f"scored {self.scored} windows of gold.eeg_windows v{self.source_version} with model "
-            f"version {self.model_version}"
+            f"scored {self.scored} windows of gold.eeg_windows v{self.source_version} with "
+            f"{self.model_name + ' ' if self.model_name else ''}version {self.model_version}"
         )
 
 
@@ -84,38 +90,78 @@ def score_partition(
         )
 
 
-def score_lake(spark: Any, settings: Settings, version: str | None = None) -> LakeScoreResult | None:
-    """One pass; None when there is no champion yet (and no version was given)."""
-    import mlflow
+def score_lake(spark: Any, settings: Settings, version: str | None = None) -> list[LakeScoreResult] | None:
+    """One pass over every montage in gold; None when none has a champion yet (and no version was
+    given). ``version`` needs a lake of one montage (it names a version of that montage's model)."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
-    from ml.registry import champion_version, connect
-    from ml.trust import SHA256_TAG, load_trusted
+    from ml.dataset import session_keys
+    from ml.registry import champion_version, connect, model_name_for
 
     client = connect(settings)
-    name = settings.mlflow.model_name
-    version = version or champion_version(client, name)
-    if version is None:
-        log.warning("no %s@champion yet; nothing to score (train one with `neurolake train`)", name)
-        return None
-    predictions = LakeTable(settings.paths.lake_root, GOLD_PREDICTIONS)
     try:
         source = DeltaTable(str(GOLD_EEG_WINDOWS.path(settings.paths.lake_root)))
     except TableNotFoundError:
         log.warning("gold.eeg_windows does not exist yet; nothing to score")
-        return LakeScoreResult(version, -1, 0)
+        return [LakeScoreResult(version or "-", -1, 0)]
+    keys = session_keys(settings.paths.lake_root)
+    groups: dict[str, list[str]] = {}
+    for session_id, key in keys.items():
+        groups.setdefault(model_name_for(settings, key), []).append(session_id)
+    # Sessions without a record in bronze.sessions: the plain name, if it has versions.
+    names = sorted(groups) + [settings.mlflow.model_name]
+    if version is not None and len(groups) > 1:
+        raise NeurolakeError(
+            f"--version names one model's version, but gold holds {len(groups)} montages ({', '.join(sorted(groups))})"
+        )
+    results = []
+    for name in names:
+        chosen = version or champion_version(client, name)
+        if chosen is None:
+            if name in groups:
+                log.warning("no %s@champion yet; its sessions are not scored (train one with `neurolake train`)", name)
+            continue
+        if version is not None and name not in groups and groups:
+            continue
+        sessions = groups.get(name)
+        results.append(_score_model(spark, settings, client, source, name, chosen, sessions, list(keys)))
+    return results or None
+
+
+def _score_model(
+    spark: Any,
+    settings: Settings,
+    client: Any,
+    source: Any,
+    name: str,
+    version: str,
+    sessions: list[str] | None,
+    keyed: list[str],
+) -> LakeScoreResult:
+    """Windows of ``sessions`` (None: of every session not in ``keyed``) by ``name`` ``version``."""
+    import mlflow
+    from pyspark.sql import functions as F
+
+    from ml.trust import SHA256_TAG, load_trusted
+
+    predictions = LakeTable(settings.paths.lake_root, GOLD_PREDICTIONS)
     source_version = source.version()
     app_id = f"lake_scorer:{name}:v{version}"
     done_version = predictions.committed_version(app_id)
     if done_version is not None and done_version >= source_version:
-        return LakeScoreResult(version, source_version, 0)
+        return LakeScoreResult(version, source_version, 0, name)
     files = source.file_uris()
     if not files:
-        return LakeScoreResult(version, source_version, 0)
+        return LakeScoreResult(version, source_version, 0, name)
     windows = spark.read.parquet(*files).select(*INPUT_COLUMNS).dropDuplicates(KEYS)
-    done, _ = predictions.read_pandas(KEYS + ["model_version"])
-    done = done[done["model_version"] == version][KEYS] if not done.empty else done
+    if sessions is not None:
+        windows = windows.where(F.col("session_id").isin(sessions))
+    elif keyed:
+        windows = windows.where(~F.col("session_id").isin(keyed))
+    done, _ = predictions.read_pandas(KEYS + ["model_name", "model_version"])
+    if len(done):
+        done = done[(done["model_version"] == version) & (done["model_name"] == name)][KEYS]
     if len(done):
         windows = windows.join(spark.createDataFrame(done.drop_duplicates()), on=KEYS, how="left_anti")
     model_dir = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}")
@@ -129,7 +175,7 @@ def score_lake(spark: Any, settings: Settings, version: str | None = None) -> La
         dates = [utc_date(t) for t in scored.column("window_end_us").to_pylist()]
         scored = scored.append_column("date", pa.array(dates, pa.string()))
         predictions.append(scored, app_id, source_version)
-    result = LakeScoreResult(version, source_version, scored.num_rows)
+    result = LakeScoreResult(version, source_version, scored.num_rows, name)
     log.info("lake scorer: %s", result)
     return result
 
@@ -140,15 +186,16 @@ def run_lake_scorer(settings: Settings, every_s: float | None = None, version: i
     spark = build_spark_session(settings, app_name="neurolake-lake-scorer")
     try:
         while True:
-            result = score_lake(spark, settings, str(version) if version is not None else None)
+            results = score_lake(spark, settings, str(version) if version is not None else None)
             if every_s is None:
-                if result is None:
+                if results is None:
                     print(
-                        f"no {settings.mlflow.model_name}@champion yet: nothing scored "
+                        f"no {settings.mlflow.model_name}.<montage>@champion yet: nothing scored "
                         "(train one with `neurolake train`)"
                     )
                     return 1
-                print(result)
+                for result in results:
+                    print(result)
                 return 0
             time.sleep(every_s)
     except KeyboardInterrupt:

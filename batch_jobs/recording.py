@@ -421,7 +421,8 @@ def list_sessions(lake_root: Path) -> list[dict[str, Any]]:
     return result
 
 
-def _bronze_table(record_type: str, records: list[dict[str, Any]], topic: str, source: str = "import"):  # type: ignore[no-untyped-def]
+def bronze_table(record_type: str, records: list[dict[str, Any]], topic: str, source: str = "import"):  # type: ignore[no-untyped-def]
+    """Records as bronze rows, as if read from ``<source>:<topic>`` (no Kafka offsets of their own)."""
     import pyarrow as pa
 
     from infra.delta import utc_date
@@ -462,13 +463,13 @@ def write_bronze(
     from infra.delta import LakeTable
 
     LakeTable(lake_root, BRONZE_SESSIONS).append(
-        _bronze_table("session", [recording.session], SESSIONS, source), app, version
+        bronze_table("session", [recording.session], SESSIONS, source), app, version
     )
-    markers = _bronze_table("marker", recording.markers, MARKERS, source) if recording.markers else None
+    markers = bronze_table("marker", recording.markers, MARKERS, source) if recording.markers else None
     if markers is not None:
         LakeTable(lake_root, BRONZE_MARKERS).append(markers, app, version)
     records = list(recording.block_records(block_size))
-    LakeTable(lake_root, BRONZE_EEG_BLOCKS).append(_bronze_table("eeg_block", records, EEG_RAW, source), app, version)
+    LakeTable(lake_root, BRONZE_EEG_BLOCKS).append(bronze_table("eeg_block", records, EEG_RAW, source), app, version)
     return records, markers
 
 

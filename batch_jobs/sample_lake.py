@@ -26,6 +26,7 @@ import pyarrow as pa
 from batch_jobs.recording import Recording, write_bronze
 from core.settings import Settings, StimulusSettings
 from dsp.session import Block, SessionState, info_from_session_record, process
+from dsp.ssvep import layout_from_classes
 from edge_producers.devices.sensors import SimulatedRoomSensors
 from edge_producers.devices.simulated import SimulatedEeg
 from edge_producers.stimulus import StimulusSchedule
@@ -114,7 +115,7 @@ def simulate_session(settings: Settings, number: int, seconds: float, start_us: 
     simulation = settings.edge.simulation.model_copy(update={"seed": settings.edge.simulation.seed + number})
     stimulus = settings.edge.stimulus.model_copy(update={"enabled": True, "seed": settings.edge.stimulus.seed + number})
     schedule = StimulusSchedule(stimulus, start_us)
-    eeg = SimulatedEeg(simulation, stimulus_at=schedule.frequency_at)
+    eeg = SimulatedEeg(simulation, schedule.frequency_at, layout_from_classes(stimulus.classes))
     record = {
         "device_id": device_id,
         "session_id": session_id,
@@ -201,7 +202,8 @@ def write_sample_lake(
         windows, markers, state = processed_session(settings, session)
         session_id, device_id = session.session_id, session.session_record["device_id"]
         readings = _room_readings(session_id, device_id, number, start_us, seconds)
-        # The state before the blocks: a silver/gold stream that then reads them finds them done.
+        # The state before the blocks: a silver/gold stream that then reads them finds them done. The
+        # session record lands in bronze.sessions first (training reads each session's montage from it).
         save_rebuild_state(states, session_id, f"{APP_ID}:{session_id}", state)
         _, bronze_markers = write_bronze(
             root, session.recording(), f"{APP_ID}:bronze", number, source=APP_ID, block_size=BLOCK

@@ -54,39 +54,51 @@ def _write_state(settings: Settings, name: str, state: dict[str, Any]) -> None:
 # --- retrain -------------------------------------------------------------------------------------
 
 
-def build_training_set(settings: Settings) -> dict[str, Any]:
-    from ml.dataset import build_training_set as build
+def build_training_sets(settings: Settings) -> list[dict[str, Any]]:
+    """One saved training set per (task, montage, rate) in gold (ml/montage.py): each montage's
+    model is trained and gated on its own."""
+    from ml.dataset import build_training_sets as build
 
-    training_set = build(settings.paths.lake_root, settings.ml)
-    path = (
-        settings.paths.home
-        / "ml"
-        / "training_sets"
-        / f"gold_v{training_set.table_version}_{time.strftime('%Y%m%dT%H%M%S')}.parquet"
-    )
-    training_set.save(path)
-    return {"path": str(path), **training_set.summary()}
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    built = []
+    for training_set in build(settings.paths.lake_root, settings.ml):
+        suffix = f"_{training_set.key.slug}" if training_set.key else ""
+        path = (
+            settings.paths.home / "ml" / "training_sets" / f"gold_v{training_set.table_version}{suffix}_{stamp}.parquet"
+        )
+        training_set.save(path)
+        built.append({"path": str(path), **training_set.summary()})
+    return built
+
+
+def _keyed(settings: Settings, training_set_path: str) -> tuple[Settings, Any]:
+    from ml.dataset import TrainingSet
+    from ml.registry import keyed_settings
+
+    training_set = TrainingSet.load(Path(training_set_path))
+    return keyed_settings(settings, training_set.key), training_set
 
 
 def train(settings: Settings, training_set_path: str) -> dict[str, Any]:
-    from ml.dataset import TrainingSet
     from ml.registry import train_candidates
 
-    result = train_candidates(settings, TrainingSet.load(Path(training_set_path)))
-    return result.as_dict()
+    settings, training_set = _keyed(settings, training_set_path)
+    result = train_candidates(settings, training_set)
+    return {"path": training_set_path, **result.as_dict()}
 
 
 def evaluate(settings: Settings, training_set_path: str, version: str) -> dict[str, Any]:
-    from ml.dataset import TrainingSet
     from ml.registry import evaluate as compare
 
-    return asdict(compare(settings, version, TrainingSet.load(Path(training_set_path))))
+    settings, training_set = _keyed(settings, training_set_path)
+    return {"path": training_set_path, "decision": asdict(compare(settings, version, training_set))}
 
 
-def promote(settings: Settings, decision: dict[str, Any]) -> dict[str, Any]:
+def promote(settings: Settings, evaluated: dict[str, Any]) -> dict[str, Any]:
     from ml.registry import Decision, apply_decision
 
-    return asdict(apply_decision(settings, Decision(**decision)))
+    settings, _ = _keyed(settings, evaluated["path"])
+    return asdict(apply_decision(settings, Decision(**evaluated["decision"])))
 
 
 # --- lake maintenance ----------------------------------------------------------------------------

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core import __version__
 from core.settings import load_settings
+from dsp.simulation import headset_for
 from edge_producers.devices.simulated import SimulatedEeg
 from schemas.catalog import EEG_RAW, SESSIONS
 from schemas.codec import default_codec
@@ -64,7 +65,7 @@ def main() -> None:
     codec = default_codec()
     keyring = Keyring(settings.security.keyring)
     simulation = settings.edge.simulation
-    rate, block = simulation.sample_rate_hz, settings.edge.block_size
+    rate, block = headset_for(simulation).sample_rate_hz, settings.edge.block_size
     period_us = block * 1e6 / rate
     producer = Producer({**settings.kafka.producer_config(), "linger.ms": 20})
     stop = False

@@ -39,9 +39,11 @@ class ReplaySource:
 
     def __init__(self, edge: EdgeSettings, **_: object) -> None:
         sim = edge.simulation.model_copy(update={"with_pulse": False})
-        self._data = SimulatedEeg(sim).generate(int(sim.sample_rate_hz * 10))
-        self._rate = sim.sample_rate_hz
-        self.info = BoardInfo("replay", self._rate, tuple(f"ch{i}" for i in range(16)), ("eeg",) * 16)
+        generator = SimulatedEeg(sim)
+        self._rate = generator.fs
+        self._data = generator.generate(int(self._rate * 10))
+        channels = generator.n_channels
+        self.info = BoardInfo("replay", self._rate, tuple(f"ch{i}" for i in range(channels)), ("eeg",) * channels)
         self._start = 0.0
         self._index = 0
 

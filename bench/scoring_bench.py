@@ -29,6 +29,15 @@ from bench._stack import cli_environment, latency_summary, private_broker
 from infra.delta import LakeTable
 from schemas.catalog import GOLD_PREDICTIONS
 
+# Where a prediction's time goes (every figure per prediction, on this machine's one clock).
+STAGES = {
+    "edge": "window's last sample -> edge producer",
+    "to scorer": "edge producer -> scorer has the block",
+    "to bench": "(edge producer -> this reader has it)",
+    "scorer": "scorer has the block -> prediction produced",
+    "out": "prediction produced -> received here",
+}
+
 
 def _simulate(cli: list[str], headsets: int, seconds: float, prefix: str) -> list[str]:
     """`neurolake edge simulate` for ``headsets`` headsets running the stimulus task."""
@@ -64,7 +73,7 @@ def measure_live(settings, env: dict[str, str], headsets: int, seconds: float, l
         }
     )
     try:
-        _wait_for_text(scorer_log, "scoring with", 120)
+        _wait_for_text(scorer_log, "live scorer reading", 120)
         metadata = consumer.list_topics(timeout=10).topics
         consumer.assign(
             [TopicPartition(t, p, OFFSET_END) for t in ("eeg.raw", "eeg.predictions") for p in metadata[t].partitions]
@@ -75,8 +84,12 @@ def measure_live(settings, env: dict[str, str], headsets: int, seconds: float, l
             stdout=subprocess.DEVNULL,
             stderr=(logs / f"edge-{headsets}.log").open("w"),
         )
-        block_ms: dict[tuple[str, int], int] = {}
+        # Per block: lab time of its last sample, when the edge's producer took it (the record's
+        # CreateTime), when this process received it.
+        block_ms: dict[tuple[str, int], tuple[float, float, float]] = {}
         latencies, scorer_ms = [], []
+        stages: dict[str, list[float]] = {name: [] for name in STAGES}
+        models: dict[str, int] = {}
         warmup_until = time.monotonic() + 8
         end = time.monotonic() + seconds + 8
         while time.monotonic() < end:
@@ -88,12 +101,21 @@ def measure_live(settings, env: dict[str, str], headsets: int, seconds: float, l
                 _, record = codec.decode(message.value())
                 if message.topic() == "eeg.raw":
                     key = (record["session_id"], record["first_sample_index"] + record["n_samples"])
-                    block_ms[key] = (int(eeg_block_device_times(record)[-1]) + int(record["clock_offset_us"])) / 1000
+                    sampled = (int(eeg_block_device_times(record)[-1]) + int(record["clock_offset_us"])) / 1000
+                    block_ms[key] = (sampled, float(message.timestamp()[1]), received_ms)
                 elif time.monotonic() > warmup_until:
-                    produced = block_ms.get((record["session_id"], record["window_end_index"]))
-                    if produced is not None:
-                        latencies.append(received_ms - produced)
+                    models[record["model_name"]] = models.get(record["model_name"], 0) + 1
+                    block = block_ms.get((record["session_id"], record["window_end_index"]))
+                    if block is not None:
+                        sampled, handed, seen = block
+                        latencies.append(received_ms - sampled)
                         scorer_ms.append(record["latency_us"] / 1000)
+                        scorer_in = (record["scored_us"] - record["latency_us"]) / 1000
+                        stages["edge"].append(handed - sampled)
+                        stages["to scorer"].append(scorer_in - handed)
+                        stages["to bench"].append(seen - handed)
+                        stages["scorer"].append(record["latency_us"] / 1000)
+                        stages["out"].append(received_ms - record["scored_us"] / 1000)
         edge.wait(timeout=60)
     finally:
         consumer.close()
@@ -101,6 +123,9 @@ def measure_live(settings, env: dict[str, str], headsets: int, seconds: float, l
         scorer.wait(timeout=30)
     print(f"  live scorer, {headsets:>3} headset(s): window end -> prediction received  {latency_summary(latencies)}")
     print(f"  {'':>28} scorer only (block arrival -> produced)   {latency_summary(scorer_ms)}")
+    for name, values in stages.items():
+        print(f"  {'':>28} {STAGES[name]:<40} {latency_summary(values)}")
+    print(f"  {'':>28} predictions by model: {', '.join(f'{m} {n}' for m, n in sorted(models.items())) or 'none'}")
 
 
 def measure_lake(settings, env: dict[str, str], headsets: int, seconds: float, logs: Path) -> None:  # type: ignore[no-untyped-def]
@@ -169,7 +194,7 @@ def main() -> None:
         write_sample_lake(settings, sessions=4, seconds=60)
         result = train(settings, build_training_set(settings.paths.lake_root, settings.ml))
         print(
-            f"scoring bench: champion {settings.mlflow.model_name} v{result.registered_version}, "
+            f"scoring bench: champion {result.model_name} v{result.registered_version}, "
             f"{args.seconds:.0f} s per run after 8 s warm-up, 16 EEG ch + pulse at 250 Hz, "
             f"2 s windows every 0.4 s (target: window end -> prediction p95 <= 50 ms)"
         )

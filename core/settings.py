@@ -347,19 +347,41 @@ class StimulusSettings(_Section):
         return self
 
 
+# Hardware the simulated headset imitates (rate, channel names: dsp/simulation.py HEADSETS): the lab's
+# 16-channel 250 Hz headset, OpenBCI's boards, and the 9 occipital channels of the Tsinghua benchmark.
+SimulatedBoard = Literal["simulated", "cyton", "cyton_daisy", "ganglion", "benchmark"]
+# Named SSVEP SNRs (dB). "benchmark": the SNR at which our filter-bank CCA and ensemble TRCA score on
+# the simulated 40-target benchmark what they score on the real one (0.20/0.63 and 0.79/0.93 at
+# 0.5/1 s, 35 subjects, leave-one-block-out; bench/decoding_bench.py), found by sweeping this value.
+SSVEP_SNR_PRESETS_DB: dict[str, float] = {"benchmark": -6.6}
+
+
 class SimulationSettings(_Section):
-    """The simulated lab headset: 1/f background, alpha, mains, blinks, SSVEP."""
+    """The simulated headset (dsp/simulation.py): 1/f background mixed through a head model, alpha,
+    mains, drift, blinks, EMG bursts, flat or railed channels, and the SSVEP."""
 
     seed: int = 0
-    sample_rate_hz: float = Field(default=250.0, gt=0)
-    n_eeg_channels: Literal[8, 16] = 16
+    # The simulated hardware; unset, it follows edge.board when that names an OpenBCI board.
+    board: SimulatedBoard = "simulated"
+    # None: the board's own rate; a number overrides it.
+    sample_rate_hz: float | None = Field(default=None, gt=0)
+    # None: every channel of the board; N: its first N.
+    n_eeg_channels: int | None = Field(default=None, ge=1)
     with_pulse: bool = True
     background_uv: float = Field(default=10.0, ge=0)
-    alpha_uv: float = Field(default=6.0, ge=0)
+    # Posterior alpha at its focus, RMS; the flicker halves it (alpha blocking).
+    alpha_uv: float = Field(default=10.0, ge=0)
     mains_uv: float = Field(default=5.0, ge=0)
+    mains_hz: float = Field(default=60.0, gt=0)
     blink_uv: float = Field(default=80.0, ge=0)
     blinks_per_minute: float = Field(default=12.0, ge=0)
-    # SSVEP amplitude relative to the background RMS on occipital channels, in dB (20*log10).
+    emg_uv: float = Field(default=40.0, ge=0)
+    emg_bursts_per_minute: float = Field(default=2.0, ge=0)
+    drift_uv: float = Field(default=10.0, ge=0)
+    # An electrode that comes loose (flat) or saturates the amplifier (railed) for a few seconds.
+    channel_faults_per_hour: float = Field(default=2.0, ge=0)
+    # SSVEP power over the background's on the occipital focus, in dB (10*log10), for an average
+    # subject; or a preset name (SSVEP_SNR_PRESETS_DB).
     ssvep_snr_db: float = -6.0
     timestamp_jitter_us: float = Field(default=500.0, ge=0)
     # Fault injection: every Nth block is lost after acquisition, as over a failing radio link, so
@@ -369,6 +391,26 @@ class SimulationSettings(_Section):
     # each packet is lost with this probability, and found again from the packet counter like a
     # real Cyton's losses (devices/packets.py); 0: none.
     packet_loss: float = Field(default=0.0, ge=0, le=0.5)
+
+    @field_validator("ssvep_snr_db", mode="before")
+    @classmethod
+    def _snr_preset(cls, value: Any) -> Any:
+        if isinstance(value, str) and not _is_number(value):
+            if value not in SSVEP_SNR_PRESETS_DB:
+                raise ValueError(
+                    f"edge.simulation.ssvep_snr_db must be a number of dB or one of "
+                    f"{', '.join(SSVEP_SNR_PRESETS_DB)}, got {value!r}"
+                )
+            return SSVEP_SNR_PRESETS_DB[value]
+        return value
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 class EdgeSettings(_Section):
@@ -426,6 +468,10 @@ class EdgeSettings(_Section):
         problem = identifier_problem("edge.device_id", self.device_id)
         if problem:
             raise ValueError(problem)
+        # A lab of Cytons simulates Cytons: the simulated headset follows the board named here
+        # unless edge.simulation.board says otherwise.
+        if "board" not in self.simulation.model_fields_set and self.board in ("cyton", "cyton_daisy", "ganglion"):
+            object.__setattr__(self, "simulation", self.simulation.model_copy(update={"board": self.board}))
         return self
 
 
@@ -509,6 +555,9 @@ class MlSettings(_Section):
     reload_interval_s: float = Field(default=2.0, gt=0)
     live_gap_wait_s: float = Field(default=1.0, ge=0)
     live_start: Literal["latest", "earliest"] = "latest"
+    # A session whose (task, montage, rate) has no champion yet (ml/montage.py) is scored by
+    # filter-bank CCA, which needs no training; "none" leaves it unscored until one is promoted.
+    live_fallback: Literal["fbcca", "none"] = "fbcca"
     # The retrain DAG's Asset event fires once this many new labelled windows reached gold.
     retrain_min_new_windows: int = Field(default=200, ge=1)
 

@@ -76,26 +76,28 @@ def reference_signals(n_samples: int, sample_rate_hz: float, frequency_hz: float
     return np.column_stack(columns)
 
 
-def _orthonormal_basis(x: np.ndarray) -> np.ndarray:
+def orthonormal_basis(x: np.ndarray) -> np.ndarray:
+    """An orthonormal basis of the centred columns of ``x`` (..., samples, columns): CCA's first step."""
     qx, _ = np.linalg.qr(x - x.mean(axis=-2, keepdims=True))
     return qx
 
 
 @lru_cache(maxsize=256)
-def _reference_basis(n_samples: int, sample_rate_hz: float, frequency_hz: float, harmonics: int) -> np.ndarray:
+def reference_basis(n_samples: int, sample_rate_hz: float, frequency_hz: float, harmonics: int) -> np.ndarray:
     # Every window of a session has the same length, rate and stimulus set: decompose the references once.
-    basis = _orthonormal_basis(reference_signals(n_samples, sample_rate_hz, frequency_hz, harmonics))
+    basis = orthonormal_basis(reference_signals(n_samples, sample_rate_hz, frequency_hz, harmonics))
     basis.setflags(write=False)
     return basis
 
 
-def _largest_correlation(qx: np.ndarray, qy: np.ndarray) -> np.ndarray:
+def largest_correlation(qx: np.ndarray, qy: np.ndarray) -> np.ndarray:
+    """The largest canonical correlation between two orthonormal bases (broadcasting over leading axes)."""
     return np.clip(np.linalg.svd(np.swapaxes(qx, -1, -2) @ qy, compute_uv=False)[..., 0], 0.0, 1.0)
 
 
 def canonical_correlation(x: np.ndarray, y: np.ndarray) -> float:
     """The largest canonical correlation between the columns of x and y."""
-    return float(_largest_correlation(_orthonormal_basis(x), _orthonormal_basis(y)))
+    return float(largest_correlation(orthonormal_basis(x), orthonormal_basis(y)))
 
 
 def ssvep_scores(
@@ -103,11 +105,11 @@ def ssvep_scores(
 ) -> np.ndarray:
     """CCA correlation of the window (samples, channels) with reference sinusoids at each stimulus
     frequency: shape (n_frequencies,), or (..., n_frequencies) for a stack of windows."""
-    qx = _orthonormal_basis(window)
+    qx = orthonormal_basis(window)
     n_samples = window.shape[-2]
     return np.stack(
         [
-            _largest_correlation(qx, _reference_basis(n_samples, float(sample_rate_hz), float(f), harmonics))
+            largest_correlation(qx, reference_basis(n_samples, float(sample_rate_hz), float(f), harmonics))
             for f in frequencies
         ],
         axis=-1,

@@ -201,8 +201,20 @@ def process(
     now_ms: int,
     config: ProcessorConfig,
     session_info: SessionInfo | None = None,
+    window_samples: bool = False,
+    window_features: bool = True,
+    heart_rate: bool = True,
+    window_quality: bool = True,
 ) -> tuple[Output, SessionState]:
     """Take new blocks (any order, duplicates allowed); return the rows they complete.
+
+    What a reader that is not the lake may leave out (the live scorer pays only for what its model
+    reads; windows keep their boundaries and times either way):
+    ``window_samples``: each window also carries its filtered EEG, ``eeg`` (samples x EEG channels,
+    float32), for decoders that read the signal rather than the features.
+    ``window_features=False``: windows without band powers and SSVEP scores.
+    ``window_quality=False``: windows without their quality figures (railed, line noise, flat).
+    ``heart_rate=False``: no beats from the pulse channel.
 
     Feeding a block again is harmless: one already emitted is counted as a duplicate, one that
     falls in a gap given up earlier is reported as late; neither makes rows twice. That is what
@@ -257,11 +269,11 @@ def process(
         if not waited:
             break
         # The gap will not be filled: emit what we have, then go on after it.
-        _emit_run(state, run, config, output)
+        _emit_run(state, run, config, output, _Wanted(window_samples, window_features, heart_rate, window_quality))
         state.skipped = (*state.skipped, (expected, block.first_sample_index))
         run = [ordered.pop(0)]
         state.gap_since_ms = None
-    _emit_run(state, run, config, output)
+    _emit_run(state, run, config, output, _Wanted(window_samples, window_features, heart_rate, window_quality))
     state.pending = ordered
     if ordered and state.gap_since_ms is None:
         state.gap_since_ms = now_ms
@@ -295,7 +307,17 @@ def _mismatch(block: Block, info: SessionInfo | None) -> str | None:
     return None
 
 
-def _emit_run(state: SessionState, run: list[Block], config: ProcessorConfig, output: Output) -> None:
+@dataclass(frozen=True)
+class _Wanted:
+    window_samples: bool = False
+    window_features: bool = True
+    heart_rate: bool = True
+    window_quality: bool = True
+
+
+def _emit_run(
+    state: SessionState, run: list[Block], config: ProcessorConfig, output: Output, wanted: _Wanted = _Wanted()
+) -> None:
     if not run:
         return
     info = state.info
@@ -339,7 +361,7 @@ def _emit_run(state: SessionState, run: list[Block], config: ProcessorConfig, ou
     )
     state.next_index = first + raw.shape[0]
     state.last_seq = run[-1].seq
-    if info.pulse_column is not None:
+    if info.pulse_column is not None and wanted.heart_rate:
         _heart_beats(state, info, indexes, raw[:, info.pulse_column], lab_times, gap, output)
 
     spec = WindowSpec.from_seconds(fs, config.window_s, config.window_overlap)
@@ -356,28 +378,41 @@ def _emit_run(state: SessionState, run: list[Block], config: ProcessorConfig, ou
     raw_w = stack[:, :, :n_channels]
     filt_w = stack[:, :, n_channels : 2 * n_channels]
     window_times = stack[:, :, -1]
-    q = window_quality(raw_w[..., eeg], fs)
-    powers = band_powers(filt_w[..., eeg], fs).astype(np.float32)
-    scores = ssvep_scores(filt_w[..., occipital], fs, info.ssvep_hz)
-    ssvep_hz = np.asarray(info.ssvep_hz, dtype=np.float64)
+    if wanted.window_quality:
+        q = window_quality(raw_w[..., eeg], fs)
+    if wanted.window_features:
+        powers = band_powers(filt_w[..., eeg], fs).astype(np.float32)
+        scores = ssvep_scores(filt_w[..., occipital], fs, info.ssvep_hz)
+        ssvep_hz = np.asarray(info.ssvep_hz, dtype=np.float64)
     for number, window in enumerate(windows):
-        output.windows.append(
-            {
-                "device_id": run[0].device_id,
-                "window_start_index": window.start_index,
-                "window_end_index": window.end_index,
-                "window_start_us": int(window_times[number, 0]),
-                "window_end_us": int(window_times[number, -1]),
-                "band_power": powers[number],
-                "ssvep_hz": ssvep_hz,
-                "ssvep_score": scores[number],
-                "railed_pct": float(q["railed_pct"][number]),
-                "line_noise_ratio": float(q["line_noise_ratio"][number]),
-                "flat_channels": int(q["flat_channels"][number]),
-                # Samples missing just before this window (windows never span a gap).
-                "samples_lost": int(lost) if number == 0 else 0,
-            }
-        )
+        row: dict[str, Any] = {
+            "device_id": run[0].device_id,
+            "window_start_index": window.start_index,
+            "window_end_index": window.end_index,
+            "window_start_us": int(window_times[number, 0]),
+            "window_end_us": int(window_times[number, -1]),
+            # Samples missing just before this window (windows never span a gap).
+            "samples_lost": int(lost) if number == 0 else 0,
+        }
+        if wanted.window_features:
+            row.update(
+                {
+                    "band_power": powers[number],
+                    "ssvep_hz": ssvep_hz,
+                    "ssvep_score": scores[number],
+                }
+            )
+        if wanted.window_quality:
+            row.update(
+                {
+                    "railed_pct": float(q["railed_pct"][number]),
+                    "line_noise_ratio": float(q["line_noise_ratio"][number]),
+                    "flat_channels": int(q["flat_channels"][number]),
+                }
+            )
+        if wanted.window_samples:
+            row["eeg"] = filt_w[number][:, eeg].astype(np.float32)
+        output.windows.append(row)
 
 
 def _heart_beats(

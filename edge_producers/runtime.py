@@ -23,6 +23,7 @@ import numpy as np
 from core import __version__
 from core.errors import NeurolakeError
 from core.settings import EdgeSettings, Settings, StimulusSettings
+from dsp.simulation import headset_for
 from edge_producers.clock import ClockProbe
 from edge_producers.control import CommandRefused, ControlListener, apply_config
 from edge_producers.devices.camera import Camera, make_camera
@@ -225,7 +226,7 @@ class DeviceRunner:
 
     @property
     def sample_rate_hz(self) -> float:
-        return self._source.info.sample_rate_hz if self._source else self.edge.simulation.sample_rate_hz
+        return self._source.info.sample_rate_hz if self._source else headset_for(self.edge.simulation).sample_rate_hz
 
     @property
     def streaming(self) -> bool:

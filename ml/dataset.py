@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,8 @@ from core.settings import MlSettings
 from dsp.labels import intervals_from_markers, intervals_from_motion, label_windows
 from infra.delta import LakeTable
 from ml.features import FeatureLayoutError, windows_feature_frame
-from schemas.catalog import GOLD_EEG_WINDOWS, SILVER_MARKERS, SILVER_SENSOR_READINGS
+from ml.montage import ModelKey, key_for_session
+from schemas.catalog import BRONZE_SESSIONS, GOLD_EEG_WINDOWS, SILVER_MARKERS, SILVER_SENSOR_READINGS
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,9 @@ class TrainingSet:
     label_source: str
     held_out_sessions: list[str]
     dropped: dict[str, int] = field(default_factory=dict)
+    # The (task, montage, rate) of every session in the set (ml/montage.py); None: a lake whose
+    # sessions have no session record, trained under the base model name as before.
+    key: ModelKey | None = None
 
     @property
     def classes(self) -> list[str]:
@@ -74,6 +79,7 @@ class TrainingSet:
             "classes": self.classes,
             "dropped": self.dropped,
             "class_counts": {str(c): int(n) for c, n in zip(*np.unique(self.labels, return_counts=True))},
+            "model_key": self.key.slug if self.key else None,
         }
 
     def save(self, path: Path) -> Path:
@@ -92,6 +98,7 @@ class TrainingSet:
             "held_out_sessions": self.held_out_sessions,
             "dropped": self.dropped,
             "feature_columns": list(self.features.columns),
+            "key": asdict(self.key) if self.key else None,
         }
         table = table.replace_schema_metadata(
             {**(table.schema.metadata or {}), b"neurolake.training_set": json.dumps(meta).encode()}
@@ -109,6 +116,7 @@ class TrainingSet:
         table = pq.read_table(path)
         meta = json.loads(table.schema.metadata[b"neurolake.training_set"])
         frame = table.to_pandas()
+        key = meta.get("key")
         return cls(
             frame[meta["feature_columns"]],
             frame["label"].to_numpy(str),
@@ -118,6 +126,7 @@ class TrainingSet:
             meta["label_source"],
             meta["held_out_sessions"],
             meta["dropped"],
+            _key_from_dict(key) if key else None,
         )
 
 
@@ -173,7 +182,54 @@ def quality_mask(windows: pd.DataFrame, settings: MlSettings) -> np.ndarray:
     return mask
 
 
-def build_training_set(lake_root: Path, settings: MlSettings, version: int | None = None) -> TrainingSet:
+def _key_from_dict(values: dict[str, Any]) -> ModelKey:
+    return ModelKey(
+        values["task"],
+        values["montage"],
+        float(values["sample_rate_hz"]),
+        values.get("board", ""),
+        tuple(values.get("channels", ())),
+        tuple((str(label), float(hz)) for label, hz in values.get("stimulus", ())),
+    )
+
+
+def session_keys(lake_root: Path, sessions: list[str] | None = None) -> dict[str, ModelKey]:
+    """The model key of every session with a record in bronze.sessions (the newest record wins)."""
+    columns = ["session_id", "board", "sample_rate_hz", "channel_names", "channel_types", "task", "metadata"]
+    frame, _ = LakeTable(lake_root, BRONZE_SESSIONS).read_pandas(columns)
+    keys: dict[str, ModelKey] = {}
+    for row in frame.to_dict("records"):
+        if sessions is not None and row["session_id"] not in sessions:
+            continue
+        # A map column reads back as (key, value) pairs.
+        metadata = row.get("metadata")
+        row["metadata"] = dict(metadata) if metadata is not None else {}
+        try:
+            keys[str(row["session_id"])] = key_for_session(row)
+        except (TypeError, ValueError, KeyError) as exc:
+            log.warning("session %s: no model key from its record (%s)", row["session_id"], exc)
+    return keys
+
+
+def build_training_set(
+    lake_root: Path, settings: MlSettings, version: int | None = None, key: ModelKey | None = None
+) -> TrainingSet:
+    """The training set of one (task, montage, rate): ``key``, or the only one the lake holds."""
+    sets = build_training_sets(lake_root, settings, version, only=key)
+    if len(sets) > 1:
+        raise TrainingSetError(
+            f"gold.eeg_windows holds {len(sets)} montages ({', '.join(str(s.key) for s in sets)}); "
+            "train each (`neurolake train` trains them all) or name one"
+        )
+    return sets[0]
+
+
+def build_training_sets(
+    lake_root: Path, settings: MlSettings, version: int | None = None, only: ModelKey | None = None
+) -> list[TrainingSet]:
+    """One training set per (task, montage, rate) in the lake (ml/montage.py), largest first; the
+    sessions' keys come from bronze.sessions. Sessions without a record there are dropped when
+    others have one, and make one unkeyed set (the base model name) when none has."""
     windows, table_version = LakeTable(lake_root, GOLD_EEG_WINDOWS).read_pandas(WINDOW_COLUMNS, version)
     if table_version is None or windows.empty:
         raise TrainingSetError(
@@ -181,7 +237,45 @@ def build_training_set(lake_root: Path, settings: MlSettings, version: int | Non
             "(`neurolake stream start all`) with a headset streaming, then train"
         )
     windows = windows.drop_duplicates(subset=["session_id", "window_start_index"]).reset_index(drop=True)
-    dropped: dict[str, int] = {}
+    keys = session_keys(lake_root, sorted(windows["session_id"].unique()))
+    if not keys:
+        return [_training_set(lake_root, settings, windows, int(table_version), {}, None)]
+    keyed = windows["session_id"].isin(list(keys)).to_numpy()
+    dropped = {"no_session_record": int((~keyed).sum())}
+    if dropped["no_session_record"]:
+        log.warning("%d windows of sessions without a session record are left out", dropped["no_session_record"])
+    windows = windows[keyed].reset_index(drop=True)
+    groups: dict[ModelKey, list[str]] = {}
+    for session_id, session_key in keys.items():
+        groups.setdefault(session_key, []).append(session_id)
+    if only is not None:
+        if only not in groups:
+            raise TrainingSetError(
+                f"no sessions of {only} in gold.eeg_windows (it holds {', '.join(map(str, groups))})"
+            )
+        groups = {only: groups[only]}
+    sets, problems = [], []
+    for group_key, ids in groups.items():
+        part = windows[windows["session_id"].isin(ids)].reset_index(drop=True)
+        try:
+            sets.append(_training_set(lake_root, settings, part, int(table_version), dict(dropped), group_key))
+        except TrainingSetError as exc:
+            problems.append(f"{group_key}: {exc}")
+    for problem in problems:
+        log.warning("no training set for %s", problem)
+    if not sets:
+        raise TrainingSetError("; ".join(problems))
+    return sorted(sets, key=lambda s: -len(s.labels))
+
+
+def _training_set(
+    lake_root: Path,
+    settings: MlSettings,
+    windows: pd.DataFrame,
+    table_version: int,
+    dropped: dict[str, int],
+    key: ModelKey | None,
+) -> TrainingSet:
     good = quality_mask(windows, settings)
     dropped["quality"] = int((~good).sum())
     windows = windows[good].reset_index(drop=True)
@@ -210,7 +304,15 @@ def build_training_set(lake_root: Path, settings: MlSettings, version: int | Non
     sessions = windows["session_id"].to_numpy(str)
     held_out = split_sessions(list(sessions), settings.holdout_fraction)
     result = TrainingSet(
-        features, labels, sessions, windows[KEY_COLUMNS], int(table_version), settings.label_source, held_out, dropped
+        features,
+        labels,
+        sessions,
+        windows[KEY_COLUMNS],
+        table_version,
+        settings.label_source,
+        held_out,
+        dropped,
+        key,
     )
     log.info("training set: %s", result.summary())
     return result

@@ -47,9 +47,17 @@ def feature_frame(
 ) -> pd.DataFrame:
     """Rows of windows -> a float64 frame. ``band_power`` items are (bands, channels) arrays or
     nested lists; every window must share one layout (channels and stimulus frequencies)."""
-    n = len(band_power)
-    if n == 0:
+    if len(band_power) == 0:
         return pd.DataFrame()
+    matrix, columns = feature_matrix(band_power, ssvep_hz, ssvep_score)
+    return pd.DataFrame(matrix, columns=columns)
+
+
+def feature_matrix(
+    band_power: Sequence[object], ssvep_hz: Sequence[object], ssvep_score: Sequence[object]
+) -> tuple[np.ndarray, list[str]]:
+    """:func:`feature_frame`'s values and column names, without pandas (the live scorer's path)."""
+    n = len(band_power)
     bp = [_matrix(item) for item in band_power]
     shapes = {b.shape for b in bp}
     hz = {tuple(float(f) for f in _rows(item)) for item in ssvep_hz}
@@ -63,8 +71,7 @@ def feature_frame(
         raise FeatureLayoutError(f"band_power has {shape[0]} bands, expected {len(BANDS)} ({list(BANDS)})")
     flat = np.stack(bp).reshape(n, -1)  # band-major, as feature_columns names them
     scores = np.asarray([np.asarray(s, dtype=np.float64) for s in ssvep_score])
-    columns = feature_columns(shape[1], frequencies)
-    return pd.DataFrame(np.hstack([flat, scores.reshape(n, -1)]), columns=columns)
+    return np.hstack([flat, scores.reshape(n, -1)]), feature_columns(shape[1], frequencies)
 
 
 def windows_feature_frame(windows: pd.DataFrame) -> pd.DataFrame:

@@ -2,9 +2,11 @@
 
 Every training run logs its parameters, session-grouped CV and held-out metrics, the confusion
 matrix, the dataset version (``gold.eeg_windows`` Delta version) and the model with its signature.
-The best pipeline of a training call is registered under ``settings.mlflow.model_name`` and goes
-through :func:`gate`: it becomes ``@champion`` only if it beats the current champion on the same
-held-out sessions; otherwise it is ``@challenger`` with the reason on the version's tags.
+The best pipeline of a training call is registered under its training set's (task, montage, rate)
+(ml/montage.py: ``<settings.mlflow.model_name>.<task>.<montage>.<rate>``, one champion per key; a
+lake without session records trains under the plain name) and goes through :func:`gate`: it becomes
+``@champion`` only if it beats the current champion on the same held-out sessions; otherwise it is
+``@challenger`` with the reason on the version's tags.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import os
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +26,8 @@ import pandas as pd
 from core.errors import NeurolakeError, ServiceError
 from core.settings import Settings
 from ml.dataset import TrainingSet
-from ml.evaluation import Scores, cross_validate, score
+from ml.evaluation import DecodingScore, Scores, cross_validate, decoding_metrics, score
+from ml.montage import ModelKey
 from ml.pipelines import make_pipeline, pipeline_params
 from ml.trust import SHA256_TAG, artifact_sha256, load_trusted
 
@@ -69,9 +72,28 @@ class TrainResult:
     runs: list[CandidateRun] = field(default_factory=list)
     registered_version: str | None = None
     decision: Decision | None = None
+    # The registered model (its training set's key's).
+    model_name: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def model_name_for(settings: Settings, key: ModelKey | None) -> str:
+    """The registered model that serves ``key`` (None: the plain ``mlflow.model_name``)."""
+    base = settings.mlflow.model_name
+    if key is None or base.endswith(f".{key.slug}"):
+        return base
+    return key.registered_name(base)
+
+
+def keyed_settings(settings: Settings, key: ModelKey | None) -> Settings:
+    """``settings`` with ``mlflow.model_name`` naming ``key``'s registered model: what the
+    functions below then train, gate, load and list."""
+    name = model_name_for(settings, key)
+    if name == settings.mlflow.model_name:
+        return settings
+    return settings.model_copy(update={"mlflow": settings.mlflow.model_copy(update={"model_name": name})})
 
 
 def connect(settings: Settings) -> MlflowClient:
@@ -119,6 +141,16 @@ def _log_scores(prefix: str, scores: Scores) -> None:
         pass
 
 
+def log_decoding_scores(scores: Sequence[DecodingScore], prefix: str = "decoding") -> dict[str, float]:
+    """Log SSVEP decoding accuracy and ITR per method and window length (ml.evaluation) to the active
+    MLflow run, as ``<prefix>_<method>_acc_<window>s`` and ``..._itr_<window>s``; returns them."""
+    import mlflow
+
+    metrics = decoding_metrics(scores, prefix)
+    mlflow.log_metrics(metrics)
+    return metrics
+
+
 def _requirements() -> list[str]:
     """Pinned from this venv: MLflow's own inference imports the model in a subprocess (slow)."""
     import sklearn
@@ -127,7 +159,9 @@ def _requirements() -> list[str]:
 
 
 def train(settings: Settings, training_set: TrainingSet, shuffle_labels: bool = False, seed: int = 0) -> TrainResult:
-    """Fit every configured pipeline, log each as a run, register the best and gate it."""
+    """Fit every configured pipeline, log each as a run, register the best and gate it (under the
+    training set's key)."""
+    settings = keyed_settings(settings, training_set.key)
     result = train_candidates(settings, training_set, shuffle_labels, seed)
     assert result.registered_version is not None
     result.decision = gate(settings, result.registered_version, training_set)
@@ -145,6 +179,7 @@ def train_candidates(
     from mlflow.data.pandas_dataset import from_pandas
     from mlflow.models import infer_signature
 
+    settings = keyed_settings(settings, training_set.key)
     client = connect(settings)
     mlflow.set_experiment(EXPERIMENT)
     ml = settings.ml
@@ -162,6 +197,7 @@ def train_candidates(
                     "pipeline": name,
                     "label_source": training_set.label_source,
                     "shuffled_labels": str(shuffle_labels).lower(),
+                    **(training_set.key.tags(ml_base(settings, training_set.key)) if training_set.key else {}),
                 }
             )
             mlflow.log_params(
@@ -222,6 +258,11 @@ def train_candidates(
     )
     version = mlflow.register_model(f"runs:/{best.run_id}/model", settings.mlflow.model_name)
     result.registered_version = str(version.version)
+    result.model_name = settings.mlflow.model_name
+    if training_set.key is not None:
+        # Which sessions this registered model serves, in full (its name carries hashes).
+        for tag, value in training_set.key.tags(ml_base(settings, training_set.key)).items():
+            client.set_registered_model_tag(settings.mlflow.model_name, tag, value)
     # The bytes that loaders will accept for this version (ml/trust.py).
     digest = artifact_sha256(Path(mlflow.artifacts.download_artifacts(f"runs:/{best.run_id}/model")))
     client.set_model_version_tag(settings.mlflow.model_name, version.version, SHA256_TAG, digest)
@@ -231,6 +272,13 @@ def train_candidates(
     )
     log.info("registered %s version %s (%s)", settings.mlflow.model_name, version.version, best.pipeline)
     return result
+
+
+def ml_base(settings: Settings, key: ModelKey) -> str:
+    """The plain model name a keyed name was made from."""
+    name = settings.mlflow.model_name
+    suffix = f".{key.slug}"
+    return name[: -len(suffix)] if name.endswith(suffix) else name
 
 
 def expected_columns_problem(info: Any, columns: list[str]) -> str | None:
@@ -397,37 +445,51 @@ def _record(client: Any, name: str, version: str, outcome: str, reason: str) -> 
     client.set_model_version_tag(name, version, "promotion_reason", reason[:4000])
 
 
-def list_models(settings: Settings) -> list[dict[str, Any]]:
-    """Every registered version, newest first, with aliases and the metrics of its run."""
-    client = connect(settings)
-    name = settings.mlflow.model_name
+def registered_names(client: Any, base: str) -> list[str]:
+    """``base`` itself (if registered) and every per-montage model made from it, by name."""
     from mlflow.exceptions import MlflowException
 
+    names = [m.name for m in client.search_registered_models(filter_string=f"name LIKE '{base}.%'")]
     try:
-        aliases = client.get_registered_model(name).aliases
+        client.get_registered_model(base)
+        names.append(base)
     except MlflowException:
-        return []
-    by_version: dict[str, list[str]] = {}
-    for alias, version in aliases.items():
-        by_version.setdefault(str(version), []).append(alias)
-    rows = []
-    for mv in sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: -int(v.version)):
-        metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
-        rows.append(
-            {
-                "version": str(mv.version),
-                "aliases": sorted(by_version.get(str(mv.version), [])),
-                "pipeline": mv.tags.get("pipeline"),
-                "dataset_version": mv.tags.get("dataset_version"),
-                "cv_balanced_accuracy": metrics.get("cv_balanced_accuracy"),
-                "held_out_balanced_accuracy": metrics.get("held_out_balanced_accuracy"),
-                "gate_balanced_accuracy": _float(mv.tags.get("held_out_balanced_accuracy")),
-                "promotion": mv.tags.get("promotion"),
-                "reason": mv.tags.get("promotion_reason"),
-                "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mv.creation_timestamp / 1000)),
-                "run_id": mv.run_id,
-            }
-        )
+        pass
+    return sorted(n for n in set(names) if n == base or n.startswith(f"{base}."))
+
+
+def list_models(settings: Settings) -> list[dict[str, Any]]:
+    """Every registered version of every montage's model, newest first, with aliases and the
+    metrics of its run."""
+    client = connect(settings)
+    rows: list[dict[str, Any]] = []
+    for name in registered_names(client, settings.mlflow.model_name):
+        aliases = client.get_registered_model(name).aliases
+        by_version: dict[str, list[str]] = {}
+        for alias, version in aliases.items():
+            by_version.setdefault(str(version), []).append(alias)
+        for mv in client.search_model_versions(f"name='{name}'"):
+            metrics = client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+            rows.append(
+                {
+                    "model": name,
+                    "version": str(mv.version),
+                    "aliases": sorted(by_version.get(str(mv.version), [])),
+                    "pipeline": mv.tags.get("pipeline"),
+                    "dataset_version": mv.tags.get("dataset_version"),
+                    "cv_balanced_accuracy": metrics.get("cv_balanced_accuracy"),
+                    "held_out_balanced_accuracy": metrics.get("held_out_balanced_accuracy"),
+                    "gate_balanced_accuracy": _float(mv.tags.get("held_out_balanced_accuracy")),
+                    "promotion": mv.tags.get("promotion"),
+                    "reason": mv.tags.get("promotion_reason"),
+                    "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(mv.creation_timestamp / 1000)),
+                    "created_ms": int(mv.creation_timestamp),
+                    "run_id": mv.run_id,
+                }
+            )
+    rows.sort(key=lambda r: (-r["created_ms"], r["model"], -int(r["version"])))
+    for row in rows:
+        del row["created_ms"]
     return rows
 
 

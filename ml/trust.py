@@ -15,9 +15,16 @@ from typing import Any
 
 from core.errors import NeurolakeError
 
-# Every type in our pipelines that skops does not trust by default (ml/pipelines.py); a new pipeline
-# step with such a type is added here, reviewed, not taken from the model.
-TRUSTED_TYPES = ("sklearn.compose._column_transformer.make_column_selector",)
+# Every type in our pipelines that skops does not trust by default (ml/pipelines.py, ml/decoders.py);
+# a new pipeline step with such a type is added here, reviewed, not taken from the model. The decoders
+# hold only numbers and arrays; their code is ours.
+TRUSTED_TYPES = (
+    "sklearn.compose._column_transformer.make_column_selector",
+    "ml.decoders.FilterBankCCA",
+    "ml.decoders.TRCA",
+    "ml.decoders.TDCA",
+    "ml.decoders.MsCcaMsEtrca",
+)
 SHA256_TAG = "artifact_sha256"
 
 

@@ -112,28 +112,30 @@ def _first_champion(settings: Settings, stop: threading.Event) -> None:
     lake (``neurolake sample-lake``), so the live scorer predicts while the lab's own data builds up;
     the retrain DAG then trains on everything the lake holds."""
     from batch_jobs.sample_lake import write_sample_lake
-    from ml.dataset import build_training_set
-    from ml.registry import champion_version, connect, train
+    from ml.dataset import build_training_sets
+    from ml.registry import champion_version, connect, registered_names, train
 
     try:
-        if champion_version(connect(settings), settings.mlflow.model_name) is not None:
+        client = connect(settings)
+        if any(champion_version(client, n) is not None for n in registered_names(client, settings.mlflow.model_name)):
             return
         started = time.monotonic()
         write_sample_lake(settings, sessions=4, seconds=40.0)
         if stop.is_set():
             return
-        result = train(settings, build_training_set(settings.paths.lake_root, settings.ml))
-        assert result.decision is not None
-        log.info(
-            "first model %s v%s in %.0f s (%s): the live scorer predicts with it from now on; watch the "
-            "Predictions panel at http://%s:%d/",
-            settings.mlflow.model_name,
-            result.registered_version,
-            time.monotonic() - started,
-            result.decision.reason,
-            settings.dashboard.host,
-            settings.dashboard.port,
-        )
+        for training_set in build_training_sets(settings.paths.lake_root, settings.ml):
+            result = train(settings, training_set)
+            assert result.decision is not None
+            log.info(
+                "first model %s v%s in %.0f s (%s): the live scorer predicts with it from now on (FBCCA, "
+                "training-free, until then); watch the Predictions panel at http://%s:%d/",
+                result.model_name,
+                result.registered_version,
+                time.monotonic() - started,
+                result.decision.reason,
+                settings.dashboard.host,
+                settings.dashboard.port,
+            )
     except Exception as exc:  # the demo goes on without a first model; the retrain DAG may make one
         log.warning("could not train a first model: %s", exc)
 
@@ -145,7 +147,7 @@ def _report_models(settings: Settings) -> None:
         for row in list_models(settings)[:3]:
             log.info(
                 "model %s v%s %s: held-out balanced accuracy %s (%s)",
-                settings.mlflow.model_name,
+                row["model"],
                 row["version"],
                 ",".join("@" + a for a in row["aliases"]) or "-",
                 row["held_out_balanced_accuracy"],

@@ -17,43 +17,56 @@ def _settings_with(settings: Settings, **ml_updates: Any) -> Settings:
 
 
 def _cmd_train(args: argparse.Namespace, settings: Settings) -> int:
-    from ml.dataset import build_training_set
+    """One model per (task, montage, rate) in the lake (ml/montage.py), each gated on its own."""
+    from ml.dataset import build_training_sets
     from ml.registry import train
 
     settings = _settings_with(settings, label_source=args.label_source)
-    training_set = build_training_set(settings.paths.lake_root, settings.ml, version=args.dataset_version)
-    result = train(settings, training_set, shuffle_labels=args.shuffle_labels)
+    training_sets = build_training_sets(settings.paths.lake_root, settings.ml, version=args.dataset_version)
+    results = [
+        (training_set, train(settings, training_set, shuffle_labels=args.shuffle_labels))
+        for training_set in training_sets
+    ]
     if args.json:
-        print(json.dumps({"training_set": training_set.summary(), **result.as_dict()}, indent=2, default=str))
+        print(json.dumps([{"training_set": t.summary(), **r.as_dict()} for t, r in results], indent=2, default=str))
         return 0
-    summary = training_set.summary()
-    print(
-        f"training set: gold.eeg_windows v{summary['table_version']}, {summary['windows']} windows "
-        f"({summary['train_windows']} train from {len(summary['train_sessions'])} sessions, "
-        f"{summary['held_out_windows']} held out from {len(summary['held_out_sessions'])}), "
-        f"labels from {summary['label_source']}"
-    )
-    print(f"{'pipeline':<14} {'CV bal.acc':>10} {'held-out':>9}  run")
-    for run in result.runs:
-        cv = f"{run.cv['cv_balanced_accuracy']:.3f}" if run.cv else "n/a"
-        print(f"{run.pipeline:<14} {cv:>10} {run.held_out['held_out_balanced_accuracy']:>9.3f}  {run.run_id}")
-    decision = result.decision
-    assert decision is not None
-    outcome = "@champion" if decision.promoted else "@challenger"
-    print(
-        f"registered {settings.mlflow.model_name} version {result.registered_version} -> {outcome}: {decision.reason}"
-    )
+    for training_set, result in results:
+        summary = training_set.summary()
+        print(
+            f"training set{f' of {training_set.key}' if training_set.key else ''}: gold.eeg_windows "
+            f"v{summary['table_version']}, {summary['windows']} windows "
+            f"({summary['train_windows']} train from {len(summary['train_sessions'])} sessions, "
+            f"{summary['held_out_windows']} held out from {len(summary['held_out_sessions'])}), "
+            f"labels from {summary['label_source']}"
+        )
+        print(f"{'pipeline':<14} {'CV bal.acc':>10} {'held-out':>9}  run")
+        for run in result.runs:
+            cv = f"{run.cv['cv_balanced_accuracy']:.3f}" if run.cv else "n/a"
+            print(f"{run.pipeline:<14} {cv:>10} {run.held_out['held_out_balanced_accuracy']:>9.3f}  {run.run_id}")
+        decision = result.decision
+        assert decision is not None
+        outcome = "@champion" if decision.promoted else "@challenger"
+        print(f"registered {result.model_name} version {result.registered_version} -> {outcome}: {decision.reason}")
     return 0
 
 
 def _cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
-    from ml.dataset import build_training_set
-    from ml.registry import gate
+    from core.errors import NeurolakeError
+    from ml.dataset import build_training_sets
+    from ml.registry import gate, keyed_settings, model_name_for
 
-    training_set = build_training_set(settings.paths.lake_root, settings.ml)
-    decision = gate(settings, str(args.version), training_set, force=args.force)
+    training_sets = build_training_sets(settings.paths.lake_root, settings.ml)
+    names = {model_name_for(settings, t.key): t for t in training_sets}
+    if args.model is None and len(names) > 1:
+        raise NeurolakeError(f"the lake holds {len(names)} montages: name the model with --model ({', '.join(names)})")
+    name = args.model or next(iter(names))
+    if name not in names:
+        raise NeurolakeError(f"no sessions of {name} in the lake to gate it on (it holds {', '.join(names)})")
+    training_set = names[name]
+    keyed = keyed_settings(settings, training_set.key)
+    decision = gate(keyed, str(args.version), training_set, force=args.force)
     outcome = "@champion" if decision.promoted else "@challenger"
-    print(f"{settings.mlflow.model_name} version {decision.version} -> {outcome}: {decision.reason}")
+    print(f"{keyed.mlflow.model_name} version {decision.version} -> {outcome}: {decision.reason}")
     return 0 if decision.promoted else 1
 
 
@@ -72,12 +85,15 @@ def _cmd_models(args: argparse.Namespace, settings: Settings) -> int:
         return "-" if value is None else f"{value:.3f}"
 
     print(
-        f"{'version':>7}  {'aliases':<20} {'pipeline':<13} {'data v':>6} {'CV bal.acc':>10} "
+        f"{'model':<24} {'version':>7}  {'aliases':<20} {'pipeline':<13} {'data v':>6} {'CV bal.acc':>10} "
         f"{'held-out':>8} {'gate':>6}  promotion / reason"
     )
+    base = settings.mlflow.model_name
     for row in rows:
+        # The montage part of the name (the plain name for an unkeyed model).
+        model = row["model"][len(base) + 1 :] if row["model"].startswith(f"{base}.") else row["model"]
         print(
-            f"{row['version']:>7}  {','.join('@' + a for a in row['aliases']) or '-':<20} "
+            f"{model:<24} {row['version']:>7}  {','.join('@' + a for a in row['aliases']) or '-':<20} "
             f"{row['pipeline'] or '-':<13} {row['dataset_version'] or '-':>6} "
             f"{number(row['cv_balanced_accuracy']):>10} {number(row['held_out_balanced_accuracy']):>8} "
             f"{number(row['gate_balanced_accuracy']):>6}  {row['promotion'] or '-'}: {row['reason'] or ''}"
@@ -132,6 +148,11 @@ def add_ml_commands(commands: Any) -> None:
     promote.add_argument("version", type=int, help="the model version (see `neurolake models`)")
     promote.add_argument(
         "--force", action="store_true", help="make it champion without comparing (its signature is still checked)"
+    )
+    promote.add_argument(
+        "--model",
+        default=None,
+        help="the registered model (a montage's; see `neurolake models`); default: the lake's only montage",
     )
     promote.set_defaults(handler=_cmd_promote)
 

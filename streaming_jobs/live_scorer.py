@@ -3,10 +3,15 @@
 Kafka-native (no Spark) for sub-second latency. Per session it keeps the same
 :class:`~dsp.session.SessionState` the silver/gold job keeps, so a window scored
 live has the same boundaries and features as its row in ``gold.eeg_windows`` (when both start at the
-session's first block). A watcher thread follows the ``@champion`` alias and swaps a newly loaded
-model in between two polls: no restart, no window skipped. Undecodable records are counted and left
-to bronze, which quarantines every record of ``eeg.raw``. Bronze lands the predictions in
-``gold.live_predictions``; they are signed as the hub, like everything else the hub says about a device.
+session's first block).
+
+A model per montage: each session is routed by its session record's (task, montage, rate)
+(ml/montage.py) to that key's registered model, ``<mlflow.model_name>.<key>@champion``; a router
+thread follows every key's alias and swaps a newly loaded model in between two polls: no restart, no
+window skipped. A session whose key has no champion yet is scored by filter-bank CCA, which needs no
+training (``ml.live_fallback``). Undecodable records are counted and left to bronze, which
+quarantines every record of ``eeg.raw``. Bronze lands the predictions in ``gold.live_predictions``;
+they are signed as the hub, like everything else the hub says about a device.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -32,7 +38,10 @@ from dsp.session import (
     process,
 )
 from infra.kafka import LiveReader
-from ml.features import FeatureLayoutError, feature_frame
+from ml.decoders import FilterBankCCA
+from ml.features import FeatureLayoutError, feature_matrix
+from ml.montage import ModelKey, key_for_session
+from ml.serving import FeatureScorer
 from schemas.catalog import EEG_RAW, PREDICTIONS
 from schemas.codec import default_codec
 from schemas.signing import HUB, Keyring, sign
@@ -46,11 +55,42 @@ log = logging.getLogger(__name__)
 class LoadedModel:
     name: str
     version: str
-    model: Any  # a fitted sklearn estimator with predict_proba, classes_ and feature_names_in_
+    # A fitted sklearn estimator with predict_proba and classes_: a feature pipeline (with
+    # feature_names_in_) or an SSVEP decoder of ml/decoders.py (input_kind "windows").
+    model: Any
 
     @property
     def columns(self) -> list[str]:
         return list(getattr(self.model, "feature_names_in_", []))
+
+    @property
+    def takes_windows(self) -> bool:
+        return getattr(self.model, "input_kind", "features") == "windows"
+
+    @cached_property
+    def feature_scorer(self) -> FeatureScorer:
+        return FeatureScorer(self.model)
+
+
+FALLBACK_NAME, FALLBACK_VERSION = "fbcca", "training-free"
+# Models by key (None: a session whose record never came, scored as the plain model name's).
+ModelSource = Callable[[ModelKey | None], LoadedModel | None]
+
+
+def fallback_model(info: SessionInfo, key: ModelKey | None) -> LoadedModel:
+    """Filter-bank CCA for a session's stimulus targets and rate: it scores from the first window,
+    before any champion of the session's montage exists. Labels are the session's stimulus labels
+    (what its markers, so its trained models, call the targets)."""
+    targets = key.stimulus if key is not None and key.stimulus else tuple((f"{hz:g}hz", hz) for hz in info.ssvep_hz)
+    decoder = FilterBankCCA(
+        sample_rate_hz=info.sample_rate_hz,
+        frequencies_hz=[hz for _, hz in targets],
+        labels=[label for label, _ in targets],
+        # Sub-bands start at the lowest target and stay under Nyquist (a 125 Hz Cyton+Daisy too).
+        n_bands=3,
+        n_harmonics=3,
+    ).fit()
+    return LoadedModel(FALLBACK_NAME, FALLBACK_VERSION, decoder)
 
 
 @dataclass
@@ -61,25 +101,48 @@ class ScorerCounters:
     scored: int = 0
     unscored_no_model: int = 0
     unscored_layout: int = 0
+    # Windows scored by the training-free fallback (their key had no champion yet).
+    scored_fallback: int = 0
     # Records that decoded but could not be used (a session or block that contradicts itself).
     rejected: int = 0
     latencies_us: list[int] = field(default_factory=list)
 
 
 class LiveScorer:
-    """Blocks in, prediction records out; no I/O. ``model`` is asked for the current model per batch."""
+    """Blocks in, prediction records out; no I/O. ``models`` is asked for the current model of a
+    session's key per batch; with ``fallback``, a session without one is scored by filter-bank CCA."""
 
-    def __init__(self, config: ProcessorConfig, model: Callable[[], LoadedModel | None]) -> None:
+    def __init__(self, config: ProcessorConfig, models: ModelSource, fallback: bool = True) -> None:
         self.config = config
-        self.model = model
+        self.models = models
+        self.fallback = fallback
         self.sessions: dict[str, SessionState] = {}
         self.infos: dict[str, SessionInfo] = {}
+        self.keys: dict[str, ModelKey] = {}
         self.counters = ScorerCounters()
         self._seq: dict[str, int] = {}
         self._layout_warned: set[tuple[str, str]] = set()
+        self._fallbacks: dict[str, LoadedModel] = {}
 
     def on_session(self, record: dict[str, Any]) -> None:
-        self.infos[record["session_id"]] = info_from_session_record(record, self.config)
+        session_id = record["session_id"]
+        self.infos[session_id] = info_from_session_record(record, self.config)
+        self.keys[session_id] = key_for_session(record)
+        self._fallbacks.pop(session_id, None)
+
+    def model_for(self, session_id: str) -> LoadedModel | None:
+        """The session's champion, else (with ``fallback``) its training-free decoder, else None."""
+        loaded = self.models(self.keys.get(session_id))
+        if loaded is not None or not self.fallback:
+            return loaded
+        fallback = self._fallbacks.get(session_id)
+        if fallback is None:
+            state = self.sessions.get(session_id)
+            info = state.info if state is not None and state.info is not None else self.infos.get(session_id)
+            if info is None:
+                return None
+            fallback = self._fallbacks[session_id] = fallback_model(info, self.keys.get(session_id))
+        return fallback
 
     def on_blocks(
         self, session_id: str, blocks: list[Block], arrival_us: int, arrival_monotonic_ns: int | None = None
@@ -94,26 +157,31 @@ class LiveScorer:
         if state is None:
             # Joining a running session: start at the first block seen, not at sample 0.
             state = SessionState(next_index=min(b.first_sample_index for b in blocks))
-        output, state = process(state, blocks, arrival_us // 1000, self.config, self.infos.get(session_id))
+        # The model first: the session processor then computes only what it reads (features or
+        # the filtered signal) and no heart rate (that is the lake's).
+        loaded = self.model_for(session_id)
+        output, state = process(
+            state,
+            blocks,
+            arrival_us // 1000,
+            self.config,
+            self.infos.get(session_id),
+            window_samples=loaded is not None and loaded.takes_windows,
+            window_features=loaded is not None and not loaded.takes_windows,
+            heart_rate=False,
+            window_quality=False,
+        )
         self.sessions[session_id] = state
         self.counters.rejected += len(output.rejected)
         if not output.windows:
             return []
         self.counters.windows += len(output.windows)
-        loaded = self.model()
         if loaded is None:
             self.counters.unscored_no_model += len(output.windows)
             return []
         windows = output.windows
         try:
-            features = feature_frame(
-                [w["band_power"] for w in windows],
-                [w["ssvep_hz"] for w in windows],
-                [w["ssvep_score"] for w in windows],
-            )
-            missing = [c for c in loaded.columns if c not in features.columns]
-            if missing or not loaded.columns:
-                raise FeatureLayoutError(f"the model needs columns the session lacks, e.g. {missing[:3]}")
+            predict = self._predictor(loaded, windows, state)
         except FeatureLayoutError as exc:
             self.counters.unscored_layout += len(windows)
             if (session_id, loaded.version) not in self._layout_warned:
@@ -126,7 +194,7 @@ class LiveScorer:
                     exc,
                 )
             return []
-        probabilities = loaded.model.predict_proba(features[loaded.columns])
+        probabilities = predict()
         classes = [str(c) for c in loaded.model.classes_]
         scored_us = now_us()
         predictions = []
@@ -156,12 +224,38 @@ class LiveScorer:
                 }
             )
         self.counters.scored += len(predictions)
+        if loaded.name == FALLBACK_NAME:
+            self.counters.scored_fallback += len(predictions)
         self.counters.latencies_us = self.counters.latencies_us[-10_000:]
         return predictions
 
+    @staticmethod
+    def _predictor(loaded: LoadedModel, windows: list[dict[str, Any]], state: SessionState) -> Callable[[], Any]:
+        """The model on what it reads: the occipital channels' filtered windows for a decoder
+        (windows x samples x channels), the lake's feature columns for a feature pipeline. A
+        feature layout the model was not trained on raises FeatureLayoutError here, before scoring."""
+        if loaded.takes_windows:
+            stack = np.stack([w["eeg"] for w in windows])
+            info = state.info
+            if info is not None:
+                # Columns of the EEG-only window that are occipital (as the lake's SSVEP features use).
+                eeg = info.eeg_columns.tolist()
+                occipital = [eeg.index(c) for c in info.occipital_columns if c in eeg]
+                stack = stack[:, :, occipital] if occipital else stack
+            return lambda: loaded.model.predict_proba(stack)
+        matrix, columns = feature_matrix(
+            [w["band_power"] for w in windows],
+            [w["ssvep_hz"] for w in windows],
+            [w["ssvep_score"] for w in windows],
+        )
+        scorer = loaded.feature_scorer
+        scorer.check(columns)
+        return lambda: scorer.predict_proba(matrix, columns)
+
 
 class ChampionWatcher:
-    """Follows ``models:/NAME@champion``; loads a new version in the background, then swaps."""
+    """Follows ``models:/NAME@champion`` (NAME: ``settings.mlflow.model_name``); loads a new version
+    in the background, then swaps."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -170,6 +264,10 @@ class ChampionWatcher:
         self._thread = threading.Thread(target=self._run, name="champion-watcher", daemon=True)
         self._said_no_champion = False
         self.refused_versions: set[str] = set()
+
+    @property
+    def name(self) -> str:
+        return self.settings.mlflow.model_name
 
     def __call__(self) -> LoadedModel | None:
         return self._current
@@ -185,28 +283,37 @@ class ChampionWatcher:
 
     def _run(self) -> None:
         while not self._stop.wait(self.settings.ml.reload_interval_s):
-            try:
-                self.check()
-            except Exception as exc:  # a registry hiccup must not stop scoring with the loaded model
-                log.warning(
-                    "could not check the @champion alias (%s); keeping version %s",
-                    exc,
-                    self._current.version if self._current else None,
-                )
+            self.check_quietly()
+
+    def check_quietly(self) -> None:
+        try:
+            self.check()
+        except Exception as exc:  # a registry hiccup must not stop scoring with the loaded model
+            log.warning(
+                "could not check %s@champion (%s); keeping version %s",
+                self.name,
+                exc,
+                self._current.version if self._current else None,
+            )
 
     def check(self) -> None:
         from ml.registry import champion_version, connect, load_model
         from ml.trust import UntrustedModelError
 
         client = connect(self.settings)
-        name = self.settings.mlflow.model_name
+        name = self.name
         version = champion_version(client, name)
         if version is None:
             if not self._said_no_champion:
+                until = (
+                    "its sessions are scored by filter-bank CCA (training-free)"
+                    if self.settings.ml.live_fallback == "fbcca"
+                    else "windows are not scored"
+                )
                 log.warning(
-                    "no %s@champion yet: windows are not scored until one is promoted "
-                    "(`neurolake train`); checking every %.0f s",
+                    "no %s@champion yet: %s until one is promoted (`neurolake train`); checking every %.0f s",
                     name,
+                    until,
                     self.settings.ml.reload_interval_s,
                 )
                 self._said_no_champion = True
@@ -229,6 +336,62 @@ class ChampionWatcher:
         self._current = loaded  # one reference swap: the scoring loop sees old or new, never neither
         self._said_no_champion = False
         log.info("scoring with %s version %s%s", name, version, f" (was {previous.version})" if previous else "")
+
+
+class ChampionRouter:
+    """A model per montage: one :class:`ChampionWatcher` per (task, montage, rate) seen, on the
+    key's registered model; one thread checks them all. Asking for a key never waits for MLflow: a
+    key seen for the first time has no model until the thread has looked (at once, not at the next
+    interval)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._watchers: dict[ModelKey | None, ChampionWatcher] = {}
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="champion-router", daemon=True)
+
+    def __call__(self, key: ModelKey | None) -> LoadedModel | None:
+        watcher = self._watchers.get(key)
+        if watcher is None:
+            from ml.registry import keyed_settings
+
+            watcher = ChampionWatcher(keyed_settings(self.settings, key))
+            self._watchers = {**self._watchers, key: watcher}  # one swap: the thread iterates a snapshot
+            log.info("new montage %s: following %s@champion", key, watcher.name)
+            self._wake.set()
+            return None
+        return watcher()
+
+    def loaded(self) -> dict[str, str]:
+        """Registered model -> the version scoring its sessions."""
+        return {w.name: current.version for w in self._watchers.values() if (current := w()) is not None}
+
+    def start(self) -> ChampionRouter:
+        log.info(
+            "live scorer: each session is scored by %s.<task>.<montage>.<rate>@champion of its own "
+            "(task, montage, rate)%s",
+            self.settings.mlflow.model_name,
+            "; without one yet, by filter-bank CCA (training-free)"
+            if self.settings.ml.live_fallback == "fbcca"
+            else "",
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for watcher in list(self._watchers.values()):
+                if self._stop.is_set():
+                    return
+                watcher.check_quietly()
+            self._wake.wait(self.settings.ml.reload_interval_s)
+            self._wake.clear()
 
 
 class PredictionPublisher:
@@ -275,14 +438,15 @@ def run_live_scorer(
     settings: Settings,
     duration_s: float | None = None,
     start: str | None = None,
-    watcher: Callable[[], LoadedModel | None] | None = None,
+    models: ModelSource | None = None,
 ) -> int:
     """Consume, score and publish until SIGTERM/SIGINT or ``duration_s``; exit code 0."""
     from confluent_kafka import Producer
 
     start = start or settings.ml.live_start
-    champion = ChampionWatcher(settings).start() if watcher is None else None
-    scorer = LiveScorer(live_config(settings), watcher or champion)  # type: ignore[arg-type]
+    router = ChampionRouter(settings).start() if models is None else None
+    source: ModelSource = models if models is not None else router  # type: ignore[assignment]
+    scorer = LiveScorer(live_config(settings), source, fallback=settings.ml.live_fallback == "fbcca")
     producer = Producer(
         {
             **settings.kafka.producer_config(),
@@ -298,8 +462,8 @@ def run_live_scorer(
         try:
             return _score_until_stopped(reader, scorer, producer, publish, stop, duration_s)
         finally:
-            if champion is not None:
-                champion.stop()
+            if router is not None:
+                router.stop()
             producer.flush(10)
 
 
@@ -353,14 +517,16 @@ def _score_until_stopped(
         if time.monotonic() >= next_report:
             next_report = time.monotonic() + 10
             c = scorer.counters
-            current = scorer.model()
+            loaded = getattr(scorer.models, "loaded", dict)()
             log.info(
-                "live scorer: %d blocks, %d windows, %d scored (model %s), latency p50 %.1f ms "
-                "p95 %.1f ms; unscored: %d without a champion, %d wrong layout; %d undecodable, %d rejected",
+                "live scorer: %d blocks, %d windows, %d scored (%d by the training-free fallback; champions: %s), "
+                "latency p50 %.1f ms p95 %.1f ms; unscored: %d without a model, %d wrong layout; "
+                "%d undecodable, %d rejected",
                 c.blocks,
                 c.windows,
                 c.scored,
-                current.version if current else "none",
+                c.scored_fallback,
+                ", ".join(f"{n} v{v}" for n, v in sorted(loaded.items())) or "none",
                 _percentile(c.latencies_us, 50),
                 _percentile(c.latencies_us, 95),
                 c.unscored_no_model,

@@ -1,4 +1,5 @@
-"""retrain: build a training set from gold -> train candidates -> evaluate against @champion -> gate.
+"""retrain: build a training set per montage from gold -> train candidates -> evaluate against that
+montage's @champion -> gate.
 
 Runs daily, and whenever ``data_quality`` reports enough new labelled windows in gold (an event
 on the gold.eeg_windows Asset). Task bodies are project functions (``batch_jobs.tasks``).
@@ -26,11 +27,12 @@ from batch_jobs.assets import GOLD_WINDOWS
     doc_md=__doc__,
 )
 def retrain() -> None:
+    # One mapped instance per (task, montage, rate) in gold: each montage's model on its own.
     @task
-    def build_training_set() -> dict:
+    def build_training_set() -> list[dict]:
         from batch_jobs import tasks
 
-        return tasks.build_training_set(tasks.settings())
+        return tasks.build_training_sets(tasks.settings())
 
     @task
     def train(training_set: dict) -> dict:
@@ -39,20 +41,19 @@ def retrain() -> None:
         return tasks.train(tasks.settings(), training_set["path"])
 
     @task
-    def evaluate(training_set: dict, trained: dict) -> dict:
+    def evaluate(trained: dict) -> dict:
         from batch_jobs import tasks
 
-        return tasks.evaluate(tasks.settings(), training_set["path"], trained["registered_version"])
+        return tasks.evaluate(tasks.settings(), trained["path"], trained["registered_version"])
 
     @task
-    def promote(decision: dict) -> dict:
+    def promote(evaluated: dict) -> dict:
         from batch_jobs import tasks
 
-        return tasks.promote(tasks.settings(), decision)
+        return tasks.promote(tasks.settings(), evaluated)
 
-    training_set = build_training_set()
-    trained = train(training_set)
-    promote(evaluate(training_set, trained))
+    trained = train.expand(training_set=build_training_set())
+    promote.expand(evaluated=evaluate.expand(trained=trained))
 
 
 retrain()

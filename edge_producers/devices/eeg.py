@@ -109,9 +109,10 @@ class SimulatedHeadset(ContextSource):
         self._jitter = np.random.default_rng(self._sim.seed + 7919)
         self._start_us: int | None = None
         layout = self._generator.layout
+        self._rate = self._generator.fs
         self.info = BoardInfo(
             board="simulated",
-            sample_rate_hz=self._sim.sample_rate_hz,
+            sample_rate_hz=self._rate,
             channel_names=layout.channel_names,
             channel_types=layout.channel_types,
         )
@@ -124,12 +125,12 @@ class SimulatedHeadset(ContextSource):
             raise DeviceError("simulated headset read before start()")
         # Sample k is stamped start + k/rate and readable from that moment, as from a board that
         # reports each sample when it is acquired.
-        due = int((self._clock_us() - self._start_us) * self._sim.sample_rate_hz / 1e6) + 1
+        due = int((self._clock_us() - self._start_us) * self._rate / 1e6) + 1
         n = due - self._generator.sample_index
         if n <= 0:
             return empty_chunk(self.info.n_channels)
         index = self._generator.sample_index + np.arange(n)
-        ideal = self._start_us + index * (1e6 / self._sim.sample_rate_hz)
+        ideal = self._start_us + index * (1e6 / self._rate)
         jitter = self._jitter.normal(0.0, self._sim.timestamp_jitter_us, n)
         times = (ideal + jitter).astype(np.int64)
         samples = self._generator.generate(n, times)

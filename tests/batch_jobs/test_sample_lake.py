@@ -15,7 +15,7 @@ from batch_jobs.sample_lake import SESSION_START_US, simulate_session
 from dsp.session import SessionState, process
 from infra.delta import LakeTable
 from neurolake.cli import main
-from schemas.catalog import BRONZE_EEG_BLOCKS, BRONZE_MARKERS, GOLD_EEG_WINDOWS, SILVER_MARKERS
+from schemas.catalog import BRONZE_EEG_BLOCKS, BRONZE_MARKERS, BRONZE_SESSIONS, GOLD_EEG_WINDOWS, SILVER_MARKERS
 from streaming_jobs.bronze import bronze_schema, projection_schema
 from streaming_jobs.checkpoints import checkpoint_dir
 from streaming_jobs.silver_gold import QUERY_NAME, StreamContext, adopt_rebuild, processor_config, rebuilds_dir
@@ -73,6 +73,10 @@ def test_sample_lake_sessions_are_listed_exported_and_not_derived_twice(
     code, _, err = run(capsys, "sample-lake", "--sessions", "2", "--seconds", "20")
     assert code == 0, err
     assert LakeTable(root, BRONZE_EEG_BLOCKS).read_columns(["session_id"]).num_rows == blocks
+    # Each session's record is in bronze.sessions once (training reads its montage from there).
+    assert sorted(LakeTable(root, BRONZE_SESSIONS).read_columns(["session_id"]).column("session_id").to_pylist()) == (
+        sorted(s["session_id"] for s in sessions)
+    )
 
     # What the silver/gold stream does with a session it meets in bronze: it adopts the state the
     # sample lake left, and the session's blocks make no second set of windows.

@@ -130,7 +130,7 @@ def test_heart_rate_beats_from_the_pulse_channel_in_any_grouping() -> None:
     for at in range(0, len(blocks), 7):
         out, state_many = process(state_many, blocks[at : at + 7], 0, CONFIG, info)
         beats_many += [(b["sample_index"], b["bpm"]) for b in out.beats]
-    heart_hz = SimulatedEeg(SimulationSettings(seed=3))._heart_hz
+    heart_hz = SimulatedEeg(SimulationSettings(seed=3)).heart_hz
     assert len(beats_one) == pytest.approx(30 * heart_hz, abs=2)
     assert [b for b, _ in beats_many] == [b for b, _ in beats_one]
     bpms = [bpm for _, bpm in beats_one if bpm is not None]

@@ -179,6 +179,6 @@ def test_heart_rate_from_the_simulated_pulse() -> None:
     pulse = generator.generate(int(30 * FS))[:, -1].astype(np.float64)
     beats = detect_beats(pulse, FS)
     bpm = heart_rate_bpm(beats, FS)
-    expected = generator._heart_hz * 60
-    assert len(beats) == pytest.approx(30 * generator._heart_hz, abs=2)
+    expected = generator.heart_hz * 60
+    assert len(beats) == pytest.approx(30 * generator.heart_hz, abs=2)
     assert np.median(bpm) == pytest.approx(expected, rel=0.03)

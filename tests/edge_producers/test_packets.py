@@ -95,7 +95,7 @@ def test_samples_after_a_loss_keep_their_index_and_lab_time(tmp_path: Path, loss
         time.sleep(0.02)
     runner.stop_session()
     blocks = _blocks(runner)
-    rate = edge.simulation.sample_rate_hz
+    rate = headsets[0].info.sample_rate_hz
     index = np.concatenate([b["first_sample_index"] + np.arange(b["n_samples"]) for b in blocks])
     times = np.concatenate([eeg_block_device_times(b) for b in blocks])
     lost = int(np.sum(np.diff(index) - 1))

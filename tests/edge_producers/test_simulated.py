@@ -33,7 +33,8 @@ def _power_at(x: np.ndarray, hz: float) -> float:
 
 
 def test_ssvep_on_occipital_channels_only_while_shown() -> None:
-    eeg = SimulatedEeg(SimulationSettings(seed=0), _stimulus).generate(3000)  # 12 s
+    # Without alpha: a subject's resting alpha can sit at the flicker frequency (dsp/simulation.py).
+    eeg = SimulatedEeg(SimulationSettings(seed=0, alpha_uv=0), _stimulus).generate(3000)  # 12 s
     o1, fp1 = CHANNELS_16.index("O1"), CHANNELS_16.index("Fp1")
     during, rest = eeg[500:2500], eeg[2500:3000]
     assert _power_at(during[:, o1], 12) > 10 * _power_at(during[:, o1], 13.5)

@@ -46,6 +46,9 @@ def test_training_set_never_mixes_sessions(lake: Settings) -> None:
     assert not set(train_sessions) & set(test_sessions)
     assert training_set.classes == sorted(lake.edge.stimulus.classes)
     assert training_set.dropped["unlabelled"] > 0  # rest periods and windows straddling a change
+    # The sessions' records in bronze.sessions give the set its (task, montage, rate).
+    assert training_set.key is not None and training_set.key.sample_rate_hz == 250.0
+    assert training_set.key.task.startswith("ssvep4-") and training_set.dropped["no_session_record"] == 0
 
 
 def test_training_set_survives_a_parquet_round_trip(lake: Settings, tmp_path: Path) -> None:
@@ -54,15 +57,19 @@ def test_training_set_survives_a_parquet_round_trip(lake: Settings, tmp_path: Pa
     assert loaded.features.equals(training_set.features)
     assert list(loaded.labels) == list(training_set.labels)
     assert loaded.held_out_sessions == training_set.held_out_sessions
+    assert loaded.key == training_set.key
 
 
 def test_ssvep_pipeline_decodes_held_out_sessions(lake: Settings) -> None:
-    """The 'done when' figure: 4 flicker classes, default SNR, 2 s windows, >= 95 %."""
+    """4 flicker classes, default SNR, 2 s windows, held-out sessions: far above chance (0.25). Each
+    sample-lake session is another simulated subject (dsp/simulation.py, issue 25: subjects differ in
+    SNR, latency and alpha), so this is across subjects; it scored 0.92 when the simulation changed
+    (it was 1.00 on the old, easy one, whose 'done when' asked for >= 0.95)."""
     training_set = build_training_set(lake.paths.lake_root, lake.ml)
     train_x, train_y, _ = training_set.part(held_out=False)
     test_x, test_y, _ = training_set.part(held_out=True)
     model = make_pipeline("ssvep_lda", lake.ml).fit(train_x, train_y)
-    assert score(test_y, model.predict(test_x), training_set.classes).balanced_accuracy >= 0.95
+    assert score(test_y, model.predict(test_x), training_set.classes).balanced_accuracy >= 0.85
 
 
 def test_shuffled_labels_decode_at_chance(lake: Settings) -> None:
