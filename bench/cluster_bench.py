@@ -69,6 +69,13 @@ def main() -> None:
     parser.add_argument("--loss-headsets", type=int, default=20, help="headsets in the node-loss run")
     parser.add_argument("--loss-seconds", type=float, default=60.0)
     parser.add_argument("--skip-compare", action="store_true", help="only the node-loss run")
+    parser.add_argument(
+        "--catch-up",
+        type=float,
+        default=240.0,
+        help="side-by-side runs: how long to wait for the lake to land everything after the headsets stop "
+        "(what has not landed by then is reported as missing; the node-loss run waits up to 600 s)",
+    )
     args = parser.parse_args()
 
     side_by_side: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
@@ -83,6 +90,7 @@ def main() -> None:
                     args.warmup,
                     settings.paths.home / "bench-logs",
                     restart=False,
+                    catch_up_limit_s=args.catch_up,
                 )
             report(local, "one local[2] Spark, one Kafka broker")
             with private_cluster() as (settings, env, _cluster):
@@ -94,6 +102,7 @@ def main() -> None:
                     args.warmup,
                     settings.paths.home / "bench-logs",
                     restart=False,
+                    catch_up_limit_s=args.catch_up,
                 )
             report(clustered, "a Spark standalone cluster (master + 2 workers), three Kafka nodes")
             side_by_side.append((headsets, local, clustered))
@@ -127,7 +136,7 @@ def main() -> None:
                     f"  {headsets:>4} headsets  {name:<9} p95 {p95(figures):>9}  silver "
                     f"{figures['rates'].get('silver.eeg_samples', 0):>9,.0f} rows/s  cold "
                     f"{cold.get('eeg_blocks', float('nan')):.1f}/{cold.get('eeg_samples', float('nan')):.1f} s  "
-                    f"lost {figures['lost_samples']} dup {figures['dup_samples']}"
+                    f"samples missing {figures['lost_samples']} dup {figures['dup_samples']} after {figures['catch_up_s']:.0f} s"
                 )
     print(
         f"cluster: brokers 3 workers 2 broker_kills {kills['broker']} worker_kills {kills['worker']} "

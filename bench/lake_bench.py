@@ -143,6 +143,7 @@ def run(
     edge_defaults: bool = False,
     restart: bool = True,
     during: Callable[[], None] | None = None,
+    catch_up_limit_s: float = 600.0,
 ) -> dict[str, Any]:
     """One measured run against the stack ``settings`` names (started by the caller): freshness,
     rows/s, start-up to first commit (cold, and after a SIGKILL when ``restart``), and what reached
@@ -211,7 +212,7 @@ def run(
         # What the lake holds once it has caught up (or stopped moving for a minute).
         caught_up = time.monotonic()
         rows, last_change, previous = 0, time.monotonic(), -1
-        while time.monotonic() - last_change < 60 and time.monotonic() - caught_up < 600:
+        while time.monotonic() - last_change < 60 and time.monotonic() - caught_up < catch_up_limit_s:
             rows = committed_rows(silver)
             if rows >= produced:
                 break
@@ -291,7 +292,7 @@ def report(figures: dict[str, Any], engine: str = "one local[2] Spark") -> None:
     print(line + "  (target <= 15 s)")
     print(
         f"  the lake after the headsets stopped ({figures['catch_up_s']:.0f} s to catch up): "
-        f"lost blocks {figures['lost_blocks']}, duplicate blocks {figures['dup_blocks']}, lost samples "
+        f"blocks missing {figures['lost_blocks']}, duplicate blocks {figures['dup_blocks']}, samples missing "
         f"{figures['lost_samples']}, duplicate samples {figures['dup_samples']} (of {figures['produced_samples']:,}); "
         f"producer delivery failures {figures['producer_failures']}"
     )

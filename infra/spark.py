@@ -50,6 +50,14 @@ SMALL_QUERY_CONF = {
     # more of the JVM's CPU (a third, in a profile at 20 headsets) than interpreting those rows.
     "spark.sql.codegen.wholeStage": "false",
     "spark.sql.codegen.factoryMode": "NO_CODEGEN",
+    # Parquet's dictionary encoding for text columns only (parquet-mr's per-column keys): on sample
+    # values a dictionary never pays, and with pyarrow it made silver's files ~50% larger and their
+    # writes ~6x slower; a profile of the JVM's Parquet writer found the same hot spot.
+    "spark.hadoop.parquet.enable.dictionary": "false",
+    **{
+        f"spark.hadoop.parquet.enable.dictionary#{column}": "true"
+        for column in ("session_id", "device_id", "kafka_topic", "label", "kind", "reason", "model_name")
+    },
 }
 # Option keys whose values Spark must not print in plans and logs (Kafka credentials, PEM keys).
 REDACTED_OPTIONS = "(?i)url|password|secret|token|jaas|keystore|truststore"

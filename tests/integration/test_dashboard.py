@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 import urllib.request
@@ -76,7 +77,8 @@ def test_dashboard_draws_and_updates_live_views(lab: ModelStack, tmp_path: Path)
         assert second["traces"]["rows"] > 0 and second["traces"]["last"] > first["traces"]["last"]
         assert second["predictions"]["rows"] > first["predictions"]["rows"]
         assert second["headmap_pixels"] > 1000
-        assert "model neurolake-ssvep v1" in second["prediction_text"]
+        # The session's own montage model (neurolake-ssvep.<task>.<montage>.<rate>), version 1.
+        assert re.search(r"model neurolake-ssvep\.\S+ v1\b", second["prediction_text"]), second["prediction_text"]
         browser.save_screenshot(str(tmp_path / "dashboard.png"))
         assert (tmp_path / "dashboard.png").stat().st_size > 10_000
 

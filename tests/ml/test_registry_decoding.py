@@ -15,7 +15,10 @@ def test_decoding_scores_land_on_the_active_run(tmp_path: Path) -> None:
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     try:
-        with mlflow.start_run() as run:
+        # Its own experiment in this store, named without making it the active one: another test may
+        # have left an experiment id of another store active.
+        experiment_id = mlflow.MlflowClient().create_experiment("decoding-scores")
+        with mlflow.start_run(experiment_id=experiment_id) as run:
             logged = log_decoding_scores(
                 [DecodingScore.of("etrca", 1.0, 40, [0.9, 1.0]), DecodingScore.of("fbcca", 0.5, 40, [0.2])]
             )
