@@ -78,32 +78,20 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    def side_run(settings: Any, env: dict[str, str], headsets: int) -> dict[str, Any]:
+        logs = settings.paths.home / "bench-logs"
+        return run(
+            settings, env, headsets, args.seconds, args.warmup, logs, restart=False, catch_up_limit_s=args.catch_up
+        )
+
     side_by_side: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
     if not args.skip_compare:
         for headsets in args.headsets:
             with private_broker() as settings:
-                local = run(
-                    settings,
-                    cli_environment(settings),
-                    headsets,
-                    args.seconds,
-                    args.warmup,
-                    settings.paths.home / "bench-logs",
-                    restart=False,
-                    catch_up_limit_s=args.catch_up,
-                )
+                local = side_run(settings, cli_environment(settings), headsets)
             report(local, "one local[2] Spark, one Kafka broker")
             with private_cluster() as (settings, env, _cluster):
-                clustered = run(
-                    settings,
-                    env,
-                    headsets,
-                    args.seconds,
-                    args.warmup,
-                    settings.paths.home / "bench-logs",
-                    restart=False,
-                    catch_up_limit_s=args.catch_up,
-                )
+                clustered = side_run(settings, env, headsets)
             report(clustered, "a Spark standalone cluster (master + 2 workers), three Kafka nodes")
             side_by_side.append((headsets, local, clustered))
 
