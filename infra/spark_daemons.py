@@ -38,5 +38,7 @@ def spark_daemon_environment(settings: Settings, name: str) -> dict[str, str]:
         "SPARK_WORKER_DIR": str(settings.paths.home / "spark" / name),
         # Daemons are small; the executors they start get spark.executor.memory each.
         "SPARK_DAEMON_MEMORY": "256m",
+        # Whose daemons these are (a test session's sweep finds leaked ones by it).
+        "NEUROLAKE_PATHS__HOME": str(settings.paths.home),
         "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
     }

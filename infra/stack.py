@@ -174,8 +174,12 @@ def clock_spec(settings: Settings) -> ServiceSpec:
         udp_ports={"clock.port": settings.clock.port},
         health=lambda: udp_clock_alive(settings.clock.host, settings.clock.port),
         env={
-            f"NEUROLAKE_CLOCK__{k.upper()}": str(v)
-            for k, v in (("host", settings.clock.host), ("port", settings.clock.port))
+            **{
+                f"NEUROLAKE_CLOCK__{k.upper()}": str(v)
+                for k, v in (("host", settings.clock.host), ("port", settings.clock.port))
+            },
+            # Its home names whose it is: the test session's sweep finds a leaked one by it.
+            "NEUROLAKE_PATHS__HOME": str(settings.paths.home),
         },
         startup_timeout_s=15,
     )
