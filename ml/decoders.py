@@ -14,6 +14,7 @@ correlations with templates for TRCA and TDCA); ``predict_proba`` is their softm
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, Self
 
@@ -40,7 +41,7 @@ from dsp.ssvep import (
 )
 
 
-class _SsvepDecoder(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
+class _SsvepDecoder(ClassifierMixin, BaseEstimator, ABC):  # type: ignore[misc]
     """What every SSVEP decoder shares: the layout, the filter bank, labels, scores to predictions."""
 
     # What a scorer feeds it: filtered multichannel windows, not the lake's feature columns.
@@ -111,8 +112,9 @@ class _SsvepDecoder(ClassifierMixin, BaseEstimator):  # type: ignore[misc]
         per_band = self._band_scores(x)
         return np.asarray(np.einsum("nbk,b->nk", per_band, filter_bank_weights(per_band.shape[1])))
 
+    @abstractmethod
     def _band_scores(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """Scores per window, filter-bank band and target (n_windows, n_bands, n_targets)."""
 
     def predict(self, X: Any) -> np.ndarray:
         return np.asarray(self.classes_[np.argmax(self.decision_function(X), axis=1)])
