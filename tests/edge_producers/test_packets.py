@@ -76,7 +76,9 @@ def test_samples_after_a_loss_keep_their_index_and_lab_time(tmp_path: Path, loss
     edge = EdgeSettings(
         block_size=25,
         simulation={"packet_loss": loss, "timestamp_jitter_us": 300.0},
-        stimulus={"enabled": True, "lead_in_s": 0.2, "stimulus_s": 0.5, "rest_s": 0.2},
+        # Durations that are not whole sample periods, so markers fall at every phase between samples
+        # rather than all within the dejitter's error of one (and are skipped).
+        stimulus={"enabled": True, "lead_in_s": 0.2, "stimulus_s": 0.5014, "rest_s": 0.2022},
     )
     clock = ClockProbe("127.0.0.1", free_port(), probes_per_round=1, timeout_s=0.01)
     headsets: list[SimulatedHeadset] = []
