@@ -232,10 +232,15 @@ def _rebuild_group(
     report: RebuildReport,
 ) -> None:
     rebuild_id = uuid.uuid4().hex[:12]
+
+    def rebuild_group(key: tuple[str], frame: Any) -> Any:
+        # A plain function, not functools.partial: Spark inspects its signature for the UDF kind.
+        return rebuild_session(config, rebuild_id, key, frame)
+
     out = (
         bronze_rows(spark, lake_root, streaming=False, sessions=sessions)
         .groupBy("session_id")
-        .applyInPandas(functools.partial(rebuild_session, config, rebuild_id), OUTPUT_DDL)
+        .applyInPandas(rebuild_group, OUTPUT_DDL)
         .persist()
     )
     try:
