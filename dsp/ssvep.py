@@ -70,6 +70,11 @@ def layout_from_classes(classes: Mapping[str, float], phases_rad: Mapping[str, f
     )
 
 
+def benchmark_label(hz: float) -> str:
+    """A benchmark target's label, spelled as the lab's classes are (``flicker_8hz``, ``flicker_8.2hz``)."""
+    return f"flicker_{hz:g}hz"
+
+
 def benchmark_layout() -> StimulusLayout:
     """The 40 targets of the Tsinghua benchmark (Wang et al. 2017): 8.0-15.8 Hz in 0.2 Hz steps, the
     k-th frequency in increasing order with phase (k x 0.5 pi) mod 2 pi, listed in the dataset's target
@@ -79,7 +84,7 @@ def benchmark_layout() -> StimulusLayout:
         for column in range(8):
             k = 5 * column + row  # rank of this frequency in increasing order
             hz = round(8.0 + column + 0.2 * row, 1)
-            labels.append(f"flicker_{hz:.1f}hz")
+            labels.append(benchmark_label(hz))
             frequencies.append(hz)
             phases.append(float((k * 0.5 * np.pi) % (2 * np.pi)))
     return StimulusLayout(tuple(labels), tuple(frequencies), tuple(phases))

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.settings import StimulusSettings
+from dsp.ssvep import benchmark_layout
 
 # The 40-target benchmark grid (Wang et al. 2017, "A benchmark dataset for SSVEP-based BCIs"):
 # target k (0..39) flickers at 8.0 + 0.2 k Hz with phase (k mod 4) * pi/2; it sits in row k mod 5,
@@ -61,11 +62,14 @@ class StimulusEvent:
 
 
 def benchmark_targets() -> tuple[Target, ...]:
-    targets = []
-    for k in range(BENCHMARK_ROWS * BENCHMARK_COLUMNS):
-        hz = round(8.0 + 0.2 * k, 1)
-        targets.append(Target(f"flicker_{hz:g}hz", hz, (k % 4) * math.pi / 2, k % BENCHMARK_ROWS, k // BENCHMARK_ROWS))
-    return tuple(targets)
+    """The benchmark's 40 targets (dsp/ssvep.py, one definition for the presenter and the decoders) in
+    increasing frequency, the k-th at row k mod 5, column k // 5 of the on-screen matrix."""
+    layout = benchmark_layout()
+    by_frequency = sorted(zip(layout.frequencies_hz, layout.labels, layout.phases_rad))
+    return tuple(
+        Target(label, hz, phase, k % BENCHMARK_ROWS, k // BENCHMARK_ROWS)
+        for k, (hz, label, phase) in enumerate(by_frequency)
+    )
 
 
 def stimulus_targets(settings: StimulusSettings) -> tuple[Target, ...]:

@@ -248,7 +248,7 @@ def test_benchmark_layout_matches_the_dataset() -> None:
         [0, np.pi / 2, np.pi, 3 * np.pi / 2, 0]
     )
     assert by_frequency[9.0] == pytest.approx(np.pi / 2)  # the 6th frequency: 5 x 0.5 pi mod 2 pi
-    assert layout.labels[0] == "flicker_8.0hz"
+    assert layout.labels[0] == "flicker_8hz" and layout.labels[8] == "flicker_8.2hz"
     assert BENCHMARK_CHANNELS == HEADSETS["benchmark"].channel_names
 
 
