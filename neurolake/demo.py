@@ -7,14 +7,17 @@ Each issue extends the list of stages; whatever happens, the stack is taken down
 from __future__ import annotations
 
 import logging
-import subprocess
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from core.settings import Settings
 from core.stopping import stop_on_signals
 from infra.processes import ServiceSpec
+
+if TYPE_CHECKING:
+    from infra.airflow_api import AirflowApi, DagRun
 
 log = logging.getLogger(__name__)
 
@@ -50,61 +53,88 @@ def _lab_processes(settings: Settings, headsets: int) -> dict[str, ServiceSpec]:
     }
 
 
-def _airflow(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    import os
+def _champions(settings: Settings) -> dict[str, str | None]:
+    """Each registered model's @champion version (None: none yet)."""
+    from ml.registry import champion_version, connect, registered_names
 
-    from infra.stack import airflow_environment
-
-    return subprocess.run(
-        ["airflow", *args],
-        env={**os.environ, **airflow_environment(settings)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
-def _json_rows(output: str) -> list[dict]:
-    """The JSON list an `airflow ... -o json` command printed (log lines may surround it)."""
-    import json
-
-    for line in reversed(output.splitlines()):
-        if line.startswith("[{") or line.strip() == "[]":
-            try:
-                return json.loads(line)
-            except ValueError:
-                return []
-    return []
+    client = connect(settings)
+    return {name: champion_version(client, name) for name in registered_names(client, settings.mlflow.model_name)}
 
 
 def _retrain_with_airflow(settings: Settings, stop: threading.Event, timeout_s: float = 600) -> str:
-    """Trigger and unpause the retrain DAG, wait for the triggered run to finish; its state."""
-    triggered = _airflow(settings, "dags", "trigger", "retrain", "-o", "json")
-    if triggered.returncode != 0:
-        log.error("could not trigger the retrain DAG: %s", triggered.stderr.strip()[-500:])
+    """Trigger the retrain DAG through Airflow's REST API, follow the run to its end, then log where
+    its time went and which champions it swapped; the run's state."""
+    from core.errors import NeurolakeError
+    from infra.airflow_api import FINISHED, AirflowApi
+
+    api = AirflowApi(settings)
+    before = _champions(settings)
+    try:
+        run_id = api.trigger("retrain")
+        # Unpaused so the run is scheduled. The DAG has no start date, so unpausing it runs nothing
+        # else now: its schedule's first run is the next 03:00.
+        api.set_paused("retrain", False)
+    except NeurolakeError as exc:
+        log.error("could not trigger the retrain DAG: %s", exc)
         return "not triggered"
-    created = _json_rows(triggered.stdout)
-    run_id = (created[0].get("dag_run_id") or created[0].get("run_id")) if created else None
-    # Unpaused after the trigger: the schedule's own (daily) run must not run first.
-    _airflow(settings, "dags", "unpause", "retrain")
     log.info(
         "retrain DAG run %s triggered; watch it at http://%s:%d/dags/retrain",
-        run_id or "",
+        run_id,
         settings.airflow.host,
         settings.airflow.port,
     )
     deadline = time.monotonic() + timeout_s
-    state = "queued"
+    run = None
     while not stop.is_set() and time.monotonic() < deadline:
-        listed = _airflow(settings, "dags", "list-runs", "retrain", "-o", "json")
-        mine = [r for r in _json_rows(listed.stdout) if run_id is None or r.get("run_id") == run_id]
-        if mine:
-            state = mine[0].get("state", state)
-            if state in ("success", "failed"):
-                break
-        stop.wait(5)
+        try:
+            run = api.run("retrain", run_id)
+        except NeurolakeError as exc:
+            log.warning("retrain DAG run %s: %s", run_id, exc)
+        if run is not None and run.state in FINISHED:
+            break
+        stop.wait(2)
+    state = run.state if run is not None else "unknown"
+    if run is None or run.state not in FINISHED:
+        log.warning("retrain DAG run %s still %s when the demo ended", run_id, state)
+        return state
     log.info("retrain DAG run: %s", state)
+    try:
+        _log_run_time(api, run)
+    except NeurolakeError as exc:
+        log.warning("could not read the run's task times: %s", exc)
+    _log_champion_changes(before, _champions(settings))
     return state
+
+
+def _log_run_time(api: AirflowApi, run: DagRun) -> None:
+    """Where a finished run's time went: waiting to start, each task (mapped instances summed), and the
+    rest (the scheduler's turns and each task process's start-up between tasks)."""
+    tasks = api.task_times("retrain", run.run_id)
+    per_task: dict[str, list[float]] = {}
+    for task in sorted(tasks, key=lambda t: t.start.timestamp() if t.start else float("inf")):
+        per_task.setdefault(task.task_id, []).append(task.seconds or 0.0)
+    began = run.queued or run.start
+    total = (run.end - began).total_seconds() if run.end and began else None
+    queued = (run.start - run.queued).total_seconds() if run.start and run.queued else 0.0
+    in_tasks = sum(sum(s) for s in per_task.values())
+    parts = [f"queued {queued:.0f} s"] + [
+        f"{task_id} {sum(seconds):.0f} s" + (f" ({len(seconds)} montages)" if len(seconds) > 1 else "")
+        for task_id, seconds in per_task.items()
+    ]
+    if total is not None:
+        parts.append(f"between tasks {max(0.0, total - queued - in_tasks):.0f} s (scheduler turns, task start-up)")
+        log.info("retrain DAG run took %.0f s: %s", total, ", ".join(parts))
+
+
+def _log_champion_changes(before: dict[str, str | None], after: dict[str, str | None]) -> None:
+    for name, version in sorted(after.items()):
+        previous = before.get(name)
+        if version == previous:
+            log.info("champion kept: %s v%s (no retrained model beat it on the held-out sessions)", name, version)
+        elif previous is None:
+            log.info("champion: %s v%s (the montage's first)", name, version)
+        else:
+            log.info("champion swapped: %s v%s -> v%s (the retrained model beat it)", name, previous, version)
 
 
 def _first_champion(settings: Settings, stop: threading.Event) -> None:

@@ -7,7 +7,7 @@ on the gold.eeg_windows Asset). Task bodies are project functions (``batch_jobs.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.sdk import dag, task
 from airflow.timetables.assets import AssetOrTimeSchedule
@@ -19,7 +19,9 @@ from batch_jobs.assets import GOLD_WINDOWS
 @dag(
     dag_id="retrain",
     schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * *", timezone="UTC"), assets=[GOLD_WINDOWS]),
-    start_date=datetime(2026, 1, 1),
+    # No start date: unpausing the DAG (the demo does, after triggering a run) schedules nothing before
+    # the next 03:00. With one, the scheduler ran the last 03:00 at once and the triggered run waited
+    # for it (max_active_runs=1), doubling the demo's retrain.
     catchup=False,
     max_active_runs=1,
     default_args={"retries": 0, "execution_timeout": timedelta(minutes=30)},

@@ -11,7 +11,9 @@ import psutil
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from core.errors import NeurolakeError
 from core.settings import load_settings
+from infra.airflow_api import AirflowApi
 from infra.processes import port_is_free
 from schemas.catalog import TOPICS
 from schemas.codec import default_codec
@@ -70,6 +72,20 @@ def test_up_status_topics_down_with_airflow(cli: Cli) -> None:
         timeout=10,
     ) as response:
         assert response.status == 200
+
+    # Airflow answers its REST API as the demo drives it (a token from the simple auth manager).
+    api = AirflowApi(settings)
+    deadline = time.monotonic() + 90
+    while True:  # the DAG processor may not have parsed the DAGs yet
+        try:
+            api.set_paused("retrain", True)
+            break
+        except NeurolakeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(2)
+    with pytest.raises(NeurolakeError, match="HTTP 404"):
+        api.run("retrain", "no-such-run")
 
     again = cli("up", "--with-airflow")
     assert again.returncode == 0, again.stderr
