@@ -153,6 +153,7 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
         with_airflow=args.with_airflow,
         headsets=args.headsets,
         retrain_after_s=args.retrain_after,
+        retrain_windows=args.retrain_windows,
     )
 
 
@@ -209,10 +210,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--with-airflow", action="store_true", help="also start Airflow")
     demo.add_argument("--headsets", type=int, default=2, help="simulated headsets (0: none)")
     demo.add_argument(
+        "--retrain-windows",
+        type=int,
+        default=100,
+        help="with Airflow: trigger the retrain DAG once gold holds this many labelled windows of the demo's own sessions",
+    )
+    demo.add_argument(
         "--retrain-after",
         type=float,
-        default=90.0,
-        help="seconds of data before the retrain DAG is triggered (with Airflow)",
+        default=None,
+        help="with Airflow: trigger the retrain DAG by this many seconds whatever gold holds "
+        "(default: 120 s before the end, so the run finishes within the demo; 600 s without --duration)",
     )
     demo.set_defaults(handler=_cmd_demo)
 

@@ -205,11 +205,37 @@ def _report_lake(settings: Settings) -> None:
     log.info("lake %s: %s", settings.paths.lake_root, ", ".join(counts))
 
 
+# A retrain DAG run took 71-80 s in the demo on 2 cores (2026-12-04); what the trigger leaves it.
+RETRAIN_RUN_BUDGET_S = 120.0
+
+
 def run_demo(
-    settings: Settings, duration_s: float, with_airflow: bool, headsets: int = 2, retrain_after_s: float = 90.0
+    settings: Settings,
+    duration_s: float,
+    with_airflow: bool,
+    headsets: int = 2,
+    retrain_after_s: float | None = None,
+    retrain_windows: int = 100,
 ) -> int:
+    if retrain_after_s is None:
+        retrain_after_s = max(30.0, duration_s - RETRAIN_RUN_BUDGET_S) if duration_s > 0 else 600.0
     with stop_on_signals("the demo") as stop:
-        return _run_demo(settings, stop, duration_s, with_airflow, headsets, retrain_after_s)
+        return _run_demo(settings, stop, duration_s, with_airflow, headsets, retrain_after_s, retrain_windows)
+
+
+def _live_labelled_windows(settings: Settings, since_us: int) -> int:
+    """Labelled (stimulus) windows in gold from sessions recorded since ``since_us``: the demo's own,
+    not the sample lake's (whose sessions are dated in the past)."""
+    import pyarrow.compute as pc
+
+    from infra.delta import LakeTable
+    from schemas.catalog import GOLD_EEG_WINDOWS
+
+    dataset, _ = LakeTable(settings.paths.lake_root, GOLD_EEG_WINDOWS).dataset()
+    if dataset is None:
+        return 0
+    labelled = pc.field("label").is_valid() & (pc.field("label") != "rest")
+    return int(dataset.count_rows(filter=labelled & (pc.field("window_start_us") >= since_us)))
 
 
 def _run_demo(
@@ -219,8 +245,10 @@ def _run_demo(
     with_airflow: bool,
     headsets: int,
     retrain_after_s: float,
+    retrain_windows: int,
 ) -> int:
     from infra import stack
+    from schemas.timebase import now_us
 
     supervisor = stack.supervisor(settings)
     children = _lab_processes(settings, headsets) if headsets > 0 else {}
@@ -248,15 +276,30 @@ def _run_demo(
         else:
             log.info("demo running until Ctrl-C")
         deadline = time.monotonic() + duration_s if duration_s > 0 else None
-        last_report = started = time.monotonic()
+        last_report = last_count = started = time.monotonic()
+        started_us = now_us()
         retrained = not (with_airflow and headsets > 0)
         if not retrained:
-            log.info("the retrain DAG will be triggered after %.0f s of data", retrain_after_s)
+            log.info(
+                "the retrain DAG will be triggered once gold holds %d labelled windows of these headsets' "
+                "sessions, or after %.0f s",
+                retrain_windows,
+                retrain_after_s,
+            )
         while not stop.is_set():
-            if not retrained and time.monotonic() - started >= retrain_after_s:
-                retrained = True
-                remaining = deadline - time.monotonic() if deadline is not None else 900.0
-                _retrain_with_airflow(settings, stop, timeout_s=max(60.0, remaining))
+            if not retrained and time.monotonic() - last_count >= 5:
+                last_count = time.monotonic()
+                elapsed = last_count - started
+                windows = _live_labelled_windows(settings, started_us)
+                if windows >= retrain_windows or elapsed >= retrain_after_s:
+                    retrained = True
+                    log.info(
+                        "%d labelled windows of the lab's own sessions in gold after %.0f s: triggering the retrain DAG",
+                        windows,
+                        elapsed,
+                    )
+                    remaining = deadline - time.monotonic() if deadline is not None else 900.0
+                    _retrain_with_airflow(settings, stop, timeout_s=max(60.0, remaining))
             if deadline is not None and time.monotonic() >= deadline:
                 break
             stop.wait(0.5)
