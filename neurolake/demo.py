@@ -54,11 +54,15 @@ def _lab_processes(settings: Settings, headsets: int) -> dict[str, ServiceSpec]:
 
 
 def _champions(settings: Settings) -> dict[str, str | None]:
-    """Each registered model's @champion version (None: none yet)."""
+    """Each registered model's @champion version (None: none yet); empty when MLflow cannot say."""
     from ml.registry import champion_version, connect, registered_names
 
-    client = connect(settings)
-    return {name: champion_version(client, name) for name in registered_names(client, settings.mlflow.model_name)}
+    try:
+        client = connect(settings)
+        return {name: champion_version(client, name) for name in registered_names(client, settings.mlflow.model_name)}
+    except Exception as exc:  # a report must not stop the demo
+        log.warning("could not read the champions from MLflow: %s", exc)
+        return {}
 
 
 def _retrain_with_airflow(settings: Settings, stop: threading.Event, timeout_s: float = 600) -> str:
@@ -121,9 +125,11 @@ def _log_run_time(api: AirflowApi, run: DagRun) -> None:
         f"{task_id} {sum(seconds):.0f} s" + (f" ({len(seconds)} montages)" if len(seconds) > 1 else "")
         for task_id, seconds in per_task.items()
     ]
-    if total is not None:
-        parts.append(f"between tasks {max(0.0, total - queued - in_tasks):.0f} s (scheduler turns, task start-up)")
-        log.info("retrain DAG run took %.0f s: %s", total, ", ".join(parts))
+    if total is None:
+        log.info("retrain DAG run: %s", ", ".join(parts))
+        return
+    parts.append(f"between tasks {max(0.0, total - queued - in_tasks):.0f} s (scheduler turns, task start-up)")
+    log.info("retrain DAG run took %.0f s: %s", total, ", ".join(parts))
 
 
 def _log_champion_changes(before: dict[str, str | None], after: dict[str, str | None]) -> None:
@@ -231,11 +237,15 @@ def _live_labelled_windows(settings: Settings, since_us: int) -> int:
     from infra.delta import LakeTable
     from schemas.catalog import GOLD_EEG_WINDOWS
 
-    dataset, _ = LakeTable(settings.paths.lake_root, GOLD_EEG_WINDOWS).dataset()
-    if dataset is None:
+    try:
+        dataset, _ = LakeTable(settings.paths.lake_root, GOLD_EEG_WINDOWS).dataset()
+        if dataset is None:
+            return 0
+        labelled = pc.field("label").is_valid() & (pc.field("label") != "rest")
+        return int(dataset.count_rows(filter=labelled & (pc.field("window_start_us") >= since_us)))
+    except Exception as exc:  # counted again in 5 s; the retrain still comes by its latest time
+        log.warning("could not count gold's labelled windows: %s", exc)
         return 0
-    labelled = pc.field("label").is_valid() & (pc.field("label") != "rest")
-    return int(dataset.count_rows(filter=labelled & (pc.field("window_start_us") >= since_us)))
 
 
 def _run_demo(
