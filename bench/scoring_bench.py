@@ -182,6 +182,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--lake", action="store_true", help="also measure the lake scorer's freshness")
     parser.add_argument("--lake-headsets", type=int, default=2)
+    parser.add_argument(
+        "--no-champion",
+        action="store_true",
+        help="register no model: every session is scored by the training-free FBCCA fallback (ml.live_fallback)",
+    )
     args = parser.parse_args()
     from batch_jobs.sample_lake import write_sample_lake
     from ml.dataset import build_training_set
@@ -191,10 +196,16 @@ def main() -> None:
         env = cli_environment(settings)
         logs = settings.paths.home / "bench-logs"
         logs.mkdir(parents=True, exist_ok=True)
-        write_sample_lake(settings, sessions=4, seconds=60)
-        result = train(settings, build_training_set(settings.paths.lake_root, settings.ml))
+        if args.no_champion:
+            if settings.ml.live_fallback != "fbcca":
+                parser.error("--no-champion needs ml.live_fallback = fbcca (nothing would be scored)")
+            scored_by = "no champion: FBCCA (training-free fallback) for every session"
+        else:
+            write_sample_lake(settings, sessions=4, seconds=60)
+            result = train(settings, build_training_set(settings.paths.lake_root, settings.ml))
+            scored_by = f"champion {result.model_name} v{result.registered_version}"
         print(
-            f"scoring bench: champion {result.model_name} v{result.registered_version}, "
+            f"scoring bench: {scored_by}, "
             f"{args.seconds:.0f} s per run after 8 s warm-up, 16 EEG ch + pulse at 250 Hz, "
             f"2 s windows every 0.4 s (target: window end -> prediction p95 <= 50 ms)"
         )
