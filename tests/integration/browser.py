@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
 import tempfile
-from typing import Any
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from schemas.signing import Keyring, ensure_key
+from tests.conftest import free_port
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import BrokerStack
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
@@ -28,6 +39,48 @@ def headless_chromium() -> Any:
     ):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+@contextmanager
+def stimulus_page(
+    broker: BrokerStack, device_id: str, stimulus_env: Mapping[str, str], duration_s: float, query: str = ""
+) -> Iterator[tuple[Any, subprocess.Popen[bytes]]]:
+    """`neurolake stimulus serve` as ``device_id`` for ``duration_s`` (``stimulus_env``: its
+    NEUROLAKE_EDGE__STIMULUS__* settings), with its page open in headless Chromium; yields the driver
+    and the server. On the way out the browser is closed, the server stopped and its exit status
+    checked (its log's tail in the failure)."""
+    port = free_port()
+    ensure_key(Keyring(broker.settings.security.keyring), device_id)
+    log = open(broker.home / "stimulus.log", "w+")
+    serve = subprocess.Popen(
+        [*broker.cli_argv, "stimulus", "serve", "--port", str(port), "--duration", str(duration_s)],
+        env={**broker.env, "NEUROLAKE_EDGE__DEVICE_ID": device_id, **stimulus_env},
+        cwd=broker.home,
+        stdout=subprocess.DEVNULL,
+        stderr=log,
+    )
+    driver = None
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                assert b"presenter.js" in urllib.request.urlopen(url, timeout=1).read()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and serve.poll() is None, log.seek(0) or log.read()[-3000:]
+                time.sleep(0.2)
+        driver = headless_chromium()
+        driver.get(url + query)
+        yield driver, serve
+    finally:
+        if driver is not None:
+            driver.quit()
+        if serve.poll() is None:
+            serve.terminate()
+        serve.wait(30)
+    log.seek(0)
+    assert serve.returncode == 0, log.read()[-3000:]
 
 
 # What the page shows, read from the Bokeh document in the browser (the canvas has no DOM to read).

@@ -5,19 +5,14 @@ carries that trial's label, and no window carries a label the page did not show 
 from __future__ import annotations
 
 import json
-import subprocess
-import time
-import urllib.request
 
 import pytest
 
 from infra.spark import build_spark_session
 from neurolake import lake
-from schemas.signing import Keyring, ensure_key
 from streaming_jobs.jobs import drain, start_bronze
 from streaming_jobs.silver_gold import start_silver_gold
-from tests.conftest import free_port
-from tests.integration.browser import headless_chromium
+from tests.integration.browser import stimulus_page
 from tests.integration.conftest import BrokerStack
 
 pytestmark = pytest.mark.integration
@@ -27,46 +22,14 @@ STIMULUS_S = 3.0
 
 
 def _serve_with_the_page_open(broker: BrokerStack) -> None:
-    port = free_port()
-    env = {
-        **broker.env,
-        "NEUROLAKE_EDGE__DEVICE_ID": "stim-pi",
+    stimulus = {
         "NEUROLAKE_EDGE__STIMULUS__LEAD_IN_S": "1.5",
         "NEUROLAKE_EDGE__STIMULUS__CUE_S": "0.3",
         "NEUROLAKE_EDGE__STIMULUS__STIMULUS_S": str(STIMULUS_S),
         "NEUROLAKE_EDGE__STIMULUS__REST_S": "1.0",
     }
-    ensure_key(Keyring(broker.settings.security.keyring), "stim-pi")
-    log = open(broker.home / "stimulus.log", "w+")
-    serve = subprocess.Popen(
-        [*broker.cli_argv, "stimulus", "serve", "--port", str(port), "--duration", str(DURATION_S)],
-        env=env,
-        cwd=broker.home,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    driver = None
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                assert b"presenter.js" in urllib.request.urlopen(url, timeout=1).read()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and serve.poll() is None, log.seek(0) or log.read()[-3000:]
-                time.sleep(0.2)
-        driver = headless_chromium()
-        driver.get(url)
+    with stimulus_page(broker, "stim-pi", stimulus, DURATION_S) as (_, serve):
         serve.wait(DURATION_S + 60)
-    finally:
-        if driver is not None:
-            driver.quit()
-        if serve.poll() is None:
-            serve.terminate()
-        serve.wait(30)
-    log.seek(0)
-    assert serve.returncode == 0, log.read()[-3000:]
 
 
 def test_gold_labels_windows_from_the_presenters_markers(broker: BrokerStack) -> None:

@@ -3,9 +3,7 @@ whose lab times are the times of the frames the page drew the flicker on."""
 
 from __future__ import annotations
 
-import subprocess
 import time
-import urllib.request
 
 import numpy as np
 import pytest
@@ -14,9 +12,8 @@ from edge_producers.frames import fit_sinusoid
 from edge_producers.stimulus import stimulus_targets
 from schemas.catalog import MARKERS
 from schemas.codec import default_codec
-from schemas.signing import Keyring, ensure_key
-from tests.conftest import free_port
-from tests.integration.browser import headless_chromium
+from schemas.signing import Keyring
+from tests.integration.browser import stimulus_page
 from tests.integration.conftest import BrokerStack, read_topic
 
 pytestmark = pytest.mark.integration
@@ -27,51 +24,19 @@ TOLERANCE_MS = 2.0
 
 
 def test_markers_are_stamped_with_the_frames_the_browser_drew(broker: BrokerStack) -> None:
-    port = free_port()
-    env = {
-        **broker.env,
-        "NEUROLAKE_EDGE__DEVICE_ID": "stim-pi",
+    stimulus = {
         "NEUROLAKE_EDGE__STIMULUS__LEAD_IN_S": "1.5",
         "NEUROLAKE_EDGE__STIMULUS__CUE_S": "0.3",
         "NEUROLAKE_EDGE__STIMULUS__STIMULUS_S": "1.5",
         "NEUROLAKE_EDGE__STIMULUS__REST_S": "0.4",
     }
-    ensure_key(Keyring(broker.settings.security.keyring), "stim-pi")
-    log = open(broker.home / "stimulus.log", "w+")
-    serve = subprocess.Popen(
-        [*broker.cli_argv, "stimulus", "serve", "--port", str(port), "--duration", "14"],
-        env=env,
-        cwd=broker.home,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    driver = None
     frames: list = []
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                assert b"presenter.js" in urllib.request.urlopen(url, timeout=1).read()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and serve.poll() is None, log.seek(0) or log.read()[-3000:]
-                time.sleep(0.2)
-        driver = headless_chromium()
-        driver.get(url + "?record=1")
+    with stimulus_page(broker, "stim-pi", stimulus, 14, query="?record=1") as (driver, serve):
         origin_ms = float(driver.execute_script("return presenter.timeOrigin"))
         while serve.poll() is None:
             frames += driver.execute_script("return presenter.takeLog()")
             time.sleep(0.5)
         frames += driver.execute_script("return presenter.takeLog()")
-    finally:
-        if driver is not None:
-            driver.quit()
-        if serve.poll() is None:
-            serve.terminate()
-        serve.wait(30)
-    log.seek(0)
-    assert serve.returncode == 0, log.read()[-3000:]
 
     keyring = Keyring(broker.settings.security.keyring)
     codec = default_codec()
