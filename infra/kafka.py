@@ -11,6 +11,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import (
     AclBinding,
+    AclBindingFilter,
     AclOperation,
     AclPermissionType,
     AdminClient,
@@ -22,6 +23,7 @@ from confluent_kafka.admin import (
 
 from core.errors import ServiceError
 from core.settings import Settings
+from infra.tls import issued_names, revoked_names, tls_dir
 from schemas.catalog import DEVICE_READS, DEVICE_WRITES, EDGE_CONTROL_GROUP, SESSIONS, TOPICS
 from schemas.codec import CodecError, default_codec
 from schemas.signing import DeviceKey, Keyring, SignatureError
@@ -132,14 +134,6 @@ def device_acls(principal: str) -> list[AclBinding]:
     return bindings
 
 
-def issued_devices(settings: Settings) -> list[str]:
-    """The devices the lab CA issued a client certificate to (``neurolake tls issue``)."""
-    directory = settings.paths.home / "tls"
-    if not directory.is_dir():
-        return []
-    return sorted(p.stem for p in directory.glob("*.pem") if p.stem not in ("ca", "hub"))
-
-
 def ensure_device_acls(settings: Settings, devices: Sequence[str] | None = None, timeout_s: float = 15.0) -> int:
     """Grant each device's certificate its ACLs (idempotent: Kafka keeps one copy of a binding).
     Only the embedded broker with a TLS listener is ours to configure; returns bindings sent."""
@@ -147,7 +141,7 @@ def ensure_device_acls(settings: Settings, devices: Sequence[str] | None = None,
         return 0
     wanted = [
         binding
-        for device in (issued_devices(settings) if devices is None else devices)
+        for device in (issued_names(tls_dir(settings)) if devices is None else devices)
         for binding in device_acls(device)
     ]
     if not wanted:
@@ -162,6 +156,41 @@ def ensure_device_acls(settings: Settings, devices: Sequence[str] | None = None,
                 f"could not grant {binding.principal} {binding.operation} on {binding.name}: {exc}"
             ) from None
     return len(wanted)
+
+
+def remove_device_acls(settings: Settings, devices: Sequence[str], timeout_s: float = 15.0) -> int:
+    """Take back every ACL of each device's certificate (its principal, on any resource); the broker
+    then refuses the certificate everything, though it still passes the TLS handshake. Returns the
+    bindings removed."""
+    if not (settings.broker.embedded and settings.broker.tls_port) or not devices:
+        return 0
+    filters = [
+        AclBindingFilter(
+            ResourceType.ANY,
+            None,
+            ResourcePatternType.ANY,
+            f"User:{device}",
+            None,
+            AclOperation.ANY,
+            AclPermissionType.ANY,
+        )
+        for device in devices
+    ]
+    admin = admin_client(settings)
+    removed = 0
+    for binding_filter, future in admin.delete_acls(filters, request_timeout=timeout_s).items():
+        try:
+            removed += len(future.result(timeout_s))
+        except KafkaException as exc:
+            raise ServiceError(f"could not remove the ACLs of {binding_filter.principal}: {exc}") from None
+    return removed
+
+
+def sync_device_acls(settings: Settings) -> None:
+    """Each issued certificate's ACLs granted, each revoked one's taken back: after a broker start,
+    so a certificate revoked while the broker was down loses its ACLs then."""
+    ensure_device_acls(settings)
+    remove_device_acls(settings, revoked_names(tls_dir(settings)))
 
 
 def describe_topics(settings: Settings, timeout_s: float = 5.0) -> list[TopicInfo]:

@@ -20,7 +20,7 @@ import psutil
 
 from core.settings import Settings
 from infra.clock_server import udp_clock_alive
-from infra.kafka import broker_reachable, ensure_device_acls, ensure_topics
+from infra.kafka import broker_reachable, ensure_topics, sync_device_acls
 from infra.kafka_broker import broker_command, check_jars, node_name, prepare
 from infra.preflight import check_java
 from infra.processes import ProcessSupervisor, ServiceSpec, ServiceState, http_ok, tcp_open
@@ -304,7 +304,7 @@ def up(settings: Settings, with_airflow: bool = False) -> StackStatus:
             if not was_running:
                 started.append(spec)
         ensure_topics(settings)
-        ensure_device_acls(settings)
+        sync_device_acls(settings)
     except BaseException:
         for spec in reversed(started):
             sup.stop(spec)
@@ -373,6 +373,7 @@ class BrokerAndClock:
         self._start_brokers()
         self.supervisor.start(self.clock)
         ensure_topics(self.settings)
+        sync_device_acls(self.settings)
 
     def _start_brokers(self) -> None:
         _start_together(self.supervisor, self.brokers)
@@ -383,6 +384,7 @@ class BrokerAndClock:
         else:
             self.supervisor.start(self.brokers[node])
         ensure_topics(self.settings)
+        sync_device_acls(self.settings)
 
     def stop_broker(self, node: int | None = None) -> None:
         for spec in self.brokers if node is None else [self.brokers[node]]:

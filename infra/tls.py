@@ -98,6 +98,13 @@ def issue(directory: Path, name: str, server: bool, hosts: tuple[str, ...] = (),
     ca_path, ca_key_path = directory / "ca.pem", directory / "ca.key"
     if not ca_path.exists() or not ca_key_path.exists():
         raise TlsError(f"no CA in {directory}; run `neurolake tls init` on the hub first")
+    if name in revoked_names(directory):
+        # The broker knows a Pi by its certificate's CN: ACLs for a new certificate of this name would
+        # admit the revoked one again (it still chains to the CA; Kafka checks no revocation list).
+        raise TlsError(
+            f"{name}'s certificate was revoked (kept in {directory / REVOKED}); a new one under the same name "
+            f"would let the revoked certificate in again, so issue it under a new name (e.g. {name}-2)"
+        )
     ca = x509.load_pem_x509_certificate(ca_path.read_bytes())
     ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
     key = _new_key()
@@ -131,6 +138,40 @@ def issue(directory: Path, name: str, server: bool, hosts: tuple[str, ...] = (),
     _write_private(key_path, _key_pem(key))
     certificate.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return Credentials(certificate, key_path, ca_path)
+
+
+REVOKED = "revoked"
+
+
+def issued_names(directory: Path) -> list[str]:
+    """The Pis the lab CA issued a client certificate to (``neurolake tls issue``), not revoked."""
+    if not directory.is_dir():
+        return []
+    return sorted(p.stem for p in directory.glob("*.pem") if p.stem not in ("ca", "hub"))
+
+
+def revoked_names(directory: Path) -> list[str]:
+    """Names whose certificate ``neurolake tls revoke`` took back."""
+    folder = directory / REVOKED
+    return sorted(p.stem for p in folder.glob("*.pem")) if folder.is_dir() else []
+
+
+def revoke(directory: Path, name: str) -> Path:
+    """Move a client's certificate and key out of the issued ones (into ``revoked/``, kept as a record):
+    the next ``neurolake up`` grants it nothing and takes back any ACL it still has."""
+    if name in ("ca", "hub"):
+        raise TlsError(f"{name!r} is the hub's own; revoke a Pi's certificate (`neurolake tls issue` made them)")
+    certificate = directory / f"{name}.pem"
+    if not certificate.exists():
+        issued = issued_names(directory)
+        already = " (already revoked)" if name in revoked_names(directory) else ""
+        raise TlsError(f"no certificate issued to {name!r}{already}; issued: {', '.join(issued) or 'none'}")
+    folder = directory / REVOKED
+    folder.mkdir(mode=0o700, exist_ok=True)
+    for path in (certificate, directory / f"{name}.key"):
+        if path.exists():
+            path.replace(folder / path.name)
+    return folder / certificate.name
 
 
 def server_credentials(settings: Settings) -> Credentials:

@@ -11,8 +11,9 @@ import socket
 from pathlib import Path, PurePosixPath
 
 from core.settings import Settings
-from infra.kafka import broker_reachable, ensure_device_acls
-from infra.tls import init_ca, issue, tls_dir
+from infra.kafka import broker_reachable, ensure_device_acls, remove_device_acls
+from infra.tls import init_ca, issue, revoke, tls_dir
+from schemas.signing import Keyring
 
 
 def _cmd_init(args: argparse.Namespace, settings: Settings) -> int:
@@ -55,6 +56,25 @@ def _cmd_issue(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    kept = revoke(tls_dir(settings), args.device)
+    if broker_reachable(settings):
+        removed = remove_device_acls(settings, [args.device])
+        taken = f"its {removed} broker ACL(s) removed now: the broker refuses it every topic"
+    else:
+        taken = "its broker ACLs are removed at the next `neurolake up` (the broker is not running)"
+    keys = Keyring(settings.security.keyring).keys()
+    active = [k.key_id for k in keys if k.device_id == args.device and k.revoked_us is None]
+    print(
+        f"{args.device}'s certificate revoked (kept as {kept}); {taken}. It still passes the TLS handshake "
+        "(Kafka checks no revocation list), so a new certificate for this Pi needs a new name."
+    )
+    if active:
+        commands = "; ".join(f"`neurolake keys revoke {key_id}`" for key_id in active)
+        print(f"its signing key(s) still verify; to refuse its records too: {commands}")
+    return 0
+
+
 def add_tls_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     tls = commands.add_parser("tls", help="TLS with client certificates between the Pis and the hub's broker")
     sub = tls.add_subparsers(dest="tls_command", metavar="TLS_COMMAND", required=True)
@@ -71,3 +91,6 @@ def add_tls_commands(commands: argparse._SubParsersAction) -> None:  # type: ign
         help="where the folder goes on the Pi (absolute; default: infra/pi/README.md's place)",
     )
     certificate.set_defaults(handler=_cmd_issue)
+    revoked = sub.add_parser("revoke", help="take back a Pi's certificate: the broker refuses it every topic")
+    revoked.add_argument("device")
+    revoked.set_defaults(handler=_cmd_revoke)

@@ -74,11 +74,13 @@ def test_certificates_principals_and_acls_are_kafkas_own(tmp_path: Path) -> None
     assert init.returncode == 0, init.stderr
     stack.start()
     try:
-        issued = run("tls", "issue", "pi-3", "--out", str(tmp_path / "pi-3-tls"))
-        assert issued.returncode == 0, issued.stderr
-        assert "granted now" in issued.stdout
+        for device in ("pi-3", "pi-4"):
+            issued = run("tls", "issue", device, "--out", str(tmp_path / f"{device}-tls"))
+            assert issued.returncode == 0, issued.stderr
+            assert "granted now" in issued.stdout
         tls = stack.settings.paths.home / "tls"
-        pi = _pi_config(tls_port, tls, "pi-3")
+        # What the Pi holds: the folder `tls issue` made for it.
+        pi = _pi_config(tls_port, tmp_path / "pi-3-tls", "pi-3")
 
         # The Pi writes its data topics and its command acks, reads the hub's control records...
         assert _produce(pi, EEG_RAW) is None
@@ -115,5 +117,25 @@ def test_certificates_principals_and_acls_are_kafkas_own(tmp_path: Path) -> None
         )
         assert consumed.returncode == 0, consumed.stderr[-2000:]
         assert consumed.stdout.strip() == "x"
+
+        # A lost Pi: revoking its certificate takes back its ACLs at once, so the broker refuses the
+        # certificate the topics it wrote a moment ago; its name cannot be issued again.
+        revoked = run("tls", "revoke", "pi-3")
+        assert revoked.returncode == 0, revoked.stderr
+        assert "broker ACL(s) removed now" in revoked.stdout, revoked.stdout
+        after = _produce(pi, EEG_RAW)
+        assert after is not None and after.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, after
+        again = run("tls", "issue", "pi-3")
+        assert again.returncode != 0 and "issue it under a new name" in again.stderr, again.stderr
+
+        # Revoked while the broker is down: its ACLs go when the broker starts again.
+        pi_4 = _pi_config(tls_port, tmp_path / "pi-4-tls", "pi-4")
+        assert _produce(pi_4, EEG_RAW) is None
+        stack.stop_broker()
+        offline = run("tls", "revoke", "pi-4")
+        assert offline.returncode == 0 and "at the next `neurolake up`" in offline.stdout, offline.stdout
+        stack.start_broker()
+        after = _produce(pi_4, EEG_RAW)
+        assert after is not None and after.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, after
     finally:
         stack.stop()
