@@ -164,13 +164,15 @@ def remove_device_acls(settings: Settings, devices: Sequence[str], timeout_s: fl
     bindings removed."""
     if not (settings.broker.embedded and settings.broker.tls_port) or not devices:
         return 0
+    # None matches any resource name and host (the stubs type them str).
+    anything: Any = None
     filters = [
         AclBindingFilter(
             ResourceType.ANY,
-            None,
+            anything,
             ResourcePatternType.ANY,
             f"User:{device}",
-            None,
+            anything,
             AclOperation.ANY,
             AclPermissionType.ANY,
         )
