@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--camera", action="store_true", help="640x480 camera at 24 fps on every headset")
     args = parser.parse_args()
-    from tests.integration.browser import headless_chromium
+    from infra.chromium import headless_chromium
 
     with private_broker() as settings:
         port = settings.dashboard.port

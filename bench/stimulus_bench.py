@@ -45,21 +45,12 @@ from edge_producers.presenter import StimulusPresenter
 from edge_producers.runtime import DeviceRunner
 from edge_producers.spool import Spool
 from edge_producers.stimulus import stimulus_targets
+from infra.chromium import BASE_FLAGS, headless_chromium
 from infra.clock_server import serve_clock
 from infra.ports import free_ports
 from schemas.codec import default_codec
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-BASE_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-)
+BENCH_WINDOW = "1280,800"
 SURVEY_FLAGS: tuple[tuple[str, ...], ...] = (
     (),
     ("--run-all-compositor-stages-before-draw",),
@@ -67,17 +58,6 @@ SURVEY_FLAGS: tuple[tuple[str, ...], ...] = (
     ("--disable-gpu-vsync", "--disable-frame-rate-limit"),
     ("--enable-begin-frame-control",),
 )
-
-
-def chromium(extra: tuple[str, ...] = (), size: str = "1280,800") -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (*BASE_FLAGS, *extra, f"--window-size={size}", f"--user-data-dir={tempfile.mkdtemp()}"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
 def survey(seconds: float) -> None:
@@ -90,7 +70,7 @@ def survey(seconds: float) -> None:
     )
     print(f"rAF pacing, {seconds:.0f} s per flag set (base: {' '.join(BASE_FLAGS)})")
     for extra in SURVEY_FLAGS:
-        driver = chromium(extra)
+        driver = headless_chromium(extra, size=BENCH_WINDOW)
         try:
             driver.get(page)
             time.sleep(1.0)
@@ -248,7 +228,7 @@ def run_layout(layout: str, seconds: float, trial_s: float, flags: tuple[str, ..
         spool = Spool(Path(home) / "spool.sqlite", 1 << 30)
         runner = DeviceRunner(edge, spool, clock, presenter=presenter)
         started = time.monotonic()
-        driver = chromium(flags)
+        driver = headless_chromium(flags, size=BENCH_WINDOW)
         results = []
         try:
             driver.get(presenter.url + "?record=1")

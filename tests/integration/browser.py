@@ -1,44 +1,20 @@
-"""Headless Debian Chromium through selenium, with the flags this closed network needs."""
+"""The browser pages the integration tests drive: the stimulus page served for a device, Bokeh models read and clicked (the browser itself: infra/chromium.py)."""
 
 from __future__ import annotations
 
 import subprocess
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from infra.chromium import headless_chromium
 from schemas.signing import Keyring, ensure_key
 from tests.conftest import free_port
 
 if TYPE_CHECKING:
     from tests.integration.conftest import BrokerStack
-
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-
-
-def headless_chromium() -> Any:
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tempfile.mkdtemp(prefix='neurolake-chromium-')}",
-        "--window-size=1400,1800",
-    ):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
 @contextmanager
