@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from core.settings import Settings, load_settings
+from core.settings import Settings, child_environ, load_settings
 from infra.ports import free_ports
 
 
@@ -58,7 +58,6 @@ def private_cluster(extra_env: dict[str, str] | None = None) -> Iterator[tuple[S
     """A private local cluster: three broker nodes (KRaft quorum of three, RF 3, min ISR 2), a Spark
     standalone master with two workers, and the clock. Yields the settings, the environment for
     `neurolake` subprocesses, and the :class:`infra.stack.LocalCluster` (to take nodes away)."""
-    import os
 
     from infra.processes import port_is_free
     from infra.stack import LocalCluster
@@ -92,7 +91,7 @@ def private_cluster(extra_env: dict[str, str] | None = None) -> Iterator[tuple[S
         cluster = LocalCluster(settings)
         try:
             cluster.start()
-            yield settings, {**{k: v for k, v in os.environ.items() if not k.startswith("NEUROLAKE_")}, **env}, cluster
+            yield settings, child_environ(env), cluster
         finally:
             cluster.stop()
 

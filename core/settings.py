@@ -930,3 +930,10 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
     keyring = settings.security.keyring
     security = settings.security.model_copy(update={"keyring": keyring if keyring.is_absolute() else home / keyring})
     return settings.model_copy(update={"paths": paths, "edge": edge, "security": security})
+
+
+def child_environ(settings_environ: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment for a child process with its NEUROLAKE_* variables replaced by
+    ``settings_environ``: the child reads only the settings it is given, none this process inherited."""
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    return {**inherited, **settings_environ}

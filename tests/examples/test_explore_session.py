@@ -7,14 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from core.settings import child_environ
 from tests.conftest import isolated_environ
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "explore_session.py"
 
 
 def test_explore_session_example_runs(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEUROLAKE_")}
-    env.update(isolated_environ(tmp_path))
+    env = child_environ(isolated_environ(tmp_path))
     result = subprocess.run([sys.executable, str(EXAMPLE), "--out", str(tmp_path / "figures")], env=env,
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.settings import load_settings
+from core.settings import Settings, child_environ, load_settings
 from infra.ports import free_ports
 from infra.processes import port_is_free
 from infra.stack import BrokerAndClock, LocalCluster
@@ -24,8 +24,7 @@ class Cli:
 
     def __init__(self, home: Path, **extra: str) -> None:
         self.home = home
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("NEUROLAKE_")}
-        self.env.update(isolated_environ(home, **extra))
+        self.env = child_environ(isolated_environ(home, **extra))
 
     def __call__(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -52,6 +51,12 @@ class CliHome:
     home: Path
     cli_argv = (sys.executable, "-m", "neurolake.cli")
 
+    def _settings_for(self, home: Path, neurolake_environ: dict[str, str]) -> Settings:
+        """Take ``home`` and the CLI's env; the settings the CLI will load there."""
+        self.home = home
+        self.env = child_environ(neurolake_environ)
+        return load_settings(environ=self.env, cwd=home)
+
     def neurolake(self, *args: str, **popen) -> subprocess.Popen:
         return subprocess.Popen([*self.cli_argv, *args], env=self.env, cwd=self.home, **popen)
 
@@ -73,20 +78,14 @@ class BrokerStack(CliHome, BrokerAndClock):
     """A private broker and clock service for one test, with the env to run the CLI against them."""
 
     def __init__(self, home: Path, **extra: str) -> None:
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("NEUROLAKE_")}
-        self.env.update(isolated_environ(home, **extra))
-        self.home = home
-        BrokerAndClock.__init__(self, load_settings(environ=self.env, cwd=home))
+        BrokerAndClock.__init__(self, self._settings_for(home, isolated_environ(home, **extra)))
 
 
 class ClusterStack(CliHome, LocalCluster):
     """A private local cluster (three broker nodes, a Spark master and two workers) and the clock."""
 
     def __init__(self, home: Path, **extra: str) -> None:
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("NEUROLAKE_")}
-        self.env.update(cluster_environ(home, **extra))
-        self.home = home
-        LocalCluster.__init__(self, load_settings(environ=self.env, cwd=home))
+        LocalCluster.__init__(self, self._settings_for(home, cluster_environ(home, **extra)))
 
 
 def cluster_environ(home: Path, **extra: str) -> dict[str, str]:

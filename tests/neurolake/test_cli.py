@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from core.settings import child_environ
 from tests.conftest import isolated_environ
 
 NEUROLAKE = [sys.executable, "-m", "neurolake.cli"]
 
 
 def run_cli(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("NEUROLAKE_")}
     return subprocess.run(
-        [*NEUROLAKE, *args], env={**base, **env}, cwd=cwd, capture_output=True, text=True, timeout=120
+        [*NEUROLAKE, *args], env=child_environ(env), cwd=cwd, capture_output=True, text=True, timeout=120
     )
 
 
