@@ -176,6 +176,18 @@ def _start_silver_gold(spark: Any, settings: Settings, trigger_s: float | None =
     return start_silver_gold(spark, settings, trigger_s=trigger_s)
 
 
+def waiting_for_bronze(supervised: dict[str, Supervised], elapsed_s: float) -> bool:
+    """Whether silver/gold should wait: bronze runs here and has not finished its own first batch
+    (bronze_devices' batch does not count: it often comes first, and empty), for at most
+    SILVER_WAITS_FOR_BRONZE_S after the start."""
+    bronze = supervised.get("bronze")
+    return (
+        bronze is not None
+        and elapsed_s < SILVER_WAITS_FOR_BRONZE_S
+        and not (bronze.query is not None and bronze.query.lastProgress)
+    )
+
+
 def _run_queries(
     settings: Settings,
     target: str,
@@ -203,13 +215,7 @@ def _run_queries(
             ):
                 first_batch_logged = True
                 log.info("first batch committed %.1f s after start", now - started)
-            bronze = supervised.get("bronze")
-            bronze_pending = (
-                bronze is not None
-                and not first_batch_logged
-                and now - started < SILVER_WAITS_FOR_BRONZE_S
-                and not (bronze.query is not None and bronze.query.lastProgress)
-            )
+            bronze_pending = waiting_for_bronze(supervised, now - started)
             for item in supervised.values():
                 if item.name == "silver_gold" and bronze_pending:
                     continue

@@ -1,6 +1,6 @@
 import json
 
-from streaming_jobs.runner import source_lag
+from streaming_jobs.runner import SILVER_WAITS_FOR_BRONZE_S, Supervised, source_lag, waiting_for_bronze
 
 
 def test_lag_per_kafka_partition_and_per_delta_table() -> None:
@@ -22,3 +22,20 @@ def test_lag_per_kafka_partition_and_per_delta_table() -> None:
     }
     assert source_lag({"sources": [{"endOffset": None, "latestOffset": "null"}]}) == {}
     assert source_lag({}) == {}
+
+
+class _Query:
+    def __init__(self, progress: dict | None) -> None:
+        self.lastProgress = progress
+
+
+def test_silver_waits_for_bronzes_own_first_batch_not_bronze_devices() -> None:
+    supervised = {name: Supervised(name) for name in ("bronze", "bronze_devices", "silver_gold")}
+    assert waiting_for_bronze(supervised, 1.0)  # bronze not started yet
+    supervised["bronze"].query = _Query(None)
+    supervised["bronze_devices"].query = _Query({"batchId": 0, "numInputRows": 0})
+    assert waiting_for_bronze(supervised, 5.0)  # only bronze_devices has a batch
+    assert not waiting_for_bronze(supervised, SILVER_WAITS_FOR_BRONZE_S)  # waited long enough
+    supervised["bronze"].query = _Query({"batchId": 0, "numInputRows": 5192})
+    assert not waiting_for_bronze(supervised, 5.0)
+    assert not waiting_for_bronze({"silver_gold": Supervised("silver_gold")}, 1.0)  # silver alone
