@@ -262,8 +262,12 @@ def _run_demo(
 
     supervisor = stack.supervisor(settings)
     children = _lab_processes(settings, headsets) if headsets > 0 else {}
+    # Reports on the way out only from a stack this demo brought up: after a failed start, the
+    # ports may belong to another lab's MLflow.
+    came_up = False
     try:
         status = stack.up(settings, with_airflow=with_airflow)
+        came_up = True
         for state in (s for s in status.services if s.running):
             log.info(
                 "%-8s %s (pid %s, log %s)",
@@ -337,7 +341,8 @@ def _run_demo(
             if name == "streams" and supervisor.running_process(spec.name) is not None:
                 time.sleep(5)  # let the queries take in the headsets' last records
             supervisor.stop(spec)
-        _report_lake(settings)
-        _report_models(settings)
+        if came_up:
+            _report_lake(settings)
+            _report_models(settings)
         stopped = stack.down(settings)
         log.info("demo stopped: %s", ", ".join(stopped) or "nothing was running")
