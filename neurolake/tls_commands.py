@@ -58,7 +58,9 @@ def _cmd_issue(args: argparse.Namespace, settings: Settings) -> int:
 
 def _cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
     kept = revoke(tls_dir(settings), args.device)
-    if broker_reachable(settings):
+    if not (settings.broker.embedded and settings.broker.tls_port):
+        taken = "this hub's broker has no TLS listener (broker.tls_port = 0), so no ACL of it to remove"
+    elif broker_reachable(settings):
         removed = remove_device_acls(settings, [args.device])
         taken = f"its {removed} broker ACL(s) removed now: the broker refuses it every topic"
     else:
