@@ -5,6 +5,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,6 +60,24 @@ class CliHome:
 
     def neurolake(self, *args: str, **popen) -> subprocess.Popen:
         return subprocess.Popen([*self.cli_argv, *args], env=self.env, cwd=self.home, **popen)
+
+    def simulate(
+        self, headsets: int, duration_s: float, *flags: str, stderr: Any = subprocess.DEVNULL
+    ) -> subprocess.Popen:
+        """``neurolake edge simulate``: ``headsets`` simulated Pis for ``duration_s`` (``flags`` such as
+        ``--stimulus``); its summary JSON comes on stdout at the end."""
+        return self.neurolake(
+            "edge",
+            "simulate",
+            "--headsets",
+            str(headsets),
+            "--duration",
+            str(duration_s),
+            *flags,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
 
     def streams(self, target: str, log_name: str, *extra: str) -> subprocess.Popen:
         """``neurolake stream start TARGET`` in its own process group, so that SIGKILL to the group

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 
 import pyarrow.dataset as ds
 import pytest
@@ -52,33 +51,11 @@ def _quarantined_once(quarantine) -> set[tuple]:
 
 
 def test_bronze_exactly_once_with_quarantine_and_acks(broker: BrokerStack) -> None:
-    process = broker.neurolake(
-        "edge",
-        "simulate",
-        "--headsets",
-        "2",
-        "--duration",
-        "10",
-        "--stimulus",
-        "--sensors",
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    process = broker.simulate(2, 10, "--stimulus", "--sensors")
     summary = json.loads(process.communicate(timeout=120)[0])
     # sim-000's Pi gets a new SD card: its spool starts over at seq 0, under a new epoch.
     shutil.rmtree(broker.settings.edge.spool.directory)
-    process = broker.neurolake(
-        "edge",
-        "simulate",
-        "--headsets",
-        "1",
-        "--duration",
-        "5",
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    process = broker.simulate(1, 5)
     reset = json.loads(process.communicate(timeout=120)[0])["devices"][0]
     # Garbage, truncated and wrong-schema records mixed into the topics.
     codec = default_codec()

@@ -61,18 +61,7 @@ def test_a_broker_node_and_a_spark_worker_lost_while_streaming_lose_nothing(tmp_
     cluster = ClusterStack(tmp_path)
     cluster.start()
     root = cluster.settings.paths.lake_root
-    headsets = cluster.neurolake(
-        "edge",
-        "simulate",
-        "--headsets",
-        "2",
-        "--duration",
-        "70",
-        "--stimulus",
-        stdout=subprocess.PIPE,
-        stderr=open(cluster.home / "headsets.log", "w"),
-        text=True,
-    )
+    headsets = cluster.simulate(2, 70, "--stimulus", stderr=open(cluster.home / "headsets.log", "w"))
     streams = cluster.streams("all", "streams")
     watch = CommitWatch(
         {name: str(root / name.replace(".", "/")) for name in ("bronze.eeg_blocks", "silver.eeg_samples")}

@@ -117,17 +117,7 @@ def test_thirty_seconds_exact_samples_and_ssvep_matches_markers(broker: BrokerSt
 @pytest.mark.slow
 def test_broker_down_for_20s_then_restarted_loses_nothing(broker: BrokerStack) -> None:
     stderr = _log_file(broker, "outage")
-    process = broker.neurolake(
-        "edge",
-        "simulate",
-        "--headsets",
-        "1",
-        "--duration",
-        "60",
-        stdout=subprocess.PIPE,
-        stderr=stderr,
-        text=True,
-    )
+    process = broker.simulate(1, 60, stderr=stderr)
     try:
         time.sleep(8)
         broker.stop_broker()  # topics and data are gone with it (memory storage)
@@ -283,18 +273,7 @@ def test_bad_input_is_refused_and_the_producer_keeps_running(broker: BrokerStack
 
 
 def test_the_hub_commands_a_pi_only_through_signed_commands_within_the_settings_bounds(broker: BrokerStack) -> None:
-    process = broker.neurolake(
-        "edge",
-        "simulate",
-        "--headsets",
-        "1",
-        "--duration",
-        "40",
-        "--stimulus",
-        stdout=subprocess.PIPE,
-        stderr=_log_file(broker, "commanded"),
-        text=True,
-    )
+    process = broker.simulate(1, 40, "--stimulus", stderr=_log_file(broker, "commanded"))
     try:
         time.sleep(6)
 

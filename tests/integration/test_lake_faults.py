@@ -88,18 +88,7 @@ def _poison(broker: BrokerStack) -> None:
 @pytest.mark.slow
 def test_broker_restarts_and_kills_while_silver_lags_give_exact_counts(broker: BrokerStack) -> None:
     rng = random.Random(SEED)
-    headsets = broker.neurolake(
-        "edge",
-        "simulate",
-        "--headsets",
-        "2",
-        "--duration",
-        "75",
-        "--stimulus",
-        stdout=subprocess.PIPE,
-        stderr=open(broker.home / "headsets.log", "w"),
-        text=True,
-    )
+    headsets = broker.simulate(2, 75, "--stimulus", stderr=open(broker.home / "headsets.log", "w"))
     root = broker.settings.paths.lake_root
     streams = broker.streams("all", "streams-0")
     try:
@@ -192,17 +181,7 @@ def test_a_broker_killed_and_restarted_loses_nothing_with_the_spools_not_resendi
     broker = BrokerStack(tmp_path, NEUROLAKE_EDGE__RESEND_UNACKED_AFTER_OUTAGE="false")
     broker.start()
     rng = random.Random(SEED)
-    headsets = broker.neurolake(
-        "edge",
-        "simulate",
-        "--headsets",
-        "2",
-        "--duration",
-        "45",
-        stdout=subprocess.PIPE,
-        stderr=open(broker.home / "headsets.log", "w"),
-        text=True,
-    )
+    headsets = broker.simulate(2, 45, stderr=open(broker.home / "headsets.log", "w"))
     root = broker.settings.paths.lake_root
     streams = broker.streams("all", "streams")
     try:

@@ -4,7 +4,6 @@ the expected windows with labels."""
 from __future__ import annotations
 
 import json
-import subprocess
 
 import numpy as np
 import pyarrow.compute as pc
@@ -33,20 +32,7 @@ def test_silver_and_gold_from_a_simulated_session(broker: BrokerStack) -> None:
     # the markers' labels in nearly every window, which checks the alignment, not a decoder at the
     # realistic default SNR (where a 2 s window's plain score misses now and then, as on real data).
     broker.env["NEUROLAKE_EDGE__SIMULATION__SSVEP_SNR_DB"] = "6"
-    process = broker.neurolake(
-        "edge",
-        "simulate",
-        "--headsets",
-        "1",
-        "--duration",
-        "20",
-        "--stimulus",
-        "--sensors",
-        "--camera",
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    process = broker.simulate(1, 20, "--stimulus", "--sensors", "--camera")
     device = json.loads(process.communicate(timeout=120)[0])["devices"][0]
     spark = build_spark_session(broker.settings, "silver-gold-test")
     # Bronze's EEG and silver take their backlog a few records and files at a time, so that each

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
 import time
 
 import pytest
@@ -25,18 +24,7 @@ def _count(root, sql: str) -> int:
 
 @pytest.mark.slow
 def test_sigkill_at_three_moments_then_same_counts_no_duplicates(broker: BrokerStack) -> None:
-    headsets = broker.neurolake(
-        "edge",
-        "simulate",
-        "--headsets",
-        "2",
-        "--duration",
-        "60",
-        "--stimulus",
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    headsets = broker.simulate(2, 60, "--stimulus")
     rng = random.Random(11)
     streams = broker.streams("all", "streams-0")
     try:
