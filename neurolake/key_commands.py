@@ -11,6 +11,7 @@ from pathlib import Path
 
 from core.errors import NeurolakeError
 from core.settings import Settings
+from infra.tls import issued_names, tls_dir
 from schemas.signing import DeviceKey, Keyring, SignatureError, new_key
 
 
@@ -88,6 +89,11 @@ def _cmd_revoke(args: argparse.Namespace, settings: Settings) -> int:
     except SignatureError as exc:
         raise NeurolakeError(str(exc)) from None
     print(f"key {key.key_id} of {key.device_id} revoked at {_when(key.revoked_us)}")
+    if key.device_id in issued_names(tls_dir(settings)):
+        print(
+            f"{key.device_id}'s TLS certificate still admits it to the broker; a lost Pi: "
+            f"`neurolake tls revoke {key.device_id}`"
+        )
     return 0
 
 
