@@ -3,6 +3,7 @@ closed network needs: no network calls of its own, no sandbox (root in a VM), no
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from typing import Any
 
@@ -20,7 +21,7 @@ BASE_FLAGS = (
 
 
 def headless_chromium(extra_flags: tuple[str, ...] = (), size: str = "1400,1800") -> Any:
-    """A selenium driver of a fresh headless Chromium (its own profile folder); quit it when done."""
+    """A selenium driver of a fresh headless Chromium with its own profile folder, removed by ``quit()``."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -29,4 +30,15 @@ def headless_chromium(extra_flags: tuple[str, ...] = (), size: str = "1400,1800"
     profile = tempfile.mkdtemp(prefix="neurolake-chromium-")
     for flag in (*BASE_FLAGS, *extra_flags, f"--window-size={size}", f"--user-data-dir={profile}"):
         options.add_argument(flag)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    # Each profile is tens of MB under /tmp: it goes with the browser, not at the machine's next boot.
+    quit_browser = driver.quit
+
+    def quit_and_remove_profile() -> None:
+        try:
+            quit_browser()
+        finally:
+            shutil.rmtree(profile, ignore_errors=True)
+
+    driver.quit = quit_and_remove_profile  # type: ignore[method-assign]
+    return driver

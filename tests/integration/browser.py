@@ -1,4 +1,5 @@
-"""The browser pages the integration tests drive: the stimulus page served for a device, Bokeh models read and clicked (the browser itself: infra/chromium.py)."""
+"""The browser pages the integration tests drive: the stimulus page served for a device, and Bokeh
+models read and clicked. The browser itself is infra/chromium.py's."""
 
 from __future__ import annotations
 
