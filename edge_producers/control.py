@@ -108,6 +108,7 @@ class ControlListener:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.refused = 0
+        self.failures = 0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="control-listener", daemon=True)
@@ -134,26 +135,48 @@ class ControlListener:
         return True
 
     def _run(self) -> None:
-        consumer = Consumer(self._config)
-        try:
-            while not self._stop.is_set() and not self._assign(consumer, OFFSET_END):
+        # The listener must outlive anything one message or one outage throws: a Pi whose listener
+        # died would never again free its spool or obey the hub, and nothing would say so.
+        offset = OFFSET_END
+        while not self._stop.is_set():
+            consumer = Consumer(self._config)
+            try:
+                self._listen(consumer, offset)
+            except Exception:
+                self.failures += 1
+                log.exception("control listener failed (%d so far); starting a fresh consumer", self.failures)
                 self._stop.wait(1.0)
-            while not self._stop.is_set():
-                if self._after_outage:
-                    # A fresh consumer: librdkafka's cached metadata of the vanished topic would
-                    # otherwise keep the new one's partitions from being fetched.
-                    consumer.close()
-                    consumer = Consumer(self._config)
-                    while not self._stop.is_set() and not self._assign(consumer, OFFSET_BEGINNING):
-                        self._stop.wait(1.0)
-                    self._after_outage = False
-                    log.info("control listener re-assigned %s after a broker outage", self._topic)
-                message = consumer.poll(0.2)
-                if message is None or message.error() is not None:
-                    continue
+            finally:
+                consumer.close()
+            # A fresh consumer re-reads the topic: acks are idempotent and commands are deduplicated.
+            offset = OFFSET_BEGINNING
+
+    def _listen(self, consumer: Consumer, offset: int) -> None:
+        while not self._stop.is_set() and not self._assign(consumer, offset):
+            self._stop.wait(1.0)
+        if offset == OFFSET_BEGINNING:
+            log.info("control listener re-assigned %s", self._topic)
+        self._after_outage = False
+        while not self._stop.is_set():
+            if self._after_outage:
+                # Back to _run for a fresh consumer: librdkafka's cached metadata of a vanished
+                # topic would otherwise keep a re-created one's partitions from being fetched.
+                return
+            message = consumer.poll(0.2)
+            if message is None or message.error() is not None:
+                continue
+            try:
                 self.accept(message.value(), message.key())
-        finally:
-            consumer.close()
+            except Exception:
+                # Skipped, not retried: a message that breaks its handler would break it again.
+                self.failures += 1
+                log.exception(
+                    "control message at %s[%d]@%d could not be handled (%d failures so far)",
+                    message.topic(),
+                    message.partition(),
+                    message.offset(),
+                    self.failures,
+                )
 
     def accept(self, payload: bytes | None, message_key: bytes | None = None) -> None:
         """Authenticate and validate one raw control message and pass it on; refusals are counted

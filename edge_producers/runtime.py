@@ -875,5 +875,6 @@ class EdgeRuntime:
             "devices": [runner.summary() for runner in self.runners.values()],
             "transport": transport.__dict__,
             "control_refused": self.control.refused,
+            "control_failures": self.control.failures,
             "acks_applied": self.acks_applied,
         }

@@ -120,7 +120,7 @@ def test_broker_down_for_20s_then_restarted_loses_nothing(broker: BrokerStack) -
     process = broker.simulate(1, 60, stderr=stderr)
     try:
         time.sleep(8)
-        broker.stop_broker()  # topics and data are gone with it (memory storage)
+        broker.stop_broker()
         time.sleep(20)
         broker.start_broker()
         time.sleep(10)
@@ -162,11 +162,12 @@ def test_broker_down_for_20s_then_restarted_loses_nothing(broker: BrokerStack) -
         if process.poll() is None:
             process.kill()
     stderr.seek(0)
-    assert process.returncode == 0, stderr.read()[-3000:]
+    log_tail = stderr.read()[-3000:]
+    assert process.returncode == 0, log_tail
     summary = json.loads(out)
     device = summary["devices"][0]
     assert summary["transport"]["outages"] >= 1
-    assert summary["acks_applied"] >= 1
+    assert summary["acks_applied"] >= 1, f"{summary}\n{log_tail}"
     blocks = _decode(read_topic(broker.settings, "eeg.raw"))
     assert {b["seq"] for b in blocks} == set(range(device["next_seq"]["eeg.raw"]))
     spool = Spool(broker.settings.edge.spool.directory / "sim-000.sqlite", 10**9)
@@ -310,3 +311,39 @@ def test_the_hub_commands_a_pi_only_through_signed_commands_within_the_settings_
         timeout=60,
     )
     assert unknown.returncode == 2 and "no active key for 'pi-nobody'" in unknown.stderr
+
+
+def test_a_control_message_that_breaks_its_handler_does_not_stop_the_listener(broker: BrokerStack) -> None:
+    from edge_producers.control import ControlListener
+    from schemas.catalog import CONTROL
+    from schemas.records import control_record
+    from schemas.timebase import now_us
+
+    handled: list[str] = []
+
+    def handler(record: dict) -> None:
+        if record["command_id"] == "poison":
+            raise RuntimeError("a handler bug")
+        handled.append(record["command_id"])
+
+    keyring = Keyring(broker.settings.security.keyring)
+    ensure_key(keyring, "sim-000")
+    listener = ControlListener(broker.settings.kafka.client_config(), CONTROL, CODEC, handler, 0, keyring, {"sim-000"})
+    listener.start()
+    try:
+        time.sleep(3)  # assigned at the topic's end
+        producer = Producer(broker.settings.kafka.producer_config())
+        for command_id in ("poison", "after"):
+            record = control_record(
+                device_id="sim-000", kind="STOP", sender="test", issued_us=now_us(), command_id=command_id
+            )
+            producer.produce(
+                CONTROL, key=b"sim-000", value=hub_signed(broker.settings, CODEC.encode("control", record), "sim-000")
+            )
+        assert producer.flush(10) == 0
+        deadline = time.monotonic() + 15
+        while "after" not in handled and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        listener.stop()
+    assert handled == ["after"] and listener.failures == 1
