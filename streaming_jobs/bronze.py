@@ -11,9 +11,9 @@ The query reads Kafka with Spark's own Kafka source (offsets in its checkpoint).
 2. the driver collects only each record's stream key (topic, device, spool epoch, seq) and decides
    against an index of what bronze holds which records are new, which are duplicates (the edge
    resends after outages) and which jump implausibly far (:func:`decide`);
-3. each table is appended with delta-spark from the executors, the commit carrying the app
-   transaction (``txnAppId`` = query + table, ``txnVersion`` = batch id): a batch replayed after a
-   crash finds its commit and writes nothing twice. ``silver.markers`` and ``silver.sensor_readings``
+3. each table is appended with delta-spark from the executors, the commit naming its app (query +
+   table) and batch id (:func:`infra.delta.spark_append`): a batch replayed after a crash finds its
+   commit and writes nothing twice. ``silver.markers`` and ``silver.sensor_readings``
    (lab-time projections) commit before the bronze tables they come from, so a crash between the
    two is replayed safely;
 4. after the commits, per device, epoch and topic, the highest contiguous seq stored is published

@@ -11,8 +11,8 @@
   session waiting on a gap gets a processing-time timeout, so its wait ends even if no block comes;
   the clock is the batch's, fixed in Spark's offset log, so a replayed batch makes the same rows.
 - **Sink**: ``foreachBatch`` appends each output table with delta-spark from the executors, gold's
-  windows labelled from ``bronze.markers`` on the way; each commit carries the app transaction
-  (``txnAppId`` = query + checkpoint + table, ``txnVersion`` = batch id), so a batch replayed after a
+  windows labelled from ``bronze.markers`` on the way; each commit names its app (query +
+  checkpoint + table) and batch id (:func:`infra.delta.spark_append`), so a batch replayed after a
   crash is written once. A session whose processing raises goes to ``silver.session_errors`` with
   its state unchanged (its blocks wait in bronze for a rebuild); the other sessions go on.
 

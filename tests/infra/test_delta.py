@@ -65,3 +65,64 @@ def test_a_table_deleted_and_made_again_is_not_mistaken_for_the_old_one(tmp_path
     assert commit(tmp_path, [3], 0)  # a new table: batch 0 is not "already committed"
     assert latest_version(table) == 0
     assert committed_version(table, "test:app") == 0
+
+
+def _write_commit(table: Path, version: int, *actions: dict) -> None:
+    log_dir = table / "_delta_log"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    (log_dir / f"{version:020d}.json").write_text("".join(json.dumps(a) + "\n" for a in actions))
+
+
+def _info(app_id: str, batch_id: int) -> dict:
+    metadata = {"neurolake.app_id": app_id, "neurolake.batch_id": str(batch_id)}
+    return {"commitInfo": {"operation": "WRITE", "userMetadata": json.dumps(metadata)}}
+
+
+def test_the_last_appended_batch_is_read_from_the_newest_commits(tmp_path: Path) -> None:
+    from infra.delta import last_appended_batch
+
+    table = tmp_path / "t"
+    assert last_appended_batch(table, "q:t") == -1  # no table: nothing committed
+    _write_commit(table, 0, _info("q:t", 0))
+    _write_commit(table, 1, _info("rebuild:t", 0))  # another writer's commit in between
+    _write_commit(table, 2, _info("q:t", 1))
+    _write_commit(table, 3, {"commitInfo": {"operation": "OPTIMIZE"}})
+    assert last_appended_batch(table, "q:t") == 1
+    assert last_appended_batch(table, "rebuild:t") == 0
+    assert last_appended_batch(table, "never:t") == -1  # scanned back to version 0
+    # Delta's own app transactions (as earlier versions of the lake wrote them) count the same.
+    _write_commit(table, 4, {"txn": {"appId": "q:t", "version": 7}}, {"commitInfo": {"operation": "WRITE"}})
+    assert last_appended_batch(table, "q:t") == 7
+
+
+def test_a_log_that_cannot_tell_says_so(tmp_path: Path) -> None:
+    from infra.delta import last_appended_batch
+
+    table = tmp_path / "t"
+    for version in range(5):
+        _write_commit(table, version, _info("other:t", version))
+    assert last_appended_batch(table, "q:t", scan_limit=3) is None  # too far back to know
+    # A cleaned-up log: the oldest commits gone, a checkpoint in their place.
+    for version in (0, 1):
+        (table / "_delta_log" / f"{version:020d}.json").unlink()
+    (table / "_delta_log" / "_last_checkpoint").write_text(json.dumps({"version": 2, "size": 1}))
+    assert last_appended_batch(table, "q:t") is None
+    assert last_appended_batch(table, "other:t") == 4
+
+
+@pytest.mark.slow
+def test_a_spark_append_replayed_writes_nothing_twice(spark, tmp_path: Path) -> None:
+    import infra.delta as delta
+
+    table = tmp_path / "t"
+    frame = spark.createDataFrame([("2026-12-05", 1, 1.0)], "date string, time_us long, value double")
+    assert delta.spark_append(frame, table, "q:t", 0) > 0
+    assert delta.spark_append(frame, table, "q:t", 1) > 0
+    assert delta.spark_append(frame, table, "q:t", 1) == 0.0  # replayed in the same process
+    delta._appended.clear()  # a new process knows only the log
+    assert delta.spark_append(frame, table, "q:t", 1) == 0.0
+    assert latest_version(table) == 1
+    assert delta.spark_append(frame, table, "q:t", 2) > 0
+    assert latest_version(table) == 2
+    assert delta.last_appended_batch(table, "q:t") == 2
+    assert spark.read.format("delta").load(str(table)).count() == 3
