@@ -61,6 +61,19 @@ def latest_version(table: Path, known: int = -1) -> int:
     return version
 
 
+def only_appended(table: Path, max_commits: int = 100) -> bool:
+    """Whether the table is young and only ever appended to: at most ``max_commits`` commits, all
+    still in the log, none removing a file (an OPTIMIZE's removed files may since have been
+    vacuumed). Such a table's commits hold exactly its rows, file by file, and are cheap to read."""
+    latest = latest_version(table)
+    if latest < 0 or latest >= max_commits:
+        return False
+    try:
+        return not any("remove" in action for version in range(latest + 1) for action in commit_actions(table, version))
+    except RuntimeError:  # a commit already cleaned up
+        return False
+
+
 def commit_actions(table: Path, version: int) -> list[dict[str, Any]]:
     """The actions (``add``, ``remove``, ``txn``, ...) that one commit of the table wrote."""
     try:
@@ -131,7 +144,15 @@ def ensure_table(table_dir: Path, schema: pa.Schema, partition_by: Sequence[str]
     if (table_dir / "_delta_log").is_dir():
         return False
     table_dir.mkdir(parents=True, exist_ok=True)
-    DeltaTable.create(str(table_dir), schema, partition_by=list(partition_by) or None, mode="ignore")
+    DeltaTable.create(
+        str(table_dir),
+        schema,
+        partition_by=list(partition_by) or None,
+        mode="ignore",
+        # As infra.spark sets it for the tables delta-spark creates: its default of 10 makes every
+        # tenth commit rebuild the table's state.
+        configuration={"delta.checkpointInterval": "100"},
+    )
     return True
 
 

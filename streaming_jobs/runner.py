@@ -90,6 +90,7 @@ class Supervised:
     failures: int = 0
     restart_at: float | None = None
     last_error: str | None = None
+    first_batch_reported: bool = False
 
     def backoff_s(self) -> float:
         return min(MAX_BACKOFF_S, 2.0 ** min(self.failures, 10))
@@ -215,6 +216,17 @@ def _run_queries(
             ):
                 first_batch_logged = True
                 log.info("first batch committed %.1f s after start", now - started)
+            for item in supervised.values():
+                progress = item.query.lastProgress if item.query is not None else None
+                if progress and not item.first_batch_reported:
+                    # Where a cold start goes: Spark's own phases of the query's first batch.
+                    item.first_batch_reported = True
+                    log.info(
+                        "query %s: first batch done %.1f s after start; its phases (ms): %s",
+                        item.name,
+                        now - started,
+                        progress.get("durationMs"),
+                    )
             bronze_pending = waiting_for_bronze(supervised, now - started)
             for item in supervised.values():
                 if item.name == "silver_gold" and bronze_pending:

@@ -126,3 +126,16 @@ def test_a_spark_append_replayed_writes_nothing_twice(spark, tmp_path: Path) -> 
     assert latest_version(table) == 2
     assert delta.last_appended_batch(table, "q:t") == 2
     assert spark.read.format("delta").load(str(table)).count() == 3
+
+
+def test_only_a_young_append_only_table_is_read_from_its_first_commit(tmp_path: Path) -> None:
+    from infra.delta import only_appended
+
+    table = tmp_path / "t"
+    assert not only_appended(table)  # no table
+    for version in range(3):
+        _write_commit(table, version, {"add": {"path": f"{version}.parquet", "dataChange": True}})
+    assert only_appended(table)
+    assert not only_appended(table, max_commits=2)  # too long a log to read at every start
+    _write_commit(table, 3, {"remove": {"path": "0.parquet", "dataChange": False}})  # an OPTIMIZE
+    assert not only_appended(table)
