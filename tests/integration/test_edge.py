@@ -117,7 +117,7 @@ def test_thirty_seconds_exact_samples_and_ssvep_matches_markers(broker: BrokerSt
 @pytest.mark.slow
 def test_broker_down_for_20s_then_restarted_loses_nothing(broker: BrokerStack) -> None:
     stderr = _log_file(broker, "outage")
-    process = broker.simulate(1, 60, stderr=stderr)
+    process = broker.simulate(1, 75, stderr=stderr)  # 15 s or more after the ack is sent
     try:
         time.sleep(8)
         broker.stop_broker()
