@@ -215,6 +215,7 @@ def spark_append(
     identity = _first_commit_identity(table_dir)
     with _appended_lock:
         known = _appended.get(key)
+    last: int | None
     if known is not None and identity is not None and known[0] == identity:
         last = known[1]
     else:

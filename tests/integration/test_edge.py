@@ -117,7 +117,7 @@ def test_thirty_seconds_exact_samples_and_ssvep_matches_markers(broker: BrokerSt
 @pytest.mark.slow
 def test_broker_down_for_20s_then_restarted_loses_nothing(broker: BrokerStack) -> None:
     stderr = _log_file(broker, "outage")
-    process = broker.simulate(1, 75, stderr=stderr)  # 15 s or more after the ack is sent
+    process = broker.simulate(1, 75, stderr=stderr)
     try:
         time.sleep(8)
         broker.stop_broker()
@@ -151,13 +151,19 @@ def test_broker_down_for_20s_then_restarted_loses_nothing(broker: BrokerStack) -
         # A forged ack first (unsigned, for everything): it must delete nothing.
         forged = {**ack, "acked_seq": 2**40, "command_id": "forged"}
         producer.produce("devices.control", key=b"sim-000", value=CODEC.encode("control", forged))
-        producer.produce(
-            "devices.control",
-            key=b"sim-000",
-            value=hub_signed(broker.settings, CODEC.encode("control", ack), "sim-000"),
-        )
-        assert producer.flush(10) == 0
-        out, _ = process.communicate(timeout=120)
+        # The lake acknowledges after every commit, so an ack is sent again until the Pi stops.
+        resent, deadline = 0, time.monotonic() + 120
+        while process.poll() is None and time.monotonic() < deadline:
+            ack = {**ack, "issued_us": time.time_ns() // 1000, "command_id": f"ack-{resent}"}
+            producer.produce(
+                "devices.control",
+                key=b"sim-000",
+                value=hub_signed(broker.settings, CODEC.encode("control", ack), "sim-000"),
+            )
+            assert producer.flush(10) == 0
+            resent += 1
+            time.sleep(5)
+        out, _ = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
