@@ -156,6 +156,8 @@ class ControlListener:
             self._stop.wait(1.0)
         if offset == OFFSET_BEGINNING:
             log.info("control listener re-assigned %s", self._topic)
+        else:
+            log.info("control listener following %s from its end", self._topic)
         self._after_outage = False
         while not self._stop.is_set():
             if self._after_outage:

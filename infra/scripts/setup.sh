@@ -37,6 +37,11 @@ fi
 say "installing locked packages (requirements.lock, hash-checked)"
 "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" --require-hashes -r requirements.lock
 "$VENV/bin/uv" pip install --quiet --python "$VENV/bin/python" --no-deps -e .
+# Bytecode now, for every package (files already compiled are skipped): uv leaves it to the first
+# import, and where PYTHONDONTWRITEBYTECODE is set (CI, containers) nothing is ever cached, so each
+# process compiled all it imported: `import mlflow, sklearn` took 23 s here, 9 s compiled.
+say "compiling the packages' bytecode"
+"$VENV/bin/python" -m compileall -q -j 0 "$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 
 if ! command -v java >/dev/null 2>&1 && [ -z "${JAVA_HOME:-}" ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -222,7 +222,14 @@ def test_bad_input_is_refused_and_the_producer_keeps_running(broker: BrokerStack
     process = _edge_run(
         broker, tmp_path, "12", NEUROLAKE_EDGE__CAMERA__SOURCE="picamera2", NEUROLAKE_EDGE__DEVICE_ID="pi-bad"
     )
-    time.sleep(5)
+    # The listener reads from the end of the topic: what is sent before it follows the topic is not
+    # for it (a slow start under load once took 16 s).
+    deadline = time.monotonic() + 60
+    log_path = Path(process.log_file.name)  # type: ignore[attr-defined]
+    while "control listener following devices.control" not in log_path.read_text():
+        # Read by path: a seek on the shared file would move the process's own write position.
+        assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()[-2000:]
+        time.sleep(0.2)
     producer = Producer(broker.settings.kafka.producer_config())
     producer.produce("devices.control", key=b"pi-bad", value=b"\x00not avro at all")
     producer.produce(

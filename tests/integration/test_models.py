@@ -112,8 +112,9 @@ def test_live_scorer_waits_for_a_champion_swaps_without_a_gap_and_agrees_with_th
 ) -> None:
     name = "live-test-model"
     env = {"NEUROLAKE_MLFLOW__MODEL_NAME": name, "NEUROLAKE_ML__RELOAD_INTERVAL_S": "0.5"}
-    # Long enough that two trainings and a promotion happen while it streams, even on a busy machine.
-    session = simulate_session(stack.settings, 20, 180.0, SESSION_START_US + 10**12)
+    # Long enough that two trainings and a promotion happen while it streams, even on a busy machine
+    # (150 s at x2); the stream is stopped once version 2 has scored for a while.
+    session = simulate_session(stack.settings, 20, 300.0, SESSION_START_US + 10**12)
     windows, markers = session_tables(stack.settings, session)
     log_path = tmp_path / "scorer.log"
     with log_path.open("w") as log_file:
@@ -136,7 +137,10 @@ def test_live_scorer_waits_for_a_champion_swaps_without_a_gap_and_agrees_with_th
         time.sleep(3)
         forced = stack.run("promote", "2", "--force", **env)
         assert forced.returncode == 0, forced.stderr
-        producer.join(timeout=180)
+        _wait_for(lambda: "version 2 (was 1)" in log_path.read_text(), 120, log_path)
+        time.sleep(10)  # about 50 windows by version 2
+        stop.set()
+        producer.join(timeout=60)
         time.sleep(3)
     finally:
         stop.set()
