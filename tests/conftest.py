@@ -65,6 +65,17 @@ def spark(spark_settings: Settings):  # type: ignore[no-untyped-def]
     return build_spark_session(spark_settings, "neurolake-tests")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """A run stopped by SIGTERM (``kill``, a CI time limit) tears its fixtures down as Ctrl-C does,
+    so the brokers and servers its tests started stop with it instead of outliving it."""
+    import signal
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Nothing a test started outlives the run: any process still running from the run's temporary
     folders (a broker, a clock server, a stream a test forgot) is named and killed here, and the
