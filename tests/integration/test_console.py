@@ -94,7 +94,7 @@ def console_factory(broker: BrokerStack) -> Iterator[Callable[..., Console]]:
 
 def test_stop_and_start_a_pi_from_the_fleet_view_and_follow_it_to_its_new_session(console_factory) -> None:  # type: ignore[no-untyped-def]
     console = console_factory(
-        "--camera", "--sensors", "--duration", "240",
+        "--camera", "--sensors", "--duration", "600",  # stopped at the end; a slow run needs room
         NEUROLAKE_EDGE__CAMERA__WIDTH="640", NEUROLAKE_EDGE__CAMERA__HEIGHT="480", NEUROLAKE_EDGE__CAMERA__FPS="24",
     )  # fmt: skip
     console.open("/")
@@ -171,7 +171,7 @@ def _mains_ratio(console: Console) -> float:
 
 
 def test_a_band_stop_set_in_one_tab_takes_the_60_hz_line_out_of_that_tabs_spectrum_only(console_factory) -> None:  # type: ignore[no-untyped-def]
-    console = console_factory("--duration", "240")
+    console = console_factory("--duration", "600")
     browser = console.browser
     console.open("/")
     _until(lambda: console.rows("psd_source") > 0, 60, "the spectrum")
