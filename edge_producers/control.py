@@ -1,12 +1,13 @@
 """Commands from the hub on ``devices.control`` and the lake's spool acknowledgments.
 
-The listener uses ``assign()`` from the end of the topic (consumer groups form slowly on the
-embedded broker). Because that broker reports the end as the start of its last batch, a few old
-messages may be re-read at start: commands issued before the listener started, or already seen, are
-ignored; spool acknowledgments are idempotent anyway.
+The listener uses ``assign()`` from the end of the topic, without joining a consumer group: each Pi
+reads every message and picks its own. Commands issued before the listener started, or already
+seen, are ignored; spool acknowledgments are idempotent.
 
-After a broker outage the listener re-assigns from the beginning of the topic: a restarted embedded
-broker has recreated the topic empty, and the old position would skip everything written since.
+After a broker outage, or any failure of its consumer, the listener starts a fresh consumer from the
+beginning of the topic, so nothing written while it was away is skipped. (This dates from a broker
+that lost its topics on a restart; Kafka keeps them, and resuming from the last offset read would
+re-read less.)
 """
 
 from __future__ import annotations
@@ -161,8 +162,8 @@ class ControlListener:
         self._after_outage = False
         while not self._stop.is_set():
             if self._after_outage:
-                # Back to _run for a fresh consumer: librdkafka's cached metadata of a vanished
-                # topic would otherwise keep a re-created one's partitions from being fetched.
+                # Back to _run for a fresh consumer: librdkafka's cached metadata of a topic that
+                # vanished with the broker would otherwise keep it from fetching again.
                 return
             message = consumer.poll(0.2)
             if message is None or message.error() is not None:
