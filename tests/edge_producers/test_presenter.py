@@ -101,7 +101,9 @@ def test_frame_events_become_markers_in_lab_time(tmp_path: Path) -> None:
         status = presenter.status()
         runner.stop_session()
     assert result["plans"] and result["plans"][0]["targets"][0]["hz"] == 8.0
-    assert 0 <= status.page_rtt_us < 20_000 and abs(status.page_offset_us + 5_000_000) < status.page_rtt_us
+    # The offset's error is bounded by the round trip it was measured over, however slow the machine
+    # (no bound on the round trip itself: that would time a unit test).
+    assert status.page_rtt_us >= 0 and abs(status.page_offset_us + 5_000_000) < status.page_rtt_us
     codec = default_codec()
     markers = [codec.decode(r.value)[1] for r in runner.spool.fetch_after(0, 1000) if r.topic == "markers"]
     [session] = [codec.decode(r.value)[1] for r in runner.spool.fetch_after(0, 1000) if r.topic == "sessions"]
