@@ -4,10 +4,10 @@ The listener uses ``assign()`` from the end of the topic, without joining a cons
 reads every message and picks its own. Commands issued before the listener started, or already
 seen, are ignored; spool acknowledgments are idempotent.
 
-After a broker outage, or any failure of its consumer, the listener starts a fresh consumer from the
-beginning of the topic, so nothing written while it was away is skipped. (This dates from a broker
-that lost its topics on a restart; Kafka keeps them, and resuming from the last offset read would
-re-read less.)
+After a broker outage, or any failure of its consumer, the listener starts a fresh consumer where
+it stopped reading (Kafka keeps the topic across restarts), and from the beginning of a partition it
+had read nothing from yet, so nothing written while it was away is skipped. A position the topic no
+longer has (a re-created topic) starts over from its beginning.
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ class ControlListener:
             **consumer_config,
             "group.id": EDGE_CONTROL_GROUP,  # required by librdkafka; never joined
             "enable.auto.commit": False,
-            # After a broker restart our position is past the (new, empty) end: start over.
+            # A position the topic no longer has (re-created, or cleaned up by retention): start over.
             "auto.offset.reset": "earliest",
             "logger": logging.getLogger("edge_producers.rdkafka.control"),
             "error_cb": self._on_error,
@@ -108,6 +108,9 @@ class ControlListener:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Per partition, the next offset to read: where a fresh consumer resumes.
+        self._next_offsets: dict[int, int] = {}
+        self.following = threading.Event()  # set once the first consumer has its partitions
         self.refused = 0
         self.failures = 0
 
@@ -132,7 +135,7 @@ class ControlListener:
         topic = metadata.topics.get(self._topic)
         if topic is None or topic.error is not None or not topic.partitions:
             return False
-        consumer.assign([TopicPartition(self._topic, p, offset) for p in topic.partitions])
+        consumer.assign([TopicPartition(self._topic, p, self._next_offsets.get(p, offset)) for p in topic.partitions])
         return True
 
     def _run(self) -> None:
@@ -149,16 +152,22 @@ class ControlListener:
                 self._stop.wait(1.0)
             finally:
                 consumer.close()
-            # A fresh consumer re-reads the topic: acks are idempotent and commands are deduplicated.
+            # Where nothing was read yet, a fresh consumer reads from the beginning: acks are
+            # idempotent and commands are deduplicated.
             offset = OFFSET_BEGINNING
 
     def _listen(self, consumer: Consumer, offset: int) -> None:
         while not self._stop.is_set() and not self._assign(consumer, offset):
             self._stop.wait(1.0)
+        if self._stop.is_set():
+            return
         if offset == OFFSET_BEGINNING:
-            log.info("control listener re-assigned %s", self._topic)
+            log.info(
+                "control listener re-assigned %s (resuming at %s)", self._topic, self._next_offsets or "the beginning"
+            )
         else:
             log.info("control listener following %s from its end", self._topic)
+        self.following.set()
         self._after_outage = False
         while not self._stop.is_set():
             if self._after_outage:
@@ -168,6 +177,7 @@ class ControlListener:
             message = consumer.poll(0.2)
             if message is None or message.error() is not None:
                 continue
+            self._next_offsets[message.partition()] = message.offset() + 1
             try:
                 self.accept(message.value(), message.key())
             except Exception:

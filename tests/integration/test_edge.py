@@ -344,7 +344,7 @@ def test_a_control_message_that_breaks_its_handler_does_not_stop_the_listener(br
     listener = ControlListener(broker.settings.kafka.client_config(), CONTROL, CODEC, handler, 0, keyring, {"sim-000"})
     listener.start()
     try:
-        time.sleep(3)  # assigned at the topic's end
+        assert listener.following.wait(60), "the listener never got devices.control's partitions"
         producer = Producer(broker.settings.kafka.producer_config())
         for command_id in ("poison", "after"):
             record = control_record(
