@@ -17,7 +17,7 @@ from tests.integration.conftest import BrokerStack
 
 pytestmark = pytest.mark.integration
 
-DURATION_S = 18
+DURATION_S = 30  # a slow machine opened the page ~10 s into an 18 s session: 2 trials drawn
 STIMULUS_S = 3.0
 
 
