@@ -177,7 +177,9 @@ class ControlListener:
             message = consumer.poll(0.2)
             if message is None or message.error() is not None:
                 continue
-            self._next_offsets[message.partition()] = message.offset() + 1
+            partition, read = message.partition(), message.offset()
+            if partition is not None and read is not None:
+                self._next_offsets[partition] = read + 1
             try:
                 self.accept(message.value(), message.key())
             except Exception:
