@@ -135,7 +135,19 @@ class ControlListener:
         topic = metadata.topics.get(self._topic)
         if topic is None or topic.error is not None or not topic.partitions:
             return False
-        consumer.assign([TopicPartition(self._topic, p, self._next_offsets.get(p, offset)) for p in topic.partitions])
+        positions = {p: self._next_offsets.get(p, offset) for p in topic.partitions}
+        try:
+            for partition, position in positions.items():
+                if position == OFFSET_END:
+                    # The end as a number now, not resolved lazily by the first fetch: a message
+                    # written after `following` is set must be read.
+                    watermarks = consumer.get_watermark_offsets(TopicPartition(self._topic, partition), timeout=2)
+                    if watermarks is None:  # timed out
+                        return False
+                    positions[partition] = watermarks[1]
+        except KafkaException:
+            return False
+        consumer.assign([TopicPartition(self._topic, p, position) for p, position in positions.items()])
         return True
 
     def _run(self) -> None:
