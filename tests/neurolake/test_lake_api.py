@@ -15,14 +15,21 @@ from batch_jobs.lake_sql import run_query
 from batch_jobs.recording import write_session
 from batch_jobs.sample_lake import SESSION_START_US, simulate_session
 from core.errors import NeurolakeError
+from core.settings import load_settings
 from neurolake import lake
 from streaming_jobs.silver_gold import processor_config
+from tests.conftest import isolated_environ
 
 
-@pytest.fixture
-def two_versions(make_settings, spark):  # type: ignore[no-untyped-def]
-    """gold.eeg_windows v0 with one session, v1 with two; the time between the commits."""
-    settings = make_settings()
+@pytest.fixture(scope="module")
+def two_versions(tmp_path_factory, spark_settings):  # type: ignore[no-untyped-def]
+    """gold.eeg_windows v0 with one session, v1 with two; the time between the commits. Written once
+    for the module: its tests only read."""
+    from infra.spark import build_spark_session
+
+    home = tmp_path_factory.mktemp("lake-api")
+    settings = load_settings(environ=isolated_environ(home), cwd=home)
+    spark = build_spark_session(spark_settings, "neurolake-tests")
     first = simulate_session(settings, 0, 12.0, SESSION_START_US).recording()
     write_session(settings.paths.lake_root, first, processor_config(settings), lambda: spark)
     time.sleep(0.05)
