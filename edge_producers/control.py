@@ -147,6 +147,9 @@ class ControlListener:
                     positions[partition] = watermarks[1]
         except KafkaException:
             return False
+        for partition, position in positions.items():
+            if position >= 0:  # a number: where a fresh consumer resumes if nothing is read before
+                self._next_offsets.setdefault(partition, position)
         consumer.assign([TopicPartition(self._topic, p, position) for p, position in positions.items()])
         return True
 
@@ -164,8 +167,8 @@ class ControlListener:
                 self._stop.wait(1.0)
             finally:
                 consumer.close()
-            # Where nothing was read yet, a fresh consumer reads from the beginning: acks are
-            # idempotent and commands are deduplicated.
+            # A fresh consumer resumes where this one stood. A partition it never held (one added
+            # since) is read from its beginning: acks are idempotent and commands deduplicated.
             offset = OFFSET_BEGINNING
 
     def _listen(self, consumer: Consumer, offset: int) -> None:
@@ -179,8 +182,8 @@ class ControlListener:
             )
         else:
             log.info("control listener following %s from its end", self._topic)
-        self.following.set()
         self._after_outage = False
+        self.following.set()
         while not self._stop.is_set():
             if self._after_outage:
                 # Back to _run for a fresh consumer: librdkafka's cached metadata of a topic that

@@ -327,6 +327,10 @@ def test_the_hub_commands_a_pi_only_through_signed_commands_within_the_settings_
 
 
 def test_a_control_message_that_breaks_its_handler_does_not_stop_the_listener(broker: BrokerStack) -> None:
+    """Nor does an outage make it read again what it had passed over: a fresh consumer resumes where
+    the listener stood, even in a partition it had read nothing from."""
+    from confluent_kafka import KafkaError
+
     from edge_producers.control import ControlListener
     from schemas.catalog import CONTROL
     from schemas.records import control_record
@@ -339,14 +343,10 @@ def test_a_control_message_that_breaks_its_handler_does_not_stop_the_listener(br
             raise RuntimeError("a handler bug")
         handled.append(record["command_id"])
 
-    keyring = Keyring(broker.settings.security.keyring)
-    ensure_key(keyring, "sim-000")
-    listener = ControlListener(broker.settings.kafka.client_config(), CONTROL, CODEC, handler, 0, keyring, {"sim-000"})
-    listener.start()
-    try:
-        assert listener.following.wait(60), "the listener never got devices.control's partitions"
-        producer = Producer(broker.settings.kafka.producer_config())
-        for command_id in ("poison", "after"):
+    producer = Producer(broker.settings.kafka.producer_config())
+
+    def send(*command_ids: str) -> None:
+        for command_id in command_ids:
             record = control_record(
                 device_id="sim-000", kind="STOP", sender="test", issued_us=now_us(), command_id=command_id
             )
@@ -354,6 +354,19 @@ def test_a_control_message_that_breaks_its_handler_does_not_stop_the_listener(br
                 CONTROL, key=b"sim-000", value=hub_signed(broker.settings, CODEC.encode("control", record), "sim-000")
             )
         assert producer.flush(10) == 0
+
+    keyring = Keyring(broker.settings.security.keyring)
+    ensure_key(keyring, "sim-000")
+    send("before")  # on the topic before the listener follows it: not for this listener
+    listener = ControlListener(broker.settings.kafka.client_config(), CONTROL, CODEC, handler, 0, keyring, {"sim-000"})
+    listener.start()
+    try:
+        assert listener.following.wait(60), "the listener never got devices.control's partitions"
+        listener.following.clear()
+        # What librdkafka reports when every broker is gone: the listener starts a fresh consumer.
+        listener._on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+        assert listener.following.wait(60), "no fresh consumer took devices.control's partitions"
+        send("poison", "after")
         deadline = time.monotonic() + 15
         while "after" not in handled and time.monotonic() < deadline:
             time.sleep(0.1)
