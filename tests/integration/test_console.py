@@ -95,7 +95,9 @@ def console_factory(broker: BrokerStack) -> Iterator[Callable[..., Console]]:
 def test_stop_and_start_a_pi_from_the_fleet_view_and_follow_it_to_its_new_session(console_factory) -> None:  # type: ignore[no-untyped-def]
     console = console_factory(
         "--camera", "--sensors", "--duration", "600",  # stopped at the end; a slow run needs room
-        NEUROLAKE_EDGE__CAMERA__WIDTH="640", NEUROLAKE_EDGE__CAMERA__HEIGHT="480", NEUROLAKE_EDGE__CAMERA__FPS="24",
+        # A small camera: the test checks the configured size and a live rate; a VGA stream at 24
+        # frames/s (encoded, sent, decoded, drawn without a GPU) is load that nothing here checks.
+        NEUROLAKE_EDGE__CAMERA__WIDTH="320", NEUROLAKE_EDGE__CAMERA__HEIGHT="240", NEUROLAKE_EDGE__CAMERA__FPS="12",
     )  # fmt: skip
     console.open("/")
     _until(lambda: console.rows("traces_source") > 0, 90, "the live traces")
@@ -104,15 +106,15 @@ def test_stop_and_start_a_pi_from_the_fleet_view_and_follow_it_to_its_new_sessio
 
     # Every sensor of the chosen session's Pi: camera at its configured size, pulse beats, room.
     caption = _until(
-        lambda: "640x480" in (text := console.model("camera_caption", "text") or "") and text, 60, "the camera"
+        lambda: "320x240" in (text := console.model("camera_caption", "text") or "") and text, 60, "the camera"
     )
     assert "camera sim-000" in caption
     size = _until(lambda: console.browser.execute_script(BOKEH_IMAGE_SIZE_JS, "camera"), 60, "a decoded frame")
-    assert size == [640, 480]
+    assert size == [320, 240]
     time.sleep(3)
     fps = float(re.search(r"([0-9.]+) fps", console.model("camera_caption", "text")).group(1))
-    print(f"camera frames reaching the dashboard: {fps:.1f} per s (edge.camera.fps = 24)")
-    assert fps > 4  # 24 on a quiet machine; CI machines are shared and slow
+    print(f"camera frames reaching the dashboard: {fps:.1f} per s (edge.camera.fps = 12)")
+    assert fps > 3  # 12 on a quiet machine; CI machines are shared and slow
     _until(lambda: console.rows("beats_source") >= 3, 60, "detected pulse beats")
     _until(lambda: console.rows("room_source") >= 3, 60, "the room sensors' time series")
 

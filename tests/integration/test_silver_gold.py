@@ -26,7 +26,7 @@ def _table(root, layer, name):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)  # ~6 min here: bronze's EEG and silver take their backlog in steps
+@pytest.mark.timeout(900)  # ~3 min here: bronze's EEG and silver take their backlog in steps
 def test_silver_and_gold_from_a_simulated_session(broker: BrokerStack) -> None:
     # A clear response (+6 dB, over the simulated alpha near 10 Hz): gold's SSVEP scores must match
     # the markers' labels in nearly every window, which checks the alignment, not a decoder at the
