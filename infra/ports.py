@@ -3,12 +3,50 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
+from pathlib import Path
+
+# Below the kernel's range for outgoing connections (Linux: /proc/sys/net/ipv4/ip_local_port_range).
+LOWEST_PORT = 10_000
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+# Room above a chosen port for the ports a stack derives from it (a local cluster's nodes at + 10 k,
+# its workers at the master's + n), so that those stay out of the outgoing range too.
+DERIVED_PORTS_ROOM = 100
+
+
+def first_ephemeral_port() -> int:
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768  # Linux's default
 
 
 def free_ports(count: int) -> list[int]:
-    """``count`` distinct free TCP ports on 127.0.0.1. The probes stay bound until all are chosen:
-    probing one at a time lets the OS hand the same port out twice."""
+    """``count`` distinct free TCP ports on 127.0.0.1, chosen below the range the kernel hands to
+    outgoing connections: a port from that range, free when chosen, can become some client socket's
+    local port before the service binds it (a local cluster's worker once found its port taken so).
+    The probes stay bound until all are chosen, so no port is handed out twice."""
+    highest = first_ephemeral_port() - DERIVED_PORTS_ROOM
+    if highest - LOWEST_PORT < 1_000 * count:  # an unusual range: let the kernel choose
+        return _kernel_chosen_ports(count)
+    pick = random.SystemRandom()
+    chosen: list[int] = []
+    with contextlib.ExitStack() as stack:
+        while len(chosen) < count:
+            port = pick.randrange(LOWEST_PORT, highest)
+            if port in chosen:
+                continue
+            probe = stack.enter_context(socket.socket())
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:  # in use
+                continue
+            chosen.append(port)
+    return chosen
+
+
+def _kernel_chosen_ports(count: int) -> list[int]:
     with contextlib.ExitStack() as stack:
         probes = [stack.enter_context(socket.socket()) for _ in range(count)]
         for probe in probes:

@@ -370,10 +370,16 @@ class BrokerAndClock:
         self.clock = clock_spec(settings)
 
     def start(self) -> None:
-        self._start_brokers()
-        self.supervisor.start(self.clock)
-        ensure_topics(self.settings)
-        sync_device_acls(self.settings)
+        """Every node and the clock, or (raising) none of them: a failed start stops what it had
+        started, since the caller's teardown never comes for a stack that did not come up."""
+        try:
+            self._start_brokers()
+            self.supervisor.start(self.clock)
+            ensure_topics(self.settings)
+            sync_device_acls(self.settings)
+        except BaseException:
+            self.stop()
+            raise
 
     def _start_brokers(self) -> None:
         _start_together(self.supervisor, self.brokers)
@@ -415,8 +421,12 @@ class LocalCluster(BrokerAndClock):
 
     def start(self) -> None:
         super().start()
-        for spec in self.spark:
-            self.supervisor.start(spec)
+        try:
+            for spec in self.spark:
+                self.supervisor.start(spec)
+        except BaseException:
+            self.stop()
+            raise
 
     def start_spark_worker(self, number: int) -> None:
         self.supervisor.start(self.spark[number])

@@ -29,15 +29,18 @@ def stimulus_page(
     port = free_port()
     ensure_key(Keyring(broker.settings.security.keyring), device_id)
     log = open(broker.home / "stimulus.log", "w+")
-    serve = subprocess.Popen(
-        [*broker.cli_argv, "stimulus", "serve", "--port", str(port), "--duration", str(duration_s)],
-        env={**broker.env, "NEUROLAKE_EDGE__DEVICE_ID": device_id, **stimulus_env},
-        cwd=broker.home,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    driver = None
+    # The browser before the server: its start took 10-22 s on a loaded 2-core machine, and the
+    # session's clock runs from the server's start (a 30 s session once drew only its last 2 trials).
+    driver = headless_chromium()
+    serve = None
     try:
+        serve = subprocess.Popen(
+            [*broker.cli_argv, "stimulus", "serve", "--port", str(port), "--duration", str(duration_s)],
+            env={**broker.env, "NEUROLAKE_EDGE__DEVICE_ID": device_id, **stimulus_env},
+            cwd=broker.home,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
         url = f"http://127.0.0.1:{port}/"
         deadline = time.monotonic() + 30
         while True:
@@ -47,17 +50,16 @@ def stimulus_page(
             except OSError:
                 assert time.monotonic() < deadline and serve.poll() is None, log.seek(0) or log.read()[-3000:]
                 time.sleep(0.2)
-        driver = headless_chromium()
         driver.get(url + query)
         yield driver, serve
     finally:
-        if driver is not None:
-            driver.quit()
-        if serve.poll() is None:
-            serve.terminate()
-        serve.wait(30)
+        driver.quit()
+        if serve is not None:
+            if serve.poll() is None:
+                serve.terminate()
+            serve.wait(30)
     log.seek(0)
-    assert serve.returncode == 0, log.read()[-3000:]
+    assert serve is not None and serve.returncode == 0, log.read()[-3000:]
 
 
 # What the page shows, read from the Bokeh document in the browser (the canvas has no DOM to read).

@@ -196,7 +196,11 @@ class ModelStack(BrokerStack):
 
     def start(self) -> None:
         super().start()
-        self.supervisor.start(self.mlflow)
+        try:
+            self.supervisor.start(self.mlflow)
+        except BaseException:
+            self.stop()  # a fixture's teardown never comes for a stack that did not come up
+            raise
 
     def stop(self) -> None:
         self.supervisor.stop(self.mlflow)

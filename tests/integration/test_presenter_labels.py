@@ -18,7 +18,7 @@ from tests.integration.conftest import BrokerStack
 
 pytestmark = pytest.mark.integration
 
-DURATION_S = 30  # a slow machine opened the page ~10 s into an 18 s session: 2 trials drawn
+DURATION_S = 30  # about 6 trials; the browser is up before the session starts (tests/integration/browser.py)
 STIMULUS_S = 3.0
 
 

@@ -116,3 +116,18 @@ def test_port_in_use_starts_nothing(cli: Cli) -> None:
     # The broker's port was free, but nothing may be half-started.
     assert port_is_free(settings.broker.port)
     assert not list(settings.paths.run_dir.glob("*.pid"))
+
+
+def test_a_stack_that_fails_to_start_leaves_nothing_running(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A caller's teardown never comes for a stack whose start raised: the start stops what it had
+    started itself (a local cluster whose worker failed once kept its brokers for the rest of a run)."""
+    from core.errors import ServiceError
+    from tests.integration.conftest import BrokerStack
+
+    stack = BrokerStack(tmp_path)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:  # the clock's port, held by another
+        taken.bind(("127.0.0.1", stack.settings.clock.port))
+        with pytest.raises(ServiceError, match="clock.port"):
+            stack.start()
+    assert stack.supervisor.running_process(stack.broker.name) is None
+    assert port_is_free(stack.settings.broker.port)
