@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from core.settings import Settings, child_environ, load_settings
-from infra.ports import free_ports
+from infra.ports import free_ports, local_cluster_ports
 
 
 def _exit_on_sigterm() -> None:
@@ -59,18 +59,12 @@ def private_cluster(extra_env: dict[str, str] | None = None) -> Iterator[tuple[S
     standalone master with two workers, and the clock. Yields the settings, the environment for
     `neurolake` subprocesses, and the :class:`infra.stack.LocalCluster` (to take nodes away)."""
 
-    from infra.processes import port_is_free
     from infra.stack import LocalCluster
 
     _exit_on_sigterm()
 
     with tempfile.TemporaryDirectory(prefix="neurolake-bench-cluster-") as home:
-        while True:
-            broker, controller, master, master_ui, clock, mlflow_port, dashboard, ui = free_ports(8)
-            nodes = [p + 10 * k for p in (broker, controller) for k in range(1, 3)] + [master + 1, master + 2]
-            taken = {broker, controller, master, master_ui, clock, mlflow_port, dashboard, ui}
-            if all(port_is_free(p) for p in nodes) and not taken & set(nodes) and len(set(nodes)) == len(nodes):
-                break
+        broker, controller, master, master_ui, clock, mlflow_port, dashboard, ui = local_cluster_ports(extra=4)
         env = {
             "NEUROLAKE_PATHS__HOME": str(Path(home) / "state"),
             "NEUROLAKE_PATHS__LAKE_ROOT": str(Path(home) / "lake"),

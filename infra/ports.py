@@ -46,6 +46,30 @@ def free_ports(count: int) -> list[int]:
     return chosen
 
 
+def local_cluster_ports(extra: int = 0, nodes: int = 3, workers: int = 2, node_port_step: int = 10) -> list[int]:
+    """Free ports for a private local cluster: the broker's, the controller's, the Spark master's
+    and its UI's, then ``extra`` more; chosen so that the ports the cluster derives from them (node
+    k's at + k * node_port_step, worker n's at the master's + n: core/settings.py) are free and
+    distinct too."""
+    while True:
+        ports = free_ports(4 + extra)
+        broker, controller, master = ports[:3]
+        derived = [port + node_port_step * k for port in (broker, controller) for k in range(1, nodes)]
+        derived += [master + n for n in range(1, workers + 1)]
+        if len(set(ports + derived)) == len(ports) + len(derived) and all(map(port_is_free, derived)):
+            return ports
+
+
+def port_is_free(port: int, host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> bool:
+    with socket.socket(socket.AF_INET, kind) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def _kernel_chosen_ports(count: int) -> list[int]:
     with contextlib.ExitStack() as stack:
         probes = [stack.enter_context(socket.socket()) for _ in range(count)]

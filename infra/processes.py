@@ -22,6 +22,7 @@ from pathlib import Path
 import psutil
 
 from core.errors import ServiceError
+from infra.ports import port_is_free
 
 log = logging.getLogger(__name__)
 
@@ -229,16 +230,6 @@ def _safe_health(check: HealthCheck) -> bool:
     except Exception as exc:  # a health probe must never take the CLI down
         log.debug("health check raised %s", exc)
         return False
-
-
-def port_is_free(port: int, host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> bool:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def tcp_open(host: str, port: int, timeout_s: float = 0.5) -> bool:

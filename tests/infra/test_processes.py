@@ -12,7 +12,8 @@ import psutil
 import pytest
 
 from core.errors import ServiceError
-from infra.processes import ProcessSupervisor, ServiceSpec, port_is_free, tcp_open
+from infra.ports import port_is_free
+from infra.processes import ProcessSupervisor, ServiceSpec, tcp_open
 from tests.conftest import free_port
 
 # A tiny "service": listens on a port and spawns a grandchild, like a server with workers.

@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 
 from core.settings import Settings, child_environ, load_settings
-from infra.ports import free_ports
-from infra.processes import port_is_free
+from infra.ports import local_cluster_ports
 from infra.stack import BrokerAndClock, LocalCluster
 from schemas.catalog import CONTROL
 from schemas.signing import HUB, Keyring, ensure_key, sign
@@ -112,11 +111,7 @@ def cluster_environ(home: Path, **extra: str) -> dict[str, str]:
     ports + 10 k) and a Spark master with two workers (on the master's port + 1, + 2), all free."""
     env = isolated_environ(home, **extra)
     del env["NEUROLAKE_KAFKA__BOOTSTRAP_SERVERS"]  # every node's address, from the settings
-    while True:
-        broker, controller, master, master_ui = free_ports(4)
-        wanted = [p + 10 * k for p in (broker, controller) for k in range(3)] + [master + 1, master + 2]
-        if all(port_is_free(p) for p in wanted) and len(set(wanted + [master, master_ui])) == len(wanted) + 2:
-            break
+    broker, controller, master, master_ui = local_cluster_ports()
     env.update(
         NEUROLAKE_BROKER__NODES="3",
         NEUROLAKE_BROKER__NODE_PORT_STEP="10",

@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from core.errors import NeurolakeError
 from core.settings import load_settings
 from infra.airflow_api import AirflowApi
-from infra.processes import port_is_free
+from infra.ports import port_is_free
 from schemas.catalog import TOPICS
 from schemas.codec import default_codec
 from tests.integration.conftest import Cli
