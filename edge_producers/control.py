@@ -94,7 +94,7 @@ class ControlListener:
             # A position the topic no longer has (re-created, or cleaned up by retention): start over.
             "auto.offset.reset": "earliest",
             "logger": logging.getLogger("edge_producers.rdkafka.control"),
-            "error_cb": self._on_error,
+            "error_cb": self.on_client_error,
         }
         self._after_outage = False
         self._topic = topic
@@ -123,7 +123,8 @@ class ControlListener:
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def _on_error(self, error: KafkaError) -> None:
+    def on_client_error(self, error: KafkaError) -> None:
+        """librdkafka's ``error_cb``: after every broker was lost the listener starts a fresh consumer."""
         if error.code() == KafkaError._ALL_BROKERS_DOWN:
             self._after_outage = True
 

@@ -62,7 +62,7 @@ class KafkaSender:
             "partitioner": "murmur2_random",
             # Records wait in the spool, not in librdkafka, while the broker is away.
             "message.timeout.ms": 30_000,
-            "error_cb": self._on_error,
+            "error_cb": self.on_client_error,
             # librdkafka's own log lines go through logging (and so to devices.logs), not stderr.
             "logger": logging.getLogger("edge_producers.rdkafka.producer"),
         }
@@ -196,7 +196,8 @@ class KafkaSender:
 
         return on_delivery
 
-    def _on_error(self, error: KafkaError) -> None:
+    def on_client_error(self, error: KafkaError) -> None:
+        """librdkafka's ``error_cb``: a lost broker puts the sender in an outage (records stay spooled)."""
         if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
             if not self._outage:
                 log.warning("broker unreachable (%s); records stay in the spool", error.str())

@@ -117,7 +117,7 @@ def test_an_outage_holds_records_in_the_spool_and_recovery_resends_everything_un
     producer.deliver()
     sender.pump()
     producer.reachable = False
-    sender._on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+    sender.on_client_error(KafkaError(KafkaError._ALL_BROKERS_DOWN))
     _append(spool, 2)
     assert sender.pump() == 0 and sender.stats().outages == 1
     producer.reachable = True

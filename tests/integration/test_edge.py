@@ -364,7 +364,7 @@ def test_a_control_message_that_breaks_its_handler_does_not_stop_the_listener(br
         assert listener.following.wait(60), "the listener never got devices.control's partitions"
         listener.following.clear()
         # What librdkafka reports when every broker is gone: the listener starts a fresh consumer.
-        listener._on_error(KafkaError(KafkaError._ALL_BROKERS_DOWN))
+        listener.on_client_error(KafkaError(KafkaError._ALL_BROKERS_DOWN))
         assert listener.following.wait(60), "no fresh consumer took devices.control's partitions"
         send("poison", "after")
         deadline = time.monotonic() + 15
