@@ -136,9 +136,14 @@ def committed_version(table: Path, app_id: str) -> int | None:
     return None if loaded is None else loaded.transaction_version(app_id)
 
 
-def ensure_table(table_dir: Path, schema: pa.Schema, partition_by: Sequence[str] = ("date",)) -> bool:
-    """Create an empty table with ``schema`` unless one exists (Delta's streaming source needs its
-    table before the first record arrives). Returns whether it created one."""
+def ensure_table(
+    table_dir: Path,
+    schema: pa.Schema,
+    partition_by: Sequence[str] = ("date",),
+    properties: Mapping[str, str] | None = None,
+) -> bool:
+    """Create an empty table with ``schema`` (and table ``properties``) unless one exists (Delta's
+    streaming source needs its table before the first record arrives). Returns whether it created one."""
     from deltalake import DeltaTable
 
     if (table_dir / "_delta_log").is_dir():
@@ -151,7 +156,7 @@ def ensure_table(table_dir: Path, schema: pa.Schema, partition_by: Sequence[str]
         mode="ignore",
         # As infra.spark sets it for the tables delta-spark creates: its default of 10 makes every
         # tenth commit rebuild the table's state.
-        configuration={"delta.checkpointInterval": "100"},
+        configuration={"delta.checkpointInterval": "100", **(properties or {})},
     )
     return True
 
@@ -199,12 +204,13 @@ def spark_append(
     batch_id: int,
     partition_by: Sequence[str] = ("date",),
     metadata: Mapping[str, str] | None = None,
+    properties: Mapping[str, str] | None = None,
 ) -> float:
     """Append a Spark DataFrame with delta-spark, from the executors, unless ``(app_id, batch_id)``
     is already committed, so a replayed batch writes nothing twice (a new checkpoint must come with a
     new ``app_id``, or its batches 0, 1, ... are taken for done). ``metadata`` goes to the commit's
-    ``userMetadata`` as JSON, with the app and batch. Creates the table on first use; returns the
-    seconds.
+    ``userMetadata`` as JSON, with the app and batch. Creates the table on first use, with table
+    ``properties``; returns the seconds.
 
     Which batch is done is read from the log's newest commits once, then remembered. Delta's own app
     transaction (``txnAppId``/``txnVersion``) makes delta-spark rebuild the table's whole state on
@@ -245,6 +251,10 @@ def spark_append(
             batch_id,
         )
         writer = writer.option("txnAppId", app_id).option("txnVersion", str(batch_id))
+    if not (table_dir / "_delta_log").is_dir():
+        # Delta takes a new table's properties from the writer's "delta.*" options.
+        for key, value in (properties or {}).items():
+            writer = writer.option(key, value)
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     try:
@@ -352,6 +362,8 @@ class LakeTable:
             rows,
             mode="append",
             partition_by=list(partition_by) or None,
+            # Taken when this append creates the table.
+            configuration=self.spec.table_properties or None,
             # A schema that gained a field (BACKWARD-compatible .avsc change) adds the column.
             schema_mode="merge",
             commit_properties=CommitProperties(

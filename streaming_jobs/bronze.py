@@ -863,7 +863,13 @@ class BronzeBatchWriter:
             with ThreadPoolExecutor(max(1, len(phase))) as pool:
                 futures = {
                     pool.submit(
-                        spark_append, frame, TABLES[name].path(self.lake_root), app_id, batch_id, partition_by
+                        spark_append,
+                        frame,
+                        TABLES[name].path(self.lake_root),
+                        app_id,
+                        batch_id,
+                        partition_by,
+                        properties=TABLES[name].table_properties,
                     ): name
                     for name, frame, app_id, partition_by in phase
                 }

@@ -508,6 +508,7 @@ class SilverGoldSink:
                         batch_id,
                         ("date",),
                         metadata,
+                        spec.table_properties,
                     )
                     for spec, rows in jobs
                 }

@@ -128,6 +128,33 @@ def test_a_spark_append_replayed_writes_nothing_twice(spark, tmp_path: Path) -> 
     assert spark.read.format("delta").load(str(table)).count() == 3
 
 
+KEYED = TableSpec("silver", "keyed", stats_columns=("time_us",))
+
+
+def _stats_of_newest_commit(table: Path) -> dict[str, object]:
+    adds = [a["add"] for a in commit_actions(table, latest_version(table)) if "add" in a]
+    return json.loads(adds[0]["stats"])
+
+
+def test_a_table_made_by_an_append_keeps_statistics_on_its_stats_columns_only(tmp_path: Path) -> None:
+    assert LakeTable(tmp_path, KEYED).append(rows([1, 2, 3]), "test:app", 0)
+    stats = _stats_of_newest_commit(KEYED.path(tmp_path))
+    assert stats["maxValues"] == {"time_us": 3} and stats["numRecords"] == 3
+
+
+@pytest.mark.slow
+def test_a_table_made_by_spark_keeps_statistics_on_its_stats_columns_only(spark, tmp_path: Path) -> None:
+    import infra.delta as delta
+
+    table = tmp_path / "t"
+    frame = spark.createDataFrame([("2026-12-05", 7, 1.0)], "date string, time_us long, value double")
+    delta.spark_append(frame, table, "q:t", 0, properties=KEYED.table_properties)
+    delta.spark_append(frame, table, "q:t", 1, properties={"delta.dataSkippingStatsColumns": "value"})
+    # The properties are the new table's: a later append's are not applied to it.
+    assert _stats_of_newest_commit(table)["maxValues"] == {"time_us": 7}
+    assert LakeTable(tmp_path, TableSpec("", "t")).read_columns(["time_us"]).num_rows == 2
+
+
 def test_only_a_young_append_only_table_is_read_from_its_first_commit(tmp_path: Path) -> None:
     from infra.delta import only_appended
 
