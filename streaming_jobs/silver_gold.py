@@ -611,8 +611,8 @@ def start_silver_gold(spark: Any, settings: Any, trigger_s: float | None = None)
     trigger_s = settings.lake.trigger_s if trigger_s is None else trigger_s
     lake_root = settings.paths.lake_root
     # Delta's source needs its tables to exist; an empty lake has none until the first records.
-    ensure_table(BRONZE_EEG_BLOCKS.path(lake_root), bronze_schema("eeg_block"))
-    ensure_table(BRONZE_SESSIONS.path(lake_root), bronze_schema("session"))
+    for spec, record_type in ((BRONZE_EEG_BLOCKS, "eeg_block"), (BRONZE_SESSIONS, "session")):
+        ensure_table(spec.path(lake_root), bronze_schema(record_type), properties=spec.table_properties)
     # The state store's partitions are fixed when the checkpoint is made: one per core locally.
     spark.conf.set("spark.sql.shuffle.partitions", str(settings.lake.silver_tasks))
     context = StreamContext(processor_config(settings), str(rebuilds_dir(checkpoint)))
