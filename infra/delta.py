@@ -253,8 +253,8 @@ def spark_append(
         writer = writer.option("txnAppId", app_id).option("txnVersion", str(batch_id))
     if not (table_dir / "_delta_log").is_dir():
         # Delta takes a new table's properties from the writer's "delta.*" options.
-        for key, value in (properties or {}).items():
-            writer = writer.option(key, value)
+        for name, value in (properties or {}).items():
+            writer = writer.option(name, value)
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     try:
