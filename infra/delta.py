@@ -1,10 +1,11 @@
 """Delta table access, the one home for it: read a table at a version or follow its log, and write.
 
-The lake's streams write through delta-spark (:func:`spark_append`, :func:`spark_replace_sessions`):
-the executors write the Parquet files, the driver commits them naming the app and batch, so a
-replayed batch finds its commit and writes nothing twice. Small
-writers outside Spark (sample sessions, tests, the batch scorer) append through delta-rs with the same
-kind of app transaction (:meth:`LakeTable.append`). Readers (DuckDB, Polars, pandas, the dashboard)
+The lake's streams write from Spark's executors, and the driver commits naming the app and batch, so
+a replayed batch finds its commit and writes nothing twice: bronze and rebuilds through delta-spark
+(:func:`spark_append`, :func:`spark_replace_sessions`); the silver/gold stream's Parquet files by
+pyarrow in its Python tasks, committed with delta-rs (:func:`write_data_files`,
+:func:`commit_data_files`). Small writers outside Spark (sample sessions, tests, the batch scorer)
+append through delta-rs with the same kind of app transaction (:meth:`LakeTable.append`). Readers (DuckDB, Polars, pandas, the dashboard)
 go through delta-rs, so every table keeps to Delta features that delta-rs reads.
 """
 
@@ -14,7 +15,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -217,15 +219,7 @@ def spark_append(
     every commit to look the app up: 0.4 s of a 0.6 s small append here (bench/delta_append_bench.py),
     growing with the table. It is still used whenever the log cannot tell."""
     started = time.monotonic()
-    key = (table_dir, app_id)
-    identity = _first_commit_identity(table_dir)
-    with _appended_lock:
-        known = _appended.get(key)
-    last: int | None
-    if known is not None and identity is not None and known[0] == identity:
-        last = known[1]
-    else:
-        last = last_appended_batch(table_dir, app_id)
+    last = _last_batch(table_dir, app_id)
     if last is not None and batch_id <= last:
         log.info("%s: batch %d already committed by %s; skipped", table_dir.name, batch_id, app_id)
         return 0.0
@@ -257,10 +251,35 @@ def spark_append(
             writer = writer.option(name, value)
     if partition_by:
         writer = writer.partitionBy(*partition_by)
-    try:
+    with _remembered(table_dir, app_id, batch_id):
         writer.save(str(table_dir))
+    return round(time.monotonic() - started, 3)
+
+
+def batch_committed(table_dir: Path, app_id: str, batch_id: int) -> bool:
+    """Whether ``(app_id, batch_id)`` is committed to the table (a replayed batch's is)."""
+    last = _last_batch(table_dir, app_id)
+    return last is not None and batch_id <= last
+
+
+def _last_batch(table_dir: Path, app_id: str) -> int | None:
+    """:func:`last_appended_batch`, from this process's memory once it has committed to the table."""
+    identity = _first_commit_identity(table_dir)
+    with _appended_lock:
+        known = _appended.get((table_dir, app_id))
+    if known is not None and identity is not None and known[0] == identity:
+        return known[1]
+    return last_appended_batch(table_dir, app_id)
+
+
+@contextmanager
+def _remembered(table_dir: Path, app_id: str, batch_id: int) -> Iterator[None]:
+    """Around a commit of ``batch_id``: remembered once committed, forgotten if the commit failed
+    (it may have landed before the failure, so the next attempt reads the log again)."""
+    key = (table_dir, app_id)
+    try:
+        yield
     except BaseException:
-        # The commit may have landed before the failure: the next attempt reads the log again.
         with _appended_lock:
             _appended.pop(key, None)
         raise
@@ -268,6 +287,158 @@ def spark_append(
     with _appended_lock:
         if identity is not None:
             _appended[key] = (identity, batch_id)
+
+
+# Columns whose Parquet pages get a dictionary (the same as delta-spark's, see infra/spark.py): on
+# sample values a dictionary never pays, and made silver's files ~50% larger and their writes slower.
+DICTIONARY_COLUMNS = ("session_id", "device_id", "kafka_topic", "label", "kind", "reason", "model_name")
+# Delta's default: statistics on a table's first 32 columns, strings cut to 32 characters (a longer
+# string gets none here, rather than a cut maximum that would have to be rounded up).
+_DEFAULT_STATS_COLUMNS = 32
+_STATS_STRING_LENGTH = 32
+# What an executor reports of each data file it wrote, for the driver's commit.
+DATA_FILE_ARROW = pa.schema(
+    [
+        ("path", pa.string()),
+        ("size", pa.int64()),
+        ("partition_values", pa.string()),
+        ("modification_time", pa.int64()),
+        ("stats", pa.string()),
+    ]
+)
+
+
+def file_statistics(rows: pa.Table, columns: Sequence[str] | None = None) -> dict[str, Any]:
+    """A data file's statistics as Delta records them in its ``add`` action: the row count, and the
+    minimum, maximum and null count of ``columns`` (default: Delta's, the first 32) that hold
+    numbers or text. Data skipping reads them; a column without them is simply never skipped on."""
+    import pyarrow.compute as pc
+
+    names = list(columns) if columns else rows.schema.names[:_DEFAULT_STATS_COLUMNS]
+    minimum: dict[str, Any] = {}
+    maximum: dict[str, Any] = {}
+    nulls: dict[str, int] = {}
+    for name in names:
+        if name not in rows.schema.names:
+            continue
+        column = rows.column(name)
+        kind = column.type
+        if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_string(kind)):
+            continue
+        nulls[name] = column.null_count
+        if column.null_count == len(column):
+            continue
+        if pa.types.is_floating(kind) and pc.any(pc.is_nan(column)).as_py():
+            continue
+        low, high = pc.min_max(column).values()
+        if pa.types.is_string(kind) and max(len(low.as_py()), len(high.as_py())) > _STATS_STRING_LENGTH:
+            continue
+        minimum[name], maximum[name] = low.as_py(), high.as_py()
+    return {"numRecords": rows.num_rows, "minValues": minimum, "maxValues": maximum, "nullCount": nulls}
+
+
+def write_data_files(
+    table_dir: Path,
+    rows: pa.Table,
+    partition_by: Sequence[str] = ("date",),
+    stats_columns: Sequence[str] | None = None,
+) -> pa.RecordBatch:
+    """Executor side of :func:`commit_data_files`: ``rows`` as Parquet files in the table's folder,
+    one per partition, described (``DATA_FILE_ARROW``) for the commit. Until committed, no reader
+    sees them; a batch that never commits leaves them for VACUUM."""
+    import uuid
+
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    described = []
+    keys = rows.select(list(partition_by)).group_by(list(partition_by)).aggregate([]) if partition_by else None
+    for values in keys.to_pylist() if keys is not None else [{}]:
+        part = rows
+        for name, value in values.items():
+            part = part.filter(pc.equal(part.column(name), value))
+        folder = "/".join(f"{name}={value}" for name, value in values.items())
+        relative = f"{folder}/part-{uuid.uuid4()}.snappy.parquet" if folder else f"part-{uuid.uuid4()}.snappy.parquet"
+        target = table_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = part.drop_columns(list(partition_by))
+        pq.write_table(
+            data,
+            target,
+            compression="snappy",
+            use_dictionary=[name for name in DICTIONARY_COLUMNS if name in data.schema.names],
+        )
+        stat = target.stat()
+        described.append(
+            {
+                "path": relative,
+                "size": stat.st_size,
+                "partition_values": json.dumps(values),
+                "modification_time": stat.st_mtime_ns // 1_000_000,
+                "stats": json.dumps(file_statistics(data, stats_columns)),
+            }
+        )
+    return pa.RecordBatch.from_pylist(described, schema=DATA_FILE_ARROW)
+
+
+def commit_data_files(
+    table_dir: Path,
+    files: Sequence[Mapping[str, Any]],
+    app_id: str,
+    batch_id: int,
+    schema: pa.Schema,
+    metadata: Mapping[str, str] | None = None,
+) -> float:
+    """Commit data files the executors wrote (:func:`write_data_files`) in one Delta transaction,
+    with delta-rs, unless ``(app_id, batch_id)`` is already committed; the commit names its app and
+    batch as :func:`spark_append`'s do (``userMetadata``, and Delta's app transaction). The table
+    must exist (:func:`ensure_table`); columns of ``schema`` it lacks are added first. Returns the
+    seconds.
+
+    For the silver/gold stream's sample rows, delta-spark's own writer turned every row into a JVM
+    row, computed its statistics and wrote it through parquet-mr: at 100 headsets that writer was
+    most of silver's time (bench/lake_bench.py), where pyarrow writes the same files in a fraction."""
+    from deltalake import Schema as DeltaSchema
+    from deltalake.transaction import AddAction, CommitProperties, Transaction
+
+    started = time.monotonic()
+    last = _last_batch(table_dir, app_id)
+    if last is not None and batch_id <= last:
+        log.info("%s: batch %d already committed by %s; skipped", table_dir.name, batch_id, app_id)
+        return 0.0
+    table = writable_table(table_dir)
+    if table is None:
+        raise FileNotFoundError(f"no Delta table at {table_dir}; create it first (infra.delta.ensure_table)")
+    known = {field.name for field in table.schema().fields}
+    missing = [field for field in schema if field.name not in known]
+    if missing:
+        # A schema that gained a field (BACKWARD-compatible .avsc change) adds the column.
+        table.alter.add_columns(DeltaSchema.from_arrow(pa.schema(missing)).fields)
+    actions = [
+        AddAction(
+            str(f["path"]),
+            int(f["size"]),
+            json.loads(f["partition_values"]),
+            int(f["modification_time"]),
+            True,
+            str(f["stats"]),
+        )
+        for f in files
+    ]
+    user_metadata = json.dumps(
+        {"neurolake.app_id": app_id, "neurolake.batch_id": str(batch_id), **(metadata or {})}, sort_keys=True
+    )
+    with _remembered(table_dir, app_id, batch_id):
+        table.create_write_transaction(
+            actions,
+            mode="append",
+            schema=table.schema(),
+            partition_by=table.metadata().partition_columns or None,
+            commit_properties=CommitProperties(
+                app_transactions=[Transaction(app_id=app_id, version=batch_id)],
+                custom_metadata={"userMetadata": user_metadata},
+            ),
+        )
     return round(time.monotonic() - started, 3)
 
 
@@ -311,7 +482,7 @@ def utc_date(micros: int) -> str:
 
 class LakeTable:
     """One Delta table of the lake: read it at a version, append with an app transaction, follow its
-    log, commit files written elsewhere, read its history. Named by the catalog's ``TableSpec``."""
+    log, read its history. Named by the catalog's ``TableSpec``."""
 
     def __init__(self, lake_root: Path, spec: TableSpec) -> None:
         self.spec = spec

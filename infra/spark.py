@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import ServiceError
 from core.settings import Settings, load_settings
+from infra.delta import DICTIONARY_COLUMNS
 from infra.preflight import check_java, java_executable
 
 if TYPE_CHECKING:
@@ -57,10 +58,7 @@ SMALL_QUERY_CONF = {
     # values a dictionary never pays, and with pyarrow it made silver's files ~50% larger and their
     # writes ~6x slower; a profile of the JVM's Parquet writer found the same hot spot.
     "spark.hadoop.parquet.enable.dictionary": "false",
-    **{
-        f"spark.hadoop.parquet.enable.dictionary#{column}": "true"
-        for column in ("session_id", "device_id", "kafka_topic", "label", "kind", "reason", "model_name")
-    },
+    **{f"spark.hadoop.parquet.enable.dictionary#{column}": "true" for column in DICTIONARY_COLUMNS},
 }
 # Option keys whose values Spark must not print in plans and logs (Kafka credentials, PEM keys).
 REDACTED_OPTIONS = "(?i)url|password|secret|token|jaas|keystore|truststore"

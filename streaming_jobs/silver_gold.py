@@ -10,9 +10,11 @@
   serialised; the executors build them with the same functions a rebuild and an import use). A
   session waiting on a gap gets a processing-time timeout, so its wait ends even if no block comes;
   the clock is the batch's, fixed in Spark's offset log, so a replayed batch makes the same rows.
-- **Sink**: ``foreachBatch`` appends each output table with delta-spark from the executors, gold's
-  windows labelled from ``bronze.markers`` on the way; each commit names its app (query +
-  checkpoint + table) and batch id (:func:`infra.delta.spark_append`), so a batch replayed after a
+- **Sink**: ``foreachBatch`` writes each output table's Parquet files on the executors (pyarrow,
+  gold's windows labelled from ``bronze.markers`` on the way) and commits them from the driver in
+  one Delta transaction per table (delta-rs, :func:`infra.delta.commit_data_files`): delta-spark's
+  own writer made a JVM row of every sample and was most of silver's time at 100 headsets. Each
+  commit names its app (query + checkpoint + table) and batch id, so a batch replayed after a
   crash is written once. A session whose processing raises goes to ``silver.session_errors`` with
   its state unchanged (its blocks wait in bronze for a rebuild); the other sessions go on.
 
@@ -32,7 +34,6 @@ import pickle
 import time
 import traceback
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -50,6 +51,7 @@ from dsp.session import (
     info_from_session_record,
     process,
 )
+from infra.delta import DATA_FILE_ARROW
 from schemas.catalog import (
     BRONZE_EEG_BLOCKS,
     BRONZE_MARKERS,
@@ -59,6 +61,7 @@ from schemas.catalog import (
     SILVER_HEART_RATE,
     SILVER_SESSION_ERRORS,
     SILVER_SKIPPED_BLOCKS,
+    TABLES,
     TableSpec,
 )
 from streaming_jobs.lake_rows import (
@@ -86,6 +89,8 @@ OUTPUT_TABLES: dict[TableSpec, pa.Schema] = {
     SILVER_SKIPPED_BLOCKS: BLOCK_NOTES_SCHEMA,
     SILVER_SESSION_ERRORS: SESSION_ERRORS_SCHEMA,
 }
+# Every output table is partitioned by the UTC day of its rows.
+PARTITION_BY = ("date",)
 # What the processor reads of bronze: blocks and session records as one stream of rows.
 BLOCK_COLUMNS = (
     "session_id",
@@ -121,6 +126,8 @@ ROWS_ARROW = pa.schema(
 # The stateful step's output: per session and table, that table's rows as an Arrow IPC stream.
 OUTPUT_DDL = "table STRING, session_id STRING, rows BINARY"
 STATE_DDL = "state BINARY"
+# What the sink's write job returns: one row per data file written, with its table.
+WRITTEN_FILES = DATA_FILE_ARROW.append(pa.field("table", pa.string()))
 
 
 # -- per-session work (executors, rebuild) ---------------------------------------------------------
@@ -336,16 +343,45 @@ def save_rebuild_state(rebuilds_dir: Path, session_id: str, rebuild_id: str, sta
 def unpack_task(
     table: str, batch_id: int, lake_root: str, batches: Iterator[pa.RecordBatch]
 ) -> Iterator[pa.RecordBatch]:
-    """Executor side of the sink: the stateful step's serialised rows of one table as that table's
-    rows; windows labelled from bronze.markers, notes and errors stamped with the batch id."""
+    """Executor side of a rebuild: the stateful step's serialised rows of one table as that
+    table's rows (:func:`unpacked_rows`)."""
+    received = list(batches)
+    rows = unpacked_rows(table, batch_id, lake_root, pa.Table.from_batches(received)) if received else None
+    if rows is not None:
+        yield from rows.to_batches()
+
+
+def write_task(
+    batch_id: int, lake_root: str, skip: frozenset[str], batches: Iterator[pa.RecordBatch]
+) -> Iterator[pa.RecordBatch]:
+    """Executor side of the sink: this task's rows of every output table but ``skip`` (the tables
+    that already hold the batch) written as that table's Parquet files, and described for the
+    driver's commit (``WRITTEN_FILES``)."""
+    from infra.delta import write_data_files
+
     received = list(batches)
     if not received:
         return
     parts = pa.Table.from_batches(received)
+    for table in pc.unique(parts.column("table")).to_pylist():
+        if table in skip:
+            continue
+        rows = unpacked_rows(table, batch_id, lake_root, parts.filter(pc.equal(parts.column("table"), table)))
+        if rows is None:
+            continue
+        spec = TABLES[table]
+        files = write_data_files(spec.path(Path(lake_root)), rows, PARTITION_BY, spec.stats_columns or None)
+        yield files.append_column("table", pa.array([table] * files.num_rows, pa.string()))
+
+
+def unpacked_rows(table: str, batch_id: int, lake_root: str, parts: pa.Table) -> pa.Table | None:
+    """The stateful step's serialised rows of one table (``parts``, ``OUTPUT_DDL`` rows) as that
+    table's rows; windows labelled from bronze.markers, notes and errors stamped with the batch id.
+    None when there are none."""
     tables = [from_ipc(payload) for payload in parts.column("rows").to_pylist()]
     rows = pa.concat_tables(tables) if tables else None
     if rows is None or rows.num_rows == 0:
-        return
+        return None
     if table == GOLD_EEG_WINDOWS.qualified:
         sessions = pc.unique(rows.column("session_id")).to_pylist()
         markers = read_markers(Path(lake_root), None, sessions)
@@ -354,7 +390,7 @@ def unpack_task(
         rows = rows.set_column(
             rows.schema.get_field_index("batch_id"), "batch_id", pa.array([batch_id] * rows.num_rows, pa.int64())
         )
-    yield from rows.to_batches()
+    return rows
 
 
 def read_markers(lake_root: Path, version: int | None, sessions: list[str]) -> pa.Table | None:
@@ -480,53 +516,50 @@ class SilverGoldSink:
         return f"{self._app_prefix}:{table}"
 
     def __call__(self, batch_df: Any, batch_id: int) -> None:
-        from infra.delta import spark_append
+        from infra.delta import batch_committed, commit_data_files, ensure_table
         from streaming_jobs.bronze import spark_struct
 
         started = time.monotonic()
-        out = batch_df.persist()
-        try:
-            present = {
-                row["table"]: row["n"] for row in out.groupBy("table").count().withColumnRenamed("count", "n").collect()
-            }
-            metadata = commit_metadata(self.config)
-            jobs = []
-            for spec, schema in OUTPUT_TABLES.items():
-                if spec.qualified not in present:
-                    continue
-                rows = out.where(out["table"] == spec.qualified).mapInArrow(
-                    functools.partial(unpack_task, spec.qualified, batch_id, str(self.lake_root)), spark_struct(schema)
-                )
-                jobs.append((spec, rows))
-            with ThreadPoolExecutor(max(1, len(jobs))) as pool:
-                futures = {
-                    spec.qualified: pool.submit(
-                        spark_append,
-                        rows,
-                        spec.path(self.lake_root),
-                        self.app_id(spec.name),
-                        batch_id,
-                        ("date",),
-                        metadata,
-                        spec.table_properties,
-                    )
-                    for spec, rows in jobs
-                }
-                commit_s = {name: future.result() for name, future in futures.items()}
-        finally:
-            out.unpersist()
+        # A batch replayed after a crash between two tables' commits rewrites only the others.
+        skip = frozenset(
+            spec.qualified
+            for spec in OUTPUT_TABLES
+            if batch_committed(spec.path(self.lake_root), self.app_id(spec.name), batch_id)
+        )
+        # One Spark job: the stateful step and the files of every table, written on the executors.
+        written = batch_df.mapInArrow(
+            functools.partial(write_task, batch_id, str(self.lake_root), skip), spark_struct(WRITTEN_FILES)
+        ).collect()
+        files: dict[str, list[dict[str, Any]]] = {}
+        for row in written:
+            files.setdefault(row["table"], []).append(row.asDict())
+        write_s = round(time.monotonic() - started, 3)
+        metadata = commit_metadata(self.config)
+        commit_s: dict[str, float] = {}
+        rows: dict[str, int] = {}
+        for spec, schema in OUTPUT_TABLES.items():  # in commit order
+            if spec.qualified not in files:
+                continue
+            table_dir = spec.path(self.lake_root)
+            ensure_table(table_dir, schema, PARTITION_BY, spec.table_properties)
+            commit_s[spec.qualified] = commit_data_files(
+                table_dir, files[spec.qualified], self.app_id(spec.name), batch_id, schema, metadata
+            )
+            rows[spec.qualified] = sum(json.loads(f["stats"])["numRecords"] for f in files[spec.qualified])
         self.last_batch = {
             "batch_id": batch_id,
-            "sessions_by_table": present,
+            "rows_by_table": rows,
+            "skipped_tables": sorted(skip),
+            "write_s": write_s,
             "commit_s": commit_s,
             "seconds": round(time.monotonic() - started, 3),
         }
         log.info("silver/gold batch %d: %s", batch_id, self.last_batch)
-        if SILVER_SESSION_ERRORS.qualified in present:
+        if SILVER_SESSION_ERRORS.qualified in rows:
             log.error(
                 "batch %d: %d session(s) failed; see silver.session_errors",
                 batch_id,
-                present[SILVER_SESSION_ERRORS.qualified],
+                rows[SILVER_SESSION_ERRORS.qualified],
             )
 
 

@@ -166,3 +166,81 @@ def test_only_a_young_append_only_table_is_read_from_its_first_commit(tmp_path: 
     assert not only_appended(table, max_commits=2)  # too long a log to read at every start
     _write_commit(table, 3, {"remove": {"path": "0.parquet", "dataChange": False}})  # an OPTIMIZE
     assert not only_appended(table)
+
+
+def _write_and_commit(table: Path, batch: pa.Table, batch_id: int, schema: pa.Schema = SCHEMA) -> float:
+    import infra.delta as delta
+
+    delta.ensure_table(table, SCHEMA, properties=KEYED.table_properties)
+    files = delta.write_data_files(table, batch, ("date",), KEYED.stats_columns).to_pylist()
+    return delta.commit_data_files(table, files, "q:t", batch_id, schema, {"neurolake.settings": "{}"})
+
+
+def test_files_written_on_an_executor_are_committed_once_per_batch(tmp_path: Path) -> None:
+    import polars as pl
+
+    import infra.delta as delta
+
+    table = tmp_path / "t"
+    two_days = pa.concat_tables([rows([1, 2]), rows([3], date="2026-11-24")])
+    assert _write_and_commit(table, two_days, 0) > 0
+    adds = [a["add"] for a in commit_actions(table, 1) if "add" in a]
+    assert sorted(a["partitionValues"]["date"] for a in adds) == ["2026-11-23", "2026-11-24"]  # a file per day
+    assert {a["path"].split("/")[0] for a in adds} == {"date=2026-11-23", "date=2026-11-24"}
+    assert sorted(json.loads(a["stats"])["maxValues"]["time_us"] for a in adds) == [2, 3]
+    assert all(set(json.loads(a["stats"])["minValues"]) == {"time_us"} for a in adds)  # the stats columns only
+    # The commit names its app and batch as delta-spark's do: a replay, in this process or a new one, commits nothing.
+    assert delta.last_appended_batch(table, "q:t") == 0
+    assert delta.read_commit_metadata(table)["neurolake.batch_id"] == "0"
+    assert _write_and_commit(table, rows([1, 2]), 0) == 0.0
+    delta._appended.clear()
+    assert not delta.batch_committed(table, "q:t", 1) and delta.batch_committed(table, "q:t", 0)
+    assert _write_and_commit(table, rows([4]), 1) > 0
+    assert latest_version(table) == 2
+    # delta-rs (through Arrow) and Polars read what was committed, and nothing that was not.
+    assert sorted(LakeTable(tmp_path, TableSpec("", "t")).read_columns(["time_us"]).column(0).to_pylist()) == [
+        1,
+        2,
+        3,
+        4,
+    ]
+    assert pl.read_delta(str(table)).height == 4
+
+
+def test_a_commit_adds_the_columns_a_schema_gained(tmp_path: Path) -> None:
+    table = tmp_path / "t"
+    _write_and_commit(table, rows([1]), 0)
+    wider = SCHEMA.append(pa.field("quality", pa.float64()))
+    batch = rows([2]).append_column("quality", pa.array([0.5]))
+    _write_and_commit(table, batch, 1, wider)
+    read = LakeTable(tmp_path, TableSpec("", "t")).read_columns(["time_us", "quality"])
+    assert sorted(read.to_pylist(), key=lambda r: r["time_us"]) == [
+        {"time_us": 1, "quality": None},
+        {"time_us": 2, "quality": 0.5},
+    ]
+
+
+def test_a_commit_without_its_table_names_the_fix(tmp_path: Path) -> None:
+    from infra.delta import commit_data_files
+
+    with pytest.raises(FileNotFoundError, match="ensure_table"):
+        commit_data_files(tmp_path / "t", [], "q:t", 0, SCHEMA)
+
+
+def test_file_statistics_leave_out_what_they_cannot_bound() -> None:
+    from infra.delta import file_statistics
+
+    table = pa.table(
+        {
+            "n": pa.array([3, None, 1], pa.int64()),
+            "x": pa.array([1.0, float("nan"), 2.0]),
+            "name": ["a", "c" * 40, "b"],  # its maximum too long to record uncut
+            "short": ["b", "a", None],
+            "values": pa.array([[1.0], [2.0], [3.0]], pa.list_(pa.float32())),
+        }
+    )
+    stats = file_statistics(table)
+    assert stats["numRecords"] == 3
+    assert stats["minValues"] == {"n": 1, "short": "a"} and stats["maxValues"] == {"n": 3, "short": "b"}
+    assert stats["nullCount"] == {"n": 1, "x": 0, "name": 0, "short": 1}
+    assert set(file_statistics(table, ["n"])["minValues"]) == {"n"}
