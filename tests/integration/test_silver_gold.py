@@ -88,8 +88,9 @@ def test_silver_and_gold_from_a_simulated_session(broker: BrokerStack) -> None:
 
 
 def _every_table_reads_in_delta_rs_duckdb_and_polars(root) -> None:  # type: ignore[no-untyped-def]
-    """The tables delta-spark wrote keep to Delta features that delta-rs, DuckDB's Delta extension
-    and Polars read: the same row count from each."""
+    """The tables the streams wrote (bronze by delta-spark, silver and gold as executor-written files
+    committed by delta-rs) keep to Delta features that delta-rs, DuckDB's Delta extension and Polars
+    read: the same row count from each. (OPTIMIZE below reads them through Spark.)"""
     import polars as pl
 
     from batch_jobs.lake_sql import connect
