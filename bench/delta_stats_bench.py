@@ -18,7 +18,10 @@ import logging
 import statistics
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -54,39 +57,50 @@ def sample_rows(sessions: int, samples: int, channels: int) -> pa.Table:
     return pa.concat_tables(runs)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_row_arguments(parser: argparse.ArgumentParser, appends_help: str) -> None:
     parser.add_argument("--sessions", type=int, default=100)
     parser.add_argument("--samples", type=int, default=1400, help="per session and append")
     parser.add_argument("--channels", type=int, default=17)
-    parser.add_argument("--appends", type=int, default=6, help="per table")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    with tempfile.TemporaryDirectory(prefix="delta-stats-bench-") as tmp:
+    parser.add_argument("--appends", type=int, default=6, help=appends_help)
+
+
+@contextmanager
+def sample_frame(args: argparse.Namespace, app_name: str) -> Iterator[tuple[Any, Path, Any, int]]:
+    """A local Spark session, a scratch folder, and the bench's sample rows as a cached DataFrame
+    (with its row count); the session stops and the folder goes on leaving."""
+    with tempfile.TemporaryDirectory(prefix=f"{app_name}-") as tmp:
         root = Path(tmp)
         settings = load_settings(
             environ={"NEUROLAKE_PATHS__HOME": str(root / "state"), "NEUROLAKE_PATHS__LAKE_ROOT": str(root / "lake")}
         )
         source = root / "rows.parquet"
         pq.write_table(sample_rows(args.sessions, args.samples, args.channels), source)
-        spark = build_spark_session(settings, "delta-stats-bench")
+        spark = build_spark_session(settings, app_name)
         try:
             frame = spark.read.parquet(str(source)).repartition(2).cache()
-            rows = frame.count()
-            tables = {
-                "every column (Delta's default)": {},
-                f"stats columns ({', '.join(SILVER_EEG_SAMPLES.stats_columns)})": SILVER_EEG_SAMPLES.table_properties,
-            }
-            # The session's first write warms the JVM for both: a scratch table takes it.
-            spark_append(frame, root / "warm-up", "bench:stats", 0)
-            seconds: dict[str, list[float]] = {name: [] for name in tables}
-            for batch_id in range(args.appends):
-                for number, (name, properties) in enumerate(tables.items()):
-                    seconds[name].append(
-                        spark_append(frame, root / f"table-{number}", "bench:stats", batch_id, properties=properties)
-                    )
+            yield spark, root, frame, frame.count()
         finally:
             spark.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_row_arguments(parser, "per table")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    with sample_frame(args, "delta-stats-bench") as (_, root, frame, rows):
+        tables = {
+            "every column (Delta's default)": {},
+            f"stats columns ({', '.join(SILVER_EEG_SAMPLES.stats_columns)})": SILVER_EEG_SAMPLES.table_properties,
+        }
+        # The session's first write warms the JVM for both: a scratch table takes it.
+        spark_append(frame, root / "warm-up", "bench:stats", 0)
+        seconds: dict[str, list[float]] = {name: [] for name in tables}
+        for batch_id in range(args.appends):
+            for number, (name, properties) in enumerate(tables.items()):
+                seconds[name].append(
+                    spark_append(frame, root / f"table-{number}", "bench:stats", batch_id, properties=properties)
+                )
     print(
         f"delta stats bench: {rows:,} silver sample rows per append ({args.sessions} sessions x {args.samples}, "
         f"{args.channels} channels), {args.appends} appends per table, local Spark"

@@ -22,20 +22,16 @@ import functools
 import logging
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.delta_stats_bench import sample_rows
-from core.settings import load_settings
+from bench.delta_stats_bench import add_row_arguments, sample_frame
 from infra.delta import DATA_FILE_ARROW, commit_data_files, ensure_table, spark_append, write_data_files
-from infra.spark import build_spark_session
 from schemas.catalog import SILVER_EEG_SAMPLES
 from streaming_jobs.bronze import spark_struct
 from streaming_jobs.lake_rows import SAMPLES_SCHEMA
@@ -64,38 +60,23 @@ def executor_files_append(frame: object, table_dir: Path, batch_id: int) -> floa
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sessions", type=int, default=100)
-    parser.add_argument("--samples", type=int, default=1400, help="per session and append")
-    parser.add_argument("--channels", type=int, default=17)
-    parser.add_argument("--appends", type=int, default=6, help="per writer")
+    add_row_arguments(parser, "per writer")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    with tempfile.TemporaryDirectory(prefix="silver-writer-bench-") as tmp:
-        root = Path(tmp)
-        settings = load_settings(
-            environ={"NEUROLAKE_PATHS__HOME": str(root / "state"), "NEUROLAKE_PATHS__LAKE_ROOT": str(root / "lake")}
-        )
-        source = root / "rows.parquet"
-        pq.write_table(sample_rows(args.sessions, args.samples, args.channels), source)
-        spark = build_spark_session(settings, "silver-writer-bench")
-        properties = SILVER_EEG_SAMPLES.table_properties
-        writers = {
-            DELTA_SPARK: lambda frame, table, batch: spark_append(
-                frame, table, "bench:writer", batch, properties=properties
-            ),
-            EXECUTOR_FILES: executor_files_append,
-        }
-        try:
-            frame = spark.read.parquet(str(source)).repartition(2).cache()
-            rows = frame.count()
-            for number, write in enumerate(writers.values()):  # the JVM and the Python workers warm
-                write(frame, root / f"warm-up-{number}", 0)
-            seconds: dict[str, list[float]] = {name: [] for name in writers}
-            for batch_id in range(args.appends):
-                for number, (name, write) in enumerate(writers.items()):
-                    seconds[name].append(write(frame, root / f"table-{number}", batch_id))
-        finally:
-            spark.stop()
+    properties = SILVER_EEG_SAMPLES.table_properties
+    writers = {
+        DELTA_SPARK: lambda frame, table, batch: spark_append(
+            frame, table, "bench:writer", batch, properties=properties
+        ),
+        EXECUTOR_FILES: executor_files_append,
+    }
+    with sample_frame(args, "silver-writer-bench") as (_, root, frame, rows):
+        for number, write in enumerate(writers.values()):  # the JVM and the Python workers warm
+            write(frame, root / f"warm-up-{number}", 0)
+        seconds: dict[str, list[float]] = {name: [] for name in writers}
+        for batch_id in range(args.appends):
+            for number, (name, write) in enumerate(writers.items()):
+                seconds[name].append(write(frame, root / f"table-{number}", batch_id))
     print(
         f"silver writer bench: {rows:,} silver sample rows per append ({args.sessions} sessions x {args.samples}, "
         f"{args.channels} channels), {args.appends} appends per writer, local Spark, stats columns "
