@@ -83,6 +83,15 @@ def sample_frame(args: argparse.Namespace, app_name: str) -> Iterator[tuple[Any,
             spark.stop()
 
 
+def print_appends(seconds: dict[str, list[float]], width: int) -> dict[str, float]:
+    """One line per variant: its first append and the median of the others (returned)."""
+    medians = {}
+    for name, times in seconds.items():
+        medians[name] = statistics.median(times[1:]) if len(times) > 1 else times[0]
+        print(f"  {name:{width}s} first {times[0]:5.2f} s   median after {medians[name]:5.2f} s")
+    return medians
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_row_arguments(parser, "per table")
@@ -105,10 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         f"delta stats bench: {rows:,} silver sample rows per append ({args.sessions} sessions x {args.samples}, "
         f"{args.channels} channels), {args.appends} appends per table, local Spark"
     )
-    medians = {}
-    for name, times in seconds.items():
-        medians[name] = statistics.median(times[1:]) if len(times) > 1 else times[0]
-        print(f"  {name:60s} first {times[0]:5.2f} s   median after {medians[name]:5.2f} s")
+    medians = print_appends(seconds, 60)
     default, keyed = medians.values()
     first_default, first_keyed = (times[0] for times in seconds.values())
     print(f"  stats columns / every column: first {first_keyed / first_default:.2f}x, after {keyed / default:.2f}x")

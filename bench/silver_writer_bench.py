@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import statistics
 import sys
 import time
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.delta_stats_bench import add_row_arguments, sample_frame
+from bench.delta_stats_bench import add_row_arguments, print_appends, sample_frame
 from infra.delta import DATA_FILE_ARROW, commit_data_files, ensure_table, spark_append, write_data_files
 from schemas.catalog import SILVER_EEG_SAMPLES
 from streaming_jobs.bronze import spark_struct
@@ -82,10 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.channels} channels), {args.appends} appends per writer, local Spark, stats columns "
         f"({', '.join(SILVER_EEG_SAMPLES.stats_columns)})"
     )
-    medians = {}
-    for name, times in seconds.items():
-        medians[name] = statistics.median(times[1:]) if len(times) > 1 else times[0]
-        print(f"  {name:35s} first {times[0]:5.2f} s   median after {medians[name]:5.2f} s")
+    medians = print_appends(seconds, 35)
     print(
         f"  executor files / delta-spark: first {seconds[EXECUTOR_FILES][0] / seconds[DELTA_SPARK][0]:.2f}x, "
         f"after {medians[EXECUTOR_FILES] / medians[DELTA_SPARK]:.2f}x"
