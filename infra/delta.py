@@ -373,7 +373,7 @@ def write_data_files(
             {
                 "path": relative,
                 "size": stat.st_size,
-                "partition_values": json.dumps(values),
+                "partition_values": json.dumps({name: str(value) for name, value in values.items()}),
                 "modification_time": stat.st_mtime_ns // 1_000_000,
                 "stats": json.dumps(file_statistics(data, stats_columns)),
             }
