@@ -30,7 +30,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.delta_stats_bench import add_row_arguments, print_appends, sample_frame
-from infra.delta import DATA_FILE_ARROW, commit_data_files, ensure_table, spark_append, write_data_files
+from infra.delta import DATA_FILE_ARROW, commit_data_files, spark_append, write_data_files
 from schemas.catalog import SILVER_EEG_SAMPLES
 from streaming_jobs.bronze import spark_struct
 from streaming_jobs.lake_rows import SAMPLES_SCHEMA
@@ -49,11 +49,17 @@ def write_task(table_dir: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa
 
 def executor_files_append(frame: object, table_dir: Path, batch_id: int) -> float:
     started = time.monotonic()
-    ensure_table(table_dir, SAMPLES_SCHEMA, properties=SILVER_EEG_SAMPLES.table_properties)
     files = frame.mapInArrow(  # type: ignore[attr-defined]
         functools.partial(write_task, str(table_dir)), spark_struct(DATA_FILE_ARROW)
     ).collect()
-    commit_data_files(table_dir, [row.asDict() for row in files], "bench:writer", batch_id, SAMPLES_SCHEMA)
+    commit_data_files(
+        table_dir,
+        [row.asDict() for row in files],
+        "bench:writer",
+        batch_id,
+        SAMPLES_SCHEMA,
+        properties=SILVER_EEG_SAMPLES.table_properties,
+    )
     return time.monotonic() - started
 
 

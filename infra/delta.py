@@ -156,11 +156,16 @@ def ensure_table(
         schema,
         partition_by=list(partition_by) or None,
         mode="ignore",
-        # As infra.spark sets it for the tables delta-spark creates: its default of 10 makes every
-        # tenth commit rebuild the table's state.
-        configuration={"delta.checkpointInterval": "100", **(properties or {})},
+        configuration=new_table_configuration(properties),
     )
     return True
+
+
+def new_table_configuration(properties: Mapping[str, str] | None = None) -> dict[str, str]:
+    """A table delta-rs makes: checkpoints every 100 commits, as infra.spark sets it for the tables
+    delta-spark makes (the default of 10 makes every tenth commit rebuild the table's state), and
+    the table's own ``properties``."""
+    return {"delta.checkpointInterval": "100", **(properties or {})}
 
 
 # The newest batch each (table, app id) appended from this process: after its first commit a query
@@ -388,18 +393,21 @@ def commit_data_files(
     batch_id: int,
     schema: pa.Schema,
     metadata: Mapping[str, str] | None = None,
+    partition_by: Sequence[str] = ("date",),
+    properties: Mapping[str, str] | None = None,
 ) -> float:
     """Commit data files the executors wrote (:func:`write_data_files`) in one Delta transaction,
     with delta-rs, unless ``(app_id, batch_id)`` is already committed; the commit names its app and
-    batch as :func:`spark_append`'s do (``userMetadata``, and Delta's app transaction). The table
-    must exist (:func:`ensure_table`); columns of ``schema`` it lacks are added first. Returns the
-    seconds.
+    batch as :func:`spark_append`'s do (``userMetadata``, and Delta's app transaction). Without a
+    table, the commit makes it (``schema``, ``partition_by``, table ``properties``), its first
+    version holding these files as delta-spark's first append does; columns of ``schema`` a table
+    lacks are added first. Returns the seconds.
 
     For the silver/gold stream's sample rows, delta-spark's own writer turned every row into a JVM
     row, computed its statistics and wrote it through parquet-mr: at 100 headsets that writer was
     most of silver's time (bench/lake_bench.py), where pyarrow writes the same files in a fraction."""
     from deltalake import Schema as DeltaSchema
-    from deltalake.transaction import AddAction, CommitProperties, Transaction
+    from deltalake.transaction import AddAction, CommitProperties, Transaction, create_table_with_add_actions
 
     started = time.monotonic()
     last = _last_batch(table_dir, app_id)
@@ -407,13 +415,12 @@ def commit_data_files(
         log.info("%s: batch %d already committed by %s; skipped", table_dir.name, batch_id, app_id)
         return 0.0
     table = writable_table(table_dir)
-    if table is None:
-        raise FileNotFoundError(f"no Delta table at {table_dir}; create it first (infra.delta.ensure_table)")
-    known = {field.name for field in table.schema().fields}
-    missing = [field for field in schema if field.name not in known]
-    if missing:
-        # A schema that gained a field (BACKWARD-compatible .avsc change) adds the column.
-        table.alter.add_columns(DeltaSchema.from_arrow(pa.schema(missing)).fields)
+    if table is not None:
+        known = {field.name for field in table.schema().fields}
+        missing = [field for field in schema if field.name not in known]
+        if missing:
+            # A schema that gained a field (BACKWARD-compatible .avsc change) adds the column.
+            table.alter.add_columns(DeltaSchema.from_arrow(pa.schema(missing)).fields)
     actions = [
         AddAction(
             str(f["path"]),
@@ -428,17 +435,30 @@ def commit_data_files(
     user_metadata = json.dumps(
         {"neurolake.app_id": app_id, "neurolake.batch_id": str(batch_id), **(metadata or {})}, sort_keys=True
     )
+    commit = CommitProperties(
+        app_transactions=[Transaction(app_id=app_id, version=batch_id)],
+        custom_metadata={"userMetadata": user_metadata},
+    )
     with _remembered(table_dir, app_id, batch_id):
-        table.create_write_transaction(
-            actions,
-            mode="append",
-            schema=table.schema(),
-            partition_by=table.metadata().partition_columns or None,
-            commit_properties=CommitProperties(
-                app_transactions=[Transaction(app_id=app_id, version=batch_id)],
-                custom_metadata={"userMetadata": user_metadata},
-            ),
-        )
+        if table is None:
+            table_dir.mkdir(parents=True, exist_ok=True)
+            create_table_with_add_actions(
+                str(table_dir),
+                DeltaSchema.from_arrow(schema),
+                actions,
+                mode="error",  # made meanwhile by another writer: this batch fails and is replayed
+                partition_by=list(partition_by) or None,
+                configuration=new_table_configuration(properties),
+                commit_properties=commit,
+            )
+        else:
+            table.create_write_transaction(
+                actions,
+                mode="append",
+                schema=table.schema(),
+                partition_by=table.metadata().partition_columns or None,
+                commit_properties=commit,
+            )
     return round(time.monotonic() - started, 3)
 
 

@@ -516,7 +516,7 @@ class SilverGoldSink:
         return f"{self._app_prefix}:{table}"
 
     def __call__(self, batch_df: Any, batch_id: int) -> None:
-        from infra.delta import batch_committed, commit_data_files, ensure_table
+        from infra.delta import batch_committed, commit_data_files
         from streaming_jobs.bronze import spark_struct
 
         started = time.monotonic()
@@ -540,10 +540,15 @@ class SilverGoldSink:
         for spec, schema in OUTPUT_TABLES.items():  # in commit order
             if spec.qualified not in files:
                 continue
-            table_dir = spec.path(self.lake_root)
-            ensure_table(table_dir, schema, PARTITION_BY, spec.table_properties)
             commit_s[spec.qualified] = commit_data_files(
-                table_dir, files[spec.qualified], self.app_id(spec.name), batch_id, schema, metadata
+                spec.path(self.lake_root),
+                files[spec.qualified],
+                self.app_id(spec.name),
+                batch_id,
+                schema,
+                metadata,
+                PARTITION_BY,
+                spec.table_properties,
             )
             rows[spec.qualified] = sum(json.loads(f["stats"])["numRecords"] for f in files[spec.qualified])
         self.last_batch = {

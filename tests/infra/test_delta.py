@@ -171,9 +171,10 @@ def test_only_a_young_append_only_table_is_read_from_its_first_commit(tmp_path: 
 def _write_and_commit(table: Path, batch: pa.Table, batch_id: int, schema: pa.Schema = SCHEMA) -> float:
     import infra.delta as delta
 
-    delta.ensure_table(table, SCHEMA, properties=KEYED.table_properties)
     files = delta.write_data_files(table, batch, ("date",), KEYED.stats_columns).to_pylist()
-    return delta.commit_data_files(table, files, "q:t", batch_id, schema, {"neurolake.settings": "{}"})
+    return delta.commit_data_files(
+        table, files, "q:t", batch_id, schema, {"neurolake.settings": "{}"}, properties=KEYED.table_properties
+    )
 
 
 def test_files_written_on_an_executor_are_committed_once_per_batch(tmp_path: Path) -> None:
@@ -184,19 +185,19 @@ def test_files_written_on_an_executor_are_committed_once_per_batch(tmp_path: Pat
     table = tmp_path / "t"
     two_days = pa.concat_tables([rows([1, 2]), rows([3], date="2026-11-24")])
     assert _write_and_commit(table, two_days, 0) > 0
-    adds = [a["add"] for a in commit_actions(table, 1) if "add" in a]
+    adds = [a["add"] for a in commit_actions(table, 0) if "add" in a]
     assert sorted(a["partitionValues"]["date"] for a in adds) == ["2026-11-23", "2026-11-24"]  # a file per day
     assert {a["path"].split("/")[0] for a in adds} == {"date=2026-11-23", "date=2026-11-24"}
     assert sorted(json.loads(a["stats"])["maxValues"]["time_us"] for a in adds) == [2, 3]
     assert all(set(json.loads(a["stats"])["minValues"]) == {"time_us"} for a in adds)  # the stats columns only
     # The commit names its app and batch as delta-spark's do: a replay, in this process or a new one, commits nothing.
-    assert delta.last_appended_batch(table, "q:t") == 0
+    assert latest_version(table) == 0 and delta.last_appended_batch(table, "q:t") == 0
     assert delta.read_commit_metadata(table)["neurolake.batch_id"] == "0"
     assert _write_and_commit(table, rows([1, 2]), 0) == 0.0
     delta._appended.clear()
     assert not delta.batch_committed(table, "q:t", 1) and delta.batch_committed(table, "q:t", 0)
     assert _write_and_commit(table, rows([4]), 1) > 0
-    assert latest_version(table) == 2
+    assert latest_version(table) == 1
     # delta-rs (through Arrow) and Polars read what was committed, and nothing that was not.
     assert sorted(LakeTable(tmp_path, TableSpec("", "t")).read_columns(["time_us"]).column(0).to_pylist()) == [
         1,
@@ -220,11 +221,17 @@ def test_a_commit_adds_the_columns_a_schema_gained(tmp_path: Path) -> None:
     ]
 
 
-def test_a_commit_without_its_table_names_the_fix(tmp_path: Path) -> None:
-    from infra.delta import commit_data_files
+def test_the_first_commit_makes_the_table_with_its_files_and_properties(tmp_path: Path) -> None:
+    from deltalake import DeltaTable
 
-    with pytest.raises(FileNotFoundError, match="ensure_table"):
-        commit_data_files(tmp_path / "t", [], "q:t", 0, SCHEMA)
+    table = tmp_path / "t"
+    _write_and_commit(table, rows([1, 2]), 0)
+    assert latest_version(table) == 0  # version 0 holds the rows, as delta-spark's first append
+    assert LakeTable(tmp_path, TableSpec("", "t")).read_columns(["time_us"], version=0).num_rows == 2
+    made = DeltaTable(str(table))
+    assert made.metadata().partition_columns == ["date"]
+    assert made.metadata().configuration["delta.dataSkippingStatsColumns"] == "time_us"
+    assert made.transaction_version("q:t") == 0
 
 
 def test_file_statistics_leave_out_what_they_cannot_bound() -> None:
