@@ -19,6 +19,7 @@ import pyarrow.dataset as ds
 
 from batch_jobs.lake_tables import discover_tables
 from core.errors import NeurolakeError
+from core.files import replace_file
 from core.settings import LakeSettings, Settings, load_settings
 from schemas.catalog import BRONZE_DEVICE_STATUS, GOLD_EEG_WINDOWS, SILVER_EEG_SAMPLES, TABLES, TableSpec
 
@@ -44,11 +45,7 @@ def _read_state(settings: Settings, name: str) -> dict[str, Any]:
 
 
 def _write_state(settings: Settings, name: str, state: dict[str, Any]) -> None:
-    path = _state_file(settings, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state))
-    tmp.replace(path)
+    replace_file(_state_file(settings, name), json.dumps(state))
 
 
 # --- retrain -------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import NeurolakeError
+from core.files import replace_file
 from core.settings import Settings
 from core.stopping import stop_on_signals
 from schemas.timebase import now_us
@@ -274,7 +275,7 @@ def _run_queries(
                     log.debug("stage metrics: %s", exc)
             try:
                 work = stages.report() if stages is not None else None
-                path.write_text(json.dumps(snapshot(supervised, work), indent=2))
+                replace_file(path, json.dumps(snapshot(supervised, work), indent=2))
             except Exception:  # reporting must never take the queries down
                 log.exception("could not write the stream status")
             stop.wait(0.2 if bronze_pending else 1.0)

@@ -41,6 +41,7 @@ from typing import IO, Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from core.files import replace_file
 from dsp.labels import stimulus_labels
 from dsp.session import (
     BlockNote,
@@ -332,12 +333,9 @@ def rebuild_state_path(rebuilds_dir: Path, session_id: str) -> Path:
 
 
 def save_rebuild_state(rebuilds_dir: Path, session_id: str, rebuild_id: str, state: SessionState) -> None:
-    rebuilds_dir.mkdir(parents=True, exist_ok=True)
-    target = rebuild_state_path(rebuilds_dir, session_id)
-    partial = target.with_suffix(f".{os.getpid()}.tmp")
-    with open(partial, "wb") as handle:
-        pickle.dump((session_id, rebuild_id, state), handle, protocol=5)
-    os.replace(partial, target)
+    replace_file(
+        rebuild_state_path(rebuilds_dir, session_id), pickle.dumps((session_id, rebuild_id, state), protocol=5)
+    )
 
 
 def unpack_task(

@@ -122,7 +122,12 @@ def test_broker_restarts_and_kills_while_silver_lags_give_exact_counts(broker: B
             time.sleep(3)
         time.sleep(4)  # anything more would be a duplicate: give it the chance to show up
         status = broker.neurolake("stream", "status", "--json", stdout=subprocess.PIPE, text=True)
-        state = json.loads(status.communicate(timeout=60)[0])
+        said = status.communicate(timeout=60)[0]
+        try:
+            state = json.loads(said)
+        except json.JSONDecodeError:
+            log_tail = (broker.home / f"streams-{round_ + 1}.log").read_text().splitlines()[-40:]
+            pytest.fail(f"`stream status` said {said!r}; the streams log ends:\n" + "\n".join(log_tail))
     finally:
         kill_group(streams)
         if headsets.poll() is None:
