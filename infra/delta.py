@@ -15,14 +15,14 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from schemas.catalog import TableSpec
+from schemas.catalog import TABLES, TableSpec
 
 log = logging.getLogger(__name__)
 
@@ -460,6 +460,66 @@ def commit_data_files(
                 commit_properties=commit,
             )
     return round(time.monotonic() - started, 3)
+
+
+# What a streaming sink's write job returns: one row per data file written, with its table.
+WRITTEN_FILES = DATA_FILE_ARROW.append(pa.field("table", pa.string()))
+
+
+def write_table_files(
+    lake_root: Path,
+    tables: Mapping[str, pa.Table],
+    skip: Set[str] = frozenset(),
+    partition_by: Sequence[str] = ("date",),
+) -> Iterator[pa.RecordBatch]:
+    """Executor side of a streaming sink: one task's rows of each table (qualified name -> rows) but
+    those in ``skip`` (already holding the batch), as that table's Parquet files, described for
+    :func:`commit_written_files` (``WRITTEN_FILES``)."""
+    for name, rows in tables.items():
+        if name in skip or rows.num_rows == 0:
+            continue
+        spec = TABLES[name]
+        files = write_data_files(spec.path(lake_root), rows, partition_by, spec.stats_columns or None)
+        yield files.append_column("table", pa.array([name] * files.num_rows, pa.string()))
+
+
+def commit_written_files(
+    lake_root: Path,
+    written: Iterable[Mapping[str, Any]],
+    schemas: Mapping[str, pa.Schema],
+    app_id: Callable[[str], str],
+    batch_id: int,
+    metadata: Mapping[str, str] | None = None,
+    partition_by: Sequence[str] = ("date",),
+) -> tuple[dict[str, float], dict[str, int]]:
+    """Driver side of a streaming sink: the files of every task (``WRITTEN_FILES`` rows) committed
+    per table, one transaction each (:func:`commit_data_files`), in the order of ``schemas`` (qualified
+    name -> the table's schema): a table derived from another commits after it. Returns the seconds
+    and the rows of each table committed."""
+    files: dict[str, list[dict[str, Any]]] = {}
+    for row in written:
+        files.setdefault(str(row["table"]), []).append(dict(row))
+    unordered = sorted(set(files) - set(schemas))
+    if unordered:
+        raise ValueError(f"files written for {unordered}, which the sink has no schema or commit order for")
+    seconds: dict[str, float] = {}
+    rows: dict[str, int] = {}
+    for name, schema in schemas.items():
+        if name not in files:
+            continue
+        spec = TABLES[name]
+        seconds[name] = commit_data_files(
+            spec.path(lake_root),
+            files[name],
+            app_id(name),
+            batch_id,
+            schema,
+            metadata,
+            partition_by,
+            spec.table_properties,
+        )
+        rows[name] = sum(json.loads(f["stats"])["numRecords"] for f in files[name])
+    return seconds, rows
 
 
 def spark_replace_sessions(

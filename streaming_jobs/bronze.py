@@ -11,11 +11,13 @@ The query reads Kafka with Spark's own Kafka source (offsets in its checkpoint).
 2. the driver collects only each record's stream key (topic, device, spool epoch, seq) and decides
    against an index of what bronze holds which records are new, which are duplicates (the edge
    resends after outages) and which jump implausibly far (:func:`decide`);
-3. each table is appended with delta-spark from the executors, the commit naming its app (query +
-   table) and batch id (:func:`infra.delta.spark_append`): a batch replayed after a crash finds its
-   commit and writes nothing twice. ``silver.markers`` and ``silver.sensor_readings``
+3. one Spark job writes every table's Parquet files on the executors (:func:`sink_tables`, pyarrow),
+   and the driver commits each table in one Delta transaction with delta-rs, naming its app (query +
+   table) and batch id (:func:`infra.delta.commit_written_files`): a batch replayed after a crash
+   finds its commit and writes nothing twice. ``silver.markers`` and ``silver.sensor_readings``
    (lab-time projections) commit before the bronze tables they come from, so a crash between the
-   two is replayed safely;
+   two is replayed safely. (delta-spark's writer took a job and 1.5-2 s per table and batch at 100
+   headsets, and 5.4 s for the first: bench/lake_bench.py);
 4. after the commits, per device, epoch and topic, the highest contiguous seq stored is published
    (a hub-signed ``SPOOL_ACK`` on ``devices.control``), which lets the edge delete its spool up to there.
 
@@ -31,8 +33,7 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Mapping, Set
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -122,6 +123,12 @@ def landed_schema(topic: str) -> pa.Schema:
     schema = bronze_schema(TOPICS[topic].record_type)
     renamed = RENAMED_COLUMNS.get(topic, {})
     return pa.schema([f.with_name(renamed.get(f.name, f.name)) for f in schema])
+
+
+def landed_rows(topic: str, decoded: pa.Table) -> pa.Table:
+    """Decoded rows of ``topic`` (any schema holding its bronze columns) as its table's rows."""
+    schema = bronze_schema(TOPICS[topic].record_type)
+    return decoded.select(schema.names).cast(schema).rename_columns(landed_schema(topic).names)
 
 
 # Caps no real record comes near; past them a record is a mistake or an attack, not data.
@@ -496,10 +503,9 @@ def decode_batch(
         refused = refused.filter(pc.invert(pc.is_null(refused.column(PROBLEM))))
         if refused.num_rows:
             quarantined.append(quarantine_rows(refused))
-        stored = table.filter(pa.array(keep)).drop_columns([f.name for f in ENVELOPE_FIELDS])
+        stored = landed_rows(topic, table.filter(pa.array(keep)))
         if stored.num_rows:
-            stored = stored.cast(bronze_schema(TOPICS[topic].record_type))
-            tables[LAKE_TABLE_OF_TOPIC[topic].name] = stored.rename_columns(landed_schema(topic).names)
+            tables[LAKE_TABLE_OF_TOPIC[topic].name] = stored
     quarantine = (
         pa.concat_tables([q.cast(QUARANTINE_SCHEMA) for q in quarantined])
         if quarantined
@@ -616,47 +622,69 @@ def decode_task(context: DecodeContext, batches: Iterator[pa.RecordBatch]) -> It
         yield from decoded.select(schema.names).cast(schema).to_batches()
 
 
-def drop_task(dropped: frozenset[tuple[int, int]], batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Executor side of the driver's verdict: one topic's rows without those at ``dropped``
-    (partition, offset) coordinates."""
-    for batch in batches:
-        keep = [
-            (p, o) not in dropped
-            for p, o in zip(batch.column("kafka_partition").to_pylist(), batch.column("kafka_offset").to_pylist())
-        ]
-        yield batch.filter(pa.array(keep, pa.bool_()))
+def sink_tables(dropped: Mapping[str, Set[tuple[int, int]]], decoded: pa.Table) -> dict[str, pa.Table]:
+    """A task's ``decoded`` rows (:func:`wide_schema`) as the rows of each table they go to (qualified
+    name -> rows): refused ones to quarantine with their reason, each topic's valid rows but those the
+    driver dropped (``dropped``: topic -> their (partition, offset) coordinates) to the topic's table,
+    and markers and sensor readings also to their silver projections."""
+    problem = decoded.column(PROBLEM)
+    tables: dict[str, pa.Table] = {}
+    refused = decoded.filter(pc.is_valid(problem))
+    if refused.num_rows:
+        tables[BRONZE_QUARANTINE.qualified] = quarantine_rows(refused)
+    valid = decoded.filter(pc.is_null(problem))
+    for topic in pc.unique(valid.column("kafka_topic")).to_pylist():
+        rows = valid.filter(pc.equal(valid.column("kafka_topic"), topic))
+        gone = dropped.get(topic)
+        if gone:
+            keep = [
+                (p, o) not in gone
+                for p, o in zip(rows.column("kafka_partition").to_pylist(), rows.column("kafka_offset").to_pylist())
+            ]
+            rows = rows.filter(pa.array(keep, pa.bool_()))
+        if not rows.num_rows:
+            continue
+        spec = LAKE_TABLE_OF_TOPIC[topic]
+        landed = landed_rows(topic, rows)
+        tables[spec.qualified] = landed
+        if spec.layer == "bronze" and spec.name in SILVER_PROJECTED:
+            tables[f"silver.{spec.name}"] = silver_projections({spec.name: landed})[spec.name]
+    return tables
 
 
-def refused_task(
-    refused: dict[tuple[str, int, int], str], ingest_us: int, batches: Iterator[pa.RecordBatch]
+def refused_tables(refused: Mapping[tuple[str, int, int], str], ingest_us: int, raw: pa.Table) -> dict[str, pa.Table]:
+    """The raw Kafka rows the driver refused (``refused``: coordinates -> reason) as
+    ``bronze.quarantine`` rows."""
+    rows = [
+        {
+            "kafka_topic": t,
+            "kafka_partition": p,
+            "kafka_offset": o,
+            "key": k,
+            "value": v,
+            "reason": refused[(t, p, o)],
+            "ingest_us": ingest_us,
+            "date": utc_date(ingest_us),
+        }
+        for t, p, o, k, v in zip(*(raw.column(c).to_pylist() for c in ("topic", "partition", "offset", "key", "value")))
+        if (t, p, o) in refused
+    ]
+    return {BRONZE_QUARANTINE.qualified: pa.Table.from_pylist(rows, schema=QUARANTINE_SCHEMA)} if rows else {}
+
+
+def write_task(
+    lake_root: str,
+    skip: frozenset[str],
+    tables_of: Callable[[pa.Table], dict[str, pa.Table]],
+    batches: Iterator[pa.RecordBatch],
 ) -> Iterator[pa.RecordBatch]:
-    """Executor side: the raw Kafka rows the driver refused, as ``bronze.quarantine`` rows."""
-    for batch in batches:
-        rows = [
-            {
-                "kafka_topic": t,
-                "kafka_partition": p,
-                "kafka_offset": o,
-                "key": k,
-                "value": v,
-                "reason": refused[(t, p, o)],
-                "ingest_us": ingest_us,
-                "date": utc_date(ingest_us),
-            }
-            for t, p, o, k, v in zip(
-                *(batch.column(c).to_pylist() for c in ("topic", "partition", "offset", "key", "value"))
-            )
-            if (t, p, o) in refused
-        ]
-        if rows:
-            yield pa.RecordBatch.from_pylist(rows, schema=QUARANTINE_SCHEMA)
+    """Executor side of step 3: this task's rows of every table (``tables_of``) but ``skip`` (those
+    already holding the batch) as that table's Parquet files, described for the driver's commit."""
+    from infra.delta import write_table_files
 
-
-def project_task(name: str, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Executor side of a silver projection (:func:`silver_projections`) of one bronze table."""
     received = list(batches)
     if received:
-        yield from silver_projections({name: pa.Table.from_batches(received)})[name].to_batches()
+        yield from write_table_files(Path(lake_root), tables_of(pa.Table.from_batches(received)), skip)
 
 
 def projection_schema(name: str) -> pa.Schema:
@@ -798,87 +826,66 @@ class BronzeBatchWriter:
         batch_id: int,
         ingest_us: int,
     ) -> dict[str, Any]:
-        from pyspark.sql import functions as F
+        from infra.delta import WRITTEN_FILES, batch_committed, commit_written_files
 
-        from infra.delta import spark_append
-
-        coordinates = ["kafka_topic", "kafka_partition", "kafka_offset"]
         dropped: dict[str, set[tuple[int, int]]] = {}
         for topic, partition, offset in [*duplicates, *refused]:
             dropped.setdefault(topic, set()).add((partition, offset))
-        present = set(facts.column("kafka_topic").to_pylist())
-        valid_present = set(facts.filter(facts.column("valid")).column("kafka_topic").to_pylist())
-        stored: dict[str, Any] = {}
-        for topic in sorted(valid_present):
-            rows_of_topic = decoded.where((F.col("kafka_topic") == topic) & F.col(PROBLEM).isNull())
-            if dropped.get(topic):
-                # The driver's verdicts travel in the task's closure, not as a joined table: a
-                # resend after an outage can make thousands, and a plan holding them gets slow.
-                rows_of_topic = rows_of_topic.mapInArrow(
-                    functools.partial(drop_task, frozenset(dropped[topic])), rows_of_topic.schema
-                )
-            renamed = RENAMED_COLUMNS.get(topic, {})
-            stored[topic] = rows_of_topic.select(
-                *(F.col(n).alias(renamed.get(n, n)) for n in bronze_schema(TOPICS[topic].record_type).names)
-            )
-        quarantine_parts = []
-        if len(facts) - len(facts.filter(facts.column("valid"))):
-            quarantine_parts.append(
-                decoded.where(F.col(PROBLEM).isNotNull()).select(
-                    *coordinates,
-                    F.col(RAW_KEY).alias("key"),
-                    F.col(RAW_VALUE).alias("value"),
-                    F.col(PROBLEM).alias("reason"),
-                    "ingest_us",
-                    "date",
-                )
-            )
+        valid_present = sorted(set(facts.filter(facts.column("valid")).column("kafka_topic").to_pylist()))
+        # table -> its schema and app, in commit order. Silver's projections first: if bronze then
+        # fails, the replay (no longer deduplicated away) finds silver's commit and skips only that.
+        schemas: dict[str, pa.Schema] = {}
+        app_ids: dict[str, str] = {}
+        for topic in valid_present:
+            spec = LAKE_TABLE_OF_TOPIC[topic]
+            if spec.layer == "bronze" and spec.name in SILVER_PROJECTED:
+                schemas[f"silver.{spec.name}"] = projection_schema(spec.name)
+                app_ids[f"silver.{spec.name}"] = self.app_id(f"silver_{spec.name}")
+        for topic in valid_present:
+            spec = LAKE_TABLE_OF_TOPIC[topic]
+            schemas[spec.qualified] = landed_schema(topic)
+            app_ids[spec.qualified] = self.app_id(spec.name)
+        schemas[BRONZE_QUARANTINE.qualified] = QUARANTINE_SCHEMA
+        app_ids[BRONZE_QUARANTINE.qualified] = self.app_id(QUARANTINE_TABLE)
+        # A batch replayed after a crash between two tables' commits rewrites only the others.
+        skip = frozenset(
+            name for name in schemas if batch_committed(TABLES[name].path(self.lake_root), app_ids[name], batch_id)
+        )
+        started = time.monotonic()
+        # One Spark job writes every table's files on the executors; the driver's verdicts travel in
+        # the task's closure, not as a joined table: a resend after an outage can make thousands.
+        tables_of = functools.partial(sink_tables, {topic: frozenset(at) for topic, at in dropped.items()})
+        written = (
+            [
+                row.asDict()
+                for row in decoded.mapInArrow(
+                    functools.partial(write_task, str(self.lake_root), skip, tables_of), spark_struct(WRITTEN_FILES)
+                ).collect()
+            ]
+            if facts.num_rows
+            else []
+        )
         if refused:
             # These records decoded and carry no raw bytes: take them from the batch (the Kafka source
             # reads its fixed offsets again; a rare path: a seq jump, a block contradicting its session).
-            quarantine_parts.append(
-                raw.select("topic", "partition", "offset", "key", "value").mapInArrow(
-                    functools.partial(refused_task, dict(refused), ingest_us), spark_struct(QUARANTINE_SCHEMA)
+            refused_of = functools.partial(refused_tables, dict(refused), ingest_us)
+            written += [
+                row.asDict()
+                for row in raw.select("topic", "partition", "offset", "key", "value")
+                .mapInArrow(
+                    functools.partial(write_task, str(self.lake_root), skip, refused_of), spark_struct(WRITTEN_FILES)
                 )
-            )
-        jobs: list[list[tuple[str, Any, str, Sequence[str]]]] = [[], []]
-        for topic, frame in stored.items():
-            spec = LAKE_TABLE_OF_TOPIC[topic]
-            name = spec.name
-            if spec.layer == "bronze" and name in SILVER_PROJECTED:
-                projected = frame.mapInArrow(
-                    functools.partial(project_task, name), spark_struct(projection_schema(name))
-                )
-                # Silver first: if bronze then fails, the replay (no longer deduplicated away) finds
-                # silver's transaction committed and skips only that.
-                jobs[0].append((f"silver.{name}", projected, self.app_id(f"silver_{name}"), ("date",)))
-            jobs[1].append((spec.qualified, frame, self.app_id(name), ("date",)))
-        if quarantine_parts:
-            quarantine = functools.reduce(lambda a, b: a.unionByName(b), quarantine_parts)
-            jobs[1].append((BRONZE_QUARANTINE.qualified, quarantine, self.app_id(QUARANTINE_TABLE), ("date",)))
-        committed: dict[str, float] = {}
-        for phase in jobs:
-            # The tables of a phase commit side by side: each is a Spark job and a Delta commit
-            # of its own, mostly waiting on the driver's log work, which threads overlap.
-            with ThreadPoolExecutor(max(1, len(phase))) as pool:
-                futures = {
-                    pool.submit(
-                        spark_append,
-                        frame,
-                        TABLES[name].path(self.lake_root),
-                        app_id,
-                        batch_id,
-                        partition_by,
-                        properties=TABLES[name].table_properties,
-                    ): name
-                    for name, frame, app_id, partition_by in phase
-                }
-                for future, name in futures.items():
-                    committed[name] = future.result()
+                .collect()
+            ]
+        write_s = round(time.monotonic() - started, 3)
+        commit_s, rows = commit_written_files(self.lake_root, written, schemas, app_ids.__getitem__, batch_id)
         return {
             "quarantined": len(refused) + len(facts) - len(facts.filter(facts.column("valid"))),
-            "topics": sorted(present),
-            "commit_s": committed,
+            "topics": sorted(set(facts.column("kafka_topic").to_pylist())),
+            "rows_by_table": rows,
+            "skipped_tables": sorted(skip),
+            "write_s": write_s,
+            "commit_s": commit_s,
         }
 
     def _after_commit(self) -> None:

@@ -52,7 +52,7 @@ from dsp.session import (
     info_from_session_record,
     process,
 )
-from infra.delta import DATA_FILE_ARROW
+from infra.delta import WRITTEN_FILES
 from schemas.catalog import (
     BRONZE_EEG_BLOCKS,
     BRONZE_MARKERS,
@@ -127,8 +127,6 @@ ROWS_ARROW = pa.schema(
 # The stateful step's output: per session and table, that table's rows as an Arrow IPC stream.
 OUTPUT_DDL = "table STRING, session_id STRING, rows BINARY"
 STATE_DDL = "state BINARY"
-# What the sink's write job returns: one row per data file written, with its table.
-WRITTEN_FILES = DATA_FILE_ARROW.append(pa.field("table", pa.string()))
 
 
 # -- per-session work (executors, rebuild) ---------------------------------------------------------
@@ -355,21 +353,20 @@ def write_task(
     """Executor side of the sink: this task's rows of every output table but ``skip`` (the tables
     that already hold the batch) written as that table's Parquet files, and described for the
     driver's commit (``WRITTEN_FILES``)."""
-    from infra.delta import write_data_files
+    from infra.delta import write_table_files
 
     received = list(batches)
     if not received:
         return
     parts = pa.Table.from_batches(received)
+    tables: dict[str, pa.Table] = {}
     for table in pc.unique(parts.column("table")).to_pylist():
         if table in skip:
             continue
         rows = unpacked_rows(table, batch_id, lake_root, parts.filter(pc.equal(parts.column("table"), table)))
-        if rows is None:
-            continue
-        spec = TABLES[table]
-        files = write_data_files(spec.path(Path(lake_root)), rows, PARTITION_BY, spec.stats_columns or None)
-        yield files.append_column("table", pa.array([table] * files.num_rows, pa.string()))
+        if rows is not None:
+            tables[table] = rows
+    yield from write_table_files(Path(lake_root), tables, skip, PARTITION_BY)
 
 
 def unpacked_rows(table: str, batch_id: int, lake_root: str, parts: pa.Table) -> pa.Table | None:
@@ -514,7 +511,7 @@ class SilverGoldSink:
         return f"{self._app_prefix}:{table}"
 
     def __call__(self, batch_df: Any, batch_id: int) -> None:
-        from infra.delta import batch_committed, commit_data_files
+        from infra.delta import batch_committed, commit_written_files
         from streaming_jobs.bronze import spark_struct
 
         started = time.monotonic()
@@ -528,27 +525,16 @@ class SilverGoldSink:
         written = batch_df.mapInArrow(
             functools.partial(write_task, batch_id, str(self.lake_root), skip), spark_struct(WRITTEN_FILES)
         ).collect()
-        files: dict[str, list[dict[str, Any]]] = {}
-        for row in written:
-            files.setdefault(row["table"], []).append(row.asDict())
         write_s = round(time.monotonic() - started, 3)
-        metadata = commit_metadata(self.config)
-        commit_s: dict[str, float] = {}
-        rows: dict[str, int] = {}
-        for spec, schema in OUTPUT_TABLES.items():  # in commit order
-            if spec.qualified not in files:
-                continue
-            commit_s[spec.qualified] = commit_data_files(
-                spec.path(self.lake_root),
-                files[spec.qualified],
-                self.app_id(spec.name),
-                batch_id,
-                schema,
-                metadata,
-                PARTITION_BY,
-                spec.table_properties,
-            )
-            rows[spec.qualified] = sum(json.loads(f["stats"])["numRecords"] for f in files[spec.qualified])
+        commit_s, rows = commit_written_files(
+            self.lake_root,
+            (row.asDict() for row in written),
+            {spec.qualified: schema for spec, schema in OUTPUT_TABLES.items()},
+            lambda table: self.app_id(TABLES[table].name),
+            batch_id,
+            commit_metadata(self.config),
+            PARTITION_BY,
+        )
         self.last_batch = {
             "batch_id": batch_id,
             "rows_by_table": rows,

@@ -167,3 +167,68 @@ def test_the_prediction_index_is_seeded_from_gold_live_predictions(tmp_path: Pat
     LakeTable(tmp_path, GOLD_LIVE_PREDICTIONS).append(landed, "test", 0)
     index = seed_index(tmp_path, ("eeg.predictions", "eeg.raw"))
     assert decode_batch(rows, index, codec).duplicates == 2
+
+
+def test_the_executors_tables_are_the_one_process_decode_and_commit_once(tmp_path: Path) -> None:
+    """What the stream's tasks write (decode_task, then sink_tables with the driver's verdicts) is
+    what decode_batch stores in one process; committed per table, a replayed batch adds nothing."""
+    from infra.delta import LakeTable, commit_written_files, write_table_files
+    from schemas.catalog import BRONZE_EEG_BLOCKS, BRONZE_QUARANTINE, LAKE_TABLE_OF_TOPIC, SILVER_MARKERS
+    from schemas.timebase import now_us
+    from streaming_jobs.bronze import (
+        QUARANTINE_SCHEMA,
+        DecodeContext,
+        decode_task,
+        landed_schema,
+        projection_schema,
+        sink_tables,
+    )
+
+    keyring = Keyring(tmp_path / "keyring.json")
+    key = ensure_key(keyring, "pi-1")
+    stimulus_key = ensure_key(keyring, sample_records()["marker"]["device_id"])
+    codec = default_codec()
+    records = sample_records()
+    rows = _rows(
+        [
+            ("sessions", sign(codec.encode("session", records["session"]), "sessions", key)),
+            *(
+                ("eeg.raw", sign(codec.encode("eeg_block", {**records["eeg_block"], "seq": seq}), "eeg.raw", key))
+                for seq in (0, 1, 1)  # the second 1 is a resend
+            ),
+            ("eeg.raw", codec.encode("eeg_block", {**records["eeg_block"], "seq": 2})),  # unsigned
+            ("markers", sign(codec.encode("marker", records["marker"]), "markers", stimulus_key)),
+        ]
+    )
+    ingest = now_us()
+    one_process = decode_batch(rows, SeqIndex(), codec, now_us=ingest, keyring=keyring)
+    assert one_process.duplicates == 1
+    # The tasks: one per topic here; the driver dropped the resend at offset 3.
+    context = DecodeContext(keyring, {}, ingest)
+    tables: dict[str, pa.Table] = {}
+    for topic in ("sessions", "eeg.raw", "markers"):
+        part = rows.filter(pa.compute.equal(rows.column("topic"), topic))
+        decoded = pa.Table.from_batches(list(decode_task(context, iter(part.to_batches()))))
+        for name, table in sink_tables({"eeg.raw": {(0, 3)}}, decoded).items():
+            tables[name] = pa.concat_tables([tables[name], table]) if name in tables else table
+    for name, stored in one_process.tables.items():
+        assert tables[f"bronze.{name}"].to_pylist() == stored.to_pylist(), name
+    assert tables[BRONZE_QUARANTINE.qualified].to_pylist() == one_process.quarantine.to_pylist()
+    assert tables[SILVER_MARKERS.qualified].num_rows == 1
+
+    schemas = {
+        SILVER_MARKERS.qualified: projection_schema("markers"),
+        **{LAKE_TABLE_OF_TOPIC[topic].qualified: landed_schema(topic) for topic in ("sessions", "eeg.raw", "markers")},
+        BRONZE_QUARANTINE.qualified: QUARANTINE_SCHEMA,
+    }
+    for attempt in range(2):  # the second is the batch replayed after a crash
+        written = [row for batch in write_table_files(tmp_path, tables) for row in batch.to_pylist()]
+        seconds, counts = commit_written_files(tmp_path, written, schemas, lambda t: f"bronze-test:{t}", 0)
+        if attempt == 0:
+            assert counts[BRONZE_EEG_BLOCKS.qualified] == 2 and counts[BRONZE_QUARANTINE.qualified] == 1
+        else:
+            assert set(seconds.values()) == {0.0}
+    blocks = LakeTable(tmp_path, BRONZE_EEG_BLOCKS).read_columns(["seq", "kafka_offset"])
+    assert blocks is not None and sorted(blocks.column("seq").to_pylist()) == [0, 1]
+    reasons = LakeTable(tmp_path, BRONZE_QUARANTINE).read_columns(["reason"])
+    assert reasons is not None and "unsigned record" in reasons.column("reason").to_pylist()[0]
