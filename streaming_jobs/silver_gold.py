@@ -621,6 +621,12 @@ def processor_config(settings: Any) -> ProcessorConfig:
 
 
 def start_silver_gold(spark: Any, settings: Any, trigger_s: float | None = None) -> Any:
+    return silver_gold_writer(spark, settings, trigger_s).start()
+
+
+def silver_gold_writer(spark: Any, settings: Any, trigger_s: float | None = None) -> Any:
+    """The silver/gold query, planned but not started (a ``DataStreamWriter``): the runner plans it
+    while bronze makes its first commit."""
     from pyspark.sql.streaming.state import GroupStateTimeout
 
     from infra.delta import ensure_table
@@ -655,5 +661,4 @@ def start_silver_gold(spark: Any, settings: Any, trigger_s: float | None = None)
         .foreachBatch(interruptible(sink))
         .option("checkpointLocation", str(checkpoint))
         .trigger(processingTime=f"{trigger_s} seconds")
-        .start()
     )
