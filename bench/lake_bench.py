@@ -263,7 +263,7 @@ def report(figures: dict[str, Any], engine: str = "one local[2] Spark") -> None:
         load_note = f"full edge simulators on the same cores with {settings_note}"
     print(
         f"lake bench: {figures['headsets']} headsets (16 EEG + pulse at 250 Hz), Apache Kafka -> Spark's Kafka "
-        f"source -> bronze (delta-spark) -> Delta's streaming source -> silver/gold, in {engine}; "
+        f"source -> bronze (executor-written files, delta-rs commits) -> Delta's streaming source -> silver/gold, in {engine}; "
         f"{figures['seconds']:.0f} s measured after {figures['warmup']:.0f} s; {load_note}"
     )
     if figures["ages"]:
