@@ -1,11 +1,12 @@
 """Delta table access, the one home for it: read a table at a version or follow its log, and write.
 
 The lake's streams write from Spark's executors, and the driver commits naming the app and batch, so
-a replayed batch finds its commit and writes nothing twice: the bronze and silver/gold streams' Parquet
-files by pyarrow in their Python tasks, committed with delta-rs (:func:`write_table_files`,
-:func:`commit_written_files`); rebuilds through delta-spark (:func:`spark_replace_sessions`). Small writers outside Spark (sample sessions, tests, the batch scorer)
-append through delta-rs with the same kind of app transaction (:meth:`LakeTable.append`). Readers (DuckDB, Polars, pandas, the dashboard)
-go through delta-rs, so every table keeps to Delta features that delta-rs reads.
+a replayed batch finds its commit and writes nothing twice: the bronze and silver/gold streams'
+Parquet files by pyarrow in their Python tasks, committed with delta-rs (:func:`write_table_files`,
+:func:`commit_written_files`); rebuilds through delta-spark (:func:`spark_replace_sessions`). Small
+writers outside Spark (sample sessions, tests, the batch scorer) append through delta-rs with the
+same kind of app transaction (:meth:`LakeTable.append`). Readers (DuckDB, Polars, pandas, the
+dashboard) go through delta-rs, so every table keeps to Delta features that delta-rs reads.
 """
 
 from __future__ import annotations
