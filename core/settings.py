@@ -259,10 +259,13 @@ class SparkSettings(_Section):
     # Start the driver JVM from a class-data-sharing archive that `make setup` records (about 2 s
     # less to a session and 1 s less to its first job); without the archive Spark starts as usual.
     class_archive: bool = True
-    # Extra options for the driver JVM. The driver now does the lake's heavy lifting (Kafka reads,
-    # Delta commits and their state), so the optimizing compiler pays; its code cache is sized for
-    # Spark, Delta and Kafka's classes (the default ran out: "Out of space in CodeCache"). "" for none.
-    java_options: str = "-XX:ReservedCodeCacheSize=256m"
+    # Extra options for the driver JVM. Its JIT stops at the quick compiler: the optimizing one still
+    # took a third of the driver's CPU (0.31 of 0.76 cores) a minute into a start at 100 headsets, on
+    # a machine the lake saturates, and the JVM's own share of the work (Kafka reads, shuffle, state
+    # store; files and commits are Python's) is small enough that quick code costs less than making
+    # better code. The code cache is sized for Spark, Delta and Kafka's classes (the default ran
+    # out: "Out of space in CodeCache"). "" for none.
+    java_options: str = "-XX:ReservedCodeCacheSize=256m -XX:TieredStopAtLevel=1"
     # More Spark configuration for every session (over neurolake's own), e.g. a cluster's.
     conf: dict[str, str] = Field(default_factory=dict)
 
