@@ -298,8 +298,10 @@ INTEGER_COLUMNS = ("seq", "first_sample_index", "n_samples", "n_channels", "cloc
 
 def rows_of(frame: Any) -> list[dict[str, Any]]:
     """A pandas frame of ``ROWS_ARROW`` rows as dicts, integers as integers (pandas makes a column
-    with a null, as session rows have for block fields, a float column)."""
-    rows: list[dict[str, Any]] = frame.to_dict("records")
+    with a null, as session rows have for block fields, a float column). Column by column: pandas'
+    ``to_dict("records")`` took a fifth of the stateful step's own time per session and batch."""
+    columns = {name: frame[name].tolist() for name in frame.columns}
+    rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
     for row in rows:
         if row["kind"] == "block":
             for name in INTEGER_COLUMNS:
