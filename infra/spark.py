@@ -173,15 +173,18 @@ def build_spark_session(
 
 
 def standalone_conf(settings: Settings) -> dict[str, str]:
-    """On a standalone master (the local cluster's, or any): executors of the workers' size, every
-    worker's cores for the lake, and this venv's Python in the executors (the project is installed in
-    it, so the tasks' functions import there as they do on the driver)."""
+    """On a standalone master (the local cluster's, or any): executors of the workers' size and the
+    driver's JVM options, every worker's cores for the lake, and this venv's Python in the executors
+    (the project is installed in it, so the tasks' functions import there as they do on the driver)."""
     spark = settings.spark
     if not spark.master.startswith("spark://"):
         return {}
     import sys
 
     conf = {
+        # The executors do the tasks the driver does in local mode: the same JIT (without the archive,
+        # which is the driver's own).
+        **({"spark.executor.extraJavaOptions": spark.java_options.strip()} if spark.java_options.strip() else {}),
         "spark.executor.memory": spark.executor_memory,
         "spark.executor.cores": str(spark.worker_cores),
         "spark.pyspark.python": sys.executable,

@@ -56,3 +56,16 @@ def test_sessions_start_from_the_recorded_class_archive(make_settings) -> None:
     assert driver_java_options(off) == settings.spark.java_options
     bare = off.model_copy(update={"spark": off.spark.model_copy(update={"java_options": ""})})
     assert driver_java_options(bare) is None
+
+
+def test_executors_on_a_standalone_master_get_the_drivers_jvm_options(make_settings) -> None:
+    from infra.spark import standalone_conf
+
+    settings = make_settings()
+    assert standalone_conf(settings) == {}  # local mode: the executors are the driver's JVM
+    cluster = settings.model_copy(update={"spark": settings.spark.model_copy(update={"master": "spark://hub:7077"})})
+    conf = standalone_conf(cluster)
+    assert conf["spark.executor.extraJavaOptions"] == settings.spark.java_options
+    assert "-XX:TieredStopAtLevel=1" in conf["spark.executor.extraJavaOptions"]
+    bare = cluster.model_copy(update={"spark": cluster.spark.model_copy(update={"java_options": ""})})
+    assert "spark.executor.extraJavaOptions" not in standalone_conf(bare)
