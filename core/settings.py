@@ -765,6 +765,24 @@ class Settings(BaseSettings):
         return self
 
 
+def default_ports() -> frozenset[int]:
+    """Every port a setting defaults to. A private stack (tests, benches) picks its ports at random
+    and sets only those it starts; one that drew a default another setting keeps was refused as a
+    clash (a test's controller once drew the presenter's 15010)."""
+
+    def walk(model: type[BaseModel]) -> set[int]:
+        found: set[int] = set()
+        for name, field in model.model_fields.items():
+            kind = field.annotation
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                found |= walk(kind)
+            elif name.endswith("port") and isinstance(field.default, int) and field.default > 0:
+                found.add(field.default)
+        return found
+
+    return frozenset(walk(Settings))
+
+
 def load_settings(
     config_file: Path | str | None = None,
     environ: Mapping[str, str] | None = None,

@@ -7,6 +7,8 @@ import random
 import socket
 from pathlib import Path
 
+from core.settings import default_ports
+
 # Below the kernel's range for outgoing connections (Linux: /proc/sys/net/ipv4/ip_local_port_range).
 LOWEST_PORT = 10_000
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
@@ -26,16 +28,18 @@ def free_ports(count: int) -> list[int]:
     """``count`` distinct free TCP ports on 127.0.0.1, chosen below the range the kernel hands to
     outgoing connections: a port from that range, free when chosen, can become some client socket's
     local port before the service binds it (a local cluster's worker once found its port taken so).
-    The probes stay bound until all are chosen, so no port is handed out twice."""
+    The probes stay bound until all are chosen, so no port is handed out twice. No port a setting
+    defaults to is chosen: the stack keeps the defaults it does not override."""
     highest = first_ephemeral_port() - DERIVED_PORTS_ROOM
     if highest - LOWEST_PORT < 1_000 * count:  # an unusual range: let the kernel choose
         return _kernel_chosen_ports(count)
     pick = random.SystemRandom()
+    reserved = default_ports()
     chosen: list[int] = []
     with contextlib.ExitStack() as stack:
         while len(chosen) < count:
             port = pick.randrange(LOWEST_PORT, highest)
-            if port in chosen:
+            if port in chosen or port in reserved:
                 continue
             probe = stack.enter_context(socket.socket())
             try:
@@ -56,7 +60,8 @@ def local_cluster_ports(extra: int = 0, nodes: int = 3, workers: int = 2, node_p
         broker, controller, master = ports[:3]
         derived = [port + node_port_step * k for port in (broker, controller) for k in range(1, nodes)]
         derived += [master + n for n in range(1, workers + 1)]
-        if len(set(ports + derived)) == len(ports) + len(derived) and all(map(port_is_free, derived)):
+        distinct = len(set(ports + derived)) == len(ports) + len(derived)
+        if distinct and not default_ports() & set(derived) and all(map(port_is_free, derived)):
             return ports
 
 

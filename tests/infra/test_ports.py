@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+from core.settings import default_ports
 from infra.ports import DERIVED_PORTS_ROOM, first_ephemeral_port, free_ports, local_cluster_ports, port_is_free
 
 
@@ -37,3 +38,20 @@ def test_a_local_clusters_derived_ports_are_free_and_distinct_too() -> None:
     assert len(extra) == 3
     assert len(set(ports + derived)) == len(ports) + len(derived)
     assert all(port_is_free(port) for port in ports + derived)
+
+
+def test_no_port_a_setting_defaults_to_is_chosen(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A stack overrides only the ports it starts; a chosen port equal to another setting's default
+    (a controller on the presenter's 15010) made the settings refuse the clash."""
+    defaults = sorted(default_ports())
+    assert {15010, 19092, 19094} <= set(defaults)
+    draws = iter([*defaults, *range(20_001, 20_100)])
+
+    class Rigged:
+        def randrange(self, _low: int, _high: int) -> int:
+            return next(draws)
+
+    monkeypatch.setattr("infra.ports.random.SystemRandom", Rigged)
+    chosen = free_ports(3)
+    assert not set(chosen) & set(defaults)
+    assert len(chosen) == 3
