@@ -11,6 +11,7 @@ the CLI reads the environment.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 import tomllib
@@ -765,6 +766,7 @@ class Settings(BaseSettings):
         return self
 
 
+@functools.cache
 def default_ports() -> frozenset[int]:
     """Every port a setting defaults to. A private stack (tests, benches) picks its ports at random
     and sets only those it starts; one that drew a default another setting keeps was refused as a

@@ -30,11 +30,11 @@ def free_ports(count: int) -> list[int]:
     local port before the service binds it (a local cluster's worker once found its port taken so).
     The probes stay bound until all are chosen, so no port is handed out twice. No port a setting
     defaults to is chosen: the stack keeps the defaults it does not override."""
+    reserved = default_ports()
     highest = first_ephemeral_port() - DERIVED_PORTS_ROOM
     if highest - LOWEST_PORT < 1_000 * count:  # an unusual range: let the kernel choose
-        return _kernel_chosen_ports(count)
+        return _kernel_chosen_ports(count, reserved)
     pick = random.SystemRandom()
-    reserved = default_ports()
     chosen: list[int] = []
     with contextlib.ExitStack() as stack:
         while len(chosen) < count:
@@ -55,13 +55,14 @@ def local_cluster_ports(extra: int = 0, nodes: int = 3, workers: int = 2, node_p
     and its UI's, then ``extra`` more; chosen so that the ports the cluster derives from them (node
     k's at + k * node_port_step, worker n's at the master's + n: core/settings.py) are free and
     distinct too."""
+    reserved = default_ports()
     while True:
         ports = free_ports(4 + extra)
         broker, controller, master = ports[:3]
         derived = [port + node_port_step * k for port in (broker, controller) for k in range(1, nodes)]
         derived += [master + n for n in range(1, workers + 1)]
         distinct = len(set(ports + derived)) == len(ports) + len(derived)
-        if distinct and not default_ports() & set(derived) and all(map(port_is_free, derived)):
+        if distinct and not reserved & set(derived) and all(map(port_is_free, derived)):
             return ports
 
 
@@ -75,9 +76,13 @@ def port_is_free(port: int, host: str = "127.0.0.1", kind: int = socket.SOCK_STR
     return True
 
 
-def _kernel_chosen_ports(count: int) -> list[int]:
-    with contextlib.ExitStack() as stack:
-        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for probe in probes:
+def _kernel_chosen_ports(count: int, reserved: frozenset[int]) -> list[int]:
+    chosen: list[int] = []
+    with contextlib.ExitStack() as stack:  # a reserved port stays bound, so it is not offered again
+        while len(chosen) < count:
+            probe = stack.enter_context(socket.socket())
             probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in probes]
+            port = probe.getsockname()[1]
+            if port not in reserved:
+                chosen.append(port)
+    return chosen
