@@ -232,6 +232,21 @@ class AirflowSettings(_Section):
     log_server_port: int = Field(default=18793, ge=1, le=65535)
     parallelism: int = Field(default=4, ge=1, le=64)
     startup_timeout_s: float = Field(default=120.0, gt=0)
+    # The retrain DAG's daily run (cron, UTC), beside the runs that new labelled windows in gold
+    # trigger; "" for none. Unpausing a DAG with a cron schedule runs its latest past slot at once
+    # (Airflow's catchup=False), so a short-lived stack (the demo's) sets "": its triggered run
+    # would otherwise wait behind a whole second retrain.
+    retrain_cron: str = "0 3 * * *"
+
+    @field_validator("retrain_cron")
+    @classmethod
+    def _five_cron_fields(cls, value: str) -> str:
+        if value.strip() and len(value.split()) != 5:
+            raise ValueError(
+                f"{value!r} is not a cron expression; give five fields (minute hour day month weekday), "
+                'e.g. "0 3 * * *", or "" for no daily run'
+            )
+        return value.strip()
 
 
 class SparkSettings(_Section):

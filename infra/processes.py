@@ -26,6 +26,9 @@ from infra.ports import port_is_free
 
 log = logging.getLogger(__name__)
 
+# How long a stopped service's remaining processes get to exit by themselves before they are signalled.
+LEFTOVER_GRACE_S = 3.0
+
 HealthCheck = Callable[[], bool]
 
 
@@ -192,10 +195,14 @@ def terminate_tree(process: psutil.Process, first_signal: signal.Signals, timeou
         return
     _signal_all({process}, first_signal)
     psutil.wait_procs([process], timeout=timeout_s)
-    # Late children (spawned while shutting down) are in the same session.
+    # Late children (spawned while shutting down) are in the same session. Some are already on their
+    # way out (a PySpark driver's JVM exits once its Python parent's pipe closes): a moment first.
     leftovers = {p for p in members | _session_members(process.pid) if p.is_running()}
     if leftovers:
-        log.info("terminating %d leftover process(es)", len(leftovers))
+        _, still = psutil.wait_procs(list(leftovers), timeout=LEFTOVER_GRACE_S)
+        leftovers = set(still)
+    if leftovers:
+        log.info("terminating %d leftover process(es): %s", len(leftovers), _describe(leftovers))
         _signal_all(leftovers, signal.SIGTERM)
         _, alive = psutil.wait_procs(list(leftovers), timeout=5)
         alive = set(alive) | _session_members(process.pid)
@@ -203,6 +210,16 @@ def terminate_tree(process: psutil.Process, first_signal: signal.Signals, timeou
             log.warning("killing %d process(es) that outlived SIGTERM", len(alive))
             _signal_all(alive, signal.SIGKILL)
             psutil.wait_procs(list(alive), timeout=5)
+
+
+def _describe(processes: set[psutil.Process]) -> str:
+    names = []
+    for process in sorted(processes, key=lambda p: p.pid):
+        try:
+            names.append(f"{process.name()} (pid {process.pid})")
+        except psutil.NoSuchProcess:
+            names.append(f"pid {process.pid} (gone)")
+    return ", ".join(names)
 
 
 def _session_members(session_id: int) -> set[psutil.Process]:

@@ -241,6 +241,8 @@ def airflow_environment(settings: Settings) -> dict[str, str]:
         "NEUROLAKE_MLFLOW__TRACKING_URI": settings.mlflow.effective_tracking_uri,
         "NEUROLAKE_MLFLOW__MODEL_NAME": settings.mlflow.model_name,
         "NEUROLAKE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        # The DAG processor reads it when it parses the retrain DAG.
+        "NEUROLAKE_AIRFLOW__RETRAIN_CRON": settings.airflow.retrain_cron,
     }
 
 

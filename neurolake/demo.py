@@ -75,8 +75,8 @@ def _retrain_with_airflow(settings: Settings, stop: threading.Event, timeout_s: 
     before = _champions(settings)
     try:
         run_id = api.trigger("retrain")
-        # Unpaused so the run is scheduled. The DAG has no start date, so unpausing it runs nothing
-        # else now: its schedule's first run is the next 03:00.
+        # Unpaused so the run is scheduled; the demo's stack has no daily slot that unpausing would
+        # also run (run_demo).
         api.set_paused("retrain", False)
     except NeurolakeError as exc:
         log.error("could not trigger the retrain DAG: %s", exc)
@@ -225,6 +225,10 @@ def run_demo(
 ) -> int:
     if retrain_after_s is None:
         retrain_after_s = max(30.0, duration_s - RETRAIN_RUN_BUDGET_S) if duration_s > 0 else 600.0
+    if with_airflow:
+        # No daily retrain in a stack that lives minutes: unpausing the DAG would run its latest
+        # daily slot at once, and the demo's triggered run would wait for it (AirflowSettings).
+        settings = settings.model_copy(update={"airflow": settings.airflow.model_copy(update={"retrain_cron": ""})})
     with stop_on_signals("the demo") as stop:
         return _run_demo(settings, stop, duration_s, with_airflow, headsets, retrain_after_s, retrain_windows)
 

@@ -1,8 +1,8 @@
 """retrain: build a training set per montage from gold -> train candidates -> evaluate against that
 montage's @champion -> gate.
 
-Runs daily, and whenever ``data_quality`` reports enough new labelled windows in gold (an event
-on the gold.eeg_windows Asset). Task bodies are project functions (``batch_jobs.tasks``).
+Runs daily (settings: ``airflow.retrain_cron``), and whenever ``data_quality`` reports enough new
+labelled windows in gold (an event on the gold.eeg_windows Asset). Task bodies are project functions (``batch_jobs.tasks``).
 """
 
 from __future__ import annotations
@@ -14,14 +14,23 @@ from airflow.timetables.assets import AssetOrTimeSchedule
 from airflow.timetables.trigger import CronTriggerTimetable
 
 from batch_jobs.assets import GOLD_WINDOWS
+from core.settings import load_settings
+
+# A daily run when settings give one (airflow.retrain_cron); new labelled windows in gold always
+# trigger one. Unpausing a DAG with a cron schedule runs its latest past slot at once (catchup=False
+# takes the newest slot, start date or not), so the demo, which triggers a run and then unpauses,
+# runs its stack without one: its run waited 50 s behind that slot's whole retrain
+# (max_active_runs=1).
+RETRAIN_CRON = load_settings().airflow.retrain_cron
 
 
 @dag(
     dag_id="retrain",
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * *", timezone="UTC"), assets=[GOLD_WINDOWS]),
-    # No start date: unpausing the DAG (the demo does, after triggering a run) schedules nothing before
-    # the next 03:00. With one, the scheduler ran the last 03:00 at once and the triggered run waited
-    # for it (max_active_runs=1), doubling the demo's retrain.
+    schedule=(
+        AssetOrTimeSchedule(timetable=CronTriggerTimetable(RETRAIN_CRON, timezone="UTC"), assets=[GOLD_WINDOWS])
+        if RETRAIN_CRON
+        else [GOLD_WINDOWS]
+    ),
     catchup=False,
     max_active_runs=1,
     default_args={"retries": 0, "execution_timeout": timedelta(minutes=30)},

@@ -69,6 +69,13 @@ def test_lake_settings(tmp_path: Path) -> None:
         load_settings(environ={"NEUROLAKE_LAKE__BAND_LOW_HZ": "70"}, cwd=tmp_path)
 
 
+def test_retrain_cron(tmp_path: Path) -> None:
+    assert load_settings(environ={}, cwd=tmp_path).airflow.retrain_cron == "0 3 * * *"
+    assert load_settings(environ={"NEUROLAKE_AIRFLOW__RETRAIN_CRON": ""}, cwd=tmp_path).airflow.retrain_cron == ""
+    with pytest.raises(SettingsError, match=r"airflow\.retrain_cron.*give five fields"):
+        load_settings(environ={"NEUROLAKE_AIRFLOW__RETRAIN_CRON": "daily at 3"}, cwd=tmp_path)
+
+
 def test_real_cluster_by_configuration_alone(tmp_path: Path) -> None:
     env = {
         "NEUROLAKE_BROKER__EMBEDDED": "false",

@@ -93,3 +93,28 @@ def test_stale_or_recycled_pid_file_is_never_signalled(supervisor: ProcessSuperv
     assert not supervisor.pid_file("toy").exists()
     supervisor.pid_file("toy").write_text("not json")
     assert supervisor.state(_spec(free_port())).running is False
+
+
+# A service whose worker outlives it briefly, as a PySpark driver's JVM outlives its Python parent.
+WINDING_DOWN = """
+import signal, subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(1)"])
+time.sleep(300)
+"""
+
+
+def test_stop_waits_for_a_worker_winding_down_and_names_one_that_stays(
+    supervisor: ProcessSupervisor, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="infra.processes")
+    spec = _spec(free_port(), argv=[sys.executable, "-c", WINDING_DOWN], health=lambda: True)
+    supervisor.start(spec)
+    time.sleep(0.3)  # the worker has started
+    assert supervisor.stop(spec)
+    assert "leftover" not in caplog.text  # it ended by itself, unsignalled
+
+    caplog.clear()
+    stays = _spec(free_port())
+    supervisor.start(stays)
+    assert supervisor.stop(stays)
+    assert "terminating 1 leftover process(es): python" in caplog.text
