@@ -11,9 +11,12 @@ session simulation, ``dsp.session.process``, marker labels), at the settings' SN
 
     python bench/retrain_bench.py                  # 6 subjects x 120 s
     python bench/retrain_bench.py --subjects 8 --seconds 180
+    python bench/retrain_bench.py --others-snr-db 0   # the others recorded at another SNR
 
 Prints one line per subject and the mean gain of "others + own" over "others": a gain near 0 means a
-retrain on the lab's own windows cannot beat the first champion but by chance.
+retrain on the lab's own windows cannot beat the first champion but by chance. ``--others-snr-db``
+simulates the others' sessions at another SNR than the subject's (an archive from other conditions
+than the lab's: the domain shift a retrain on the lab's own windows corrects).
 """
 
 from __future__ import annotations
@@ -81,10 +84,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subjects", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=120.0, help="per session")
+    parser.add_argument(
+        "--others-snr-db",
+        type=float,
+        default=None,
+        help="the others' SSVEP SNR (default: the settings', as the subject's)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     settings = load_settings()
     subjects = [simulated_subject(settings, n, args.seconds) for n in range(args.subjects)]
+    archive = subjects
+    if args.others_snr_db is not None:
+        simulation = settings.edge.simulation.model_copy(update={"ssvep_snr_db": args.others_snr_db})
+        shifted = settings.model_copy(update={"edge": settings.edge.model_copy(update={"simulation": simulation})})
+        archive = [simulated_subject(shifted, n, args.seconds) for n in range(args.subjects)]
     classes = settings.edge.stimulus.classes
     targets = sorted(classes)
     fbcca = FilterBankCCA(
@@ -96,7 +110,9 @@ def main(argv: list[str] | None = None) -> None:
     ).fit()
     print(
         f"retrain bench: {args.subjects} simulated subjects x {args.seconds:.0f} s, {len(targets)} targets, "
-        f"SNR {settings.edge.simulation.ssvep_snr_db} dB, {settings.lake.window_s} s windows; "
+        f"SNR {settings.edge.simulation.ssvep_snr_db} dB"
+        + ("" if args.others_snr_db is None else f" (others {args.others_snr_db} dB)")
+        + f", {settings.lake.window_s} s windows; "
         "accuracy on each session's second half"
     )
     print(f"  {'subject':>7} {'windows':>7} {'fbcca':>6} {'others':>7} {'others+own':>10} {'own only':>8}")
@@ -104,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     for number, subject in enumerate(subjects):
         half = len(subject.labels) // 2
         test_x, test_y = subject.features.iloc[half:], subject.labels[half:]
-        others = [s for n, s in enumerate(subjects) if n != number]
+        others = [s for n, s in enumerate(archive) if n != number]
         other_x = pd.concat([s.features for s in others])
         other_y = np.concatenate([s.labels for s in others])
 
