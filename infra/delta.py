@@ -147,17 +147,25 @@ def ensure_table(
     """Create an empty table with ``schema`` (and table ``properties``) unless one exists (Delta's
     streaming source needs its table before the first record arrives). Returns whether it created one."""
     from deltalake import DeltaTable
+    from deltalake.exceptions import CommitFailedError
 
     if (table_dir / "_delta_log").is_dir():
         return False
     table_dir.mkdir(parents=True, exist_ok=True)
-    DeltaTable.create(
-        str(table_dir),
-        schema,
-        partition_by=list(partition_by) or None,
-        mode="ignore",
-        configuration=new_table_configuration(properties),
-    )
+    try:
+        DeltaTable.create(
+            str(table_dir),
+            schema,
+            partition_by=list(partition_by) or None,
+            mode="ignore",
+            configuration=new_table_configuration(properties),
+        )
+    except CommitFailedError:
+        # Another writer created it between the check and the commit (two processes' first records
+        # at once: 1 round in 15 with six creators): the table exists, which is all this promises.
+        if (table_dir / "_delta_log" / f"{0:020d}.json").is_file():
+            return False
+        raise
     return True
 
 
@@ -407,6 +415,7 @@ def commit_data_files(
     row, computed its statistics and wrote it through parquet-mr: at 100 headsets that writer was
     most of silver's time (bench/lake_bench.py), where pyarrow writes the same files in a fraction."""
     from deltalake import Schema as DeltaSchema
+    from deltalake.exceptions import DeltaError
     from deltalake.transaction import AddAction, CommitProperties, Transaction, create_table_with_add_actions
 
     started = time.monotonic()
@@ -442,16 +451,28 @@ def commit_data_files(
     with _remembered(table_dir, app_id, batch_id):
         if table is None:
             table_dir.mkdir(parents=True, exist_ok=True)
-            create_table_with_add_actions(
-                str(table_dir),
-                DeltaSchema.from_arrow(schema),
-                actions,
-                mode="error",  # made meanwhile by another writer: this batch fails and is replayed
-                partition_by=list(partition_by) or None,
-                configuration=new_table_configuration(properties),
-                commit_properties=commit,
-            )
-        else:
+            try:
+                create_table_with_add_actions(
+                    str(table_dir),
+                    DeltaSchema.from_arrow(schema),
+                    actions,
+                    mode="error",
+                    partition_by=list(partition_by) or None,
+                    configuration=new_table_configuration(properties),
+                    commit_properties=commit,
+                )
+            except DeltaError:
+                # Made meanwhile by another writer (two queries' first quarantined records at once):
+                # append to it, rather than fail the batch and restart the query to replay it.
+                table = writable_table(table_dir)
+                if table is None:
+                    raise
+                last = _last_batch(table_dir, app_id)
+                if last is not None and batch_id <= last:
+                    log.info("%s: batch %d committed meanwhile by %s; skipped", table_dir.name, batch_id, app_id)
+                    return round(time.monotonic() - started, 3)
+                log.info("%s: created meanwhile by another writer; batch %d appended to it", table_dir.name, batch_id)
+        if table is not None:
             table.create_write_transaction(
                 actions,
                 mode="append",

@@ -251,3 +251,61 @@ def test_file_statistics_leave_out_what_they_cannot_bound() -> None:
     assert stats["minValues"] == {"n": 1, "short": "a"} and stats["maxValues"] == {"n": 3, "short": "b"}
     assert stats["nullCount"] == {"n": 1, "x": 0, "name": 0, "short": 1}
     assert set(file_statistics(table, ["n"])["minValues"]) == {"n"}
+
+
+def test_a_table_another_writer_created_meanwhile_is_taken_as_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes' first records at once: the one whose create loses the commit race finds the
+    winner's table instead of failing (1 round in 15 failed, with six creators, before)."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import CommitFailedError
+
+    from infra.delta import ensure_table
+
+    schema = pa.schema([("date", pa.string()), ("x", pa.int64())])
+    create = DeltaTable.create
+
+    def lose_the_race(*args, **kwargs):
+        create(*args, **kwargs)  # the other writer's commit, between our check and ours
+        raise CommitFailedError("Failed to commit transaction: Protocol changed since last commit")
+
+    monkeypatch.setattr(DeltaTable, "create", lose_the_race)
+    assert ensure_table(tmp_path / "t", schema) is False
+    assert DeltaTable(str(tmp_path / "t")).version() == 0
+
+    def fail(*args, **kwargs):
+        raise CommitFailedError("a failure with no table behind it")
+
+    monkeypatch.setattr(DeltaTable, "create", fail)
+    with pytest.raises(CommitFailedError):
+        ensure_table(tmp_path / "u", schema)
+
+
+def test_a_first_commit_that_loses_the_race_appends_to_the_winners_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two queries' first rows of one table at once (bronze.quarantine): the loser's batch is appended
+    to the table the winner made, not failed (which restarted the query to replay it)."""
+    import deltalake.transaction
+    from deltalake import DeltaTable
+    from deltalake.exceptions import CommitFailedError
+
+    import infra.delta as delta
+
+    table = tmp_path / "t"
+    create = deltalake.transaction.create_table_with_add_actions
+
+    def lose_the_race(*args, **kwargs):
+        # The other query's first commit lands between our look for the table and our own commit.
+        theirs = delta.write_data_files(table, rows([7]), ("date",), KEYED.stats_columns).to_pylist()
+        monkeypatch.setattr(deltalake.transaction, "create_table_with_add_actions", create)
+        delta.commit_data_files(table, theirs, "other:t", 0, SCHEMA, properties=KEYED.table_properties)
+        raise CommitFailedError("Failed to commit transaction: version 0 already exists")
+
+    monkeypatch.setattr(deltalake.transaction, "create_table_with_add_actions", lose_the_race)
+    _write_and_commit(table, rows([1, 2]), 0)
+    made = DeltaTable(str(table))
+    assert made.version() == 1
+    assert made.transaction_version("other:t") == 0 and made.transaction_version("q:t") == 0
+    assert sorted(LakeTable(tmp_path, TableSpec("", "t")).read_columns(["time_us"]).column(0).to_pylist()) == [1, 2, 7]
