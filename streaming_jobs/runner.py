@@ -314,7 +314,7 @@ def _prepare_ahead(
 ) -> None:
     """Plan a waiting query once bronze's own query has started (see :class:`SilverGoldStarter`)."""
     bronze = supervised.get("bronze")
-    if item.prepared or bronze is None or bronze.query is None or not hasattr(starter, "prepare"):
+    if item.prepared or bronze is None or bronze.query is None or not isinstance(starter, SilverGoldStarter):
         return
     item.prepared = True
     began = time.monotonic()
