@@ -207,7 +207,7 @@ def terminate_tree(process: psutil.Process, first_signal: signal.Signals, timeou
         _, alive = psutil.wait_procs(list(leftovers), timeout=5)
         alive = set(alive) | _session_members(process.pid)
         if alive:
-            log.warning("killing %d process(es) that outlived SIGTERM", len(alive))
+            log.warning("killing %d process(es) that outlived SIGTERM: %s", len(alive), _describe(alive))
             _signal_all(alive, signal.SIGKILL)
             psutil.wait_procs(list(alive), timeout=5)
 
