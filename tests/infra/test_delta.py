@@ -4,6 +4,7 @@ commit by commit, and the errors a missing commit or a re-made table would cause
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -309,3 +310,109 @@ def test_a_first_commit_that_loses_the_race_appends_to_the_winners_table(
     assert made.version() == 1
     assert made.transaction_version("other:t") == 0 and made.transaction_version("q:t") == 0
     assert sorted(LakeTable(tmp_path, TableSpec("", "t")).read_columns(["time_us"]).column(0).to_pylist()) == [1, 2, 7]
+
+
+def _checksum(table: Path, version: int) -> dict[str, object]:
+    return json.loads((table / "_delta_log" / f"{version:020d}.crc").read_text())
+
+
+def _state_of(table: Path, version: int) -> dict[str, object]:
+    """What the version's checksum must say, from delta-rs's own view of the table."""
+    from deltalake import DeltaTable
+
+    files = DeltaTable(str(table), version=version).get_add_actions(flatten=True)
+    actions = [a for v in range(version + 1) for a in commit_actions(table, v)]
+    return {
+        "numFiles": files.num_rows,
+        "tableSizeBytes": sum(files.column("size_bytes").to_pylist()),
+        "numMetadata": 1,
+        "numProtocol": 1,
+        "metadata": [a["metaData"] for a in actions if "metaData" in a][-1],
+        "protocol": [a["protocol"] for a in actions if "protocol" in a][-1],
+    }
+
+
+def test_every_commit_of_the_lake_s_writers_gets_a_version_checksum(tmp_path: Path) -> None:
+    from infra.delta import ensure_table
+
+    made, appended = tmp_path / "made", SPEC.path(tmp_path)
+    assert ensure_table(made, SCHEMA)
+    _write_and_commit(made, rows([1, 2]), 0)
+    _write_and_commit(made, pa.concat_tables([rows([3]), rows([4], date="2026-11-24")]), 1)
+    wider = SCHEMA.append(pa.field("quality", pa.float64()))
+    _write_and_commit(made, rows([5]).append_column("quality", pa.array([0.5])), 2, wider)  # a metaData commit too
+    commit(tmp_path, [1], 0)
+    commit(tmp_path, [2, 3], 1)
+    for table in (made, appended):
+        for version in range(latest_version(table) + 1):
+            assert _checksum(table, version) == _state_of(table, version), (table.name, version)
+    assert "quality" in str(_checksum(made, latest_version(made))["metadata"])
+
+
+def test_a_broken_chain_of_checksums_is_replayed_and_a_commit_it_cannot_account_for_gets_none(
+    tmp_path: Path,
+) -> None:
+    from infra.delta import write_version_checksums
+
+    table = SPEC.path(tmp_path)
+    for batch in range(4):
+        commit(tmp_path, [batch], batch)
+    for version in (1, 3):  # another writer's commits, or a lake older than the checksums
+        (table / "_delta_log" / f"{version:020d}.crc").unlink()
+    assert write_version_checksums(table, version=1) == 1
+    assert write_version_checksums(table) == 1
+    for version in range(4):
+        assert _checksum(table, version) == _state_of(table, version)
+    for version in range(4):
+        (table / "_delta_log" / f"{version:020d}.crc").unlink()
+    assert write_version_checksums(table) == 4  # no checksum at all: replayed from the first commit
+    assert _checksum(table, 3) == _state_of(table, 3)
+    assert write_version_checksums(table) == 0
+    # A removed file without its size: nothing to subtract, so no checksum, here or after it.
+    path = next(a["add"]["path"] for a in commit_actions(table, 0) if "add" in a)
+    _write_commit(table, 4, {"remove": {"path": path, "dataChange": True}})
+    _write_commit(table, 5, {"commitInfo": {}})
+    assert write_version_checksums(table) == 0
+    assert not (table / "_delta_log" / f"{4:020d}.crc").exists()
+
+
+@pytest.mark.slow
+def test_delta_spark_takes_the_checksums_for_its_snapshots_and_keeps_them_exact(spark, tmp_path: Path) -> None:
+    import infra.delta as delta
+
+    table = SPEC.path(tmp_path)
+    for batch in range(3):
+        commit(tmp_path, [batch, batch + 10], batch)
+    detail = spark.sql(f"DESCRIBE DETAIL delta.`{table}`").first()
+    assert (detail.numFiles, detail.sizeInBytes) == (
+        _checksum(table, 2)["numFiles"],
+        _checksum(table, 2)["tableSizeBytes"],
+    )
+    # delta-spark's next commit builds its own checksum from ours, and its checkpoint checks every
+    # checksum against the state it reconstructs from the log: a wrong one would fail here.
+    frame = spark.createDataFrame([("2026-11-23", 99, 1.0)], "date string, time_us long, value double")
+    assert delta.spark_append(frame, table, "q:t", 0) > 0
+    jvm = spark._jvm
+    log = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, str(table))
+    log.checkpoint()
+    assert _checksum(table, 3)["numFiles"] == _state_of(table, 3)["numFiles"]
+    assert spark.read.format("delta").load(str(table)).count() == 7
+    # A new snapshot takes its protocol and metadata from the newest checksum: no Spark job over the
+    # log, which Delta's streaming source would otherwise run at every micro-batch.
+    commit(tmp_path, [100], 3)
+    assert _jobs_to_load_a_snapshot(spark, table) == 0
+    (table / "_delta_log" / f"{latest_version(table):020d}.crc").unlink()
+    assert _jobs_to_load_a_snapshot(spark, table) > 0
+
+
+def _jobs_to_load_a_snapshot(spark, table: Path) -> int:  # type: ignore[no-untyped-def]
+    delta_log = spark._jvm.org.apache.spark.sql.delta.DeltaLog
+    delta_log.clearCache()
+    group = f"snapshot-{time.monotonic_ns()}"
+    spark.sparkContext.setJobGroup(group, "a snapshot's protocol and metadata")
+    try:
+        snapshot = delta_log.forTable(spark._jsparkSession, str(table)).unsafeVolatileSnapshot()
+        snapshot.metadata(), snapshot.protocol()
+    finally:
+        spark.sparkContext.setJobGroup("", "")
+    return len(spark.sparkContext.statusTracker().getJobIdsForGroup(group))
