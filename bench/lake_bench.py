@@ -35,6 +35,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._stack import cli_environment, private_broker
 from schemas.catalog import BRONZE_EEG_BLOCKS, GOLD_EEG_WINDOWS, SILVER_EEG_SAMPLES
 from schemas.timebase import now_us
+from streaming_jobs.runner import status_path
+
+
+class BatchPhases:
+    """Each query's micro-batches as the streaming process reports them in its status file (Spark's
+    ``durationMs`` of the last batch, polled): where a batch's time goes."""
+
+    def __init__(self, status: Path) -> None:
+        self.status = status
+        self.seen: dict[str, int] = {}
+        self.phases: dict[str, list[dict[str, float]]] = {}
+
+    def poll(self) -> None:
+        try:
+            queries = json.loads(self.status.read_text()).get("queries", {})
+        except (OSError, ValueError):
+            return
+        for name, query in queries.items():
+            batch, phases = query.get("last_batch"), query.get("phases_ms") or {}
+            if batch is None or not phases or self.seen.get(name) == batch:
+                continue
+            self.seen[name] = batch
+            self.phases.setdefault(name, []).append(phases)
+
+    def medians(self, name: str) -> dict[str, float]:
+        batches = self.phases.get(name, [])
+        names = sorted({phase for batch in batches for phase in batch})
+        return {phase: float(np.median([batch.get(phase, 0) for batch in batches])) for phase in names}
 
 
 class NewestSample:
@@ -174,6 +202,7 @@ def run(
     streams = start_streams(cli, env, logs / "streams.log")
     ages = []
     newest_silver = NewestSample(silver)
+    phases = BatchPhases(status_path(settings))
     restart_figures: dict[str, float] = {}
     try:
         cold = wait_for_commit([bronze, silver], {}, spawned)
@@ -192,6 +221,7 @@ def run(
                         during()
                 if newest is not None:
                     ages.append((now_us() - newest) / 1e6)
+                phases.poll()
             time.sleep(0.5)
         elapsed = time.monotonic() - counted["t"]
         rates = {
@@ -252,6 +282,7 @@ def run(
         "lost_samples": max(0, produced - len(set(samples))),
         "dup_samples": len(samples) - len(set(samples)),
         "catch_up_s": catch_up_s,
+        "phases": {name: (len(phases.phases[name]), phases.medians(name)) for name in sorted(phases.phases)},
     }
 
 
@@ -290,6 +321,14 @@ def report(figures: dict[str, Any], engine: str = "one local[2] Spark") -> None:
             f"silver {restart.get('eeg_samples', float('nan')):.1f} s"
         )
     print(line + "  (target <= 15 s)")
+    for name, (batches, medians) in figures.get("phases", {}).items():
+        if not batches:
+            continue
+        parts = ", ".join(f"{phase} {ms:.0f}" for phase, ms in medians.items() if phase != "triggerExecution")
+        print(
+            f"  {name} batches while measured: {batches} seen, median {medians.get('triggerExecution', 0):.0f} ms "
+            f"({parts})"
+        )
     print(
         f"  the lake after the headsets stopped ({figures['catch_up_s']:.0f} s to catch up): "
         f"blocks missing {figures['lost_blocks']}, duplicate blocks {figures['dup_blocks']}, samples missing "

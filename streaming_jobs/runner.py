@@ -76,6 +76,9 @@ def snapshot(supervised: dict[str, Supervised], work: dict[str, Any] | None = No
             "input_rows_per_s": round(progress.get("inputRowsPerSecond") or 0.0, 1),
             "processed_rows_per_s": round(progress.get("processedRowsPerSecond") or 0.0, 1),
             "batch_ms": (progress.get("durationMs") or {}).get("triggerExecution"),
+            # Where the last batch's time went: finding the new input (latestOffset), planning, the
+            # sink's job (addBatch), the offset and commit logs.
+            "phases_ms": dict(progress.get("durationMs") or {}),
             "lag": source_lag(progress),
         }
     return result

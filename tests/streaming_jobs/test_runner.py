@@ -39,3 +39,20 @@ def test_silver_waits_for_bronzes_own_first_batch_not_bronze_devices() -> None:
     supervised["bronze"].query = _Query({"batchId": 0, "numInputRows": 5192})
     assert not waiting_for_bronze(supervised, 5.0)
     assert not waiting_for_bronze({"silver_gold": Supervised("silver_gold")}, 1.0)  # silver alone
+
+
+class _RunningQuery(_Query):
+    isActive = True
+
+    def exception(self) -> None:
+        return None
+
+
+def test_the_status_says_where_each_query_s_last_batch_went() -> None:
+    from streaming_jobs.runner import snapshot
+
+    phases = {"latestOffset": 18, "queryPlanning": 40, "addBatch": 1500, "walCommit": 9, "triggerExecution": 1590}
+    supervised = {"silver_gold": Supervised("silver_gold", query=_RunningQuery({"batchId": 7, "durationMs": phases}))}
+    status = snapshot(supervised)["queries"]["silver_gold"]
+    assert status["last_batch"] == 7 and status["batch_ms"] == 1590 and status["phases_ms"] == phases
+    assert snapshot({"bronze": Supervised("bronze")})["queries"]["bronze"]["phases_ms"] == {}
