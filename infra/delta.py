@@ -166,8 +166,13 @@ def write_version_checksums(table: Path, version: int | None = None) -> int:
             return written
         target = _checksum_file(table, commit)
         staged = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        staged.write_text(json.dumps(state, separators=(",", ":")))
-        staged.replace(target)
+        try:
+            staged.write_text(json.dumps(state, separators=(",", ":")))
+            staged.replace(target)
+        except OSError as exc:  # a checksum only saves readers work: the commit stands without it
+            log.warning("%s: no version checksum for commit %d: %s", table, commit, exc)
+            staged.unlink(missing_ok=True)
+            return written
         written += 1
     return written
 

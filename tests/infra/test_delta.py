@@ -431,3 +431,15 @@ def _jobs_to_load_a_snapshot(spark, table: Path) -> int:  # type: ignore[no-unty
     finally:
         spark.sparkContext.setJobGroup("", "")
     return len(spark.sparkContext.statusTracker().getJobIdsForGroup(group))
+
+
+def test_a_checksum_that_cannot_be_written_leaves_the_commit_standing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    table = SPEC.path(tmp_path)
+    commit(tmp_path, [1], 0)
+    (table / "_delta_log" / f"{1:020d}.crc").mkdir()  # in the way of the next checksum
+    assert commit(tmp_path, [2], 1)
+    assert latest_version(table) == 1 and committed_version(table, "test:app") == 1
+    assert "no version checksum for commit 1" in caplog.text
+    assert [p.name for p in (table / "_delta_log").iterdir() if p.name.endswith(".tmp")] == []
