@@ -434,11 +434,18 @@ def _jobs_to_load_a_snapshot(spark, table: Path) -> int:  # type: ignore[no-unty
 
 
 def test_a_checksum_that_cannot_be_written_leaves_the_commit_standing(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     table = SPEC.path(tmp_path)
     commit(tmp_path, [1], 0)
-    (table / "_delta_log" / f"{1:020d}.crc").mkdir()  # in the way of the next checksum
+    real_replace = Path.replace
+
+    def disk_full(self: Path, target: Path) -> Path:
+        if self.name.endswith(".tmp"):
+            raise OSError(28, "No space left on device")
+        return real_replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", disk_full)
     assert commit(tmp_path, [2], 1)
     assert latest_version(table) == 1 and committed_version(table, "test:app") == 1
     assert "no version checksum for commit 1" in caplog.text
