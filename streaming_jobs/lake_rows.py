@@ -115,8 +115,8 @@ def samples_table(session_id: str, runs: Sequence[dict[str, Any]]) -> pa.Table:
         tables.append(
             pa.table(
                 {
-                    "session_id": pa.array(np.full(n, session_id, dtype=object), pa.string()),
-                    "device_id": pa.array(np.full(n, run["device_id"], dtype=object), pa.string()),
+                    "session_id": pa.repeat(pa.scalar(session_id, pa.string()), n),
+                    "device_id": pa.repeat(pa.scalar(run["device_id"], pa.string()), n),
                     "sample_index": pa.array(run["sample_index"], pa.int64()),
                     "seq": pa.array(run["seq"], pa.int64()),
                     "time_us": pa.array(time_us, pa.int64()),
