@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
@@ -25,6 +24,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from core.files import replace_file
 from schemas.catalog import TABLES, TableSpec
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ def commit_actions(table: Path, version: int) -> list[dict[str, Any]]:
 
 
 def _checksum_file(table: Path, version: int) -> Path:
-    return table / "_delta_log" / f"{version:0{_VERSION_DIGITS}d}.crc"
+    return _log_file(table, version).with_suffix(".crc")
 
 
 # The fields of Delta's version checksum that this writer keeps. delta-spark's own checksums carry
@@ -148,8 +148,9 @@ def write_version_checksums(table: Path, version: int | None = None) -> int:
         start -= 1
     if start == newest or newest - start > CHECKSUM_REPLAY_LIMIT:
         return 0
+    state: dict[str, Any] | None
     if start < 0:
-        state: dict[str, Any] | None = {"tableSizeBytes": 0, "numFiles": 0, "numMetadata": 0, "numProtocol": 0}
+        state = {"tableSizeBytes": 0, "numFiles": 0, "numMetadata": 0, "numProtocol": 0}
     else:
         try:
             previous = json.loads(_checksum_file(table, start).read_text())
@@ -159,19 +160,15 @@ def write_version_checksums(table: Path, version: int | None = None) -> int:
     written = 0
     for commit in range(start + 1, newest + 1):
         try:
-            state = _checksum_after(state, commit_actions(table, commit)) if state is not None else None
+            state = _checksum_after(state, commit_actions(table, commit))
         except RuntimeError:  # the commit's file is gone (log clean-up): nothing to replay from
             return written
         if state is None:
             return written
-        target = _checksum_file(table, commit)
-        staged = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
-            staged.write_text(json.dumps(state, separators=(",", ":")))
-            staged.replace(target)
+            replace_file(_checksum_file(table, commit), json.dumps(state, separators=(",", ":")))
         except OSError as exc:  # a checksum only saves readers work: the commit stands without it
             log.warning("%s: no version checksum for commit %d: %s", table, commit, exc)
-            staged.unlink(missing_ok=True)
             return written
         written += 1
     return written

@@ -438,15 +438,15 @@ def test_a_checksum_that_cannot_be_written_leaves_the_commit_standing(
 ) -> None:
     table = SPEC.path(tmp_path)
     commit(tmp_path, [1], 0)
-    real_replace = Path.replace
+    real_write = Path.write_bytes
 
-    def disk_full(self: Path, target: Path) -> Path:
-        if self.name.endswith(".tmp"):
+    def disk_full(self: Path, data: bytes) -> int:
+        if self.name.endswith(".partial"):
             raise OSError(28, "No space left on device")
-        return real_replace(self, target)
+        return real_write(self, data)
 
-    monkeypatch.setattr(Path, "replace", disk_full)
+    monkeypatch.setattr(Path, "write_bytes", disk_full)
     assert commit(tmp_path, [2], 1)
     assert latest_version(table) == 1 and committed_version(table, "test:app") == 1
     assert "no version checksum for commit 1" in caplog.text
-    assert [p.name for p in (table / "_delta_log").iterdir() if p.name.endswith(".tmp")] == []
+    assert [p.name for p in (table / "_delta_log").iterdir() if p.name.endswith(".partial")] == []
