@@ -526,6 +526,10 @@ class LakeSettings(_Section):
     silver_tasks: int = Field(default=2, ge=1, le=1024)
     # How many bronze files one silver/gold micro-batch may take (bounds a catch-up batch).
     max_bronze_files_per_trigger: int = Field(default=1000, ge=1)
+    # Rows per Arrow batch that the EEG queries (bronze, silver/gold) hand to their Python workers,
+    # which then bounds the batches alone (infra/spark.py `arrow_batches_by_records`): rows of a few
+    # KB, at most Kafka's 1 MB message each.
+    arrow_records_per_batch: int = Field(default=1000, ge=1, le=10_000)
     # Maintenance: vacuum never removes files younger than this (Delta's own floor is one week).
     vacuum_retention_hours: int = Field(default=168, ge=168)
     # Data-quality bounds (the data_quality DAG fails when one is crossed).

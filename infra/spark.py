@@ -60,6 +60,25 @@ SMALL_QUERY_CONF = {
     "spark.hadoop.parquet.enable.dictionary": "false",
     **{f"spark.hadoop.parquet.enable.dictionary#{column}": "true" for column in DICTIONARY_COLUMNS},
 }
+# The one byte limit at which Spark does not measure the Arrow batches it sends to Python workers.
+ARROW_BYTES_UNMEASURED = 2**31 - 1
+
+
+def arrow_batches_by_records(session: SparkSession, records: int) -> None:
+    """Arrow batches from ``session``'s jobs to their Python workers closed by row count alone.
+
+    Spark also closes a batch at ``spark.sql.execution.arrow.maxBytesPerBatch`` (64 MB), and
+    measures the batch for it after every row: Arrow's measure of a list or text column walks back
+    over all its nulls since the last value, so a batch of rows whose columns are mostly null
+    (bronze's records of four kinds in one wide row, silver's blocks beside session records) costs
+    time quadratic in its rows (`bench/arrow_batch_bench.py`). At the one value Spark treats as no
+    limit it measures nothing; ``records`` then bounds a batch's memory. For the lake's EEG queries
+    only: a camera frame may be 900 KB.
+    """
+    session.conf.set("spark.sql.execution.arrow.maxBytesPerBatch", str(ARROW_BYTES_UNMEASURED))
+    session.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(records))
+
+
 # Option keys whose values Spark must not print in plans and logs (Kafka credentials, PEM keys).
 REDACTED_OPTIONS = "(?i)url|password|secret|token|jaas|keystore|truststore"
 

@@ -705,8 +705,12 @@ class BronzeBatchWriter:
         keyring: Keyring | None = None,
         topics: tuple[str, ...] = BRONZE_TOPICS,
         tasks: int = 2,
+        arrow_records_per_batch: int | None = None,
     ) -> None:
+        """``arrow_records_per_batch``: Arrow batches to the Python workers bounded by rows alone
+        (:func:`infra.spark.arrow_batches_by_records`); None keeps Spark's byte limit."""
         self.lake_root = lake_root
+        self.arrow_records_per_batch = arrow_records_per_batch
         self.keyring = keyring
         self.query_name = query_name
         self.topics = topics
@@ -750,6 +754,10 @@ class BronzeBatchWriter:
     def _write(self, batch_df: Any, batch_id: int) -> dict[str, Any]:
         from pyspark.sql import functions as F
 
+        from infra.spark import arrow_batches_by_records
+
+        if self.arrow_records_per_batch is not None:
+            arrow_batches_by_records(batch_df.sparkSession, self.arrow_records_per_batch)
         if self.keyring is not None:
             self.keyring.reload()  # a key added or revoked from the CLI counts from this batch on
         context = DecodeContext(self.keyring, dict(self.sessions), timebase.now_us())

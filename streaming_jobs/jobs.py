@@ -131,6 +131,10 @@ def bronze_writer(settings: Settings, query: str = "bronze", publish_acks: bool 
         keyring=Keyring(settings.security.keyring) if settings.security.require_signed_records else None,
         topics=BRONZE_QUERIES[query].topics,
         tasks=settings.lake.silver_tasks,
+        # Camera frames keep Spark's byte limit on an Arrow batch: each may be most of a megabyte.
+        arrow_records_per_batch=None
+        if CAMERA_FRAMES in BRONZE_QUERIES[query].topics
+        else settings.lake.arrow_records_per_batch,
     )
 
 

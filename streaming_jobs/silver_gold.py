@@ -496,9 +496,17 @@ class SilverGoldSink:
     executors): each output table appended in one Delta commit per batch."""
 
     def __init__(
-        self, lake_root: Path, checkpoint: Path, config: ProcessorConfig, query_name: str = QUERY_NAME
+        self,
+        lake_root: Path,
+        checkpoint: Path,
+        config: ProcessorConfig,
+        query_name: str = QUERY_NAME,
+        arrow_records_per_batch: int | None = None,
     ) -> None:
+        """``arrow_records_per_batch``: as :class:`streaming_jobs.bronze.BronzeBatchWriter`'s (the
+        stateful step's input and the file writers' are Arrow batches too)."""
         self.lake_root = lake_root
+        self.arrow_records_per_batch = arrow_records_per_batch
         self.checkpoint = checkpoint
         self.config = config
         self.query_name = query_name
@@ -514,9 +522,12 @@ class SilverGoldSink:
 
     def __call__(self, batch_df: Any, batch_id: int) -> None:
         from infra.delta import batch_committed, commit_written_files
+        from infra.spark import arrow_batches_by_records
         from streaming_jobs.bronze import spark_struct
 
         started = time.monotonic()
+        if self.arrow_records_per_batch is not None:
+            arrow_batches_by_records(batch_df.sparkSession, self.arrow_records_per_batch)
         # A batch replayed after a crash between two tables' commits rewrites only the others.
         skip = frozenset(
             spec.qualified
@@ -657,7 +668,9 @@ def silver_gold_writer(spark: Any, settings: Any, trigger_s: float | None = None
             GroupStateTimeout.ProcessingTimeTimeout,
         )
     )
-    sink = SilverGoldSink(lake_root, checkpoint, context.config)
+    sink = SilverGoldSink(
+        lake_root, checkpoint, context.config, arrow_records_per_batch=settings.lake.arrow_records_per_batch
+    )
     return (
         rows.writeStream.queryName(QUERY_NAME)
         .foreachBatch(interruptible(sink))

@@ -24,6 +24,27 @@ def test_local_session_runs_python_workers(make_settings) -> None:
         spark.stop()
 
 
+def test_arrow_batches_by_records_bounds_python_batches_by_rows_alone(spark) -> None:
+    import pyarrow as pa
+
+    from infra.spark import ARROW_BYTES_UNMEASURED, arrow_batches_by_records
+
+    # A query's own session, as each streaming query has: the shared one keeps Spark's limits.
+    session = spark.newSession()
+    arrow_batches_by_records(session, 7)
+
+    def batch_sizes(batches):  # type: ignore[no-untyped-def]
+        for batch in batches:
+            yield pa.record_batch({"rows": [batch.num_rows]})
+
+    sizes = [row["rows"] for row in session.range(20).coalesce(1).mapInArrow(batch_sizes, "rows long").collect()]
+    assert sizes == [7, 7, 6]
+    assert session.conf.get("spark.sql.execution.arrow.maxBytesPerBatch") == str(ARROW_BYTES_UNMEASURED)
+    assert spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch") == "10000"
+    shared = [row["rows"] for row in spark.range(20).coalesce(1).mapInArrow(batch_sizes, "rows long").collect()]
+    assert shared == [20]
+
+
 def test_the_class_archive_is_keyed_by_spark_and_java(make_settings, tmp_path) -> None:
     from infra.spark import class_archive_path
 

@@ -22,3 +22,12 @@ def test_only_unfinished_temp_files_are_removed(tmp_path: Path) -> None:
     assert sorted(p.name for p in offsets.iterdir()) == [".0.crc", "0"]
     assert (commits / "0").exists()
     assert clear_unfinished_writes(tmp_path / "missing") == []
+
+
+def test_only_the_eeg_query_sends_arrow_batches_by_row_count(make_settings) -> None:
+    from streaming_jobs.jobs import bronze_writer
+
+    settings = make_settings(NEUROLAKE_LAKE__ARROW_RECORDS_PER_BATCH="250")
+    assert bronze_writer(settings, "bronze", publish_acks=False).arrow_records_per_batch == 250
+    # Camera frames may be most of a megabyte each: that query keeps Spark's byte limit.
+    assert bronze_writer(settings, "bronze_devices", publish_acks=False).arrow_records_per_batch is None
