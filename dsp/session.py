@@ -22,6 +22,7 @@ from dsp.dejitter import DejitterState, dejitter_block
 from dsp.features import band_powers, ssvep_scores, window_quality
 from dsp.filters import FilterSpec, LineFilter, design_sos, filter_chunk, initial_state
 from dsp.heart import MIN_BEAT_INTERVAL_S, detect_beats
+from dsp.packing import pack_columns, unpack_columns
 from dsp.session_record import SessionRecordError, session_record_problem
 from dsp.windows import WindowSpec, WindowState, initial_window_state, windows_from_chunk
 from schemas.codec import eeg_block_device_times, eeg_block_samples
@@ -141,6 +142,12 @@ class SessionState:
     fingerprints: frozenset[str] = frozenset()
     # The rebuild this state came from (None: the stream's own); the stream adopts a newer one.
     rebuild_id: str | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "pulse_tail": pack_columns(self.pulse_tail)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, pulse_tail=unpack_columns(state.get("pulse_tail")))
 
 
 @dataclass(frozen=True)
@@ -335,6 +342,9 @@ def _emit_run(
     if gap > 0:
         state.samples_lost += gap
     filtered, state.filter_zi = filter_chunk(sos, state.filter_zi, raw)
+    # Silver stores the filtered samples as float32; windows and their features take those same
+    # values, so gold follows from silver's rows and the window buffer packs losslessly.
+    filtered = filtered.astype(np.float32)
     times, seqs = [], []
     for block in run:
         fitted, state.dejitter = dejitter_block(
@@ -355,7 +365,7 @@ def _emit_run(
             "time_us": lab_times,
             "device_time_us": device_times,
             "raw": raw.astype(np.float32),
-            "filtered": filtered.astype(np.float32),
+            "filtered": filtered,
             "gap_before": gap_before,
         }
     )

@@ -8,8 +8,11 @@ restarts windowing at the next hop boundary after it; no window spans a gap.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from dsp.packing import pack_columns, unpack_columns
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,12 @@ class WindowState:
     buffer: np.ndarray  # samples from buffer_start on, enough for the next window
     buffer_start: int
     next_start: int
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "buffer": pack_columns(self.buffer)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, buffer=unpack_columns(state["buffer"]))
 
 
 def initial_window_state(n_channels: int) -> WindowState:

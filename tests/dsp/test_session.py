@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 from scipy.signal import sosfilt
@@ -119,6 +121,27 @@ def test_blocks_wait_for_the_session_record_then_fall_back() -> None:
     out, state = process(state, [], CONFIG.gap_wait_ms, CONFIG, None)
     assert _concat(out.samples, "sample_index")[-1] == len(data) - 1
     assert state.info is not None and state.info.channel_types == ("eeg",) * 17
+
+
+def test_state_through_pickle_between_groups_gives_the_one_pass_rows_in_fewer_bytes() -> None:
+    """Spark's state store keeps each session's state pickled between batches."""
+    blocks, _, info = _blocks(seconds=30, seed=2)
+    one, state = process(SessionState(), blocks, 0, CONFIG, info)
+    stored, windows, beats, sizes = SessionState(), [], [], []
+    for at in range(0, len(blocks), 13):
+        out, after = process(stored, blocks[at : at + 13], 0, CONFIG, info)
+        windows += out.windows
+        beats += out.beats
+        pickled = pickle.dumps(after, protocol=5)
+        sizes.append(len(pickled))
+        stored = pickle.loads(pickled)
+    assert [b["sample_index"] for b in beats] == [b["sample_index"] for b in one.beats]
+    assert len(windows) == len(one.windows)
+    for a, b in zip(windows, one.windows):
+        for key in ("band_power", "ssvep_score", "railed_pct", "line_noise_ratio", "window_start_us"):
+            np.testing.assert_array_equal(a[key], b[key])
+    float64_bytes = state.windows.buffer.nbytes + state.pulse_tail.nbytes
+    assert max(sizes) < 0.65 * float64_bytes
 
 
 def test_heart_rate_beats_from_the_pulse_channel_in_any_grouping() -> None:
