@@ -63,7 +63,7 @@ def _median_of_segments(psd: np.ndarray) -> np.ndarray:
     if psd.shape[-3] != 3:
         return np.asarray(np.median(psd, axis=-3))
     first, second, third = psd[..., 0, :, :], psd[..., 1, :, :], psd[..., 2, :, :]
-    return np.maximum(np.minimum(first, second), np.minimum(np.maximum(first, second), third))
+    return np.asarray(np.maximum(np.minimum(first, second), np.minimum(np.maximum(first, second), third)))
 
 
 def band_powers(window: np.ndarray, sample_rate_hz: float) -> np.ndarray:
