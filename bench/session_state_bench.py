@@ -26,11 +26,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.settings import SimulationSettings
+from batch_jobs.sample_lake import SESSION_START_US, simulate_session
+from core.settings import Settings, SimulationSettings
 from dsp.features import segment_median
-from dsp.session import Block, ProcessorConfig, SessionInfo, SessionState, process
-from dsp.simulation import headset_for
-from edge_producers.devices.simulated import SimulatedEeg, layout_for
+from dsp.session import ProcessorConfig, SessionState, info_from_session_record, process
 
 MONTAGES = {
     "simulated (16 EEG + pulse, 250 Hz)": "simulated",
@@ -51,29 +50,18 @@ def best_of(run: Callable[[], Any], repeats: int = 2000) -> float:
 
 
 def session_state(board: str, seconds: float = 30.0, batch_s: float = 2.0) -> SessionState:
-    settings = SimulationSettings(board=board)
-    generator = SimulatedEeg(settings)
-    layout = layout_for(settings)
-    rate = headset_for(settings).sample_rate_hz
-    data = generator.generate(int(seconds * rate))
-    info = SessionInfo("bench", layout.channel_names, layout.channel_types, rate, (8.0, 10.0, 12.0, 15.0))
-    block, t0 = 25, 1_790_000_000_000_000
-    blocks = [
-        Block(
-            "bench",
-            i // block,
-            i,
-            data[i : i + block],
-            (t0 + (i + np.arange(block)) * 1e6 / rate).astype(np.int64),
-            0,
-            rate,
-        )
-        for i in range(0, len(data) - block + 1, block)
-    ]
-    per_batch = int(batch_s * rate / block)
+    """A sample-lake session of ``board`` through the processor in ``batch_s`` batches; its final state."""
+    settings = Settings()
+    settings = settings.model_copy(
+        update={"edge": settings.edge.model_copy(update={"simulation": SimulationSettings(board=board)})}
+    )
+    session = simulate_session(settings, 0, seconds, SESSION_START_US)
+    config = ProcessorConfig()
+    info = info_from_session_record(session.session_record, config)
+    per_batch = int(batch_s * info.sample_rate_hz / len(session.blocks[0].samples))
     state = SessionState()
-    for at in range(0, len(blocks), per_batch):
-        _, state = process(state, blocks[at : at + per_batch], 0, ProcessorConfig(), info)
+    for at in range(0, len(session.blocks), per_batch):
+        _, state = process(state, session.blocks[at : at + per_batch], 0, config, info)
     return state
 
 
