@@ -38,6 +38,50 @@ from schemas.timebase import now_us
 from streaming_jobs.runner import status_path
 
 
+class ProcessCpu:
+    """CPU time of the lake's processes over the measured period, by kind (cores): where the 2 cores
+    go. A process that starts inside the period counts from its start; one that ends, not at all."""
+
+    KINDS = (
+        ("Spark JVMs", ("org.apache.spark",)),
+        ("their Python workers", ("pyspark.daemon", "pyspark.worker")),
+        ("stream driver", ("neurolake.cli stream",)),
+        ("Kafka", ("kafka.Kafka",)),
+        ("load", ("_load.py", "edge simulate")),
+    )
+
+    def __init__(self) -> None:
+        self.start: dict[int, tuple[str, float]] = {}
+        self.started_at = 0.0
+
+    @classmethod
+    def sample(cls) -> dict[int, tuple[str, float]]:
+        import psutil
+
+        found = {}
+        for process in psutil.process_iter(["pid", "cmdline"]):
+            command = " ".join(process.info["cmdline"] or [])
+            kind = next((k for k, marks in cls.KINDS if any(m in command for m in marks)), None)
+            if kind is None:
+                continue
+            try:
+                times = process.cpu_times()
+            except psutil.Error:
+                continue
+            found[process.info["pid"]] = (kind, times.user + times.system)
+        return found
+
+    def begin(self) -> None:
+        self.start, self.started_at = self.sample(), time.monotonic()
+
+    def end(self) -> dict[str, float]:
+        elapsed = time.monotonic() - self.started_at
+        cores = {kind: 0.0 for kind, _ in self.KINDS}
+        for pid, (kind, seconds) in self.sample().items():
+            cores[kind] += (seconds - self.start.get(pid, (kind, 0.0))[1]) / elapsed
+        return cores
+
+
 class BatchPhases:
     """Each query's micro-batches as the streaming process reports them in its status file (Spark's
     ``durationMs`` of the last batch, polled): where a batch's time goes."""
@@ -204,6 +248,7 @@ def run(
     newest_silver = NewestSample(silver)
     phases = BatchPhases(status_path(settings))
     restart_figures: dict[str, float] = {}
+    cpu = ProcessCpu()
     try:
         cold = wait_for_commit([bronze, silver], {}, spawned)
         # The warm-up counts from the spawn; a warm-up shorter than the cold start ends with it.
@@ -217,12 +262,14 @@ def run(
                         "t": time.monotonic(),
                         **{p.parent.name + "." + p.name: committed_rows(p) for p in (bronze, silver, gold)},
                     }
+                    cpu.begin()
                     if during is not None:
                         during()
                 if newest is not None:
                     ages.append((now_us() - newest) / 1e6)
                 phases.poll()
             time.sleep(0.5)
+        cores = cpu.end()
         elapsed = time.monotonic() - counted["t"]
         rates = {
             name: (committed_rows(lake / name.replace(".", "/")) - rows) / elapsed
@@ -282,6 +329,7 @@ def run(
         "lost_samples": max(0, produced - len(set(samples))),
         "dup_samples": len(samples) - len(set(samples)),
         "catch_up_s": catch_up_s,
+        "cores": cores,
         "phases": {name: (len(phases.phases[name]), phases.medians(name)) for name in sorted(phases.phases)},
     }
 
@@ -321,6 +369,13 @@ def report(figures: dict[str, Any], engine: str = "one local[2] Spark") -> None:
             f"silver {restart.get('eeg_samples', float('nan')):.1f} s"
         )
     print(line + "  (target <= 15 s)")
+    cores = figures.get("cores", {})
+    if cores:
+        print(
+            f"  CPU while measured (cores of {os.cpu_count()}): "
+            + ", ".join(f"{kind} {used:.2f}" for kind, used in cores.items())
+            + f"; sum {sum(cores.values()):.2f}"
+        )
     for name, (batches, medians) in figures.get("phases", {}).items():
         if not batches:
             continue

@@ -50,6 +50,7 @@ from dsp.session_record import (
     session_record_problem,
 )
 from infra.delta import LakeTable, utc_date
+from infra.python_workers import freeze_long_lived_objects
 from schemas import timebase
 from schemas.catalog import (
     BRONZE_QUARANTINE,
@@ -608,6 +609,7 @@ def wide_schema() -> pa.Schema:
 def decode_task(context: DecodeContext, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """Executor side of step 1: a Spark task's raw Kafka rows (one Kafka partition, so one topic) as
     decoded rows in :func:`wide_schema`."""
+    freeze_long_lived_objects()
     received = list(batches)
     if not received:
         return
@@ -682,6 +684,7 @@ def write_task(
     already holding the batch) as that table's Parquet files, described for the driver's commit."""
     from infra.delta import write_table_files
 
+    freeze_long_lived_objects()
     received = list(batches)
     if received:
         yield from write_table_files(Path(lake_root), tables_of(pa.Table.from_batches(received)), skip)

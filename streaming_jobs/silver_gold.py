@@ -53,6 +53,7 @@ from dsp.session import (
     process,
 )
 from infra.delta import WRITTEN_FILES
+from infra.python_workers import freeze_long_lived_objects
 from schemas.catalog import (
     BRONZE_EEG_BLOCKS,
     BRONZE_MARKERS,
@@ -258,6 +259,7 @@ def process_session(context: StreamContext, key: tuple[str], frames: Iterator[An
     processor, its state in and out of Spark's state store. Yields one row per non-empty table."""
     import pandas as pd
 
+    freeze_long_lived_objects()
     (session_id,) = key
     now_ms = int(group_state.getCurrentProcessingTimeMs())
     rows: list[dict[str, Any]] = []
@@ -343,6 +345,7 @@ def unpack_task(
 ) -> Iterator[pa.RecordBatch]:
     """Executor side of a rebuild: the stateful step's serialised rows of one table as that
     table's rows (:func:`unpacked_rows`)."""
+    freeze_long_lived_objects()
     received = list(batches)
     rows = unpacked_rows(table, batch_id, lake_root, pa.Table.from_batches(received)) if received else None
     if rows is not None:
@@ -357,6 +360,7 @@ def write_task(
     driver's commit (``WRITTEN_FILES``)."""
     from infra.delta import write_table_files
 
+    freeze_long_lived_objects()
     received = list(batches)
     if not received:
         return
