@@ -107,6 +107,9 @@ STAGES_EVERY_S = 10.0
 # silver/gold starts once bronze has committed its first batch, or after this long at most: on 2
 # cores its start-up slowed bronze's first commit, which is what frees the Pis' spools after a restart.
 SILVER_WAITS_FOR_BRONZE_S = 20.0
+# Spark's Python workers fork from a daemon that imported the queries' task modules once
+# (streaming_jobs/python_daemon.py): each worker imported them itself before, ~1 s for silver's.
+STREAM_SPARK_CONF = {"spark.python.daemon.module": "streaming_jobs.python_daemon"}
 
 
 def run_streams(
@@ -128,7 +131,7 @@ def _supervise(
     started = time.monotonic()
     # The JVM starts in its own process: seed bronze's writer (Delta reads, a producer) meanwhile.
     with ThreadPoolExecutor(1) as pool:
-        starting = pool.submit(build_spark_session, settings, f"neurolake-stream-{target}")
+        starting = pool.submit(build_spark_session, settings, f"neurolake-stream-{target}", STREAM_SPARK_CONF)
         from streaming_jobs.jobs import start_bronze
 
         prepared = {

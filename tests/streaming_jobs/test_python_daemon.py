@@ -1,0 +1,68 @@
+"""The stream's Python worker daemon: its workers start with the task modules imported and frozen."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from streaming_jobs import bronze, silver_gold
+from streaming_jobs.python_daemon import TASK_MODULES
+from tests.conftest import isolated_environ
+
+TASK_FUNCTIONS = (
+    bronze.decode_task,
+    bronze.write_task,
+    silver_gold.process_session,
+    silver_gold.write_task,
+    silver_gold.unpack_task,
+)
+
+
+def test_the_daemon_imports_the_module_of_every_task_function_the_stream_runs() -> None:
+    assert {function.__module__ for function in TASK_FUNCTIONS} <= set(TASK_MODULES)
+
+
+# Run in a process of its own: the daemon is chosen when a JVM starts, and the tests share one.
+PROBE = """
+import json
+from core.settings import load_settings
+from infra.spark import build_spark_session
+from streaming_jobs.runner import STREAM_SPARK_CONF
+
+spark = build_spark_session(load_settings(), "neurolake-test-daemon", STREAM_SPARK_CONF)
+
+def probe(batches):
+    import gc, os, sys
+    import pyarrow as pa
+    for _ in batches:
+        pass
+    parent = open(f"/proc/{os.getppid()}/cmdline", "rb").read().replace(b"\\0", b" ").decode()
+    yield pa.record_batch({
+        "imported": [json.dumps(sorted(m for m in sys.modules if m.startswith("streaming_jobs.")))],
+        "frozen": [gc.get_freeze_count()],
+        "parent": [parent],
+    })
+
+rows = spark.range(2).coalesce(1).mapInArrow(probe, "imported string, frozen long, parent string").collect()
+print(json.dumps([row.asDict() for row in rows]))
+spark.stop()
+"""
+
+
+@pytest.mark.integration
+def test_stream_workers_fork_from_the_daemon_with_the_task_modules_imported(tmp_path: Path) -> None:
+    env = {**os.environ, **isolated_environ(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (row,) = json.loads(done.stdout.strip().splitlines()[-1])
+    # The probe itself imports nothing of the stream's: the daemon did, before it forked the worker.
+    assert {"streaming_jobs.bronze", "streaming_jobs.silver_gold"} <= set(json.loads(row["imported"]))
+    assert row["frozen"] > 10_000
+    assert "streaming_jobs.python_daemon" in row["parent"]
