@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 
 from dsp.session import ProcessorConfig
-from streaming_jobs.silver_gold import ROWS_ARROW, StreamContext, from_ipc, process_session
+from streaming_jobs.silver_gold import ROWS_ARROW, STREAM_ROWS_ARROW, StreamContext, from_ipc, process_session
 
 CONFIG = ProcessorConfig()
 CHANNELS = 4
@@ -85,8 +85,9 @@ def _rows(session_id: str, seqs: range | list[int], block: int = 25, with_sessio
                 "clock_offset_us": 0,
             }
         )
-    # Through Arrow, as Spark hands them over: integer columns with nulls come out as floats.
-    return pa.Table.from_pylist(rows, schema=ROWS_ARROW).to_pandas()
+    # Through Arrow, as PySpark hands them over: the session, and each row as a struct made a dict.
+    table = pa.Table.from_pylist([{"session_id": row["session_id"], "row": row} for row in rows], STREAM_ROWS_ARROW)
+    return pd.DataFrame({name: table.column(name).to_pylist() for name in table.column_names})
 
 
 def _run(session_id: str, frames: list[pd.DataFrame], state: GroupState) -> dict[str, pa.Table]:
