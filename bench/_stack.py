@@ -107,6 +107,16 @@ def cli_environment(settings: Settings) -> dict[str, str]:
     }
 
 
+def machine_speed_s() -> float:
+    """Seconds a fixed pure-Python loop takes here, idle: this machine's speed moved by about 2x
+    within a session (1.3 s at its usual speed, 1.9 s in a slow hour), and every figure with it."""
+    import time
+
+    started = time.perf_counter()
+    sum(range(10**8))
+    return time.perf_counter() - started
+
+
 def latency_summary(values_ms: list[float]) -> str:
     """p50/p95/p99/max of latencies in milliseconds, and how many, as the benchmarks print them."""
     import numpy as np

@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._stack import cli_environment, private_broker
+from bench._stack import cli_environment, machine_speed_s, private_broker
 from schemas.catalog import BRONZE_EEG_BLOCKS, GOLD_EEG_WINDOWS, SILVER_EEG_SAMPLES
 from schemas.timebase import now_us
 from streaming_jobs.runner import status_path
@@ -394,6 +394,7 @@ def report(figures: dict[str, Any], engine: str = "one local[2] Spark") -> None:
 
 def main() -> None:
     args = parse_args()
+    speed_before = machine_speed_s()
     with private_broker() as settings:
         figures = run(
             settings,
@@ -406,6 +407,10 @@ def main() -> None:
             args.edge_defaults,
         )
     report(figures)
+    print(
+        f"  machine: sum(range(10**8)) took {speed_before:.2f} s idle before the run, {machine_speed_s():.2f} s "
+        "after (usual here: 1.2-1.45 s; every figure above scales with it)"
+    )
 
 
 if __name__ == "__main__":
