@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from infra.spark import build_spark_session
@@ -56,6 +60,31 @@ def test_the_class_archive_is_keyed_by_spark_and_java(make_settings, tmp_path) -
     other_java.write_text("#!/bin/sh\n")
     other = settings.model_copy(update={"spark": settings.spark.model_copy(update={"java_home": tmp_path / "jdk"})})
     assert class_archive_path(other) != path
+
+
+def test_the_class_archive_is_recorded_by_the_java_it_is_named_for(make_settings, tmp_path, monkeypatch) -> None:
+    import infra.spark
+    from infra.spark import class_archive_path, record_class_archive
+
+    java = tmp_path / "jdk" / "bin" / "java"
+    java.parent.mkdir(parents=True)
+    java.write_text("#!/bin/sh\n")
+    settings = make_settings()
+    settings = settings.model_copy(update={"spark": settings.spark.model_copy(update={"java_home": tmp_path / "jdk"})})
+    monkeypatch.setenv("JAVA_HOME", "/somewhere/else")
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))
+    seen: dict[str, str] = {}
+
+    def training(command: list[str], **options: object) -> subprocess.CompletedProcess[str]:
+        env = options["env"]
+        assert isinstance(env, dict)
+        seen.update(env)
+        Path(command[-1]).write_bytes(b"archive")
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(infra.spark.subprocess, "run", training)
+    assert record_class_archive(settings) == class_archive_path(settings)
+    assert seen["JAVA_HOME"] == str(tmp_path / "jdk")
 
 
 def test_sessions_start_from_the_recorded_class_archive(make_settings) -> None:
