@@ -190,20 +190,32 @@ def _cmd_import(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_lake_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     from batch_jobs.progress import progress_bar
     from batch_jobs.rebuild import rebuild
+    from infra.spark import build_spark_session
     from streaming_jobs.jobs import checkpoint_dir
     from streaming_jobs.silver_gold import processor_config
 
     config = processor_config(settings)
-    with progress_bar(None, f"rebuild {args.target}") as advance:
-        report = rebuild(
-            settings.paths.lake_root,
-            checkpoint_dir(settings, "silver_gold"),
-            config,
-            args.target,
-            args.sessions or None,
-            force=args.force,
-            progress=lambda _session, _number, samples: advance(samples),
-        )
+    spark = build_spark_session(settings, "neurolake-rebuild")
+    try:
+        with progress_bar(None, f"rebuild {args.target}", unit="session") as advance:
+            shown = [0]
+
+            def progress(done: int, _total: int) -> None:
+                advance(done - shown[0])
+                shown[0] = done
+
+            report = rebuild(
+                spark,
+                settings.paths.lake_root,
+                checkpoint_dir(settings, "silver_gold"),
+                config,
+                args.target,
+                args.sessions or None,
+                force=args.force,
+                progress=progress,
+            )
+    finally:
+        spark.stop()
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0

@@ -19,6 +19,7 @@ from core.errors import NeurolakeError
 from infra.delta import delta_dataset, read_commit_metadata
 from schemas.catalog import SILVER_EEG_SAMPLES
 from streaming_jobs.silver_gold import StateLock, processor_config, rebuilds_dir
+from tests.conftest import isolated_environ
 
 TABLES = ("silver/eeg_samples", "silver/heart_rate", "gold/eeg_windows")
 
@@ -80,3 +81,18 @@ def test_a_rebuild_waits_for_no_running_stream(lake) -> None:  # type: ignore[no
         stream.release()
     with pytest.raises(NeurolakeError, match="no EEG blocks in bronze for session"):
         rebuild(spark, root, checkpoint, processor_config(settings), sessions=["nope"])
+
+
+def test_the_cli_rebuilds_in_a_spark_session_of_its_own(  # type: ignore[no-untyped-def]
+    lake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`neurolake lake rebuild` (it once passed the lake's path where rebuild() takes a Spark session)."""
+    from neurolake.cli import main
+
+    _, session_id, _ = lake
+    for name, value in isolated_environ(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(tmp_path)
+    assert main(["lake", "rebuild", "--force", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["rebuilt"] == [session_id] and report["rows"]["silver.eeg_samples"] == 20 * 250
