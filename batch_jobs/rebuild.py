@@ -51,6 +51,7 @@ from streaming_jobs.silver_gold import (
     bronze_rows,
     commit_metadata,
     process_rows,
+    read_rebuild_state,
     rebuilds_dir,
     rows_of,
     save_rebuild_state,
@@ -116,11 +117,20 @@ def made_with(spark: Any, checkpoint: Path) -> dict[str, frozenset[str]]:
     if (checkpoint / "state").is_dir():
         _ = spark.streams.active  # the state reader needs the driver's state store coordinator
         for row in spark.read.format("statestore").load(str(checkpoint)).collect():
-            state = pickle.loads(row["value"]["groupState"]["state"])
-            found[row["key"]["session_id"]] = state.fingerprints if state.rebuild_id is None else frozenset()
+            stored = pickle.loads(row["value"]["groupState"]["state"])
+            # A bucket's sessions (SESSION_BUCKETS), or one session in a checkpoint made before them.
+            states = (
+                {session_id: pickle.loads(state) for session_id, state in stored["states"].items()}
+                if isinstance(stored, dict)
+                else {row["key"]["session_id"]: stored}
+            )
+            for session_id, state in states.items():
+                found[session_id] = state.fingerprints if state.rebuild_id is None else frozenset()
     for path in rebuilds_dir(checkpoint).glob("*.state"):
-        with open(path, "rb") as handle:
-            session_id, _rebuild_id, state = pickle.load(handle)
+        left = read_rebuild_state(path)
+        if left is None:
+            continue
+        session_id, state = left.session_id, left.state()
         if session_id not in found or not found[session_id]:
             found[session_id] = state.fingerprints
     return found

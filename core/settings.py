@@ -517,6 +517,10 @@ class LakeSettings(_Section):
     # How long an out-of-order gap is waited for (the edge resends after outages) before it is
     # recorded as lost and processing goes on after it.
     gap_wait_s: float = Field(default=30.0, ge=0)
+    # A session with no rows for this long and no gap wait leaves silver/gold's bucket state (its
+    # state kept beside the checkpoint, taken up again if its blocks come), so that ended sessions do
+    # not cross the JVM at every batch.
+    idle_session_park_s: float = Field(default=600.0, gt=0)
     trigger_s: float = Field(default=1.0, ge=0)
     # Bronze's second query (heartbeats, room sensors, camera frames): nothing waits on them.
     device_trigger_s: float = Field(default=5.0, ge=0)

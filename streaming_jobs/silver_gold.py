@@ -1,15 +1,17 @@
-"""Silver and gold from bronze: one stateful Spark query keyed by session, exactly once into Delta.
+"""Silver and gold from bronze: one stateful Spark query over the sessions, exactly once into Delta.
 
 - **Source**: Delta's own streaming source over ``bronze.eeg_blocks`` and ``bronze.sessions`` (a
   union of the two): silver never reads Kafka, so whatever bronze acknowledged to a Pi can always
   be (re)processed.
 - **State**: each session's processor state (filter memory, dejitter fit, window buffer, blocks
-  waiting on a gap) lives in Spark's state store, keyed by session, through
-  ``applyInPandasWithState``: :func:`process_session` feeds the session's new rows to
-  :func:`dsp.session.process` and returns its rows as Arrow tables (one per output table,
-  serialised; the executors build them with the same functions a rebuild and an import use). A
-  session waiting on a gap gets a processing-time timeout, so its wait ends even if no block comes;
-  the clock is the batch's, fixed in Spark's offset log, so a replayed batch makes the same rows.
+  waiting on a gap) lives in Spark's state store, in its bucket's state (sessions hashed into
+  :data:`SESSION_BUCKETS` groups), through ``applyInPandasWithState``: :func:`process_sessions`
+  feeds each session's new rows to :func:`dsp.session.process` and returns the bucket's rows as
+  Arrow tables (one per output table, serialised; the executors build them with the same functions
+  a rebuild and an import use). A bucket with a session waiting on a gap gets a processing-time
+  timeout for the earliest wait, so a wait ends even if no block comes; the clock is the batch's,
+  fixed in Spark's offset log, so a replayed batch makes the same rows. A checkpoint that keyed
+  the state by session (before the buckets) is carried over at start (:func:`carry_over_session_states`).
 - **Sink**: ``foreachBatch`` writes each output table's Parquet files on the executors (pyarrow,
   gold's windows labelled from ``bronze.markers`` on the way) and commits them from the driver in
   one Delta transaction per table (delta-rs, :func:`infra.delta.commit_data_files`): delta-spark's
@@ -33,8 +35,8 @@ import os
 import pickle
 import time
 import traceback
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -135,6 +137,13 @@ STREAM_ROWS_ARROW = pa.schema([("session_id", pa.string()), (ROW, pa.struct(list
 # The stateful step's output: per session and table, that table's rows as an Arrow IPC stream.
 OUTPUT_DDL = "table STRING, session_id STRING, rows BINARY"
 STATE_DDL = "state BINARY"
+# The stateful step's groups: sessions hashed into a fixed number of buckets, each bucket's state
+# its sessions' pickled states. One group per session cost more than the session's own processing:
+# PySpark's pandas frames and state row per group, the JVM pickling each state row, a state-store
+# get and put (100 headsets: the Python workers 0.75 -> 0.53 of a core). Fixed for the life of a
+# checkpoint (a session's state is found in its bucket only); a few per state partition so
+# that both get sessions.
+SESSION_BUCKETS = 16
 
 
 # -- per-session work (executors, rebuild) ---------------------------------------------------------
@@ -212,6 +221,13 @@ class SessionTables:
         rejected = notes_table(session_id, device_id, output.rejected, batch_id, noted_us, "rejected")
         self.notes += [late, rejected]
 
+    def extend(self, other: SessionTables) -> None:
+        self.samples += other.samples
+        self.beats += other.beats
+        self.windows += other.windows
+        self.notes += other.notes
+        self.errors += other.errors
+
     def error(self, session_id: str, batch_id: int, exc: BaseException, noted_us: int) -> None:
         self.errors.append(
             {
@@ -259,47 +275,149 @@ class StreamContext:
 
     config: ProcessorConfig
     rebuilds_dir: str
+    # A session idle this long with no gap wait is parked (:func:`park_idle_sessions`).
+    park_after_ms: int = 600_000
+    # bucket -> session -> deadline (ms): gap waits of sessions carried over from a checkpoint keyed
+    # by session, for their buckets' first call (their states are adopted as rebuild states).
+    carried_deadlines: Mapping[int, Mapping[str, int]] = field(default_factory=dict)
+
+
+def process_sessions(context: StreamContext, key: tuple[int], frames: Iterator[Any], group_state: Any) -> Iterator[Any]:
+    """``applyInPandasWithState`` function over one bucket of sessions (:data:`SESSION_BUCKETS`):
+    each session with new bronze rows, or whose gap wait has ended, through the processor, its state
+    in and out of the bucket's state. Yields one row per non-empty table."""
+    freeze_long_lived_objects()
+    now_ms = int(group_state.getCurrentProcessingTimeMs())
+    rows = {} if group_state.hasTimedOut else rows_by_session(frames)
+    # A new bucket starts with the gap waits of the sessions carried over into it, if any.
+    bucket: dict[str, dict[str, Any]] = (
+        pickle.loads(group_state.get[0])
+        if group_state.exists
+        else {"states": {}, "deadlines": dict(context.carried_deadlines.get(int(key[0]), {})), "seen": {}}
+    )
+    states: dict[str, bytes] = bucket["states"]
+    deadlines: dict[str, int] = bucket["deadlines"]
+    seen: dict[str, int] = bucket["seen"]
+    due = {session_id for session_id, deadline in deadlines.items() if deadline <= now_ms}
+    made = SessionTables.empty()
+    for session_id in sorted(rows.keys() | due):
+        state = advance_session(context, session_id, states.get(session_id), rows.get(session_id, []), now_ms, made)
+        # A session that failed keeps its state and waits for its next rows (no timer: a retry
+        # every batch would only repeat its error).
+        deadline = timer_deadline(state, context.config) if state is not None else None
+        if state is not None:
+            states[session_id] = pickle.dumps(state, protocol=5)
+        if deadline is None:
+            deadlines.pop(session_id, None)
+        else:
+            deadlines[session_id] = deadline
+        seen[session_id] = now_ms
+    park_idle_sessions(context, bucket, now_ms)
+    group_state.update((pickle.dumps(bucket, protocol=5),))
+    if deadlines:
+        group_state.setTimeoutDuration(max(1, min(deadlines.values()) - now_ms))
+    yield output_frame(made)
+
+
+def park_idle_sessions(context: StreamContext, bucket: dict[str, dict[str, Any]], now_ms: int) -> list[str]:
+    """Take the sessions that had no rows for ``context.park_after_ms`` and wait on no gap out of the
+    bucket's state, leaving each state to be adopted if its blocks come again (:func:`leave_for_adoption`):
+    a bucket otherwise carries every session it ever had through the JVM at every batch. The parked
+    id is the batch's clock, so a replayed batch parks the same state under the same id."""
+    states, deadlines, seen = bucket["states"], bucket["deadlines"], bucket["seen"]
+    idle = [
+        session_id
+        for session_id in states
+        if session_id not in deadlines and now_ms - seen.setdefault(session_id, now_ms) > context.park_after_ms
+    ]
+    for session_id in idle:
+        leave_for_adoption(
+            Path(context.rebuilds_dir), session_id, f"parked-{now_ms}", pickle.loads(states.pop(session_id))
+        )
+        del seen[session_id]
+    return idle
+
+
+def leave_for_adoption(rebuilds_dir: Path, session_id: str, leave_id: str, state: SessionState) -> bool:
+    """Leave ``state`` as the state the stream adopts when it next meets the session (a rebuild state),
+    unless a rebuild the stream has not adopted yet is there: that one is newer. Whether it was left."""
+    found = read_rebuild_state(rebuild_state_path(rebuilds_dir, session_id), session_id)
+    if found is not None and found.rebuild_id != state.rebuild_id:
+        return False
+    save_rebuild_state(rebuilds_dir, session_id, leave_id, state)
+    return True
 
 
 def process_session(context: StreamContext, key: tuple[str], frames: Iterator[Any], group_state: Any) -> Iterator[Any]:
-    """``applyInPandasWithState`` function: one session's new bronze rows (or a timeout) through the
-    processor, its state in and out of Spark's state store. Yields one row per non-empty table."""
-    import pandas as pd
-
+    """The stateful step of a checkpoint keyed by session (before :data:`SESSION_BUCKETS`): run only
+    to finish such a checkpoint's batches before its states are carried over
+    (:func:`carry_over_session_states`)."""
     freeze_long_lived_objects()
     (session_id,) = key
     now_ms = int(group_state.getCurrentProcessingTimeMs())
-    rows: list[dict[str, Any]] = []
-    if not group_state.hasTimedOut:
-        for frame in frames:
-            rows += rows_of(frame)
+    rows = [] if group_state.hasTimedOut else rows_by_session(frames).get(session_id, [])
     made = SessionTables.empty()
-    state: SessionState | None = None
+    stored = group_state.get[0] if group_state.exists else None
+    state = advance_session(context, session_id, stored, rows, now_ms, made)
+    if state is not None:
+        group_state.update((pickle.dumps(state, protocol=5),))
+        deadline = timer_deadline(state, context.config)
+        if deadline is not None:
+            group_state.setTimeoutDuration(max(1, deadline - now_ms))
+    yield output_frame(made)
+
+
+def output_frame(made: SessionTables) -> Any:
+    """The stateful step's output (``OUTPUT_DDL``): one row per non-empty table, its rows as Arrow IPC."""
+    import pandas as pd
+
+    tables = [(spec.qualified, table) for spec, table in made.tables().items() if table.num_rows]
+    return pd.DataFrame(
+        {
+            "table": [name for name, _ in tables],
+            "session_id": [None] * len(tables),
+            "rows": [to_ipc(table) for _, table in tables],
+        }
+    )
+
+
+def advance_session(
+    context: StreamContext,
+    session_id: str,
+    stored: bytes | None,
+    rows: list[dict[str, Any]],
+    now_ms: int,
+    made: SessionTables,
+) -> SessionState | None:
+    """One session's rows (none: its gap wait ended) through the processor, from its pickled state;
+    its rows added to ``made``. None when it failed (recorded in ``made``: one session's failure
+    must not stop the others)."""
     try:
-        before = pickle.loads(group_state.get[0]) if group_state.exists else SessionState()
+        before = pickle.loads(stored) if stored is not None else SessionState()
         before = adopt_rebuild(context, session_id, before)
         device_id = next(
             (r["device_id"] for r in rows if r.get("device_id")), before.info.device_id if before.info else ""
         )
         output, state = process_rows(before, rows, now_ms, context.config)
-        made.add(session_id, device_id, output, -1, now_ms * 1000)
-    except Exception as exc:  # one session's failure must not stop the others; its state stays
+        # Its rows join the others' only whole: a failure half-way must leave none behind.
+        own = SessionTables.empty()
+        own.add(session_id, device_id, output, -1, now_ms * 1000)
+    except Exception as exc:
         log.exception("session %s failed", session_id)
         made.error(session_id, -1, exc, now_ms * 1000)
-        state = None
-    else:
-        group_state.update((pickle.dumps(state, protocol=5),))
-    deadline = timer_deadline(state, context.config) if state is not None else None
-    if deadline is not None:
-        group_state.setTimeoutDuration(max(1, deadline - now_ms))
-    tables = [(spec.qualified, table) for spec, table in made.tables().items() if table.num_rows]
-    yield pd.DataFrame(
-        {
-            "table": [name for name, _ in tables],
-            "session_id": [session_id] * len(tables),
-            "rows": [to_ipc(table) for _, table in tables],
-        }
-    )
+        return None
+    made.extend(own)
+    return state
+
+
+def rows_by_session(frames: Iterator[Any]) -> dict[str, list[dict[str, Any]]]:
+    """Pandas frames of ``STREAM_ROWS_ARROW`` rows as each session's bronze rows (``ROWS_ARROW``
+    dicts), in order."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for frame in frames:
+        for session_id, row in zip(frame["session_id"], frame[ROW]):
+            rows.setdefault(session_id, []).append(row)
+    return rows
 
 
 def rows_of(frame: Any) -> list[dict[str, Any]]:
@@ -310,17 +428,11 @@ def rows_of(frame: Any) -> list[dict[str, Any]]:
 def adopt_rebuild(context: StreamContext, session_id: str, state: SessionState) -> SessionState:
     """A session rebuilt since the stream last saw it goes on from the rebuild's state (the rebuild
     replaced its rows), so blocks read again are recognised as done."""
-    path = rebuild_state_path(Path(context.rebuilds_dir), session_id)
-    try:
-        with open(path, "rb") as handle:
-            stored_id, rebuild_id, rebuilt = pickle.load(handle)
-    except FileNotFoundError:
+    found = read_rebuild_state(rebuild_state_path(Path(context.rebuilds_dir), session_id), session_id)
+    if found is None or getattr(state, "rebuild_id", None) == found.rebuild_id:
         return state
-    if stored_id != session_id:
-        raise RuntimeError(f"rebuild state {path} holds {stored_id!r}, not {session_id!r}")
-    if getattr(state, "rebuild_id", None) == rebuild_id:
-        return state
-    rebuilt.rebuild_id = rebuild_id
+    rebuilt = found.state()
+    rebuilt.rebuild_id = found.rebuild_id
     return rebuilt
 
 
@@ -331,9 +443,45 @@ def rebuild_state_path(rebuilds_dir: Path, session_id: str) -> Path:
 
 
 def save_rebuild_state(rebuilds_dir: Path, session_id: str, rebuild_id: str, state: SessionState) -> None:
+    """The header (session, rebuild id) and the state as two pickles, so that a reader checking the
+    id (the stream, for every session that has such a file, at every batch) need not load the state."""
     replace_file(
-        rebuild_state_path(rebuilds_dir, session_id), pickle.dumps((session_id, rebuild_id, state), protocol=5)
+        rebuild_state_path(rebuilds_dir, session_id),
+        pickle.dumps((session_id, rebuild_id), protocol=5) + pickle.dumps(state, protocol=5),
     )
+
+
+@dataclass(frozen=True)
+class LeftState:
+    """A rebuild state file read as far as its header: whose, which rebuild, and its state on demand."""
+
+    path: Path
+    session_id: str
+    rebuild_id: str
+    _state: SessionState | None
+    _rest: bytes | None
+
+    def state(self) -> SessionState:
+        return self._state if self._rest is None else pickle.loads(self._rest)
+
+
+def read_rebuild_state(path: Path, session_id: str | None = None) -> LeftState | None:
+    """A rebuild state file, its state not yet loaded; None without one. Checks the file is
+    ``session_id``'s when given. (Files written before the header was split hold one pickle of all
+    three.)"""
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        return None
+    with handle:
+        header = pickle.load(handle)
+        if len(header) == 3:
+            found = LeftState(path, header[0], header[1], header[2], None)
+        else:
+            found = LeftState(path, header[0], header[1], None, handle.read())
+    if session_id is not None and found.session_id != session_id:
+        raise RuntimeError(f"rebuild state {path} holds {found.session_id!r}, not {session_id!r}")
+    return found
 
 
 def unpack_task(
@@ -571,20 +719,31 @@ def rebuilds_dir(checkpoint: Path) -> Path:
 
 
 def bronze_rows(
-    spark: Any, lake_root: Path, streaming: bool = True, sessions: list[str] | None = None, max_files: int = 1000
+    spark: Any,
+    lake_root: Path,
+    streaming: bool = True,
+    sessions: list[str] | None = None,
+    max_files: int = 1000,
+    starting_versions: Mapping[str, int] | None = None,
 ) -> Any:
     """What the processor reads of bronze, as one DataFrame of ``STREAM_ROWS_ARROW`` rows: a stream from
-    Delta's streaming source, or (for a rebuild) the tables as they are, for ``sessions``."""
+    Delta's streaming source (a new checkpoint from ``starting_versions``, per table, where given),
+    or (for a rebuild) the tables as they are, for ``sessions``."""
     from pyspark.sql import functions as F
 
-    from infra.delta import only_appended
+    from infra.delta import latest_version, only_appended
 
     def read(spec: TableSpec) -> Any:
         reader = spark.readStream if streaming else spark.read
         frame = reader.format("delta")
         if streaming:
             frame = frame.option("maxFilesPerTrigger", str(max_files))
-            if only_appended(spec.path(lake_root)):
+            if starting_versions and spec.qualified in starting_versions:
+                # Where a carried-over checkpoint ended may be a version not yet written: the latest
+                # is then read again (its blocks are recognised as done).
+                version = min(starting_versions[spec.qualified], latest_version(spec.path(lake_root)))
+                frame = frame.option("startingVersion", str(max(0, version)))
+            elif only_appended(spec.path(lake_root)):
                 # A new checkpoint otherwise starts from the table's snapshot, which Delta's source
                 # builds and sorts first (7.7 s of silver's 52 s cold start at 100 headsets); a
                 # young append-only table's commits from version 0 hold the same rows. A checkpoint
@@ -606,6 +765,16 @@ def bronze_rows(
     return typed(read(BRONZE_EEG_BLOCKS), "block", BLOCK_COLUMNS).unionByName(
         typed(read(BRONZE_SESSIONS), "session", SESSION_COLUMNS)
     )
+
+
+BUCKET = "bucket"
+
+
+def session_bucket(session_id: str = "session_id") -> Any:
+    """The Spark column of a session's bucket (:data:`SESSION_BUCKETS`) from its ``session_id`` column."""
+    from pyspark.sql import functions as F
+
+    return F.pmod(F.xxhash64(F.col(session_id)), F.lit(SESSION_BUCKETS))
 
 
 def spark_type(arrow_type: pa.DataType) -> Any:
@@ -638,11 +807,9 @@ def start_silver_gold(spark: Any, settings: Any, trigger_s: float | None = None)
 def silver_gold_writer(spark: Any, settings: Any, trigger_s: float | None = None) -> Any:
     """The silver/gold query, planned but not started (a ``DataStreamWriter``): the runner plans it
     while bronze makes its first commit."""
-    from pyspark.sql.streaming.state import GroupStateTimeout
-
     from infra.delta import ensure_table
     from streaming_jobs.bronze import bronze_schema
-    from streaming_jobs.checkpoints import checkpoint_dir, clear_unfinished_writes, interruptible
+    from streaming_jobs.checkpoints import checkpoint_dir, clear_unfinished_writes
 
     checkpoint = checkpoint_dir(settings, QUERY_NAME)
     clear_unfinished_writes(checkpoint)
@@ -654,24 +821,226 @@ def silver_gold_writer(spark: Any, settings: Any, trigger_s: float | None = None
         ensure_table(spec.path(lake_root), bronze_schema(record_type), properties=spec.table_properties)
     # The state store's partitions are fixed when the checkpoint is made: one per core locally.
     spark.conf.set("spark.sql.shuffle.partitions", str(settings.lake.silver_tasks))
-    context = StreamContext(processor_config(settings), str(rebuilds_dir(checkpoint)))
-    rows = (
-        bronze_rows(spark, lake_root, max_files=settings.lake.max_bronze_files_per_trigger)
-        .groupBy("session_id")
-        .applyInPandasWithState(
-            functools.partial(process_session, context),
-            OUTPUT_DDL,
-            STATE_DDL,
-            "append",
-            GroupStateTimeout.ProcessingTimeTimeout,
-        )
+    context = StreamContext(
+        processor_config(settings), str(rebuilds_dir(checkpoint)), int(settings.lake.idle_session_park_s * 1000)
     )
-    sink = SilverGoldSink(
+    layout = checkpoint_layout(checkpoint)
+    if layout is None:
+        layout = carry_over_session_states(spark, settings, checkpoint, context)
+    context = replace(context, carried_deadlines=layout.carried_deadlines)
+    return stateful_writer(spark, settings, checkpoint, context, layout.starting_versions).trigger(
+        processingTime=f"{trigger_s} seconds"
+    )
+
+
+def stateful_writer(
+    spark: Any,
+    settings: Any,
+    checkpoint: Path,
+    context: StreamContext,
+    starting_versions: Mapping[str, int] | None = None,
+    by_session: bool = False,
+    until_idle: bool = False,
+) -> Any:
+    """The silver/gold query without its trigger: grouped by bucket, or ``by_session`` as a checkpoint
+    made before the buckets was (only to finish its batches); ``until_idle``: see :class:`UntilIdle`."""
+    from pyspark.sql.streaming.state import GroupStateTimeout
+
+    from streaming_jobs.checkpoints import interruptible
+
+    lake_root = settings.paths.lake_root
+    rows = bronze_rows(
+        spark, lake_root, max_files=settings.lake.max_bronze_files_per_trigger, starting_versions=starting_versions
+    )
+    grouped = rows.groupBy("session_id") if by_session else rows.withColumn(BUCKET, session_bucket()).groupBy(BUCKET)
+    step = process_session if by_session else process_sessions
+    stateful = grouped.applyInPandasWithState(
+        functools.partial(step, context), OUTPUT_DDL, STATE_DDL, "append", GroupStateTimeout.ProcessingTimeTimeout
+    )
+    sink: Any = SilverGoldSink(
         lake_root, checkpoint, context.config, arrow_records_per_batch=settings.lake.arrow_records_per_batch
     )
+    if until_idle:
+        sink = UntilIdle(sink, checkpoint)
     return (
-        rows.writeStream.queryName(QUERY_NAME)
+        stateful.writeStream.queryName(QUERY_NAME)
         .foreachBatch(interruptible(sink))
         .option("checkpointLocation", str(checkpoint))
-        .trigger(processingTime=f"{trigger_s} seconds")
     )
+
+
+# In silver/gold's checkpoint, written when this code makes it: how its state is keyed, and where a
+# checkpoint carried over from one keyed by session starts reading bronze.
+LAYOUT_FILE = "neurolake-state.json"
+CARRY_OVER_TIMEOUT_S = 900
+
+
+@dataclass(frozen=True)
+class CheckpointLayout:
+    buckets: int
+    # bronze table -> the Delta version a carried-over checkpoint starts reading at.
+    starting_versions: Mapping[str, int] = field(default_factory=dict)
+    carried_deadlines: Mapping[int, Mapping[str, int]] = field(default_factory=dict)
+
+    def save(self, checkpoint: Path) -> None:
+        checkpoint.mkdir(parents=True, exist_ok=True)
+        replace_file(
+            checkpoint / LAYOUT_FILE,
+            json.dumps(
+                {
+                    "state_key": BUCKET,
+                    "buckets": self.buckets,
+                    "starting_versions": dict(self.starting_versions),
+                    "carried_deadlines": {str(b): dict(d) for b, d in self.carried_deadlines.items()},
+                },
+                indent=1,
+            ).encode(),
+        )
+
+
+def checkpoint_layout(checkpoint: Path) -> CheckpointLayout | None:
+    """The layout of silver/gold's checkpoint: that of a new one (made now), that this code wrote, or
+    None for a checkpoint keyed by session (made before :data:`SESSION_BUCKETS`)."""
+    from core.errors import NeurolakeError
+
+    path = checkpoint / LAYOUT_FILE
+    if not path.exists():
+        if (checkpoint / "state").is_dir():
+            return None
+        layout = CheckpointLayout(SESSION_BUCKETS)
+        layout.save(checkpoint)
+        return layout
+    found = json.loads(path.read_text())
+    if found.get("buckets") != SESSION_BUCKETS:
+        raise NeurolakeError(
+            f"silver/gold's checkpoint {checkpoint} keeps its sessions in {found.get('buckets')} buckets, "
+            f"this code in {SESSION_BUCKETS}; run the version that made it, or `neurolake lake rebuild` "
+            f"after moving the checkpoint aside"
+        )
+    return CheckpointLayout(
+        SESSION_BUCKETS,
+        {table: int(version) for table, version in found.get("starting_versions", {}).items()},
+        {
+            int(b): {s: int(d) for s, d in sessions.items()}
+            for b, sessions in found.get("carried_deadlines", {}).items()
+        },
+    )
+
+
+def carry_over_session_states(spark: Any, settings: Any, checkpoint: Path, context: StreamContext) -> CheckpointLayout:
+    """Move a checkpoint keyed by session onto the bucketed state, losing and repeating nothing:
+    finish its planned batches with the per-session step (Spark's ``availableNow``), leave each
+    session's state as a rebuild state (adopted when the session's next rows come, as after a
+    rebuild), move the checkpoint aside (``<name>.by-session``), and start a new one where it
+    ended in bronze, with the carried sessions' gap waits. Returns the new checkpoint's layout."""
+    from pyspark.sql import functions as F
+
+    from streaming_jobs.checkpoints import checkpoint_identity
+
+    log.warning("silver/gold's checkpoint %s keys its state by session: carrying it over to buckets", checkpoint)
+    started = time.monotonic()
+    # Spark runs a batch after every batch of a query with processing-time timeouts, data or not
+    # (so availableNow alone never ends): the run ends at the first batch with no new bronze rows
+    # after the one planned before it stopped, which the sink refuses before it does anything.
+    finishing = stateful_writer(spark, settings, checkpoint, context, by_session=True, until_idle=True)
+    query = finishing.trigger(availableNow=True).start()
+    try:
+        query.awaitTermination(CARRY_OVER_TIMEOUT_S)
+    except Exception as exc:
+        if FinishedBatches.__name__ not in str(exc):
+            raise
+    else:
+        query.stop()
+        raise RuntimeError(
+            f"silver/gold's checkpoint {checkpoint} did not finish its batches within "
+            f"{CARRY_OVER_TIMEOUT_S} s; nothing was carried over (start again to retry)"
+        )
+    _ = spark.streams.active  # the state reader needs the driver's state store coordinator
+    stored = (
+        spark.read.format("statestore")
+        .load(str(checkpoint))
+        .select(F.col("key.session_id").alias("session_id"), F.col("value.groupState.state").alias("state"))
+        .collect()
+    )
+    carried_id = f"carried-{checkpoint_identity(checkpoint)}"
+    deadlines: dict[str, int] = {}
+    for row in stored:
+        session_id, state = row["session_id"], pickle.loads(row["state"])
+        if not leave_for_adoption(Path(context.rebuilds_dir), session_id, carried_id, state):
+            continue
+        deadline = timer_deadline(state, context.config)
+        if deadline is not None:
+            deadlines[session_id] = deadline
+    carried: dict[int, dict[str, int]] = {}
+    if deadlines:
+        buckets = spark.createDataFrame([(s,) for s in deadlines], "session_id STRING").select(
+            "session_id", session_bucket().alias(BUCKET)
+        )
+        for row in buckets.collect():
+            carried.setdefault(int(row[BUCKET]), {})[row["session_id"]] = deadlines[row["session_id"]]
+    layout = CheckpointLayout(SESSION_BUCKETS, last_bronze_versions(checkpoint), carried)
+    aside = checkpoint.with_name(f"{checkpoint.name}.by-session")
+    if aside.exists():
+        aside = checkpoint.with_name(f"{checkpoint.name}.by-session-{int(time.time())}")
+    checkpoint.rename(aside)
+    layout.save(checkpoint)
+    log.warning(
+        "silver/gold: %d session state(s) carried over in %.1f s (%d waiting on a gap); the old checkpoint is in %s",
+        len(stored),
+        time.monotonic() - started,
+        len(deadlines),
+        aside,
+    )
+    return layout
+
+
+class FinishedBatches(RuntimeError):
+    """Raised by :class:`UntilIdle`'s sink to end its query."""
+
+
+class UntilIdle:
+    """A silver/gold sink that ends its query at the first batch with no new bronze rows after the
+    batch its checkpoint had planned at the start (that one always runs: a planned batch may have
+    committed some tables already, and its replay must match). The ending batch is refused before
+    the stateful step runs, so it leaves neither rows nor state."""
+
+    def __init__(self, sink: Any, checkpoint: Path) -> None:
+        self.sink = sink
+        self.checkpoint = checkpoint
+        self.planned = max(spark_log_batches(checkpoint / "offsets"), default=-1)
+
+    def __call__(self, batch_df: Any, batch_id: int) -> None:
+        if batch_id > self.planned and source_offsets(self.checkpoint, batch_id) == source_offsets(
+            self.checkpoint, batch_id - 1
+        ):
+            raise FinishedBatches(f"silver/gold: batch {batch_id} has no new bronze rows; its batches are finished")
+        self.sink(batch_df, batch_id)
+
+
+def spark_log_batches(log_dir: Path) -> list[int]:
+    """The batch ids in one of Spark's checkpoint logs (``offsets``, ``commits``)."""
+    return [int(p.name) for p in log_dir.iterdir() if p.name.isdigit()] if log_dir.is_dir() else []
+
+
+def source_offsets(checkpoint: Path, batch_id: int) -> list[dict[str, Any]]:
+    """The end offset of each source of a batch, from Spark's offset log (a line per source, in the
+    union's order, after the version and the batch's metadata); [] for no such batch."""
+    path = checkpoint / "offsets" / str(batch_id)
+    if batch_id < 0 or not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()[2:]]
+
+
+def last_bronze_versions(checkpoint: Path) -> dict[str, int]:
+    """Where a finished silver/gold checkpoint ended in bronze: each source's Delta version after its
+    last committed batch. A batch that ended inside a version is read again from that version's
+    start: blocks a state has taken are recognised as done (:func:`dsp.session.process`)."""
+    committed = spark_log_batches(checkpoint / "commits")
+    if not committed:
+        return {}
+    versions = {}
+    for spec, offset in zip((BRONZE_EEG_BLOCKS, BRONZE_SESSIONS), source_offsets(checkpoint, max(committed))):
+        if offset.get("isStartingVersion") or offset.get("isInitialSnapshot"):
+            continue  # still inside the table's first snapshot: read it again from there
+        versions[spec.qualified] = int(offset["reservoirVersion"])
+    return versions

@@ -75,7 +75,10 @@ class TimedOut:
 TASKS: dict[str, Callable[[Path], Iterator[Any]]] = {
     "bronze decode": lambda lake: bronze.decode_task(bronze.DecodeContext(Keyring(lake / "keys"), {}, 0), iter([])),
     "bronze write": lambda lake: bronze.write_task(str(lake), frozenset(), lambda rows: {}, iter([])),
-    "silver/gold step": lambda lake: silver_gold.process_session(
+    "silver/gold step": lambda lake: silver_gold.process_sessions(
+        silver_gold.StreamContext(ProcessorConfig(), str(lake)), (0,), iter([]), TimedOut()
+    ),
+    "silver/gold step by session": lambda lake: silver_gold.process_session(
         silver_gold.StreamContext(ProcessorConfig(), str(lake)), ("a-session",), iter([]), TimedOut()
     ),
     "silver/gold write": lambda lake: silver_gold.write_task(0, str(lake), frozenset(), iter([])),

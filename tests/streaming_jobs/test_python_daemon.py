@@ -17,6 +17,7 @@ from tests.conftest import isolated_environ
 TASK_FUNCTIONS = (
     bronze.decode_task,
     bronze.write_task,
+    silver_gold.process_sessions,
     silver_gold.process_session,
     silver_gold.write_task,
     silver_gold.unpack_task,
