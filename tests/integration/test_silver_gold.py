@@ -12,10 +12,11 @@ import pytest
 from deltalake import DeltaTable
 from scipy.signal import sosfilt
 
+from batch_jobs.rebuild import made_with
 from dsp.filters import FilterSpec, design_sos
 from infra.spark import build_spark_session
 from streaming_jobs.jobs import BRONZE_QUERIES, drain, start_bronze
-from streaming_jobs.silver_gold import start_silver_gold
+from streaming_jobs.silver_gold import processor_config, start_silver_gold
 from tests.integration.conftest import BrokerStack
 
 pytestmark = pytest.mark.integration
@@ -55,6 +56,10 @@ def test_silver_and_gold_from_a_simulated_session(broker: BrokerStack) -> None:
             query = start_silver_gold(spark, in_steps, trigger_s=0.5)
             drain(query)
             query.stop()
+        # What a rebuild reads to find the sessions made with other settings: the buckets' states.
+        (session_id,) = device["sessions"]
+        checkpoint = broker.settings.paths.lake_root / "_checkpoints" / "silver_gold"
+        assert made_with(spark, checkpoint) == {session_id: frozenset({processor_config(broker.settings).fingerprint})}
     finally:
         spark.stop()
     root = broker.settings.paths.lake_root
