@@ -945,11 +945,12 @@ def carry_over_session_states(spark: Any, settings: Any, checkpoint: Path, conte
     finishing = stateful_writer(spark, settings, checkpoint, context, by_session=True, until_idle=True)
     query = finishing.trigger(availableNow=True).start()
     try:
-        query.awaitTermination(CARRY_OVER_TIMEOUT_S)
+        finished = query.awaitTermination(CARRY_OVER_TIMEOUT_S)
     except Exception as exc:
         if FinishedBatches.__name__ not in str(exc):
             raise
-    else:
+        finished = True
+    if not finished:
         query.stop()
         raise RuntimeError(
             f"silver/gold's checkpoint {checkpoint} did not finish its batches within "
