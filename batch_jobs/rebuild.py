@@ -113,26 +113,23 @@ def sessions_with_notes(lake_root: Path) -> tuple[set[str], dict[str, int]]:
 def made_with(spark: Any, checkpoint: Path) -> dict[str, frozenset[str]]:
     """Per session, the settings fingerprints its rows were made with: the stream's state (Spark's
     state store reader over the checkpoint), or the session's last rebuild when that is newer."""
-    found: dict[str, frozenset[str]] = {}
+    streamed: dict[str, Any] = {}
     if (checkpoint / "state").is_dir():
         _ = spark.streams.active  # the state reader needs the driver's state store coordinator
         for row in spark.read.format("statestore").load(str(checkpoint)).collect():
             stored = pickle.loads(row["value"]["groupState"]["state"])
             # A bucket's sessions (SESSION_BUCKETS), or one session in a checkpoint made before them.
-            states = (
-                {session_id: pickle.loads(state) for session_id, state in stored["states"].items()}
-                if isinstance(stored, dict)
-                else {row["key"]["session_id"]: stored}
-            )
-            for session_id, state in states.items():
-                found[session_id] = state.fingerprints if state.rebuild_id is None else frozenset()
+            if isinstance(stored, dict):
+                streamed.update((session_id, pickle.loads(state)) for session_id, state in stored["states"].items())
+            else:
+                streamed[row["key"]["session_id"]] = stored
+    found = {session_id: state.fingerprints for session_id, state in streamed.items()}
+    # A state left beside the checkpoint (a rebuild's, a parked or carried-over session's) that the
+    # stream has not taken up is the newer one.
     for path in rebuilds_dir(checkpoint).glob("*.state"):
         left = read_rebuild_state(path)
-        if left is None:
-            continue
-        session_id, state = left.session_id, left.state()
-        if session_id not in found or not found[session_id]:
-            found[session_id] = state.fingerprints
+        if left is not None and getattr(streamed.get(left.session_id), "rebuild_id", None) != left.rebuild_id:
+            found[left.session_id] = left.state().fingerprints
     return found
 
 
