@@ -455,7 +455,6 @@ def save_rebuild_state(rebuilds_dir: Path, session_id: str, rebuild_id: str, sta
 class LeftState:
     """A rebuild state file read as far as its header: whose, which rebuild, and its state on demand."""
 
-    path: Path
     session_id: str
     rebuild_id: str
     _state: SessionState | None
@@ -476,9 +475,9 @@ def read_rebuild_state(path: Path, session_id: str | None = None) -> LeftState |
     with handle:
         header = pickle.load(handle)
         if len(header) == 3:
-            found = LeftState(path, header[0], header[1], header[2], None)
+            found = LeftState(header[0], header[1], header[2], None)
         else:
-            found = LeftState(path, header[0], header[1], None, handle.read())
+            found = LeftState(header[0], header[1], None, handle.read())
     if session_id is not None and found.session_id != session_id:
         raise RuntimeError(f"rebuild state {path} holds {found.session_id!r}, not {session_id!r}")
     return found
