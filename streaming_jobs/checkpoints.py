@@ -40,6 +40,20 @@ def clear_unfinished_writes(checkpoint: Path) -> list[Path]:
     return removed
 
 
+def spark_log_batches(log_dir: Path) -> list[int]:
+    """The batch ids in one of Spark's checkpoint logs (``offsets``, ``commits``)."""
+    return [int(p.name) for p in log_dir.iterdir() if p.name.isdigit()] if log_dir.is_dir() else []
+
+
+def source_offsets(checkpoint: Path, batch_id: int) -> list[dict[str, Any]]:
+    """The end offset of each source of a batch, from Spark's offset log (a line per source, in the
+    union's order, after the version and the batch's metadata); [] for no such batch."""
+    path = checkpoint / "offsets" / str(batch_id)
+    if batch_id < 0 or not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines()[2:]]
+
+
 def checkpoint_identity(checkpoint: Path) -> str:
     """The id Spark gave the query when it made ``checkpoint`` (kept in its ``metadata`` file): part
     of every Delta app id the query writes with, since a new checkpoint numbers its batches from 0

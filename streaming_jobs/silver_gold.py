@@ -319,7 +319,7 @@ def process_sessions(context: StreamContext, key: tuple[int], frames: Iterator[A
     yield output_frame(made)
 
 
-def park_idle_sessions(context: StreamContext, bucket: dict[str, dict[str, Any]], now_ms: int) -> list[str]:
+def park_idle_sessions(context: StreamContext, bucket: dict[str, dict[str, Any]], now_ms: int) -> None:
     """Take the sessions that had no rows for ``context.park_after_ms`` and wait on no gap out of the
     bucket's state, leaving each state to be adopted if its blocks come again (:func:`leave_for_adoption`):
     a bucket otherwise carries every session it ever had through the JVM at every batch. The parked
@@ -335,7 +335,6 @@ def park_idle_sessions(context: StreamContext, bucket: dict[str, dict[str, Any]]
             Path(context.rebuilds_dir), session_id, f"parked-{now_ms}", pickle.loads(states.pop(session_id))
         )
         del seen[session_id]
-    return idle
 
 
 def leave_for_adoption(rebuilds_dir: Path, session_id: str, leave_id: str, state: SessionState) -> bool:
@@ -1005,11 +1004,15 @@ class UntilIdle:
     the stateful step runs, so it leaves neither rows nor state."""
 
     def __init__(self, sink: Any, checkpoint: Path) -> None:
+        from streaming_jobs.checkpoints import spark_log_batches
+
         self.sink = sink
         self.checkpoint = checkpoint
         self.planned = max(spark_log_batches(checkpoint / "offsets"), default=-1)
 
     def __call__(self, batch_df: Any, batch_id: int) -> None:
+        from streaming_jobs.checkpoints import source_offsets
+
         if batch_id > self.planned and source_offsets(self.checkpoint, batch_id) == source_offsets(
             self.checkpoint, batch_id - 1
         ):
@@ -1017,24 +1020,12 @@ class UntilIdle:
         self.sink(batch_df, batch_id)
 
 
-def spark_log_batches(log_dir: Path) -> list[int]:
-    """The batch ids in one of Spark's checkpoint logs (``offsets``, ``commits``)."""
-    return [int(p.name) for p in log_dir.iterdir() if p.name.isdigit()] if log_dir.is_dir() else []
-
-
-def source_offsets(checkpoint: Path, batch_id: int) -> list[dict[str, Any]]:
-    """The end offset of each source of a batch, from Spark's offset log (a line per source, in the
-    union's order, after the version and the batch's metadata); [] for no such batch."""
-    path = checkpoint / "offsets" / str(batch_id)
-    if batch_id < 0 or not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines()[2:]]
-
-
 def last_bronze_versions(checkpoint: Path) -> dict[str, int]:
     """Where a finished silver/gold checkpoint ended in bronze: each source's Delta version after its
     last committed batch. A batch that ended inside a version is read again from that version's
     start: blocks a state has taken are recognised as done (:func:`dsp.session.process`)."""
+    from streaming_jobs.checkpoints import source_offsets, spark_log_batches
+
     committed = spark_log_batches(checkpoint / "commits")
     if not committed:
         return {}

@@ -15,7 +15,7 @@ from scipy.signal import sosfilt
 from batch_jobs.rebuild import made_with
 from dsp.filters import FilterSpec, design_sos
 from infra.spark import build_spark_session
-from streaming_jobs.checkpoints import checkpoint_dir
+from streaming_jobs.checkpoints import checkpoint_dir, spark_log_batches
 from streaming_jobs.jobs import BRONZE_QUERIES, drain, start_bronze
 from streaming_jobs.silver_gold import (
     LAYOUT_FILE,
@@ -66,9 +66,9 @@ def test_a_checkpoint_keyed_by_session_is_carried_over_losing_and_repeating_noth
             query.awaitTermination(0.2)
         query.stop()
         # Killed after its last batch's rows were committed, before Spark's own commit of it.
-        commits = sorted(int(p.name) for p in (checkpoint / "commits").iterdir() if p.name.isdigit())
-        (checkpoint / "commits" / str(commits[-1])).unlink()
-        (checkpoint / "commits" / f".{commits[-1]}.crc").unlink(missing_ok=True)
+        last = max(spark_log_batches(checkpoint / "commits"))
+        (checkpoint / "commits" / str(last)).unlink()
+        (checkpoint / "commits" / f".{last}.crc").unlink(missing_ok=True)
         partial = _table(root, "silver", "eeg_samples").num_rows
         assert 0 < partial < device["samples"]
 
