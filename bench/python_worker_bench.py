@@ -2,7 +2,8 @@
 
 A worker of the lake's queries holds PySpark's worker, pyarrow, pandas, numpy, scipy and the lake's
 stream modules, and PySpark's daemon collects garbage after each task a worker is reused for. This
-bench runs bronze's decode task on 1,000 signed EEG blocks (100 headsets' second) in a fresh process
+bench runs bronze's task (decode, and the files written to a scratch lake) on 1,000 signed EEG blocks
+(100 headsets' second) in a fresh process
 with those modules imported, then the collection as PySpark runs it: first with the heap thawed
 before each collection (the worker before ``infra.python_workers``), then as the task leaves it
 (frozen). It prints the task's and the collection's median times and their ratio; the lake bench's
@@ -36,7 +37,7 @@ from schemas.catalog import EEG_RAW
 from schemas.codec import default_codec
 from schemas.records import eeg_block_record
 from schemas.signing import Keyring, ensure_key, sign
-from streaming_jobs.bronze import DecodeContext, SessionFacts, decode_task
+from streaming_jobs.bronze import DecodeContext, SessionFacts, bronze_task
 
 
 def kafka_rows(keys: Path, headsets: int = 100, blocks: int = 10) -> tuple[pa.Table, DecodeContext]:
@@ -67,12 +68,12 @@ def kafka_rows(keys: Path, headsets: int = 100, blocks: int = 10) -> tuple[pa.Ta
     return rows, DecodeContext(Keyring(keys), sessions, 1_800_000_000_000_000)
 
 
-def tasks(rows: pa.Table, context: DecodeContext, count: int, thaw: bool) -> tuple[float, float, int]:
+def tasks(rows: pa.Table, context: DecodeContext, lake: Path, count: int, thaw: bool) -> tuple[float, float, int]:
     """Median ms of the task and of the collection after it, and the objects the last one walked."""
     task_ms, collect_ms = [], []
     for _ in range(count):
         started = time.perf_counter()
-        for _batch in decode_task(context, iter(rows.to_batches())):
+        for _batch in bronze_task(str(lake), context, None, iter(rows.to_batches())):
             pass
         task_ms.append((time.perf_counter() - started) * 1000)
         if thaw:
@@ -89,10 +90,13 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         rows, context = kafka_rows(Path(scratch) / "keys")
-        plain_task, plain_gc, plain_objects = tasks(rows, context, args.tasks, thaw=True)
+        lake = Path(scratch) / "lake"
+        plain_task, plain_gc, plain_objects = tasks(rows, context, lake, args.tasks, thaw=True)
         freeze_long_lived_objects.modules_when_frozen = 0  # a fresh worker's first task
-        frozen_task, frozen_gc, frozen_objects = tasks(rows, context, args.tasks, thaw=False)
-    print(f"python worker bench: bronze's decode task on {rows.num_rows:,} blocks, then PySpark's gc.collect()")
+        frozen_task, frozen_gc, frozen_objects = tasks(rows, context, lake, args.tasks, thaw=False)
+    print(
+        f"python worker bench: bronze's task (decode and write) on {rows.num_rows:,} blocks, then PySpark's gc.collect()"
+    )
     print(f"  heap not frozen: task {plain_task:.1f} ms, collection {plain_gc:.1f} ms ({plain_objects:,} objects)")
     print(
         f"  heap frozen:     task {frozen_task:.1f} ms, collection {frozen_gc:.2f} ms ({frozen_objects:,} objects); "

@@ -592,6 +592,13 @@ def write_table_files(
         yield files.append_column("table", pa.array([name] * files.num_rows, pa.string()))
 
 
+def remove_written_files(lake_root: Path, written: Iterable[Mapping[str, Any]]) -> None:
+    """Delete files a streaming sink's tasks wrote (``WRITTEN_FILES`` rows) that will not be
+    committed: no reader ever saw them."""
+    for row in written:
+        (TABLES[str(row["table"])].path(lake_root) / str(row["path"])).unlink(missing_ok=True)
+
+
 def commit_written_files(
     lake_root: Path,
     written: Iterable[Mapping[str, Any]],

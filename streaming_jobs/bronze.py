@@ -4,20 +4,23 @@ topic, seq), in Delta.
 The query reads Kafka with Spark's own Kafka source (offsets in its checkpoint). Per micro-batch
 (``foreachBatch``, :class:`BronzeBatchWriter`):
 
-1. on the executors (``mapInArrow`` over the Kafka partitions, coalesced to ``lake.silver_tasks``
-   tasks), each record's signature is verified against the hub's keyring (schemas/signing.py), the record decoded and validated
-   (:func:`decode_rows`); what is not authenticated, does not decode or does not validate is kept
-   with its raw bytes and the reason for ``bronze.quarantine`` (never dropped);
-2. the driver collects only each record's stream key (topic, device, spool epoch, seq) and decides
-   against an index of what bronze holds which records are new, which are duplicates (the edge
-   resends after outages) and which jump implausibly far (:func:`decide`);
-3. one Spark job writes every table's Parquet files on the executors (:func:`sink_tables`, pyarrow),
-   and the driver commits each table in one Delta transaction with delta-rs, naming its app (query +
+1. one Spark job (``mapInArrow`` over the Kafka partitions, coalesced to ``lake.silver_tasks``
+   tasks, :func:`bronze_task`): on the executors each record's signature is verified against the
+   hub's keyring (schemas/signing.py), the record decoded and validated (:func:`decode_rows`), and
+   every table's Parquet files written (:func:`sink_tables`, pyarrow); what is not authenticated,
+   does not decode or does not validate goes to ``bronze.quarantine`` with its raw bytes and the
+   reason (never dropped). The tasks return the files and only each record's stream key and facts;
+2. the driver decides against an index of what bronze holds which records are new, which are
+   duplicates (the edge resends after outages) and which jump implausibly far (:func:`decide`). A
+   batch with a duplicate or a refused record (rare) has its files removed and written again
+   without them, the refused in quarantine (the same job with the verdicts);
+3. the driver commits each table in one Delta transaction with delta-rs, naming its app (query +
    table) and batch id (:func:`infra.delta.commit_written_files`): a batch replayed after a crash
    finds its commit and writes nothing twice. ``silver.markers`` and ``silver.sensor_readings``
    (lab-time projections) commit before the bronze tables they come from, so a crash between the
    two is replayed safely. (delta-spark's writer took a job and 1.5-2 s per table and batch at 100
-   headsets, and 5.4 s for the first: bench/lake_bench.py);
+   headsets, and 5.4 s for the first: bench/lake_bench.py; deciding before writing took a second
+   job per batch, and each job waits for a task slot: bench/lake_bench.py, README);
 4. after the commits, per device, epoch and topic, the highest contiguous seq stored is published
    (a hub-signed ``SPOOL_ACK`` on ``devices.control``), which lets the edge delete its spool up to there.
 
@@ -49,7 +52,15 @@ from dsp.session_record import (
     is_finite_number,
     session_record_problem,
 )
-from infra.delta import LakeTable, utc_date
+from infra.delta import (
+    WRITTEN_FILES,
+    LakeTable,
+    batch_committed,
+    commit_written_files,
+    remove_written_files,
+    utc_date,
+    write_table_files,
+)
 from infra.python_workers import freeze_long_lived_objects
 from schemas import timebase
 from schemas.catalog import (
@@ -606,22 +617,91 @@ def wide_schema() -> pa.Schema:
     return pa.schema(list(fields.values()))
 
 
-def decode_task(context: DecodeContext, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """Executor side of step 1: a Spark task's raw Kafka rows (one Kafka partition, so one topic) as
-    decoded rows in :func:`wide_schema`."""
+def conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` in ``schema``: its columns in that order and type, those it lacks as nulls."""
+    for wanted in schema:
+        if wanted.name not in table.schema.names:
+            table = table.append_column(wanted, pa.nulls(table.num_rows, wanted.type))
+    return table.select(schema.names).cast(schema)
+
+
+def decoded_task_rows(context: DecodeContext, raw: pa.Table, codec: AvroCodec | None = None) -> pa.Table:
+    """A task's raw Kafka rows as decoded rows in :func:`wide_schema`, whatever topics they hold."""
+    codec = codec or default_codec()
+    schema = wide_schema()
+    parts = [
+        conformed(decode_rows(topic, raw.filter(pc.equal(raw.column("topic"), topic)), context, codec), schema)
+        for topic in pc.unique(raw.column("topic")).to_pylist()
+    ]
+    return pa.concat_tables(parts) if parts else schema.empty_table()
+
+
+# What the driver decides on, per record: its stream and prediction keys, whether it decoded and
+# validated, and the facts a block is checked against its session with.
+FACT_COLUMNS = tuple(
+    dict.fromkeys(
+        (*STREAM_KEY_COLUMNS, *BLOCK_FACT_COLUMNS, "started_us", *PREDICTION_KEY_COLUMNS, "valid", "session_channels")
+    )
+)
+
+
+@cache
+def facts_schema() -> pa.Schema:
+    wide = wide_schema()
+    derived = {"valid": pa.field("valid", pa.bool_()), "session_channels": pa.field("session_channels", pa.int32())}
+    return pa.schema([derived[name] if name in derived else wide.field(name) for name in FACT_COLUMNS])
+
+
+def facts_of(decoded: pa.Table) -> pa.Table:
+    """The driver's facts (:data:`FACT_COLUMNS`) of decoded rows (:func:`wide_schema`)."""
+    facts = decoded.select([name for name in FACT_COLUMNS if name in decoded.schema.names])
+    facts = facts.append_column("valid", pc.is_null(decoded.column(PROBLEM)))
+    facts = facts.append_column("session_channels", pc.list_value_length(decoded.column("channel_names")))
+    return conformed(facts, facts_schema())
+
+
+@cache
+def task_output_schema() -> pa.Schema:
+    """What a bronze task returns: fact rows (:func:`facts_schema`) and written-file rows
+    (``WRITTEN_FILES``) in one schema; a file row has a ``path``, a fact row none."""
+    return pa.schema([f.with_nullable(True) for f in (*facts_schema(), *WRITTEN_FILES)])
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """The driver's verdicts on a batch's records, by (topic, partition, offset): those left out of
+    their tables (``dropped``: duplicates and refused) and the reasons of those it refused."""
+
+    dropped: Mapping[str, Set[tuple[int, int]]] = field(default_factory=dict)
+    refused: Mapping[tuple[str, int, int], str] = field(default_factory=dict)
+
+
+def bronze_task(
+    lake_root: str,
+    context: DecodeContext,
+    verdicts: Verdicts | None,
+    batches: Iterator[pa.RecordBatch],
+) -> Iterator[pa.RecordBatch]:
+    """One Spark task of a bronze batch: its raw Kafka rows decoded (step 1) and every table's rows
+    written as Parquet files (step 3, :func:`sink_tables`), in one pass. Without ``verdicts`` (the
+    driver has not decided yet) every valid record is written, and the rows returned are the
+    records' facts (:func:`facts_of`) and the files; with them, the files of the rows the verdicts
+    keep, and the refused records in quarantine (:func:`refused_tables`)."""
     freeze_long_lived_objects()
     received = list(batches)
     if not received:
         return
     raw = pa.Table.from_batches(received)
-    codec = default_codec()
-    schema = wide_schema()
-    for topic in pc.unique(raw.column("topic")).to_pylist():
-        decoded = decode_rows(topic, raw.filter(pc.equal(raw.column("topic"), topic)), context, codec)
-        missing = [f for f in schema if f.name not in decoded.schema.names]
-        for f in missing:
-            decoded = decoded.append_column(f, pa.nulls(decoded.num_rows, f.type))
-        yield from decoded.select(schema.names).cast(schema).to_batches()
+    decoded = decoded_task_rows(context, raw)
+    tables = sink_tables(verdicts.dropped if verdicts is not None else {}, decoded)
+    if verdicts is not None and verdicts.refused:
+        for name, rows in refused_tables(verdicts.refused, context.ingest_us, raw).items():
+            tables[name] = pa.concat_tables([tables[name], rows]) if name in tables else rows
+    schema = task_output_schema()
+    if verdicts is None:
+        yield from conformed(facts_of(decoded), schema).to_batches()
+    for files in write_table_files(Path(lake_root), tables):
+        yield from conformed(pa.Table.from_batches([files]), schema).to_batches()
 
 
 def sink_tables(dropped: Mapping[str, Set[tuple[int, int]]], decoded: pa.Table) -> dict[str, pa.Table]:
@@ -672,22 +752,6 @@ def refused_tables(refused: Mapping[tuple[str, int, int], str], ingest_us: int, 
         if (t, p, o) in refused
     ]
     return {BRONZE_QUARANTINE.qualified: pa.Table.from_pylist(rows, schema=QUARANTINE_SCHEMA)} if rows else {}
-
-
-def write_task(
-    lake_root: str,
-    skip: frozenset[str],
-    tables_of: Callable[[pa.Table], dict[str, pa.Table]],
-    batches: Iterator[pa.RecordBatch],
-) -> Iterator[pa.RecordBatch]:
-    """Executor side of step 3: this task's rows of every table (``tables_of``) but ``skip`` (those
-    already holding the batch) as that table's Parquet files, described for the driver's commit."""
-    from infra.delta import write_table_files
-
-    freeze_long_lived_objects()
-    received = list(batches)
-    if received:
-        yield from write_table_files(Path(lake_root), tables_of(pa.Table.from_batches(received)), skip)
 
 
 def projection_schema(name: str) -> pa.Schema:
@@ -755,8 +819,6 @@ class BronzeBatchWriter:
         log.info("bronze batch %d: %s", batch_id, self.last_batch)
 
     def _write(self, batch_df: Any, batch_id: int) -> dict[str, Any]:
-        from pyspark.sql import functions as F
-
         from infra.spark import arrow_batches_by_records
 
         if self.arrow_records_per_batch is not None:
@@ -764,30 +826,48 @@ class BronzeBatchWriter:
         if self.keyring is not None:
             self.keyring.reload()  # a key added or revoked from the CLI counts from this batch on
         context = DecodeContext(self.keyring, dict(self.sessions), timebase.now_us())
-        spark_schema = spark_struct(wide_schema())
+        started = time.monotonic()
+        # One job decodes the records and writes every valid one's files before the driver decides:
+        # a batch with no duplicate and nothing refused, nearly every one, needs no other job.
+        returned = self._run_tasks(batch_df, context, None)
+        is_file = pc.is_valid(returned.column("path"))
+        facts = returned.filter(pc.invert(is_file)).select(list(FACT_COLUMNS))
+        written = returned.filter(is_file).select(WRITTEN_FILES.names).to_pylist()
+        refused, duplicates = self._decide(facts, context)
+        if refused or duplicates:
+            # Those files hold records the verdicts leave out: written again without them (the
+            # Kafka source reads the batch's fixed offsets again, and decoding is deterministic).
+            remove_written_files(self.lake_root, written)
+            dropped: dict[str, set[tuple[int, int]]] = {}
+            for topic, partition, offset in [*duplicates, *refused]:
+                dropped.setdefault(topic, set()).add((partition, offset))
+            verdicts = Verdicts({topic: frozenset(at) for topic, at in dropped.items()}, dict(refused))
+            written = self._run_tasks(batch_df, context, verdicts).select(WRITTEN_FILES.names).to_pylist()
+        write_s = round(time.monotonic() - started, 3)
+        committed = self._commit(facts, written, batch_id)
+        invalid = facts.num_rows - pc.sum(facts.column("valid")).as_py() if facts.num_rows else 0
+        return {
+            "records": facts.num_rows,
+            "duplicates": len(duplicates),
+            "quarantined": len(refused) + invalid,
+            "topics": sorted(set(facts.column("kafka_topic").to_pylist())),
+            **committed,
+            "write_s": write_s,
+        }
+
+    def _run_tasks(self, batch_df: Any, context: DecodeContext, verdicts: Verdicts | None) -> pa.Table:
+        """One Spark job of :func:`bronze_task` over the batch's Kafka rows; what its tasks return."""
         # Kafka gives one Spark partition per topic partition; a task per core decodes them all
-        # (tasks cost more than decoding here), and every table's write then reads that many.
-        decoded = (
+        # (tasks cost more than decoding here).
+        return (
             batch_df.select("topic", "partition", "offset", "key", "value")
             .coalesce(self.tasks)
-            .mapInArrow(functools.partial(decode_task, context), spark_schema)
+            .mapInArrow(
+                functools.partial(bronze_task, str(self.lake_root), context, verdicts),
+                spark_struct(task_output_schema()),
+            )
+            .toArrow()
         )
-        decoded = decoded.persist()
-        try:
-            facts = decoded.select(
-                *STREAM_KEY_COLUMNS,
-                F.col(PROBLEM).isNull().alias("valid"),
-                *(c for c in BLOCK_FACT_COLUMNS if c not in ("session_id",)),
-                "session_id",
-                F.size("channel_names").alias("session_channels"),
-                "started_us",
-                *(c for c in PREDICTION_KEY_COLUMNS if c != "session_id"),
-            ).toArrow()
-            refused, duplicates = self._decide(facts, context)
-            written = self._commit(batch_df, decoded, facts, refused, duplicates, batch_id, context.ingest_us)
-        finally:
-            decoded.unpersist()
-        return {"records": facts.num_rows, "duplicates": len(duplicates), **written}
 
     def _decide(
         self, facts: pa.Table, context: DecodeContext
@@ -827,21 +907,7 @@ class BronzeBatchWriter:
         refused.update(decision.jumped)
         return refused, decision.duplicates
 
-    def _commit(
-        self,
-        raw: Any,
-        decoded: Any,
-        facts: pa.Table,
-        refused: dict[tuple[str, int, int], str],
-        duplicates: set[tuple[str, int, int]],
-        batch_id: int,
-        ingest_us: int,
-    ) -> dict[str, Any]:
-        from infra.delta import WRITTEN_FILES, batch_committed, commit_written_files
-
-        dropped: dict[str, set[tuple[int, int]]] = {}
-        for topic, partition, offset in [*duplicates, *refused]:
-            dropped.setdefault(topic, set()).add((partition, offset))
+    def _commit(self, facts: pa.Table, written: list[dict[str, Any]], batch_id: int) -> dict[str, Any]:
         valid_present = sorted(set(facts.filter(facts.column("valid")).column("kafka_topic").to_pylist()))
         # table -> its schema and app, in commit order. Silver's projections first: if bronze then
         # fails, the replay (no longer deduplicated away) finds silver's commit and skips only that.
@@ -858,46 +924,15 @@ class BronzeBatchWriter:
             app_ids[spec.qualified] = self.app_id(spec.name)
         schemas[BRONZE_QUARANTINE.qualified] = QUARANTINE_SCHEMA
         app_ids[BRONZE_QUARANTINE.qualified] = self.app_id(QUARANTINE_TABLE)
-        # A batch replayed after a crash between two tables' commits rewrites only the others.
+        # A batch replayed after a crash between two tables' commits commits only the others.
         skip = frozenset(
             name for name in schemas if batch_committed(TABLES[name].path(self.lake_root), app_ids[name], batch_id)
         )
-        started = time.monotonic()
-        # One Spark job writes every table's files on the executors; the driver's verdicts travel in
-        # the task's closure, not as a joined table: a resend after an outage can make thousands.
-        tables_of = functools.partial(sink_tables, {topic: frozenset(at) for topic, at in dropped.items()})
-        written = (
-            [
-                row.asDict()
-                for row in decoded.mapInArrow(
-                    functools.partial(write_task, str(self.lake_root), skip, tables_of), spark_struct(WRITTEN_FILES)
-                ).collect()
-            ]
-            if facts.num_rows
-            else []
-        )
-        if refused:
-            # These records decoded and carry no raw bytes: take them from the batch (the Kafka source
-            # reads its fixed offsets again; a rare path: a seq jump, a block contradicting its session).
-            refused_of = functools.partial(refused_tables, dict(refused), ingest_us)
-            written += [
-                row.asDict()
-                for row in raw.select("topic", "partition", "offset", "key", "value")
-                .mapInArrow(
-                    functools.partial(write_task, str(self.lake_root), skip, refused_of), spark_struct(WRITTEN_FILES)
-                )
-                .collect()
-            ]
-        write_s = round(time.monotonic() - started, 3)
+        if skip:
+            remove_written_files(self.lake_root, [row for row in written if row["table"] in skip])
+            written = [row for row in written if row["table"] not in skip]
         commit_s, rows = commit_written_files(self.lake_root, written, schemas, app_ids.__getitem__, batch_id)
-        return {
-            "quarantined": len(refused) + len(facts) - len(facts.filter(facts.column("valid"))),
-            "topics": sorted(set(facts.column("kafka_topic").to_pylist())),
-            "rows_by_table": rows,
-            "skipped_tables": sorted(skip),
-            "write_s": write_s,
-            "commit_s": commit_s,
-        }
+        return {"rows_by_table": rows, "skipped_tables": sorted(skip), "commit_s": commit_s}
 
     def _after_commit(self) -> None:
         now = time.monotonic()

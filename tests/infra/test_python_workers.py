@@ -73,8 +73,9 @@ class TimedOut:
 
 
 TASKS: dict[str, Callable[[Path], Iterator[Any]]] = {
-    "bronze decode": lambda lake: bronze.decode_task(bronze.DecodeContext(Keyring(lake / "keys"), {}, 0), iter([])),
-    "bronze write": lambda lake: bronze.write_task(str(lake), frozenset(), lambda rows: {}, iter([])),
+    "bronze": lambda lake: bronze.bronze_task(
+        str(lake), bronze.DecodeContext(Keyring(lake / "keys"), {}, 0), None, iter([])
+    ),
     "silver/gold step": lambda lake: silver_gold.process_sessions(
         silver_gold.StreamContext(ProcessorConfig(), str(lake)), (0,), iter([]), TimedOut()
     ),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
@@ -145,6 +146,13 @@ def test_bronze_exactly_once_with_quarantine_and_acks(broker: BrokerStack) -> No
     }
     for key, device in runs.items():
         assert eeg_acks[key] == device["next_seq"]["eeg.raw"] - 1
+    # The batches holding the resend and the forged seq wrote their files twice (before and after
+    # the driver's verdicts): the first files are gone, not left beside the table.
+    for name in ("eeg_blocks", "markers", "quarantine"):
+        table_dir = root / "bronze" / name
+        on_disk = {path.resolve() for path in table_dir.rglob("*.parquet")}
+        in_table = {Path(uri.removeprefix("file://")).resolve() for uri in DeltaTable(str(table_dir)).file_uris()}
+        assert on_disk == in_table, name
 
 
 @pytest.mark.slow

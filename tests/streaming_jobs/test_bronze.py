@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
+from schemas.catalog import TABLES
 from schemas.codec import default_codec
 from schemas.signing import HUB, Keyring, ensure_key, new_key, sign
 from streaming_jobs.bronze import SeqIndex, decode_batch
@@ -170,15 +172,15 @@ def test_the_prediction_index_is_seeded_from_gold_live_predictions(tmp_path: Pat
 
 
 def test_the_executors_tables_are_the_one_process_decode_and_commit_once(tmp_path: Path) -> None:
-    """What the stream's tasks write (decode_task, then sink_tables with the driver's verdicts) is
-    what decode_batch stores in one process; committed per table, a replayed batch adds nothing."""
+    """What the stream's tasks write (decoded_task_rows, then sink_tables with the driver's verdicts)
+    is what decode_batch stores in one process; committed per table, a replayed batch adds nothing."""
     from infra.delta import LakeTable, commit_written_files, write_table_files
     from schemas.catalog import BRONZE_EEG_BLOCKS, BRONZE_QUARANTINE, LAKE_TABLE_OF_TOPIC, SILVER_MARKERS
     from schemas.timebase import now_us
     from streaming_jobs.bronze import (
         QUARANTINE_SCHEMA,
         DecodeContext,
-        decode_task,
+        decoded_task_rows,
         landed_schema,
         projection_schema,
         sink_tables,
@@ -208,7 +210,7 @@ def test_the_executors_tables_are_the_one_process_decode_and_commit_once(tmp_pat
     tables: dict[str, pa.Table] = {}
     for topic in ("sessions", "eeg.raw", "markers"):
         part = rows.filter(pa.compute.equal(rows.column("topic"), topic))
-        decoded = pa.Table.from_batches(list(decode_task(context, iter(part.to_batches()))))
+        decoded = decoded_task_rows(context, part)
         for name, table in sink_tables({"eeg.raw": {(0, 3)}}, decoded).items():
             tables[name] = pa.concat_tables([tables[name], table]) if name in tables else table
     for name, stored in one_process.tables.items():
@@ -232,3 +234,45 @@ def test_the_executors_tables_are_the_one_process_decode_and_commit_once(tmp_pat
     assert blocks is not None and sorted(blocks.column("seq").to_pylist()) == [0, 1]
     reasons = LakeTable(tmp_path, BRONZE_QUARANTINE).read_columns(["reason"])
     assert reasons is not None and "unsigned record" in reasons.column("reason").to_pylist()[0]
+
+
+def test_a_task_writes_every_valid_record_before_the_verdicts_and_only_the_kept_ones_after(tmp_path: Path) -> None:
+    """A bronze task decodes and writes in one pass: without verdicts it writes every valid record
+    and returns each record's facts beside its files; with them (the rare batch holding a duplicate
+    or a record the driver refused) it writes only what they keep, the refused in quarantine."""
+    from infra.delta import WRITTEN_FILES
+    from streaming_jobs.bronze import FACT_COLUMNS, DecodeContext, Verdicts, bronze_task
+
+    keyring = Keyring(tmp_path / "keyring.json")
+    key = ensure_key(keyring, "pi-1")
+    codec, records = default_codec(), sample_records()
+    block = records["eeg_block"]
+    rows = _rows(
+        [
+            ("sessions", sign(codec.encode("session", records["session"]), "sessions", key)),
+            *(("eeg.raw", sign(codec.encode("eeg_block", {**block, "seq": s}), "eeg.raw", key)) for s in (0, 1, 1)),
+            ("eeg.raw", codec.encode("eeg_block", {**block, "seq": 2})),  # unsigned
+        ]
+    )
+    context = DecodeContext(keyring, {}, 1_800_000_000_000_000)
+    lake = tmp_path / "lake"
+
+    def run(verdicts: Verdicts | None) -> tuple[pa.Table, dict[str, int]]:
+        returned = pa.Table.from_batches(list(bronze_task(str(lake), context, verdicts, iter(rows.to_batches()))))
+        files = returned.filter(pa.compute.is_valid(returned.column("path")))
+        facts = returned.filter(pa.compute.is_null(returned.column("path"))).select(list(FACT_COLUMNS))
+        written = {
+            row["table"]: pq.read_table(TABLES[row["table"]].path(lake) / row["path"]).num_rows
+            for row in files.select(WRITTEN_FILES.names).to_pylist()
+        }
+        return facts, written
+
+    facts, written = run(None)
+    assert facts.column("kafka_offset").to_pylist() == [0, 1, 2, 3, 4]
+    assert facts.column("valid").to_pylist() == [True, True, True, True, False]
+    assert facts.column("session_channels").to_pylist()[0] == len(records["session"]["channel_names"])
+    assert written == {"bronze.sessions": 1, "bronze.eeg_blocks": 3, "bronze.quarantine": 1}
+
+    facts, written = run(Verdicts({"eeg.raw": frozenset({(0, 2), (0, 3)})}, {("eeg.raw", 0, 2): "a test's verdict"}))
+    assert facts.num_rows == 0
+    assert written == {"bronze.sessions": 1, "bronze.eeg_blocks": 1, "bronze.quarantine": 2}

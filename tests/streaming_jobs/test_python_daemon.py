@@ -15,8 +15,7 @@ from streaming_jobs.python_daemon import TASK_MODULES
 from tests.conftest import isolated_environ
 
 TASK_FUNCTIONS = (
-    bronze.decode_task,
-    bronze.write_task,
+    bronze.bronze_task,
     silver_gold.process_sessions,
     silver_gold.process_session,
     silver_gold.write_task,
