@@ -625,9 +625,9 @@ def conformed(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return table.select(schema.names).cast(schema)
 
 
-def decoded_task_rows(context: DecodeContext, raw: pa.Table, codec: AvroCodec | None = None) -> pa.Table:
+def decoded_task_rows(context: DecodeContext, raw: pa.Table) -> pa.Table:
     """A task's raw Kafka rows as decoded rows in :func:`wide_schema`, whatever topics they hold."""
-    codec = codec or default_codec()
+    codec = default_codec()
     schema = wide_schema()
     parts = [
         conformed(decode_rows(topic, raw.filter(pc.equal(raw.column("topic"), topic)), context, codec), schema)
@@ -672,8 +672,8 @@ class Verdicts:
     """The driver's verdicts on a batch's records, by (topic, partition, offset): those left out of
     their tables (``dropped``: duplicates and refused) and the reasons of those it refused."""
 
-    dropped: Mapping[str, Set[tuple[int, int]]] = field(default_factory=dict)
-    refused: Mapping[tuple[str, int, int], str] = field(default_factory=dict)
+    dropped: Mapping[str, Set[tuple[int, int]]]
+    refused: Mapping[tuple[str, int, int], str]
 
 
 def bronze_task(
