@@ -118,7 +118,7 @@ def made_with(spark: Any, checkpoint: Path) -> dict[str, frozenset[str]]:
         _ = spark.streams.active  # the state reader needs the driver's state store coordinator
         for row in spark.read.format("statestore").load(str(checkpoint)).collect():
             stored = pickle.loads(row["value"]["groupState"]["state"])
-            # A bucket's sessions (SESSION_BUCKETS), or one session in a checkpoint made before them.
+            # A bucket's sessions, or one session in a checkpoint made before them.
             if isinstance(stored, dict):
                 streamed.update((session_id, pickle.loads(state)) for session_id, state in stored["states"].items())
             else:

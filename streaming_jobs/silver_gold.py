@@ -5,13 +5,14 @@
   be (re)processed.
 - **State**: each session's processor state (filter memory, dejitter fit, window buffer, blocks
   waiting on a gap) lives in Spark's state store, in its bucket's state (sessions hashed into
-  :data:`SESSION_BUCKETS` groups), through ``applyInPandasWithState``: :func:`process_sessions`
-  feeds each session's new rows to :func:`dsp.session.process` and returns the bucket's rows as
-  Arrow tables (one per output table, serialised; the executors build them with the same functions
-  a rebuild and an import use). A bucket with a session waiting on a gap gets a processing-time
-  timeout for the earliest wait, so a wait ends even if no block comes; the clock is the batch's,
-  fixed in Spark's offset log, so a replayed batch makes the same rows. A checkpoint that keyed
-  the state by session (before the buckets) is carried over at start (:func:`carry_over_session_states`).
+  :data:`BUCKETS_PER_STATE_PARTITION` buckets per state partition), through
+  ``applyInPandasWithState``: :func:`process_sessions` feeds each session's new rows to
+  :func:`dsp.session.process` and returns the bucket's rows as Arrow tables (one per output table,
+  serialised; the executors build them with the same functions a rebuild and an import use). A
+  bucket with a session waiting on a gap gets a processing-time timeout for the earliest wait, so a
+  wait ends even if no block comes; the clock is the batch's, fixed in Spark's offset log, so a
+  replayed batch makes the same rows. A checkpoint that keyed the state by session (before the
+  buckets) is carried over at start (:func:`carry_over_session_states`).
 - **Sink**: ``foreachBatch`` writes each output table's Parquet files on the executors (pyarrow,
   gold's windows labelled from ``bronze.markers`` on the way) and commits them from the driver in
   one Delta transaction per table (delta-rs, :func:`infra.delta.commit_data_files`): delta-spark's
@@ -35,7 +36,7 @@ import os
 import pickle
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
@@ -137,13 +138,19 @@ STREAM_ROWS_ARROW = pa.schema([("session_id", pa.string()), (ROW, pa.struct(list
 # The stateful step's output: per session and table, that table's rows as an Arrow IPC stream.
 OUTPUT_DDL = "table STRING, session_id STRING, rows BINARY"
 STATE_DDL = "state BINARY"
-# The stateful step's groups: sessions hashed into a fixed number of buckets, each bucket's state
-# its sessions' pickled states. One group per session cost more than the session's own processing:
-# PySpark's pandas frames and state row per group, the JVM pickling each state row, a state-store
-# get and put (100 headsets: the Python workers 0.75 -> 0.53 of a core). Fixed for the life of a
-# checkpoint (a session's state is found in its bucket only); a few per state partition so
-# that both get sessions.
-SESSION_BUCKETS = 16
+# The stateful step's groups: sessions hashed into buckets, each bucket's state its sessions'
+# pickled states. Every group costs, per batch, a pandas frame, a state row and an output frame in
+# PySpark, and the JVM pickling the state row and a state-store get and put: one group per session
+# cost more than the sessions' own processing (100 headsets: the Python workers 0.75 -> 0.53 of a
+# core). A new checkpoint gets this many buckets per state partition, their ids chosen so that
+# Spark's hash partitioning gives each partition as many (:func:`balanced_bucket_ids`): evenly, so
+# that neither stateful task waits for the other (ids 0-15 on 2 partitions were 9 and 7), and more
+# than one, so that the JVM prepares one bucket's rows while Python processes another's. The ids
+# are fixed for the life of the checkpoint (a session's state is found in its bucket only) and kept
+# in its layout file.
+BUCKETS_PER_STATE_PARTITION = 3
+# What a checkpoint's layout file meant before it named its bucket ids: 16 buckets, ids 0-15.
+FIRST_BUCKET_COUNT = 16
 
 
 # -- per-session work (executors, rebuild) ---------------------------------------------------------
@@ -283,7 +290,7 @@ class StreamContext:
 
 
 def process_sessions(context: StreamContext, key: tuple[int], frames: Iterator[Any], group_state: Any) -> Iterator[Any]:
-    """``applyInPandasWithState`` function over one bucket of sessions (:data:`SESSION_BUCKETS`):
+    """``applyInPandasWithState`` function over one bucket of sessions (:func:`session_bucket`):
     each session with new bronze rows, or whose gap wait has ended, through the processor, its state
     in and out of the bucket's state. Yields one row per non-empty table."""
     freeze_long_lived_objects()
@@ -348,7 +355,7 @@ def leave_for_adoption(rebuilds_dir: Path, session_id: str, leave_id: str, state
 
 
 def process_session(context: StreamContext, key: tuple[str], frames: Iterator[Any], group_state: Any) -> Iterator[Any]:
-    """The stateful step of a checkpoint keyed by session (before :data:`SESSION_BUCKETS`): run only
+    """The stateful step of a checkpoint keyed by session (before the buckets): run only
     to finish such a checkpoint's batches before its states are carried over
     (:func:`carry_over_session_states`)."""
     freeze_long_lived_objects()
@@ -768,11 +775,38 @@ def bronze_rows(
 BUCKET = "bucket"
 
 
-def session_bucket(session_id: str = "session_id") -> Any:
-    """The Spark column of a session's bucket (:data:`SESSION_BUCKETS`) from its ``session_id`` column."""
+def session_bucket(bucket_ids: Sequence[int], session_id: str = "session_id") -> Any:
+    """The Spark column of a session's bucket, one of ``bucket_ids``, from its ``session_id`` column."""
     from pyspark.sql import functions as F
 
-    return F.pmod(F.xxhash64(F.col(session_id)), F.lit(SESSION_BUCKETS))
+    index = F.pmod(F.xxhash64(F.col(session_id)), F.lit(len(bucket_ids)))
+    if list(bucket_ids) == list(range(len(bucket_ids))):
+        # Ids 0..n-1 (2 partitions x 3 are; so was every checkpoint before ids were chosen): the
+        # index is the id, the state key as it always was.
+        return index
+    ids = F.array(*(F.lit(bucket).cast("long") for bucket in bucket_ids))
+    return F.element_at(ids, (index + 1).cast("int"))
+
+
+def balanced_bucket_ids(spark: Any, partitions: int, per_partition: int) -> tuple[int, ...]:
+    """``per_partition`` bucket ids for each of ``partitions`` state partitions: the smallest ids that
+    Spark's hash partitioning of the stateful step's grouping key (a long) sends there, found with
+    Spark's own hash in the driver. (An inline table is evaluated there, with no job: a job at a
+    stream's start took task slots from bronze's first batch.)"""
+    candidates = 16 * partitions * per_partition
+    while True:
+        values = ", ".join(f"({bucket}L)" for bucket in range(candidates))
+        found = spark.sql(
+            f"SELECT bucket, pmod(hash(bucket), {int(partitions)}) AS partition FROM VALUES {values} AS ids(bucket)"
+        ).collect()
+        chosen: dict[int, list[int]] = {}
+        for row in found:
+            ids = chosen.setdefault(int(row["partition"]), [])
+            if len(ids) < per_partition:
+                ids.append(int(row["bucket"]))
+        if len(chosen) == partitions and all(len(ids) == per_partition for ids in chosen.values()):
+            return tuple(sorted(bucket for ids in chosen.values() for bucket in ids))
+        candidates *= 4
 
 
 def spark_type(arrow_type: pa.DataType) -> Any:
@@ -822,11 +856,11 @@ def silver_gold_writer(spark: Any, settings: Any, trigger_s: float | None = None
     context = StreamContext(
         processor_config(settings), str(rebuilds_dir(checkpoint)), int(settings.lake.idle_session_park_s * 1000)
     )
-    layout = checkpoint_layout(checkpoint)
+    layout = checkpoint_layout(checkpoint, spark, settings.lake.silver_tasks)
     if layout is None:
         layout = carry_over_session_states(spark, settings, checkpoint, context)
     context = replace(context, carried_deadlines=layout.carried_deadlines)
-    return stateful_writer(spark, settings, checkpoint, context, layout.starting_versions).trigger(
+    return stateful_writer(spark, settings, checkpoint, context, layout.bucket_ids, layout.starting_versions).trigger(
         processingTime=f"{trigger_s} seconds"
     )
 
@@ -836,12 +870,14 @@ def stateful_writer(
     settings: Any,
     checkpoint: Path,
     context: StreamContext,
+    bucket_ids: Sequence[int] = (),
     starting_versions: Mapping[str, int] | None = None,
     by_session: bool = False,
     until_idle: bool = False,
 ) -> Any:
-    """The silver/gold query without its trigger: grouped by bucket, or ``by_session`` as a checkpoint
-    made before the buckets was (only to finish its batches); ``until_idle``: see :class:`UntilIdle`."""
+    """The silver/gold query without its trigger: grouped by bucket (one of ``bucket_ids``), or
+    ``by_session`` as a checkpoint made before the buckets was (only to finish its batches);
+    ``until_idle``: see :class:`UntilIdle`."""
     from pyspark.sql.streaming.state import GroupStateTimeout
 
     from streaming_jobs.checkpoints import interruptible
@@ -850,7 +886,11 @@ def stateful_writer(
     rows = bronze_rows(
         spark, lake_root, max_files=settings.lake.max_bronze_files_per_trigger, starting_versions=starting_versions
     )
-    grouped = rows.groupBy("session_id") if by_session else rows.withColumn(BUCKET, session_bucket()).groupBy(BUCKET)
+    grouped = (
+        rows.groupBy("session_id")
+        if by_session
+        else rows.withColumn(BUCKET, session_bucket(bucket_ids)).groupBy(BUCKET)
+    )
     step = process_session if by_session else process_sessions
     stateful = grouped.applyInPandasWithState(
         functools.partial(step, context), OUTPUT_DDL, STATE_DDL, "append", GroupStateTimeout.ProcessingTimeTimeout
@@ -875,7 +915,7 @@ CARRY_OVER_TIMEOUT_S = 900
 
 @dataclass(frozen=True)
 class CheckpointLayout:
-    buckets: int
+    bucket_ids: tuple[int, ...]
     # bronze table -> the Delta version a carried-over checkpoint starts reading at.
     starting_versions: Mapping[str, int] = field(default_factory=dict)
     carried_deadlines: Mapping[int, Mapping[str, int]] = field(default_factory=dict)
@@ -887,7 +927,8 @@ class CheckpointLayout:
             json.dumps(
                 {
                     "state_key": BUCKET,
-                    "buckets": self.buckets,
+                    "buckets": len(self.bucket_ids),
+                    "bucket_ids": list(self.bucket_ids),
                     "starting_versions": dict(self.starting_versions),
                     "carried_deadlines": {str(b): dict(d) for b, d in self.carried_deadlines.items()},
                 },
@@ -896,27 +937,20 @@ class CheckpointLayout:
         )
 
 
-def checkpoint_layout(checkpoint: Path) -> CheckpointLayout | None:
-    """The layout of silver/gold's checkpoint: that of a new one (made now), that this code wrote, or
-    None for a checkpoint keyed by session (made before :data:`SESSION_BUCKETS`)."""
-    from core.errors import NeurolakeError
-
+def checkpoint_layout(checkpoint: Path, spark: Any, partitions: int) -> CheckpointLayout | None:
+    """The layout of silver/gold's checkpoint: that of a new one (made now, for ``partitions`` state
+    partitions), that this code wrote, or None for a checkpoint keyed by session (made before the
+    buckets)."""
     path = checkpoint / LAYOUT_FILE
     if not path.exists():
         if (checkpoint / "state").is_dir():
             return None
-        layout = CheckpointLayout(SESSION_BUCKETS)
+        layout = CheckpointLayout(balanced_bucket_ids(spark, partitions, BUCKETS_PER_STATE_PARTITION))
         layout.save(checkpoint)
         return layout
     found = json.loads(path.read_text())
-    if found.get("buckets") != SESSION_BUCKETS:
-        raise NeurolakeError(
-            f"silver/gold's checkpoint {checkpoint} keeps its sessions in {found.get('buckets')} buckets, "
-            f"this code in {SESSION_BUCKETS}; run the version that made it, or `neurolake lake rebuild` "
-            f"after moving the checkpoint aside"
-        )
     return CheckpointLayout(
-        SESSION_BUCKETS,
+        tuple(int(bucket) for bucket in found.get("bucket_ids", range(found.get("buckets", FIRST_BUCKET_COUNT)))),
         {table: int(version) for table, version in found.get("starting_versions", {}).items()},
         {
             int(b): {s: int(d) for s, d in sessions.items()}
@@ -970,14 +1004,15 @@ def carry_over_session_states(spark: Any, settings: Any, checkpoint: Path, conte
         deadline = timer_deadline(state, context.config)
         if deadline is not None:
             deadlines[session_id] = deadline
+    bucket_ids = balanced_bucket_ids(spark, settings.lake.silver_tasks, BUCKETS_PER_STATE_PARTITION)
     carried: dict[int, dict[str, int]] = {}
     if deadlines:
         buckets = spark.createDataFrame([(s,) for s in deadlines], "session_id STRING").select(
-            "session_id", session_bucket().alias(BUCKET)
+            "session_id", session_bucket(bucket_ids).alias(BUCKET)
         )
         for row in buckets.collect():
             carried.setdefault(int(row[BUCKET]), {})[row["session_id"]] = deadlines[row["session_id"]]
-    layout = CheckpointLayout(SESSION_BUCKETS, last_bronze_versions(checkpoint), carried)
+    layout = CheckpointLayout(bucket_ids, last_bronze_versions(checkpoint), carried)
     aside = checkpoint.with_name(f"{checkpoint.name}.by-session")
     if aside.exists():
         aside = checkpoint.with_name(f"{checkpoint.name}.by-session-{int(time.time())}")

@@ -1,5 +1,5 @@
 """Silver and gold from a simulated SSVEP session: exact sample counts, one-pass-equal filtering,
-the expected windows with labels."""
+the expected windows with labels; the stateful step's buckets spread over its state partitions."""
 
 from __future__ import annotations
 
@@ -16,7 +16,15 @@ from batch_jobs.rebuild import made_with
 from dsp.filters import FilterSpec, design_sos
 from infra.spark import build_spark_session
 from streaming_jobs.jobs import BRONZE_QUERIES, drain, start_bronze
-from streaming_jobs.silver_gold import processor_config, start_silver_gold
+from streaming_jobs.silver_gold import (
+    BUCKETS_PER_STATE_PARTITION,
+    LAYOUT_FILE,
+    balanced_bucket_ids,
+    checkpoint_layout,
+    processor_config,
+    session_bucket,
+    start_silver_gold,
+)
 from tests.integration.conftest import BrokerStack
 
 pytestmark = pytest.mark.integration
@@ -132,3 +140,38 @@ def _maintenance_compacts_and_keeps_every_row(broker: BrokerStack, root) -> None
     tasks.vacuum(broker.settings)
     travelled = run_query(root, f"SELECT count(*) FROM silver.eeg_samples VERSION AS OF {version_before}")
     assert travelled.rows[0][0] == rows_before
+
+
+def test_a_new_checkpoint_gives_each_state_partition_as_many_buckets(spark, tmp_path) -> None:
+    """Spark's own hash partitioning (the shuffle before the stateful step) sends the bucket ids a new
+    checkpoint chose evenly over its state partitions, and sessions only into those buckets; the ids
+    stay with the checkpoint, and a layout written before ids were chosen reads as 16 buckets, 0-15."""
+    from pyspark.sql import functions as F
+
+    spark.sparkContext.setJobGroup("bucket-ids", "choosing bucket ids")
+    ids = balanced_bucket_ids(spark, 2, 1)
+    assert spark.sparkContext.statusTracker().getJobIdsForGroup("bucket-ids") == []  # no job at a start
+    spark.sparkContext.setJobGroup("tests", "the rest")
+    for partitions, per_partition in ((2, 1), (2, 3), (5, 2)):
+        ids = balanced_bucket_ids(spark, partitions, per_partition)
+        assert len(set(ids)) == partitions * per_partition
+        placed = (
+            spark.createDataFrame([(bucket,) for bucket in ids], "bucket long")
+            .repartition(partitions, "bucket")
+            .groupBy(F.spark_partition_id().alias("partition"))
+            .count()
+            .collect()
+        )
+        assert sorted(row["count"] for row in placed) == [per_partition] * partitions
+        sessions = spark.createDataFrame([(f"session-{n}",) for n in range(200)], "session_id string")
+        found = {row["bucket"] for row in sessions.select(session_bucket(ids).alias("bucket")).collect()}
+        assert found == set(ids)
+
+    checkpoint = tmp_path / "checkpoint"
+    layout = checkpoint_layout(checkpoint, spark, 2)
+    assert layout is not None and len(layout.bucket_ids) == 2 * BUCKETS_PER_STATE_PARTITION
+    assert json.loads((checkpoint / LAYOUT_FILE).read_text())["bucket_ids"] == list(layout.bucket_ids)
+    assert checkpoint_layout(checkpoint, spark, 3) == layout
+    (checkpoint / LAYOUT_FILE).write_text(json.dumps({"state_key": "bucket", "buckets": 16}))
+    before = checkpoint_layout(checkpoint, spark, 2)
+    assert before is not None and before.bucket_ids == tuple(range(16))
