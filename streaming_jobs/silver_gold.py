@@ -882,6 +882,8 @@ def stateful_writer(
 
     from streaming_jobs.checkpoints import interruptible
 
+    if not by_session and not bucket_ids:
+        raise ValueError("the stateful step grouped by bucket needs its checkpoint's bucket ids")
     lake_root = settings.paths.lake_root
     rows = bronze_rows(
         spark, lake_root, max_files=settings.lake.max_bronze_files_per_trigger, starting_versions=starting_versions
@@ -941,6 +943,8 @@ def checkpoint_layout(checkpoint: Path, spark: Any, partitions: int) -> Checkpoi
     """The layout of silver/gold's checkpoint: that of a new one (made now, for ``partitions`` state
     partitions), that this code wrote, or None for a checkpoint keyed by session (made before the
     buckets)."""
+    from core.errors import NeurolakeError
+
     path = checkpoint / LAYOUT_FILE
     if not path.exists():
         if (checkpoint / "state").is_dir():
@@ -949,8 +953,15 @@ def checkpoint_layout(checkpoint: Path, spark: Any, partitions: int) -> Checkpoi
         layout.save(checkpoint)
         return layout
     found = json.loads(path.read_text())
+    ids = found.get("bucket_ids", list(range(found.get("buckets", FIRST_BUCKET_COUNT))))
+    if not ids or not all(isinstance(bucket, int) and bucket >= 0 for bucket in ids) or len(set(ids)) < len(ids):
+        raise NeurolakeError(
+            f"silver/gold's checkpoint layout {path} names the bucket ids {ids!r}; they must be distinct "
+            "integers >= 0, as the stream wrote them: put back the ids the checkpoint was made with, or "
+            "move the checkpoint aside and run `neurolake lake rebuild`"
+        )
     return CheckpointLayout(
-        tuple(int(bucket) for bucket in found.get("bucket_ids", range(found.get("buckets", FIRST_BUCKET_COUNT)))),
+        tuple(ids),
         {table: int(version) for table, version in found.get("starting_versions", {}).items()},
         {
             int(b): {s: int(d) for s, d in sessions.items()}

@@ -13,6 +13,7 @@ from deltalake import DeltaTable
 from scipy.signal import sosfilt
 
 from batch_jobs.rebuild import made_with
+from core.errors import NeurolakeError
 from dsp.filters import FilterSpec, design_sos
 from infra.spark import build_spark_session
 from streaming_jobs.jobs import BRONZE_QUERIES, drain, start_bronze
@@ -175,3 +176,6 @@ def test_a_new_checkpoint_gives_each_state_partition_as_many_buckets(spark, tmp_
     (checkpoint / LAYOUT_FILE).write_text(json.dumps({"state_key": "bucket", "buckets": 16}))
     before = checkpoint_layout(checkpoint, spark, 2)
     assert before is not None and before.bucket_ids == tuple(range(16))
+    (checkpoint / LAYOUT_FILE).write_text(json.dumps({"state_key": "bucket", "bucket_ids": [0, 0, -1]}))
+    with pytest.raises(NeurolakeError, match="bucket ids"):
+        checkpoint_layout(checkpoint, spark, 2)
