@@ -1,4 +1,5 @@
-"""The stream's Python worker daemon: its workers start with the task modules imported and frozen."""
+"""The stream's Python worker daemon: its workers start with the task modules imported and frozen,
+from the installed PySpark's compiled modules."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from streaming_jobs import bronze, silver_gold
-from streaming_jobs.python_daemon import TASK_MODULES
+from streaming_jobs.python_daemon import TASK_MODULES, prefer_installed_pyspark
 from tests.conftest import isolated_environ
 
 TASK_FUNCTIONS = (
@@ -27,6 +28,35 @@ def test_the_daemon_imports_the_module_of_every_task_function_the_stream_runs() 
     assert {function.__module__ for function in TASK_FUNCTIONS} <= set(TASK_MODULES)
 
 
+def test_the_daemon_moves_the_installed_pysparks_zips_after_the_rest_of_the_path(tmp_path: Path) -> None:
+    installed = tmp_path / "site-packages" / "pyspark"
+    bundled = installed / "python" / "lib"
+    bundled.mkdir(parents=True)
+    other = tmp_path / "spark-3.5" / "python" / "lib"
+    path = [
+        str(bundled / "pyspark.zip"),
+        str(bundled / "py4j-0.10.9.9-src.zip"),
+        str(other / "pyspark.zip"),
+        "/work/project",
+        str(tmp_path / "site-packages"),
+    ]
+    assert prefer_installed_pyspark(path, installed) == [
+        # Another Spark's zip may hold another version: it stays where Spark put it.
+        str(other / "pyspark.zip"),
+        "/work/project",
+        str(tmp_path / "site-packages"),
+        str(bundled / "pyspark.zip"),
+        str(bundled / "py4j-0.10.9.9-src.zip"),
+    ]
+    # Reached through a link (a venv's folder linked elsewhere), they are the same files.
+    (tmp_path / "linked").symlink_to(tmp_path / "site-packages")
+    assert prefer_installed_pyspark([str(tmp_path / "linked/pyspark/python/lib/pyspark.zip"), "/x"], installed) == [
+        "/x",
+        str(tmp_path / "linked/pyspark/python/lib/pyspark.zip"),
+    ]
+    assert prefer_installed_pyspark(["/x", "/y"], installed) == ["/x", "/y"]
+
+
 # Run in a process of its own: the daemon is chosen when a JVM starts, and the tests share one.
 PROBE = """
 import json
@@ -39,6 +69,7 @@ spark = build_spark_session(load_settings(), "neurolake-test-daemon", STREAM_SPA
 def probe(batches):
     import gc, os, sys
     import pyarrow as pa
+    import pyspark.find_spark_home  # a module the daemon did not import: the worker imports it
     for _ in batches:
         pass
     parent = open(f"/proc/{os.getppid()}/cmdline", "rb").read().replace(b"\\0", b" ").decode()
@@ -46,9 +77,10 @@ def probe(batches):
         "imported": [json.dumps(sorted(m for m in sys.modules if m.startswith("streaming_jobs.")))],
         "frozen": [gc.get_freeze_count()],
         "parent": [parent],
+        "pyspark_files": [json.dumps([pyspark.__file__, pyspark.find_spark_home.__file__])],
     })
 
-rows = spark.range(2).coalesce(1).mapInArrow(probe, "imported string, frozen long, parent string").collect()
+rows = spark.range(2).coalesce(1).mapInArrow(probe, "imported string, frozen long, parent string, pyspark_files string").collect()
 print(json.dumps([row.asDict() for row in rows]))
 spark.stop()
 """
@@ -66,3 +98,6 @@ def test_stream_workers_fork_from_the_daemon_with_the_task_modules_imported(tmp_
     assert {"streaming_jobs.bronze", "streaming_jobs.silver_gold"} <= set(json.loads(row["imported"]))
     assert row["frozen"] > 10_000
     assert "streaming_jobs.python_daemon" in row["parent"]
+    # The installed package's compiled modules, not the zip Spark puts first on the path.
+    for file in json.loads(row["pyspark_files"]):
+        assert ".zip" not in file and "site-packages" in file
