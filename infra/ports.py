@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import random
 import socket
+from collections.abc import Collection
 from pathlib import Path
 
 from core.settings import default_ports
@@ -50,19 +51,22 @@ def free_ports(count: int) -> list[int]:
     return chosen
 
 
-def local_cluster_ports(extra: int = 0, nodes: int = 3, workers: int = 2, node_port_step: int = 10) -> list[int]:
+def local_cluster_ports(
+    extra: int = 0, nodes: int = 3, workers: int = 2, node_port_step: int = 10, taken: Collection[int] = ()
+) -> list[int]:
     """Free ports for a private local cluster: the broker's, the controller's, the Spark master's
     and its UI's, then ``extra`` more; chosen so that the ports the cluster derives from them (node
     k's at + k * node_port_step, worker n's at the master's + n: core/settings.py) are free and
-    distinct too."""
-    reserved = default_ports()
+    distinct too, and none is in ``taken`` (ports chosen for the same stack by an earlier call, free
+    until their services bind them: a worker once got the port chosen for Spark's UI)."""
+    reserved = default_ports() | set(taken)
     while True:
         ports = free_ports(4 + extra)
         broker, controller, master = ports[:3]
         derived = [port + node_port_step * k for port in (broker, controller) for k in range(1, nodes)]
         derived += [master + n for n in range(1, workers + 1)]
         distinct = len(set(ports + derived)) == len(ports) + len(derived)
-        if distinct and not reserved & set(derived) and all(map(port_is_free, derived)):
+        if distinct and not reserved & set(ports + derived) and all(map(port_is_free, derived)):
             return ports
 
 

@@ -40,6 +40,20 @@ def test_a_local_clusters_derived_ports_are_free_and_distinct_too() -> None:
     assert all(port_is_free(port) for port in ports + derived)
 
 
+def test_a_local_cluster_avoids_the_ports_its_stack_chose_before(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The test stacks choose their services' ports, then the cluster's: a worker (the master's port
+    + 1) once got the port just chosen for Spark's UI, which the settings refused."""
+    draws = iter([20_000, 20_050, 20_100, 20_150, 21_000, 21_050, 21_100, 21_150])
+
+    class Rigged:
+        def randrange(self, _low: int, _high: int) -> int:
+            return next(draws)
+
+    monkeypatch.setattr("infra.ports.random.SystemRandom", Rigged)
+    # The first draw's master (20,100) would put worker 1 on 20,101, the UI's port.
+    assert local_cluster_ports(taken={20_101}) == [21_000, 21_050, 21_100, 21_150]
+
+
 def test_no_port_a_setting_defaults_to_is_chosen(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """A stack overrides only the ports it starts; a chosen port equal to another setting's default
     (a controller on the presenter's 15010) made the settings refuse the clash."""

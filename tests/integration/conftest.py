@@ -111,7 +111,8 @@ def cluster_environ(home: Path, **extra: str) -> dict[str, str]:
     ports + 10 k) and a Spark master with two workers (on the master's port + 1, + 2), all free."""
     env = isolated_environ(home, **extra)
     del env["NEUROLAKE_KAFKA__BOOTSTRAP_SERVERS"]  # every node's address, from the settings
-    broker, controller, master, master_ui = local_cluster_ports()
+    taken = {int(value) for name, value in env.items() if name.endswith("_PORT")}
+    broker, controller, master, master_ui = local_cluster_ports(taken=taken)
     env.update(
         NEUROLAKE_BROKER__NODES="3",
         NEUROLAKE_BROKER__NODE_PORT_STEP="10",

@@ -69,7 +69,8 @@ spark = build_spark_session(load_settings(), "neurolake-test-daemon", STREAM_SPA
 def probe(batches):
     import gc, os, sys
     import pyarrow as pa
-    import pyspark.find_spark_home  # a module the daemon did not import: the worker imports it
+    imported_after_fork = "pyspark.instrumentation_utils" not in sys.modules
+    import pyspark.instrumentation_utils  # the daemon did not import it: the worker does, now
     for _ in batches:
         pass
     parent = open(f"/proc/{os.getppid()}/cmdline", "rb").read().replace(b"\\0", b" ").decode()
@@ -77,10 +78,11 @@ def probe(batches):
         "imported": [json.dumps(sorted(m for m in sys.modules if m.startswith("streaming_jobs.")))],
         "frozen": [gc.get_freeze_count()],
         "parent": [parent],
-        "pyspark_files": [json.dumps([pyspark.__file__, pyspark.find_spark_home.__file__])],
+        "pyspark_files": [json.dumps([pyspark.__file__, pyspark.instrumentation_utils.__file__])],
+        "imported_after_fork": [imported_after_fork],
     })
 
-rows = spark.range(2).coalesce(1).mapInArrow(probe, "imported string, frozen long, parent string, pyspark_files string").collect()
+rows = spark.range(2).coalesce(1).mapInArrow(probe, "imported string, frozen long, parent string, pyspark_files string, imported_after_fork boolean").collect()
 print(json.dumps([row.asDict() for row in rows]))
 spark.stop()
 """
@@ -98,6 +100,8 @@ def test_stream_workers_fork_from_the_daemon_with_the_task_modules_imported(tmp_
     assert {"streaming_jobs.bronze", "streaming_jobs.silver_gold"} <= set(json.loads(row["imported"]))
     assert row["frozen"] > 10_000
     assert "streaming_jobs.python_daemon" in row["parent"]
-    # The installed package's compiled modules, not the zip Spark puts first on the path.
+    # The installed package's compiled modules, not the zip Spark puts first on the path, for what
+    # the daemon imported and for what a worker imports after the fork.
+    assert row["imported_after_fork"]
     for file in json.loads(row["pyspark_files"]):
         assert ".zip" not in file and "site-packages" in file
