@@ -14,7 +14,9 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +83,8 @@ def arrow_batches_by_records(session: SparkSession, records: int) -> None:
 
 # Option keys whose values Spark must not print in plans and logs (Kafka credentials, PEM keys).
 REDACTED_OPTIONS = "(?i)url|password|secret|token|jaas|keystore|truststore"
+# Every session's Python workers fork from PySpark's daemon run from the installed, compiled PySpark.
+PYTHON_DAEMON_MODULE = "infra.python_daemon"
 
 
 def spark_environment(settings: Settings) -> dict[str, str]:
@@ -179,6 +183,7 @@ def build_spark_session(
         # Executors on a cluster find the same jars at the same path (infra/production/README.md).
         .config("spark.executor.extraClassPath", classpath)
         .config("spark.sql.redaction.options.regex", REDACTED_OPTIONS)
+        .config("spark.python.daemon.module", PYTHON_DAEMON_MODULE)
     )
     for key, value in {**DELTA_CONF, **SMALL_QUERY_CONF, **standalone_conf(settings)}.items():
         builder = builder.config(key, value)
@@ -189,6 +194,33 @@ def build_spark_session(
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
     return session
+
+
+def start_python_workers(spark: Any) -> Future[set[int]]:
+    """Start Spark's Python daemon and one worker per task slot now, in the background, and return
+    the daemon's process ids when they are up.
+
+    Spark starts the daemon when a task first needs a Python worker: in the stream, bronze's first
+    task, after the query has planned its first batch and its Kafka consumer has connected, so the
+    daemon's start-up (~1.5-2 s of imports on the 2-core machine) lay on the path to bronze's first
+    commit. A job of one empty Arrow task per slot, run while the queries plan, starts it earlier;
+    the queries' tasks then reuse its idle workers. It has to be an Arrow job: an RDD's Python function carries other
+    environment variables, and Spark keys its daemons by them, so it would start a second daemon."""
+    from infra.python_daemon import DAEMON_PID_SCHEMA, report_daemon
+
+    ready: Future[set[int]] = Future()
+    slots = max(1, spark.sparkContext.defaultParallelism)
+
+    def run() -> None:
+        try:
+            spark.sparkContext.setJobDescription("start the Python workers")
+            rows = spark.range(slots, numPartitions=slots).mapInArrow(report_daemon, DAEMON_PID_SCHEMA).collect()
+            ready.set_result({row.daemon_pid for row in rows})
+        except Exception as exc:  # the queries' first tasks start the daemon themselves then
+            ready.set_exception(exc)
+
+    threading.Thread(target=run, name="start-python-workers", daemon=True).start()
+    return ready
 
 
 def standalone_conf(settings: Settings) -> dict[str, str]:

@@ -9,43 +9,18 @@ the start-up backlog. Imported here once, before the daemon forks, every worker 
 (:mod:`infra.python_workers`). The price is paid once, by bronze's first task, which waits for the
 daemon to start.
 
-Spark starts the daemon with its own copy of PySpark first on ``PYTHONPATH``
-(``$SPARK_HOME/python/lib/pyspark.zip``). A zip holds no compiled modules, so the daemon compiled
-every PySpark module it imports from source at every start: ~0.65 s of its ~2.2 s on the 2-core
-machine, on the path to bronze's first batch, and again in each worker for the modules its task
-imports later. With PySpark installed as a package, ``SPARK_HOME`` is that package and the zip holds
-the same version, so the daemon imports the installed copy, compiled at install time.
+The daemon runs from the installed, compiled PySpark as every session's does (:mod:`infra.python_daemon`).
 """
 
-import importlib
-import sys
-import sysconfig
-from pathlib import Path
-
-from infra.python_workers import freeze_long_lived_objects
+from infra.python_daemon import serve
 
 # What the stream's task functions need: bronze's decode and write, silver/gold's stateful step (its
 # pandas frames) and writer.
 TASK_MODULES = ("pandas", "pyspark.sql.pandas.serializers", "streaming_jobs.bronze", "streaming_jobs.silver_gold")
 
 
-def prefer_installed_pyspark(path: list[str], installed: Path) -> list[str]:
-    """``path`` (a ``sys.path``) with the zips of ``installed`` (an installed PySpark package, the
-    ``SPARK_HOME`` that Spark puts them on the path from) moved last. Zips of any other Spark stay
-    where they are: only the installed package's are known to hold the same version."""
-    bundled = (installed / "python" / "lib").resolve()
-    moved = [entry for entry in path if entry.endswith(".zip") and Path(entry).resolve().parent == bundled]
-    return [entry for entry in path if entry not in moved] + moved
-
-
 def run() -> None:
-    sys.path[:] = prefer_installed_pyspark(sys.path, Path(sysconfig.get_paths()["purelib"]) / "pyspark")
-    from pyspark import daemon
-
-    for name in TASK_MODULES:
-        importlib.import_module(name)
-    freeze_long_lived_objects()
-    daemon.manager()
+    serve(TASK_MODULES)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,9 @@ def _supervise(
         }
         spark = starting.result()
     log.info("Spark session ready %.1f s after start", time.monotonic() - started)
+    from infra.spark import start_python_workers
+
+    start_python_workers(spark).add_done_callback(lambda ready: _log_python_workers(ready, time.monotonic() - started))
     return _run_queries(
         settings,
         target,
@@ -152,6 +156,13 @@ def _supervise(
             "silver_gold": SilverGoldStarter(),
         },
     )
+
+
+def _log_python_workers(ready: Future[set[int]], elapsed_s: float) -> None:
+    if ready.exception() is None:
+        log.info("Python workers ready %.1f s after start", elapsed_s)
+    else:
+        log.warning("could not start the Python workers ahead (%s); the first tasks start them", ready.exception())
 
 
 def _prepared_bronze_writer(settings: Settings, query: str) -> Any:

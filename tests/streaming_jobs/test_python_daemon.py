@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from streaming_jobs import bronze, silver_gold
-from streaming_jobs.python_daemon import TASK_MODULES, prefer_installed_pyspark
+from streaming_jobs.python_daemon import TASK_MODULES
 from tests.conftest import isolated_environ
 
 TASK_FUNCTIONS = (
@@ -28,43 +28,16 @@ def test_the_daemon_imports_the_module_of_every_task_function_the_stream_runs() 
     assert {function.__module__ for function in TASK_FUNCTIONS} <= set(TASK_MODULES)
 
 
-def test_the_daemon_moves_the_installed_pysparks_zips_after_the_rest_of_the_path(tmp_path: Path) -> None:
-    installed = tmp_path / "site-packages" / "pyspark"
-    bundled = installed / "python" / "lib"
-    bundled.mkdir(parents=True)
-    other = tmp_path / "spark-3.5" / "python" / "lib"
-    path = [
-        str(bundled / "pyspark.zip"),
-        str(bundled / "py4j-0.10.9.9-src.zip"),
-        str(other / "pyspark.zip"),
-        "/work/project",
-        str(tmp_path / "site-packages"),
-    ]
-    assert prefer_installed_pyspark(path, installed) == [
-        # Another Spark's zip may hold another version: it stays where Spark put it.
-        str(other / "pyspark.zip"),
-        "/work/project",
-        str(tmp_path / "site-packages"),
-        str(bundled / "pyspark.zip"),
-        str(bundled / "py4j-0.10.9.9-src.zip"),
-    ]
-    # Reached through a link (a venv's folder linked elsewhere), they are the same files.
-    (tmp_path / "linked").symlink_to(tmp_path / "site-packages")
-    assert prefer_installed_pyspark([str(tmp_path / "linked/pyspark/python/lib/pyspark.zip"), "/x"], installed) == [
-        "/x",
-        str(tmp_path / "linked/pyspark/python/lib/pyspark.zip"),
-    ]
-    assert prefer_installed_pyspark(["/x", "/y"], installed) == ["/x", "/y"]
-
-
 # Run in a process of its own: the daemon is chosen when a JVM starts, and the tests share one.
 PROBE = """
 import json
 from core.settings import load_settings
 from infra.spark import build_spark_session
+from infra.spark import start_python_workers
 from streaming_jobs.runner import STREAM_SPARK_CONF
 
 spark = build_spark_session(load_settings(), "neurolake-test-daemon", STREAM_SPARK_CONF)
+started_daemons = start_python_workers(spark).result(timeout=240)
 
 def probe(batches):
     import gc, os, sys
@@ -80,10 +53,11 @@ def probe(batches):
         "parent": [parent],
         "pyspark_files": [json.dumps([pyspark.__file__, pyspark.instrumentation_utils.__file__])],
         "imported_after_fork": [imported_after_fork],
+        "daemon_pid": [os.getppid()],
     })
 
-rows = spark.range(2).coalesce(1).mapInArrow(probe, "imported string, frozen long, parent string, pyspark_files string, imported_after_fork boolean").collect()
-print(json.dumps([row.asDict() for row in rows]))
+rows = spark.range(2).coalesce(1).mapInArrow(probe, "imported string, frozen long, parent string, pyspark_files string, imported_after_fork boolean, daemon_pid long").collect()
+print(json.dumps([{**row.asDict(), "started_daemons": sorted(started_daemons)} for row in rows]))
 spark.stop()
 """
 
@@ -100,6 +74,8 @@ def test_stream_workers_fork_from_the_daemon_with_the_task_modules_imported(tmp_
     assert {"streaming_jobs.bronze", "streaming_jobs.silver_gold"} <= set(json.loads(row["imported"]))
     assert row["frozen"] > 10_000
     assert "streaming_jobs.python_daemon" in row["parent"]
+    # The workers started ahead of the queries came from the daemon that a later Arrow task uses.
+    assert row["started_daemons"] == [row["daemon_pid"]]
     # The installed package's compiled modules, not the zip Spark puts first on the path, for what
     # the daemon imported and for what a worker imports after the fork.
     assert row["imported_after_fork"]
