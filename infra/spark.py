@@ -204,8 +204,9 @@ def start_python_workers(spark: Any) -> Future[set[int]]:
     task, after the query has planned its first batch and its Kafka consumer has connected, so the
     daemon's start-up (~1.5-2 s of imports on the 2-core machine) lay on the path to bronze's first
     commit. A job of one empty Arrow task per slot, run while the queries plan, starts it earlier;
-    the queries' tasks then reuse its idle workers. It has to be an Arrow job: an RDD's Python function carries other
-    environment variables, and Spark keys its daemons by them, so it would start a second daemon."""
+    the queries' tasks then reuse its idle workers. It has to be an Arrow job: an RDD's Python
+    function carries other environment variables, and Spark keys its daemons by them, so it would
+    start a second daemon."""
     from infra.python_daemon import DAEMON_PID_SCHEMA, report_daemon
 
     ready: Future[set[int]] = Future()
