@@ -127,7 +127,7 @@ def _supervise(
 ) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
-    from infra.spark import build_spark_session
+    from infra.spark import build_spark_session, start_python_workers
 
     started = time.monotonic()
     # The JVM starts in its own process: seed bronze's writer (Delta reads, a producer) meanwhile.
@@ -140,8 +140,6 @@ def _supervise(
         }
         spark = starting.result()
     log.info("Spark session ready %.1f s after start", time.monotonic() - started)
-    from infra.spark import start_python_workers
-
     start_python_workers(spark).add_done_callback(lambda ready: _log_python_workers(ready, time.monotonic() - started))
     return _run_queries(
         settings,
