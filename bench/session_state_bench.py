@@ -7,7 +7,10 @@ prints the state's pickled size and pickle + unpickle time with its float arrays
 (``dsp.packing``, what the stream stores) against the same state pickled with plain float64 arrays
 (as before 2026-12-06), per montage. Then the median over a 2 s window's three Welch segments, as
 gold's band powers take it (``dsp.features.segment_median``), against ``np.median``, for a batch of
-five windows (one session's share of a micro-batch).
+five windows (one session's share of a micro-batch). Last, a bucket's output tables for one
+micro-batch (``SessionTables``: 17 sessions' second of rows, what each stateful call builds), and an
+empty table of each output schema, as pyarrow makes it (``Schema.empty_table``, what each session's
+notes were at every batch before stop 48) against ``lake_rows.empty_table`` (made once).
 
     python bench/session_state_bench.py
 """
@@ -30,6 +33,8 @@ from batch_jobs.sample_lake import SESSION_START_US, simulate_session
 from core.settings import Settings, SimulationSettings
 from dsp.features import segment_median
 from dsp.session import ProcessorConfig, SessionState, info_from_session_record, process
+from streaming_jobs.lake_rows import BLOCK_NOTES_SCHEMA, SAMPLES_SCHEMA, WINDOWS_SCHEMA, empty_table
+from streaming_jobs.silver_gold import SessionTables
 
 MONTAGES = {
     "simulated (16 EEG + pulse, 250 Hz)": "simulated",
@@ -65,6 +70,28 @@ def session_state(board: str, seconds: float = 30.0, batch_s: float = 2.0) -> Se
     return state
 
 
+def bucket_outputs(sessions: int = 17, seconds: float = 1.0) -> list[Any]:
+    """The processor's outputs for ``sessions`` simulated sessions' ``seconds`` after their first 10 s."""
+    settings = Settings()
+    config = ProcessorConfig()
+    outputs = []
+    for number in range(sessions):
+        session = simulate_session(settings, number, 10.0 + seconds, SESSION_START_US)
+        info = info_from_session_record(session.session_record, config)
+        first = int(10.0 * info.sample_rate_hz / len(session.blocks[0].samples))
+        _, state = process(SessionState(), session.blocks[:first], 0, config, info)
+        output, _ = process(state, session.blocks[first:], 0, config, None)
+        outputs.append(output)
+    return outputs
+
+
+def bucket_tables(outputs: list[Any]) -> None:
+    made = SessionTables.empty()
+    for number, output in enumerate(outputs):
+        made.add(f"session-{number}", "device", output, -1, SESSION_START_US)
+    made.tables()
+
+
 def round_trip(value: Any) -> Any:
     return pickle.loads(pickle.dumps(value, protocol=5))
 
@@ -93,6 +120,19 @@ def main() -> None:
         f"Welch median over 3 segments, 5 windows x 126 frequencies x 16 channels: {ours * 1e6:.0f} us, "
         f"np.median {numpy_s * 1e6:.0f} us ({ours / numpy_s:.2f}x)"
     )
+    outputs = bucket_outputs()
+    tables_s = best_of(functools.partial(bucket_tables, outputs), repeats=200)
+    print(f"a bucket's output tables, {len(outputs)} sessions x 1 s: {tables_s * 1e3:.2f} ms per micro-batch")
+    for schema_name, schema in (
+        ("samples", SAMPLES_SCHEMA),
+        ("windows", WINDOWS_SCHEMA),
+        ("block notes", BLOCK_NOTES_SCHEMA),
+    ):
+        made, cached = best_of(schema.empty_table), best_of(functools.partial(empty_table, schema))
+        print(
+            f"  an empty {schema_name} table: pyarrow {made * 1e6:.0f} us, made once {cached * 1e6:.2f} us "
+            f"({cached / made:.3f}x)"
+        )
 
 
 if __name__ == "__main__":

@@ -453,9 +453,12 @@ def write_data_files(
 
     described = []
     keys = rows.select(list(partition_by)).group_by(list(partition_by)).aggregate([]) if partition_by else None
-    for values in keys.to_pylist() if keys is not None else [{}]:
+    partitions = keys.to_pylist() if keys is not None else [{}]
+    for values in partitions:
         part = rows
-        for name, value in values.items():
+        # One partition (a stream's batch is nearly always one day) is the whole table: filtering
+        # would copy every row of it, list columns too.
+        for name, value in values.items() if len(partitions) > 1 else ():
             part = part.filter(pc.equal(part.column(name), value))
         folder = "/".join(f"{name}={value}" for name, value in values.items())
         relative = f"{folder}/part-{uuid.uuid4()}.snappy.parquet" if folder else f"part-{uuid.uuid4()}.snappy.parquet"
