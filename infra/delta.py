@@ -458,8 +458,9 @@ def write_data_files(
         part = rows
         # One partition (a stream's batch is nearly always one day) is the whole table: filtering
         # would copy every row of it, list columns too.
-        for name, value in values.items() if len(partitions) > 1 else ():
-            part = part.filter(pc.equal(part.column(name), value))
+        if len(partitions) > 1:
+            for name, value in values.items():
+                part = part.filter(pc.equal(part.column(name), value))
         folder = "/".join(f"{name}={value}" for name, value in values.items())
         relative = f"{folder}/part-{uuid.uuid4()}.snappy.parquet" if folder else f"part-{uuid.uuid4()}.snappy.parquet"
         target = table_dir / relative
