@@ -10,7 +10,8 @@ with the wall clock. Block contents are the simulated headset's signal, made onc
 cycled. It ignores the lake's acks (it has no spool to free).
 
 Run as ``python -m bench._load --headsets N --duration S`` with the bench's NEUROLAKE_* environment;
-prints a JSON summary like `edge simulate` does.
+prints a JSON line when its headsets start sending (``ready``), and at the end a JSON summary like
+`edge simulate` does.
 """
 
 from __future__ import annotations
@@ -77,14 +78,18 @@ def main() -> None:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
 
-    started = now_us()
-    devices: list[Headset] = []
+    # Each headset's signal and key first: a lab's Pis are recording before the hub starts, and
+    # this set-up (~3 s of CPU for 100 headsets) is theirs, not the hub's, so the bench starts the
+    # lake only once it is done (the "ready" line).
+    prepared = []
     for number in range(args.headsets):
         device_id = f"load-{number:03d}"
-        key = ensure_key(keyring, device_id)
         generator = SimulatedEeg(simulation.model_copy(update={"seed": simulation.seed + number}))
-        layout = generator.layout
         signal_blocks = generator.generate(CYCLE_BLOCKS * block).reshape(CYCLE_BLOCKS, block, -1)
+        prepared.append((device_id, ensure_key(keyring, device_id), generator.layout, signal_blocks))
+    started = now_us()
+    devices: list[Headset] = []
+    for number, (device_id, key, layout, signal_blocks) in enumerate(prepared):
         session_id = f"{device_id}-{started}"
         session = session_record(
             device_id=device_id, session_id=session_id, started_us=started, board="simulated",
@@ -97,6 +102,7 @@ def main() -> None:
         # Headsets start spread over one block period, as a lab's do.
         offset_us = int(number * period_us / max(args.headsets, 1))
         devices.append(Headset(device_id, session_id, key, signal_blocks, started + offset_us))
+    print(json.dumps({"ready": True, "started_us": started}), flush=True)
     producer.flush(10)
 
     failed: dict[str, int] = {}
