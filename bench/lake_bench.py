@@ -45,7 +45,9 @@ class ProcessCpu:
 
     KINDS = (
         ("Spark JVMs", ("org.apache.spark",)),
-        ("their Python workers", ("pyspark.daemon", "pyspark.worker")),
+        # A daemon started ahead of its session (infra.python_daemon.warm_daemon) has no worker module
+        # in its command line.
+        ("their Python workers", ("pyspark.daemon", "pyspark.worker", "python_daemon --warm")),
         ("stream driver", ("neurolake.cli stream",)),
         ("Kafka", ("kafka.Kafka",)),
         ("load", ("_load.py", "edge simulate")),

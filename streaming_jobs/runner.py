@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -127,33 +128,40 @@ def _supervise(
 ) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
+    from infra.python_daemon import warm_daemon
     from infra.spark import build_spark_session, start_python_workers
 
     started = time.monotonic()
-    # The JVM starts in its own process: seed bronze's writer (Delta reads, a producer) meanwhile.
-    with ThreadPoolExecutor(1) as pool:
-        starting = pool.submit(build_spark_session, settings, f"neurolake-stream-{target}", STREAM_SPARK_CONF)
-        from streaming_jobs.jobs import start_bronze
+    # The JVM starts in its own process, and so does the Python daemon, which imports the task
+    # modules meanwhile; here bronze's writer seeds itself (Delta reads, a producer).
+    # On a cluster the executors' workers launch their daemons: only a local session's is this process's.
+    local = settings.spark.master.startswith("local")
+    with warm_daemon(STREAM_SPARK_CONF["spark.python.daemon.module"]) if local else contextlib.nullcontext():
+        with ThreadPoolExecutor(1) as pool:
+            starting = pool.submit(build_spark_session, settings, f"neurolake-stream-{target}", STREAM_SPARK_CONF)
+            from streaming_jobs.jobs import start_bronze
 
-        prepared = {
-            query: _prepared_bronze_writer(settings, query) for query in TARGETS[target] if query != "silver_gold"
-        }
-        spark = starting.result()
-    log.info("Spark session ready %.1f s after start", time.monotonic() - started)
-    start_python_workers(spark).add_done_callback(lambda ready: _log_python_workers(ready, time.monotonic() - started))
-    return _run_queries(
-        settings,
-        target,
-        stop,
-        duration_s,
-        trigger_s,
-        spark,
-        started,
-        {
-            **{query: _first_with(writer, start_bronze, query) for query, writer in prepared.items()},
-            "silver_gold": SilverGoldStarter(),
-        },
-    )
+            prepared = {
+                query: _prepared_bronze_writer(settings, query) for query in TARGETS[target] if query != "silver_gold"
+            }
+            spark = starting.result()
+        log.info("Spark session ready %.1f s after start", time.monotonic() - started)
+        start_python_workers(spark).add_done_callback(
+            lambda ready: _log_python_workers(ready, time.monotonic() - started)
+        )
+        return _run_queries(
+            settings,
+            target,
+            stop,
+            duration_s,
+            trigger_s,
+            spark,
+            started,
+            {
+                **{query: _first_with(writer, start_bronze, query) for query, writer in prepared.items()},
+                "silver_gold": SilverGoldStarter(),
+            },
+        )
 
 
 def _log_python_workers(ready: Future[set[int]], elapsed_s: float) -> None:

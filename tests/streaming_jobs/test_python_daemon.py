@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from streaming_jobs import bronze, silver_gold
@@ -30,14 +31,12 @@ def test_the_daemon_imports_the_module_of_every_task_function_the_stream_runs() 
 
 # Run in a process of its own: the daemon is chosen when a JVM starts, and the tests share one.
 PROBE = """
-import json
+import contextlib, json, sys
 from core.settings import load_settings
+from infra.python_daemon import warm_daemon
 from infra.spark import build_spark_session
 from infra.spark import start_python_workers
 from streaming_jobs.runner import STREAM_SPARK_CONF
-
-spark = build_spark_session(load_settings(), "neurolake-test-daemon", STREAM_SPARK_CONF)
-started_daemons = start_python_workers(spark).result(timeout=240)
 
 def probe(batches):
     import gc, os, sys
@@ -56,17 +55,24 @@ def probe(batches):
         "daemon_pid": [os.getppid()],
     })
 
-rows = spark.range(2).coalesce(1).mapInArrow(probe, "imported string, frozen long, parent string, pyspark_files string, imported_after_fork boolean, daemon_pid long").collect()
-print(json.dumps([{**row.asDict(), "started_daemons": sorted(started_daemons)} for row in rows]))
-spark.stop()
+ahead = warm_daemon(STREAM_SPARK_CONF["spark.python.daemon.module"]) if sys.argv[1] == "ahead" else contextlib.nullcontext()
+with ahead as warm:
+    spark = build_spark_session(load_settings(), "neurolake-test-daemon", STREAM_SPARK_CONF)
+    started_daemons = start_python_workers(spark).result(timeout=240)
+    rows = spark.range(2).coalesce(1).mapInArrow(probe, "imported string, frozen long, parent string, pyspark_files string, imported_after_fork boolean, daemon_pid long").collect()
+    spark.stop()
+print(json.dumps([{**row.asDict(), "started_daemons": sorted(started_daemons), "warm_pid": warm.pid if warm else None} for row in rows]))
 """
 
 
 @pytest.mark.integration
-def test_stream_workers_fork_from_the_daemon_with_the_task_modules_imported(tmp_path: Path) -> None:
+@pytest.mark.parametrize("daemon", ["ahead", "launched"])
+def test_stream_workers_fork_from_the_daemon_with_the_task_modules_imported(tmp_path: Path, daemon: str) -> None:
+    """``ahead``: the stream starts its daemon with its own process (``warm_daemon``), and the one
+    Spark launches hands over to it; ``launched``: Spark's own, as any session without one ahead."""
     env = {**os.environ, **isolated_environ(tmp_path)}
     done = subprocess.run(
-        [sys.executable, "-c", PROBE], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", PROBE, daemon], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
     (row,) = json.loads(done.stdout.strip().splitlines()[-1])
@@ -81,3 +87,7 @@ def test_stream_workers_fork_from_the_daemon_with_the_task_modules_imported(tmp_
     assert row["imported_after_fork"]
     for file in json.loads(row["pyspark_files"]):
         assert ".zip" not in file and "site-packages" in file
+    if daemon == "ahead":
+        # The workers' daemon is the one started ahead, and it ended with the session.
+        assert row["daemon_pid"] == row["warm_pid"] and "--warm" in row["parent"]
+        assert not psutil.pid_exists(row["warm_pid"])
