@@ -83,6 +83,8 @@ def serve(task_modules: Sequence[str] = ()) -> None:
 
 
 def import_daemon_modules(task_modules: Sequence[str]) -> None:
+    """A daemon's imports before it forks: PySpark's daemon from the installed package, then
+    ``task_modules``, frozen."""
     sys.path[:] = prefer_installed_pyspark(sys.path, Path(sysconfig.get_paths()["purelib"]) / "pyspark")
     from pyspark import daemon  # noqa: F401
 
