@@ -39,7 +39,9 @@ def test_a_worker_freezes_what_its_imports_made_and_again_only_after_new_imports
     assert frozen > 10_000
     assert len(gc.get_objects()) < frozen // 10
     assert not freeze()
-    assert gc.get_freeze_count() == frozen
+    # Not frozen again: that would add what was made since. A frozen object freed meanwhile (another
+    # thread of the test process dropping its last reference) lowers the count by itself.
+    assert gc.get_freeze_count() <= frozen
     monkeypatch.setitem(sys.modules, "neurolake_test_later_import", types.ModuleType("neurolake_test_later_import"))
     assert freeze()
 
